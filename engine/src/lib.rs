@@ -1,0 +1,1 @@
+//! The skladsync rules engine (work in progress).
