@@ -1,1 +1,180 @@
-//! (in progress)
+//! The retailCRM API v5 client.
+//!
+//! It knows the API's mechanics and nothing about sync behaviour:
+//!
+//! * the key goes in the `X-API-KEY` header (never in URLs, never in logs: [`ApiKey`] redacts
+//!   itself);
+//! * GET filters are bracketed query parameters (`filter[ids][]=1`), POST bodies are
+//!   form-encoded with each entity as **one JSON-string field** (`order=<json>&site=…&by=…`);
+//! * every answer is the `success`/`errorMsg`/`errors` envelope, mapped to [`Error`] (the raw
+//!   body is kept in [`ApiError::raw`] for the journal; `errors` may be an object or an array);
+//! * requests are paced (default 10/s, shared by all clones), `429`/`503` are retried with
+//!   exponential backoff, `5xx` and network errors are retried when repeating is harmless, and a
+//!   write whose answer never arrived is reported as [`Error::NoResponse`] instead of being
+//!   repeated blindly (see [`RetryPolicy`]);
+//! * lists are paged (`limit` 20/50/100, `page`, `pagination.totalPageCount`), history is read
+//!   with `filter[sinceId]` through a [`HistoryCursor`], and stock uploads are split into
+//!   batches of at most 250 offers.
+//!
+//! Besides the typed helpers, [`RetailcrmClient::create`], [`RetailcrmClient::edit`],
+//! [`RetailcrmClient::fetch`], [`RetailcrmClient::list`] and [`RetailcrmClient::delete`] take an
+//! [`EntityKind`] and `serde_json::Value` bodies, for the apply layer that maps plan effects
+//! onto API calls.
+
+mod config;
+mod customers;
+mod entity;
+mod error;
+mod history;
+mod model;
+mod orders;
+mod references;
+mod store;
+mod transport;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use config::{ApiKey, ClientConfig, RetryPolicy, INVENTORY_BATCH_LIMIT};
+pub use entity::{EntityKind, WriteOptions};
+pub use error::{ApiError, Error, FieldError};
+pub use history::{HistoryBatch, HistoryCursor, HistoryFilter, HistoryKind};
+pub use model::{
+    Credentials, EntityRef, HistoryApiKey, HistoryEntry, HistoryPage, InventoryOffer,
+    InventoryStore, InventoryUploadReport, Page, PageRequest, Pagination, StatusChange,
+    WriteResult,
+};
+pub use references::ReferenceBook;
+pub use transport::flatten_query;
+
+use transport::{Call, Transport};
+
+/// A retailCRM API v5 client. Cheap to clone; clones share the connection pool and the pacing
+/// gate.
+#[derive(Clone, Debug)]
+pub struct RetailcrmClient {
+    transport: Arc<Transport>,
+}
+
+impl RetailcrmClient {
+    /// Builds a client.
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        Ok(Self {
+            transport: Arc::new(Transport::new(config)?),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.transport.config
+    }
+
+    pub(crate) async fn send(&self, call: Call) -> Result<Value, Error> {
+        self.transport.execute(&call).await
+    }
+
+    /// A raw GET under `/api/v5/` (`path` like `"orders/statuses"`), with bracketed `query`
+    /// pairs. Returns the whole successful envelope.
+    pub async fn get_raw(&self, path: &str, query: &[(String, String)]) -> Result<Value, Error> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut call = Call::get(&segments);
+        call.query.extend(query.iter().cloned());
+        self.send(call).await
+    }
+
+    /// Reads one page of a list endpoint: `key` is the list's field in the answer.
+    pub(crate) async fn page_of(
+        &self,
+        segments: &[&str],
+        key: &str,
+        filter: &Value,
+        page: PageRequest,
+        extra: &[(&str, &str)],
+    ) -> Result<Page, Error> {
+        config::check_limit(page.limit)?;
+        let mut call = Call::get(segments)
+            .filter(filter)?
+            .param("limit", page.limit.to_string())
+            .param("page", page.page.max(1).to_string());
+        for (k, v) in extra {
+            call = call.param(k, *v);
+        }
+        let path = call.path();
+        let body = self.send(call).await?;
+        read_page(body, key, &path)
+    }
+
+    /// Reads every page of a list endpoint.
+    pub(crate) async fn all_pages(
+        &self,
+        segments: &[&str],
+        key: &str,
+        filter: &Value,
+        extra: &[(&str, &str)],
+    ) -> Result<Vec<Value>, Error> {
+        let limit = self.config().page_limit;
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let p = self
+                .page_of(segments, key, filter, PageRequest::new(page, limit), extra)
+                .await?;
+            let empty = p.items.is_empty();
+            out.extend(p.items);
+            if empty || !p.pagination.has_more() {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+}
+
+/// Splits a list answer into items and pagination. A missing list is an error; a list sent as
+/// an object keyed by id/code (as some endpoints do) is read as its values.
+pub(crate) fn read_page(mut body: Value, key: &str, path: &str) -> Result<Page, Error> {
+    let items = match body.get_mut(key).map(Value::take) {
+        Some(Value::Array(items)) => items,
+        Some(Value::Object(map)) => map.into_iter().map(|(_, v)| v).collect(),
+        Some(Value::Null) | None => {
+            return Err(Error::Decode {
+                method: "GET".into(),
+                path: path.to_string(),
+                detail: format!("the answer has no `{key}` list"),
+            })
+        }
+        Some(other) => {
+            return Err(Error::Decode {
+                method: "GET".into(),
+                path: path.to_string(),
+                detail: format!("`{key}` is not a list: {other}"),
+            })
+        }
+    };
+    let pagination = match body.get("pagination") {
+        Some(p) => serde_json::from_value(p.clone()).map_err(|e| Error::Decode {
+            method: "GET".into(),
+            path: path.to_string(),
+            detail: format!("bad pagination: {e}"),
+        })?,
+        None => Pagination {
+            limit: u32::try_from(items.len()).unwrap_or(u32::MAX),
+            total_count: items.len() as u64,
+            current_page: 1,
+            total_page_count: 1,
+        },
+    };
+    Ok(Page { items, pagination })
+}
+
+/// Takes `key` out of a successful answer.
+pub(crate) fn take_field(mut body: Value, key: &str, path: &str) -> Result<Value, Error> {
+    match body.get_mut(key).map(Value::take) {
+        Some(v) if !v.is_null() => Ok(v),
+        _ => Err(Error::Decode {
+            method: "GET".into(),
+            path: path.to_string(),
+            detail: format!("the answer has no `{key}`"),
+        }),
+    }
+}

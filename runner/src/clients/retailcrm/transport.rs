@@ -1,0 +1,395 @@
+//! One HTTP exchange with retailCRM: pacing, key header, form/query encoding, retries and the
+//! response envelope.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::config::ClientConfig;
+use super::error::{ApiError, Error};
+
+/// Whether repeating a request after an unknown outcome is harmless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Safety {
+    /// Reads, edits, absolute stock uploads: repeating gives the same final state.
+    Idempotent,
+    /// Creates, deletes, tasks: repeating may duplicate.
+    NonIdempotent,
+}
+
+/// A request to send: path segments under the account root, query pairs, optional form.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub method: Method,
+    pub segments: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub form: Option<Vec<(String, String)>>,
+    pub safety: Safety,
+}
+
+impl Call {
+    /// A GET under `/api/v5/`.
+    pub fn get(segments: &[&str]) -> Self {
+        Self {
+            method: Method::GET,
+            segments: v5(segments),
+            query: Vec::new(),
+            form: None,
+            safety: Safety::Idempotent,
+        }
+    }
+
+    /// A form POST under `/api/v5/`.
+    pub fn post(segments: &[&str], safety: Safety) -> Self {
+        Self {
+            method: Method::POST,
+            segments: v5(segments),
+            query: Vec::new(),
+            form: Some(Vec::new()),
+            safety,
+        }
+    }
+
+    /// Adds a query parameter.
+    pub fn param(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.query.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Adds `filter[...]` parameters from a JSON object (see [`flatten_query`]).
+    pub fn filter(mut self, filter: &Value) -> Result<Self, Error> {
+        match filter {
+            Value::Null => {}
+            Value::Object(map) if map.is_empty() => {}
+            Value::Object(_) => flatten_query("filter", filter, &mut self.query),
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "a filter must be a JSON object, got {other}"
+                )))
+            }
+        }
+        Ok(self)
+    }
+
+    /// Adds a plain form field.
+    pub fn field(mut self, key: &str, value: impl Into<String>) -> Self {
+        if let Some(form) = self.form.as_mut() {
+            form.push((key.to_string(), value.into()));
+        }
+        self
+    }
+
+    /// Adds a form field whose value is the JSON text of `value`.
+    pub fn json_field<T: serde::Serialize + ?Sized>(
+        self,
+        key: &str,
+        value: &T,
+    ) -> Result<Self, Error> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::InvalidInput(format!("cannot encode `{key}`: {e}")))?;
+        Ok(self.field(key, text))
+    }
+
+    /// Adds an optional plain form field.
+    pub fn opt_field(self, key: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(v) => self.field(key, v),
+            None => self,
+        }
+    }
+
+    /// The path as shown in errors and logs.
+    pub fn path(&self) -> String {
+        format!("/{}", self.segments.join("/"))
+    }
+}
+
+fn v5(segments: &[&str]) -> Vec<String> {
+    let mut out = vec!["api".to_string(), "v5".to_string()];
+    out.extend(segments.iter().map(|s| s.to_string()));
+    out
+}
+
+/// Flattens a JSON value into bracketed query pairs, as retailCRM reads them:
+/// `{"ids":[1,2],"customFields":{"nps":{"min":5}},"shipped":true}` under `filter` gives
+/// `filter[ids][]=1`, `filter[ids][]=2`, `filter[customFields][nps][min]=5`,
+/// `filter[shipped]=1` (booleans are `1`/`0`). `null` values are skipped.
+pub fn flatten_query(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Null => {}
+        Value::Bool(b) => out.push((prefix.to_string(), if *b { "1" } else { "0" }.into())),
+        Value::Number(n) => out.push((prefix.to_string(), n.to_string())),
+        Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        Value::Array(items) => {
+            for item in items {
+                flatten_query(&format!("{prefix}[]"), item, out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten_query(&format!("{prefix}[{k}]"), v, out);
+            }
+        }
+    }
+}
+
+/// A shared pacing gate: at most one request per `interval`, no bursts.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    interval: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            interval: Duration::from_secs(1) / per_second.max(1),
+            next: Mutex::new(None),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn acquire(&self) {
+        let wait = {
+            // A poisoned lock only means another task panicked mid-update of an Instant;
+            // the value is still a valid slot.
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let slot = match *next {
+                Some(t) if t > now => t,
+                _ => now,
+            };
+            *next = Some(slot + self.interval);
+            slot - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The HTTP side of the client.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    pub config: ClientConfig,
+    pacer: Option<Pacer>,
+}
+
+enum Outcome {
+    Done(Result<Value, Error>),
+    Retry,
+}
+
+impl Transport {
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .gzip(true)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let pacer = config.requests_per_second.map(|n| Pacer::new(n.get()));
+        Ok(Self {
+            http,
+            config,
+            pacer,
+        })
+    }
+
+    /// Sends `call`, retrying as [`RetryPolicy`](super::RetryPolicy) says, and returns the
+    /// JSON body of a successful envelope.
+    pub async fn execute(&self, call: &Call) -> Result<Value, Error> {
+        let mut url = self.config.base_url.clone();
+        {
+            let mut segs = url
+                .path_segments_mut()
+                .map_err(|()| Error::Config("base URL cannot be a base".into()))?;
+            segs.pop_if_empty();
+            for s in &call.segments {
+                segs.push(s);
+            }
+        }
+        let path = call.path();
+        let retry = &self.config.retry;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            if let Some(p) = &self.pacer {
+                p.acquire().await;
+            }
+            let outcome = self.try_once(call, &url, &path, attempt).await;
+            match outcome {
+                Outcome::Done(result) => return result,
+                Outcome::Retry => {
+                    let base = retry.delay(attempt);
+                    tokio::time::sleep(jitter(base)).await;
+                }
+            }
+        }
+    }
+
+    async fn try_once(&self, call: &Call, url: &url::Url, path: &str, attempt: u32) -> Outcome {
+        let retry = &self.config.retry;
+        let method = call.method.as_str();
+        let mut req = self
+            .http
+            .request(call.method.clone(), url.clone())
+            .header("X-API-KEY", self.config.api_key.expose());
+        if !call.query.is_empty() {
+            req = req.query(&call.query);
+        }
+        if let Some(form) = &call.form {
+            req = req.form(form);
+        }
+        let idempotent = call.safety == Safety::Idempotent;
+        let net_failure = |e: reqwest::Error| -> Outcome {
+            let connect = e.is_connect();
+            if (connect || idempotent) && attempt < retry.max_attempts.max(1) {
+                tracing::debug!(method, path, attempt, error = %e, "retailCRM network error, retrying");
+                return Outcome::Retry;
+            }
+            if connect || call.method == Method::GET {
+                Outcome::Done(Err(Error::Network {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    attempts: attempt,
+                    source: e,
+                }))
+            } else {
+                Outcome::Done(Err(Error::NoResponse {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    source: e,
+                }))
+            }
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return net_failure(e),
+        };
+        let status = resp.status().as_u16();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return net_failure(e),
+        };
+        tracing::debug!(method, path, status, attempt, "retailCRM response");
+        if matches!(status, 429 | 503) && attempt < retry.rate_limit_attempts.max(1) {
+            tracing::debug!(
+                method,
+                path,
+                status,
+                attempt,
+                "retailCRM rate limit, backing off"
+            );
+            return Outcome::Retry;
+        }
+        if status >= 500 && idempotent && attempt < retry.max_attempts.max(1) {
+            return Outcome::Retry;
+        }
+        Outcome::Done(self.envelope(method, path, status, &body))
+    }
+
+    fn envelope(&self, method: &str, path: &str, status: u16, body: &[u8]) -> Result<Value, Error> {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let success = parsed
+            .as_ref()
+            .and_then(|v| v.get("success"))
+            .and_then(Value::as_bool);
+        match (parsed, success) {
+            (Some(v), Some(true)) if status < 400 => Ok(v),
+            (Some(v), Some(_)) => match ApiError::from_body(v) {
+                Some(api) => Err(Error::Api {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    status,
+                    api: Box::new(api),
+                }),
+                None => Err(Error::Decode {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    detail: "envelope is not an object".into(),
+                }),
+            },
+            _ if status >= 400 => Err(Error::Http {
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                body: snippet(body),
+            }),
+            _ => Err(Error::Decode {
+                method: method.to_string(),
+                path: path.to_string(),
+                detail: format!(
+                    "HTTP {status} without a `success` envelope: {}",
+                    snippet(body)
+                ),
+            }),
+        }
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut s: String = text.chars().take(300).collect();
+    if text.chars().count() > 300 {
+        s.push('…');
+    }
+    s
+}
+
+/// Between half and all of `base`, so clients that were refused together do not retry
+/// together.
+fn jitter(base: Duration) -> Duration {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0);
+    let r = h.finish();
+    let half = base / 2;
+    let extra_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    let extra = if extra_nanos == 0 {
+        0
+    } else {
+        r % (extra_nanos + 1)
+    };
+    half + Duration::from_nanos(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn filters_flatten_to_brackets() {
+        let mut out = Vec::new();
+        flatten_query(
+            "filter",
+            &json!({"ids": [1, 2], "customFields": {"nps": {"min": 5}}, "shipped": true, "x": null}),
+            &mut out,
+        );
+        let got: Vec<String> = out.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            got,
+            [
+                "filter[ids][]=1",
+                "filter[ids][]=2",
+                "filter[customFields][nps][min]=5",
+                "filter[shipped]=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let base = Duration::from_millis(100);
+        for _ in 0..100 {
+            let d = jitter(base);
+            assert!(d >= Duration::from_millis(50) && d <= base, "{d:?}");
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
+}
