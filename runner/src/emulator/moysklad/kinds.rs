@@ -1,0 +1,214 @@
+//! The entity types the emulator knows, and what is special about each.
+
+/// What the emulator knows about one entity type.
+#[derive(Debug)]
+pub struct Kind {
+    /// The type keyword, as in `meta.type` and the URL (`customerorder`).
+    pub name: &'static str,
+    /// The UI path used in `uuidHref` (`#<ui>/edit?id=`); `None` means no `uuidHref`.
+    pub ui: Option<&'static str>,
+    /// A document (has `name` numbering, `moment`, `applicable`, `sum`…).
+    pub document: bool,
+    /// The meta type of its positions, for documents that have positions.
+    pub positions: Option<&'static str>,
+    /// Accepts `syncId`.
+    pub sync_id: bool,
+    /// Can be created through the API (prepayments are created by the POS only).
+    pub creatable: bool,
+    /// Fields required on create (error 3000 when missing).
+    pub required: &'static [&'static str],
+    /// Nested collections replaced as a whole on PUT, with the meta type of their rows.
+    pub nested: &'static [(&'static str, &'static str)],
+    /// Part of the assortment (product, variant, service, bundle).
+    pub assortment: bool,
+    /// Holds stock (product, variant).
+    pub stocked: bool,
+    /// Has a `created` timestamp.
+    pub created: bool,
+    /// Has `metadata/states`.
+    pub states: bool,
+}
+
+const fn kind(name: &'static str) -> Kind {
+    Kind {
+        name,
+        ui: Some(name),
+        document: false,
+        positions: None,
+        sync_id: false,
+        creatable: true,
+        required: &[],
+        nested: &[],
+        assortment: false,
+        stocked: false,
+        created: false,
+        states: false,
+    }
+}
+
+const fn document(name: &'static str, positions: Option<&'static str>) -> Kind {
+    Kind {
+        document: true,
+        positions,
+        sync_id: true,
+        created: true,
+        states: true,
+        ..kind(name)
+    }
+}
+
+/// Positions collection of a document, as `(field, meta type)`.
+const fn positions(ty: &'static str) -> &'static [(&'static str, &'static str)] {
+    match ty.as_bytes() {
+        b"customerorderposition" => &[("positions", "customerorderposition")],
+        b"demandposition" => &[("positions", "demandposition")],
+        b"moveposition" => &[("positions", "moveposition")],
+        b"salesreturnposition" => &[("positions", "salesreturnposition")],
+        b"prepaymentposition" => &[("positions", "prepaymentposition")],
+        _ => &[],
+    }
+}
+
+/// Every type the emulator serves.
+pub static KINDS: &[Kind] = &[
+    Kind {
+        required: &["organization", "agent"],
+        nested: positions("customerorderposition"),
+        ..document("customerorder", Some("customerorderposition"))
+    },
+    Kind {
+        required: &["organization", "agent", "store"],
+        nested: positions("demandposition"),
+        ..document("demand", Some("demandposition"))
+    },
+    Kind {
+        required: &["organization", "sourceStore", "targetStore"],
+        nested: positions("moveposition"),
+        ..document("move", Some("moveposition"))
+    },
+    Kind {
+        required: &["organization", "store", "agent"],
+        nested: positions("salesreturnposition"),
+        ..document("salesreturn", Some("salesreturnposition"))
+    },
+    Kind {
+        required: &["organization", "store", "agent"],
+        nested: positions("demandposition"),
+        ..document("retaildemand", Some("demandposition"))
+    },
+    Kind {
+        required: &["organization", "agent"],
+        ..document("paymentin", None)
+    },
+    Kind {
+        required: &["organization", "agent"],
+        ..document("cashin", None)
+    },
+    Kind {
+        creatable: false,
+        nested: positions("prepaymentposition"),
+        ..document("prepayment", Some("prepaymentposition"))
+    },
+    Kind {
+        ui: Some("company"),
+        sync_id: true,
+        created: true,
+        states: true,
+        required: &["name"],
+        nested: &[("accounts", "account"), ("contactpersons", "contactperson")],
+        ..kind("counterparty")
+    },
+    Kind {
+        ui: Some("mycompany"),
+        sync_id: true,
+        created: true,
+        required: &["name"],
+        nested: &[("accounts", "account")],
+        ..kind("organization")
+    },
+    Kind {
+        ui: Some("warehouse"),
+        required: &["name"],
+        ..kind("store")
+    },
+    Kind {
+        ui: Some("good"),
+        sync_id: true,
+        required: &["name"],
+        assortment: true,
+        stocked: true,
+        ..kind("product")
+    },
+    Kind {
+        ui: Some("feature"),
+        sync_id: true,
+        required: &["product", "characteristics"],
+        assortment: true,
+        stocked: true,
+        ..kind("variant")
+    },
+    Kind {
+        ui: Some("good"),
+        sync_id: true,
+        required: &["name"],
+        assortment: true,
+        ..kind("service")
+    },
+    Kind {
+        ui: Some("good"),
+        sync_id: true,
+        required: &["name"],
+        assortment: true,
+        ..kind("bundle")
+    },
+    Kind {
+        created: true,
+        required: &["lastName"],
+        ..kind("employee")
+    },
+    Kind {
+        required: &["name"],
+        ..kind("currency")
+    },
+    Kind {
+        required: &["name"],
+        ..kind("saleschannel")
+    },
+    Kind {
+        required: &["name"],
+        ..kind("project")
+    },
+    Kind {
+        ui: None,
+        required: &["url", "entityType", "action"],
+        ..kind("webhook")
+    },
+];
+
+/// Looks a type up by its keyword.
+pub fn find(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The type whose `metadata/attributes` hold this type's custom fields: product, service,
+/// bundle and variant share the product's.
+pub fn attribute_owner(name: &str) -> &str {
+    match name {
+        "service" | "bundle" | "variant" => "product",
+        other => other,
+    }
+}
+
+/// Document types that move stock when posted, with how: `(type, store field, sign)`.
+pub static STOCK_MOVES: &[(&str, &str, f64)] = &[
+    ("demand", "store", -1.0),
+    ("retaildemand", "store", -1.0),
+    ("salesreturn", "store", 1.0),
+    ("move", "sourceStore", -1.0),
+    ("move", "targetStore", 1.0),
+];
+
+/// Entity types a webhook may subscribe to.
+pub fn webhook_subscribable(name: &str) -> bool {
+    find(name).is_some_and(|k| k.name != "webhook") || name == "customentity"
+}

@@ -1,0 +1,541 @@
+//! Stock reports computed from the account's state (`md/reports/_report_stock.md`).
+//!
+//! * `stock` = seeded opening stock + posted receipts − posted issues: posted `demand` and
+//!   `retaildemand` take from their `store`, posted `salesreturn` adds to its `store`, a posted
+//!   `move` takes from `sourceStore` and adds to `targetStore`.
+//! * `reserve` = per posted `customerorder` position, `min(reserve, quantity − shipped)` on the
+//!   order's `store`, where `shipped` is what posted demands linked to the order (`customerOrder`)
+//!   shipped of that assortment. Orders without a store reserve "unassigned" (`storeId: null`).
+//! * `inTransit` is always 0 (purchase orders are not emulated).
+//! * `quantity` (available) = `stock − reserve + inTransit`; `freeStock` = `stock − reserve`.
+//! * Cost price (`price`, kopecks per unit) = the seeded unit cost, averaged over stores by
+//!   seeded quantity; without a seed, the item's `buyPrice.value` (a variant falls back to its
+//!   product's).
+//!
+//! Only products and variants hold stock; services and bundles never appear.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use super::errors::{self, MsError};
+use super::kinds;
+use super::query::{self, id_of, Op};
+use super::render::{applicable, collection_meta, effective_reserves, position_assortment, Links};
+use super::state::State;
+
+/// Stock figures of one cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cell {
+    /// On hand.
+    pub stock: f64,
+    /// Reserved.
+    pub reserve: f64,
+    /// In transit (always 0 here).
+    pub in_transit: f64,
+}
+
+impl Cell {
+    /// `stock − reserve + inTransit`.
+    pub fn quantity(&self) -> f64 {
+        self.stock - self.reserve + self.in_transit
+    }
+
+    fn value(&self, stock_type: &str) -> f64 {
+        match stock_type {
+            "freeStock" => self.stock - self.reserve,
+            "quantity" => self.quantity(),
+            "reserve" => self.reserve,
+            "inTransit" => self.in_transit,
+            _ => self.stock,
+        }
+    }
+
+    fn add(&mut self, o: &Cell) {
+        self.stock += o.stock;
+        self.reserve += o.reserve;
+        self.in_transit += o.in_transit;
+    }
+}
+
+/// Stock per (store id, assortment id); store id `""` holds reserves of orders without a store.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    /// The cells.
+    pub cells: BTreeMap<(String, String), Cell>,
+}
+
+impl Table {
+    /// Totals of one assortment item over all stores (unassigned reserve included).
+    pub fn total(&self, assortment: &str) -> Cell {
+        let mut c = Cell::default();
+        for ((_, a), cell) in &self.cells {
+            if a == assortment {
+                c.add(cell);
+            }
+        }
+        c
+    }
+
+    /// Totals of one assortment item over the given stores.
+    pub fn total_in(&self, assortment: &str, stores: &BTreeSet<String>) -> Cell {
+        let mut c = Cell::default();
+        for ((s, a), cell) in &self.cells {
+            if a == assortment && stores.contains(s) {
+                c.add(cell);
+            }
+        }
+        c
+    }
+}
+
+fn is_stocked(state: &State, assortment: &str) -> bool {
+    state.get("product", assortment).is_some() || state.get("variant", assortment).is_some()
+}
+
+/// Computes the stock table from seeds and documents.
+pub fn compute(state: &State, links: &Links) -> Table {
+    let mut t = Table::default();
+    for s in &state.stock {
+        t.cells
+            .entry((s.store.clone(), s.assortment.clone()))
+            .or_default()
+            .stock += s.quantity;
+    }
+    for (ty, field, sign) in kinds::STOCK_MOVES {
+        for d in state.all(ty).filter(|d| applicable(d)) {
+            let Some(store) = d[*field]["meta"]["href"]
+                .as_str()
+                .map(|h| id_of(h).to_string())
+            else {
+                continue;
+            };
+            for p in d["positions"].as_array().into_iter().flatten() {
+                let Some(a) = position_assortment(p) else {
+                    continue;
+                };
+                if !is_stocked(state, &a) {
+                    continue;
+                }
+                t.cells.entry((store.clone(), a)).or_default().stock +=
+                    sign * p["quantity"].as_f64().unwrap_or(0.0);
+            }
+        }
+    }
+    for o in state.all("customerorder") {
+        let store = o["store"]["meta"]["href"]
+            .as_str()
+            .map(|h| id_of(h).to_string())
+            .unwrap_or_default();
+        let reserves = effective_reserves(o, links);
+        for (p, r) in o["positions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(reserves)
+        {
+            if r <= 0.0 {
+                continue;
+            }
+            let Some(a) = position_assortment(p) else {
+                continue;
+            };
+            if !is_stocked(state, &a) {
+                continue;
+            }
+            t.cells.entry((store.clone(), a)).or_default().reserve += r;
+        }
+    }
+    t
+}
+
+/// Unit cost in kopecks of an assortment item.
+pub fn cost_price(state: &State, assortment: &str) -> f64 {
+    let (mut qty, mut value) = (0.0, 0.0);
+    for s in state.stock.iter().filter(|s| s.assortment == assortment) {
+        if s.quantity > 0.0 {
+            qty += s.quantity;
+            value += s.quantity * s.cost;
+        }
+    }
+    if qty > 0.0 {
+        return (value / qty).round();
+    }
+    let buy = |v: &Value| v["buyPrice"]["value"].as_f64();
+    if let Some(p) = state.get("product", assortment) {
+        return buy(p).unwrap_or(0.0);
+    }
+    if let Some(v) = state.get("variant", assortment) {
+        if let Some(b) = buy(v) {
+            return b;
+        }
+        let product = v["product"]["meta"]["href"]
+            .as_str()
+            .map(id_of)
+            .unwrap_or("");
+        return state.get("product", product).and_then(buy).unwrap_or(0.0);
+    }
+    0.0
+}
+
+/// Items with stock, in a stable order: products, then variants, each in creation order.
+fn stocked_items(state: &State) -> Vec<&Value> {
+    state.all("product").chain(state.all("variant")).collect()
+}
+
+fn mode_ok(mode: &str, v: f64) -> bool {
+    match mode {
+        "positiveOnly" => v > 0.0,
+        "negativeOnly" => v < 0.0,
+        "empty" => v == 0.0,
+        "nonEmpty" => v != 0.0,
+        _ => true,
+    }
+}
+
+/// The special filters of stock reports.
+struct StockFilter {
+    stores: Option<BTreeSet<String>>,
+    items: Option<BTreeSet<String>>,
+    stock_mode: String,
+    quantity_mode: String,
+}
+
+fn parse_stock_filter(
+    q: &[(String, String)],
+    default_stock_mode: &str,
+) -> Result<StockFilter, MsError> {
+    let mut f = StockFilter {
+        stores: None,
+        items: None,
+        stock_mode: default_stock_mode.to_string(),
+        quantity_mode: "nonEmpty".to_string(),
+    };
+    for (k, v) in q {
+        if k != "filter" {
+            continue;
+        }
+        for c in query::parse_filter(v)? {
+            match (c.field.as_str(), c.op) {
+                ("store", Op::Eq) => {
+                    f.stores
+                        .get_or_insert_with(BTreeSet::new)
+                        .insert(id_of(&c.value).to_string());
+                }
+                ("product" | "variant", Op::Eq) => {
+                    f.items
+                        .get_or_insert_with(BTreeSet::new)
+                        .insert(id_of(&c.value).to_string());
+                }
+                ("stockMode", Op::Eq) => f.stock_mode = c.value.clone(),
+                ("quantityMode", Op::Eq) => f.quantity_mode = c.value.clone(),
+                ("moment" | "archived" | "productFolder" | "withSubFolders" | "search", _) => {}
+                (other, _) => {
+                    return Err(errors::filter_error(&format!(
+                        "неизвестный параметр фильтрации '{other}'"
+                    )))
+                }
+            }
+        }
+    }
+    for (mode, name) in [
+        (&f.stock_mode, "stockMode"),
+        (&f.quantity_mode, "quantityMode"),
+    ] {
+        if ![
+            "all",
+            "positiveOnly",
+            "negativeOnly",
+            "empty",
+            "nonEmpty",
+            "underMinimum",
+        ]
+        .contains(&mode.as_str())
+        {
+            return Err(errors::bad_param(
+                name,
+                mode,
+                "all, positiveOnly, negativeOnly, empty, nonEmpty, underMinimum",
+            ));
+        }
+    }
+    Ok(f)
+}
+
+fn paging(q: &[(String, String)]) -> Result<(usize, usize), MsError> {
+    let params = query::ListParams::from_query(
+        &q.iter()
+            .filter(|(k, _)| k == "limit" || k == "offset")
+            .cloned()
+            .collect::<Vec<_>>(),
+    )?;
+    Ok((params.limit, params.offset))
+}
+
+fn row_meta(state: &State, item: &Value, with_supplier: bool) -> Value {
+    let ty = item["meta"]["type"].as_str().unwrap_or("product");
+    let id = item["id"].as_str().unwrap_or("");
+    let mut m = state.entity_meta(ty, id);
+    if with_supplier {
+        if let Some(h) = m["href"].as_str() {
+            m["href"] = json!(format!("{h}?expand=supplier"));
+        }
+    }
+    m
+}
+
+/// `GET report/stock/all`.
+pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Value, MsError> {
+    let f = parse_stock_filter(q, "all")?;
+    let (limit, offset) = paging(q)?;
+    let group_by_product = q.iter().any(|(k, v)| k == "groupBy" && v == "product");
+    let links = Links::compute(state);
+    let table = compute(state, &links);
+    let stores_all: BTreeSet<String> = table.cells.keys().map(|(s, _)| s.clone()).collect();
+    let stores = f.stores.clone().unwrap_or(stores_all);
+    let mut rows = Vec::new();
+    for item in stocked_items(state) {
+        let ty = item["meta"]["type"].as_str().unwrap_or("");
+        let id = item["id"].as_str().unwrap_or("").to_string();
+        if group_by_product && ty == "variant" {
+            continue;
+        }
+        if let Some(items) = &f.items {
+            if !items.contains(&id) {
+                continue;
+            }
+        }
+        let mut cell = if f.stores.is_some() {
+            table.total_in(&id, &stores)
+        } else {
+            table.total(&id)
+        };
+        if group_by_product {
+            for v in state.all("variant") {
+                if v["product"]["meta"]["href"].as_str().map(id_of) == Some(id.as_str()) {
+                    let vid = v["id"].as_str().unwrap_or("");
+                    let c = if f.stores.is_some() {
+                        table.total_in(vid, &stores)
+                    } else {
+                        table.total(vid)
+                    };
+                    cell.add(&c);
+                }
+            }
+        }
+        if !mode_ok(&f.stock_mode, cell.stock) || !mode_ok(&f.quantity_mode, cell.quantity()) {
+            continue;
+        }
+        let sale_price = item["salePrices"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|p| p["value"].as_f64())
+            .unwrap_or(0.0);
+        let mut row = json!({
+            "meta": row_meta(state, item, true),
+            "stock": cell.stock,
+            "inTransit": cell.in_transit,
+            "reserve": cell.reserve,
+            "quantity": cell.quantity(),
+            "name": item["name"],
+            "code": item.get("code").cloned().unwrap_or(json!("")),
+            "price": cost_price(state, &id),
+            "salePrice": sale_price,
+            "externalCode": item["externalCode"],
+            "stockDays": 0
+        });
+        if let Some(a) = item.get("article") {
+            row["article"] = a.clone();
+        }
+        rows.push(row);
+    }
+    let size = rows.len();
+    let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
+    Ok(json!({
+        "context": state.context(None),
+        "meta": collection_meta(url, q, "stock", size, limit, offset),
+        "rows": page
+    }))
+}
+
+/// `GET report/stock/bystore`.
+pub fn report_by_store(state: &State, url: &str, q: &[(String, String)]) -> Result<Value, MsError> {
+    let f = parse_stock_filter(q, "nonEmpty")?;
+    let (limit, offset) = paging(q)?;
+    let links = Links::compute(state);
+    let table = compute(state, &links);
+    let stores: Vec<&Value> = state
+        .all("store")
+        .filter(|s| {
+            let id = s["id"].as_str().unwrap_or("");
+            f.stores.as_ref().is_none_or(|set| set.contains(id))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for item in stocked_items(state) {
+        let id = item["id"].as_str().unwrap_or("").to_string();
+        if let Some(items) = &f.items {
+            if !items.contains(&id) {
+                continue;
+            }
+        }
+        let mut per_store = Vec::new();
+        let mut any_stock = false;
+        let mut total = Cell::default();
+        for s in &stores {
+            let sid = s["id"].as_str().unwrap_or("").to_string();
+            let cell = table
+                .cells
+                .get(&(sid.clone(), id.clone()))
+                .copied()
+                .unwrap_or_default();
+            any_stock |= cell.stock != 0.0;
+            total.add(&cell);
+            per_store.push(json!({
+                "meta": state.entity_meta("store", &sid),
+                "name": s["name"],
+                "stock": cell.stock,
+                "reserve": cell.reserve,
+                "inTransit": cell.in_transit
+            }));
+        }
+        let keep = match f.stock_mode.as_str() {
+            "nonEmpty" => any_stock,
+            other => mode_ok(other, total.stock),
+        };
+        if !keep {
+            continue;
+        }
+        rows.push(json!({
+            "meta": row_meta(state, item, false),
+            "stockByStore": per_store
+        }));
+    }
+    let size = rows.len();
+    let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
+    Ok(json!({
+        "context": state.context(None),
+        "meta": collection_meta(url, q, "stockbystore", size, limit, offset),
+        "rows": page
+    }))
+}
+
+/// `GET report/stock/all/current` (`by_store` false) and `report/stock/bystore/current`.
+pub fn report_current(
+    state: &State,
+    by_store: bool,
+    q: &[(String, String)],
+) -> Result<Value, MsError> {
+    let get = |k: &str| {
+        q.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let stock_type = get("stockType").unwrap_or("stock");
+    if !["stock", "freeStock", "quantity", "reserve", "inTransit"].contains(&stock_type) {
+        return Err(errors::bad_param(
+            "stockType",
+            stock_type,
+            "stock, freeStock, quantity, reserve, inTransit",
+        ));
+    }
+    let zero_lines = get("include") == Some("zeroLines");
+    let changed_since = match get("changedSince") {
+        Some(v) => Some(
+            query::parse_datetime(v).ok_or_else(|| errors::filter_date_error("changedSince"))?,
+        ),
+        None => None,
+    };
+    let (mut ids, mut store_ids): (Option<BTreeSet<String>>, Option<BTreeSet<String>>) =
+        (None, None);
+    for (k, v) in q {
+        if k != "filter" {
+            continue;
+        }
+        for c in query::parse_filter(v)? {
+            let set: BTreeSet<String> = c.value.split(',').map(|s| s.trim().to_string()).collect();
+            match c.field.as_str() {
+                "assortmentId" => ids = Some(set),
+                "storeId" => store_ids = Some(set),
+                other => {
+                    return Err(errors::filter_error(&format!(
+                        "неизвестный параметр фильтрации '{other}'"
+                    )))
+                }
+            }
+        }
+    }
+    let changed = |store: &str, a: &str| -> bool {
+        match changed_since {
+            None => true,
+            Some(since) => {
+                let keys: Vec<String> = if by_store {
+                    vec![format!("{store}|{a}")]
+                } else {
+                    state
+                        .stock_changes
+                        .keys()
+                        .filter(|k| k.ends_with(&format!("|{a}")))
+                        .cloned()
+                        .collect()
+                };
+                keys.iter().any(|k| {
+                    state
+                        .stock_changes
+                        .get(k)
+                        .and_then(|t| query::parse_datetime(t))
+                        .is_some_and(|t| t >= since)
+                })
+            }
+        }
+    };
+    let links = Links::compute(state);
+    let table = compute(state, &links);
+    let mut out = Vec::new();
+    if by_store {
+        for ((store, a), cell) in &table.cells {
+            if ids.as_ref().is_some_and(|s| !s.contains(a)) {
+                continue;
+            }
+            if store_ids.as_ref().is_some_and(|s| !s.contains(store)) {
+                continue;
+            }
+            if !changed(store, a) {
+                continue;
+            }
+            let v = cell.value(stock_type);
+            if v == 0.0 && !zero_lines && changed_since.is_none() {
+                continue;
+            }
+            let store_v = if store.is_empty() {
+                Value::Null
+            } else {
+                json!(store)
+            };
+            out.push(json!({"assortmentId": a, "storeId": store_v, stock_type: v}));
+        }
+    } else {
+        let assortments: BTreeSet<&String> = table.cells.keys().map(|(_, a)| a).collect();
+        for a in assortments {
+            if ids.as_ref().is_some_and(|s| !s.contains(a)) {
+                continue;
+            }
+            if !changed("", a) {
+                continue;
+            }
+            let v = table.total(a).value(stock_type);
+            if v == 0.0 && !zero_lines && changed_since.is_none() {
+                continue;
+            }
+            out.push(json!({"assortmentId": a, stock_type: v}));
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// Stock fields of the legacy `entity/assortment` rows.
+pub fn assortment_stock(table: &Table, id: &str) -> Value {
+    let c = table.total(id);
+    json!({"stock": c.stock, "reserve": c.reserve, "inTransit": c.in_transit, "quantity": c.quantity()})
+}

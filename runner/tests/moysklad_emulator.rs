@@ -1,0 +1,205 @@
+//! The МойСклад emulator on the wire, with raw HTTP requests (no client): gzip, auth, shapes,
+//! errors, paging, webhooks' subscription rules, stock reports.
+
+use serde_json::{json, Value};
+use skladsync_runner::emulator::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
+
+const LOGIN: &str = "admin@emulator";
+const PASSWORD: &str = "emulator-password";
+
+async fn start() -> MoyskladEmulator {
+    MoyskladEmulator::start(MoyskladEmulatorConfig {
+        rate_limit: None,
+        ..MoyskladEmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().build().expect("client")
+}
+
+async fn call(
+    ms: &MoyskladEmulator,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http()
+        .request(method, format!("{}/{path}", ms.base_url()))
+        .basic_auth(LOGIN, Some(PASSWORD))
+        .header("Accept", "application/json;charset=utf-8");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("response");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("json body")
+    };
+    (status, v)
+}
+
+#[tokio::test]
+async fn requests_without_gzip_get_415_with_no_body() {
+    let ms = start().await;
+    let resp = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client")
+        .get(format!("{}/entity/store", ms.base_url()))
+        .basic_auth(LOGIN, Some(PASSWORD))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 415);
+    assert!(resp.bytes().await.expect("body").is_empty());
+    // With another encoding only: still 415.
+    let resp = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client")
+        .get(format!("{}/entity/store", ms.base_url()))
+        .header("Accept-Encoding", "deflate")
+        .basic_auth(LOGIN, Some(PASSWORD))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 415);
+}
+
+#[tokio::test]
+async fn responses_are_gzipped() {
+    let ms = start().await;
+    for i in 0..3 {
+        ms.seed("store", json!({"name": format!("Склад {i}")}))
+            .expect("seed");
+    }
+    let resp = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client")
+        .get(format!("{}/entity/store", ms.base_url()))
+        .header("Accept-Encoding", "gzip")
+        .basic_auth(LOGIN, Some(PASSWORD))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let bytes = resp.bytes().await.expect("body");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+        .expect("valid gzip");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["meta"]["size"], 3);
+}
+
+#[tokio::test]
+async fn wrong_credentials_get_401_with_code_1056() {
+    let ms = start().await;
+    let resp = http()
+        .get(format!("{}/entity/store", ms.base_url()))
+        .basic_auth(LOGIN, Some("wrong"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["errors"][0]["code"], 1056);
+    let resp = http()
+        .get(format!("{}/entity/store", ms.base_url()))
+        .bearer_auth("emulator-token")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200, "the configured token is accepted");
+    let resp = http()
+        .get(format!("{}/entity/store", ms.base_url()))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn created_order_has_the_api_shape() {
+    let ms = start().await;
+    let shop = ms.seed_sample_shop().expect("sample shop");
+    let org = &shop.organization;
+    let agent = &shop.counterparties["rcrm-customer-1"];
+    let store = &shop.stores["Основной склад"];
+    let product = &shop.products["tshirt-basic"];
+    let state = &shop.order_states["Новый"];
+    let b = ms.base_url();
+    let meta = |ty: &str, id: &str| json!({"meta": {"href": format!("{b}/entity/{ty}/{id}"), "type": ty, "mediaType": "application/json"}});
+    let (status, order) = call(
+        &ms,
+        reqwest::Method::POST,
+        "entity/customerorder",
+        Some(json!({
+            "name": "RC-1001",
+            "organization": meta("organization", org),
+            "agent": meta("counterparty", agent),
+            "store": meta("store", store),
+            "state": {"meta": {"href": format!("{b}/entity/customerorder/metadata/states/{state}"), "type": "state", "mediaType": "application/json"}},
+            "positions": [{"assortment": meta("product", product), "quantity": 2, "price": 149900, "discount": 5, "vat": 20, "reserve": 2}]
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{order}");
+    let id = order["id"].as_str().expect("id");
+    assert_eq!(
+        order["meta"],
+        json!({
+            "href": format!("{b}/entity/customerorder/{id}"),
+            "metadataHref": format!("{b}/entity/customerorder/metadata"),
+            "type": "customerorder",
+            "mediaType": "application/json",
+            "uuidHref": format!("{}/app/#customerorder/edit?id={id}", b.trim_end_matches("/api/remap/1.2"))
+        })
+    );
+    assert_eq!(order["accountId"], "0e3a0000-5a1e-11f0-0a80-000000000000");
+    let updated = order["updated"].as_str().expect("updated");
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(updated, "%Y-%m-%d %H:%M:%S%.3f").is_ok()
+            && updated.len() == 23,
+        "updated is YYYY-MM-DD HH:MM:SS.mmm: {updated}"
+    );
+    assert_eq!(order["applicable"], true);
+    assert_eq!(order["sum"], 284810.0);
+    assert_eq!(order["reservedSum"], 284810.0);
+    assert_eq!(order["positions"]["meta"]["type"], "customerorderposition");
+    assert_eq!(order["positions"]["meta"]["size"], 1);
+    assert!(order["positions"].get("rows").is_none(), "not expanded");
+    assert_eq!(
+        order["agent"]["meta"]["uuidHref"],
+        json!(format!(
+            "{}/app/#company/edit?id={agent}",
+            b.trim_end_matches("/api/remap/1.2")
+        ))
+    );
+    assert!(order["externalCode"]
+        .as_str()
+        .is_some_and(|s| s.len() == 22));
+
+    let (_, expanded) = call(
+        &ms,
+        reqwest::Method::GET,
+        &format!("entity/customerorder/{id}?expand=positions.assortment,agent,state"),
+        None,
+    )
+    .await;
+    let row = &expanded["positions"]["rows"][0];
+    assert_eq!(row["meta"]["type"], "customerorderposition");
+    assert_eq!(row["assortment"]["externalCode"], "tshirt-basic");
+    assert_eq!(row["reserve"], 2.0);
+    assert_eq!(row["shipped"], 0.0);
+    assert_eq!(expanded["agent"]["name"], "Смирнов Алексей");
+    assert_eq!(expanded["state"]["name"], "Новый");
+}
