@@ -31,7 +31,9 @@ fn engine_depends_on_no_io_crates() {
         .expect("engine has a [dependencies] table");
     for banned in ["tokio", "reqwest", "sled", "clap", "axum", "hyper"] {
         assert!(
-            !deps.lines().any(|line| line.trim_start().starts_with(banned)),
+            !deps
+                .lines()
+                .any(|line| line.trim_start().starts_with(banned)),
             "engine/Cargo.toml depends on {banned}"
         );
     }
@@ -48,7 +50,13 @@ fn engine_has_no_domain_names() {
             continue;
         };
         let lower = text.to_lowercase();
-        for name in ["retailcrm", "moysklad", "мойсклад", "customerorder", "counterparty"] {
+        for name in [
+            "retailcrm",
+            "moysklad",
+            "мойсклад",
+            "customerorder",
+            "counterparty",
+        ] {
             assert!(
                 !lower.contains(name),
                 "{} mentions the domain name {name:?}",

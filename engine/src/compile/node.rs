@@ -1,0 +1,204 @@
+//! The compiled form of rules: names resolved to slots, functions to pointers, templates
+//! to compiled minijinja templates. Evaluation walks these and never touches the parser.
+
+use crate::funcs::Builtin;
+use crate::ruleset::model::Level;
+use crate::syntax::ast::{BinOp, UnOp};
+use crate::value::{Str, Value};
+
+/// Index into the program's table of source locations.
+pub(crate) type LocId = u32;
+
+/// A compiled expression with the location it came from.
+#[derive(Debug)]
+pub(crate) struct CExpr {
+    pub node: Node,
+    pub loc: LocId,
+}
+
+/// What a compiled expression does.
+#[derive(Debug)]
+pub(crate) enum Node {
+    Const(Value),
+    /// A slot of the current frame (a `let`, a parameter, an `as` result, a loop variable).
+    Local(u32),
+    /// A global: `settings`, `event`, or a field of the event.
+    Global(u32),
+    /// Reads keys and indexes below a base, by reference, cloning only the end.
+    Path(Box<CExpr>, Box<[Seg]>),
+    Unary(UnOp, Box<CExpr>),
+    Binary(BinOp, Box<CExpr>, Box<CExpr>),
+    If(Box<CExpr>, Box<CExpr>, Box<CExpr>),
+    Call(&'static Builtin, Box<[CExpr]>, Option<Box<CLambda>>),
+    CallUser(u32, Box<[CExpr]>),
+    Array(Box<[CExpr]>),
+    Object(Box<[(ObjKey, CExpr)]>),
+    Template(u32, Box<[(Str, CExpr)]>),
+}
+
+/// One step of a compiled path.
+#[derive(Debug)]
+pub(crate) enum Seg {
+    Key(Str),
+    Index(CExpr),
+}
+
+/// A key of a compiled object literal.
+#[derive(Debug)]
+pub(crate) enum ObjKey {
+    Static(Str),
+    Computed(CExpr),
+}
+
+/// A lambda: parameter slots in the enclosing frame and a body.
+#[derive(Debug)]
+pub(crate) struct CLambda {
+    pub params: Box<[u32]>,
+    pub body: CExpr,
+}
+
+/// The `let` table of a frame: lazily evaluated named values.
+#[derive(Debug, Default)]
+pub(crate) struct Lets {
+    /// For each slot, the index of the `let` that computes it, if any.
+    pub by_slot: Vec<Option<u32>>,
+    /// The lets, in order.
+    pub items: Vec<CLet>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CLet {
+    pub name: Str,
+    pub slot: u32,
+    pub expr: CExpr,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub(crate) struct CRule {
+    pub id: Str,
+    pub doc: Option<String>,
+    pub on: Vec<String>,
+    pub file: String,
+    pub loc: LocId,
+    pub frame_size: u32,
+    pub lets: Lets,
+    pub subject: Option<CExpr>,
+    pub when: Vec<CCond>,
+    pub effects: Vec<CEffect>,
+}
+
+/// A compiled flow.
+#[derive(Debug)]
+pub(crate) struct CFlow {
+    pub name: Str,
+    pub params: Vec<Str>,
+    pub frame_size: u32,
+    pub lets: Lets,
+    pub when: Vec<CCond>,
+    pub effects: Vec<CEffect>,
+    pub returns: Option<CExpr>,
+}
+
+/// A compiled user-defined function.
+#[derive(Debug)]
+pub(crate) struct CFunc {
+    pub name: Str,
+    pub params: Vec<Str>,
+    pub frame_size: u32,
+    pub body: Option<CExpr>,
+    /// Whether it (transitively) asks the world; pure ones can be used in templates.
+    pub pure: bool,
+}
+
+/// A compiled condition.
+#[derive(Debug)]
+pub(crate) struct CCond {
+    pub expr: CExpr,
+    pub text: String,
+    pub on_false: OnFalse,
+}
+
+/// What a false condition records.
+#[derive(Debug)]
+pub(crate) enum OnFalse {
+    Nothing,
+    Journal(CJournal),
+    Skip(CExpr),
+}
+
+#[derive(Debug)]
+pub(crate) struct CJournal {
+    pub code: Str,
+    pub level: Level,
+    pub text: Option<CExpr>,
+    pub subject: Option<CExpr>,
+}
+
+/// A compiled effect with its guard.
+#[derive(Debug)]
+pub(crate) struct CEffect {
+    pub cond: Option<CExpr>,
+    pub loc: LocId,
+    pub kind: EffectKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum EffectKind {
+    Create {
+        system: Str,
+        entity: Str,
+        body: CBody,
+        key: Option<CExpr>,
+        name: Option<(Str, u32)>,
+        optional: bool,
+    },
+    Update {
+        system: Str,
+        entity: Str,
+        id: CExpr,
+        body: CBody,
+        name: Option<(Str, u32)>,
+        optional: bool,
+    },
+    Delete {
+        system: Str,
+        entity: Str,
+        id: CExpr,
+        optional: bool,
+    },
+    Link {
+        kind: Str,
+        ids: Vec<(Str, CExpr)>,
+    },
+    Journal(CJournal),
+    Task {
+        user: CExpr,
+        kind: Str,
+        text: CExpr,
+    },
+    Skip(CExpr),
+    Use {
+        flow: u32,
+        args: Vec<(u32, CExpr)>,
+        name: Option<u32>,
+    },
+    Let(Vec<(u32, CExpr)>),
+    For {
+        var: u32,
+        list: CExpr,
+        body: Vec<CEffect>,
+    },
+    Group {
+        then: Vec<CEffect>,
+        otherwise: Vec<CEffect>,
+    },
+}
+
+/// A body template: YAML structure with expressions at the leaves.
+#[derive(Debug)]
+pub(crate) enum CBody {
+    Expr(CExpr),
+    Map(Vec<(Str, CBody)>),
+    Seq(Vec<CBody>),
+}

@@ -1,0 +1,688 @@
+//! Running rules: conditions, effects, flows, and the plan they build.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use super::{Ctx, EvalError, Frame};
+use crate::compile::node::{CBody, CCond, CEffect, CFlow, CJournal, CRule, EffectKind, OnFalse};
+use crate::plan::{Action, Effect, Plan};
+use crate::ruleset::model::Level;
+use crate::trace::{ConditionTrace, LetTrace, Outcome, RuleTrace};
+use crate::value::{Hasher, Map, PendingRef, Str, Value};
+
+/// A plan under construction, with what it created and linked so far, so later lookups of
+/// the same evaluation see them.
+pub(crate) struct PlanBuilder {
+    event: String,
+    effects: Vec<Effect>,
+    names: HashMap<Str, u32>,
+    links: Vec<(Str, IndexMap<String, Value>)>,
+    created: Vec<Created>,
+}
+
+/// An entity created earlier in the plan.
+pub(crate) struct Created {
+    pub system: Str,
+    pub entity: Str,
+    pub name: Option<Str>,
+    pub body: Value,
+}
+
+#[derive(Clone, Copy)]
+struct Mark {
+    effects: usize,
+    links: usize,
+    created: usize,
+}
+
+impl PlanBuilder {
+    pub fn new(event: &str) -> PlanBuilder {
+        PlanBuilder {
+            event: event.to_owned(),
+            effects: Vec::new(),
+            names: HashMap::new(),
+            links: Vec::new(),
+            created: Vec::new(),
+        }
+    }
+
+    pub fn finish(self) -> Plan {
+        Plan {
+            event: self.event,
+            effects: self.effects,
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            effects: self.effects.len(),
+            links: self.links.len(),
+            created: self.created.len(),
+        }
+    }
+
+    fn rollback(&mut self, m: Mark) {
+        for e in self.effects.drain(m.effects..) {
+            let name = match &e.action {
+                Action::Create { name, .. } | Action::Update { name, .. } => name.clone(),
+                _ => None,
+            };
+            if let Some(name) = name {
+                let base = name.split('#').next().unwrap_or(&name).to_owned();
+                if let Some(n) = self.names.get_mut(base.as_str()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        self.links.truncate(m.links);
+        self.created.truncate(m.created);
+    }
+
+    /// A plan-unique name: `base`, then `base#2`, `base#3` …
+    fn unique_name(&mut self, base: &Str) -> Str {
+        let n = self.names.entry(base.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            base.clone()
+        } else {
+            Arc::from(format!("{base}#{n}"))
+        }
+    }
+
+    /// The latest link of the plan with `id` on the side of `system`.
+    pub fn linked(&self, kind: &str, system: &str, id: &Value) -> Option<Value> {
+        self.links.iter().rev().find_map(|(k, ids)| {
+            if &**k != kind || !ids.get(system).is_some_and(|v| same_id(v, id)) {
+                return None;
+            }
+            let mut map = Map::with_capacity_and_hasher(ids.len() + 1, Hasher::default());
+            map.insert("kind".into(), Value::Str(k.clone()));
+            for (s, v) in ids {
+                map.insert(s.as_str().into(), v.clone());
+            }
+            Some(Value::object(map))
+        })
+    }
+
+    /// Entities created earlier in the plan whose body matches every field of `filter`;
+    /// each is returned as a pending result that knows its body.
+    pub fn created_matching(&self, system: &str, entity: &str, filter: &Map) -> Vec<Value> {
+        self.created
+            .iter()
+            .filter(|c| &*c.system == system && &*c.entity == entity)
+            .filter(|c| {
+                filter
+                    .iter()
+                    .all(|(k, want)| c.body.get_ref(k).is_some_and(|v| v.equals(want)))
+            })
+            .map(|c| match &c.name {
+                Some(name) => Value::Ref(Arc::new(PendingRef {
+                    name: name.clone(),
+                    path: Vec::new(),
+                    known: Some(c.body.clone()),
+                })),
+                None => c.body.clone(),
+            })
+            .collect()
+    }
+
+    fn push(&mut self, rule: &Str, flow: &Option<Str>, action: Action) {
+        self.effects.push(Effect {
+            rule: rule.to_string(),
+            flow: flow.as_ref().map(|f| f.to_string()),
+            action,
+        });
+    }
+}
+
+fn same_id(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Str(_), Value::Int(_)) | (Value::Int(_), Value::Str(_)) => {
+            a.to_text() == b.to_text()
+        }
+        _ => a.equals(b),
+    }
+}
+
+/// Why running effects stopped early.
+pub(crate) enum Stop {
+    Error(EvalError),
+    Abort(Abort),
+}
+
+impl From<EvalError> for Stop {
+    fn from(e: EvalError) -> Stop {
+        Stop::Error(e)
+    }
+}
+
+/// A false condition in a flow: the calling rule is abandoned.
+pub(crate) struct Abort {
+    flow: Str,
+    condition: usize,
+    record: Option<Record>,
+}
+
+/// What a false condition records.
+enum Record {
+    Journal {
+        code: Str,
+        level: Level,
+        text: String,
+        subject: Option<Value>,
+    },
+    Skip(String),
+}
+
+impl Record {
+    fn code(&self) -> Option<String> {
+        match self {
+            Record::Journal { code, .. } => Some(code.to_string()),
+            Record::Skip(_) => None,
+        }
+    }
+}
+
+/// Runs one rule against the event.
+pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), EvalError> {
+    cx.rule = rule.id.clone();
+    cx.flow = None;
+    cx.current = Some(rule);
+    if let Some(trace) = cx.trace.as_deref_mut() {
+        trace.rules.push(RuleTrace {
+            rule: rule.id.to_string(),
+            outcome: Outcome::Fired,
+            conditions: Vec::new(),
+            lets: Vec::new(),
+            effects: 0,
+        });
+    }
+    let mut frame = Frame::new(rule.frame_size, &rule.lets);
+    let mark = cx.plan.mark();
+    let outcome = match check_conditions(cx, &mut frame, &rule.when, None) {
+        Err(e) => Err(e),
+        Ok(Some((i, record))) => {
+            let journal = record.as_ref().and_then(Record::code);
+            if let Some(record) = record {
+                emit_record(cx, rule, &mut frame, record)?;
+            }
+            Ok(Outcome::Stopped {
+                condition: i,
+                journal,
+            })
+        }
+        Ok(None) => match run_effects(cx, &mut frame, &rule.effects) {
+            Ok(()) => Ok(Outcome::Fired),
+            Err(Stop::Error(e)) => Err(e),
+            Err(Stop::Abort(abort)) => {
+                cx.plan.rollback(mark);
+                let journal = abort.record.as_ref().and_then(Record::code);
+                cx.flow = Some(abort.flow.clone());
+                if let Some(record) = abort.record {
+                    emit_record(cx, rule, &mut frame, record)?;
+                }
+                cx.flow = None;
+                Ok(Outcome::Aborted {
+                    flow: abort.flow.to_string(),
+                    condition: abort.condition,
+                    journal,
+                })
+            }
+        },
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(trace) = cx.trace.as_deref_mut() {
+                if let Some(last) = trace.rules.last_mut() {
+                    last.outcome = Outcome::Error {
+                        message: e.to_string(),
+                    };
+                }
+            }
+            return Err(e);
+        }
+    };
+    if cx.trace.is_some() {
+        finish_trace(cx, rule, &mut frame, outcome, mark.effects);
+    }
+    Ok(())
+}
+
+/// Records the outcome, and evaluates the lets that were never needed, for `explain`.
+fn finish_trace<'a>(
+    cx: &mut Ctx<'a>,
+    rule: &'a CRule,
+    frame: &mut Frame<'a>,
+    outcome: Outcome,
+    before: usize,
+) {
+    let effects = cx.plan.effects.len().saturating_sub(before);
+    for l in &rule.lets.items {
+        let known = frame
+            .slots
+            .get(l.slot as usize)
+            .is_some_and(Option::is_some);
+        if known {
+            continue;
+        }
+        let result = cx.eval(&l.expr, frame);
+        if let Some(trace) = cx.trace.as_deref_mut() {
+            if let Some(last) = trace.rules.last_mut() {
+                match result {
+                    Ok(v) => last.lets.push(LetTrace {
+                        name: l.name.to_string(),
+                        value: Some(v),
+                        error: None,
+                    }),
+                    Err(e) => last.lets.push(LetTrace {
+                        name: l.name.to_string(),
+                        value: None,
+                        error: Some(e.message),
+                    }),
+                }
+            }
+        }
+    }
+    if let Some(trace) = cx.trace.as_deref_mut() {
+        if let Some(last) = trace.rules.last_mut() {
+            last.outcome = outcome;
+            last.effects = effects;
+            let order: Vec<&str> = rule.lets.items.iter().map(|l| &*l.name).collect();
+            last.lets.sort_by_key(|l| {
+                order
+                    .iter()
+                    .position(|n| *n == l.name)
+                    .unwrap_or(usize::MAX)
+            });
+        }
+    }
+}
+
+fn emit_record<'a>(
+    cx: &mut Ctx<'a>,
+    rule: &'a CRule,
+    frame: &mut Frame<'a>,
+    record: Record,
+) -> Result<(), EvalError> {
+    let action = match record {
+        Record::Journal {
+            code,
+            level,
+            text,
+            subject,
+        } => {
+            let subject = match subject {
+                Some(s) => s,
+                None => match &rule.subject {
+                    Some(e) => cx.eval(e, frame)?,
+                    None => Value::Null,
+                },
+            };
+            Action::Journal {
+                code: code.to_string(),
+                level,
+                text,
+                subject,
+            }
+        }
+        Record::Skip(reason) => Action::Skip { reason },
+    };
+    let (r, f) = (cx.rule.clone(), cx.flow.clone());
+    cx.plan.push(&r, &f, action);
+    Ok(())
+}
+
+/// Evaluates conditions in order; the first false one is returned with what it records.
+fn check_conditions<'a>(
+    cx: &mut Ctx<'a>,
+    frame: &mut Frame<'a>,
+    when: &'a [CCond],
+    flow: Option<&Str>,
+) -> Result<Option<(usize, Option<Record>)>, EvalError> {
+    for (i, c) in when.iter().enumerate() {
+        let v = cx.eval(&c.expr, frame)?;
+        let holds = v.truthy();
+        if let Some(trace) = cx.trace.as_deref_mut() {
+            let location = cx
+                .prog
+                .locs
+                .get(c.expr.loc as usize)
+                .map(|l| l.position())
+                .unwrap_or_default();
+            if let Some(last) = trace.rules.last_mut() {
+                last.conditions.push(ConditionTrace {
+                    flow: flow.map(|f| f.to_string()),
+                    index: i,
+                    text: c.text.clone(),
+                    location,
+                    value: v,
+                    holds,
+                });
+            }
+        }
+        if holds {
+            continue;
+        }
+        let record = match &c.on_false {
+            OnFalse::Nothing => None,
+            OnFalse::Skip(reason) => Some(Record::Skip(cx.eval(reason, frame)?.to_text())),
+            OnFalse::Journal(j) => Some(journal_record(cx, frame, j)?),
+        };
+        return Ok(Some((i, record)));
+    }
+    Ok(None)
+}
+
+fn journal_record<'a>(
+    cx: &mut Ctx<'a>,
+    frame: &mut Frame<'a>,
+    j: &'a CJournal,
+) -> Result<Record, EvalError> {
+    let text = match &j.text {
+        Some(t) => cx.eval(t, frame)?.to_text(),
+        None => String::new(),
+    };
+    let subject = match &j.subject {
+        Some(s) => Some(cx.eval(s, frame)?),
+        None => None,
+    };
+    Ok(Record::Journal {
+        code: j.code.clone(),
+        level: j.level,
+        text,
+        subject,
+    })
+}
+
+fn eval_body<'a>(
+    cx: &mut Ctx<'a>,
+    frame: &mut Frame<'a>,
+    body: &'a CBody,
+) -> Result<Value, EvalError> {
+    match body {
+        CBody::Expr(e) => cx.eval(e, frame),
+        CBody::Map(entries) => {
+            let mut map = Map::with_capacity_and_hasher(entries.len(), Hasher::default());
+            for (k, v) in entries {
+                let value = eval_body(cx, frame, v)?;
+                if !value.is_null() {
+                    map.insert(k.clone(), value);
+                }
+            }
+            Ok(Value::object(map))
+        }
+        CBody::Seq(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(eval_body(cx, frame, item)?);
+            }
+            Ok(Value::array(out))
+        }
+    }
+}
+
+fn key_text(v: Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        other => Some(other.to_text()),
+    }
+}
+
+/// Runs effects in order.
+fn run_effects<'a>(
+    cx: &mut Ctx<'a>,
+    frame: &mut Frame<'a>,
+    effects: &'a [CEffect],
+) -> Result<(), Stop> {
+    for eff in effects {
+        if let Some(c) = &eff.cond {
+            let v = cx.eval(c, frame)?;
+            if !v.truthy() {
+                if let EffectKind::Group { otherwise, .. } = &eff.kind {
+                    run_effects(cx, frame, otherwise)?;
+                }
+                continue;
+            }
+        }
+        cx.tick(1, eff.loc)?;
+        run_effect(cx, frame, eff)?;
+    }
+    Ok(())
+}
+
+fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> Result<(), Stop> {
+    let (rule, flow) = (cx.rule.clone(), cx.flow.clone());
+    match &eff.kind {
+        EffectKind::Create {
+            system,
+            entity,
+            body,
+            key,
+            name,
+            optional,
+        } => {
+            let body = eval_body(cx, frame, body)?;
+            let key = match key {
+                Some(k) => key_text(cx.eval(k, frame)?),
+                None => None,
+            };
+            let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
+            if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
+                frame.set(
+                    *slot,
+                    Value::Ref(Arc::new(PendingRef {
+                        name: pn.clone(),
+                        path: Vec::new(),
+                        known: Some(body.clone()),
+                    })),
+                );
+            }
+            cx.plan.created.push(Created {
+                system: system.clone(),
+                entity: entity.clone(),
+                name: plan_name.clone(),
+                body: body.clone(),
+            });
+            cx.plan.push(
+                &rule,
+                &flow,
+                Action::Create {
+                    system: system.to_string(),
+                    entity: entity.to_string(),
+                    name: plan_name.map(|n| n.to_string()),
+                    key,
+                    body,
+                    optional: *optional,
+                },
+            );
+        }
+        EffectKind::Update {
+            system,
+            entity,
+            id,
+            body,
+            name,
+            optional,
+        } => {
+            let id = cx.eval(id, frame)?;
+            let body = eval_body(cx, frame, body)?;
+            let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
+            if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
+                frame.set(
+                    *slot,
+                    Value::Ref(Arc::new(PendingRef {
+                        name: pn.clone(),
+                        path: Vec::new(),
+                        known: Some(body.clone()),
+                    })),
+                );
+            }
+            cx.plan.push(
+                &rule,
+                &flow,
+                Action::Update {
+                    system: system.to_string(),
+                    entity: entity.to_string(),
+                    id,
+                    name: plan_name.map(|n| n.to_string()),
+                    body,
+                    optional: *optional,
+                },
+            );
+        }
+        EffectKind::Delete {
+            system,
+            entity,
+            id,
+            optional,
+        } => {
+            let id = cx.eval(id, frame)?;
+            cx.plan.push(
+                &rule,
+                &flow,
+                Action::Delete {
+                    system: system.to_string(),
+                    entity: entity.to_string(),
+                    id,
+                    optional: *optional,
+                },
+            );
+        }
+        EffectKind::Link { kind, ids } => {
+            let mut values = IndexMap::new();
+            for (system, e) in ids {
+                values.insert(system.to_string(), cx.eval(e, frame)?);
+            }
+            cx.plan.links.push((kind.clone(), values.clone()));
+            cx.plan.push(
+                &rule,
+                &flow,
+                Action::Link {
+                    kind: kind.to_string(),
+                    ids: values,
+                },
+            );
+        }
+        EffectKind::Journal(j) => {
+            let Record::Journal {
+                code,
+                level,
+                text,
+                subject,
+            } = journal_record(cx, frame, j)?
+            else {
+                return Ok(());
+            };
+            let subject = match subject {
+                Some(s) => s,
+                None => rule_subject(cx, frame)?,
+            };
+            cx.plan.push(
+                &rule,
+                &flow,
+                Action::Journal {
+                    code: code.to_string(),
+                    level,
+                    text,
+                    subject,
+                },
+            );
+        }
+        EffectKind::Task { user, kind, text } => {
+            let user = cx.eval(user, frame)?;
+            let text = cx.eval(text, frame)?.to_text();
+            cx.plan.push(
+                &rule,
+                &flow,
+                Action::Task {
+                    user,
+                    kind: kind.to_string(),
+                    text,
+                },
+            );
+        }
+        EffectKind::Skip(reason) => {
+            let reason = cx.eval(reason, frame)?.to_text();
+            cx.plan.push(&rule, &flow, Action::Skip { reason });
+        }
+        EffectKind::Let(binds) => {
+            for (slot, e) in binds {
+                let v = cx.eval(e, frame)?;
+                frame.set(*slot, v);
+            }
+        }
+        EffectKind::For { var, list, body } => {
+            let items = cx.eval(list, frame)?;
+            let items: Vec<Value> = match items {
+                Value::Null => Vec::new(),
+                Value::Array(a) => a.to_vec(),
+                other => {
+                    return Err(Stop::Error(cx.error(
+                        super::EvalErrorKind::Type,
+                        list.loc,
+                        format!("`for … in` needs a list, got {}", other.type_name()),
+                    )))
+                }
+            };
+            for item in items {
+                frame.set(*var, item);
+                run_effects(cx, frame, body)?;
+            }
+        }
+        EffectKind::Group { then, .. } => run_effects(cx, frame, then)?,
+        EffectKind::Use {
+            flow: fi,
+            args,
+            name,
+        } => {
+            let prog = cx.prog;
+            let Some(flow_def) = prog.flows.get(*fi as usize) else {
+                return Ok(());
+            };
+            let mut callee = Frame::new(flow_def.frame_size, &flow_def.lets);
+            for (slot, e) in args {
+                let v = cx.eval(e, frame)?;
+                callee.set(*slot, v);
+            }
+            let result = run_flow(cx, &mut callee, flow_def);
+            cx.flow = flow;
+            let value = result?;
+            if let Some(slot) = name {
+                frame.set(*slot, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The subject of the rule being run, when the effect is the rule's own (flows have no
+/// access to the rule's frame; their journals carry their own subject or none).
+fn rule_subject<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>) -> Result<Value, EvalError> {
+    if cx.flow.is_some() {
+        return Ok(Value::Null);
+    }
+    match cx.current.and_then(|r| r.subject.as_ref()) {
+        Some(e) => cx.eval(e, frame),
+        None => Ok(Value::Null),
+    }
+}
+
+fn run_flow<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, flow: &'a CFlow) -> Result<Value, Stop> {
+    cx.flow = Some(flow.name.clone());
+    if let Some((i, record)) = check_conditions(cx, frame, &flow.when, Some(&flow.name))? {
+        return Err(Stop::Abort(Abort {
+            flow: flow.name.clone(),
+            condition: i,
+            record,
+        }));
+    }
+    run_effects(cx, frame, &flow.effects)?;
+    cx.flow = Some(flow.name.clone());
+    match &flow.returns {
+        Some(e) => Ok(cx.eval(e, frame)?),
+        None => Ok(Value::Null),
+    }
+}

@@ -1,0 +1,351 @@
+//! Evaluation: an event, the settings and a world in, a [`Plan`] out. No I/O happens here;
+//! everything the rules need to know about the systems comes through the [`World`].
+
+mod effects;
+mod expr;
+pub(crate) mod ops;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::compile::node::{CLambda, Lets, LocId};
+use crate::compile::Program;
+use crate::plan::{Effect, Plan};
+use crate::trace::Trace;
+use crate::value::{Str, Value};
+use crate::world::World;
+
+pub(crate) use effects::PlanBuilder;
+
+/// Default step budget of one evaluation of one event.
+pub const DEFAULT_BUDGET: u64 = 20_000_000;
+
+/// An event to evaluate: its name and its fields.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// The event name, e.g. `crm.order.changed`.
+    pub name: String,
+    /// The fields the event carries (an object); rules see each field by name, and the
+    /// whole object as `event`.
+    pub payload: Value,
+    /// The time of the event in milliseconds since the epoch, read by `now()`.
+    pub now: Option<i64>,
+}
+
+impl Event {
+    /// Builds an event from a document with an `event` key (the name), an optional `now`
+    /// (a date text or milliseconds) and the fields.
+    pub fn from_document(doc: &Value) -> Result<Event, String> {
+        let Value::Object(map) = doc else {
+            return Err(format!(
+                "an event must be a map with an `event` key, got {}",
+                doc.type_name()
+            ));
+        };
+        let name = match map.get("event") {
+            Some(Value::Str(s)) => s.to_string(),
+            Some(other) => {
+                return Err(format!(
+                    "`event` must be the event name (a string), got {}",
+                    other.type_name()
+                ))
+            }
+            None => return Err("the event has no `event` key naming it".to_owned()),
+        };
+        let now = match map.get("now") {
+            None | Some(Value::Null) => None,
+            Some(Value::Str(s)) => Some(
+                crate::funcs::parse_datetime(s)
+                    .ok_or_else(|| format!("`now` is not a date: {s:?}"))?,
+            ),
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| "`now` must be a date text or milliseconds".to_owned())?,
+            ),
+        };
+        let mut payload = (**map).clone();
+        payload.shift_remove("event");
+        payload.shift_remove("now");
+        Ok(Event {
+            name,
+            payload: Value::object(payload),
+            now,
+        })
+    }
+}
+
+/// Why an evaluation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EvalErrorKind {
+    /// A value of the wrong type, a division by zero, an overflow.
+    Type,
+    /// The step budget ran out.
+    Budget,
+    /// The world could not answer a lookup.
+    World,
+}
+
+/// An evaluation error, naming the rule and the place in the rule files.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct EvalError {
+    /// The kind of failure.
+    pub kind: EvalErrorKind,
+    /// The rule being evaluated.
+    pub rule: Option<String>,
+    /// The flow being evaluated, if any.
+    pub flow: Option<String>,
+    /// `path:line:col` of the expression.
+    pub location: Option<String>,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(rule) = &self.rule {
+            write!(f, "rule `{rule}`")?;
+            if let Some(flow) = &self.flow {
+                write!(f, " (in flow `{flow}`)")?;
+            }
+            if let Some(loc) = &self.location {
+                write!(f, " at {loc}")?;
+            }
+            write!(f, ": ")?;
+        } else if let Some(loc) = &self.location {
+            write!(f, "{loc}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Options of one evaluation.
+pub struct EvalOptions<'t> {
+    /// Settings to use instead of the rule set's own (e.g. a test case's overrides merged in).
+    pub settings: Option<&'t Value>,
+    /// The step budget.
+    pub budget: u64,
+    /// Where to record why each rule fired or not.
+    pub trace: Option<&'t mut Trace>,
+}
+
+impl Default for EvalOptions<'_> {
+    fn default() -> Self {
+        EvalOptions {
+            settings: None,
+            budget: DEFAULT_BUDGET,
+            trace: None,
+        }
+    }
+}
+
+/// The state of one evaluation.
+pub(crate) struct Ctx<'a> {
+    pub prog: &'a Program,
+    pub settings: &'a Value,
+    pub globals: Vec<Value>,
+    pub world: &'a dyn World,
+    pub now: Option<i64>,
+    pub budget: u64,
+    pub plan: PlanBuilder,
+    pub rule: Str,
+    pub flow: Option<Str>,
+    pub current: Option<&'a crate::compile::node::CRule>,
+    pub trace: Option<&'a mut Trace>,
+}
+
+/// The slots of a rule, flow or function being evaluated.
+pub(crate) struct Frame<'a> {
+    pub slots: Vec<Option<Value>>,
+    pub lets: &'a Lets,
+}
+
+impl<'a> Frame<'a> {
+    pub fn new(size: u32, lets: &'a Lets) -> Frame<'a> {
+        Frame {
+            slots: vec![None; size as usize],
+            lets,
+        }
+    }
+
+    pub fn set(&mut self, slot: u32, v: Value) {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = Some(v);
+        }
+    }
+}
+
+/// A call of a built-in that needs the context: gives it the lambda, the world and the
+/// budget.
+pub(crate) struct Call<'c, 'a> {
+    pub cx: &'c mut Ctx<'a>,
+    pub frame: &'c mut Frame<'a>,
+    pub lambda: Option<&'a CLambda>,
+    pub loc: LocId,
+}
+
+impl Call<'_, '_> {
+    /// Calls the lambda argument.
+    pub fn apply(&mut self, args: &[Value]) -> Result<Value, EvalError> {
+        let Some(lambda) = self.lambda else {
+            return Err(self.fail("this function needs a lambda argument"));
+        };
+        for (slot, v) in lambda.params.iter().zip(args) {
+            self.frame.set(*slot, v.clone());
+        }
+        self.cx.eval(&lambda.body, self.frame)
+    }
+
+    /// Whether a lambda was given.
+    pub fn has_lambda(&self) -> bool {
+        self.lambda.is_some()
+    }
+
+    /// Spends budget.
+    pub fn tick(&mut self, steps: u64) -> Result<(), EvalError> {
+        self.cx.tick(steps, self.loc)
+    }
+
+    /// An error at the call.
+    pub fn fail(&self, message: impl Into<String>) -> EvalError {
+        self.cx.error(EvalErrorKind::Type, self.loc, message)
+    }
+
+    /// The world, with the plan's own creations and links laid over it.
+    pub fn world(&self) -> &dyn World {
+        self.cx.world
+    }
+
+    /// The plan built so far (for lookups of what it created or linked).
+    pub fn plan(&self) -> &PlanBuilder {
+        &self.cx.plan
+    }
+
+    /// The event's clock.
+    pub fn now(&self) -> Option<i64> {
+        self.cx.now
+    }
+
+    /// A world error at the call.
+    pub fn world_error(&self, message: impl Into<String>) -> EvalError {
+        self.cx.error(EvalErrorKind::World, self.loc, message)
+    }
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        prog: &'a Program,
+        settings: &'a Value,
+        event: &Event,
+        world: &'a dyn World,
+        budget: u64,
+        trace: Option<&'a mut Trace>,
+    ) -> Ctx<'a> {
+        let globals = prog
+            .globals
+            .iter()
+            .map(|name| match &**name {
+                "settings" => settings.clone(),
+                "event" => event.payload.clone(),
+                field => event.payload.get(field),
+            })
+            .collect();
+        Ctx {
+            prog,
+            settings,
+            globals,
+            world,
+            now: event.now,
+            budget,
+            plan: PlanBuilder::new(&event.name),
+            rule: Arc::from(""),
+            flow: None,
+            current: None,
+            trace,
+        }
+    }
+
+    pub fn tick(&mut self, steps: u64, loc: LocId) -> Result<(), EvalError> {
+        if self.budget < steps {
+            self.budget = 0;
+            return Err(self.error(
+                EvalErrorKind::Budget,
+                loc,
+                "the evaluation ran out of its step budget (is a collection much larger \
+                 than expected, or a lookup repeated for every item of a large list?)",
+            ));
+        }
+        self.budget -= steps;
+        Ok(())
+    }
+
+    pub fn error(&self, kind: EvalErrorKind, loc: LocId, message: impl Into<String>) -> EvalError {
+        EvalError {
+            kind,
+            rule: (!self.rule.is_empty()).then(|| self.rule.to_string()),
+            flow: self.flow.as_ref().map(|f| f.to_string()),
+            location: self.prog.locs.get(loc as usize).map(|l| l.position()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Evaluates every rule that listens to the event, in rule-set order.
+pub(crate) fn evaluate(
+    prog: &Program,
+    settings: &Value,
+    event: &Event,
+    world: &dyn World,
+    opts: EvalOptions<'_>,
+) -> Result<Plan, EvalError> {
+    let mut cx = Ctx::new(prog, settings, event, world, opts.budget, opts.trace);
+    if let Some(indexes) = prog.rules_by_event.get(event.name.as_str()) {
+        for &i in indexes {
+            if let Some(rule) = prog.rules.get(i as usize) {
+                effects::run_rule(&mut cx, rule)?;
+            }
+        }
+    }
+    Ok(cx.plan.finish())
+}
+
+/// Evaluates one expression of the program outside any rule (settings checks, examples).
+pub(crate) fn eval_standalone(
+    prog: &Program,
+    settings: &Value,
+    expr: &crate::compile::node::CExpr,
+    frame_size: u32,
+) -> Result<Value, EvalError> {
+    eval_alone(
+        prog,
+        settings,
+        expr,
+        frame_size,
+        &crate::world::EmptyWorld,
+        None,
+    )
+}
+
+/// Evaluates one expression outside any rule, with a world and a clock.
+pub(crate) fn eval_alone(
+    prog: &Program,
+    settings: &Value,
+    expr: &crate::compile::node::CExpr,
+    frame_size: u32,
+    world: &dyn World,
+    now: Option<i64>,
+) -> Result<Value, EvalError> {
+    let event = Event {
+        name: String::new(),
+        payload: Value::Null,
+        now,
+    };
+    let mut cx = Ctx::new(prog, settings, &event, world, DEFAULT_BUDGET, None);
+    let lets = Lets::default();
+    let mut frame = Frame::new(frame_size, &lets);
+    cx.eval(expr, &mut frame)
+}
+
+/// The effects of a plan that came from one rule, for tests and tools.
+pub fn effects_of<'p>(plan: &'p Plan, rule: &'p str) -> impl Iterator<Item = &'p Effect> + 'p {
+    plan.effects.iter().filter(move |e| e.rule == rule)
+}

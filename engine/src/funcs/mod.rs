@@ -1,0 +1,245 @@
+//! Built-in functions, by family. Each one declares its signature, documentation and
+//! examples; the examples run as tests (`funcs::tests`) and feed `docs/functions.md`.
+
+/// Declares a built-in: family, name, signature, doc, examples, arity, lambda, implementation.
+macro_rules! builtin {
+    ($family:expr, $name:expr, $sig:expr, $doc:expr, [$($ex:expr => $res:expr),* $(,)?], $min:expr, $max:expr, $lambda:expr, $imp:expr) => {
+        $crate::funcs::Builtin {
+            name: $name,
+            signature: $sig,
+            doc: $doc,
+            examples: &[$(($ex, $res)),*],
+            family: $family,
+            min: $min,
+            max: $max,
+            lambda: $lambda,
+            reads_world: false,
+            imp: $imp,
+        }
+    };
+}
+
+mod collection;
+mod date;
+mod number;
+mod string;
+mod world;
+
+pub use date::{parse_datetime, MILLIS_FORMAT};
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::eval::{Call, EvalError};
+use crate::value::Value;
+
+/// Whether and how a function takes a lambda (always as its last argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LambdaArg {
+    /// No lambda.
+    None,
+    /// An optional lambda with this many parameters.
+    Optional(usize),
+    /// A required lambda with this many parameters.
+    Required(usize),
+}
+
+/// The family a function belongs to, for documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    /// Lists and objects.
+    Collection,
+    /// Text.
+    String,
+    /// Numbers.
+    Number,
+    /// Dates and times.
+    Date,
+    /// Lookups through the world.
+    World,
+    /// Conversions and types.
+    Conversion,
+}
+
+impl Family {
+    /// A heading for the family.
+    pub fn title(self) -> &'static str {
+        match self {
+            Family::Collection => "Lists and objects",
+            Family::String => "Text",
+            Family::Number => "Numbers",
+            Family::Date => "Dates and times",
+            Family::World => "Lookups",
+            Family::Conversion => "Conversions",
+        }
+    }
+}
+
+/// A plain function: values in, value out, no context.
+pub(crate) type PureFn = fn(&[Value]) -> Result<Value, String>;
+/// A function that needs the evaluation context (a lambda, the world, the clock).
+pub(crate) type CtxFn = fn(&mut Call<'_, '_>, &[Value]) -> Result<Value, EvalError>;
+
+/// How a built-in is implemented.
+pub(crate) enum Imp {
+    Pure(PureFn),
+    Ctx(CtxFn),
+}
+
+/// A built-in function.
+pub struct Builtin {
+    /// Its name.
+    pub name: &'static str,
+    /// How to call it, e.g. `map(list, item => value)`.
+    pub signature: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+    /// Examples: an expression and the expression its result equals.
+    pub examples: &'static [(&'static str, &'static str)],
+    /// Its family.
+    pub family: Family,
+    /// Fewest arguments, not counting a lambda.
+    pub min: usize,
+    /// Most arguments, not counting a lambda (`usize::MAX`: any number).
+    pub max: usize,
+    /// The lambda it takes, if any.
+    pub lambda: LambdaArg,
+    /// Whether it reads the world (and so cannot be used in templates or settings checks).
+    pub reads_world: bool,
+    pub(crate) imp: Imp,
+}
+
+impl std::fmt::Debug for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "builtin {}", self.name)
+    }
+}
+
+impl Builtin {
+    /// Whether it can be called without an evaluation context (used in templates).
+    pub(crate) fn pure_fn(&self) -> Option<PureFn> {
+        match self.imp {
+            Imp::Pure(f) => Some(f),
+            Imp::Ctx(_) => None,
+        }
+    }
+}
+
+/// Every built-in function.
+pub fn all() -> &'static [Builtin] {
+    static ALL: OnceLock<Vec<Builtin>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = Vec::new();
+        all.extend(collection::builtins());
+        all.extend(string::builtins());
+        all.extend(number::builtins());
+        all.extend(date::builtins());
+        all.extend(world::builtins());
+        all
+    })
+}
+
+/// Looks a built-in up by name.
+pub fn lookup(name: &str) -> Option<&'static Builtin> {
+    static INDEX: OnceLock<HashMap<&'static str, &'static Builtin>> = OnceLock::new();
+    INDEX
+        .get_or_init(|| all().iter().map(|b| (b.name, b)).collect())
+        .get(name)
+        .copied()
+}
+
+/// Markdown reference of every built-in, grouped by family (this is `docs/functions.md`).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Built-in functions\n\n\
+         Generated from the engine's function registry (`skladsync functions`); every example \
+         below runs as a test. `a | f(b)` is the same call as `f(a, b)`.\n",
+    );
+    let mut families: Vec<Family> = all().iter().map(|b| b.family).collect();
+    families.sort();
+    families.dedup();
+    for family in families {
+        out.push_str(&format!("\n## {}\n", family.title()));
+        for b in all().iter().filter(|b| b.family == family) {
+            out.push_str(&format!("\n### `{}`\n\n{}\n", b.signature, b.doc));
+            if !b.examples.is_empty() {
+                out.push_str("\n```text\n");
+                for (expr, result) in b.examples {
+                    out.push_str(&format!("{expr}  ⇒  {result}\n"));
+                }
+                out.push_str("```\n");
+            }
+        }
+    }
+    out
+}
+
+// ---- helpers shared by the families ----
+
+pub(crate) fn arg(args: &[Value], i: usize) -> &Value {
+    args.get(i).unwrap_or(&Value::Null)
+}
+
+pub(crate) fn want_str<'a>(args: &'a [Value], i: usize, what: &str) -> Result<&'a str, String> {
+    match arg(args, i) {
+        Value::Str(s) => Ok(s),
+        other => Err(format!(
+            "{what} must be a string, got {} {}",
+            other.type_name(),
+            short(other)
+        )),
+    }
+}
+
+pub(crate) fn want_array<'a>(
+    args: &'a [Value],
+    i: usize,
+    what: &str,
+) -> Result<&'a [Value], String> {
+    match arg(args, i) {
+        Value::Array(a) => Ok(a),
+        other => Err(format!(
+            "{what} must be an array, got {} {}",
+            other.type_name(),
+            short(other)
+        )),
+    }
+}
+
+/// A list argument where null counts as the empty list (a missing collection in a
+/// document is common and means "none").
+pub(crate) fn list_or_null<'a>(
+    args: &'a [Value],
+    i: usize,
+    what: &str,
+) -> Result<&'a [Value], String> {
+    match arg(args, i) {
+        Value::Null => Ok(&[]),
+        _ => want_array(args, i, what),
+    }
+}
+
+pub(crate) fn want_int(args: &[Value], i: usize, what: &str) -> Result<i64, String> {
+    let v = arg(args, i);
+    v.as_i64().ok_or_else(|| {
+        format!(
+            "{what} must be a whole number, got {} {}",
+            v.type_name(),
+            short(v)
+        )
+    })
+}
+
+/// A short rendering of a value for error messages.
+pub(crate) fn short(v: &Value) -> String {
+    let text = v.to_json();
+    if text.chars().count() > 60 {
+        let cut: String = text.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! Text, and conversions between types.
+
+use super::{arg, list_or_null, short, want_str, Builtin, Family, Imp, LambdaArg};
+use crate::value::Value;
+
+pub(super) fn builtins() -> Vec<Builtin> {
+    use LambdaArg::None as NoLambda;
+    vec![
+        builtin!(Family::String, "lower", "lower(text)", "The text in lower case (any script).",
+            ["lower('ИП Иванов')" => "'ип иванов'"], 1, 1, NoLambda, Imp::Pure(lower)),
+        builtin!(Family::String, "upper", "upper(text)", "The text in upper case.",
+            ["upper('abc')" => "'ABC'"], 1, 1, NoLambda, Imp::Pure(upper)),
+        builtin!(Family::String, "trim", "trim(text)", "The text without leading and trailing whitespace.",
+            ["trim('  a b ')" => "'a b'"], 1, 1, NoLambda, Imp::Pure(trim)),
+        builtin!(Family::String, "replace", "replace(text, from, to)", "Every occurrence of `from` replaced by `to`.",
+            ["replace('a-b-c', '-', '/')" => "'a/b/c'"], 3, 3, NoLambda, Imp::Pure(replace)),
+        builtin!(Family::String, "split", "split(text, separator)", "The parts of the text between separators.",
+            ["split('a,b,,c', ',')" => "['a', 'b', '', 'c']"], 2, 2, NoLambda, Imp::Pure(split)),
+        builtin!(Family::String, "join", "join(list, separator)",
+            "The items as text, joined by the separator; nulls are left out.",
+            ["join(['a', 1, null, 2.5], ', ')" => "'a, 1, 2.5'"], 2, 2, NoLambda, Imp::Pure(join)),
+        builtin!(Family::String, "starts_with", "starts_with(text, prefix)", "Whether the text starts with the prefix.",
+            ["starts_with('+79031234567', '+7')" => "true"], 2, 2, NoLambda, Imp::Pure(starts_with)),
+        builtin!(Family::String, "ends_with", "ends_with(text, suffix)", "Whether the text ends with the suffix.",
+            ["ends_with('order-R', '-R')" => "true"], 2, 2, NoLambda, Imp::Pure(ends_with)),
+        builtin!(Family::String, "digits", "digits(text)",
+            "Only the digits of the text: for comparing phone numbers written differently.",
+            ["digits('+7 (903) 123-45-67')" => "'79031234567'", "digits(null)" => "null"],
+            1, 1, NoLambda, Imp::Pure(digits)),
+        builtin!(Family::String, "format", "format(pattern, value, …)",
+            "The pattern with each `{}` replaced by the next value as text (`{{` and `}}` for braces).",
+            ["format('{}-R{}', 'A-17', 2)" => "'A-17-R2'"], 1, usize::MAX, NoLambda, Imp::Pure(format)),
+        builtin!(Family::Conversion, "string", "string(value)",
+            "The value as text: strings as they are, numbers in plain notation, null as '', lists and objects as JSON.",
+            ["string(19.90)" => "'19.9'", "string(null)" => "''", "string([1])" => "'[1]'"],
+            1, 1, NoLambda, Imp::Pure(string)),
+        builtin!(Family::Conversion, "type", "type(value)",
+            "The type of the value: null, boolean, number, string, array or object.",
+            ["type(1.5)" => "'number'", "type({})" => "'object'"], 1, 1, NoLambda, Imp::Pure(type_of)),
+        builtin!(Family::Conversion, "to_json", "to_json(value)", "The value as compact JSON text.",
+            ["to_json({a: [1, null]})" => "'{\"a\":[1,null]}'"], 1, 1, NoLambda, Imp::Pure(to_json)),
+        builtin!(Family::Conversion, "from_json", "from_json(text)", "The value a JSON text describes.",
+            ["from_json('{\"a\": 19.99}')" => "{a: 19.99}"], 1, 1, NoLambda, Imp::Pure(from_json)),
+    ]
+}
+
+fn map_str(args: &[Value], what: &str, f: impl Fn(&str) -> String) -> Result<Value, String> {
+    match arg(args, 0) {
+        Value::Null => Ok(Value::Null),
+        _ => Ok(Value::from(f(want_str(args, 0, what)?))),
+    }
+}
+
+fn lower(args: &[Value]) -> Result<Value, String> {
+    map_str(args, "lower()'s argument", str::to_lowercase)
+}
+
+fn upper(args: &[Value]) -> Result<Value, String> {
+    map_str(args, "upper()'s argument", str::to_uppercase)
+}
+
+fn trim(args: &[Value]) -> Result<Value, String> {
+    map_str(args, "trim()'s argument", |s| s.trim().to_owned())
+}
+
+fn replace(args: &[Value]) -> Result<Value, String> {
+    let from = want_str(args, 1, "replace()'s `from`")?;
+    let to = want_str(args, 2, "replace()'s `to`")?;
+    if from.is_empty() {
+        return Err("replace()'s `from` must not be empty".to_owned());
+    }
+    map_str(args, "replace()'s text", |s| s.replace(from, to))
+}
+
+fn split(args: &[Value]) -> Result<Value, String> {
+    if arg(args, 0).is_null() {
+        return Ok(Value::array(Vec::new()));
+    }
+    let text = want_str(args, 0, "split()'s text")?;
+    let sep = want_str(args, 1, "split()'s separator")?;
+    if sep.is_empty() {
+        return Ok(Value::array(
+            text.chars().map(|c| Value::from(c.to_string())).collect(),
+        ));
+    }
+    Ok(Value::array(text.split(sep).map(Value::str).collect()))
+}
+
+fn join(args: &[Value]) -> Result<Value, String> {
+    let items = list_or_null(args, 0, "join()'s list")?;
+    let sep = want_str(args, 1, "join()'s separator")?;
+    let parts: Vec<String> = items
+        .iter()
+        .filter(|v| !v.is_null())
+        .map(Value::to_text)
+        .collect();
+    Ok(Value::from(parts.join(sep)))
+}
+
+fn starts_with(args: &[Value]) -> Result<Value, String> {
+    if arg(args, 0).is_null() {
+        return Ok(Value::Bool(false));
+    }
+    Ok(Value::Bool(
+        want_str(args, 0, "starts_with()'s text")?.starts_with(want_str(args, 1, "the prefix")?),
+    ))
+}
+
+fn ends_with(args: &[Value]) -> Result<Value, String> {
+    if arg(args, 0).is_null() {
+        return Ok(Value::Bool(false));
+    }
+    Ok(Value::Bool(
+        want_str(args, 0, "ends_with()'s text")?.ends_with(want_str(args, 1, "the suffix")?),
+    ))
+}
+
+fn digits(args: &[Value]) -> Result<Value, String> {
+    match arg(args, 0) {
+        Value::Null => Ok(Value::Null),
+        Value::Int(_) | Value::Dec(_) => Ok(Value::from(
+            arg(args, 0)
+                .to_text()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect::<String>(),
+        )),
+        _ => map_str(args, "digits()'s argument", |s| {
+            s.chars().filter(char::is_ascii_digit).collect()
+        }),
+    }
+}
+
+fn format(args: &[Value]) -> Result<Value, String> {
+    let pattern = want_str(args, 0, "format()'s pattern")?;
+    let mut values = args.iter().skip(1);
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('{', Some('{')) => {
+                chars.next();
+                out.push('{');
+            }
+            ('}', Some('}')) => {
+                chars.next();
+                out.push('}');
+            }
+            ('{', Some('}')) => {
+                chars.next();
+                let v = values.next().ok_or_else(|| {
+                    format!("the pattern {pattern:?} has more `{{}}` than values")
+                })?;
+                out.push_str(&v.to_text());
+            }
+            _ => out.push(c),
+        }
+    }
+    Ok(Value::from(out))
+}
+
+fn string(args: &[Value]) -> Result<Value, String> {
+    Ok(Value::from(arg(args, 0).to_text()))
+}
+
+fn type_of(args: &[Value]) -> Result<Value, String> {
+    Ok(Value::str(arg(args, 0).type_name()))
+}
+
+fn to_json(args: &[Value]) -> Result<Value, String> {
+    Ok(Value::from(arg(args, 0).to_json()))
+}
+
+fn from_json(args: &[Value]) -> Result<Value, String> {
+    let text = want_str(args, 0, "from_json()'s argument")?;
+    serde_json::from_str::<Value>(text)
+        .map_err(|e| format!("not JSON ({e}): {}", short(arg(args, 0))))
+}

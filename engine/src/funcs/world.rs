@@ -1,0 +1,115 @@
+//! Lookups through the world. The plan being built is laid over the world: an entity
+//! created or a link made by an earlier effect of the same evaluation is found too.
+
+use super::{arg, short, want_str, Builtin, Family, Imp, LambdaArg};
+use crate::eval::{Call, EvalError};
+use crate::value::{Map, Value};
+
+pub(super) fn builtins() -> Vec<Builtin> {
+    use LambdaArg::None as NoLambda;
+    let mut all = vec![
+        builtin!(Family::World, "lookup", "lookup(system, entity, filter)",
+            "The entities of a system whose fields equal every field of the filter (exact match), including ones created earlier in this plan.",
+            ["lookup('shop', 'product', {sku: 'B-2'})" => "[{id: 2, sku: 'B-2', name: 'Ink'}]",
+             "lookup('shop', 'product', {sku: 'none'})" => "[]"],
+            3, 3, NoLambda, Imp::Ctx(lookup)),
+        builtin!(Family::World, "lookup_one", "lookup_one(system, entity, filter)",
+            "The first entity `lookup` finds, or null.",
+            ["lookup_one('shop', 'product', {sku: 'A-1'}).name" => "'Pen'"],
+            3, 3, NoLambda, Imp::Ctx(lookup_one)),
+        builtin!(Family::World, "fetch", "fetch(system, entity, id)",
+            "The entity with this id, or null. Null ids give null.",
+            ["fetch('shop', 'product', 2).sku" => "'B-2'", "fetch('shop', 'product', null)" => "null"],
+            3, 3, NoLambda, Imp::Ctx(fetch)),
+        builtin!(Family::World, "linked", "linked(kind, system, id)",
+            "The link of this kind that has `id` on the side of `system`: an object with `kind` and one id per system (null when not linked). Links made earlier in this plan count.",
+            ["linked('product', 'shop', 1).warehouse" => "'p-1'", "linked('product', 'shop', 2)" => "null"],
+            3, 3, NoLambda, Imp::Ctx(linked)),
+        builtin!(Family::World, "reference", "reference(name)",
+            "Reference data by name (statuses, stores, dictionaries, …), as the world provides it; null when unknown.",
+            ["reference('units')" => "['pcs', 'kg']"],
+            1, 1, NoLambda, Imp::Ctx(reference)),
+    ];
+    for b in &mut all {
+        b.reads_world = true;
+    }
+    all
+}
+
+fn texts<'a>(
+    call: &Call<'_, '_>,
+    args: &'a [Value],
+    n: usize,
+    name: &str,
+) -> Result<Vec<&'a str>, EvalError> {
+    (0..n)
+        .map(|i| {
+            want_str(args, i, &format!("{name}()'s argument {}", i + 1)).map_err(|m| call.fail(m))
+        })
+        .collect()
+}
+
+fn filter_arg<'a>(call: &Call<'_, '_>, args: &'a [Value]) -> Result<&'a Map, EvalError> {
+    match arg(args, 2) {
+        Value::Object(o) => Ok(o),
+        other => Err(call.fail(format!(
+            "the filter must be an object like {{inn: customer.inn}}, got {} {}",
+            other.type_name(),
+            short(other)
+        ))),
+    }
+}
+
+fn lookup(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+    let t = texts(call, args, 2, "lookup")?;
+    let filter = filter_arg(call, args)?;
+    call.tick(10)?;
+    let mut found = call
+        .world()
+        .find(t[0], t[1], filter)
+        .map_err(|e| call.world_error(format!("lookup of {}.{}: {e}", t[0], t[1])))?;
+    found.extend(call.plan().created_matching(t[0], t[1], filter));
+    Ok(Value::array(found))
+}
+
+fn lookup_one(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+    let all = lookup(call, args)?;
+    Ok(all.index(0))
+}
+
+fn fetch(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+    let t = texts(call, args, 2, "fetch")?;
+    let id = arg(args, 2);
+    match id {
+        Value::Null => return Ok(Value::Null),
+        Value::Ref(_) => return Ok(id.clone()),
+        _ => {}
+    }
+    call.tick(10)?;
+    call.world()
+        .get(t[0], t[1], id)
+        .map_err(|e| call.world_error(format!("fetch of {}.{} {}: {e}", t[0], t[1], short(id))))
+}
+
+fn linked(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+    let t = texts(call, args, 2, "linked")?;
+    let id = arg(args, 2);
+    if id.is_null() {
+        return Ok(Value::Null);
+    }
+    call.tick(10)?;
+    if let Some(link) = call.plan().linked(t[0], t[1], id) {
+        return Ok(link);
+    }
+    call.world()
+        .linked(t[0], t[1], id)
+        .map_err(|e| call.world_error(format!("link {} of {} {}: {e}", t[0], t[1], short(id))))
+}
+
+fn reference(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+    let t = texts(call, args, 1, "reference")?;
+    call.tick(10)?;
+    call.world()
+        .reference(t[0])
+        .map_err(|e| call.world_error(format!("reference {}: {e}", t[0])))
+}

@@ -1,0 +1,392 @@
+//! Loading a rule set: every rule file of a directory plus a settings file, read, checked
+//! and compiled once.
+
+pub mod model;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::compile::{self, EventInfo, Program, RuleSource};
+use crate::diagnostic::{codes, Diagnostic, Diagnostics, Location, SourceFile};
+use crate::eval::{self, EvalError, EvalOptions, Event};
+use crate::plan::Plan;
+use crate::value::{deep_merge, Value};
+use crate::world::World;
+use model::RuleFile;
+use yaml::MarkedFile;
+
+/// A compiled rule set with its settings. Cheap to evaluate many times, from many threads.
+pub struct RuleSet {
+    prog: Program,
+    settings: Value,
+    files: Vec<String>,
+}
+
+/// What a rule looks like from outside: for `explain`, coverage and docs.
+#[derive(Clone, Debug)]
+pub struct RuleInfo {
+    /// The id.
+    pub id: String,
+    /// Its doc.
+    pub doc: Option<String>,
+    /// The events it listens to.
+    pub on: Vec<String>,
+    /// The file it is in.
+    pub file: String,
+    /// `path:line:col` of its id.
+    pub location: String,
+    /// Its conditions: text and `path:line:col`.
+    pub conditions: Vec<(String, String)>,
+    /// The flows it uses (directly).
+    pub flows: Vec<String>,
+}
+
+/// A flow from outside.
+#[derive(Clone, Debug)]
+pub struct FlowInfo {
+    /// The name.
+    pub name: String,
+    /// Its conditions: text and `path:line:col`.
+    pub conditions: Vec<(String, String)>,
+}
+
+impl RuleSet {
+    /// Loads every `*.yaml`/`*.yml` under `rules_dir` (except files whose name starts with
+    /// `settings`, and hidden entries), with the settings file. On success, returns the
+    /// rule set and the warnings; on failure, every diagnostic found.
+    pub fn load(
+        rules_dir: &Path,
+        settings: Option<&Path>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let mut paths = Vec::new();
+        if let Err(e) = collect_rule_files(rules_dir, &mut paths) {
+            diags.push(Diagnostic::error(
+                codes::IO,
+                format!(
+                    "cannot read the rules directory {}: {e}",
+                    rules_dir.display()
+                ),
+            ));
+            return Err(diags);
+        }
+        paths.sort();
+        let mut texts = Vec::new();
+        for p in paths {
+            match std::fs::read_to_string(&p) {
+                Ok(t) => texts.push((p.display().to_string(), t)),
+                Err(e) => diags.push(Diagnostic::error(
+                    codes::IO,
+                    format!("cannot read {}: {e}", p.display()),
+                )),
+            }
+        }
+        let settings_text = match settings {
+            None => None,
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => Some((p.display().to_string(), t)),
+                Err(e) => {
+                    diags.push(Diagnostic::error(
+                        codes::IO,
+                        format!("cannot read the settings file {}: {e}", p.display()),
+                    ));
+                    return Err(diags);
+                }
+            },
+        };
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        Self::from_texts(
+            &texts,
+            settings_text
+                .as_ref()
+                .map(|(n, t)| (n.as_str(), t.as_str())),
+        )
+    }
+
+    /// Compiles rule files given as (name, text) pairs, with an optional settings file.
+    pub fn from_texts(
+        files: &[(String, String)],
+        settings: Option<(&str, &str)>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let (settings_value, settings_marked) = match settings {
+            None => (Value::object(Default::default()), None),
+            Some((name, text)) => match read_settings(name, text) {
+                Ok(pair) => pair,
+                Err(d) => {
+                    diags.push(d);
+                    return Err(diags);
+                }
+            },
+        };
+        let mut sources = Vec::new();
+        for (name, text) in files {
+            if let Some(src) = read_rule_file(name, text, &mut diags) {
+                sources.push(src);
+            }
+        }
+        let prog = compile::compile(
+            &sources,
+            &settings_value,
+            settings_marked.as_ref(),
+            &mut diags,
+        );
+        diags.sort();
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        Ok((
+            RuleSet {
+                prog,
+                settings: settings_value,
+                files: files.iter().map(|(n, _)| n.clone()).collect(),
+            },
+            diags,
+        ))
+    }
+
+    /// Evaluates an event with the rule set's settings.
+    pub fn evaluate(&self, event: &Event, world: &dyn World) -> Result<Plan, EvalError> {
+        self.evaluate_with(event, world, EvalOptions::default())
+    }
+
+    /// Evaluates an event with options (settings overrides, budget, trace).
+    pub fn evaluate_with(
+        &self,
+        event: &Event,
+        world: &dyn World,
+        opts: EvalOptions<'_>,
+    ) -> Result<Plan, EvalError> {
+        let settings = opts.settings.unwrap_or(&self.settings);
+        eval::evaluate(
+            &self.prog,
+            settings,
+            event,
+            world,
+            EvalOptions {
+                settings: None,
+                ..opts
+            },
+        )
+    }
+
+    /// The settings the rule set was loaded with.
+    pub fn settings(&self) -> &Value {
+        &self.settings
+    }
+
+    /// The settings with overrides merged in (objects key by key, the rest replaced).
+    pub fn settings_with(&self, overrides: &Value) -> Value {
+        if overrides.is_null() {
+            self.settings.clone()
+        } else {
+            deep_merge(&self.settings, overrides)
+        }
+    }
+
+    /// The rule files, in load order.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// The declared events.
+    pub fn events(&self) -> impl Iterator<Item = (&String, &EventInfo)> {
+        self.prog.events.iter()
+    }
+
+    /// Every rule, in evaluation order.
+    pub fn rules(&self) -> Vec<RuleInfo> {
+        let loc = |id: u32| {
+            self.prog
+                .locs
+                .get(id as usize)
+                .map(Location::position)
+                .unwrap_or_default()
+        };
+        self.prog
+            .rules
+            .iter()
+            .map(|r| RuleInfo {
+                id: r.id.to_string(),
+                doc: r.doc.clone(),
+                on: r.on.clone(),
+                file: r.file.clone(),
+                location: loc(r.loc),
+                conditions: r
+                    .when
+                    .iter()
+                    .map(|c| (c.text.clone(), loc(c.expr.loc)))
+                    .collect(),
+                flows: used_flows(&self.prog, &r.effects),
+            })
+            .collect()
+    }
+
+    /// Every flow.
+    pub fn flows(&self) -> Vec<FlowInfo> {
+        self.prog
+            .flows
+            .iter()
+            .map(|f| FlowInfo {
+                name: f.name.to_string(),
+                conditions: f
+                    .when
+                    .iter()
+                    .map(|c| {
+                        let at = self
+                            .prog
+                            .locs
+                            .get(c.expr.loc as usize)
+                            .map(Location::position);
+                        (c.text.clone(), at.unwrap_or_default())
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+fn used_flows(prog: &Program, effects: &[crate::compile::node::CEffect]) -> Vec<String> {
+    use crate::compile::node::EffectKind;
+    let mut out = Vec::new();
+    for e in effects {
+        match &e.kind {
+            EffectKind::Use { flow, .. } => {
+                if let Some(f) = prog.flows.get(*flow as usize) {
+                    out.push(f.name.to_string());
+                }
+            }
+            EffectKind::For { body, .. } => out.extend(used_flows(prog, body)),
+            EffectKind::Group { then, otherwise } => {
+                out.extend(used_flows(prog, then));
+                out.extend(used_flows(prog, otherwise));
+            }
+            _ => {}
+        }
+    }
+    out.dedup();
+    out
+}
+
+fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_rule_files(&path, out)?;
+        } else if (name.ends_with(".yaml") || name.ends_with(".yml"))
+            && !name.starts_with("settings")
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn yaml_error_location(file: &Arc<SourceFile>, e: &serde_yaml::Error) -> Option<Location> {
+    let loc = e.location()?;
+    let start = loc.index().min(file.text.len());
+    Some(Location {
+        file: file.clone(),
+        start,
+        end: start + 1,
+    })
+}
+
+fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<RuleSource> {
+    let source = Arc::new(SourceFile {
+        name: name.to_owned(),
+        text: text.to_owned(),
+    });
+    let marked = match MarkedFile::parse(source.clone()) {
+        Ok(m) => m,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(codes::YAML, format!("not valid YAML: {}", e.message))
+                    .at(Some(Location {
+                        file: source.clone(),
+                        start: e.at,
+                        end: e.at + 1,
+                    }))
+                    .note("help: quote an expression that contains `: ` or starts with `{`, `[`, `!`, `&`, `*` or `|`, e.g. 'lookup(\"a\", \"b\", {inn: x})', or write it as a block with `|`"),
+            );
+            return None;
+        }
+    };
+    let is_empty = matches!(&marked.root, yaml::YNode::Map { entries, .. } if entries.is_empty())
+        || matches!(&marked.root, yaml::YNode::Scalar { text, .. } if text.is_empty());
+    if is_empty {
+        return Some(RuleSource {
+            marked,
+            model: RuleFile::default(),
+        });
+    }
+    match serde_yaml::from_str::<RuleFile>(text) {
+        Ok(model) => Some(RuleSource { marked, model }),
+        Err(e) => {
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            diags.push(
+                Diagnostic::error(codes::SHAPE, format!("this is not a valid rule file: {msg}"))
+                    .at(yaml_error_location(&source, &e))
+                    .note("a rule file has the sections `events`, `functions`, `flows`, `rules` and `checks`; see docs/language.md"),
+            );
+            None
+        }
+    }
+}
+
+fn read_settings(name: &str, text: &str) -> Result<(Value, Option<MarkedFile>), Diagnostic> {
+    let source = Arc::new(SourceFile {
+        name: name.to_owned(),
+        text: text.to_owned(),
+    });
+    let marked = MarkedFile::parse(source.clone()).map_err(|e| {
+        Diagnostic::error(
+            codes::YAML,
+            format!("the settings file is not valid YAML: {}", e.message),
+        )
+        .at(Some(Location {
+            file: source.clone(),
+            start: e.at,
+            end: e.at + 1,
+        }))
+    })?;
+    let value: Value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_yaml::from_str(text).map_err(|e| {
+            Diagnostic::error(
+                codes::YAML,
+                format!("the settings file cannot be read: {e}"),
+            )
+            .at(yaml_error_location(&source, &e))
+        })?
+    };
+    let value = match value {
+        Value::Null => Value::object(Default::default()),
+        v @ Value::Object(_) => v,
+        other => {
+            return Err(Diagnostic::error(
+                codes::SHAPE,
+                format!(
+                    "the settings file must be a map of settings, not {}",
+                    other.type_name()
+                ),
+            )
+            .at(Some(Location {
+                file: source,
+                start: 0,
+                end: 1,
+            })))
+        }
+    };
+    Ok((value, Some(marked)))
+}

@@ -1,0 +1,419 @@
+//! A YAML tree that remembers where every node is, read beside serde_yaml.
+//!
+//! serde_yaml reads rule files into the typed model but reports no positions for values.
+//! This tree is read from the same text with yaml-rust2, which keeps marks, so an
+//! expression found at `rules[3].when[1].check` can be pinned to `file:line:col`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use crate::diagnostic::{Location, SourceFile};
+
+/// One node of the marked tree. `at` is the byte offset where the node starts.
+#[derive(Clone, Debug)]
+pub enum YNode {
+    /// A scalar with its text and quoting style.
+    Scalar {
+        /// The scalar's value.
+        text: String,
+        /// How it was written.
+        style: TScalarStyle,
+        /// Byte offset of the token (the quote, for quoted scalars).
+        at: usize,
+    },
+    /// A sequence.
+    Seq {
+        /// Items in order.
+        items: Vec<YNode>,
+        /// Byte offset of the sequence.
+        at: usize,
+    },
+    /// A mapping; keys are kept as text with their own offsets.
+    Map {
+        /// Entries in order: key text, key offset, value.
+        entries: Vec<(String, usize, YNode)>,
+        /// Byte offset of the mapping.
+        at: usize,
+    },
+}
+
+/// One step of a path into the tree.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Seg {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+impl From<&str> for Seg {
+    fn from(s: &str) -> Seg {
+        Seg::Key(s.to_owned())
+    }
+}
+
+impl From<usize> for Seg {
+    fn from(i: usize) -> Seg {
+        Seg::Index(i)
+    }
+}
+
+impl YNode {
+    /// Where the node starts.
+    pub fn at(&self) -> usize {
+        match self {
+            YNode::Scalar { at, .. } | YNode::Seq { at, .. } | YNode::Map { at, .. } => *at,
+        }
+    }
+
+    /// The child at one step.
+    pub fn child(&self, seg: &Seg) -> Option<&YNode> {
+        match (self, seg) {
+            (YNode::Map { entries, .. }, Seg::Key(k)) => entries
+                .iter()
+                .rev()
+                .find(|(key, _, _)| key == k)
+                .map(|e| &e.2),
+            (YNode::Seq { items, .. }, Seg::Index(i)) => items.get(*i),
+            _ => None,
+        }
+    }
+
+    /// The node at a path.
+    pub fn find(&self, path: &[Seg]) -> Option<&YNode> {
+        path.iter().try_fold(self, |node, seg| node.child(seg))
+    }
+
+    /// The byte offset of a mapping key at a path (the last step must be a key).
+    pub fn key_at(&self, path: &[Seg]) -> Option<usize> {
+        let (last, parent) = path.split_last()?;
+        let Seg::Key(k) = last else {
+            return self.find(path).map(YNode::at);
+        };
+        match self.find(parent)? {
+            YNode::Map { entries, .. } => entries
+                .iter()
+                .rev()
+                .find(|(key, _, _)| key == k)
+                .map(|e| e.1),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed YAML file with its marked tree.
+#[derive(Clone, Debug)]
+pub struct MarkedFile {
+    /// The file, for diagnostics.
+    pub source: Arc<SourceFile>,
+    /// The root node (an empty mapping for an empty file).
+    pub root: YNode,
+}
+
+/// A YAML syntax error with its byte offset.
+#[derive(Debug)]
+pub struct YamlError {
+    /// What the YAML parser said.
+    pub message: String,
+    /// Where.
+    pub at: usize,
+}
+
+impl MarkedFile {
+    /// Parses YAML text into a marked tree.
+    pub fn parse(source: Arc<SourceFile>) -> Result<MarkedFile, YamlError> {
+        let char_to_byte = CharIndex::new(&source.text);
+        let mut builder = Builder {
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            root: None,
+            chars: &char_to_byte,
+        };
+        let mut parser = Parser::new_from_str(&source.text);
+        parser.load(&mut builder, false).map_err(|e| YamlError {
+            message: e.info().to_owned(),
+            at: char_to_byte.byte(e.marker().index()),
+        })?;
+        let root = builder.root.unwrap_or(YNode::Map {
+            entries: Vec::new(),
+            at: 0,
+        });
+        Ok(MarkedFile { source, root })
+    }
+
+    /// The location of the node (or, failing that, of the nearest parent) at a path.
+    pub fn locate(&self, path: &[Seg]) -> Location {
+        let mut node = &self.root;
+        for seg in path {
+            match node.child(seg) {
+                Some(child) => node = child,
+                None => break,
+            }
+        }
+        let start = node.at();
+        Location {
+            file: self.source.clone(),
+            start,
+            end: start + token_len(&self.source.text, start),
+        }
+    }
+
+    /// The location of a mapping key at a path, falling back to [`MarkedFile::locate`].
+    pub fn locate_key(&self, path: &[Seg]) -> Location {
+        match self.root.key_at(path) {
+            Some(start) => Location {
+                file: self.source.clone(),
+                start,
+                end: start + token_len(&self.source.text, start),
+            },
+            None => self.locate(path),
+        }
+    }
+
+    /// Maps byte offsets inside a scalar's value back to the file.
+    pub fn origin(&self, path: &[Seg]) -> Origin {
+        match self.root.find(path) {
+            Some(YNode::Scalar { text, style, at }) => {
+                Origin::for_scalar(self.source.clone(), text, *style, *at)
+            }
+            _ => Origin::fixed(self.locate(path)),
+        }
+    }
+}
+
+/// Length of the token starting at `start`: up to the end of the line, at most 40 bytes.
+fn token_len(text: &str, start: usize) -> usize {
+    let rest = text.get(start..).unwrap_or("");
+    let line = rest.split('\n').next().unwrap_or("").trim_end();
+    let mut len = line.len().min(40);
+    while len > 0 && !line.is_char_boundary(len) {
+        len -= 1;
+    }
+    len.max(1)
+}
+
+/// Where the text of one scalar came from: maps an offset in the value to an offset in
+/// the file.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The file.
+    pub file: Arc<SourceFile>,
+    /// Pieces: (offset in the value, offset in the file), sorted by the first.
+    pieces: Vec<(usize, usize)>,
+    /// Whether some lines could not be found verbatim (escapes, folding).
+    pub approximate: bool,
+}
+
+impl Origin {
+    /// An origin that maps every offset to one location.
+    pub fn fixed(loc: Location) -> Origin {
+        Origin {
+            file: loc.file,
+            pieces: vec![(0, loc.start)],
+            approximate: true,
+        }
+    }
+
+    /// An origin for a whole file whose text is the value itself.
+    pub fn whole(file: Arc<SourceFile>) -> Origin {
+        Origin {
+            file,
+            pieces: vec![(0, 0)],
+            approximate: false,
+        }
+    }
+
+    fn for_scalar(file: Arc<SourceFile>, value: &str, style: TScalarStyle, at: usize) -> Origin {
+        let base = match style {
+            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => at + 1,
+            _ => at,
+        };
+        let text = file.text.as_str();
+        let mut pieces = Vec::new();
+        let mut approximate = false;
+        let mut cursor = base.min(text.len());
+        let mut value_off = 0;
+        for line in value.split('\n') {
+            if !line.is_empty() {
+                let window_end = (cursor + line.len() * 4 + 256).min(text.len());
+                let window = text.get(cursor..window_end).unwrap_or("");
+                match window.find(line) {
+                    Some(i) => {
+                        pieces.push((value_off, cursor + i));
+                        cursor += i + line.len();
+                    }
+                    None => {
+                        approximate = true;
+                        pieces.push((value_off, base));
+                    }
+                }
+            }
+            value_off += line.len() + 1;
+        }
+        if pieces.is_empty() {
+            pieces.push((0, base));
+        }
+        Origin {
+            file,
+            pieces,
+            approximate,
+        }
+    }
+
+    /// The file location of a byte range of the value.
+    pub fn locate(&self, start: usize, end: usize) -> Location {
+        let piece = self
+            .pieces
+            .iter()
+            .rev()
+            .find(|(v, _)| *v <= start)
+            .or_else(|| self.pieces.first())
+            .copied()
+            .unwrap_or((0, 0));
+        let file_start = piece.1 + start.saturating_sub(piece.0);
+        let len = end.saturating_sub(start);
+        let file_start = file_start.min(self.file.text.len());
+        Location {
+            file: self.file.clone(),
+            start: file_start,
+            end: (file_start + len.max(1)).min(self.file.text.len().max(file_start + 1)),
+        }
+    }
+}
+
+/// Converts yaml-rust2's character indexes to byte offsets.
+struct CharIndex {
+    /// Byte offset of each char; empty when the text is ASCII.
+    offsets: Vec<usize>,
+    len: usize,
+}
+
+impl CharIndex {
+    fn new(text: &str) -> CharIndex {
+        let offsets = if text.is_ascii() {
+            Vec::new()
+        } else {
+            text.char_indices().map(|(i, _)| i).collect()
+        };
+        CharIndex {
+            offsets,
+            len: text.len(),
+        }
+    }
+
+    fn byte(&self, char_index: usize) -> usize {
+        if self.offsets.is_empty() {
+            char_index.min(self.len)
+        } else {
+            self.offsets.get(char_index).copied().unwrap_or(self.len)
+        }
+    }
+}
+
+enum Frame {
+    Seq(Vec<YNode>, usize, usize),
+    Map(
+        Vec<(String, usize, YNode)>,
+        Option<(String, usize)>,
+        usize,
+        usize,
+    ),
+}
+
+struct Builder<'a> {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, YNode>,
+    root: Option<YNode>,
+    chars: &'a CharIndex,
+}
+
+impl Builder<'_> {
+    fn finish(&mut self, node: YNode, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => {
+                if self.root.is_none() {
+                    self.root = Some(node);
+                }
+            }
+            Some(Frame::Seq(items, _, _)) => items.push(node),
+            Some(Frame::Map(entries, pending, _, _)) => match pending.take() {
+                None => {
+                    let key = match &node {
+                        YNode::Scalar { text, .. } => text.clone(),
+                        _ => String::from("<complex key>"),
+                    };
+                    *pending = Some((key, node.at()));
+                }
+                Some((key, key_at)) => entries.push((key, key_at, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let at = self.chars.byte(mark.index());
+        match ev {
+            Event::Scalar(text, style, anchor, _) => {
+                self.finish(YNode::Scalar { text, style, at }, anchor);
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), at, anchor)),
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(Vec::new(), None, at, anchor));
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq(items, at, anchor)) => {
+                    let at = items.first().map_or(at, YNode::at);
+                    self.finish(YNode::Seq { items, at }, anchor);
+                }
+                Some(Frame::Map(entries, _, at, anchor)) => {
+                    let at = entries.first().map_or(at, |e| e.1);
+                    self.finish(YNode::Map { entries, at }, anchor);
+                }
+                None => {}
+            },
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().unwrap_or(YNode::Scalar {
+                    text: String::new(),
+                    style: TScalarStyle::Plain,
+                    at,
+                });
+                self.finish(node, 0);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> MarkedFile {
+        MarkedFile::parse(Arc::new(SourceFile {
+            name: "t.yaml".into(),
+            text: text.into(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn locates_values_and_keys() {
+        let f = file("a:\n  - x: \"q + 1\"\n    é: |\n      line one\n      line two\n");
+        let path = [Seg::from("a"), Seg::from(0), Seg::from("x")];
+        assert_eq!(f.locate(&path).position(), "t.yaml:2:8");
+        let origin = f.origin(&path);
+        assert_eq!(origin.locate(4, 5).position(), "t.yaml:2:13");
+        let block = [Seg::from("a"), Seg::from(0), Seg::from("é")];
+        let origin = f.origin(&block);
+        // "line two" starts at value offset 9
+        assert_eq!(origin.locate(14, 17).position(), "t.yaml:5:12");
+        assert_eq!(f.locate_key(&block).position(), "t.yaml:3:5");
+    }
+}

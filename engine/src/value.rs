@@ -1,0 +1,655 @@
+//! The JSON-like values that rules read and produce.
+//!
+//! Numbers are exact: integers are `i64`, everything else is a [`Decimal`], so money
+//! arithmetic never drifts (`19.99 * 100` is `1999`). A decimal with no fractional part is
+//! normalised to an integer, so the results of arithmetic compare and serialize the way a
+//! reader expects.
+//!
+//! A [`Value::Ref`] stands for a value that is not known yet: a field of an entity that an
+//! earlier effect of the same plan creates. It is resolved by whoever applies the plan.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A shared immutable string.
+pub type Str = Arc<str>;
+
+/// The hasher of object maps: fast and deterministic (iteration order is insertion order
+/// regardless of the hasher).
+pub type Hasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
+
+/// An object: keys in insertion order.
+pub type Map = IndexMap<Str, Value, Hasher>;
+
+/// A value of the expression language.
+#[derive(Clone, Default)]
+pub enum Value {
+    /// The absence of a value. Missing keys and indexes read as null.
+    #[default]
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// An exact decimal number with a fractional part.
+    Dec(Decimal),
+    /// A string.
+    Str(Str),
+    /// An ordered list.
+    Array(Arc<Vec<Value>>),
+    /// A map from string keys to values, in insertion order.
+    Object(Arc<Map>),
+    /// A value that becomes known only when the plan is applied.
+    Ref(Arc<PendingRef>),
+}
+
+/// A reference to (a part of) the result of an earlier effect of the same plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingRef {
+    /// The plan-unique name of the effect (its `as`).
+    pub name: Str,
+    /// Keys and indexes into the effect's result.
+    pub path: Vec<PathKey>,
+    /// What is already known of the result (e.g. the body that was sent), if anything.
+    pub known: Option<Value>,
+}
+
+/// One step of a [`PendingRef`] path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathKey {
+    /// An object key.
+    Key(Str),
+    /// An array index.
+    Index(i64),
+}
+
+impl PendingRef {
+    /// The textual form used in plans: `name.key.0.key`.
+    pub fn display_path(&self) -> String {
+        let mut out = self.name.to_string();
+        for key in &self.path {
+            out.push('.');
+            match key {
+                PathKey::Key(k) => out.push_str(k),
+                PathKey::Index(i) => out.push_str(&i.to_string()),
+            }
+        }
+        out
+    }
+
+    /// Parses the textual form `name.key.0.key`.
+    pub fn parse(text: &str) -> Option<PendingRef> {
+        let mut parts = text.split('.');
+        let name = parts.next().filter(|n| !n.is_empty())?;
+        let path = parts
+            .map(|p| match p.parse::<i64>() {
+                Ok(i) => PathKey::Index(i),
+                Err(_) => PathKey::Key(p.into()),
+            })
+            .collect();
+        Some(PendingRef {
+            name: name.into(),
+            path,
+            known: None,
+        })
+    }
+}
+
+impl Value {
+    /// A string value.
+    pub fn str(s: &str) -> Value {
+        Value::Str(s.into())
+    }
+
+    /// An array value.
+    pub fn array(items: Vec<Value>) -> Value {
+        Value::Array(Arc::new(items))
+    }
+
+    /// An object value.
+    pub fn object(map: Map) -> Value {
+        Value::Object(Arc::new(map))
+    }
+
+    /// An object from key/value pairs.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
+        let mut map = Map::default();
+        for (k, v) in pairs {
+            map.insert(k.into(), v);
+        }
+        Value::object(map)
+    }
+
+    /// A number from a decimal, normalised to an integer when it has no fractional part.
+    pub fn number(d: Decimal) -> Value {
+        if d.fract().is_zero() {
+            if let Some(i) = d.to_i64() {
+                return Value::Int(i);
+            }
+        }
+        Value::Dec(d.normalize())
+    }
+
+    /// The name of this value's type, as error messages and `type()` show it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) | Value::Dec(_) => "number",
+            Value::Str(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+            Value::Ref(_) => "pending result",
+        }
+    }
+
+    /// Whether this value is null.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Truthiness: only `null` and `false` are false.
+    pub fn truthy(&self) -> bool {
+        !matches!(self, Value::Null | Value::Bool(false))
+    }
+
+    /// The string inside, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The array inside, if this is an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The object inside, if this is an object.
+    pub fn as_object(&self) -> Option<&Map> {
+        match self {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The number as a decimal, if this is a number.
+    pub fn as_decimal(&self) -> Option<Decimal> {
+        match self {
+            Value::Int(i) => Some(Decimal::from(*i)),
+            Value::Dec(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The number as an `i64`, if it is a whole number.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Dec(d) if d.fract().is_zero() => d.to_i64(),
+            _ => None,
+        }
+    }
+
+    /// Reads a key of an object; anything else (or a missing key) reads as null.
+    pub fn get(&self, key: &str) -> Value {
+        match self {
+            Value::Object(o) => o.get(key).cloned().unwrap_or(Value::Null),
+            Value::Ref(r) => r.field(PathKey::Key(key.into())),
+            _ => Value::Null,
+        }
+    }
+
+    /// A borrowed view of a key of an object.
+    pub fn get_ref(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Object(o) => o.get(key),
+            _ => None,
+        }
+    }
+
+    /// Reads an index of an array (negative counts from the end); out of range is null.
+    pub fn index(&self, i: i64) -> Value {
+        match self {
+            Value::Array(a) => index_of(a.len(), i)
+                .and_then(|i| a.get(i).cloned())
+                .unwrap_or(Value::Null),
+            Value::Ref(r) => r.field(PathKey::Index(i)),
+            _ => Value::Null,
+        }
+    }
+
+    /// Renders the value as text the way `string()` and templates show it: strings
+    /// unquoted, numbers in plain notation, null as the empty string, the rest as JSON.
+    pub fn to_text(&self) -> String {
+        match self {
+            Value::Null => String::new(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Dec(d) => d.normalize().to_string(),
+            Value::Str(s) => s.to_string(),
+            other => other.to_json(),
+        }
+    }
+
+    /// Compact JSON text of the value.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("<{e}>"))
+    }
+
+    /// Deep equality, numbers compared by value (`1 == 1.0`).
+    pub fn equals(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Int(_) | Value::Dec(_), Value::Int(_) | Value::Dec(_)) => {
+                self.as_decimal() == other.as_decimal()
+            }
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y))
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v.equals(w)))
+            }
+            (Value::Ref(a), Value::Ref(b)) => a.name == b.name && a.path == b.path,
+            _ => false,
+        }
+    }
+
+    /// A total order over all values, used for sorting: null < booleans < numbers <
+    /// strings < arrays < objects < pending results.
+    pub fn total_cmp(&self, other: &Value) -> Ordering {
+        fn rank(v: &Value) -> u8 {
+            match v {
+                Value::Null => 0,
+                Value::Bool(_) => 1,
+                Value::Int(_) | Value::Dec(_) => 2,
+                Value::Str(_) => 3,
+                Value::Array(_) => 4,
+                Value::Object(_) => 5,
+                Value::Ref(_) => 6,
+            }
+        }
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Int(_) | Value::Dec(_), Value::Int(_) | Value::Dec(_)) => {
+                self.as_decimal().cmp(&other.as_decimal())
+            }
+            (Value::Str(a), Value::Str(b)) => a.cmp(b),
+            (Value::Array(a), Value::Array(b)) => {
+                for (x, y) in a.iter().zip(b.iter()) {
+                    let o = x.total_cmp(y);
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                a.len().cmp(&b.len())
+            }
+            (Value::Object(a), Value::Object(b)) => a.len().cmp(&b.len()).then_with(|| {
+                for ((ka, va), (kb, vb)) in a.iter().zip(b.iter()) {
+                    let o = ka.cmp(kb).then_with(|| va.total_cmp(vb));
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                Ordering::Equal
+            }),
+            (Value::Ref(a), Value::Ref(b)) => a.display_path().cmp(&b.display_path()),
+            _ => rank(self).cmp(&rank(other)),
+        }
+    }
+
+    /// Converts a `serde_json::Value`.
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => number_from_json(n),
+            serde_json::Value::String(s) => Value::str(s),
+            serde_json::Value::Array(a) => Value::array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => {
+                if let Some(r) = ref_from_object_json(o) {
+                    return r;
+                }
+                let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
+                for (k, v) in o {
+                    map.insert(k.as_str().into(), Value::from_json(v));
+                }
+                Value::object(map)
+            }
+        }
+    }
+
+    /// Converts to a `serde_json::Value` (pending results become `{"$ref": "..."}`).
+    pub fn to_serde_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PendingRef {
+    /// Reads one step further into the pending result.
+    pub fn field(&self, key: PathKey) -> Value {
+        if let Some(known) = &self.known {
+            let found = match &key {
+                PathKey::Key(k) => known.get_ref(k).cloned(),
+                PathKey::Index(i) => match known {
+                    Value::Array(_) => Some(known.index(*i)),
+                    _ => None,
+                },
+            };
+            if let Some(v) = found {
+                return v;
+            }
+        }
+        let mut path = self.path.clone();
+        path.push(key);
+        Value::Ref(Arc::new(PendingRef {
+            name: self.name.clone(),
+            path,
+            known: None,
+        }))
+    }
+}
+
+/// Resolves a possibly negative index against a length.
+pub(crate) fn index_of(len: usize, i: i64) -> Option<usize> {
+    if i >= 0 {
+        usize::try_from(i).ok().filter(|&i| i < len)
+    } else {
+        let back = usize::try_from(i.unsigned_abs()).ok()?;
+        len.checked_sub(back)
+    }
+}
+
+fn number_from_json(n: &serde_json::Number) -> Value {
+    if let Some(i) = n.as_i64() {
+        return Value::Int(i);
+    }
+    if let Some(u) = n.as_u64() {
+        return Value::number(Decimal::from(u));
+    }
+    number_from_f64(n.as_f64().unwrap_or(0.0))
+}
+
+/// Converts a float read from JSON or YAML by way of its shortest round-trip text, so
+/// `19.99` stays exactly `19.99`.
+pub(crate) fn number_from_f64(f: f64) -> Value {
+    if !f.is_finite() {
+        return Value::Null;
+    }
+    let text = format!("{f}");
+    match Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)) {
+        Ok(d) => Value::number(d),
+        Err(_) => Decimal::from_f64_retain(f).map_or(Value::Null, Value::number),
+    }
+}
+
+fn ref_from_object_json(o: &serde_json::Map<String, serde_json::Value>) -> Option<Value> {
+    if o.len() != 1 {
+        return None;
+    }
+    let text = o.get("$ref")?.as_str()?;
+    PendingRef::parse(text).map(|r| Value::Ref(Arc::new(r)))
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        self.equals(other)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Value {
+        Value::Int(i)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::str(s)
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Str(s.into())
+    }
+}
+
+impl From<Vec<Value>> for Value {
+    fn from(items: Vec<Value>) -> Value {
+        Value::array(items)
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Dec(d) if d.fract().is_zero() => match d.to_i128() {
+                Some(i) => s.serialize_i128(i),
+                None => s.serialize_str(&d.to_string()),
+            },
+            Value::Dec(d) => match d.to_f64() {
+                Some(f) => s.serialize_f64(f),
+                None => s.serialize_str(&d.to_string()),
+            },
+            Value::Str(v) => s.serialize_str(v),
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a.iter() {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            Value::Object(o) => {
+                let mut map = s.serialize_map(Some(o.len()))?;
+                for (k, v) in o.iter() {
+                    map.serialize_entry(&**k, v)?;
+                }
+                map.end()
+            }
+            Value::Ref(r) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("$ref", &r.display_path())?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON or YAML value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Int(i))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+        Ok(i64::try_from(u).map_or_else(|_| Value::number(Decimal::from(u)), Value::Int))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(number_from_f64(f))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::str(s))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::from(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element::<Value>()? {
+            items.push(v);
+        }
+        Ok(Value::array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::with_capacity_and_hasher(
+            access.size_hint().unwrap_or(0).min(4096),
+            Hasher::default(),
+        );
+        while let Some(key) = access.next_key::<KeyString>()? {
+            let v = access.next_value::<Value>()?;
+            map.insert(key.0.into(), v);
+        }
+        if map.len() == 1 {
+            if let Some(Value::Str(text)) = map.get("$ref") {
+                if let Some(r) = PendingRef::parse(text) {
+                    return Ok(Value::Ref(Arc::new(r)));
+                }
+            }
+        }
+        Ok(Value::object(map))
+    }
+}
+
+/// A map key: YAML allows numbers and booleans as keys; they become their text.
+struct KeyString(String);
+
+impl<'de> Deserialize<'de> for KeyString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyString, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = KeyString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean key")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<KeyString, E> {
+                Ok(KeyString(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<KeyString, E> {
+                Ok(KeyString(s))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<KeyString, E> {
+                Ok(KeyString(i.to_string()))
+            }
+            fn visit_u64<E>(self, u: u64) -> Result<KeyString, E> {
+                Ok(KeyString(u.to_string()))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<KeyString, E> {
+                Ok(KeyString(number_from_f64(f).to_text()))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<KeyString, E> {
+                Ok(KeyString(b.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<KeyString, E> {
+                Ok(KeyString("null".to_owned()))
+            }
+        }
+        d.deserialize_any(KeyVisitor)
+    }
+}
+
+/// Deep-merges `overlay` into `base`: objects merge key by key, everything else replaces.
+pub fn deep_merge(base: &Value, overlay: &Value) -> Value {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            let mut map = (**b).clone();
+            for (k, v) in o.iter() {
+                let merged = match map.get(k) {
+                    Some(existing) => deep_merge(existing, v),
+                    None => v.clone(),
+                };
+                map.insert(k.clone(), merged);
+            }
+            Value::object(map)
+        }
+        (_, o) => o.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_keep_their_decimal_text() {
+        let v: Value = serde_json::from_str("[19.99, 0.1, 1e3, 12345678901234567890]").unwrap();
+        assert_eq!(v.to_json(), "[19.99,0.1,1000,12345678901234567890]");
+    }
+
+    #[test]
+    fn refs_round_trip() {
+        let v: Value = serde_json::from_str(r#"{"a": {"$ref": "ms_order.meta"}}"#).unwrap();
+        assert!(matches!(v.get("a"), Value::Ref(_)));
+        assert_eq!(v.to_json(), r#"{"a":{"$ref":"ms_order.meta"}}"#);
+    }
+
+    #[test]
+    fn negative_indexes_count_from_the_end() {
+        let v = Value::array(vec![Value::Int(1), Value::Int(2)]);
+        assert_eq!(v.index(-1), Value::Int(2));
+        assert_eq!(v.index(-3), Value::Null);
+        assert_eq!(v.index(2), Value::Null);
+    }
+}
