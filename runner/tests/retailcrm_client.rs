@@ -709,3 +709,53 @@ async fn a_wrong_key_gets_the_real_error_and_the_key_never_shows() {
     let ok = RetailcrmClient::new(cfg).expect("client");
     assert!(!format!("{ok:?}").contains(KEY));
 }
+
+#[tokio::test]
+async fn customer_and_corporate_histories_are_read_with_the_same_cursor() {
+    let (emu, _) = shop().await;
+    let c = client(&emu);
+    let before = c
+        .history_all(HistoryKind::Customers, &HistoryFilter::default())
+        .await
+        .expect("customers history");
+    assert!(
+        before.iter().all(|e| !e.is_own_change()),
+        "seeded by a manager"
+    );
+    let last = before.last().map(|e| e.id);
+    let id = c
+        .customer_create(
+            &json!({"externalId": "hc-1", "firstName": "Ева"}),
+            Some("shop-main"),
+        )
+        .await
+        .expect("created")
+        .id
+        .expect("id");
+    emu.as_manager(12)
+        .edit_customer(id, json!({"lastName": "Иванова"}))
+        .expect("manager edit");
+    let mut cursor = c.history_cursor(HistoryKind::Customers, last);
+    let batch = cursor
+        .next_batch(&c)
+        .await
+        .expect("read")
+        .expect("new records");
+    assert_eq!(batch.entries.len(), 2);
+    assert!(batch.entries[0].created && batch.entries[0].is_own_change());
+    assert_eq!(batch.entries[0].entity_id(), Some(id));
+    assert_eq!(batch.entries[1].field.as_deref(), Some("last_name"));
+    assert!(!batch.entries[1].is_own_change());
+    assert!(cursor.next_batch(&c).await.expect("read").is_none());
+
+    let corp = c
+        .history_all(HistoryKind::CustomersCorporate, &HistoryFilter::default())
+        .await
+        .expect("corporate history");
+    assert!(corp[0].created);
+    assert_eq!(corp[0].rest["customer"]["nickName"], "ООО Ромашка");
+    assert_eq!(
+        emu.requests().pop().map(|r| r.path),
+        Some("/api/v5/customers-corporate/history".into())
+    );
+}

@@ -383,6 +383,21 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_pacer_spaces_requests_by_the_interval() {
+        // A lower bound only: sleeping guarantees at least the interval between slots.
+        let pacer = Pacer::new(100);
+        let start = Instant::now();
+        for _ in 0..5 {
+            pacer.acquire().await;
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
     #[test]
     fn jitter_stays_within_bounds() {
         let base = Duration::from_millis(100);

@@ -11,7 +11,7 @@
 //! recorded in `orders/history`, `customers/history` or `customers-corporate/history` with
 //! monotonic ids. The key is read from `X-API-KEY` or `apiKey`; bursts above the configured
 //! per-key rate are refused with `503 Rate limit exceeded`; the shared
-//! [`Faults`](crate::emulator::faults::Faults) layer injects latency, 429/5xx, dropped
+//! [`Faults`] layer injects latency, 429/5xx, dropped
 //! connections and "commit then drop".
 //!
 //! ```no_run
@@ -285,6 +285,20 @@ impl RetailcrmEmulator {
                     .cloned()
             })
             .unwrap_or_default()
+    }
+
+    /// Every payment of every order, as `(order id, payment)`: for "no duplicate payments"
+    /// checks.
+    pub fn all_payments(&self) -> Vec<(i64, Value)> {
+        let inner = self.shared.lock();
+        let mut out = Vec::new();
+        for o in &inner.state.orders {
+            let id = o.get("id").and_then(Value::as_i64).unwrap_or(0);
+            if let Some(ps) = o.get("payments").and_then(Value::as_array) {
+                out.extend(ps.iter().map(|p| (id, p.clone())));
+            }
+        }
+        out
     }
 
     /// An individual customer as the API shows it.
