@@ -300,13 +300,17 @@ fn check_path(p: &str) -> Result<(), MoyskladError> {
 }
 
 fn is_write(m: &Method) -> bool {
-    matches!(*m, Method::POST | Method::PUT | Method::DELETE | Method::PATCH)
+    matches!(
+        *m,
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    )
 }
 
 /// Whether repeating a POST body cannot create duplicates: every object has a `syncId`
 /// (creates are idempotent) or a `meta` (updates).
 fn repeatable_post(body: Option<&Value>) -> bool {
-    let safe = |v: &Value| v.get("syncId").is_some_and(|s| s.is_string()) || v.get("meta").is_some();
+    let safe =
+        |v: &Value| v.get("syncId").is_some_and(|s| s.is_string()) || v.get("meta").is_some();
     match body {
         Some(Value::Array(items)) => items.iter().all(safe),
         Some(v @ Value::Object(_)) => safe(v),
@@ -469,9 +473,7 @@ impl MoyskladClient {
                 }
             }
             if let Some(b) = &body_bytes {
-                req = req
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(b.clone());
+                req = req.header(CONTENT_TYPE, "application/json").body(b.clone());
             }
             let sent = req.send().await;
             let outcome = match sent {
@@ -630,7 +632,12 @@ impl MoyskladClient {
     // ------------------------------------------------------------------------------------
 
     /// `GET entity/<entity>/<id>` with `expand` paths.
-    pub async fn get(&self, entity: &str, id: &str, expand: &[&str]) -> Result<Value, MoyskladError> {
+    pub async fn get(
+        &self,
+        entity: &str,
+        id: &str,
+        expand: &[&str],
+    ) -> Result<Value, MoyskladError> {
         check_path(entity)?;
         check_path(id)?;
         let path = format!("entity/{entity}/{id}");
@@ -644,7 +651,12 @@ impl MoyskladClient {
     }
 
     /// Like [`MoyskladClient::get`], with 404 as `None`.
-    pub async fn get_opt(&self, entity: &str, id: &str, expand: &[&str]) -> Result<Option<Value>, MoyskladError> {
+    pub async fn get_opt(
+        &self,
+        entity: &str,
+        id: &str,
+        expand: &[&str],
+    ) -> Result<Option<Value>, MoyskladError> {
         match self.get(entity, id, expand).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -652,7 +664,12 @@ impl MoyskladClient {
         }
     }
 
-    async fn page_at(&self, path: &str, query: &ListQuery, weight: u32) -> Result<Page, MoyskladError> {
+    async fn page_at(
+        &self,
+        path: &str,
+        query: &ListQuery,
+        weight: u32,
+    ) -> Result<Page, MoyskladError> {
         let mut q = query.clone();
         if q.get_limit().is_none() {
             let limit = if q.has_expand() { 100 } else { 1000 };
@@ -681,7 +698,12 @@ impl MoyskladClient {
         })
     }
 
-    async fn all_pages(&self, path: &str, query: &ListQuery, weight: u32) -> Result<Vec<Value>, MoyskladError> {
+    async fn all_pages(
+        &self,
+        path: &str,
+        query: &ListQuery,
+        weight: u32,
+    ) -> Result<Vec<Value>, MoyskladError> {
         let mut pager = Pages {
             client: self.clone(),
             path: path.to_string(),
@@ -706,7 +728,11 @@ impl MoyskladClient {
     }
 
     /// Every row of `GET entity/<entity>`, following pages until `meta.size` is reached.
-    pub async fn list_all(&self, entity: &str, query: &ListQuery) -> Result<Vec<Value>, MoyskladError> {
+    pub async fn list_all(
+        &self,
+        entity: &str,
+        query: &ListQuery,
+    ) -> Result<Vec<Value>, MoyskladError> {
         check_path(entity)?;
         let path = format!("entity/{entity}");
         let w = self.weight_of(&path);
@@ -728,7 +754,12 @@ impl MoyskladClient {
     }
 
     /// Entities whose `field` equals `value` exactly (all pages).
-    pub async fn find(&self, entity: &str, field: &str, value: &str) -> Result<Vec<Value>, MoyskladError> {
+    pub async fn find(
+        &self,
+        entity: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<Value>, MoyskladError> {
         self.list_all(entity, &ListQuery::new().filter_eq(field, value))
             .await
     }
@@ -740,7 +771,12 @@ impl MoyskladClient {
     }
 
     /// [`MoyskladClient::create`] with `expand` on the response.
-    pub async fn create_expanded(&self, entity: &str, body: &Value, expand: &[&str]) -> Result<Value, MoyskladError> {
+    pub async fn create_expanded(
+        &self,
+        entity: &str,
+        body: &Value,
+        expand: &[&str],
+    ) -> Result<Value, MoyskladError> {
         check_path(entity)?;
         if !body.is_object() {
             return Err(MoyskladError::InvalidRequest(
@@ -759,7 +795,12 @@ impl MoyskladClient {
 
     /// `PUT entity/<entity>/<id>` with the fields to change (nested collections sent are
     /// replaced whole).
-    pub async fn update(&self, entity: &str, id: &str, body: &Value) -> Result<Value, MoyskladError> {
+    pub async fn update(
+        &self,
+        entity: &str,
+        id: &str,
+        body: &Value,
+    ) -> Result<Value, MoyskladError> {
         check_path(entity)?;
         check_path(id)?;
         if !body.is_object() {
@@ -783,7 +824,11 @@ impl MoyskladClient {
     }
 
     /// `DELETE entity/<entity>/syncid/<syncId>`.
-    pub async fn delete_by_sync_id(&self, entity: &str, sync_id: &str) -> Result<(), MoyskladError> {
+    pub async fn delete_by_sync_id(
+        &self,
+        entity: &str,
+        sync_id: &str,
+    ) -> Result<(), MoyskladError> {
         check_path(entity)?;
         check_path(sync_id)?;
         self.request(
@@ -799,7 +844,11 @@ impl MoyskladClient {
     /// Bulk create/update: `POST entity/<entity>` with arrays of at most the chunk size
     /// (1000). Objects with `meta` are updated, the others created. Results are per object,
     /// in order; a failed object does not fail the call.
-    pub async fn bulk_upsert(&self, entity: &str, items: &[Value]) -> Result<Vec<BulkResult>, MoyskladError> {
+    pub async fn bulk_upsert(
+        &self,
+        entity: &str,
+        items: &[Value],
+    ) -> Result<Vec<BulkResult>, MoyskladError> {
         check_path(entity)?;
         let path = format!("entity/{entity}");
         self.bulk(&path, items).await
@@ -832,7 +881,11 @@ impl MoyskladClient {
                             error: format!(
                                 "bulk answer is not an array of {} results: {}",
                                 chunk.len(),
-                                other.map_or("empty".into(), |v| v.to_string().chars().take(200).collect::<String>())
+                                other.map_or("empty".into(), |v| v
+                                    .to_string()
+                                    .chars()
+                                    .take(200)
+                                    .collect::<String>())
                             ),
                             ..ApiError::default()
                         }],
@@ -852,7 +905,11 @@ impl MoyskladClient {
 
     /// Bulk delete: `POST entity/<entity>/delete` with the metas of `ids`. Each result is the
     /// `{"info": …}` object or the errors of that object.
-    pub async fn bulk_delete(&self, entity: &str, ids: &[&str]) -> Result<Vec<BulkResult>, MoyskladError> {
+    pub async fn bulk_delete(
+        &self,
+        entity: &str,
+        ids: &[&str],
+    ) -> Result<Vec<BulkResult>, MoyskladError> {
         check_path(entity)?;
         for id in ids {
             check_path(id)?;
@@ -888,7 +945,9 @@ impl MoyskladClient {
 
     /// The employee these credentials belong to (`GET context/employee`).
     pub async fn current_employee(&self) -> Result<Value, MoyskladError> {
-        let v = self.request(Method::GET, "context/employee", &[], None).await?;
+        let v = self
+            .request(Method::GET, "context/employee", &[], None)
+            .await?;
         Self::expect_body(v, "context/employee")
     }
 
@@ -912,7 +971,11 @@ impl MoyskladClient {
     /// A short current-stock report (a flat array, not paged). Use `query.param("stockType",
     /// …)`, `param("changedSince", …)`, `param("include", "zeroLines")` and
     /// `filter_raw("assortmentId=<id1>,<id2>")`.
-    pub async fn stock_current(&self, report: CurrentReport, query: &ListQuery) -> Result<Vec<Value>, MoyskladError> {
+    pub async fn stock_current(
+        &self,
+        report: CurrentReport,
+        query: &ListQuery,
+    ) -> Result<Vec<Value>, MoyskladError> {
         let path = match report {
             CurrentReport::All => "report/stock/all/current",
             CurrentReport::ByStore => "report/stock/bystore/current",
@@ -1022,8 +1085,12 @@ mod tests {
     fn repeatable_posts() {
         assert!(repeatable_post(Some(&json!({"syncId": "x"}))));
         assert!(!repeatable_post(Some(&json!({"name": "x"}))));
-        assert!(repeatable_post(Some(&json!([{"syncId": "a"}, {"meta": {}}]))));
-        assert!(!repeatable_post(Some(&json!([{"syncId": "a"}, {"name": "b"}]))));
+        assert!(repeatable_post(Some(
+            &json!([{"syncId": "a"}, {"meta": {}}])
+        )));
+        assert!(!repeatable_post(Some(
+            &json!([{"syncId": "a"}, {"name": "b"}])
+        )));
     }
 
     #[test]
@@ -1052,6 +1119,9 @@ mod tests {
             c.state_meta("customerorder", "s1")["meta"]["href"],
             "http://127.0.0.1:1/api/remap/1.2/entity/customerorder/metadata/states/s1"
         );
-        assert_eq!(id_from_href("http://h/api/remap/1.2/entity/product/p1?expand=supplier"), Some("p1"));
+        assert_eq!(
+            id_from_href("http://h/api/remap/1.2/entity/product/p1?expand=supplier"),
+            Some("p1")
+        );
     }
 }

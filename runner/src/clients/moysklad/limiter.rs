@@ -1,0 +1,285 @@
+//! Client-side request budget: a token bucket of units per window plus a cap on requests in
+//! flight, both per credential (one [`RateLimiter`] per client and its clones).
+//!
+//! It starts from the documented budget (45 units per 3 s, stock reports weigh 5, at most 5
+//! requests in flight) and then trusts the server: every response's `X-RateLimit-Limit` and
+//! `X-Lognex-Retry-TimeInterval` replace the bucket size and window, `X-RateLimit-Remaining`
+//! caps the local tokens, and a 429 pauses every request of the credential for the advertised
+//! `X-Lognex-Retry-After`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The budget the limiter starts from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitConfig {
+    /// Units per window (45).
+    pub units: u32,
+    /// Window (3 s).
+    pub window: Duration,
+    /// Weight of an ordinary request: 1 for a published solution's token; for login/password
+    /// and user tokens МойСклад raises it during 2026 (2 from May, 3 from September, 4 from
+    /// December; API doc §3).
+    pub request_weight: u32,
+    /// Weight of `report/stock/all` and `report/stock/bystore` (5).
+    pub stock_report_weight: u32,
+    /// Requests in flight at once (5 per user).
+    pub max_in_flight: usize,
+    /// Learn the bucket size, window and remaining units from response headers.
+    pub adapt: bool,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig {
+            units: 45,
+            window: Duration::from_secs(3),
+            request_weight: 1,
+            stock_report_weight: 5,
+            max_in_flight: 5,
+            adapt: true,
+        }
+    }
+}
+
+/// A view of the limiter's current beliefs (for diagnostics and tests).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimiterSnapshot {
+    /// Bucket size in units.
+    pub capacity: u32,
+    /// Refill window.
+    pub window: Duration,
+    /// Units available now.
+    pub tokens: f64,
+    /// Whether a 429 pause is in effect.
+    pub paused: bool,
+    /// How many 429 pauses were taken so far.
+    pub pauses: u64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    capacity: f64,
+    window: Duration,
+    tokens: f64,
+    last: Instant,
+    paused_until: Option<Instant>,
+    pauses: u64,
+}
+
+impl Bucket {
+    fn rate(&self) -> f64 {
+        self.capacity / self.window.as_secs_f64().max(1e-3)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate()).min(self.capacity);
+        self.last = now;
+    }
+}
+
+/// The limiter shared by a client and its clones.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    config: LimitConfig,
+    in_flight: Arc<Semaphore>,
+    bucket: Arc<Mutex<Bucket>>,
+}
+
+impl RateLimiter {
+    /// A limiter starting from `config`.
+    pub fn new(config: LimitConfig) -> RateLimiter {
+        let units = f64::from(config.units.max(1));
+        RateLimiter {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            bucket: Arc::new(Mutex::new(Bucket {
+                capacity: units,
+                window: config.window.max(Duration::from_millis(1)),
+                tokens: units,
+                last: Instant::now(),
+                paused_until: None,
+                pauses: 0,
+            })),
+            config,
+        }
+    }
+
+    /// The configuration it started from.
+    pub fn config(&self) -> &LimitConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a slot in flight and for `weight` units; the slot is held until the permit
+    /// is dropped.
+    pub async fn acquire(&self, weight: u32) -> Option<OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this only fails if that invariant is broken; the
+        // caller then proceeds without a slot rather than failing the request.
+        let permit = self.in_flight.clone().acquire_owned().await.ok();
+        loop {
+            let wait = {
+                let mut b = self.lock();
+                let now = Instant::now();
+                b.refill(now);
+                match b.paused_until {
+                    Some(until) if until > now => until - now,
+                    _ => {
+                        b.paused_until = None;
+                        // A request heavier than the bucket would wait forever: it costs the
+                        // whole bucket instead.
+                        let w = f64::from(weight).min(b.capacity);
+                        if b.tokens + 1e-9 >= w {
+                            b.tokens -= w;
+                            return permit;
+                        }
+                        Duration::from_secs_f64((w - b.tokens) / b.rate())
+                    }
+                }
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// Learns from the rate-limit headers of a response.
+    pub fn observe(&self, headers: &HeaderMap) {
+        if !self.config.adapt {
+            return;
+        }
+        let num = |name: &str| -> Option<f64> {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<f64>().ok())
+        };
+        let mut b = self.lock();
+        b.refill(Instant::now());
+        if let Some(limit) = num("X-RateLimit-Limit").filter(|l| *l >= 1.0) {
+            b.capacity = limit;
+            b.tokens = b.tokens.min(limit);
+        }
+        if let Some(ms) = num("X-Lognex-Retry-TimeInterval").filter(|ms| *ms >= 1.0) {
+            b.window = Duration::from_secs_f64(ms / 1000.0);
+        }
+        if let Some(remaining) = num("X-RateLimit-Remaining").filter(|r| *r >= 0.0) {
+            // The server saw every request of this credential (ours and other processes');
+            // never believe we have more than it says.
+            b.tokens = b.tokens.min(remaining);
+        }
+    }
+
+    /// Pauses every request of the credential for `d` (after a 429).
+    pub fn pause(&self, d: Duration) {
+        let mut b = self.lock();
+        let until = Instant::now() + d;
+        b.paused_until = Some(b.paused_until.map_or(until, |u| u.max(until)));
+        b.tokens = 0.0;
+        b.last = Instant::now();
+        b.pauses += 1;
+    }
+
+    /// The limiter's current beliefs.
+    pub fn snapshot(&self) -> LimiterSnapshot {
+        let mut b = self.lock();
+        let now = Instant::now();
+        b.refill(now);
+        LimiterSnapshot {
+            capacity: b.capacity.round() as u32,
+            window: b.window,
+            tokens: b.tokens,
+            paused: b.paused_until.is_some_and(|u| u > now),
+            pauses: b.pauses,
+        }
+    }
+}
+
+/// Parses the advertised wait of a 429: `X-Lognex-Retry-After` (ms), else `Retry-After` (s).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+    };
+    if let Some(ms) = get("X-Lognex-Retry-After").filter(|ms| *ms > 0.0) {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    get("Retry-After")
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn adapts_capacity_window_and_remaining_from_headers() {
+        let l = RateLimiter::new(LimitConfig::default());
+        l.observe(&headers(&[
+            ("X-RateLimit-Limit", "10"),
+            ("X-Lognex-Retry-TimeInterval", "1000"),
+            ("X-RateLimit-Remaining", "3"),
+        ]));
+        let s = l.snapshot();
+        assert_eq!(s.capacity, 10);
+        assert_eq!(s.window, Duration::from_secs(1));
+        assert!(s.tokens <= 4.0, "tokens capped by Remaining: {}", s.tokens);
+    }
+
+    #[tokio::test]
+    async fn ignores_headers_when_not_adapting() {
+        let l = RateLimiter::new(LimitConfig {
+            adapt: false,
+            ..LimitConfig::default()
+        });
+        l.observe(&headers(&[("X-RateLimit-Limit", "10")]));
+        assert_eq!(l.snapshot().capacity, 45);
+    }
+
+    #[tokio::test]
+    async fn pause_blocks_until_elapsed() {
+        let l = RateLimiter::new(LimitConfig::default());
+        l.pause(Duration::from_millis(30));
+        assert!(l.snapshot().paused);
+        let start = Instant::now();
+        let _p = l.acquire(1).await;
+        assert!(start.elapsed() >= Duration::from_millis(25));
+        assert_eq!(l.snapshot().pauses, 1);
+    }
+
+    #[test]
+    fn retry_after_prefers_lognex_millis() {
+        assert_eq!(
+            retry_after(&headers(&[
+                ("X-Lognex-Retry-After", "1500"),
+                ("Retry-After", "9")
+            ])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&headers(&[
+                ("X-Lognex-Retry-After", "0"),
+                ("Retry-After", "2")
+            ])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+}
