@@ -617,8 +617,26 @@ async fn generic_entity_interface_maps_kinds_to_endpoints() {
         .task_create(&json!({"text": "Синхронизация заказа A-1001 не удалась", "performerId": 12, "order": {"externalId": "A-1001"}}), Some("shop-main"))
         .await
         .expect("task");
-    assert!(task.id.is_some());
+    let task_id = task.id.expect("task id");
     assert_eq!(emu.tasks()[0]["order"]["number"], "A-1001");
+    c.edit(
+        EntityKind::Task,
+        &EntityRef::Id(task_id),
+        &json!({"complete": true}),
+        &WriteOptions::default(),
+    )
+    .await
+    .expect("task edited");
+    let t = c
+        .fetch(
+            EntityKind::Task,
+            &EntityRef::Id(task_id),
+            &WriteOptions::default(),
+        )
+        .await
+        .expect("task read");
+    assert_eq!(t["complete"], true);
+    assert_eq!(t["performer"], 12);
 
     // Deleting anything but a payment is refused client-side.
     assert!(matches!(

@@ -507,6 +507,50 @@ pub(crate) fn create_task(
     Ok(id)
 }
 
+/// `tasks/{id}/edit`: text, commentary, datetime, completion, performer.
+pub(crate) fn edit_task(st: &mut State, id: &str, task: &Value) -> Result<i64, Failure> {
+    let Value::Object(t) = task else {
+        return Err(Failure::entity(
+            "task",
+            "This value should be of type object.",
+        ));
+    };
+    if let Some(p) = t.get("performerId").filter(|v| !v.is_null()) {
+        if !as_i64(Some(p)).is_some_and(|u| user_exists(st, u)) {
+            return Err(Failure::entity(
+                "performerId",
+                format!("User with id {p} not found."),
+            ));
+        }
+    }
+    let now = st.clock.tick();
+    let Some(Value::Object(m)) = st
+        .tasks
+        .iter_mut()
+        .find(|x| as_string(x.get("id")).as_deref() == Some(id))
+    else {
+        return Err(Failure::not_found());
+    };
+    for k in ["text", "commentary", "datetime"] {
+        if let Some(v) = t.get(k) {
+            m.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(p) = t.get("performerId").filter(|v| !v.is_null()) {
+        m.insert("performer".into(), p.clone());
+        m.insert("performerType".into(), json!("user"));
+    }
+    if let Some(done) = t.get("complete").and_then(Value::as_bool) {
+        m.insert("complete".into(), json!(done));
+        if done {
+            m.insert("completedAt".into(), json!(now));
+        } else {
+            m.remove("completedAt");
+        }
+    }
+    Ok(as_i64(m.get("id")).unwrap_or(0))
+}
+
 /// `GET tasks`.
 pub(crate) fn tasks(st: &State, f: &Map<String, Value>) -> Result<Vec<Value>, Failure> {
     check_filters(f, &["performers", "status", "text", "orderNumber"])?;

@@ -652,6 +652,11 @@ fn post_v5(st: &mut State, ctx: &Ctx<'_>, rest: &[&str]) -> Result<(u16, Value),
             let task = p.json("task")?;
             Ok(created(catalog::create_task(st, &task, site)?))
         }
+        ["tasks", id, "edit"] => {
+            let task = p.json("task")?;
+            let tid = catalog::edit_task(st, id, &task)?;
+            Ok((200, json!({"success": true, "id": tid})))
+        }
         _ => Err(Failure::new(404, "API method not found")),
     }
 }
