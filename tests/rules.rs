@@ -83,7 +83,7 @@ fn behaviour_rows(path: &Path) -> Vec<Vec<String>> {
         .filter(|cells| {
             cells.first().is_some_and(|c| {
                 let id = c.trim_matches('`');
-                id.contains('-') && id.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '-')
+                id.contains('-') && id.chars().any(|ch| ch.is_ascii_uppercase()) && id.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '-')
             })
         })
         .collect()
