@@ -166,13 +166,48 @@ fn body_response(status: StatusCode, body: Option<&Value>) -> Response {
     }
 }
 
-/// The router: faults outermost, then gzip compression, then the API.
+/// The router, from the outside in: the per-credential cap on requests in flight (so that a
+/// slow request, e.g. one delayed by an injected latency, holds its slot for its whole
+/// life), the fault switch, gzip compression, then the API.
 pub fn router(shared: Arc<Shared>, faults: &Faults) -> Router {
     Router::new()
         .fallback(handle)
-        .with_state(shared)
+        .with_state(shared.clone())
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .layer(faults.layer_with(fault_renderer()))
+        .layer(axum::middleware::from_fn_with_state(shared, parallel_guard))
+}
+
+/// Refuses a request with 1073 when its credential already has the maximum in flight.
+async fn parallel_guard(
+    AxState(shared): AxState<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Unauthenticated requests pass: the handler answers them with 401.
+    let login = authenticate(&shared.users, req.headers()).map(|u| u.login.clone());
+    let _guard = match &login {
+        Some(l) => match shared.limiter.enter(l) {
+            Some(g) => Some(g),
+            None => {
+                let resp = json_response(&errors::too_parallel());
+                shared
+                    .requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(RequestRecord {
+                        method: req.method().to_string(),
+                        path: req.uri().path().to_string(),
+                        query: req.uri().query().map(str::to_string),
+                        status: resp.status().as_u16(),
+                        user: login.clone(),
+                    });
+                return resp;
+            }
+        },
+        None => None,
+    };
+    next.run(req).await
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -277,9 +312,6 @@ fn handle_inner(
         return json_response(&errors::unauthorized());
     };
     record.user = Some(user.login.clone());
-    let Some(_in_flight) = shared.limiter.enter(&user.login) else {
-        return json_response(&errors::too_parallel());
-    };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let weight = match (&shared.limiter.config, segs.as_slice()) {
         (Some(cfg), ["report", "stock", "all" | "bystore"]) => cfg.stock_report_weight,
