@@ -786,6 +786,28 @@ async fn meta_references_built_by_the_client_are_accepted() {
         .await
         .expect("by attribute");
     assert_eq!(found.len(), 1);
+    let by_agent = c
+        .list_all(
+            "customerorder",
+            &ListQuery::new().filter_eq(
+                "agent",
+                &c.href("counterparty", &shop.counterparties["rcrm-corp-1"]),
+            ),
+        )
+        .await
+        .expect("by agent href");
+    assert_eq!(by_agent.len(), 1);
+    let by_other_agent = c
+        .list_all(
+            "customerorder",
+            &ListQuery::new().filter_eq(
+                "agent",
+                &c.href("counterparty", &shop.counterparties["rcrm-customer-1"]),
+            ),
+        )
+        .await
+        .expect("by other agent");
+    assert!(by_other_agent.is_empty());
     let by_state = c
         .list_all(
             "customerorder",

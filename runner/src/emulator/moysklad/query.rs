@@ -68,7 +68,11 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Condition>, MsError> {
 fn parse_condition(s: &str) -> Result<Condition, MsError> {
     // An attribute filter starts with an href ("https://…/attributes/<id>=v"): skip the
     // scheme's "://" when looking for the operator.
-    let start = s.find("://").map_or(0, |i| i + 3);
+    let start = if s.starts_with("http://") || s.starts_with("https://") {
+        s.find("://").map_or(0, |i| i + 3)
+    } else {
+        0
+    };
     let pos = s[start..]
         .find(['=', '<', '>', '!', '~'])
         .map(|i| i + start)
@@ -415,6 +419,12 @@ mod tests {
         );
         assert_eq!(attr[0].value, "v");
         assert!(parse_filter("justaword").is_err());
+        let by_ref = parse_filter("agent=https://h/api/remap/1.2/entity/counterparty/x")
+            .expect("reference filter");
+        assert_eq!(
+            (by_ref[0].field.as_str(), by_ref[0].value.as_str()),
+            ("agent", "https://h/api/remap/1.2/entity/counterparty/x")
+        );
     }
 
     #[test]
