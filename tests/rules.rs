@@ -50,7 +50,11 @@ fn cases() {
         let rendered = match case.run(&rules) {
             Ok(plan) => {
                 let again = case.run(&rules).expect("second run");
-                assert_eq!(plan.to_json(), again.to_json(), "{name}: plan is not deterministic");
+                assert_eq!(
+                    plan.to_json(),
+                    again.to_json(),
+                    "{name}: plan is not deterministic"
+                );
                 plan.to_yaml()
             }
             Err(e) => format!("!!! evaluation error: {e}\n"),
@@ -83,7 +87,11 @@ fn behaviour_rows(path: &Path) -> Vec<Vec<String>> {
         .filter(|cells| {
             cells.first().is_some_and(|c| {
                 let id = c.trim_matches('`');
-                id.contains('-') && id.chars().any(|ch| ch.is_ascii_uppercase()) && id.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '-')
+                id.contains('-')
+                    && id.chars().any(|ch| ch.is_ascii_uppercase())
+                    && id
+                        .chars()
+                        .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '-')
             })
         })
         .collect()
@@ -117,7 +125,9 @@ fn behaviours_table_points_at_real_rules_and_cases() {
     for row in rows {
         let id = row[0].trim_matches('`').to_owned();
         let (Some(rules_cell), Some(cases_cell)) = (row.get(2), row.get(3)) else {
-            problems.push(format!("{id}: the row needs the columns Id | Direction | Rules | Cases"));
+            problems.push(format!(
+                "{id}: the row needs the columns Id | Direction | Rules | Cases"
+            ));
             continue;
         };
         let listed_rules = listed(rules_cell);
@@ -125,7 +135,11 @@ fn behaviours_table_points_at_real_rules_and_cases() {
             problems.push(format!("{id}: no rule listed"));
         }
         for r in &listed_rules {
-            if !rule_ids.contains(r) && !flow_names.contains(r) && !r.starts_with("check:") && !r.starts_with("runner:") {
+            if !rule_ids.contains(r)
+                && !flow_names.contains(r)
+                && !r.starts_with("check:")
+                && !r.starts_with("runner:")
+            {
                 problems.push(format!("{id}: rule or flow `{r}` does not exist"));
             }
         }
@@ -137,9 +151,15 @@ fn behaviours_table_points_at_real_rules_and_cases() {
             if !cases.contains(c) {
                 problems.push(format!("{id}: case `{c}` does not exist under tests/cases"));
             } else if !c.starts_with(&id) {
-                problems.push(format!("{id}: case `{c}` is not named after the requirement"));
+                problems.push(format!(
+                    "{id}: case `{c}` is not named after the requirement"
+                ));
             }
         }
     }
-    assert!(problems.is_empty(), "docs/behaviours.md:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "docs/behaviours.md:\n{}",
+        problems.join("\n")
+    );
 }

@@ -125,9 +125,12 @@ pub struct YamlError {
 impl MarkedFile {
     /// Parses YAML text into a marked tree.
     pub fn parse(source: Arc<SourceFile>) -> Result<MarkedFile, YamlError> {
+        prescan_depth(&source.text)?;
         let char_to_byte = CharIndex::new(&source.text);
         let mut builder = Builder {
             stack: Vec::new(),
+            skipping: 0,
+            too_deep: None,
             anchors: HashMap::new(),
             root: None,
             chars: &char_to_byte,
@@ -137,6 +140,12 @@ impl MarkedFile {
             message: e.info().to_owned(),
             at: char_to_byte.byte(e.marker().index()),
         })?;
+        if let Some(at) = builder.too_deep {
+            return Err(YamlError {
+                message: format!("nested more than {MAX_YAML_DEPTH} levels deep"),
+                at,
+            });
+        }
         let root = builder.root.unwrap_or(YNode::Map {
             entries: Vec::new(),
             at: 0,
@@ -182,6 +191,62 @@ impl MarkedFile {
             _ => Origin::fixed(self.locate(path)),
         }
     }
+}
+
+/// The YAML parser recurses once per nesting level; refuse absurd nesting before it sees
+/// the text (flow brackets, or indentation deeper than any real file has).
+fn prescan_depth(text: &str) -> Result<(), YamlError> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut line_start = true;
+    let mut indent = 0usize;
+    let mut prev = ' ';
+    let mut in_comment = false;
+    for (at, c) in text.char_indices() {
+        if c == '\n' {
+            line_start = true;
+            indent = 0;
+            in_comment = false;
+            quote = None;
+            prev = c;
+            continue;
+        }
+        if line_start {
+            if c == ' ' {
+                indent += 1;
+                if indent > 4 * MAX_YAML_DEPTH {
+                    return Err(YamlError {
+                        message: "indented too deeply".to_owned(),
+                        at,
+                    });
+                }
+                continue;
+            }
+            line_start = false;
+        }
+        if in_comment {
+            continue;
+        }
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if prev == ' ' || prev == '\n' => in_comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    return Err(YamlError {
+                        message: format!("nested more than {MAX_YAML_DEPTH} levels deep"),
+                        at,
+                    });
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    Ok(())
 }
 
 /// Length of the token starting at `start`: up to the end of the line, at most 40 bytes.
@@ -323,8 +388,14 @@ enum Frame {
     ),
 }
 
+/// How deeply YAML may nest before it is refused.
+const MAX_YAML_DEPTH: usize = 200;
+
 struct Builder<'a> {
     stack: Vec<Frame>,
+    /// Events skipped below the depth limit (their nesting level), and where it was hit.
+    skipping: usize,
+    too_deep: Option<usize>,
     anchors: HashMap<usize, YNode>,
     root: Option<YNode>,
     chars: &'a CharIndex,
@@ -359,6 +430,21 @@ impl Builder<'_> {
 impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let at = self.chars.byte(mark.index());
+        if self.skipping > 0 {
+            match ev {
+                Event::SequenceStart(..) | Event::MappingStart(..) => self.skipping += 1,
+                Event::SequenceEnd | Event::MappingEnd => self.skipping -= 1,
+                _ => {}
+            }
+            return;
+        }
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..))
+            && self.stack.len() >= MAX_YAML_DEPTH
+        {
+            self.skipping = 1;
+            self.too_deep.get_or_insert(at);
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, _) => {
                 self.finish(YNode::Scalar { text, style, at }, anchor);

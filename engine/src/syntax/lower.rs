@@ -46,6 +46,7 @@ pub fn parse(text: &str) -> Result<Expr> {
             Span::default(),
         ));
     }
+    check_nesting(text)?;
     let mut pairs = ExprParser::parse(Rule::program, text).map_err(|e| pest_error(e, text))?;
     let program = pairs
         .next()
@@ -54,8 +55,149 @@ pub fn parse(text: &str) -> Result<Expr> {
         .into_inner()
         .next()
         .ok_or_else(|| SyntaxError::new("empty expression", Span::default()))?;
-    lower_expr(expr)
+    let expr = lower_expr(expr)?;
+    check_depth(&expr)?;
+    Ok(expr)
 }
+
+/// How deeply an expression may nest (brackets, `if`s, prefix operators). The parser, the
+/// compiler and the evaluator are recursive; this keeps them far from the stack's end.
+pub const MAX_NESTING: usize = 64;
+
+/// Rejects expressions nested deeper than [`MAX_NESTING`] (brackets, runs of prefix
+/// operators, `if`s) before the recursive parser sees them.
+fn check_nesting(text: &str) -> Result<()> {
+    let mut depth = 0usize;
+    let mut prefix_run = 0usize;
+    let mut ifs = 0usize;
+    let mut ops = 0usize;
+    let mut in_string: Option<char> = None;
+    let mut escaped = false;
+    let mut word = String::new();
+    let too_deep = |at: usize| {
+        let start = u32::try_from(at).unwrap_or(u32::MAX);
+        Err(SyntaxError::new(
+            format!("this expression is nested too deeply (more than {MAX_NESTING} levels); split it with `let`"),
+            Span { start, end: start.saturating_add(1) },
+        ))
+    };
+    for (at, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        if let Some(q) = in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                in_string = None;
+            }
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            match word.as_str() {
+                "not" => prefix_run += 1,
+                "if" => {
+                    ifs += 1;
+                    prefix_run = 0;
+                }
+                "and" | "or" | "in" => {
+                    ops += 1;
+                    prefix_run = 0;
+                }
+                _ => prefix_run = 0,
+            }
+            word.clear();
+        }
+        match c {
+            '"' | '\'' => {
+                in_string = Some(c);
+                prefix_run = 0;
+            }
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '-' => {
+                prefix_run += 1;
+                ops += 1;
+            }
+            c if c.is_whitespace() => {}
+            c => {
+                prefix_run = 0;
+                if "+*/%<>=!?|,".contains(c) {
+                    ops += 1;
+                }
+            }
+        }
+        if ops > MAX_OPERATORS {
+            let start = u32::try_from(at).unwrap_or(u32::MAX);
+            return Err(SyntaxError::new(
+                format!(
+                    "this expression has more than {MAX_OPERATORS} operators; split it with `let`"
+                ),
+                Span {
+                    start,
+                    end: start.saturating_add(1),
+                },
+            ));
+        }
+        if depth > MAX_NESTING || prefix_run > MAX_NESTING || ifs > MAX_NESTING {
+            return too_deep(at);
+        }
+    }
+    Ok(())
+}
+
+/// Rejects syntax trees deeper than [`MAX_DEPTH`] (e.g. a chain of thousands of `+`), so
+/// the recursive compiler and evaluator stay far from the stack's end. Walks with an
+/// explicit stack.
+fn check_depth(expr: &Expr) -> Result<()> {
+    let mut stack: Vec<(&Expr, usize)> = vec![(expr, 1)];
+    while let Some((e, d)) = stack.pop() {
+        if d > MAX_DEPTH {
+            return Err(SyntaxError::new(
+                format!("this expression is too deeply nested (more than {MAX_DEPTH} levels); split it with `let`"),
+                e.span,
+            ));
+        }
+        match &e.kind {
+            ExprKind::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            ExprKind::Object(pairs) => {
+                for (k, v) in pairs {
+                    if let ObjKey::Computed(k) = k {
+                        stack.push((k, d + 1));
+                    }
+                    stack.push((v, d + 1));
+                }
+            }
+            ExprKind::Field(x, _) | ExprKind::Unary(_, x) | ExprKind::Lambda(_, x) => {
+                stack.push((x, d + 1))
+            }
+            ExprKind::Index(a, b) | ExprKind::Binary(_, a, b) => {
+                stack.push((a, d + 1));
+                stack.push((b, d + 1));
+            }
+            ExprKind::Call(_, _, args) => stack.extend(args.iter().map(|a| (a, d + 1))),
+            ExprKind::If(a, b, c) => {
+                stack.push((a, d + 1));
+                stack.push((b, d + 1));
+                stack.push((c, d + 1));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How many operators (and commas) one expression may have.
+pub const MAX_OPERATORS: usize = 2000;
+
+/// How deep a syntax tree may be.
+pub const MAX_DEPTH: usize = 256;
 
 fn pratt() -> &'static PrattParser<Rule> {
     static PRATT: OnceLock<PrattParser<Rule>> = OnceLock::new();
