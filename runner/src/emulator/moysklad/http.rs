@@ -965,7 +965,10 @@ fn customentity(state: &mut State, r: &Req<'_>, rest: &[&str]) -> Result<Out, Ms
                     }
                 },
                 Method::DELETE => {
-                    let href = format!("{}/entity/customentity/{dict}", state.base_url);
+                    let href = format!(
+                        "{}/context/companysettings/metadata/customEntities/{dict}",
+                        state.base_url
+                    );
                     let used = state
                         .attributes
                         .values()

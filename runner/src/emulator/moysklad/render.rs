@@ -255,6 +255,10 @@ impl State {
                         out.insert("returns".into(), Value::Array(v.clone()));
                     }
                 }
+                "counterparty" => {
+                    // Sales are not emulated; the field is always present in responses.
+                    out.entry("salesAmount").or_insert(json!(0.0));
+                }
                 "product" => {
                     let n = self
                         .all("variant")

@@ -1099,9 +1099,7 @@ impl State {
             _ => self.new_id(),
         };
         let keep_uid = ctx.seed && ty == "employee";
-        for k in READ_ONLY {
-            body.remove(*k);
-        }
+        strip_read_only(kind, &mut body);
         if !keep_uid {
             body.remove("uid");
         }
@@ -1319,9 +1317,7 @@ impl State {
                 return Err(errors::sync_id_changed());
             }
         }
-        for k in READ_ONLY {
-            patch.remove(*k);
-        }
+        strip_read_only(kind, &mut patch);
         patch.remove("uid");
         let Value::Object(mut merged) = old.clone() else {
             return Err(errors::not_found(ty, id));
@@ -1628,14 +1624,26 @@ impl State {
             def["description"] = d.clone();
         }
         if at == "customentity" {
-            let (norm, t) = self.normalize_ref(
-                "customEntityMeta",
-                &json!({"meta": body.get("customEntityMeta").cloned().unwrap_or(Value::Null)}),
-            )?;
-            if !matches!(t, Target::Dictionary(_)) {
+            // Accepted as the dictionary's own href or as its company-settings metadata href;
+            // written back as the latter, as the API does.
+            let href = body["customEntityMeta"]["href"]
+                .as_str()
+                .ok_or_else(|| errors::meta_without_href("customEntityMeta"))?;
+            let path = href.split('?').next().unwrap_or(href);
+            let dict = path
+                .rsplit_once("/entity/customentity/")
+                .or_else(|| path.rsplit_once("/context/companysettings/metadata/customEntities/"))
+                .map(|(_, id)| id.to_string())
+                .filter(|id| !id.contains('/'))
+                .ok_or_else(|| errors::bad_href("customEntityMeta"))?;
+            if self.get("customentity", &dict).is_none() {
                 return Err(errors::bad_href("customEntityMeta"));
             }
-            def["customEntityMeta"] = norm["meta"].clone();
+            def["customEntityMeta"] = json!({
+                "href": format!("{}/context/companysettings/metadata/customEntities/{dict}", self.base_url),
+                "type": "customentitymetadata",
+                "mediaType": "application/json"
+            });
         }
         self.attributes.entry(owner).or_default().push(def.clone());
         Ok(def)
@@ -1863,6 +1871,18 @@ impl State {
             action: "DELETE".into(),
             updated_fields: vec![],
         })
+    }
+}
+
+/// Drops fields the server owns. A payment's `sum` is the client's; a document with
+/// positions computes its own.
+fn strip_read_only(kind: &Kind, body: &mut Map<String, Value>) {
+    for k in READ_ONLY {
+        let owned_elsewhere = (*k == "sum" && kind.positions.is_none())
+            || (matches!(*k, "fullName" | "shortFio") && kind.name != "employee");
+        if !owned_elsewhere {
+            body.remove(*k);
+        }
     }
 }
 
