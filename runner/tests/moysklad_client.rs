@@ -838,3 +838,25 @@ async fn meta_references_built_by_the_client_are_accepted() {
         .expect_err("2013");
     assert!(err.has_code(2013));
 }
+
+#[tokio::test]
+async fn an_injected_429_is_waited_out_for_the_advertised_time() {
+    let ms = emulator().await;
+    let c = client(&ms);
+    ms.faults().set(
+        FaultPlan::new(Fault::TooManyRequests {
+            retry_after: Duration::from_millis(120),
+        })
+        .times(1),
+    );
+    let started = std::time::Instant::now();
+    c.list("store", &ListQuery::new())
+        .await
+        .expect("after the wait");
+    assert!(
+        started.elapsed() >= Duration::from_millis(120),
+        "waited at least X-Lognex-Retry-After"
+    );
+    assert_eq!(c.limiter().snapshot().pauses, 1);
+    assert_eq!(ms.faults().injected(), 1);
+}

@@ -203,3 +203,94 @@ async fn created_order_has_the_api_shape() {
     assert_eq!(expanded["agent"]["name"], "Смирнов Алексей");
     assert_eq!(expanded["state"]["name"], "Новый");
 }
+
+#[tokio::test]
+async fn state_dumps_and_loads_into_another_emulator() {
+    let a = start().await;
+    let shop = a.seed_sample_shop().expect("shop");
+    let order = a
+        .create(
+            "customerorder",
+            json!({
+                "organization": {"meta": {"href": format!("{}/entity/organization/{}", a.base_url(), shop.organization), "type": "organization", "mediaType": "application/json"}},
+                "agent": {"meta": {"href": format!("{}/entity/counterparty/{}", a.base_url(), shop.counterparties["rcrm-customer-1"]), "type": "counterparty", "mediaType": "application/json"}}
+            }),
+        )
+        .expect("order");
+    let id = order["id"].as_str().expect("id").to_string();
+    let dump = a.state_json().expect("dump");
+    let text = serde_json::to_string(&dump).expect("serializable");
+    assert!(text.contains(a.base_url()));
+
+    let b = start().await;
+    b.load_state(serde_json::from_str(&text).expect("json"))
+        .expect("load");
+    let copy = b.get("customerorder", &id).expect("same id in the copy");
+    assert_eq!(copy["name"], order["name"]);
+    assert!(copy["meta"]["href"]
+        .as_str()
+        .is_some_and(|h| h.starts_with(b.base_url())));
+    assert!(!serde_json::to_string(&b.state_json().expect("dump"))
+        .expect("json")
+        .contains(a.base_url()));
+    assert_eq!(b.documents().len(), 1);
+    // And it serves them.
+    let (status, v) = call(
+        &b,
+        reqwest::Method::GET,
+        &format!("entity/customerorder/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["agent"]["meta"]["href"],
+        json!(format!(
+            "{}/entity/counterparty/{}",
+            b.base_url(),
+            shop.counterparties["rcrm-customer-1"]
+        ))
+    );
+
+    // Starting from a state works the same.
+    let c = MoyskladEmulator::start(MoyskladEmulatorConfig {
+        rate_limit: None,
+        initial_state: Some(a.state()),
+        ..MoyskladEmulatorConfig::default()
+    })
+    .await
+    .expect("emulator from state");
+    assert!(c.get("customerorder", &id).is_some());
+}
+
+#[tokio::test]
+async fn unknown_paths_types_and_bad_ids_are_api_errors() {
+    let ms = start().await;
+    let (s, v) = call(&ms, reqwest::Method::GET, "entity/nosuchthing", None).await;
+    assert_eq!((s, v["errors"][0]["code"].as_u64()), (404, Some(1005)));
+    let (s, v) = call(&ms, reqwest::Method::GET, "entity/store/not-a-uuid", None).await;
+    assert_eq!((s, v["errors"][0]["code"].as_u64()), (400, Some(1052)));
+    let (s, v) = call(&ms, reqwest::Method::GET, "something/else", None).await;
+    assert_eq!((s, v["errors"][0]["code"].as_u64()), (404, Some(1002)));
+    let (s, v) = call(
+        &ms,
+        reqwest::Method::POST,
+        "entity/prepayment",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!((s, v["errors"][0]["code"].as_u64()), (405, Some(1011)));
+    let (s, v) = call(&ms, reqwest::Method::GET, "entity/store?limit=5000", None).await;
+    assert_eq!((s, v["errors"][0]["code"].as_u64()), (412, Some(1084)));
+    let resp = http()
+        .post(format!("{}/entity/store", ms.base_url()))
+        .basic_auth(LOGIN, Some(PASSWORD))
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["errors"][0]["code"], 2001);
+}
