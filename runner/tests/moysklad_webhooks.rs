@@ -368,3 +368,24 @@ async fn delete_events_and_subscription_rules() {
     c.delete_webhook(hook_id).await.expect("delete hook");
     assert!(c.webhooks().await.expect("list").is_empty());
 }
+
+#[test]
+fn rust_side_changes_from_outside_the_runtime_still_deliver() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (ms, origin, rx) = rt.block_on(async {
+        let ms = emulator(Duration::from_millis(1500)).await;
+        let (origin, rx) = receiver(vec![], Duration::ZERO).await;
+        (ms, origin, rx)
+    });
+    ms.seed(
+        "webhook",
+        json!({"url": format!("{origin}/ms/hook"), "entityType": "counterparty", "action": "CREATE"}),
+    )
+    .expect("subscription");
+    // Called from a plain thread, as a demo command's seeding code might.
+    ms.create("counterparty", json!({"name": "Из интерфейса"}))
+        .expect("created");
+    assert!(rt.block_on(ms.wait_for_webhooks(Duration::from_secs(5))));
+    assert_eq!(rx.hits().len(), 1);
+    assert_eq!(rx.hits()[0].body["events"][0]["action"], "CREATE");
+}

@@ -158,6 +158,7 @@ impl RateLimiter {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|x| x.is_finite())
         };
         let mut b = self.lock();
         b.refill(Instant::now());
@@ -165,8 +166,13 @@ impl RateLimiter {
             b.capacity = limit;
             b.tokens = b.tokens.min(limit);
         }
-        if let Some(ms) = num("X-Lognex-Retry-TimeInterval").filter(|ms| *ms >= 1.0) {
-            b.window = Duration::from_secs_f64(ms / 1000.0);
+        if let Some(window) = num("X-Lognex-Retry-TimeInterval")
+            .filter(|ms| *ms >= 1.0)
+            .map(|ms| {
+                Duration::try_from_secs_f64(ms / 1000.0).map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
+            })
+        {
+            b.window = window;
         }
         if let Some(remaining) = num("X-RateLimit-Remaining").filter(|r| *r >= 0.0) {
             // The server saw every request of this credential (ours and other processes');
@@ -200,20 +206,23 @@ impl RateLimiter {
     }
 }
 
+/// The longest wait or window taken from a header; anything longer is treated as this.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
 /// Parses the advertised wait of a 429: `X-Lognex-Retry-After` (ms), else `Retry-After` (s).
+/// Values above [`MAX_WAIT`] are capped; garbage is ignored.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let get = |n: &str| {
         headers
             .get(n)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|x| x.is_finite() && *x > 0.0)
     };
-    if let Some(ms) = get("X-Lognex-Retry-After").filter(|ms| *ms > 0.0) {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    get("Retry-After")
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
+    let secs = get("X-Lognex-Retry-After")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| get("Retry-After"))?;
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_WAIT, |d| d.min(MAX_WAIT)))
 }
 
 #[cfg(test)]
@@ -241,6 +250,19 @@ mod tests {
         assert_eq!(s.capacity, 10);
         assert_eq!(s.window, Duration::from_secs(1));
         assert!(s.tokens <= 4.0, "tokens capped by Remaining: {}", s.tokens);
+    }
+
+    #[tokio::test]
+    async fn absurd_headers_do_not_panic() {
+        let l = RateLimiter::new(LimitConfig::default());
+        l.observe(&headers(&[
+            ("X-RateLimit-Limit", "inf"),
+            ("X-Lognex-Retry-TimeInterval", "1e300"),
+            ("X-RateLimit-Remaining", "NaN"),
+        ]));
+        let s = l.snapshot();
+        assert_eq!(s.window, MAX_WAIT);
+        assert_eq!(s.capacity, 45);
     }
 
     #[tokio::test]
@@ -281,5 +303,13 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(retry_after(&HeaderMap::new()), None);
+        assert_eq!(
+            retry_after(&headers(&[("X-Lognex-Retry-After", "inf")])),
+            None
+        );
+        assert_eq!(
+            retry_after(&headers(&[("X-Lognex-Retry-After", "1e300")])),
+            Some(MAX_WAIT)
+        );
     }
 }

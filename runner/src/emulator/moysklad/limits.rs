@@ -135,7 +135,9 @@ impl Limiter {
         } else {
             let secs = (w - b.tokens) / rate;
             Charge::Refused {
-                retry_after: Duration::from_secs_f64(secs).max(Duration::from_millis(1)),
+                retry_after: Duration::try_from_secs_f64(secs)
+                    .unwrap_or(cfg.window)
+                    .max(Duration::from_millis(1)),
             }
         }
     }

@@ -240,6 +240,7 @@ impl MoyskladEmulator {
             deliverer: Arc::new(webhooks::Deliverer::new(
                 config.webhook_timeout,
                 config.webhook_retries,
+                tokio::runtime::Handle::current(),
             )),
             requests: Mutex::new(Vec::new()),
         });

@@ -62,11 +62,14 @@ pub struct Deliverer {
     log: Mutex<Vec<WebhookDelivery>>,
     pending: AtomicUsize,
     idle: Notify,
+    /// The runtime the emulator was started on: Rust-side changes may come from outside it.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Deliverer {
-    /// A deliverer with this per-attempt deadline and number of extra attempts.
-    pub fn new(timeout: Duration, retries: u32) -> Deliverer {
+    /// A deliverer with this per-attempt deadline and number of extra attempts, sending from
+    /// `runtime`.
+    pub fn new(timeout: Duration, retries: u32, runtime: tokio::runtime::Handle) -> Deliverer {
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .build()
@@ -78,6 +81,7 @@ impl Deliverer {
             log: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             idle: Notify::new(),
+            runtime,
         }
     }
 
@@ -85,7 +89,7 @@ impl Deliverer {
     pub fn send(self: &Arc<Self>, url: String, request_id: String, body: Value) {
         self.pending.fetch_add(1, Ordering::SeqCst);
         let me = self.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let mut attempts = Vec::new();
             let target = match url::Url::parse(&url) {
                 Ok(mut u) => {
