@@ -294,3 +294,35 @@ async fn unknown_paths_types_and_bad_ids_are_api_errors() {
     let v: Value = resp.json().await.expect("json");
     assert_eq!(v["errors"][0]["code"], 2001);
 }
+
+#[tokio::test]
+async fn document_dates_are_stored_to_the_minute() {
+    let ms = start().await;
+    let shop = ms.seed_sample_shop().expect("shop");
+    let b = ms.base_url();
+    let meta = |ty: &str, id: &str| json!({"meta": {"href": format!("{b}/entity/{ty}/{id}"), "type": ty, "mediaType": "application/json"}});
+    let (status, order) = call(
+        &ms,
+        reqwest::Method::POST,
+        "entity/customerorder",
+        Some(json!({
+            "organization": meta("organization", &shop.organization),
+            "agent": meta("counterparty", &shop.counterparties["rcrm-customer-1"]),
+            "moment": "2026-03-02 14:35:10",
+            "deliveryPlannedMoment": "2026-03-05 10:15"
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["moment"], "2026-03-02 14:35:00.000");
+    assert_eq!(order["deliveryPlannedMoment"], "2026-03-05 10:15:00.000");
+    let (status, err) = call(
+        &ms,
+        reqwest::Method::PUT,
+        &format!("entity/customerorder/{}", order["id"].as_str().expect("id")),
+        Some(json!({"moment": "вчера"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["errors"][0]["code"], 2016);
+}

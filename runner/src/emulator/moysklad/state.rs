@@ -566,6 +566,23 @@ impl State {
                 }
             }
         }
+        // Document dates are stored to the minute (md/_general.md, "Формат даты и времени").
+        for f in [
+            "moment",
+            "deliveryPlannedMoment",
+            "paymentPlannedMoment",
+            "incomingDate",
+        ] {
+            match body.get(f) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) => {
+                    let t = super::query::parse_datetime(s)
+                        .ok_or_else(|| errors::wrong_type(f, "DateTime"))?;
+                    body.insert(f.to_string(), json!(fmt_minute(t)));
+                }
+                Some(_) => return Err(errors::wrong_type(f, "DateTime")),
+            }
+        }
         if let Some(b) = body.get("applicable") {
             if !b.is_boolean() {
                 return Err(errors::wrong_type("applicable", "Boolean"));
