@@ -326,3 +326,22 @@ async fn document_dates_are_stored_to_the_minute() {
     assert_eq!(status, 400);
     assert_eq!(err["errors"][0]["code"], 2016);
 }
+
+#[tokio::test]
+async fn large_bulk_bodies_are_accepted() {
+    let ms = start().await;
+    let long = "х".repeat(2000);
+    let items: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": format!("Покупатель {i}"), "description": long}))
+        .collect();
+    let (status, v) = call(
+        &ms,
+        reqwest::Method::POST,
+        "entity/counterparty",
+        Some(Value::Array(items)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v.as_array().map(Vec::len), Some(1000));
+    assert_eq!(ms.list("counterparty").len(), 1000);
+}

@@ -173,6 +173,8 @@ pub fn router(shared: Arc<Shared>, faults: &Faults) -> Router {
     Router::new()
         .fallback(handle)
         .with_state(shared.clone())
+        // МойСклад accepts request bodies up to 20 MB (API doc §3).
+        .layer(axum::extract::DefaultBodyLimit::max(20 * 1024 * 1024))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .layer(faults.layer_with(fault_renderer()))
         .layer(axum::middleware::from_fn_with_state(shared, parallel_guard))
