@@ -751,7 +751,7 @@ fn list(
         .map(|e| state.render(e, &params.expand, &links))
         .collect();
     Ok(Out::json(json!({
-        "context": state.context(None),
+        "context": state.context(),
         "meta": collection_meta(r.href, r.query, meta_type, size, params.limit, params.offset),
         "rows": rows
     })))
@@ -788,7 +788,7 @@ fn assortment(state: &State, r: &Req<'_>) -> Result<Out, MsError> {
         })
         .collect();
     Ok(Out::json(json!({
-        "context": state.context(None),
+        "context": state.context(),
         "meta": collection_meta(r.href, r.query, "assortment", size, params.limit, params.offset),
         "rows": rows
     })))

@@ -476,8 +476,7 @@ impl State {
     }
 
     /// The `context` block of list responses.
-    pub fn context(&self, employee: Option<&str>) -> Value {
-        let _ = employee;
+    pub fn context(&self) -> Value {
         json!({"employee": {"meta": {
             "href": format!("{}/context/employee", self.base_url),
             "metadataHref": format!("{}/entity/employee/metadata", self.base_url),

@@ -481,8 +481,9 @@ impl State {
         }
     }
 
-    /// Normalizes and validates an entity body (create: `old` is `None`; update: the merged
-    /// result with `old` for comparisons). Returns the stored form.
+    /// Normalizes and validates an entity body: the new body on create, the old entity with
+    /// the patch applied on update (nested rows keep their ids when `id` already exists).
+    /// Returns the stored form.
     fn validate(&mut self, kind: &Kind, mut body: Map<String, Value>, id: &str) -> Res<Value> {
         // Plain reference fields.
         for (field, allowed) in REFERENCE_FIELDS {
@@ -641,7 +642,7 @@ impl State {
             }
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                out.push(self.normalize_nested_row(kind, id, field, row, &body)?);
+                out.push(self.normalize_nested_row(kind, id, field, row)?);
             }
             body.insert(field.to_string(), Value::Array(out));
         }
@@ -805,7 +806,6 @@ impl State {
         parent_id: &str,
         field: &str,
         row: Value,
-        parent: &Map<String, Value>,
     ) -> Res<Value> {
         let Value::Object(mut row) = row else {
             return Err(errors::wrong_type(field, "Object"));
@@ -980,7 +980,6 @@ impl State {
                 }
             }
         }
-        let _ = parent;
         Ok(Value::Object(out))
     }
 
@@ -1120,7 +1119,7 @@ impl State {
         if !keep_uid {
             body.remove("uid");
         }
-        self.apply_defaults(kind, &mut body, &id, ctx);
+        self.apply_defaults(kind, &mut body, ctx);
         let stored = self.validate(kind, body, &id)?;
         self.check_required_attributes(ty, &stored)?;
         self.check_unique(kind, &stored, &id)?;
@@ -1140,8 +1139,7 @@ impl State {
         Ok((stored, Some(event)))
     }
 
-    fn apply_defaults(&mut self, kind: &Kind, body: &mut Map<String, Value>, id: &str, ctx: &Ctx) {
-        let _ = id;
+    fn apply_defaults(&mut self, kind: &Kind, body: &mut Map<String, Value>, ctx: &Ctx) {
         if kind.name != "webhook" && kind.name != "currency" && !body.contains_key("externalCode") {
             let code = self.random_code();
             body.insert("externalCode".into(), json!(code));

@@ -352,7 +352,7 @@ pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Va
     let size = rows.len();
     let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
     Ok(json!({
-        "context": state.context(None),
+        "context": state.context(),
         "meta": collection_meta(url, q, "stock", size, limit, offset),
         "rows": page
     }))
@@ -414,7 +414,7 @@ pub fn report_by_store(state: &State, url: &str, q: &[(String, String)]) -> Resu
     let size = rows.len();
     let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
     Ok(json!({
-        "context": state.context(None),
+        "context": state.context(),
         "meta": collection_meta(url, q, "stockbystore", size, limit, offset),
         "rows": page
     }))
