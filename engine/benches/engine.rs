@@ -1,1 +1,256 @@
-fn main() {}
+//! `cargo bench -p skladsync-engine`: compiling the default rule set, parsing an order with
+//! serde_json, and evaluating the rule set against it, side by side.
+//!
+//! Targets: compiling the default rule set ≤ 20 ms; evaluating an event costs no more than
+//! parsing the same document (ratio evaluation / parse ≤ 1.0), for a ~4 KB order and a
+//! ~60 KB order with 200 items.
+//!
+//! The rules directory is `rules/` at the repository root (override with
+//! `SKLADSYNC_BENCH_RULES`); the event is a `crm.order.changed` of a new order in an upload
+//! status, with a world that holds the matching МойСклад catalogue, so the upload rules do
+//! their full work.
+
+#![recursion_limit = "256"]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use skladsync_engine::{Event, RecordedWorld, RuleSet, Value};
+
+/// Median time of one run of `f`, measured over batches for at least `budget`.
+fn measure<T>(budget: Duration, mut f: impl FnMut() -> T) -> Duration {
+    // Warm up and size a batch so one batch takes about 10 ms.
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < Duration::from_millis(10) || n == 0 {
+        black_box(f());
+        n += 1;
+    }
+    let batch = n.max(1);
+    let mut samples = Vec::new();
+    let total = Instant::now();
+    while total.elapsed() < budget || samples.len() < 5 {
+        let t = Instant::now();
+        for _ in 0..batch {
+            black_box(f());
+        }
+        samples.push(t.elapsed() / batch);
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn item(i: usize) -> serde_json::Value {
+    let variant = i % 3 == 0;
+    let xml_id = if variant {
+        format!("prod-{i:04}#var-{i:04}")
+    } else {
+        format!("prod-{i:04}")
+    };
+    serde_json::json!({
+        "id": 10_000 + i,
+        "initialPrice": 199.99 + i as f64,
+        "discountTotal": 0,
+        "vatRate": "20",
+        "createdAt": "2024-05-01 09:00:00",
+        "quantity": 2,
+        "status": if i % 10 == 7 { "cancel" } else { "new" },
+        "offer": {
+            "id": 20_000 + i,
+            "externalId": xml_id,
+            "xmlId": xml_id,
+            "name": format!("Товар {i}"),
+            "article": format!("ART-{i}")
+        },
+        "purchasePrice": 120.5,
+        "discounts": [],
+        "comment": ""
+    })
+}
+
+fn order(items: usize) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = (0..items).map(item).collect();
+    serde_json::json!({
+        "slug": 7001, "id": 7001, "number": "7001A", "externalId": "7001A",
+        "orderType": "eshop-individual", "orderMethod": "shopping-cart", "privilegeType": "none",
+        "countryIso": "RU", "createdAt": "2024-05-01 09:00:00", "statusUpdatedAt": "2024-05-01 09:05:00",
+        "summ": 4000, "totalSumm": 4350, "prepaySum": 0, "purchaseSumm": 2410, "currency": "RUB",
+        "markDatetime": "2024-05-01 09:05:00", "lastName": "Иванова", "firstName": "Анна",
+        "patronymic": "Сергеевна", "phone": "+79031234567", "email": "anna@example.ru",
+        "call": false, "expired": false,
+        "customer": {
+            "type": "customer", "id": 501, "externalId": "c-501", "isContact": false,
+            "createdAt": "2023-01-01 10:00:00", "managerId": 12, "vip": false, "bad": false,
+            "site": "shop-main", "contragent": {"contragentType": "individual"}, "tags": [],
+            "customFields": {}, "personalDiscount": 0, "cumulativeDiscount": 0,
+            "address": {"id": 3, "index": "119021", "countryIso": "RU", "region": "Москва", "city": "Москва", "text": "ул. Льва Толстого, 16"},
+            "firstName": "Анна", "lastName": "Иванова", "patronymic": "Сергеевна",
+            "email": "anna@example.ru", "phones": [{"number": "+79031234567"}]
+        },
+        "contragent": {"contragentType": "individual"},
+        "delivery": {
+            "code": "courier", "cost": 350, "netCost": 300,
+            "address": {"index": "119021", "countryIso": "RU", "city": "Москва", "text": "ул. Льва Толстого, 16"},
+            "date": "2024-05-03", "time": {"from": "10:00", "to": "18:00"}
+        },
+        "site": "shop-main", "status": "new", "statusComment": "", "managerComment": "Позвонить до 12:00",
+        "customerComment": "Домофон 12", "managerId": 12, "shipmentStore": "main",
+        "fromApi": false, "shipped": false,
+        "items": lines,
+        "payments": {
+            "301": {"id": 301, "status": "paid", "type": "bank-card", "amount": 2000, "paidAt": "2024-05-01 09:03:00"},
+            "302": {"id": 302, "status": "not-paid", "type": "cash", "amount": 2350}
+        },
+        "customFields": {"moyskladexternalid": null},
+        "weight": 0, "length": 0, "width": 0, "height": 0
+    })
+}
+
+fn world(items: usize) -> RecordedWorld {
+    let base = "https://api.moysklad.ru/api/remap/1.2";
+    let mut products = Vec::new();
+    let mut variants = Vec::new();
+    let mut assortment = Vec::new();
+    for i in 0..items {
+        let pid = format!("00000000-0000-4000-8000-{i:012}");
+        let product = serde_json::json!({
+            "meta": {"href": format!("{base}/entity/product/{pid}"), "type": "product", "mediaType": "application/json"},
+            "id": pid, "name": format!("Товар {i}"), "externalCode": format!("prod-{i:04}"),
+            "code": format!("{i:05}"), "article": format!("ART-{i}"), "archived": false,
+            "salePrices": [{"value": 19999.0, "currency": {}, "priceType": {}}], "buyPrice": {"value": 12050.0}
+        });
+        products.push(product.clone());
+        assortment.push(product);
+        if i % 3 == 0 {
+            let vid = format!("00000000-0000-4000-9000-{i:012}");
+            let variant = serde_json::json!({
+                "meta": {"href": format!("{base}/entity/variant/{vid}"), "type": "variant", "mediaType": "application/json"},
+                "id": vid, "name": format!("Товар {i} (M)"), "externalCode": format!("var-{i:04}"),
+                "archived": false,
+                "product": {"meta": {"href": format!("{base}/entity/product/{pid}"), "type": "product", "mediaType": "application/json"}, "externalCode": format!("prod-{i:04}")},
+                "characteristics": [{"name": "Размер", "value": "M"}]
+            });
+            variants.push(variant.clone());
+            assortment.push(variant);
+        }
+    }
+    let doc = serde_json::json!({
+        "entities": {
+            "moysklad.product": products,
+            "moysklad.variant": variants,
+            "moysklad.assortment": assortment,
+            "moysklad.counterparty": [{"id": "cp-501", "name": "Иванова Анна", "phone": "+79031234567", "email": "anna@example.ru",
+                "meta": {"href": format!("{base}/entity/counterparty/cp-501"), "type": "counterparty", "mediaType": "application/json"}}],
+            "moysklad.service": [{"id": "svc-delivery", "code": "delivery", "name": "Доставка",
+                "meta": {"href": format!("{base}/entity/service/svc-delivery"), "type": "service", "mediaType": "application/json"}}]
+        },
+        "links": [],
+        "reference": {}
+    });
+    RecordedWorld::from_yaml(&doc.to_string()).expect("bench world")
+}
+
+fn settings_overrides() -> Value {
+    let v = serde_json::json!({
+        "mappings": {
+            "shops": {"shop-main": "org-1"},
+            "stores": {"main": "store-1", "reserve": "store-2"},
+            "statuses": {"new": "state-new", "complete": "state-done"},
+            "upload_statuses": ["new"],
+            "payment_types": {"map": {"bank-card": "paymentin", "cash": "cashin"}}
+        },
+        "crm_tab": {"delivery_as_position": true, "auto_reserve": true}
+    });
+    Value::from_json(&v)
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules_dir = std::env::var_os("SKLADSYNC_BENCH_RULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("rules"));
+    let settings = ["settings.yaml", "settings.example.yaml"]
+        .iter()
+        .map(|n| rules_dir.join(n))
+        .find(|p| p.is_file());
+    let budget = Duration::from_millis(
+        std::env::var("SKLADSYNC_BENCH_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1500),
+    );
+
+    let (rules, _) = match RuleSet::load(&rules_dir, settings.as_deref()) {
+        Ok(r) => r,
+        Err(d) => {
+            eprintln!("the rule set does not load:\n{}", d.render(false));
+            std::process::exit(1);
+        }
+    };
+    let compile = measure(budget, || {
+        RuleSet::load(&rules_dir, settings.as_deref()).map(|_| ())
+    });
+    println!(
+        "rule set: {} rules in {} files from {}",
+        rules.rules().len(),
+        rules.files().len(),
+        rules_dir.display()
+    );
+    println!(
+        "compile (read + check + compile) {:>10.3} ms   (target ≤ 20 ms)",
+        compile.as_secs_f64() * 1e3
+    );
+    let merged = rules.settings_with(&settings_overrides());
+    println!();
+    println!(
+        "{:<28}{:>10}{:>14}{:>14}{:>10}{:>10}",
+        "document", "bytes", "parse µs", "eval µs", "ratio", "effects"
+    );
+    for (label, items) in [
+        ("order, 4 items (~4 KB)", 4usize),
+        ("order, 200 items (~60 KB)", 200),
+    ] {
+        let doc = serde_json::json!({
+            "event": "crm.order.changed",
+            "now": "2024-05-01 10:00:00",
+            "order": order(items),
+            "changes": [{"id": 1, "createdAt": "2024-05-01 09:00:00", "created": true, "source": "user", "field": "status", "newValue": {"code": "new"}}],
+            "statuses": ["new"],
+            "created": true
+        });
+        let text = serde_json::to_string(&doc).expect("json");
+        let world = world(items);
+        let parsed: Value = serde_json::from_str(&text).expect("parse");
+        let event = Event::from_document(&parsed).expect("event");
+        let opts = || skladsync_engine::EvalOptions {
+            settings: Some(&merged),
+            ..Default::default()
+        };
+        let plan = match rules.evaluate_with(&event, &world, opts()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("evaluation failed: {e}");
+                std::process::exit(1);
+            }
+        };
+        let parse = measure(budget, || {
+            serde_json::from_str::<serde_json::Value>(&text).map(|_| ())
+        });
+        let eval = measure(budget, || {
+            rules
+                .evaluate_with(&event, &world, opts())
+                .map(|p| p.effects.len())
+        });
+        println!(
+            "{:<28}{:>10}{:>14.1}{:>14.1}{:>10.2}{:>10}",
+            label,
+            text.len(),
+            parse.as_secs_f64() * 1e6,
+            eval.as_secs_f64() * 1e6,
+            eval.as_secs_f64() / parse.as_secs_f64(),
+            plan.effects.len()
+        );
+    }
+    println!("\nratio = evaluation / serde_json parse of the same document (target ≤ 1.0)");
+}

@@ -3,7 +3,7 @@
 //! The runner answers from the live APIs and its state; tests and dry runs answer from a
 //! [`RecordedWorld`] read from YAML. Same rules, same code path.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Deserialize;
 
@@ -65,12 +65,52 @@ impl World for EmptyWorld {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct RecordedWorld {
-    entities: HashMap<String, Vec<Value>>,
-    /// (entity key, field, value text) → indexes into `entities[key]`.
-    index: HashMap<(String, String, String), Vec<usize>>,
+    /// system → entity → items with their index.
+    entities: HashMap<String, HashMap<String, Entities>>,
     links: Vec<Value>,
-    link_index: HashMap<(String, String, String), usize>,
+    /// kind → side → id text → index into `links`.
+    link_index: HashMap<String, HashMap<String, HashMap<String, usize>>>,
     reference: HashMap<String, Value>,
+}
+
+/// The items of one entity kind, indexed by every scalar top-level field.
+#[derive(Clone, Debug, Default)]
+struct Entities {
+    items: Vec<Value>,
+    /// field → value text → indexes into `items`.
+    by_field: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl Entities {
+    fn reindex(&mut self) {
+        self.by_field.clear();
+        for (i, item) in self.items.iter().enumerate() {
+            let Value::Object(map) = item else { continue };
+            for (field, value) in map.iter() {
+                if let Some(text) = id_text(value) {
+                    self.by_field
+                        .entry(field.to_string())
+                        .or_default()
+                        .entry(text)
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+    }
+
+    /// Candidates for a field's value, without allocating for string values.
+    fn candidates(&self, field: &str, value: &Value) -> Option<&[usize]> {
+        let by_value = self.by_field.get(field);
+        let hit = match value {
+            Value::Str(s) => by_value.and_then(|m| m.get(&**s)),
+            other => {
+                let text = id_text(other)?;
+                by_value.and_then(|m| m.get(&text))
+            }
+        };
+        Some(hit.map_or(&[][..], Vec::as_slice))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -102,18 +142,26 @@ impl RecordedWorld {
         let file: WorldFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         let mut world = RecordedWorld::default();
         for (key, items) in file.entities {
-            if !key.contains('.') {
+            let Some((system, entity)) = key.split_once('.') else {
                 return Err(format!(
                     "entity list `{key}` must be named `system.entity`, e.g. `shop.product`"
                 ));
-            }
-            world.entities.insert(key, items);
+            };
+            let mut e = Entities {
+                items,
+                by_field: HashMap::default(),
+            };
+            e.reindex();
+            world
+                .entities
+                .entry(system.to_owned())
+                .or_default()
+                .insert(entity.to_owned(), e);
         }
         for link in file.links {
             world.add_link(link)?;
         }
         world.reference = file.reference.into_iter().collect();
-        world.reindex();
         Ok(world)
     }
 
@@ -133,104 +181,90 @@ impl RecordedWorld {
             return Err(format!("link {link} has no `kind`"));
         };
         let at = self.links.len();
+        let sides = self.link_index.entry(kind).or_default();
         for (system, id) in map.iter() {
             if &**system == "kind" {
                 continue;
             }
             if let Some(text) = id_text(id) {
-                self.link_index
-                    .insert((kind.clone(), system.to_string(), text), at);
+                sides
+                    .entry(system.to_string())
+                    .or_default()
+                    .insert(text, at);
             }
         }
         self.links.push(link);
         Ok(())
     }
 
-    fn reindex(&mut self) {
-        self.index.clear();
-        for (key, items) in &self.entities {
-            for (i, item) in items.iter().enumerate() {
-                let Value::Object(map) = item else { continue };
-                for (field, value) in map.iter() {
-                    if let Some(text) = id_text(value) {
-                        self.index
-                            .entry((key.clone(), field.to_string(), text))
-                            .or_default()
-                            .push(i);
-                    }
-                }
-            }
-        }
+    /// Adds an entity (e.g. from a test).
+    pub fn insert(&mut self, system: &str, entity: &str, item: Value) {
+        let e = self
+            .entities
+            .entry(system.to_owned())
+            .or_default()
+            .entry(entity.to_owned())
+            .or_default();
+        e.items.push(item);
+        e.reindex();
     }
 
-    /// Adds entities (e.g. from a test) and re-indexes.
-    pub fn insert(&mut self, system: &str, entity: &str, item: Value) {
-        self.entities
-            .entry(format!("{system}.{entity}"))
-            .or_default()
-            .push(item);
-        self.reindex();
+    fn kind(&self, system: &str, entity: &str) -> Option<&Entities> {
+        self.entities.get(system).and_then(|m| m.get(entity))
     }
 }
 
 impl World for RecordedWorld {
     fn find(&self, system: &str, entity: &str, filter: &Map) -> Result<Vec<Value>, WorldError> {
-        let key = format!("{system}.{entity}");
-        let Some(items) = self.entities.get(&key) else {
+        let Some(e) = self.kind(system, entity) else {
             return Ok(Vec::new());
         };
-        // Use the index of the first scalar field, then check the rest.
-        let mut candidates: Option<&[usize]> = None;
-        for (field, value) in filter.iter() {
-            if let Some(text) = id_text(value) {
-                let hit = self
-                    .index
-                    .get(&(key.clone(), field.to_string(), text))
-                    .map_or(&[][..], Vec::as_slice);
-                candidates = Some(hit);
-                break;
-            }
-        }
         let matches = |item: &Value| {
             filter
                 .iter()
                 .all(|(field, want)| item.get_ref(field).unwrap_or(&Value::Null).equals(want))
         };
+        // Use the index of the first scalar field, then check the rest.
+        let candidates = filter.iter().find_map(|(f, v)| e.candidates(f, v));
         Ok(match candidates {
             Some(idx) => idx
                 .iter()
-                .filter_map(|&i| items.get(i))
+                .filter_map(|&i| e.items.get(i))
                 .filter(|item| matches(item))
                 .cloned()
                 .collect(),
-            None => items.iter().filter(|item| matches(item)).cloned().collect(),
+            None => e
+                .items
+                .iter()
+                .filter(|item| matches(item))
+                .cloned()
+                .collect(),
         })
     }
 
     fn get(&self, system: &str, entity: &str, id: &Value) -> Result<Value, WorldError> {
-        let Some(text) = id_text(id) else {
+        let Some(e) = self.kind(system, entity) else {
             return Ok(Value::Null);
         };
-        let key = format!("{system}.{entity}");
-        let Some(items) = self.entities.get(&key) else {
-            return Ok(Value::Null);
-        };
-        Ok(self
-            .index
-            .get(&(key, "id".to_owned(), text))
+        Ok(e.candidates("id", id)
             .and_then(|idx| idx.first())
-            .and_then(|&i| items.get(i))
+            .and_then(|&i| e.items.get(i))
             .cloned()
             .unwrap_or_default())
     }
 
     fn linked(&self, kind: &str, system: &str, id: &Value) -> Result<Value, WorldError> {
-        let Some(text) = id_text(id) else {
+        let Some(sides) = self.link_index.get(kind).and_then(|k| k.get(system)) else {
             return Ok(Value::Null);
         };
-        Ok(self
-            .link_index
-            .get(&(kind.to_owned(), system.to_owned(), text))
+        let at = match id {
+            Value::Str(s) => sides.get(&**s),
+            other => match id_text(other) {
+                Some(t) => sides.get(&t),
+                None => None,
+            },
+        };
+        Ok(at
             .and_then(|&i| self.links.get(i))
             .cloned()
             .unwrap_or_default())

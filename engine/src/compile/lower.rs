@@ -76,13 +76,13 @@ impl Compiler<'_> {
             },
             ExprKind::Field(x, name) => {
                 let base = self.lower(x, o, scope);
-                return extend_path(base, CSeg::Key(Arc::from(name.as_str())), loc);
+                return extend_path(base, CSeg::key(Arc::from(name.as_str())), loc);
             }
             ExprKind::Index(x, i) => {
                 let base = self.lower(x, o, scope);
                 let index = self.lower(i, o, scope);
                 let seg = match &index.node {
-                    Node::Const(Value::Str(s)) => CSeg::Key(s.clone()),
+                    Node::Const(Value::Str(s)) => CSeg::key(s.clone()),
                     _ => CSeg::Index(index),
                 };
                 return extend_path(base, seg, loc);
@@ -150,6 +150,30 @@ impl Compiler<'_> {
                         }
                     }
                     Node::Const(Value::object(map))
+                } else if out.iter().all(|(k, _)| matches!(k, ObjKey::Static(_))) && {
+                    let mut keys: Vec<&str> = out
+                        .iter()
+                        .filter_map(|(k, _)| match k {
+                            ObjKey::Static(k) => Some(&**k),
+                            ObjKey::Computed(_) => None,
+                        })
+                        .collect();
+                    keys.sort_unstable();
+                    keys.windows(2).all(|w| w[0] != w[1])
+                } {
+                    use std::hash::BuildHasher;
+                    let hasher = crate::value::Hasher::default();
+                    let fields = out
+                        .into_iter()
+                        .filter_map(|(k, v)| match k {
+                            ObjKey::Static(k) => {
+                                let h = hasher.hash_one(&*k);
+                                Some((k, h, v))
+                            }
+                            ObjKey::Computed(_) => None,
+                        })
+                        .collect::<Vec<_>>();
+                    Node::Record(fields.into_boxed_slice())
                 } else {
                     Node::Object(out.into_boxed_slice())
                 }

@@ -33,14 +33,26 @@ pub(crate) enum Node {
     CallUser(u32, Box<[CExpr]>),
     Array(Box<[CExpr]>),
     Object(Box<[(ObjKey, CExpr)]>),
+    /// An object literal whose keys are all fixed and distinct, with their hashes.
+    Record(Box<[(Str, u64, CExpr)]>),
     Template(u32, Box<[(Str, CExpr)]>),
 }
 
 /// One step of a compiled path.
 #[derive(Debug)]
 pub(crate) enum Seg {
-    Key(Str),
+    /// A key, with its hash under the object maps' hasher, computed once at compile time.
+    Key(Str, u64),
     Index(CExpr),
+}
+
+impl Seg {
+    /// A key step with its hash.
+    pub fn key(k: Str) -> Seg {
+        use std::hash::BuildHasher;
+        let hash = crate::value::Hasher::default().hash_one(&*k);
+        Seg::Key(k, hash)
+    }
 }
 
 /// A key of a compiled object literal.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::{Ctx, EvalError, Frame};
+use super::{Ctx, Fail, Frame};
 use crate::compile::node::{CBody, CCond, CEffect, CFlow, CJournal, CRule, EffectKind, OnFalse};
 use crate::plan::{Action, Effect, Plan};
 use crate::ruleset::model::Level;
@@ -148,12 +148,12 @@ fn same_id(a: &Value, b: &Value) -> bool {
 
 /// Why running effects stopped early.
 pub(crate) enum Stop {
-    Error(EvalError),
+    Error(Fail),
     Abort(Abort),
 }
 
-impl From<EvalError> for Stop {
-    fn from(e: EvalError) -> Stop {
+impl From<Fail> for Stop {
+    fn from(e: Fail) -> Stop {
         Stop::Error(e)
     }
 }
@@ -186,7 +186,7 @@ impl Record {
 }
 
 /// Runs one rule against the event.
-pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), EvalError> {
+pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), Fail> {
     cx.rule = rule.id.clone();
     cx.flow = None;
     cx.current = Some(rule);
@@ -306,7 +306,7 @@ fn emit_record<'a>(
     rule: &'a CRule,
     frame: &mut Frame<'a>,
     record: Record,
-) -> Result<(), EvalError> {
+) -> Result<(), Fail> {
     let action = match record {
         Record::Journal {
             code,
@@ -341,7 +341,7 @@ fn check_conditions<'a>(
     frame: &mut Frame<'a>,
     when: &'a [CCond],
     flow: Option<&Str>,
-) -> Result<Option<(usize, Option<Record>)>, EvalError> {
+) -> Result<Option<(usize, Option<Record>)>, Fail> {
     for (i, c) in when.iter().enumerate() {
         let v = cx.eval(&c.expr, frame)?;
         let holds = v.truthy();
@@ -380,7 +380,7 @@ fn journal_record<'a>(
     cx: &mut Ctx<'a>,
     frame: &mut Frame<'a>,
     j: &'a CJournal,
-) -> Result<Record, EvalError> {
+) -> Result<Record, Fail> {
     let text = match &j.text {
         Some(t) => cx.eval(t, frame)?.to_text(),
         None => String::new(),
@@ -397,11 +397,7 @@ fn journal_record<'a>(
     })
 }
 
-fn eval_body<'a>(
-    cx: &mut Ctx<'a>,
-    frame: &mut Frame<'a>,
-    body: &'a CBody,
-) -> Result<Value, EvalError> {
+fn eval_body<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, body: &'a CBody) -> Result<Value, Fail> {
     match body {
         CBody::Expr(e) => cx.eval(e, frame),
         CBody::Map(entries) => {
@@ -660,7 +656,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
 
 /// The subject of the rule being run, when the effect is the rule's own (flows have no
 /// access to the rule's frame; their journals carry their own subject or none).
-fn rule_subject<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>) -> Result<Value, EvalError> {
+fn rule_subject<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     if cx.flow.is_some() {
         return Ok(Value::Null);
     }

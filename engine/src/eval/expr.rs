@@ -1,24 +1,24 @@
 //! Evaluation of compiled expressions.
 
-use std::sync::Arc;
-
 use super::ops;
-use super::{Call, Ctx, EvalError, EvalErrorKind, Frame};
+use super::{Call, Ctx, EvalErrorKind, Fail, Frame};
 use crate::compile::node::{CExpr, Node, ObjKey, Seg};
 use crate::funcs::Imp;
 use crate::syntax::ast::{BinOp, UnOp};
+use indexmap::map::RawEntryApiV1;
+
 use crate::value::{Hasher, Map, PathKey, Value};
 
 impl<'a> Ctx<'a> {
     /// Evaluates an expression in a frame.
-    pub(crate) fn eval(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, EvalError> {
+    pub(crate) fn eval(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
         if self.budget == 0 {
             return self.tick(1, e.loc).map(|()| Value::Null);
         }
         self.budget -= 1;
         match &e.node {
             Node::Const(v) => Ok(v.clone()),
-            Node::Local(slot) => self.local(*slot, frame, e),
+            Node::Local(slot) => self.local(*slot, frame),
             Node::Global(i) => Ok(self.globals.get(*i as usize).cloned().unwrap_or_default()),
             Node::Path(base, segs) => self.path(base, segs, frame),
             Node::Unary(op, x) => {
@@ -40,12 +40,20 @@ impl<'a> Ctx<'a> {
                 }
             }
             Node::Call(f, args, lambda) => {
-                let mut values = Vec::with_capacity(args.len());
-                for a in args.iter() {
-                    values.push(self.eval(a, frame)?);
+                let mut small: [Value; 4] = Default::default();
+                let mut large = Vec::new();
+                let values: &mut [Value] = if args.len() <= small.len() {
+                    &mut small[..args.len()]
+                } else {
+                    large.resize(args.len(), Value::Null);
+                    &mut large
+                };
+                for (slot, a) in values.iter_mut().zip(args.iter()) {
+                    *slot = self.eval(a, frame)?;
                 }
+                let values: &[Value] = values;
                 match f.imp {
-                    Imp::Pure(fun) => fun(&values).map_err(|m| {
+                    Imp::Pure(fun) => fun(values).map_err(|m| {
                         self.error(EvalErrorKind::Type, e.loc, format!("{}(): {m}", f.name))
                     }),
                     Imp::Ctx(fun) => {
@@ -55,7 +63,7 @@ impl<'a> Ctx<'a> {
                             lambda: lambda.as_deref(),
                             loc: e.loc,
                         };
-                        fun(&mut call, &values)
+                        fun(&mut call, values)
                     }
                 }
             }
@@ -97,6 +105,19 @@ impl<'a> Ctx<'a> {
                 }
                 Ok(Value::object(map))
             }
+            Node::Record(fields) => {
+                let mut map = Map::with_capacity_and_hasher(fields.len(), Hasher::default());
+                for (k, hash, v) in fields.iter() {
+                    let value = self.eval(v, frame)?;
+                    // Keys are distinct (checked when compiling): no lookup is needed.
+                    if let indexmap::map::raw_entry_v1::RawEntryMut::Vacant(slot) =
+                        map.raw_entry_mut_v1().from_hash(*hash, |_| false)
+                    {
+                        slot.insert_hashed_nocheck(*hash, k.clone(), value);
+                    }
+                }
+                Ok(Value::object(map))
+            }
             Node::Template(id, vars) => {
                 let mut values = Vec::with_capacity(vars.len());
                 for (name, accessor) in vars.iter() {
@@ -110,11 +131,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// Truthiness of a condition: booleans and null; anything else is true.
-    pub(crate) fn truth(&self, v: &Value, _at: &CExpr) -> Result<bool, EvalError> {
+    pub(crate) fn truth(&self, v: &Value, _at: &CExpr) -> Result<bool, Fail> {
         Ok(v.truthy())
     }
 
-    fn local(&mut self, slot: u32, frame: &mut Frame<'a>, e: &CExpr) -> Result<Value, EvalError> {
+    fn local(&mut self, slot: u32, frame: &mut Frame<'a>) -> Result<Value, Fail> {
         if let Some(Some(v)) = frame.slots.get(slot as usize) {
             return Ok(v.clone());
         }
@@ -129,7 +150,6 @@ impl<'a> Ctx<'a> {
         if let Some(trace) = self.trace.as_deref_mut() {
             trace.record_let(&def.name, &v);
         }
-        let _ = e;
         frame.set(slot, v.clone());
         Ok(v)
     }
@@ -139,14 +159,44 @@ impl<'a> Ctx<'a> {
         base: &'a CExpr,
         segs: &'a [Seg],
         frame: &mut Frame<'a>,
-    ) -> Result<Value, EvalError> {
+    ) -> Result<Value, Fail> {
+        // Fast path: keys only below a local or a global: walk by reference, clone the end.
+        if segs.iter().all(|s| matches!(s, Seg::Key(..))) {
+            match base.node {
+                Node::Local(slot) => {
+                    if frame.slots.get(slot as usize).is_some_and(Option::is_none) {
+                        self.local(slot, frame)?;
+                    }
+                    match frame.slots.get(slot as usize) {
+                        Some(Some(root)) => {
+                            if let Some(v) = walk_keys(root, segs) {
+                                return Ok(v);
+                            }
+                        }
+                        _ => return Ok(Value::Null),
+                    }
+                }
+                Node::Global(i) => {
+                    if let Some(root) = self.globals.get(i as usize) {
+                        if let Some(v) = walk_keys(root, segs) {
+                            return Ok(v);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         let root = self.eval(base, frame)?;
         let mut owned: Option<Value> = None;
         let mut cur: &Value = &root;
         for seg in segs {
             let next: Option<Value> = match seg {
-                Seg::Key(k) => match cur {
-                    Value::Object(o) => match o.get(k) {
+                Seg::Key(k, hash) => match cur {
+                    Value::Object(o) => match o
+                        .raw_entry_v1()
+                        .from_key_hashed_nocheck(*hash, &**k)
+                        .map(|(_, v)| v)
+                    {
                         Some(v) => {
                             // Borrow into the object when we can; it lives in `root` or `owned`.
                             if owned.is_none() {
@@ -180,7 +230,7 @@ impl<'a> Ctx<'a> {
         b: &'a CExpr,
         frame: &mut Frame<'a>,
         e: &CExpr,
-    ) -> Result<Value, EvalError> {
+    ) -> Result<Value, Fail> {
         match op {
             BinOp::And => {
                 let av = self.eval(a, frame)?;
@@ -219,25 +269,55 @@ impl<'a> Ctx<'a> {
         i: u32,
         args: &'a [CExpr],
         frame: &mut Frame<'a>,
-    ) -> Result<Value, EvalError> {
+    ) -> Result<Value, Fail> {
         let prog = self.prog;
         let Some(f) = prog.funcs.get(i as usize) else {
             return Ok(Value::Null);
         };
-        let mut values = Vec::with_capacity(args.len());
-        for a in args {
-            values.push(self.eval(a, frame)?);
-        }
         let Some(body) = &f.body else {
             return Ok(Value::Null);
         };
-        let empty = &prog.empty_lets;
-        let mut callee = Frame::new(f.frame_size, empty);
-        for (slot, v) in values.into_iter().enumerate() {
-            callee.set(u32::try_from(slot).unwrap_or(u32::MAX), v);
+        let mut slots = self.spare_frames.pop().unwrap_or_default();
+        slots.clear();
+        slots.resize(f.frame_size.max(args.len() as u32) as usize, None);
+        for (i, a) in args.iter().enumerate() {
+            match self.eval(a, frame) {
+                Ok(v) => slots[i] = Some(v),
+                Err(e) => {
+                    slots.clear();
+                    self.spare_frames.push(slots);
+                    return Err(e);
+                }
+            }
         }
-        self.eval(body, &mut callee)
+        let mut callee = Frame {
+            slots,
+            lets: &prog.empty_lets,
+        };
+        let result = self.eval(body, &mut callee);
+        let mut slots = callee.slots;
+        slots.clear();
+        self.spare_frames.push(slots);
+        result
     }
+}
+
+/// Walks key steps by reference. `None` when a pending reference is met (the slow path
+/// handles those).
+fn walk_keys(root: &Value, segs: &[Seg]) -> Option<Value> {
+    let mut cur = root;
+    for seg in segs {
+        let Seg::Key(k, hash) = seg else { return None };
+        match cur {
+            Value::Object(o) => match o.raw_entry_v1().from_key_hashed_nocheck(*hash, &**k) {
+                Some((_, v)) => cur = v,
+                None => return Some(Value::Null),
+            },
+            Value::Ref(_) => return None,
+            _ => return Some(Value::Null),
+        }
+    }
+    Some(cur.clone())
 }
 
 /// `x[i]`: an array index (negative from the end) or an object key.
@@ -252,9 +332,4 @@ pub(crate) fn index_value(container: &Value, index: &Value) -> Value {
         (Value::Ref(r), Value::Int(i)) => r.field(PathKey::Index(*i)),
         _ => Value::Null,
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send(v: Value) -> Arc<Value> {
-    Arc::new(v)
 }

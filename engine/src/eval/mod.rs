@@ -118,6 +118,9 @@ impl fmt::Display for EvalError {
     }
 }
 
+/// An evaluation error inside the evaluator: boxed, so results stay small on the hot path.
+pub(crate) type Fail = Box<EvalError>;
+
 /// Options of one evaluation.
 pub struct EvalOptions<'t> {
     /// Settings to use instead of the rule set's own (e.g. a test case's overrides merged in).
@@ -151,6 +154,8 @@ pub(crate) struct Ctx<'a> {
     pub flow: Option<Str>,
     pub current: Option<&'a crate::compile::node::CRule>,
     pub trace: Option<&'a mut Trace>,
+    /// Slot vectors of finished function calls, reused so calls do not allocate.
+    pub spare_frames: Vec<Vec<Option<Value>>>,
 }
 
 /// The slots of a rule, flow or function being evaluated.
@@ -185,7 +190,7 @@ pub(crate) struct Call<'c, 'a> {
 
 impl Call<'_, '_> {
     /// Calls the lambda argument.
-    pub fn apply(&mut self, args: &[Value]) -> Result<Value, EvalError> {
+    pub fn apply(&mut self, args: &[Value]) -> Result<Value, Fail> {
         let Some(lambda) = self.lambda else {
             return Err(self.fail("this function needs a lambda argument"));
         };
@@ -201,12 +206,12 @@ impl Call<'_, '_> {
     }
 
     /// Spends budget.
-    pub fn tick(&mut self, steps: u64) -> Result<(), EvalError> {
+    pub fn tick(&mut self, steps: u64) -> Result<(), Fail> {
         self.cx.tick(steps, self.loc)
     }
 
     /// An error at the call.
-    pub fn fail(&self, message: impl Into<String>) -> EvalError {
+    pub fn fail(&self, message: impl Into<String>) -> Fail {
         self.cx.error(EvalErrorKind::Type, self.loc, message)
     }
 
@@ -226,7 +231,7 @@ impl Call<'_, '_> {
     }
 
     /// A world error at the call.
-    pub fn world_error(&self, message: impl Into<String>) -> EvalError {
+    pub fn world_error(&self, message: impl Into<String>) -> Fail {
         self.cx.error(EvalErrorKind::World, self.loc, message)
     }
 }
@@ -261,10 +266,11 @@ impl<'a> Ctx<'a> {
             flow: None,
             current: None,
             trace,
+            spare_frames: Vec::new(),
         }
     }
 
-    pub fn tick(&mut self, steps: u64, loc: LocId) -> Result<(), EvalError> {
+    pub fn tick(&mut self, steps: u64, loc: LocId) -> Result<(), Fail> {
         if self.budget < steps {
             self.budget = 0;
             return Err(self.error(
@@ -278,14 +284,14 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    pub fn error(&self, kind: EvalErrorKind, loc: LocId, message: impl Into<String>) -> EvalError {
-        EvalError {
+    pub fn error(&self, kind: EvalErrorKind, loc: LocId, message: impl Into<String>) -> Fail {
+        Box::new(EvalError {
             kind,
             rule: (!self.rule.is_empty()).then(|| self.rule.to_string()),
             flow: self.flow.as_ref().map(|f| f.to_string()),
             location: self.prog.locs.get(loc as usize).map(|l| l.position()),
             message: message.into(),
-        }
+        })
     }
 }
 
@@ -301,7 +307,7 @@ pub(crate) fn evaluate(
     if let Some(indexes) = prog.rules_by_event.get(event.name.as_str()) {
         for &i in indexes {
             if let Some(rule) = prog.rules.get(i as usize) {
-                effects::run_rule(&mut cx, rule)?;
+                effects::run_rule(&mut cx, rule).map_err(|e| *e)?;
             }
         }
     }
@@ -342,7 +348,7 @@ pub(crate) fn eval_alone(
     let mut cx = Ctx::new(prog, settings, &event, world, DEFAULT_BUDGET, None);
     let lets = Lets::default();
     let mut frame = Frame::new(frame_size, &lets);
-    cx.eval(expr, &mut frame)
+    cx.eval(expr, &mut frame).map_err(|e| *e)
 }
 
 /// The effects of a plan that came from one rule, for tests and tools.

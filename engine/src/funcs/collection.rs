@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::{arg, list_or_null, short, want_array, want_int, Builtin, Family, Imp, LambdaArg};
-use crate::eval::{Call, EvalError};
+use crate::eval::{Call, Fail};
 use crate::value::{Hasher, Map, Value};
 
 pub(super) fn builtins() -> Vec<Builtin> {
@@ -108,11 +108,11 @@ pub(super) fn builtins() -> Vec<Builtin> {
     ]
 }
 
-fn list<'v>(call: &Call<'_, '_>, args: &'v [Value], name: &str) -> Result<&'v [Value], EvalError> {
-    list_or_null(args, 0, &format!("the first argument of {name}()")).map_err(|m| call.fail(m))
+fn list<'v>(call: &Call<'_, '_>, args: &'v [Value], name: &str) -> Result<&'v [Value], Fail> {
+    list_or_null(args, 0, format_args!("the first argument of {name}()")).map_err(|m| call.fail(m))
 }
 
-fn map(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn map(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "map")?;
     call.tick(items.len() as u64)?;
     let mut out = Vec::with_capacity(items.len());
@@ -122,7 +122,7 @@ fn map(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(Value::array(out))
 }
 
-fn filter(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn filter(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "filter")?;
     call.tick(items.len() as u64)?;
     let mut out = Vec::new();
@@ -134,7 +134,7 @@ fn filter(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(Value::array(out))
 }
 
-fn find(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn find(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "find")?;
     for item in items {
         call.tick(1)?;
@@ -145,7 +145,7 @@ fn find(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(Value::Null)
 }
 
-fn test(call: &mut Call<'_, '_>, item: &Value) -> Result<bool, EvalError> {
+fn test(call: &mut Call<'_, '_>, item: &Value) -> Result<bool, Fail> {
     if call.has_lambda() {
         Ok(call.apply(std::slice::from_ref(item))?.truthy())
     } else {
@@ -153,7 +153,7 @@ fn test(call: &mut Call<'_, '_>, item: &Value) -> Result<bool, EvalError> {
     }
 }
 
-fn any(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn any(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "any")?;
     for item in items {
         call.tick(1)?;
@@ -164,7 +164,7 @@ fn any(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(Value::Bool(false))
 }
 
-fn all(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn all(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "all")?;
     for item in items {
         call.tick(1)?;
@@ -175,7 +175,7 @@ fn all(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(Value::Bool(true))
 }
 
-fn count(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn count(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "count")?;
     let mut n = 0i64;
     for item in items {
@@ -187,7 +187,7 @@ fn count(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(Value::Int(n))
 }
 
-fn sum(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn sum(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "sum")?;
     let mut total = Value::Int(0);
     for item in items {
@@ -215,7 +215,7 @@ fn sum(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(total)
 }
 
-fn keyed(call: &mut Call<'_, '_>, items: &[Value]) -> Result<Vec<Value>, EvalError> {
+fn keyed(call: &mut Call<'_, '_>, items: &[Value]) -> Result<Vec<Value>, Fail> {
     call.tick(items.len() as u64)?;
     let mut keys = Vec::with_capacity(items.len());
     for item in items {
@@ -224,7 +224,7 @@ fn keyed(call: &mut Call<'_, '_>, items: &[Value]) -> Result<Vec<Value>, EvalErr
     Ok(keys)
 }
 
-fn sort_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn sort_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "sort_by")?;
     let keys = keyed(call, items)?;
     let mut order: Vec<usize> = (0..items.len()).collect();
@@ -238,7 +238,7 @@ fn key_text(v: &Value) -> String {
     v.to_text()
 }
 
-fn group_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn group_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "group_by")?;
     let keys = keyed(call, items)?;
     let mut groups: indexmap::IndexMap<String, Vec<Value>> = indexmap::IndexMap::new();
@@ -252,7 +252,7 @@ fn group_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError>
     Ok(Value::object(map))
 }
 
-fn index_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn index_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "index_by")?;
     let keys = keyed(call, items)?;
     let mut map = Map::with_capacity_and_hasher(items.len(), Hasher::default());
@@ -262,7 +262,7 @@ fn index_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError>
     Ok(Value::object(map))
 }
 
-fn unique(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn unique(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "unique")?;
     let keys = if call.has_lambda() {
         keyed(call, items)?
@@ -383,7 +383,7 @@ fn merge(args: &[Value]) -> Result<Value, String> {
 }
 
 fn key_list(args: &[Value], i: usize, name: &str) -> Result<Vec<String>, String> {
-    let keys = want_array(args, i, &format!("the keys of {name}()"))?;
+    let keys = want_array(args, i, format_args!("the keys of {name}()"))?;
     Ok(keys.iter().map(Value::to_text).collect())
 }
 

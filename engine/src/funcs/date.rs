@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 use super::{arg, want_int, want_str, Builtin, Family, Imp, LambdaArg};
-use crate::eval::{Call, EvalError};
+use crate::eval::{Call, Fail};
 use crate::value::Value;
 
 /// `%Y-%m-%d %H:%M:%S%.3f`, e.g. `2024-05-01 10:00:00.000`.
@@ -58,7 +58,7 @@ pub fn parse_datetime(text: &str) -> Option<i64> {
         .map(|dt| dt.timestamp_millis())
 }
 
-fn to_millis(v: &Value, what: &str) -> Result<Option<i64>, String> {
+fn to_millis(v: &Value, what: impl std::fmt::Display) -> Result<Option<i64>, String> {
     match v {
         Value::Null => Ok(None),
         Value::Str(s) => parse_datetime(s)
@@ -115,6 +115,6 @@ fn add_days(args: &[Value]) -> Result<Value, String> {
         .ok_or_else(|| "add_days(): out of range".to_owned())
 }
 
-fn now(call: &mut Call<'_, '_>, _: &[Value]) -> Result<Value, EvalError> {
+fn now(call: &mut Call<'_, '_>, _: &[Value]) -> Result<Value, Fail> {
     Ok(call.now().map_or(Value::Null, Value::Int))
 }

@@ -30,7 +30,7 @@ pub use date::{parse_datetime, MILLIS_FORMAT};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::eval::{Call, EvalError};
+use crate::eval::{Call, Fail};
 use crate::value::Value;
 
 /// Whether and how a function takes a lambda (always as its last argument).
@@ -78,7 +78,7 @@ impl Family {
 /// A plain function: values in, value out, no context.
 pub(crate) type PureFn = fn(&[Value]) -> Result<Value, String>;
 /// A function that needs the evaluation context (a lambda, the world, the clock).
-pub(crate) type CtxFn = fn(&mut Call<'_, '_>, &[Value]) -> Result<Value, EvalError>;
+pub(crate) type CtxFn = fn(&mut Call<'_, '_>, &[Value]) -> Result<Value, Fail>;
 
 /// How a built-in is implemented.
 pub(crate) enum Imp {
@@ -180,7 +180,11 @@ pub(crate) fn arg(args: &[Value], i: usize) -> &Value {
     args.get(i).unwrap_or(&Value::Null)
 }
 
-pub(crate) fn want_str<'a>(args: &'a [Value], i: usize, what: &str) -> Result<&'a str, String> {
+pub(crate) fn want_str<'a>(
+    args: &'a [Value],
+    i: usize,
+    what: impl std::fmt::Display,
+) -> Result<&'a str, String> {
     match arg(args, i) {
         Value::Str(s) => Ok(s),
         other => Err(format!(
@@ -194,7 +198,7 @@ pub(crate) fn want_str<'a>(args: &'a [Value], i: usize, what: &str) -> Result<&'
 pub(crate) fn want_array<'a>(
     args: &'a [Value],
     i: usize,
-    what: &str,
+    what: impl std::fmt::Display,
 ) -> Result<&'a [Value], String> {
     match arg(args, i) {
         Value::Array(a) => Ok(a),
@@ -211,7 +215,7 @@ pub(crate) fn want_array<'a>(
 pub(crate) fn list_or_null<'a>(
     args: &'a [Value],
     i: usize,
-    what: &str,
+    what: impl std::fmt::Display,
 ) -> Result<&'a [Value], String> {
     match arg(args, i) {
         Value::Null => Ok(&[]),
@@ -219,7 +223,11 @@ pub(crate) fn list_or_null<'a>(
     }
 }
 
-pub(crate) fn want_int(args: &[Value], i: usize, what: &str) -> Result<i64, String> {
+pub(crate) fn want_int(
+    args: &[Value],
+    i: usize,
+    what: impl std::fmt::Display,
+) -> Result<i64, String> {
     let v = arg(args, i);
     v.as_i64().ok_or_else(|| {
         format!(

@@ -42,7 +42,7 @@ pub(super) fn builtins() -> Vec<Builtin> {
     ]
 }
 
-fn dec(args: &[Value], i: usize, what: &str) -> Result<Option<Decimal>, String> {
+fn dec(args: &[Value], i: usize, what: impl std::fmt::Display) -> Result<Option<Decimal>, String> {
     match arg(args, i) {
         Value::Null => Ok(None),
         v => v.as_decimal().map(Some).ok_or_else(|| {
@@ -56,7 +56,8 @@ fn dec(args: &[Value], i: usize, what: &str) -> Result<Option<Decimal>, String> 
 }
 
 fn unary(args: &[Value], name: &str, f: impl Fn(Decimal) -> Decimal) -> Result<Value, String> {
-    Ok(dec(args, 0, &format!("{name}()'s argument"))?.map_or(Value::Null, |d| Value::number(f(d))))
+    Ok(dec(args, 0, format_args!("{name}()'s argument"))?
+        .map_or(Value::Null, |d| Value::number(f(d))))
 }
 
 fn round(args: &[Value]) -> Result<Value, String> {

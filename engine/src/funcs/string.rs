@@ -44,7 +44,11 @@ pub(super) fn builtins() -> Vec<Builtin> {
     ]
 }
 
-fn map_str(args: &[Value], what: &str, f: impl Fn(&str) -> String) -> Result<Value, String> {
+fn map_str(
+    args: &[Value],
+    what: impl std::fmt::Display,
+    f: impl Fn(&str) -> String,
+) -> Result<Value, String> {
     match arg(args, 0) {
         Value::Null => Ok(Value::Null),
         _ => Ok(Value::from(f(want_str(args, 0, what)?))),

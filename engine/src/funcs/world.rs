@@ -2,7 +2,7 @@
 //! created or a link made by an earlier effect of the same evaluation is found too.
 
 use super::{arg, short, want_str, Builtin, Family, Imp, LambdaArg};
-use crate::eval::{Call, EvalError};
+use crate::eval::{Call, Fail};
 use crate::value::{Map, Value};
 
 pub(super) fn builtins() -> Vec<Builtin> {
@@ -41,15 +41,16 @@ fn texts<'a>(
     args: &'a [Value],
     n: usize,
     name: &str,
-) -> Result<Vec<&'a str>, EvalError> {
+) -> Result<Vec<&'a str>, Fail> {
     (0..n)
         .map(|i| {
-            want_str(args, i, &format!("{name}()'s argument {}", i + 1)).map_err(|m| call.fail(m))
+            want_str(args, i, format_args!("{name}()'s argument {}", i + 1))
+                .map_err(|m| call.fail(m))
         })
         .collect()
 }
 
-fn filter_arg<'a>(call: &Call<'_, '_>, args: &'a [Value]) -> Result<&'a Map, EvalError> {
+fn filter_arg<'a>(call: &Call<'_, '_>, args: &'a [Value]) -> Result<&'a Map, Fail> {
     match arg(args, 2) {
         Value::Object(o) => Ok(o),
         other => Err(call.fail(format!(
@@ -60,7 +61,7 @@ fn filter_arg<'a>(call: &Call<'_, '_>, args: &'a [Value]) -> Result<&'a Map, Eva
     }
 }
 
-fn lookup(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn lookup(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let t = texts(call, args, 2, "lookup")?;
     let filter = filter_arg(call, args)?;
     call.tick(10)?;
@@ -72,12 +73,26 @@ fn lookup(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
     Ok(Value::array(found))
 }
 
-fn lookup_one(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
-    let all = lookup(call, args)?;
-    Ok(all.index(0))
+fn lookup_one(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
+    let t = texts(call, args, 2, "lookup_one")?;
+    let filter = filter_arg(call, args)?;
+    call.tick(10)?;
+    let found = call
+        .world()
+        .find(t[0], t[1], filter)
+        .map_err(|e| call.world_error(format!("lookup of {}.{}: {e}", t[0], t[1])))?;
+    if let Some(first) = found.into_iter().next() {
+        return Ok(first);
+    }
+    Ok(call
+        .plan()
+        .created_matching(t[0], t[1], filter)
+        .into_iter()
+        .next()
+        .unwrap_or_default())
 }
 
-fn fetch(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn fetch(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let t = texts(call, args, 2, "fetch")?;
     let id = arg(args, 2);
     match id {
@@ -91,7 +106,7 @@ fn fetch(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
         .map_err(|e| call.world_error(format!("fetch of {}.{} {}: {e}", t[0], t[1], short(id))))
 }
 
-fn linked(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn linked(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let t = texts(call, args, 2, "linked")?;
     let id = arg(args, 2);
     if id.is_null() {
@@ -106,7 +121,7 @@ fn linked(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
         .map_err(|e| call.world_error(format!("link {} of {} {}: {e}", t[0], t[1], short(id))))
 }
 
-fn reference(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, EvalError> {
+fn reference(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let t = texts(call, args, 1, "reference")?;
     call.tick(10)?;
     call.world()
