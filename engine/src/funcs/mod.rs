@@ -180,11 +180,11 @@ pub(crate) fn arg(args: &[Value], i: usize) -> &Value {
     args.get(i).unwrap_or(&Value::Null)
 }
 
-pub(crate) fn want_str<'a>(
-    args: &'a [Value],
+pub(crate) fn want_str(
+    args: &[Value],
     i: usize,
     what: impl std::fmt::Display,
-) -> Result<&'a str, String> {
+) -> Result<&str, String> {
     match arg(args, i) {
         Value::Str(s) => Ok(s),
         other => Err(format!(
@@ -195,11 +195,11 @@ pub(crate) fn want_str<'a>(
     }
 }
 
-pub(crate) fn want_array<'a>(
-    args: &'a [Value],
+pub(crate) fn want_array(
+    args: &[Value],
     i: usize,
     what: impl std::fmt::Display,
-) -> Result<&'a [Value], String> {
+) -> Result<&[Value], String> {
     match arg(args, i) {
         Value::Array(a) => Ok(a),
         other => Err(format!(
@@ -212,11 +212,11 @@ pub(crate) fn want_array<'a>(
 
 /// A list argument where null counts as the empty list (a missing collection in a
 /// document is common and means "none").
-pub(crate) fn list_or_null<'a>(
-    args: &'a [Value],
+pub(crate) fn list_or_null(
+    args: &[Value],
     i: usize,
     what: impl std::fmt::Display,
-) -> Result<&'a [Value], String> {
+) -> Result<&[Value], String> {
     match arg(args, i) {
         Value::Null => Ok(&[]),
         _ => want_array(args, i, what),
