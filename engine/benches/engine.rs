@@ -42,7 +42,7 @@ fn measure<T>(budget: Duration, mut f: impl FnMut() -> T) -> Duration {
 }
 
 fn item(i: usize) -> serde_json::Value {
-    let variant = i % 3 == 0;
+    let variant = i.is_multiple_of(3);
     let xml_id = if variant {
         format!("prod-{i:04}#var-{i:04}")
     } else {
@@ -122,7 +122,7 @@ fn world(items: usize) -> RecordedWorld {
         });
         products.push(product.clone());
         assortment.push(product);
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let vid = format!("00000000-0000-4000-9000-{i:012}");
             let variant = serde_json::json!({
                 "meta": {"href": format!("{base}/entity/variant/{vid}"), "type": "variant", "mediaType": "application/json"},
