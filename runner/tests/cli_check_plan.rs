@@ -1,0 +1,123 @@
+//! `skladsync check` and `skladsync plan` driven as a user would: the real binary on rule
+//! files in a temporary directory.
+
+use std::path::Path;
+use std::process::Command;
+
+fn skladsync(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const EVENTS: &str = "events:\n  order.placed:\n    fields: {order: the order}\n";
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("dirs");
+    }
+    std::fs::write(path, text).expect("write");
+}
+
+fn snapshot(name: &str, text: &str) {
+    insta::with_settings!({
+        snapshot_path => "../../snapshots/cli",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+#[test]
+fn check_reports_a_broken_expression_with_position_and_caret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: order.copy\n    on: order.placed\n    let:\n      total: 'order.items | sum(i => i.price *)'\n      store: settings.stors[order.store]\n",
+    );
+    write(dir.path(), "rules/settings.yaml", "stores: {main: st-1}\n");
+    let (code, stdout, stderr) = skladsync(&["check"], dir.path());
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("rules/orders.yaml:5:"), "{stderr}");
+    assert!(stderr.contains("rules/orders.yaml:6:"), "{stderr}");
+    snapshot("check_broken_expression_and_missing_setting", &stderr);
+}
+
+#[test]
+fn check_is_clean_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: order.copy\n    on: order.placed\n    do:\n      - create: wh.order\n        body: {name: order.number}\n",
+    );
+    let (code, stdout, stderr) = skladsync(&["check"], dir.path());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("ok: 1 rules in 2 files"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, stderr) = skladsync(&["check", "--no-such-flag"], dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, _) = skladsync(&["plan"], dir.path());
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn plan_prints_a_deterministic_plan_whose_effects_name_their_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: order.copy\n    on: order.placed\n    when:\n      - check: order.total > 0\n        journal: EMPTY_ORDER\n    do:\n      - create: wh.order\n        as: copy\n        key: '\"order-\" + order.id'\n        body:\n          name: \"Order {{ order.number }}\"\n          cents: order.total * 100\n      - link: {kind: order, shop: order.id, wh: copy.id}\n",
+    );
+    write(
+        dir.path(),
+        "event.yaml",
+        "event: order.placed\nnow: \"2024-05-01 10:00:00\"\norder: {id: 7, number: A-7, total: 19.99}\n",
+    );
+    let (code, first, stderr) = skladsync(&["plan", "--event", "event.yaml"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    let (_, second, _) = skladsync(&["plan", "--event", "event.yaml"], dir.path());
+    assert_eq!(first, second, "plans must be byte-identical");
+    assert!(first.contains("rule: order.copy"), "{first}");
+    assert!(first.contains("cents: 1999"), "{first}");
+    let (code, json, _) = skladsync(
+        &["plan", "--event", "event.yaml", "--format", "json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("json plan");
+    assert_eq!(parsed["effects"][1]["ids"]["wh"]["$ref"], "copy.id");
+    snapshot("plan_yaml", &first);
+}
+
+#[test]
+fn plan_reports_bad_inputs_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(dir.path(), "event.yaml", "order: {id: 1}\n");
+    let (code, _, stderr) = skladsync(&["plan", "--event", "event.yaml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no `event` key"), "{stderr}");
+    let (code, _, stderr) = skladsync(&["plan", "--event", "missing.yaml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("missing.yaml"), "{stderr}");
+}
