@@ -1,4 +1,4 @@
-//! `cargo bench -p skladsync-engine`: compiling the default rule set, parsing an order with
+//! `cargo bench --bench engine`: compiling the default rule set, parsing an order with
 //! serde_json, and evaluating the rule set against it, side by side.
 //!
 //! Targets: compiling the default rule set ≤ 20 ms; evaluating an event costs no more than
@@ -167,6 +167,7 @@ fn settings_overrides() -> Value {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // (runner/ lives beside rules/ at the repository root)
     let rules_dir = std::env::var_os("SKLADSYNC_BENCH_RULES")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("rules"));
