@@ -32,8 +32,7 @@ impl<'a> Ctx<'a> {
             }
             Node::Binary(op, a, b) => self.binary(*op, a, b, frame, e),
             Node::If(c, a, b) => {
-                let cv = self.eval(c, frame)?;
-                if self.truth(&cv, c)? {
+                if self.with_ref(c, frame, Value::truthy)? {
                     self.eval(a, frame)
                 } else {
                     self.eval(b, frame)
@@ -233,20 +232,16 @@ impl<'a> Ctx<'a> {
     ) -> Result<Value, Fail> {
         match op {
             BinOp::And => {
-                let av = self.eval(a, frame)?;
-                if !self.truth(&av, a)? {
+                if !self.with_ref(a, frame, Value::truthy)? {
                     return Ok(Value::Bool(false));
                 }
-                let bv = self.eval(b, frame)?;
-                Ok(Value::Bool(self.truth(&bv, b)?))
+                Ok(Value::Bool(self.with_ref(b, frame, Value::truthy)?))
             }
             BinOp::Or => {
-                let av = self.eval(a, frame)?;
-                if self.truth(&av, a)? {
+                if self.with_ref(a, frame, Value::truthy)? {
                     return Ok(Value::Bool(true));
                 }
-                let bv = self.eval(b, frame)?;
-                Ok(Value::Bool(self.truth(&bv, b)?))
+                Ok(Value::Bool(self.with_ref(b, frame, Value::truthy)?))
             }
             BinOp::Coalesce => {
                 let av = self.eval(a, frame)?;
@@ -257,11 +252,70 @@ impl<'a> Ctx<'a> {
                 }
             }
             _ => {
-                let av = self.eval(a, frame)?;
-                let bv = self.eval(b, frame)?;
-                ops::binary(op, &av, &bv).map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
+                // Comparing with a literal is common (`status == "cancel"`): look at both
+                // sides by reference, without touching reference counts.
+                let result = if let Node::Const(bc) = &b.node {
+                    self.with_ref(a, frame, |av| ops::binary(op, av, bc))?
+                } else if let Node::Const(ac) = &a.node {
+                    self.with_ref(b, frame, |bv| ops::binary(op, ac, bv))?
+                } else {
+                    let av = self.eval(a, frame)?;
+                    self.with_ref(b, frame, |bv| ops::binary(op, &av, bv))?
+                };
+                result.map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
             }
         }
+    }
+
+    /// Calls `f` with the value of `e`, borrowed where it can be (literals, locals, globals
+    /// and key paths below them), evaluated otherwise.
+    fn with_ref<R>(
+        &mut self,
+        e: &'a CExpr,
+        frame: &mut Frame<'a>,
+        f: impl FnOnce(&Value) -> R,
+    ) -> Result<R, Fail> {
+        if let Node::Const(v) = &e.node {
+            return Ok(f(v));
+        }
+        let (base, segs): (&CExpr, &[Seg]) = match &e.node {
+            Node::Path(base, segs) if segs.iter().all(|s| matches!(s, Seg::Key(..))) => {
+                (base, segs)
+            }
+            Node::Local(_) | Node::Global(_) => (e, &[]),
+            _ => {
+                let v = self.eval(e, frame)?;
+                return Ok(f(&v));
+            }
+        };
+        match base.node {
+            Node::Local(slot) => {
+                if self.budget == 0 {
+                    self.tick(1, e.loc)?;
+                }
+                self.budget = self.budget.saturating_sub(1);
+                if frame.slots.get(slot as usize).is_some_and(Option::is_none) {
+                    self.local(slot, frame)?;
+                }
+                if let Some(Some(root)) = frame.slots.get(slot as usize) {
+                    if let Some(found) = walk_keys_ref(root, segs) {
+                        return Ok(f(found));
+                    }
+                } else {
+                    return Ok(f(&Value::Null));
+                }
+            }
+            Node::Global(i) => {
+                if let Some(root) = self.globals.get(i as usize) {
+                    if let Some(found) = walk_keys_ref(root, segs) {
+                        return Ok(f(found));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let v = self.eval(e, frame)?;
+        Ok(f(&v))
     }
 
     fn call_user(
@@ -305,19 +359,26 @@ impl<'a> Ctx<'a> {
 /// Walks key steps by reference. `None` when a pending reference is met (the slow path
 /// handles those).
 fn walk_keys(root: &Value, segs: &[Seg]) -> Option<Value> {
+    walk_keys_ref(root, segs).map(Value::clone)
+}
+
+static NULL: Value = Value::Null;
+
+/// Walks key steps by reference; a missing key gives a reference to null.
+fn walk_keys_ref<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
     let mut cur = root;
     for seg in segs {
         let Seg::Key(k, hash) = seg else { return None };
         match cur {
             Value::Object(o) => match o.raw_entry_v1().from_key_hashed_nocheck(*hash, &**k) {
                 Some((_, v)) => cur = v,
-                None => return Some(Value::Null),
+                None => return Some(&NULL),
             },
             Value::Ref(_) => return None,
-            _ => return Some(Value::Null),
+            _ => return Some(&NULL),
         }
     }
-    Some(cur.clone())
+    Some(cur)
 }
 
 /// `x[i]`: an array index (negative from the end) or an object key.
