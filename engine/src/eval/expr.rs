@@ -359,7 +359,7 @@ impl<'a> Ctx<'a> {
 /// Walks key steps by reference. `None` when a pending reference is met (the slow path
 /// handles those).
 fn walk_keys(root: &Value, segs: &[Seg]) -> Option<Value> {
-    walk_keys_ref(root, segs).map(Value::clone)
+    walk_keys_ref(root, segs).cloned()
 }
 
 static NULL: Value = Value::Null;
