@@ -6,6 +6,7 @@
 pub mod ast;
 mod lower;
 mod parser;
+pub mod pretty;
 
 pub use lower::{parse, SyntaxError};
 pub use parser::Rule;
