@@ -1,0 +1,604 @@
+//! Applying a plan: effects in order, pending references resolved from earlier answers,
+//! idempotent creates, links written after what they name is confirmed.
+//!
+//! # Algorithm
+//!
+//! The plan is first written to the state's outbox (with the inbox item it came from). Then,
+//! for each effect in order:
+//!
+//! 1. Pending references (`{$ref: name.path}`) in its id, body or link ids are replaced by the
+//!    answers of the earlier effects named `name`. A reference to an effect that did not
+//!    succeed fails this effect.
+//! 2. The effect is applied (see the target mapping in `docs/contract.md`); its answer is
+//!    recorded in the outbox (flushed) before the next effect starts. After a crash the
+//!    runner resumes the outbox: confirmed effects are not repeated, their answers are reused.
+//! 3. A failed effect is journalled with the API's raw error. If it is `optional`, the plan
+//!    goes on; otherwise the plan stops and the daemon retries the event later.
+//!
+//! # Idempotent creates
+//!
+//! Every create has a key: the effect's `key`, or (for keyless creates) one made of the
+//! inbox item, the plan and the effect index. From the key the runner derives the МойСклад
+//! `syncId` (UUID v5) and, when the rule gave a key, the retailCRM `externalId` (unless the
+//! body has one). The key's state is kept durably:
+//!
+//! * before sending, the key is marked *in flight* (flushed);
+//! * when the answer arrives, it is marked *done* with the created entity;
+//! * if no answer arrives (crash, dropped connection, commit-then-drop), the key stays in
+//!   flight, and the next attempt first **looks the key up** in the system (МойСклад by
+//!   `syncId`, retailCRM by `externalId`, webhooks by URL and type, sub-objects by their
+//!   fields) and uses what it finds instead of creating again;
+//! * a retailCRM "externalId already exists" answer is resolved by the same lookup.
+//!
+//! Links are effects too, placed by rules after the creates they name; since a reference
+//! to a failed create fails the link, a link is written only after its entities exist.
+
+mod crm;
+mod error;
+mod moysklad;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value as Json};
+use skladsync_engine::value::PathKey;
+use skladsync_engine::{Action, Effect, Value};
+
+use crate::state::{
+    JournalEntry, JournalLimits, KeyRecord, Link, Outbox, StateError, SyncState, TaskRecord,
+};
+use crate::world::{from_json, to_json, ReferenceCache, Systems};
+
+pub use error::{ApplyError, FailureClass};
+pub use moysklad::sync_id;
+pub use stats::{Stats, StatsSnapshot};
+
+/// The direction a journal entry is filed under, from the event name.
+pub fn direction(event: &str) -> &'static str {
+    if event.starts_with("crm.") {
+        "crm→moysklad"
+    } else if event.starts_with("moysklad.") || event == "stock.pass" {
+        "moysklad→crm"
+    } else if event == "settings.saved" {
+        "settings"
+    } else {
+        "runner"
+    }
+}
+
+/// An effect that failed for good (after the clients' own retries).
+#[derive(Clone, Debug)]
+pub struct EffectFailure {
+    /// Its index in the plan.
+    pub index: usize,
+    /// The rule that planned it.
+    pub rule: String,
+    /// What kind of failure.
+    pub class: FailureClass,
+    /// A stable code (`MS_API_ERROR`, `MS_AUTH_FAILED`, …).
+    pub code: String,
+    /// The system concerned.
+    pub system: String,
+    /// Human text.
+    pub text: String,
+    /// The API's raw error.
+    pub raw: Json,
+    /// What the effect was about.
+    pub subject: Json,
+}
+
+impl EffectFailure {
+    /// The `problem` of a `sync.problem` event.
+    pub fn problem(&self) -> Json {
+        json!({
+            "code": self.code,
+            "kind": self.class.kind(),
+            "system": self.system,
+            "text": self.text,
+            "raw": self.raw,
+            "rule": self.rule,
+            "subject": self.subject,
+        })
+    }
+}
+
+/// How applying a plan ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every effect was applied (optional ones may have failed, journalled).
+    Applied {
+        /// Optional effects that failed.
+        optional_failures: Vec<EffectFailure>,
+    },
+    /// A required effect failed; the effects after it were not applied.
+    Failed(Box<EffectFailure>),
+}
+
+/// Applies plans to the two systems and the state.
+pub struct Applier {
+    /// The clients.
+    pub systems: Systems,
+    /// The state.
+    pub state: SyncState,
+    /// Reference data cache (cleared after creates of reference data).
+    pub refs: Arc<ReferenceCache>,
+    /// The URL of our МойСклад webhook receiver (fills `moysklad.webhook` creates).
+    pub webhook_url: Option<String>,
+    /// Journal limits.
+    pub journal: JournalLimits,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Applier")
+    }
+}
+
+/// Replaces pending references by the answers they name.
+pub fn resolve(v: &Value, results: &HashMap<String, Value>) -> Result<Value, ApplyError> {
+    Ok(match v {
+        Value::Ref(r) => {
+            let Some(base) = results.get(&*r.name) else {
+                return Err(ApplyError::Invalid(format!(
+                    "`{}` refers to `{}`, which was not created",
+                    r.display_path(),
+                    r.name
+                )));
+            };
+            let mut cur = base.clone();
+            for step in &r.path {
+                cur = match step {
+                    PathKey::Key(k) => cur.get(k),
+                    PathKey::Index(i) => cur.index(*i),
+                };
+            }
+            cur
+        }
+        Value::Array(items) => Value::array(
+            items
+                .iter()
+                .map(|i| resolve(i, results))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => {
+            let mut out = skladsync_engine::value::Map::default();
+            for (k, x) in m.iter() {
+                out.insert(k.clone(), resolve(x, results)?);
+            }
+            Value::object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+/// What an effect is about, for journal entries of its failure.
+fn effect_subject(effect: &Effect, work: &str) -> Json {
+    let target = match &effect.action {
+        Action::Create { system, entity, .. }
+        | Action::Update { system, entity, .. }
+        | Action::Delete { system, entity, .. } => format!("{system}.{entity}"),
+        other => other.op().to_string(),
+    };
+    let mut s = json!({"work": work, "target": target});
+    if let Action::Create { key: Some(k), .. } = &effect.action {
+        s["key"] = json!(k);
+    }
+    s
+}
+
+/// One plan being applied.
+#[derive(Clone, Debug)]
+pub struct PlanRun {
+    /// The event name.
+    pub event: String,
+    /// The inbox subject it came from (journal subjects of failures).
+    pub work: String,
+    /// Now (unix ms).
+    pub now: i64,
+}
+
+impl Applier {
+    /// Applies the plan in `outbox`, resuming after the effects already confirmed.
+    pub async fn apply(&self, run: &PlanRun, mut outbox: Outbox) -> Result<Outcome, StateError> {
+        self.state.set_outbox(&outbox)?;
+        let mut results: HashMap<String, Value> = HashMap::new();
+        let mut optional_failures = Vec::new();
+        let effects = outbox.plan.effects.clone();
+        for (i, effect) in effects.iter().enumerate() {
+            let name = effect_name(effect);
+            if let Some(done) = outbox.done.get(&i) {
+                if let Some(n) = name {
+                    if !done.is_null() {
+                        results.insert(n.to_string(), from_json(done));
+                    }
+                }
+                continue;
+            }
+            let auto_key = format!("auto:{}:{}:{i}", outbox.seq, outbox.started);
+            let res = self.effect(run, effect, &results, &auto_key).await;
+            let (answer, failed) = match res {
+                Ok(a) => (a, None),
+                Err(ApplyError::State(e)) => return Err(e),
+                Err(e) => {
+                    let f = self.failure(run, i, effect, &e);
+                    (Json::Null, Some(f))
+                }
+            };
+            if let Some(f) = failed {
+                self.stats.failure();
+                self.journal_failure(run, &f)?;
+                if effect_optional(effect) {
+                    optional_failures.push(f);
+                    outbox.done.insert(i, Json::Null);
+                    self.state.set_outbox(&outbox)?;
+                    continue;
+                }
+                return Ok(Outcome::Failed(Box::new(f)));
+            }
+            if let Some(n) = name {
+                results.insert(n.to_string(), from_json(&answer));
+            }
+            outbox.done.insert(i, answer);
+            self.state.set_outbox(&outbox)?;
+        }
+        Ok(Outcome::Applied { optional_failures })
+    }
+
+    fn failure(
+        &self,
+        run: &PlanRun,
+        index: usize,
+        effect: &Effect,
+        e: &ApplyError,
+    ) -> EffectFailure {
+        let class = e.class();
+        tracing::warn!(event = %run.event, rule = %effect.rule, index, error = %e, "effect failed");
+        EffectFailure {
+            index,
+            rule: effect.rule.clone(),
+            class,
+            code: e.code().to_string(),
+            system: e.system().to_string(),
+            text: e.to_string(),
+            raw: e.raw(),
+            subject: effect_subject(effect, &run.work),
+        }
+    }
+
+    /// Journals a failed effect (the runner's own entry, with the raw API error).
+    pub fn journal_failure(&self, run: &PlanRun, f: &EffectFailure) -> Result<(), StateError> {
+        self.stats.journal();
+        self.state.journal(
+            JournalEntry {
+                time: run.now,
+                first: run.now,
+                count: 1,
+                direction: direction(&run.event).to_string(),
+                rule: f.rule.clone(),
+                code: f.code.clone(),
+                level: if f.class == FailureClass::Transient {
+                    "warning".into()
+                } else {
+                    "error".into()
+                },
+                text: f.text.clone(),
+                subject: f.subject.clone(),
+                raw: f.raw.clone(),
+            },
+            self.journal,
+        )
+    }
+
+    async fn effect(
+        &self,
+        run: &PlanRun,
+        effect: &Effect,
+        results: &HashMap<String, Value>,
+        auto_key: &str,
+    ) -> Result<Json, ApplyError> {
+        match &effect.action {
+            Action::Create {
+                system,
+                entity,
+                key,
+                body,
+                ..
+            } => {
+                let body = to_json(&resolve(body, results)?);
+                let answer = self
+                    .create(system, entity, key.as_deref(), auto_key, body)
+                    .await?;
+                self.stats.effect("create", system, entity);
+                Ok(answer)
+            }
+            Action::Update {
+                system,
+                entity,
+                id,
+                body,
+                ..
+            } => {
+                let id = to_json(&resolve(id, results)?);
+                let body = to_json(&resolve(body, results)?);
+                let answer = match system.as_str() {
+                    "moysklad" => {
+                        let a = moysklad::update(&self.systems.ms, entity, &id, body).await?;
+                        self.note_own_write(entity, &a)?;
+                        a
+                    }
+                    "crm" => crm::update(&self.systems.crm, entity, &id, body).await?,
+                    other => return Err(unknown_system(other)),
+                };
+                self.stats.effect("update", system, entity);
+                Ok(answer)
+            }
+            Action::Delete {
+                system, entity, id, ..
+            } => {
+                let id = to_json(&resolve(id, results)?);
+                let answer = match system.as_str() {
+                    "moysklad" => moysklad::delete(&self.systems.ms, entity, &id).await?,
+                    "crm" => crm::delete(&self.systems.crm, entity, &id).await?,
+                    other => return Err(unknown_system(other)),
+                };
+                self.stats.effect("delete", system, entity);
+                Ok(answer)
+            }
+            Action::Link { kind, ids } => {
+                let mut link = Link {
+                    kind: kind.clone(),
+                    ids: Default::default(),
+                };
+                for (side, id) in ids {
+                    let v = to_json(&resolve(id, results)?);
+                    if crate::state::id_text(&v).is_none() {
+                        return Err(ApplyError::Invalid(format!(
+                            "link {kind}: the {side} id is {v}, not an id"
+                        )));
+                    }
+                    link.ids.insert(side.clone(), v);
+                }
+                self.state.put_link(&link)?;
+                self.stats.link();
+                Ok(link.to_json())
+            }
+            Action::Journal {
+                code,
+                level,
+                text,
+                subject,
+            } => {
+                let subject = to_json(&resolve(subject, results).unwrap_or_default());
+                self.state.journal(
+                    JournalEntry {
+                        time: run.now,
+                        first: run.now,
+                        count: 1,
+                        direction: direction(&run.event).to_string(),
+                        rule: effect.rule.clone(),
+                        code: code.clone(),
+                        level: level.as_str().to_string(),
+                        text: text.clone(),
+                        subject,
+                        raw: Json::Null,
+                    },
+                    self.journal,
+                )?;
+                self.stats.journal();
+                Ok(Json::Null)
+            }
+            Action::Task { user, kind, text } => {
+                let user = to_json(&resolve(user, results)?);
+                self.task(&user, kind, text, &run.now).await
+            }
+            Action::Skip { reason } => {
+                tracing::debug!(rule = %effect.rule, %reason, "skip");
+                self.stats.skip();
+                Ok(Json::Null)
+            }
+        }
+    }
+
+    fn note_own_write(&self, entity: &str, answer: &Json) -> Result<(), StateError> {
+        if let Some((e, id, updated)) = moysklad::own_write(entity, answer) {
+            self.state.set_ms_own(&e, &id, &updated)?;
+        }
+        Ok(())
+    }
+
+    /// An idempotent create (see the module docs).
+    async fn create(
+        &self,
+        system: &str,
+        entity: &str,
+        key: Option<&str>,
+        auto_key: &str,
+        mut body: Json,
+    ) -> Result<Json, ApplyError> {
+        let k = key.unwrap_or(auto_key).to_string();
+        let target = format!("{system}.{entity}");
+        let native = match system {
+            "moysklad" => {
+                moysklad::add_sync_id(entity, &mut body, &k);
+                body.get("syncId").is_some()
+            }
+            "crm" => {
+                if let Some(key) = key {
+                    crm::add_external_id(entity, &mut body, key);
+                }
+                matches!(entity, "order" | "customer" | "customer_corporate")
+                    && body.get("externalId").is_some_and(|x| !x.is_null())
+            }
+            other => return Err(unknown_system(other)),
+        };
+        match self.state.key(&k)? {
+            Some(KeyRecord::Done { result, .. }) if !native => {
+                tracing::debug!(key = %k, %target, "create already confirmed");
+                return Ok(result);
+            }
+            Some(KeyRecord::InFlight { .. }) => {
+                if let Some(found) = self.lookup_by_key(system, entity, &body).await? {
+                    tracing::info!(key = %k, %target, "create with an unknown outcome found by its key");
+                    return self.confirmed(&k, &target, entity, system, found);
+                }
+            }
+            _ => {}
+        }
+        self.state.set_key(
+            &k,
+            &KeyRecord::InFlight {
+                target: target.clone(),
+                at: crate::daemon::now_ms(),
+            },
+        )?;
+        let sent = match system {
+            "moysklad" => {
+                moysklad::create(
+                    &self.systems.ms,
+                    entity,
+                    body.clone(),
+                    self.webhook_url.as_deref(),
+                )
+                .await
+            }
+            _ => crm::create(&self.systems.crm, entity, body.clone()).await,
+        };
+        match sent {
+            Ok(answer) => self.confirmed(&k, &target, entity, system, answer),
+            Err(e) if e.outcome_unknown() || (system == "crm" && crm::is_duplicate(&e)) => {
+                match self.lookup_by_key(system, entity, &body).await {
+                    Ok(Some(found)) => self.confirmed(&k, &target, entity, system, found),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => {
+                if !e.outcome_unknown() && e.class() != FailureClass::Transient {
+                    self.state.clear_key(&k)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn confirmed(
+        &self,
+        key: &str,
+        target: &str,
+        entity: &str,
+        system: &str,
+        answer: Json,
+    ) -> Result<Json, ApplyError> {
+        self.state.set_key(
+            key,
+            &KeyRecord::Done {
+                target: target.to_string(),
+                result: answer.clone(),
+                at: crate::daemon::now_ms(),
+            },
+        )?;
+        if system == "moysklad" {
+            self.note_own_write(entity, &answer)?;
+            if matches!(entity, "customentity" | "service" | "store" | "employee") {
+                self.refs.clear();
+            }
+        }
+        Ok(answer)
+    }
+
+    async fn lookup_by_key(
+        &self,
+        system: &str,
+        entity: &str,
+        body: &Json,
+    ) -> Result<Option<Json>, ApplyError> {
+        match system {
+            "moysklad" => {
+                moysklad::lookup_by_key(&self.systems.ms, entity, body, self.webhook_url.as_deref())
+                    .await
+            }
+            _ => crm::lookup_by_key(&self.systems.crm, entity, body).await,
+        }
+    }
+
+    /// One open CRM task per problem kind.
+    async fn task(
+        &self,
+        user: &Json,
+        kind: &str,
+        text: &str,
+        now: &i64,
+    ) -> Result<Json, ApplyError> {
+        if user.is_null() {
+            tracing::debug!(kind, "task without a user: nobody to notify");
+            self.stats.skip();
+            return Ok(Json::Null);
+        }
+        if let Some(rec) = self.state.task(kind)? {
+            match rec.id {
+                Some(id) if crm::task_open(&self.systems.crm, id).await? => {
+                    return Ok(json!({"id": id}));
+                }
+                _ => self.state.clear_task(kind)?,
+            }
+        }
+        let body = json!({"text": text, "performerId": user});
+        let answer = self
+            .create("crm", "task", None, &format!("task:{kind}:{now}"), body)
+            .await?;
+        let id = answer.get("id").and_then(Json::as_i64);
+        self.state.set_task(kind, &TaskRecord { id, at: *now })?;
+        self.stats.effect("create", "crm", "task");
+        Ok(answer)
+    }
+}
+
+fn unknown_system(s: &str) -> ApplyError {
+    ApplyError::Invalid(format!("unknown system `{s}` (crm or moysklad)"))
+}
+
+fn effect_name(e: &Effect) -> Option<&str> {
+    match &e.action {
+        Action::Create { name, .. } | Action::Update { name, .. } => name.as_deref(),
+        _ => None,
+    }
+}
+
+fn effect_optional(e: &Effect) -> bool {
+    match &e.action {
+        Action::Create { optional, .. }
+        | Action::Update { optional, .. }
+        | Action::Delete { optional, .. } => *optional,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skladsync_engine::value::PendingRef;
+
+    #[test]
+    fn references_resolve_into_answers() {
+        let mut results = HashMap::new();
+        results.insert(
+            "ms_order".to_string(),
+            from_json(&json!({"id": "a-1", "meta": {"href": "h"}, "rows": [1, 2]})),
+        );
+        let body =
+            from_json(&json!({"x": {"$ref": "ms_order.meta"}, "y": [{"$ref": "ms_order.rows.1"}]}));
+        let out = to_json(&resolve(&body, &results).unwrap());
+        assert_eq!(out, json!({"x": {"href": "h"}, "y": [2]}));
+        let missing = Value::Ref(Arc::new(PendingRef::parse("other.id").unwrap()));
+        assert!(resolve(&missing, &results).is_err());
+    }
+
+    #[test]
+    fn sync_ids_are_deterministic_uuids() {
+        assert_eq!(sync_id("order-7"), sync_id("order-7"));
+        assert_ne!(sync_id("order-7"), sync_id("order-8"));
+        assert!(uuid::Uuid::parse_str(&sync_id("x")).is_ok());
+    }
+}

@@ -1,0 +1,80 @@
+//! Counters of what the runner did: events, effects per target, links, journal entries.
+//! `skladsync demo` prints them; the daemon logs them.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// A copy of the counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Events evaluated, by name.
+    pub events: BTreeMap<String, u64>,
+    /// Effects applied, by `op system.entity`.
+    pub effects: BTreeMap<String, u64>,
+    /// Links written.
+    pub links: u64,
+    /// Journal entries written.
+    pub journal: u64,
+    /// Skips recorded.
+    pub skips: u64,
+    /// Effects that failed.
+    pub failures: u64,
+    /// МойСклад changes ignored as echoes of our own writes.
+    pub echoes: u64,
+}
+
+/// Shared counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    inner: Mutex<StatsSnapshot>,
+}
+
+impl Stats {
+    fn with(&self, f: impl FnOnce(&mut StatsSnapshot)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// An event was evaluated.
+    pub fn event(&self, name: &str) {
+        self.with(|s| *s.events.entry(name.to_string()).or_default() += 1);
+    }
+
+    /// An effect was applied.
+    pub fn effect(&self, op: &str, system: &str, entity: &str) {
+        self.with(|s| {
+            *s.effects
+                .entry(format!("{op} {system}.{entity}"))
+                .or_default() += 1
+        });
+    }
+
+    /// A link was written.
+    pub fn link(&self) {
+        self.with(|s| s.links += 1);
+    }
+
+    /// A journal entry was written.
+    pub fn journal(&self) {
+        self.with(|s| s.journal += 1);
+    }
+
+    /// A skip was recorded.
+    pub fn skip(&self) {
+        self.with(|s| s.skips += 1);
+    }
+
+    /// An effect failed.
+    pub fn failure(&self) {
+        self.with(|s| s.failures += 1);
+    }
+
+    /// An echo of our own write was ignored.
+    pub fn echo(&self) {
+        self.with(|s| s.echoes += 1);
+    }
+
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

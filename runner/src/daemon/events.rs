@@ -1,0 +1,269 @@
+//! Building events from inbox work: the entity is read as it is now, in the shape the
+//! contract gives (docs/contract.md, "Events").
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value as Json};
+use skladsync_engine::Event;
+
+use crate::apply::ApplyError;
+use crate::clients::retailcrm::{EntityKind, EntityRef, WriteOptions};
+use crate::state::{Source, StateError, SyncState, Work};
+use crate::world::from_json;
+use crate::world::lookups::ms_expand;
+
+use super::{local_now_ms, Daemon};
+
+/// What to record once the event's plan is applied.
+#[derive(Debug)]
+pub enum AfterCommit {
+    /// Nothing.
+    Nothing,
+    /// This version of a МойСклад entity was evaluated.
+    MsSeen {
+        /// Entity type.
+        entity: String,
+        /// Id.
+        id: String,
+        /// Its `updated`.
+        updated: String,
+    },
+    /// The stock rows sent (digests by assortment id).
+    Stock(BTreeMap<String, String>),
+    /// The settings the `settings.saved` event was about.
+    Settings(Json),
+}
+
+impl AfterCommit {
+    /// Records it.
+    pub fn commit(self, state: &SyncState) -> Result<(), StateError> {
+        match self {
+            AfterCommit::Nothing => Ok(()),
+            AfterCommit::MsSeen {
+                entity,
+                id,
+                updated,
+            } => state.set_ms_seen(&entity, &id, &updated),
+            AfterCommit::Stock(d) => state.set_stock_digests(&d),
+            AfterCommit::Settings(s) => state.set_misc("settings", &s),
+        }
+    }
+}
+
+/// An event and what to record after its plan.
+pub struct Built {
+    /// The event.
+    pub event: Event,
+    /// To record after.
+    pub after: AfterCommit,
+}
+
+/// Why an event could not be built (the work is retried).
+pub type BuildError = ApplyError;
+
+impl ApplyError {
+    /// Whether waiting may fix it.
+    pub fn transient(&self) -> bool {
+        self.class() == crate::apply::FailureClass::Transient
+    }
+}
+
+fn event(name: &str, payload: Json) -> Event {
+    Event {
+        name: name.to_string(),
+        payload: from_json(&payload),
+        now: Some(local_now_ms()),
+    }
+}
+
+/// Moves `status` to the end of the list (every status held, the current one last).
+pub(super) fn push_status(list: &mut Vec<String>, status: &str) {
+    list.retain(|s| s != status);
+    list.push(status.to_string());
+}
+
+impl Daemon {
+    /// Builds the event of a piece of work; `None` when there is nothing to evaluate.
+    pub(super) async fn build(&self, work: &Work) -> Result<Option<Built>, BuildError> {
+        let crm = &self.inner.systems.crm;
+        let ms = &self.inner.systems.ms;
+        let state = &self.inner.state;
+        match work {
+            Work::CrmOrder {
+                id,
+                changes,
+                created,
+                deleted,
+                stub,
+            } => {
+                if *deleted {
+                    if !self.listens("crm.order.deleted") {
+                        return Ok(None);
+                    }
+                    return Ok(Some(Built {
+                        event: event(
+                            "crm.order.deleted",
+                            json!({"order": stub, "changes": changes}),
+                        ),
+                        after: AfterCommit::Nothing,
+                    }));
+                }
+                if !self.listens("crm.order.changed") {
+                    return Ok(None);
+                }
+                let order = match crm
+                    .fetch(
+                        EntityKind::Order,
+                        &EntityRef::Id(*id),
+                        &WriteOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut statuses = match state.order_statuses(*id)? {
+                    Some(s) => s,
+                    None => {
+                        let mut s = Vec::new();
+                        for c in crm.order_status_history(&EntityRef::Id(*id)).await? {
+                            push_status(&mut s, &c.status);
+                        }
+                        s
+                    }
+                };
+                for c in changes {
+                    if c.get("field").and_then(Json::as_str) == Some("status") {
+                        if let Some(code) = c.pointer("/newValue/code").and_then(Json::as_str) {
+                            if !statuses.iter().any(|s| s == code) {
+                                push_status(&mut statuses, code);
+                            }
+                        }
+                    }
+                }
+                if let Some(cur) = order.get("status").and_then(Json::as_str) {
+                    push_status(&mut statuses, cur);
+                }
+                state.set_order_statuses(*id, &statuses)?;
+                Ok(Some(Built {
+                    event: event(
+                        "crm.order.changed",
+                        json!({"order": order, "changes": changes, "statuses": statuses, "created": created}),
+                    ),
+                    after: AfterCommit::Nothing,
+                }))
+            }
+            Work::CrmCustomer {
+                id,
+                corporate,
+                changes,
+            } => {
+                let (name, kind) = if *corporate {
+                    (
+                        "crm.customer_corporate.changed",
+                        EntityKind::CustomerCorporate,
+                    )
+                } else {
+                    ("crm.customer.changed", EntityKind::Customer)
+                };
+                if !self.listens(name) {
+                    return Ok(None);
+                }
+                let customer = match crm
+                    .fetch(kind, &EntityRef::Id(*id), &WriteOptions::default())
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(Some(Built {
+                    event: event(name, json!({"customer": customer, "changes": changes})),
+                    after: AfterCommit::Nothing,
+                }))
+            }
+            Work::Moysklad {
+                entity,
+                action,
+                id,
+                href,
+                updated_fields,
+                request_id,
+                source,
+            } => {
+                let name = format!("moysklad.{entity}.{action}");
+                if !self.listens(&name) {
+                    return Ok(None);
+                }
+                let (doc, after) = if action == "deleted" {
+                    (
+                        json!({"id": id, "meta": {"href": href, "type": entity, "mediaType": "application/json"}}),
+                        AfterCommit::Nothing,
+                    )
+                } else {
+                    let Some(doc) = ms.get_opt(entity, id, &ms_expand(entity)).await? else {
+                        return Ok(None);
+                    };
+                    let updated = doc
+                        .get("updated")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    if !updated.is_empty() {
+                        let seen = state.ms_seen(entity, id)?;
+                        let own = state.ms_own(entity, id)?;
+                        let echo = seen.as_deref() == Some(updated.as_str())
+                            || (*source == Source::Poll
+                                && own.as_deref() == Some(updated.as_str()));
+                        if echo {
+                            self.inner.stats.echo();
+                            return Ok(None);
+                        }
+                    }
+                    (
+                        doc,
+                        AfterCommit::MsSeen {
+                            entity: entity.clone(),
+                            id: id.clone(),
+                            updated,
+                        },
+                    )
+                };
+                let src = match source {
+                    Source::Webhook => "webhook",
+                    Source::Poll => "poll",
+                };
+                Ok(Some(Built {
+                    event: event(
+                        &name,
+                        json!({"entity": doc, "updatedFields": updated_fields, "requestId": request_id, "source": src}),
+                    ),
+                    after,
+                }))
+            }
+            Work::StockPass { full } => {
+                let (rows, digests) = self.stock_rows(*full).await?;
+                if rows.is_empty() && !*full {
+                    return Ok(None);
+                }
+                Ok(Some(Built {
+                    event: event("stock.pass", json!({"rows": rows, "full": full})),
+                    after: AfterCommit::Stock(digests),
+                }))
+            }
+            Work::SettingsSaved => {
+                let previous = state.misc("settings")?.unwrap_or(Json::Null);
+                let current = self.inner.settings.to_serde_json();
+                Ok(Some(Built {
+                    event: event("settings.saved", json!({"previous": previous})),
+                    after: AfterCommit::Settings(current),
+                }))
+            }
+            Work::Problem { problem } => Ok(Some(Built {
+                event: event("sync.problem", json!({"problem": problem})),
+                after: AfterCommit::Nothing,
+            })),
+        }
+    }
+}

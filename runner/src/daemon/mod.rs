@@ -1,0 +1,702 @@
+//! The daemon: turns what happens in the two systems into events, evaluates them, applies
+//! the plans, and keeps doing it.
+//!
+//! # Sources, one durable inbox
+//!
+//! Every source first writes **work** to the state's inbox (flushed), and only then moves its
+//! own cursor; a single worker takes work in order, builds the event (fetching the entity as
+//! it is *now*), evaluates it, and applies the plan. A crash at any moment therefore loses
+//! nothing: work that was acknowledged is in the inbox, and a plan half applied is in the
+//! outbox and is resumed (see [`crate::apply`]).
+//!
+//! | source | work | event |
+//! |---|---|---|
+//! | CRM history (`orders/history`, `customers/history`, `customers-corporate/history`), every `crm_poll`; cursor `sinceId` per feed | one item per order / customer, with its history entries; our own entries (`apiKey.current`) dropped | `crm.order.changed` / `crm.order.deleted` / `crm.customer.changed` / `crm.customer_corporate.changed` |
+//! | МойСклад webhooks (HTTP, `POST <public_url>/moysklad/webhook/<secret>`), answered after the work is durable, deduplicated by `requestId` | one item per event | `moysklad.<entity>.<action>` |
+//! | МойСклад `updated>=` poll, every `reconcile` and at start; watermark per entity type | entities changed since, except versions already evaluated or written by us | the same |
+//! | stock schedule, every `stock`; a full pass every `purchase_prices` and at start | a stock pass | `stock.pass` |
+//! | start-up | settings | `settings.saved` |
+//! | an effect failing for good | the problem | `sync.problem` |
+//!
+//! Work of the same subject (one order, one МойСклад entity and action) that is still waiting
+//! is merged, so a busy order is evaluated once per pass.
+//!
+//! # Failures
+//!
+//! A lookup or effect that fails is journalled with the API's raw error and the work is
+//! retried with backoff (`retry_min` doubling to `retry_max`). Failures that will not go away
+//! by waiting (authorisation, refusals, impossible plans) also queue a `sync.problem` event,
+//! which rules turn into journal entries and tasks; such work is given up after
+//! [`MAX_ATTEMPTS`] tries. The daemon never panics on what an API sends.
+
+mod crm;
+mod events;
+mod moysklad;
+mod stock;
+mod webhook;
+
+use std::collections::{BTreeSet, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use skladsync_engine::{EvalErrorKind, EvalOptions, RuleSet, Value};
+use tokio::sync::{watch, Notify};
+
+use crate::apply::{Applier, Outcome, PlanRun, Stats, StatsSnapshot};
+use crate::clients::moysklad::{self as ms_client, Auth, MoyskladClient, MoyskladError};
+use crate::clients::retailcrm::{self as crm_client, RetailcrmClient};
+use crate::config::Config;
+use crate::state::{InboxItem, JournalEntry, Outbox, StateError, SyncState, Work};
+use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
+
+pub use events::AfterCommit;
+
+/// Work that fails for a reason retrying will not fix is given up after this many tries.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// How long webhook `requestId`s are remembered.
+const DEDUPE_TTL_MS: i64 = 48 * 3600 * 1000;
+
+/// How long confirmed idempotency keys are kept.
+const KEY_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Milliseconds since the epoch (UTC): inbox times, journal times.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Milliseconds of local wall time since 1970 (what the engine's `now()` returns: dates in
+/// the systems' own local time).
+pub fn local_now_ms() -> i64 {
+    chrono::Local::now()
+        .naive_local()
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// What can stop the daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The rules or settings do not load.
+    #[error("the rules do not load:\n{0}")]
+    Rules(String),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The retailCRM client could not be built.
+    #[error("retailCRM: {0}")]
+    Crm(#[from] crm_client::Error),
+    /// The МойСклад client could not be built.
+    #[error("МойСклад: {0}")]
+    Moysklad(#[from] MoyskladError),
+    /// The webhook receiver could not listen.
+    #[error("webhook receiver on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub(crate) struct Inner {
+    config: Config,
+    rules: Arc<RuleSet>,
+    settings: Value,
+    systems: Systems,
+    state: SyncState,
+    refs: Arc<ReferenceCache>,
+    applier: Applier,
+    stats: Arc<Stats>,
+    listened: BTreeSet<String>,
+    webhook_url: Option<String>,
+    listener: Mutex<Option<tokio::net::TcpListener>>,
+    receiver_addr: Option<std::net::SocketAddr>,
+    /// New work was queued.
+    wake: Notify,
+    /// One item is processed at a time.
+    processing: tokio::sync::Mutex<()>,
+    /// The item being processed (not merged into).
+    busy: Mutex<Option<u64>>,
+    stopping: AtomicBool,
+}
+
+/// The sync daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("receiver", &self.inner.receiver_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Loads the rules, opens the state, binds the webhook receiver and builds the clients.
+    pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
+        let settings_path = config.settings_path();
+        let (rules, warnings) = RuleSet::load(&config.rules.dir, settings_path.as_deref())
+            .map_err(|d| DaemonError::Rules(d.render(false)))?;
+        if !warnings.is_empty() {
+            tracing::warn!("rule warnings:\n{}", warnings.render(false));
+        }
+        let state = SyncState::open(&config.state.path)?;
+
+        let (listener, receiver_addr, webhook_url) = if config.webhooks.enabled {
+            let addr = config.webhooks.listen;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Listen { addr, source })?;
+            let local = l
+                .local_addr()
+                .map_err(|source| DaemonError::Listen { addr, source })?;
+            let public = config
+                .webhooks
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local}"));
+            let secret = webhook_secret(&config, &state)?;
+            let url = format!("{}/moysklad/webhook/{secret}", public.trim_end_matches('/'));
+            (Some(l), Some(local), Some(url))
+        } else {
+            (None, None, None)
+        };
+
+        let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
+            .with_rate_limit(NonZeroU32::new(config.crm.rate_limit));
+        let crm = RetailcrmClient::new(crm_cfg)?;
+        let auth = if config.moysklad.token.is_empty() {
+            Auth::basic(
+                config.moysklad.login.expose(),
+                config.moysklad.password.expose(),
+            )
+        } else {
+            Auth::bearer(config.moysklad.token.expose())
+        };
+        let mut ms_cfg = ms_client::ClientConfig::new(auth).base_url(config.moysklad.url.clone());
+        if let Some(url) = &webhook_url {
+            ms_cfg = ms_cfg.webhook_disable_prefix(url.clone());
+        }
+        let ms = MoyskladClient::new(ms_cfg)?;
+        let systems = Systems { crm, ms };
+
+        // The one settings key the runner writes: where the two APIs really are.
+        let crm_url = config.crm.url.trim_end_matches('/').to_string();
+        let connection = json!({"connection": {
+            "moysklad_url": systems.ms.base_url(),
+            "crm_url": crm_url,
+        }});
+        let settings = rules.settings_with(&from_json(&connection));
+
+        let listened: BTreeSet<String> = rules
+            .rules()
+            .into_iter()
+            .flat_map(|r| r.on.into_iter())
+            .collect();
+        let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
+        let stats = Arc::new(Stats::default());
+        let applier = Applier {
+            systems: systems.clone(),
+            state: state.clone(),
+            refs: refs.clone(),
+            webhook_url: webhook_url.clone(),
+            journal: config.journal.limits(),
+            stats: stats.clone(),
+        };
+        Ok(Daemon {
+            inner: Arc::new(Inner {
+                config,
+                rules: Arc::new(rules),
+                settings,
+                systems,
+                state,
+                refs,
+                applier,
+                stats,
+                listened,
+                webhook_url,
+                listener: Mutex::new(listener),
+                receiver_addr,
+                wake: Notify::new(),
+                processing: tokio::sync::Mutex::new(()),
+                busy: Mutex::new(None),
+                stopping: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The state.
+    pub fn state(&self) -> &SyncState {
+        &self.inner.state
+    }
+
+    /// What the daemon did so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The address the webhook receiver listens on.
+    pub fn receiver_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.receiver_addr
+    }
+
+    /// Whether some rule listens to `event`.
+    pub fn listens(&self, event: &str) -> bool {
+        self.inner.listened.contains(event)
+    }
+
+    /// The settings the rules see (with `connection` filled in by the runner).
+    pub fn settings(&self) -> &Value {
+        &self.inner.settings
+    }
+
+    /// The journal limits from the config.
+    pub fn journal_limits(&self) -> crate::state::JournalLimits {
+        self.inner.config.journal.limits()
+    }
+
+    fn busy(&self) -> Option<u64> {
+        *self.inner.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_busy(&self, seq: Option<u64>) {
+        *self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()) = seq;
+    }
+
+    /// Queues work (durably) and wakes the worker.
+    pub fn enqueue(&self, works: Vec<Work>) -> Result<(), StateError> {
+        if works.is_empty() {
+            return Ok(());
+        }
+        self.inner.state.enqueue_all(works, now_ms(), self.busy())?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Runs once at start: queues `settings.saved`, registers webhooks, bootstraps the
+    /// МойСклад watermarks.
+    pub async fn start_up(&self) -> Result<(), DaemonError> {
+        self.enqueue(vec![Work::SettingsSaved])?;
+        if self.inner.config.webhooks.register && self.inner.webhook_url.is_some() {
+            if let Err(e) = self.register_webhooks().await {
+                tracing::warn!(error = %e, "could not register the МойСклад webhooks");
+                self.runner_journal(
+                    "MS_WEBHOOK_FAILED",
+                    "error",
+                    &e.to_string(),
+                    json!({"webhooks": "register"}),
+                    e.raw(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a stock pass.
+    pub fn queue_stock_pass(&self, full: bool) -> Result<(), StateError> {
+        if self.listens("stock.pass") {
+            self.enqueue(vec![Work::StockPass { full }])?;
+        }
+        Ok(())
+    }
+
+    /// One pass: CRM history, the МойСклад poll, then every due item.
+    pub async fn cycle(&self) -> Result<usize, DaemonError> {
+        if let Err(e) = self.poll_crm().await {
+            tracing::warn!(error = %e, "CRM history poll failed");
+        }
+        if let Err(e) = self.reconcile().await {
+            tracing::warn!(error = %e, "МойСклад reconciliation poll failed");
+        }
+        self.drain().await
+    }
+
+    /// Processes every item that is due (each at most once), resuming an interrupted plan
+    /// first. Returns how many items were processed.
+    pub async fn drain(&self) -> Result<usize, DaemonError> {
+        let mut seen = HashSet::new();
+        if let Some(ob) = self.inner.state.outbox()? {
+            match self.inner.state.inbox_item(ob.seq)? {
+                Some(item) => {
+                    seen.insert(ob.seq);
+                    self.process(ob.seq, item).await?;
+                }
+                None => self.inner.state.clear_outbox()?,
+            }
+        }
+        loop {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let due = self
+                .inner
+                .state
+                .inbox()?
+                .into_iter()
+                .find(|(seq, item)| item.not_before <= now_ms() && !seen.contains(seq));
+            let Some((seq, item)) = due else { break };
+            seen.insert(seq);
+            self.process(seq, item).await?;
+        }
+        Ok(seen.len())
+    }
+
+    /// Processes one inbox item: build the event, evaluate, apply.
+    async fn process(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
+        let _one = self.inner.processing.lock().await;
+        self.set_busy(Some(seq));
+        let r = self.process_locked(seq, item).await;
+        self.set_busy(None);
+        r
+    }
+
+    async fn process_locked(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
+        let state = &self.inner.state;
+        let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
+        if let Some(ob) = state.outbox()? {
+            if ob.seq == seq {
+                tracing::info!(%subject, event = %ob.plan.event, "resuming an interrupted plan");
+                return self.apply_plan(seq, item, ob, AfterCommit::Nothing).await;
+            }
+            state.clear_outbox()?;
+        }
+        let built = match self.build(&item.work).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                tracing::debug!(%subject, "nothing to evaluate");
+                state.finish_item(seq)?;
+                return Ok(());
+            }
+            Err(e) => {
+                let transient = e.transient();
+                let text = e.to_string();
+                tracing::warn!(%subject, error = %text, "could not read what changed");
+                self.runner_journal(
+                    e.code(),
+                    "warning",
+                    &text,
+                    json!({"work": subject}),
+                    e.raw(),
+                )?;
+                return self.retry_later(seq, item, transient, text);
+            }
+        };
+        let name = built.event.name.clone();
+        self.inner.stats.event(&name);
+        let rules = self.inner.rules.clone();
+        let settings = self.inner.settings.clone();
+        let world = LiveWorld::new(
+            self.inner.systems.clone(),
+            state.clone(),
+            self.inner.refs.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let event = built.event;
+        let evaluated = tokio::task::spawn_blocking(move || {
+            rules.evaluate_with(
+                &event,
+                &world,
+                EvalOptions {
+                    settings: Some(&settings),
+                    ..EvalOptions::default()
+                },
+            )
+        })
+        .await;
+        let plan = match evaluated {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(e)) => {
+                let transient = e.kind == EvalErrorKind::World;
+                let code = if transient {
+                    "LOOKUP_FAILED"
+                } else {
+                    "RULE_ERROR"
+                };
+                let text = e.to_string();
+                tracing::warn!(%subject, event = %name, error = %text, "evaluation failed");
+                self.runner_journal(
+                    code,
+                    if transient { "warning" } else { "error" },
+                    &text,
+                    json!({"work": subject, "event": name}),
+                    Json::Null,
+                )?;
+                return self.retry_later(seq, item, transient, text);
+            }
+            Err(join) => {
+                let text = format!("evaluation stopped: {join}");
+                self.runner_journal(
+                    "RULE_ERROR",
+                    "error",
+                    &text,
+                    json!({"work": subject, "event": name}),
+                    Json::Null,
+                )?;
+                return self.retry_later(seq, item, false, text);
+            }
+        };
+        tracing::info!(%subject, event = %name, effects = plan.effects.len(), "evaluated");
+        let outbox = Outbox {
+            seq,
+            plan,
+            started: now_ms(),
+            done: Default::default(),
+        };
+        self.apply_plan(seq, item, outbox, built.after).await
+    }
+
+    async fn apply_plan(
+        &self,
+        seq: u64,
+        item: InboxItem,
+        outbox: Outbox,
+        after: AfterCommit,
+    ) -> Result<(), DaemonError> {
+        let state = &self.inner.state;
+        let event = outbox.plan.event.clone();
+        let run = PlanRun {
+            event: event.clone(),
+            work: item.work.subject().unwrap_or_else(|| format!("seq/{seq}")),
+            now: now_ms(),
+        };
+        match self.inner.applier.apply(&run, outbox).await? {
+            Outcome::Applied { optional_failures } => {
+                if !optional_failures.is_empty() {
+                    tracing::info!(event = %event, failed = optional_failures.len(), "optional effects failed");
+                }
+                after.commit(state)?;
+                state.finish_item(seq)?;
+                Ok(())
+            }
+            Outcome::Failed(f) => {
+                state.clear_outbox()?;
+                let transient = f.class == crate::apply::FailureClass::Transient;
+                if !transient && event != "sync.problem" && self.listens("sync.problem") {
+                    self.enqueue(vec![Work::Problem {
+                        problem: f.problem(),
+                    }])?;
+                }
+                self.retry_later(seq, item, transient, f.text)
+            }
+        }
+    }
+
+    fn retry_later(
+        &self,
+        seq: u64,
+        mut item: InboxItem,
+        transient: bool,
+        text: String,
+    ) -> Result<(), DaemonError> {
+        let state = &self.inner.state;
+        item.attempts = item.attempts.saturating_add(1);
+        item.last_error = Some(text);
+        if !transient && item.attempts >= MAX_ATTEMPTS {
+            let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
+            tracing::error!(%subject, attempts = item.attempts, "giving up");
+            self.runner_journal(
+                "GAVE_UP",
+                "error",
+                &format!(
+                    "gave up after {} attempts: {}",
+                    item.attempts,
+                    item.last_error.clone().unwrap_or_default()
+                ),
+                json!({"work": subject}),
+                Json::Null,
+            )?;
+            state.finish_item(seq)?;
+            return Ok(());
+        }
+        let iv = &self.inner.config.intervals;
+        let exp = item.attempts.saturating_sub(1).min(20);
+        let delay = iv
+            .retry_min
+            .0
+            .saturating_mul(1u32 << exp)
+            .min(iv.retry_max.0)
+            .max(Duration::from_millis(1));
+        item.not_before = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        state.update_item(seq, &item)?;
+        Ok(())
+    }
+
+    /// A journal entry of the runner itself.
+    fn runner_journal(
+        &self,
+        code: &str,
+        level: &str,
+        text: &str,
+        subject: Json,
+        raw: Json,
+    ) -> Result<(), StateError> {
+        let now = now_ms();
+        self.inner.stats.journal();
+        self.inner.state.journal(
+            JournalEntry {
+                time: now,
+                first: now,
+                count: 1,
+                direction: "runner".into(),
+                rule: "runner".into(),
+                code: code.into(),
+                level: level.into(),
+                text: text.into(),
+                subject,
+                raw,
+            },
+            self.inner.config.journal.limits(),
+        )
+    }
+
+    /// Serves webhooks until `stop` turns true.
+    pub fn spawn_receiver(
+        &self,
+        stop: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        Some(webhook::spawn(self.clone(), listener, stop))
+    }
+
+    /// Runs until `shutdown` completes: the webhook receiver, the worker and the schedules.
+    /// Queued work stays in the state for the next start; the item in progress is finished.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        self.start_up().await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        if let Some(t) = self.spawn_receiver(stop_rx.clone()) {
+            tasks.push(t);
+        }
+        tasks.push(tokio::spawn(self.clone().worker(stop_rx.clone())));
+        tasks.push(tokio::spawn(self.clone().crm_schedule(stop_rx.clone())));
+        tasks.push(tokio::spawn(self.clone().ms_schedule(stop_rx.clone())));
+        tasks.push(tokio::spawn(self.clone().stock_schedule(stop_rx.clone())));
+        tracing::info!(receiver = ?self.inner.receiver_addr, "skladsync is running");
+        shutdown.await;
+        tracing::info!("stopping: finishing the item in progress; queued work stays queued");
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let _ = stop_tx.send(true);
+        self.inner.wake.notify_waiters();
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.inner.state.flush()?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    async fn worker(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.drain().await {
+                tracing::error!(error = %e, "worker");
+            }
+            let next = self
+                .inner
+                .state
+                .inbox()
+                .ok()
+                .and_then(|items| items.iter().map(|(_, i)| i.not_before).min());
+            let wait = match next {
+                Some(t) => {
+                    Duration::from_millis(u64::try_from((t - now_ms()).max(10)).unwrap_or(10))
+                }
+                None => Duration::from_secs(5),
+            }
+            .min(Duration::from_secs(5));
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn crm_schedule(self, mut stop: watch::Receiver<bool>) {
+        let every = self.inner.config.intervals.crm_poll.0;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.poll_crm().await {
+                tracing::warn!(error = %e, "CRM history poll failed; next try in one interval");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn ms_schedule(self, mut stop: watch::Receiver<bool>) {
+        let every = self.inner.config.intervals.reconcile.0;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "МойСклад reconciliation poll failed");
+            }
+            if let Err(e) = self.inner.state.prune(now_ms(), KEY_TTL_MS) {
+                tracing::warn!(error = %e, "pruning the state failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn stock_schedule(self, mut stop: watch::Receiver<bool>) {
+        let every = self.inner.config.intervals.stock.0;
+        let full_every = self.inner.config.intervals.purchase_prices.0;
+        let mut last_full: Option<tokio::time::Instant> = None;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let full = last_full.is_none_or(|t| t.elapsed() >= full_every);
+            if full {
+                last_full = Some(tokio::time::Instant::now());
+            }
+            if let Err(e) = self.queue_stock_pass(full) {
+                tracing::warn!(error = %e, "could not queue the stock pass");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// The webhook secret: configured, else kept in the state (made once).
+fn webhook_secret(config: &Config, state: &SyncState) -> Result<String, StateError> {
+    if !config.webhooks.secret.is_empty() {
+        return Ok(config.webhooks.secret.expose().to_string());
+    }
+    if let Some(Json::String(s)) = state.misc("webhook_secret")? {
+        return Ok(s);
+    }
+    let s = uuid::Uuid::new_v4().simple().to_string();
+    state.set_misc("webhook_secret", &Json::String(s.clone()))?;
+    Ok(s)
+}

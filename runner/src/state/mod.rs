@@ -1,0 +1,928 @@
+//! Durable state of the runner: links, cursors, the inbox of work, the outbox of the plan
+//! being applied, idempotency keys, webhook dedupe keys, the journal, open tasks.
+//!
+//! Two layers:
+//!
+//! * [`Store`], a deliberately small key-value trait (get, prefix scan, atomic batch, flush).
+//!   [`SledStore`] implements it on one sled tree; [`MemoryStore`] in memory, for tests.
+//!   Another database can replace sled by implementing five methods.
+//! * [`SyncState`], the typed facade the daemon uses. Every value is JSON; every write is
+//!   flushed before the call returns, so what a method has written survives a crash at any
+//!   later moment (the daemon relies on that: a cursor moves only after the work it caused
+//!   is durable).
+//!
+//! # Key layout
+//!
+//! | prefix | value |
+//! |---|---|
+//! | `link/<kind>/<side>/<id>` | a [`Link`]: one copy per side, so a lookup by any side is one get |
+//! | `cursor/<name>` | a cursor (CRM history `sinceId`, МойСклад `updated` watermark …) |
+//! | `statuses/<order id>` | every status a CRM order has held |
+//! | `inbox/<seq>` , `inboxsubj/<subject>` | queued [`InboxItem`]s (big-endian `seq`: FIFO scans) |
+//! | `outbox` | the [`Outbox`]: the plan being applied and what of it is confirmed |
+//! | `key/<key>` | a [`KeyRecord`]: the state of an idempotent create |
+//! | `dedupe/<id>` | a webhook `requestId` seen, with its expiry |
+//! | `journal/<digest>` | a [`JournalEntry`], one per (subject, code) |
+//! | `task/<kind>` | the open CRM task of a problem kind |
+//! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
+//! | `stock/<assortment id>` | a digest of the last stock row sent |
+//! | `misc/<name>` | previous settings, the webhook secret, the inbox sequence |
+//!
+//! # Rebuilding lost state
+//!
+//! Links are mirrored into the systems by the rules (МойСклад `externalCode`/`syncId`, the CRM
+//! custom field «Идентификатор в системе МойСклад»), and every create carries a deterministic
+//! key (МойСклад `syncId` = UUID v5 of the key, CRM `externalId`). With an empty state the
+//! runner still finds what it created before (lookups by key), so nothing is duplicated; links
+//! come back as rules find the entities again. See `docs/runner.md`.
+
+mod journal;
+mod memory;
+mod sled_store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use journal::{JournalEntry, JournalLimits};
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// What the state layer can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database failed.
+    #[error("state database: {0}")]
+    Db(String),
+    /// A stored value could not be read back.
+    #[error("state value under {key:?} is unreadable: {source}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be written.
+    #[error("state value cannot be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The state directory could not be prepared.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One write of an atomic batch: a put (`Some`) or a remove (`None`).
+pub type BatchOp = (Vec<u8>, Option<Vec<u8>>);
+
+/// Key-value pairs of a prefix scan, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A small ordered key-value store. Implementations must apply a batch atomically.
+pub trait Store: Send + Sync {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError>;
+    /// Applies puts and removes atomically.
+    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StateError>;
+    /// Makes everything applied so far durable.
+    fn flush(&self) -> Result<(), StateError>;
+}
+
+/// A link: the same thing in several systems (`{kind, crm: 7, moysklad: "…"}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// The kind (`order`, `customer`, …).
+    pub kind: String,
+    /// One id per side, as the plan gave them (numbers stay numbers).
+    pub ids: BTreeMap<String, Value>,
+}
+
+impl Link {
+    /// The link as rules see it: `{kind, <side>: id, …}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("kind".into(), Value::String(self.kind.clone()));
+        for (k, v) in &self.ids {
+            m.insert(k.clone(), v.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+/// The text by which ids are compared: `1` and `"1"` are the same id.
+pub fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Where a МойСклад event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A webhook notification.
+    Webhook,
+    /// The `updated>=` reconciliation poll.
+    Poll,
+}
+
+/// A unit of work waiting in the inbox. Events are built from it when it is processed, so
+/// they carry the entities as they are then, not as they were when the work was queued.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "work", rename_all = "snake_case")]
+pub enum Work {
+    /// A CRM order changed (history entries of this order, oldest first).
+    CrmOrder {
+        /// The order id.
+        id: i64,
+        /// The history entries (`orders/history` shape).
+        changes: Vec<Value>,
+        /// Whether one of them created the order.
+        created: bool,
+        /// Whether one of them deleted it; `stub` then holds `{id, externalId, number, site}`.
+        deleted: bool,
+        /// The order stub from the history (for deletions).
+        stub: Value,
+    },
+    /// A CRM customer or corporate customer changed.
+    CrmCustomer {
+        /// The customer id.
+        id: i64,
+        /// Corporate customer?
+        corporate: bool,
+        /// The history entries.
+        changes: Vec<Value>,
+    },
+    /// A МойСклад entity was created, updated or deleted.
+    Moysklad {
+        /// The entity type (`customerorder`).
+        entity: String,
+        /// `created`, `updated` or `deleted`.
+        action: String,
+        /// The entity id.
+        id: String,
+        /// The entity href (from the webhook).
+        href: String,
+        /// The webhook's `updatedFields`.
+        updated_fields: Vec<String>,
+        /// The webhook `requestId`.
+        request_id: Option<String>,
+        /// Webhook or poll.
+        source: Source,
+    },
+    /// A pass of the stock schedule.
+    StockPass {
+        /// A full pass (every row) or changed rows only.
+        full: bool,
+    },
+    /// The settings were loaded or changed.
+    SettingsSaved,
+    /// An effect failed for good; rules decide whom to tell.
+    Problem {
+        /// `{code, kind, system, text, raw, rule, subject}`.
+        problem: Value,
+    },
+}
+
+impl Work {
+    /// Work with the same subject is merged while it waits (`None`: never merged).
+    pub fn subject(&self) -> Option<String> {
+        match self {
+            Work::CrmOrder { id, .. } => Some(format!("crm.order/{id}")),
+            Work::CrmCustomer { id, corporate, .. } => Some(if *corporate {
+                format!("crm.customer_corporate/{id}")
+            } else {
+                format!("crm.customer/{id}")
+            }),
+            Work::Moysklad {
+                entity, action, id, ..
+            } => Some(format!("moysklad/{entity}/{id}/{action}")),
+            Work::StockPass { .. } => Some("stock".into()),
+            Work::SettingsSaved => Some("settings".into()),
+            Work::Problem { .. } => None,
+        }
+    }
+
+    /// Folds newer work of the same subject into this one.
+    fn merge(&mut self, newer: Work) {
+        match (self, newer) {
+            (
+                Work::CrmOrder {
+                    changes,
+                    created,
+                    deleted,
+                    stub,
+                    ..
+                },
+                Work::CrmOrder {
+                    changes: more,
+                    created: c2,
+                    deleted: d2,
+                    stub: s2,
+                    ..
+                },
+            ) => {
+                append_changes(changes, more);
+                *created |= c2;
+                *deleted |= d2;
+                if !s2.is_null() {
+                    *stub = s2;
+                }
+            }
+            (Work::CrmCustomer { changes, .. }, Work::CrmCustomer { changes: more, .. }) => {
+                append_changes(changes, more);
+            }
+            (
+                Work::Moysklad {
+                    updated_fields,
+                    request_id,
+                    source,
+                    ..
+                },
+                Work::Moysklad {
+                    updated_fields: f2,
+                    request_id: r2,
+                    source: s2,
+                    ..
+                },
+            ) => {
+                for f in f2 {
+                    if !updated_fields.contains(&f) {
+                        updated_fields.push(f);
+                    }
+                }
+                if r2.is_some() {
+                    *request_id = r2;
+                }
+                if s2 == Source::Webhook {
+                    *source = s2;
+                }
+            }
+            (Work::StockPass { full }, Work::StockPass { full: f2 }) => *full |= f2,
+            (me, other) => *me = other,
+        }
+    }
+}
+
+/// Appends history entries, skipping ids already present (a history page read twice).
+fn append_changes(changes: &mut Vec<Value>, more: Vec<Value>) {
+    for c in more {
+        let id = c.get("id").cloned();
+        if id.is_some() && changes.iter().any(|x| x.get("id") == id.as_ref()) {
+            continue;
+        }
+        changes.push(c);
+    }
+}
+
+/// An inbox entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InboxItem {
+    /// What to do.
+    pub work: Work,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Not before this time (unix ms): the retry backoff.
+    pub not_before: i64,
+    /// When it was first queued (unix ms).
+    pub queued_at: i64,
+    /// The last failure, for `skladsync` logs and the demo summary.
+    pub last_error: Option<String>,
+}
+
+impl InboxItem {
+    /// New work, due now.
+    pub fn new(work: Work, now: i64) -> Self {
+        InboxItem {
+            work,
+            attempts: 0,
+            not_before: now,
+            queued_at: now,
+            last_error: None,
+        }
+    }
+}
+
+/// The plan being applied: written before its first effect, updated as effects are
+/// confirmed, removed when the plan is done. After a crash the runner resumes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outbox {
+    /// The inbox item the plan came from.
+    pub seq: u64,
+    /// The plan (pending references kept as `{"$ref": …}`).
+    pub plan: skladsync_engine::Plan,
+    /// When this plan was made (unix ms): with `seq`, it names the plan's keyless creates.
+    pub started: i64,
+    /// The confirmed result of each effect applied so far (by index).
+    pub done: BTreeMap<usize, Value>,
+}
+
+/// The state of an idempotent create, by its key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum KeyRecord {
+    /// Sent, outcome unknown: look it up before repeating.
+    InFlight {
+        /// `system.entity`.
+        target: String,
+        /// When (unix ms).
+        at: i64,
+    },
+    /// Confirmed, with the created entity (as the API returned it).
+    Done {
+        /// `system.entity`.
+        target: String,
+        /// The entity.
+        result: Value,
+        /// When (unix ms).
+        at: i64,
+    },
+}
+
+/// The open CRM task of a problem kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The CRM task id, once confirmed.
+    pub id: Option<i64>,
+    /// When it was set (unix ms).
+    pub at: i64,
+}
+
+/// The typed, durable state of the runner over any [`Store`].
+#[derive(Clone)]
+pub struct SyncState {
+    store: Arc<dyn Store>,
+    /// Serializes read-modify-write sequences (inbox merges, links, journal).
+    lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncState")
+    }
+}
+
+fn seq_key(seq: u64) -> Vec<u8> {
+    let mut k = b"inbox/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let tail = key.strip_prefix(b"inbox/")?;
+    let bytes: [u8; 8] = tail.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+fn link_key(kind: &str, side: &str, id: &str) -> Vec<u8> {
+    format!("link/{kind}/{side}/{id}").into_bytes()
+}
+
+impl SyncState {
+    /// A state over this store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        SyncState {
+            store,
+            lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Opens (or creates) the sled state at `path`, owner-only.
+    pub fn open(path: &std::path::Path) -> Result<Self, StateError> {
+        Ok(Self::new(Arc::new(SledStore::open(path)?)))
+    }
+
+    /// A state in memory (tests).
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(MemoryStore::default()))
+    }
+
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+        match self.store.get(key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StateError::Corrupt {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>, StateError> {
+        self.store
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, v)| match serde_json::from_slice(&v) {
+                Ok(t) => Ok((k, t)),
+                Err(source) => Err(StateError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    source,
+                }),
+            })
+            .collect()
+    }
+
+    /// Applies a batch and flushes it.
+    fn commit(&self, ops: Vec<BatchOp>) -> Result<(), StateError> {
+        self.store.apply(ops)?;
+        self.store.flush()
+    }
+
+    fn put<T: Serialize + ?Sized>(&self, key: &[u8], value: &T) -> Result<(), StateError> {
+        self.commit(vec![(key.to_vec(), Some(serde_json::to_vec(value)?))])
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), StateError> {
+        self.commit(vec![(key.to_vec(), None)])
+    }
+
+    /// Makes everything durable.
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.store.flush()
+    }
+
+    // --- links ----------------------------------------------------------------------------
+
+    /// Writes a link, replacing any link of the same kind that shares one of its ids.
+    pub fn put_link(&self, link: &Link) -> Result<(), StateError> {
+        let _g = self.guard();
+        let mut ops = Vec::new();
+        for (side, id) in &link.ids {
+            let Some(text) = id_text(id) else { continue };
+            if let Some(old) = self.read::<Link>(&link_key(&link.kind, side, &text))? {
+                for (s, i) in &old.ids {
+                    if let Some(t) = id_text(i) {
+                        ops.push((link_key(&old.kind, s, &t), None));
+                    }
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(link)?;
+        for (side, id) in &link.ids {
+            if let Some(text) = id_text(id) {
+                ops.push((link_key(&link.kind, side, &text), Some(bytes.clone())));
+            }
+        }
+        self.commit(ops)
+    }
+
+    /// The link of `kind` with `id` on `side`.
+    pub fn linked(&self, kind: &str, side: &str, id: &Value) -> Result<Option<Link>, StateError> {
+        match id_text(id) {
+            Some(text) => self.read(&link_key(kind, side, &text)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every link (each once).
+    pub fn links(&self) -> Result<Vec<Link>, StateError> {
+        let mut out: Vec<Link> = Vec::new();
+        for (_, l) in self.scan::<Link>(b"link/")? {
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    // --- cursors --------------------------------------------------------------------------
+
+    /// A cursor.
+    pub fn cursor(&self, name: &str) -> Result<Option<Value>, StateError> {
+        self.read(format!("cursor/{name}").as_bytes())
+    }
+
+    /// Moves a cursor (flushed before returning).
+    pub fn set_cursor(&self, name: &str, value: &Value) -> Result<(), StateError> {
+        self.put(format!("cursor/{name}").as_bytes(), value)
+    }
+
+    // --- order statuses -------------------------------------------------------------------
+
+    /// Every status the CRM order has held, if the runner has seen the order before.
+    pub fn order_statuses(&self, order_id: i64) -> Result<Option<Vec<String>>, StateError> {
+        self.read(format!("statuses/{order_id}").as_bytes())
+    }
+
+    /// Records the statuses of a CRM order.
+    pub fn set_order_statuses(&self, order_id: i64, statuses: &[String]) -> Result<(), StateError> {
+        self.put(format!("statuses/{order_id}").as_bytes(), statuses)
+    }
+
+    // --- inbox ----------------------------------------------------------------------------
+
+    /// Queues work; work with the same subject that is waiting (and not `busy`) absorbs it.
+    /// Returns the sequence number holding it.
+    pub fn enqueue(&self, work: Work, now: i64, busy: Option<u64>) -> Result<u64, StateError> {
+        self.enqueue_all(vec![work], now, busy)
+            .map(|v| v.first().copied().unwrap_or_default())
+    }
+
+    /// Queues several pieces of work in one durable batch.
+    pub fn enqueue_all(
+        &self,
+        works: Vec<Work>,
+        now: i64,
+        busy: Option<u64>,
+    ) -> Result<Vec<u64>, StateError> {
+        let _g = self.guard();
+        let mut next: u64 = self.read(b"misc/seq")?.unwrap_or(1);
+        let mut pending: BTreeMap<u64, InboxItem> = BTreeMap::new();
+        let mut subjects: BTreeMap<String, u64> = BTreeMap::new();
+        let mut out = Vec::new();
+        for work in works {
+            let subject = work.subject();
+            let existing = match &subject {
+                None => None,
+                Some(s) => match subjects.get(s) {
+                    Some(seq) => Some(*seq),
+                    None => self.read::<u64>(format!("inboxsubj/{s}").as_bytes())?,
+                },
+            }
+            .filter(|seq| Some(*seq) != busy);
+            let merged = match existing {
+                Some(seq) => {
+                    let item = match pending.remove(&seq) {
+                        Some(i) => Some(i),
+                        None => self.read::<InboxItem>(&seq_key(seq))?,
+                    };
+                    item.map(|mut item| {
+                        item.work.merge(work.clone());
+                        item.not_before = item.not_before.min(now);
+                        item.attempts = 0;
+                        (seq, item)
+                    })
+                }
+                None => None,
+            };
+            let (seq, item) = match merged {
+                Some(x) => x,
+                None => {
+                    let seq = next;
+                    next += 1;
+                    (seq, InboxItem::new(work, now))
+                }
+            };
+            if let Some(s) = subject {
+                subjects.insert(s, seq);
+            }
+            pending.insert(seq, item);
+            out.push(seq);
+        }
+        let mut ops = Vec::new();
+        for (seq, item) in &pending {
+            ops.push((seq_key(*seq), Some(serde_json::to_vec(item)?)));
+        }
+        for (s, seq) in &subjects {
+            ops.push((
+                format!("inboxsubj/{s}").into_bytes(),
+                Some(serde_json::to_vec(seq)?),
+            ));
+        }
+        ops.push((b"misc/seq".to_vec(), Some(serde_json::to_vec(&next)?)));
+        self.commit(ops)?;
+        Ok(out)
+    }
+
+    /// Every queued item, in order.
+    pub fn inbox(&self) -> Result<Vec<(u64, InboxItem)>, StateError> {
+        Ok(self
+            .scan::<InboxItem>(b"inbox/")?
+            .into_iter()
+            .filter_map(|(k, v)| seq_of(&k).map(|s| (s, v)))
+            .collect())
+    }
+
+    /// The first item due at `now`.
+    pub fn next_due(&self, now: i64) -> Result<Option<(u64, InboxItem)>, StateError> {
+        Ok(self
+            .inbox()?
+            .into_iter()
+            .find(|(_, item)| item.not_before <= now))
+    }
+
+    /// One queued item.
+    pub fn inbox_item(&self, seq: u64) -> Result<Option<InboxItem>, StateError> {
+        self.read(&seq_key(seq))
+    }
+
+    /// Rewrites a queued item (after a failed attempt).
+    pub fn update_item(&self, seq: u64, item: &InboxItem) -> Result<(), StateError> {
+        let _g = self.guard();
+        self.put(&seq_key(seq), item)
+    }
+
+    /// Removes a finished item (and the outbox, if it belongs to it) in one batch.
+    pub fn finish_item(&self, seq: u64) -> Result<(), StateError> {
+        let _g = self.guard();
+        let mut ops = vec![(seq_key(seq), None)];
+        if let Some(item) = self.read::<InboxItem>(&seq_key(seq))? {
+            if let Some(s) = item.work.subject() {
+                let k = format!("inboxsubj/{s}").into_bytes();
+                if self.read::<u64>(&k)? == Some(seq) {
+                    ops.push((k, None));
+                }
+            }
+        }
+        if let Some(ob) = self.read::<Outbox>(b"outbox")? {
+            if ob.seq == seq {
+                ops.push((b"outbox".to_vec(), None));
+            }
+        }
+        self.commit(ops)
+    }
+
+    // --- outbox ---------------------------------------------------------------------------
+
+    /// The plan being applied, if any.
+    pub fn outbox(&self) -> Result<Option<Outbox>, StateError> {
+        self.read(b"outbox")
+    }
+
+    /// Records the plan being applied and its confirmed effects.
+    pub fn set_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
+        self.put(b"outbox", outbox)
+    }
+
+    /// Forgets the plan being applied.
+    pub fn clear_outbox(&self) -> Result<(), StateError> {
+        self.remove(b"outbox")
+    }
+
+    // --- idempotency keys -----------------------------------------------------------------
+
+    /// The state of an idempotent create.
+    pub fn key(&self, key: &str) -> Result<Option<KeyRecord>, StateError> {
+        self.read(format!("key/{key}").as_bytes())
+    }
+
+    /// Records the state of an idempotent create.
+    pub fn set_key(&self, key: &str, rec: &KeyRecord) -> Result<(), StateError> {
+        self.put(format!("key/{key}").as_bytes(), rec)
+    }
+
+    /// Forgets a key (the create is known not to have happened).
+    pub fn clear_key(&self, key: &str) -> Result<(), StateError> {
+        self.remove(format!("key/{key}").as_bytes())
+    }
+
+    // --- webhook dedupe -------------------------------------------------------------------
+
+    /// Whether a webhook `requestId` was seen before (and has not expired).
+    pub fn request_seen(&self, request_id: &str, now: i64) -> Result<bool, StateError> {
+        let key = format!("dedupe/{request_id}").into_bytes();
+        Ok(self.read::<i64>(&key)?.is_some_and(|exp| exp > now))
+    }
+
+    /// Remembers a webhook `requestId` until `expires` (unix ms).
+    pub fn mark_request(&self, request_id: &str, expires: i64) -> Result<(), StateError> {
+        self.put(format!("dedupe/{request_id}").as_bytes(), &expires)
+    }
+
+    /// Drops expired dedupe keys and idempotency keys older than `key_ttl_ms`.
+    pub fn prune(&self, now: i64, key_ttl_ms: i64) -> Result<usize, StateError> {
+        let _g = self.guard();
+        let mut ops = Vec::new();
+        for (k, exp) in self.scan::<i64>(b"dedupe/")? {
+            if exp <= now {
+                ops.push((k, None));
+            }
+        }
+        for (k, rec) in self.scan::<KeyRecord>(b"key/")? {
+            if let KeyRecord::Done { at, .. } = rec {
+                if now - at > key_ttl_ms {
+                    ops.push((k, None));
+                }
+            }
+        }
+        let n = ops.len();
+        if n > 0 {
+            self.commit(ops)?;
+        }
+        Ok(n)
+    }
+
+    // --- journal --------------------------------------------------------------------------
+
+    /// Writes a journal entry: a repeat of (subject, code) refreshes the existing one; then
+    /// the journal is cut to its limits (oldest first).
+    pub fn journal(&self, entry: JournalEntry, limits: JournalLimits) -> Result<(), StateError> {
+        let _g = self.guard();
+        let key = format!("journal/{}", entry.digest()).into_bytes();
+        let entry = match self.read::<JournalEntry>(&key)? {
+            Some(old) => entry.refreshing(&old),
+            None => entry,
+        };
+        let mut all: Vec<(Vec<u8>, JournalEntry)> = self
+            .scan::<JournalEntry>(b"journal/")?
+            .into_iter()
+            .filter(|(k, _)| *k != key)
+            .collect();
+        all.push((key, entry.clone()));
+        let keep = limits.select(all.iter().map(|(_, e)| e).collect(), entry.time);
+        let mut ops = Vec::new();
+        for (i, (k, e)) in all.into_iter().enumerate() {
+            if keep.contains(&i) {
+                ops.push((k, Some(serde_json::to_vec(&e)?)));
+            } else {
+                ops.push((k, None));
+            }
+        }
+        self.commit(ops)
+    }
+
+    /// The journal, newest first, after dropping entries past the limits.
+    pub fn journal_entries(
+        &self,
+        limits: JournalLimits,
+        now: i64,
+    ) -> Result<Vec<JournalEntry>, StateError> {
+        let all = self.scan::<JournalEntry>(b"journal/")?;
+        let keep = limits.select(all.iter().map(|(_, e)| e).collect(), now);
+        let mut out: Vec<JournalEntry> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, (_, e))| e)
+            .collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.time));
+        Ok(out)
+    }
+
+    // --- tasks ----------------------------------------------------------------------------
+
+    /// The open task of a problem kind.
+    pub fn task(&self, kind: &str) -> Result<Option<TaskRecord>, StateError> {
+        self.read(format!("task/{kind}").as_bytes())
+    }
+
+    /// Records the open task of a problem kind.
+    pub fn set_task(&self, kind: &str, rec: &TaskRecord) -> Result<(), StateError> {
+        self.put(format!("task/{kind}").as_bytes(), rec)
+    }
+
+    /// Forgets the task of a kind (it was closed).
+    pub fn clear_task(&self, kind: &str) -> Result<(), StateError> {
+        self.remove(format!("task/{kind}").as_bytes())
+    }
+
+    // --- МойСклад echo and poll bookkeeping -------------------------------------------------
+
+    /// The `updated` of a МойСклад entity the last time we evaluated it.
+    pub fn ms_seen(&self, entity: &str, id: &str) -> Result<Option<String>, StateError> {
+        self.read(format!("msseen/{entity}/{id}").as_bytes())
+    }
+
+    /// Records that a МойСклад entity was evaluated at this `updated`.
+    pub fn set_ms_seen(&self, entity: &str, id: &str, updated: &str) -> Result<(), StateError> {
+        self.put(format!("msseen/{entity}/{id}").as_bytes(), updated)
+    }
+
+    /// The `updated` of our own last write to a МойСклад entity.
+    pub fn ms_own(&self, entity: &str, id: &str) -> Result<Option<String>, StateError> {
+        self.read(format!("msown/{entity}/{id}").as_bytes())
+    }
+
+    /// Records our own write to a МойСклад entity (the poll ignores that version).
+    pub fn set_ms_own(&self, entity: &str, id: &str, updated: &str) -> Result<(), StateError> {
+        self.put(format!("msown/{entity}/{id}").as_bytes(), updated)
+    }
+
+    // --- stock snapshot -------------------------------------------------------------------
+
+    /// The digests of the stock rows last sent, by assortment id.
+    pub fn stock_digests(&self) -> Result<BTreeMap<String, String>, StateError> {
+        Ok(self
+            .scan::<String>(b"stock/")?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k[6..]).into_owned(), v))
+            .collect())
+    }
+
+    /// Replaces stock digests (one batch).
+    pub fn set_stock_digests(&self, digests: &BTreeMap<String, String>) -> Result<(), StateError> {
+        let mut ops = Vec::new();
+        for (id, d) in digests {
+            ops.push((
+                format!("stock/{id}").into_bytes(),
+                Some(serde_json::to_vec(d)?),
+            ));
+        }
+        self.commit(ops)
+    }
+
+    // --- misc -----------------------------------------------------------------------------
+
+    /// A small named value (previous settings, the webhook secret).
+    pub fn misc(&self, name: &str) -> Result<Option<Value>, StateError> {
+        self.read(format!("misc/{name}").as_bytes())
+    }
+
+    /// Sets a small named value.
+    pub fn set_misc(&self, name: &str, value: &Value) -> Result<(), StateError> {
+        self.put(format!("misc/{name}").as_bytes(), value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn order(id: i64, change: i64) -> Work {
+        Work::CrmOrder {
+            id,
+            changes: vec![json!({"id": change})],
+            created: false,
+            deleted: false,
+            stub: Value::Null,
+        }
+    }
+
+    #[test]
+    fn links_answer_from_both_sides_and_replace() {
+        let s = SyncState::in_memory();
+        let l = Link {
+            kind: "order".into(),
+            ids: [
+                ("crm".to_string(), json!(7)),
+                ("moysklad".to_string(), json!("a")),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        s.put_link(&l).unwrap();
+        assert_eq!(
+            s.linked("order", "crm", &json!("7")).unwrap(),
+            Some(l.clone())
+        );
+        assert_eq!(s.linked("order", "moysklad", &json!("a")).unwrap(), Some(l));
+        let l2 = Link {
+            kind: "order".into(),
+            ids: [
+                ("crm".to_string(), json!(7)),
+                ("moysklad".to_string(), json!("b")),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        s.put_link(&l2).unwrap();
+        assert_eq!(s.linked("order", "moysklad", &json!("a")).unwrap(), None);
+        assert_eq!(s.links().unwrap(), vec![l2]);
+    }
+
+    #[test]
+    fn inbox_merges_waiting_work_of_one_subject() {
+        let s = SyncState::in_memory();
+        let a = s.enqueue(order(1, 10), 0, None).unwrap();
+        let b = s.enqueue(order(2, 11), 0, None).unwrap();
+        let c = s.enqueue(order(1, 12), 0, None).unwrap();
+        assert_eq!(a, c);
+        assert_ne!(a, b);
+        // The same history entry twice is kept once.
+        s.enqueue(order(1, 12), 0, None).unwrap();
+        let items = s.inbox().unwrap();
+        assert_eq!(items.len(), 2);
+        match &items[0].1.work {
+            Work::CrmOrder { changes, .. } => assert_eq!(changes.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        // Busy work is not merged into.
+        let d = s.enqueue(order(1, 13), 0, Some(a)).unwrap();
+        assert_ne!(d, a);
+        s.finish_item(a).unwrap();
+        assert_eq!(s.inbox().unwrap().len(), 2);
+        let e = s.enqueue(order(1, 14), 0, None).unwrap();
+        assert_eq!(e, d);
+    }
+
+    #[test]
+    fn dedupe_keys_expire() {
+        let s = SyncState::in_memory();
+        assert!(!s.request_seen("r1", 0).unwrap());
+        s.mark_request("r1", 100).unwrap();
+        assert!(s.request_seen("r1", 50).unwrap());
+        assert!(!s.request_seen("r1", 150).unwrap());
+        assert_eq!(s.prune(1000, 10).unwrap(), 1);
+    }
+}

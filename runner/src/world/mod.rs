@@ -1,0 +1,205 @@
+//! The engine's [`World`] for the live systems: lookups and fetches through the two clients,
+//! links from the state, reference data with a time-to-live cache.
+//!
+//! # Sync engine, async clients
+//!
+//! The engine is synchronous; the clients are async. The daemon evaluates every event inside
+//! `tokio::task::spawn_blocking`, and [`LiveWorld`] bridges each lookup with
+//! [`tokio::runtime::Handle::block_on`] on the runtime's handle. A lookup therefore blocks only
+//! a blocking-pool thread, never a runtime worker. Never call [`RuleSet::evaluate`] with a
+//! `LiveWorld` from async code directly.
+//!
+//! Answers are cached for the length of one evaluation (rules often ask the same question
+//! twice); reference data (stores, statuses, organizations …) is cached across evaluations
+//! for the configured TTL. A lookup that fails becomes a [`WorldError`]: the engine turns it
+//! into an evaluation error and the daemon journals it and retries the event later.
+//!
+//! [`RuleSet::evaluate`]: skladsync_engine::RuleSet::evaluate
+
+pub(crate) mod lookups;
+mod reference;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use skladsync_engine::value::Map;
+use skladsync_engine::{Value, World, WorldError};
+
+use crate::clients::moysklad::MoyskladClient;
+use crate::clients::retailcrm::RetailcrmClient;
+use crate::state::SyncState;
+
+/// The two API clients.
+#[derive(Clone, Debug)]
+pub struct Systems {
+    /// retailCRM.
+    pub crm: RetailcrmClient,
+    /// МойСклад.
+    pub ms: MoyskladClient,
+}
+
+/// Reference data cached across evaluations.
+#[derive(Debug)]
+pub struct ReferenceCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
+}
+
+impl ReferenceCache {
+    /// A cache whose entries live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        ReferenceCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<serde_json::Value> {
+        let m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(name)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, name: &str, v: serde_json::Value) {
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(name.to_string(), (Instant::now(), v));
+    }
+
+    /// Forgets everything (e.g. after the runner created reference data).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// The world of one evaluation.
+pub struct LiveWorld {
+    systems: Systems,
+    state: SyncState,
+    refs: Arc<ReferenceCache>,
+    handle: tokio::runtime::Handle,
+    cache: Mutex<HashMap<String, Value>>,
+}
+
+impl std::fmt::Debug for LiveWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveWorld")
+    }
+}
+
+/// Converts an engine value to JSON (pending references become `{"$ref"}`).
+pub fn to_json(v: &Value) -> serde_json::Value {
+    v.to_serde_json()
+}
+
+/// Converts JSON to an engine value.
+pub fn from_json(v: &serde_json::Value) -> Value {
+    Value::from_json(v)
+}
+
+impl LiveWorld {
+    /// A world over the clients and the state, blocking on `handle` for each lookup.
+    pub fn new(
+        systems: Systems,
+        state: SyncState,
+        refs: Arc<ReferenceCache>,
+        handle: tokio::runtime::Handle,
+    ) -> Self {
+        LiveWorld {
+            systems,
+            state,
+            refs,
+            handle,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(
+        &self,
+        key: String,
+        fetch: impl FnOnce() -> Result<Value, WorldError>,
+    ) -> Result<Value, WorldError> {
+        if let Some(v) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(v.clone());
+        }
+        let v = fetch()?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, v.clone());
+        Ok(v)
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.handle.block_on(f)
+    }
+}
+
+impl World for LiveWorld {
+    fn find(&self, system: &str, entity: &str, filter: &Map) -> Result<Vec<Value>, WorldError> {
+        let json_filter: serde_json::Map<String, serde_json::Value> = filter
+            .iter()
+            .map(|(k, v)| (k.to_string(), to_json(v)))
+            .collect();
+        let key = format!(
+            "find|{system}|{entity}|{}",
+            serde_json::Value::Object(json_filter.clone())
+        );
+        let found = self.cached(key, || {
+            let rows = match system {
+                "moysklad" => {
+                    self.block_on(lookups::ms_find(&self.systems.ms, entity, &json_filter))?
+                }
+                "crm" => {
+                    self.block_on(lookups::crm_find(&self.systems.crm, entity, &json_filter))?
+                }
+                other => return Err(WorldError(format!("unknown system `{other}`"))),
+            };
+            Ok(Value::array(rows.iter().map(from_json).collect()))
+        })?;
+        Ok(found.as_array().map(<[Value]>::to_vec).unwrap_or_default())
+    }
+
+    fn get(&self, system: &str, entity: &str, id: &Value) -> Result<Value, WorldError> {
+        let id_json = to_json(id);
+        let key = format!("get|{system}|{entity}|{id_json}");
+        self.cached(key, || {
+            let got = match system {
+                "moysklad" => {
+                    self.block_on(lookups::ms_fetch(&self.systems.ms, entity, &id_json))?
+                }
+                "crm" => self.block_on(lookups::crm_fetch(&self.systems.crm, entity, &id_json))?,
+                other => return Err(WorldError(format!("unknown system `{other}`"))),
+            };
+            Ok(got.as_ref().map(from_json).unwrap_or_default())
+        })
+    }
+
+    fn linked(&self, kind: &str, system: &str, id: &Value) -> Result<Value, WorldError> {
+        let link = self
+            .state
+            .linked(kind, system, &to_json(id))
+            .map_err(|e| WorldError(format!("link store: {e}")))?;
+        Ok(link.map(|l| from_json(&l.to_json())).unwrap_or_default())
+    }
+
+    fn reference(&self, name: &str) -> Result<Value, WorldError> {
+        if let Some(v) = self.refs.get(name) {
+            return Ok(from_json(&v));
+        }
+        let v = self.block_on(reference::load(&self.systems, name))?;
+        if let Some(v) = &v {
+            self.refs.put(name, v.clone());
+        }
+        Ok(v.as_ref().map(from_json).unwrap_or_default())
+    }
+}
