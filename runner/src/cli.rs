@@ -23,6 +23,123 @@ pub enum Command {
     Plan(PlanArgs),
     /// Print the reference of the built-in functions (Markdown).
     Functions,
+    /// Run rule test cases (event + world + settings overrides + expected plan).
+    Test(TestArgs),
+    /// Dry-run a rule change: plans of a corpus of events under the base rules and the
+    /// current rules, and only what changed. Exit 0: no change, 1: plans differ, 2: error.
+    Diff(DiffArgs),
+    /// Why each rule fired or did not for one event: conditions and `let`s with values.
+    Explain(ExplainArgs),
+    /// Format rule files: key order, indentation, expression spacing; comments kept.
+    Fmt(FmtArgs),
+    /// Regenerate the JSON Schemas of rule files and of the settings file.
+    Schema(SchemaArgs),
+}
+
+/// `skladsync test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The cases directory (or one case file).
+    #[arg(default_value = "tests/cases")]
+    pub dir: PathBuf,
+    /// Rules and settings.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Where the expected plans of cases without `expect:` are (insta snapshots,
+    /// `<name>.snap`, the name being the case's path with `/` written `__`).
+    #[arg(long, default_value = "snapshots/rules")]
+    pub snapshots: PathBuf,
+    /// Write the actual plans as the expected ones (the case's `expect:`, or its snapshot).
+    #[arg(long)]
+    pub update: bool,
+    /// Report coverage: per rule whether it fired, per condition (of rules and flows)
+    /// whether it was seen true and false.
+    #[arg(long)]
+    pub coverage: bool,
+    /// Fail when coverage is below N percent. Coverage counts one point per rule that
+    /// fired and one per condition seen true and one per condition seen false (a flow's
+    /// conditions once); it is covered points / all points × 100. Implies --coverage.
+    #[arg(long, value_name = "N")]
+    pub min_coverage: Option<f64>,
+}
+
+/// Output formats of reports.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Text for people (coloured on a terminal).
+    Text,
+    /// JSON for machines.
+    Json,
+}
+
+/// `skladsync diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The base rules: another rules directory, or a git revision (the rules directory as
+    /// it was then, read with git, no checkout).
+    #[arg(long, value_name = "REV_OR_DIR")]
+    pub base: String,
+    /// The events: a directory of cases (event + world), recorded events or `.jsonl` files.
+    #[arg(long, default_value = "tests/cases")]
+    pub corpus: PathBuf,
+    /// The current rules and settings (the settings are used on both sides unless
+    /// --base-settings is given).
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// A settings file for the base rules.
+    #[arg(long)]
+    pub base_settings: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `skladsync explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The event file, as for `plan`; a case file (event + world + settings) works too.
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The recorded world file.
+    #[arg(long)]
+    pub world: Option<PathBuf>,
+    /// Only this rule.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Rules and settings.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `skladsync fmt`.
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// Rule files or directories [default: rules].
+    pub paths: Vec<PathBuf>,
+    /// Change nothing; list the files that are not formatted and exit 1 if there are any.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `skladsync schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The rules directory; the settings schema is made from its settings.example.yaml.
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+    /// The documented settings file the settings schema is made from
+    /// [default: RULES/settings.example.yaml].
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Where to write rules.schema.json and settings.schema.json.
+    #[arg(long, default_value = "schema")]
+    pub out: PathBuf,
+    /// Write nothing; exit 1 when the files there are not what would be written.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Where the rules and settings are.

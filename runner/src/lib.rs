@@ -4,6 +4,7 @@ pub mod cli;
 pub mod clients;
 pub mod commands;
 pub mod emulator;
+pub mod tooling;
 pub mod apply;
 pub mod config;
 pub mod daemon;

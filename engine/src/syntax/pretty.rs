@@ -225,7 +225,7 @@ fn operand(e: &Expr, min: u8) -> Doc {
     )
 }
 
-/// An operand of arithmetic or of a pipe: like [`operand`], and `??` keeps its
+/// An operand of a binary operator or of a pipe: like [`operand`], and `??` keeps its
 /// parentheses although it binds tighter (`(price ?? 0) * 100` reads better than
 /// `price ?? 0 * 100`).
 fn arith_operand(e: &Expr, min: u8) -> Doc {
@@ -403,17 +403,22 @@ fn to_doc(e: &Expr) -> Doc {
             }
             let mut operands = Vec::new();
             chain(*op, e, &mut operands);
+            // Arithmetic fills lines (breaks only where the next operand does not fit);
+            // logic and comparisons break before every operator or none.
+            let fill = (6..=7).contains(&p);
             let mut parts = Vec::new();
             let mut tail = Vec::new();
             for (i, x) in operands.iter().enumerate() {
                 let min = if i == 0 { p } else { p + 1 };
-                let doc = if (6..=7).contains(&p) {
-                    arith_operand(x, min)
-                } else {
-                    operand(x, min)
-                };
+                let doc = arith_operand(x, min);
                 if i == 0 {
                     parts.push(doc);
+                } else if fill {
+                    tail.push(group(cat(vec![
+                        Doc::Line,
+                        text(format!("{} ", op.symbol())),
+                        doc,
+                    ])));
                 } else {
                     tail.push(Doc::Line);
                     tail.push(text(format!("{} ", op.symbol())));
@@ -423,12 +428,42 @@ fn to_doc(e: &Expr) -> Doc {
             parts.push(nest(cat(tail)));
             group(cat(parts))
         }
-        ExprKind::If(c, a, b) => group(cat(vec![
-            text("if "),
-            operand_free(c),
-            nest(cat(vec![Doc::Line, text("then "), operand_free(a)])),
-            nest(cat(vec![Doc::Line, text("else "), operand_free(b)])),
-        ])),
+        ExprKind::If(..) => {
+            let mut arms = Vec::new();
+            let mut rest = e;
+            while let ExprKind::If(c, a, b) = &rest.kind {
+                arms.push((c, a));
+                rest = b;
+            }
+            let short = |x: &Expr| flat(x).chars().count() <= 40;
+            if let [(c, a)] = arms[..] {
+                if huggable(rest) && short(c) && short(a) {
+                    return group(cat(vec![
+                        text("if "),
+                        operand_free(c),
+                        text(" then "),
+                        operand_free(a),
+                        text(" else "),
+                        operand_free(rest),
+                    ]));
+                }
+            }
+            let mut parts = Vec::new();
+            for (i, (c, a)) in arms.into_iter().enumerate() {
+                if i > 0 {
+                    parts.push(Doc::Line);
+                    parts.push(text("else "));
+                }
+                parts.extend([
+                    text("if "),
+                    operand_free(c),
+                    text(" then "),
+                    operand_free(a),
+                ]);
+            }
+            parts.extend([Doc::Line, text("else "), operand_free(rest)]);
+            group(cat(parts))
+        }
     }
 }
 

@@ -1,7 +1,12 @@
 //! Carrying out the commands of [`crate::cli`].
 
 mod check;
+mod diff;
+mod explain;
+mod fmt;
 mod plan;
+mod schema;
+mod test;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,11 @@ pub fn run(command: Command) -> ExitCode {
             print!("{}", skladsync_engine::funcs::reference_markdown());
             ExitCode::SUCCESS
         }
+        Command::Test(args) => test::run(&args),
+        Command::Diff(args) => diff::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Fmt(args) => fmt::run(&args),
+        Command::Schema(args) => schema::run(&args),
     }
 }
 
