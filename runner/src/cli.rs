@@ -23,6 +23,14 @@ pub enum Command {
     Plan(PlanArgs),
     /// Print the reference of the built-in functions (Markdown).
     Functions,
+    /// Run the sync daemon: poll CRM history, receive МойСклад webhooks, reconcile, sync
+    /// stock, until SIGTERM or Ctrl-C.
+    Run(RunArgs),
+    /// Run both emulators standalone on loopback with the sample shop (for manual use).
+    Emulate(EmulateArgs),
+    /// Sync a sample shop between the two emulators with the default rules and print what
+    /// happened. No accounts, no network.
+    Demo(DemoArgs),
     /// Run rule test cases (event + world + settings overrides + expected plan).
     Test(TestArgs),
     /// Dry-run a rule change: plans of a corpus of events under the base rules and the
@@ -192,4 +200,45 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     pub format: Format,
+}
+
+/// `skladsync run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The runner's config file (YAML; see docs/runner.md).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// `skladsync emulate`.
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Start the emulators empty instead of with the sample shop.
+    #[arg(long)]
+    pub empty: bool,
+    /// Write a runner config for the emulators to this file (rules from --rules).
+    #[arg(long)]
+    pub write_config: Option<PathBuf>,
+    /// The rules directory the written config points at.
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+}
+
+/// `skladsync demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The rules directory (the default rules).
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+    /// A settings template for the demo shop (placeholders `{{org}}`, `{{store.<code>}}`,
+    /// `{{state.<status>}}`, …) merged over the rules' example settings [default: the
+    /// built-in demo settings].
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Keep the demo's files (settings, config, state) in this directory.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Print the runner's log too.
+    #[arg(long)]
+    pub verbose: bool,
 }

@@ -1,6 +1,9 @@
 //! Carrying out the commands of [`crate::cli`].
 
 mod check;
+mod demo;
+mod emulate;
+mod run;
 mod diff;
 mod explain;
 mod fmt;
@@ -21,6 +24,9 @@ pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Check(args) => check::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Emulate(args) => emulate::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Functions => {
             print!("{}", skladsync_engine::funcs::reference_markdown());
             ExitCode::SUCCESS

@@ -42,6 +42,8 @@ pub struct MsShop {
     pub stores: BTreeMap<String, String>,
     /// customerorder state id by CRM status code.
     pub states: BTreeMap<String, String>,
+    /// customerorder state name by id.
+    pub state_names: BTreeMap<String, String>,
     /// Product / variant / service id by CRM offer xmlId.
     pub assortment: BTreeMap<String, String>,
     /// Employee id by e-mail.
@@ -130,6 +132,7 @@ pub fn seed_ms(ms: &MoyskladEmulator) -> Result<MsShop, SeedError> {
     ] {
         let s = ms.seed_state("customerorder", name, kind)?;
         shop.states.insert(status.to_string(), id(&s)?);
+        shop.state_names.insert(id(&s)?, name.to_string());
     }
     let currency = ms
         .list("currency")
