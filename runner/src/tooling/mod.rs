@@ -37,7 +37,7 @@ pub enum ToolError {
     #[error("{0}")]
     Rules(String),
     /// git could not give the base revision.
-    #[error("git: {0}")]
+    #[error("{0}")]
     Git(String),
 }
 

@@ -108,6 +108,15 @@ fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, ToolError> {
 /// The rule files of `rules_dir` as they were at a git revision, named as the current
 /// directory names them.
 pub fn from_git(rules_dir: &Path, rev: &str) -> Result<Vec<(String, String)>, ToolError> {
+    from_git_inner(rules_dir, rev).map_err(|e| {
+        ToolError::Git(format!(
+            "`{rev}` is neither a directory nor a git revision of {} ({e})",
+            rules_dir.display()
+        ))
+    })
+}
+
+fn from_git_inner(rules_dir: &Path, rev: &str) -> Result<Vec<(String, String)>, ToolError> {
     let prefix = String::from_utf8_lossy(&git(rules_dir, &["rev-parse", "--show-prefix"])?)
         .trim()
         .to_owned();

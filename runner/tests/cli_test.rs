@@ -1,0 +1,130 @@
+//! `skladsync test`: rule test cases as data, driven through the real binary on a temporary
+//! copy of the shop example.
+
+mod cli_support;
+
+use cli_support::{edit, shop, skladsync, snapshot};
+
+const RUN: &[&str] = &["test", "cases", "--rules", "rules", "--snapshots", "snaps"];
+
+#[test]
+fn good_cases_pass_against_the_repositorys_own_snapshots() {
+    let dir = shop();
+    let (code, stdout, stderr) = skladsync(RUN, dir.path());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.ends_with("7 passed, 0 failed\n"), "{stdout}");
+    snapshot("test_all_pass", &stdout, dir.path());
+}
+
+#[test]
+fn a_broken_rule_fails_with_a_readable_diff() {
+    let dir = shop();
+    // Reserve one unit of positions that should reserve nothing.
+    edit(
+        &dir.path().join("rules/shop.yaml"),
+        "then i.quantity else 0",
+        "then i.quantity else 1",
+    );
+    let (code, stdout, stderr) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("FAIL  upload_new_order"), "{stdout}");
+    assert!(
+        stdout.contains("body.positions[1].reserve: 0 → 1"),
+        "the diff names the field: {stdout}"
+    );
+    assert!(stdout.ends_with("6 passed, 1 failed\n"), "{stdout}");
+    snapshot("test_broken_rule", &stdout, dir.path());
+}
+
+#[test]
+fn a_removed_effect_is_shown_as_missing() {
+    let dir = shop();
+    edit(
+        &dir.path().join("rules/shop.yaml"),
+        "      - link: {kind: order, shop: order.id, wh: wh_order.id}\n",
+        "",
+    );
+    let (code, stdout, _) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1);
+    assert!(stdout.contains("- order.upload: link order"), "{stdout}");
+}
+
+#[test]
+fn update_writes_snapshots_and_inline_expectations() {
+    let dir = shop();
+    let snaps = dir.path().join("snaps");
+    std::fs::remove_dir_all(&snaps).expect("rm");
+    // One case keeps its expectation in the file: an empty `expect:` to fill in.
+    let inline = dir.path().join("cases/store_not_mapped.yaml");
+    let text = std::fs::read_to_string(&inline).expect("read");
+    std::fs::write(&inline, format!("{text}# what the plan must be\nexpect:\n")).expect("write");
+
+    let (code, stdout, _) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("NEW   store_not_mapped"), "{stdout}");
+    assert!(stdout.ends_with("0 passed, 7 failed\n"), "{stdout}");
+
+    let mut args = RUN.to_vec();
+    args.push("--update");
+    let (code, stdout, _) = skladsync(&args, dir.path());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.ends_with("0 passed, 0 failed, 7 updated\n"),
+        "{stdout}"
+    );
+    assert!(snaps.join("upload_new_order.snap").is_file());
+    assert!(!snaps.join("store_not_mapped.snap").exists());
+    let written = std::fs::read_to_string(&inline).expect("read");
+    assert!(
+        written.contains("# what the plan must be\nexpect:\n  event: order.changed\n"),
+        "{written}"
+    );
+    assert!(written.contains("code: STORE_NOT_MAPPED"), "{written}");
+
+    let (code, stdout, _) = skladsync(RUN, dir.path());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.ends_with("7 passed, 0 failed\n"), "{stdout}");
+
+    // An inline expectation that is wrong fails with the same kind of diff.
+    edit(&inline, "code: STORE_NOT_MAPPED", "code: STORE_MISSING");
+    let (code, stdout, _) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("- order.upload: journal STORE_MISSING"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+ order.upload: journal STORE_NOT_MAPPED"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn coverage_reports_rules_and_conditions_and_enforces_a_minimum() {
+    let dir = shop();
+    let mut args = RUN.to_vec();
+    args.push("--coverage");
+    let (code, stdout, _) = skladsync(&args, dir.path());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("coverage: "), "{stdout}");
+    assert!(stdout.contains("rule order.upload  fired"), "{stdout}");
+    snapshot("test_coverage", &stdout, dir.path());
+
+    // Without the unmapped-store case, `store != null` is never seen false.
+    std::fs::remove_file(dir.path().join("cases/store_not_mapped.yaml")).expect("rm");
+    let mut args = RUN.to_vec();
+    args.extend(["--min-coverage", "100"]);
+    let (code, stdout, _) = skladsync(&args, dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("is below the minimum 100%"), "{stdout}");
+    assert!(
+        stdout.contains("when[0] true: yes, false: no  store != null"),
+        "{stdout}"
+    );
+    snapshot("test_coverage_below_minimum", &stdout, dir.path());
+
+    let mut args = RUN.to_vec();
+    args.extend(["--min-coverage", "80"]);
+    let (code, stdout, _) = skladsync(&args, dir.path());
+    assert_eq!(code, 0, "{stdout}");
+}
