@@ -3,8 +3,8 @@
 //!
 //! Which webhooks: one per `moysklad.<entity>.<action>` event that some rule listens to
 //! (`created` → `CREATE`, `updated` → `UPDATE` with `diffType: FIELDS`, `deleted` →
-//! `DELETE`), all pointing at this runner's receiver. Webhooks of ours that no rule needs any
-//! more are deleted. Rules may also create webhooks themselves (`create: moysklad.webhook`,
+//! `DELETE`), all pointing at this runner's receiver. Webhooks of ours (the same secret path)
+//! that no rule needs any more, or that point at an old address, are deleted. Rules may also create webhooks themselves (`create: moysklad.webhook`,
 //! e.g. on `settings.saved`); the runner fills in its own `url` when the body has none.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -143,7 +143,8 @@ impl Daemon {
         Ok(())
     }
 
-    /// Registers the webhooks the rules need and removes ours that are no longer needed.
+    /// Registers the webhooks the rules need and removes ours (same secret path) that are no
+    /// longer needed or point at an old address.
     pub(super) async fn register_webhooks(&self) -> Result<usize, ApplyError> {
         let Some(url) = self.inner.webhook_url.as_deref() else {
             return Ok(0);
@@ -161,28 +162,20 @@ impl Daemon {
             }
         }
         let existing = ms.webhooks().await?;
+        // Ours: the same secret path (an earlier address of this runner included).
+        let suffix = url.rfind("/moysklad/webhook/").map_or(url, |i| &url[i..]);
         let ours: Vec<&Json> = existing
             .iter()
-            .filter(|h| str_of(h, "url") == Some(url))
+            .filter(|h| str_of(h, "url").is_some_and(|u| u.ends_with(suffix)))
             .collect();
         let mut made = 0;
-        for (entity, action) in &wanted {
-            let have = ours.iter().any(|h| {
-                str_of(h, "entityType") == Some(entity.as_str())
-                    && str_of(h, "action") == Some(action)
-            });
-            if !have {
-                ms.create_webhook(url, entity, action, *action == "UPDATE")
-                    .await?;
-                made += 1;
-            }
-        }
-        for h in ours {
+        for h in &ours {
             let (Some(e), Some(a)) = (str_of(h, "entityType"), str_of(h, "action")) else {
                 continue;
             };
+            let current = str_of(h, "url") == Some(url);
             let needed = wanted.iter().any(|(we, wa)| we == e && *wa == a);
-            if !needed {
+            if !(current && needed) {
                 if let Some(id) = str_of(h, "id").or_else(|| {
                     h.pointer("/meta/href")
                         .and_then(Json::as_str)
@@ -190,6 +183,18 @@ impl Daemon {
                 }) {
                     ms.delete_webhook(id).await?;
                 }
+            }
+        }
+        for (entity, action) in &wanted {
+            let have = ours.iter().any(|h| {
+                str_of(h, "url") == Some(url)
+                    && str_of(h, "entityType") == Some(entity.as_str())
+                    && str_of(h, "action") == Some(action)
+            });
+            if !have {
+                ms.create_webhook(url, entity, action, *action == "UPDATE")
+                    .await?;
+                made += 1;
             }
         }
         tracing::info!(
