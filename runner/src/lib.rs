@@ -1,13 +1,13 @@
 //! The skladsync runner: API clients, emulators, state, the daemon and the CLI.
 
+pub mod apply;
 pub mod cli;
 pub mod clients;
 pub mod commands;
-pub mod emulator;
-pub mod tooling;
-pub mod apply;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod emulator;
 pub mod state;
+pub mod tooling;
 pub mod world;

@@ -2,12 +2,12 @@
 
 mod check;
 mod demo;
-mod emulate;
-mod run;
 mod diff;
+mod emulate;
 mod explain;
 mod fmt;
 mod plan;
+mod run;
 mod schema;
 mod test;
 
