@@ -22,15 +22,9 @@ pub fn emit(tree: &Tree, root_ctx: Ctx) -> Result<String, BadExpr> {
     };
     e.lines(&tree.comments.header, 0, true);
     if tree.explicit_start {
-        if !e.out.is_empty() {
-            e.out.push('\n');
-        }
         e.out.push_str("---\n");
     }
     if let Some(root) = &tree.root {
-        if !e.out.is_empty() && !e.out.ends_with("\n\n") && !tree.explicit_start {
-            e.out.push('\n');
-        }
         match &root.kind {
             Kind::Map(entries, _) if !entries.is_empty() && root.anchor.is_none() => {
                 e.entries(root, entries, 0, root_ctx, None)?;

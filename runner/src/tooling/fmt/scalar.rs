@@ -257,8 +257,8 @@ pub fn expr(
         return Ok(Repr::Inline(inline));
     }
     let laid = pretty::layout(&parsed, width.saturating_sub(indent).max(40));
-    if !laid.contains('\n') {
-        // Nowhere to break it: a long line beats a block of one line.
+    if !laid.contains('\n') && indent + laid.chars().count() > width {
+        // Nowhere to break it and too long even in a block: one long line.
         return Ok(Repr::Inline(inline));
     }
     Ok(Repr::Block(

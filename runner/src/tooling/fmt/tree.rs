@@ -603,6 +603,9 @@ fn attach(
             push_line(&mut out.header, Line::Blank);
         }
         out.header.push(Line::Comment(body.clone()));
+        if i + 1 == header_count && blank.contains(&(line + 1)) && first_at.is_some() {
+            out.header.push(Line::Blank);
+        }
     }
     let mut pending: HashMap<usize, Vec<Line>> = HashMap::new();
     for (at, body, own_line) in comments.iter().skip(header_count) {
