@@ -87,10 +87,15 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             }
         }
         ReportFormat::Text => {
-            print!(
-                "{}",
-                render(&case.event.name, &traces, plan.as_ref(), paint)
-            );
+            let heading = match &args.rule {
+                Some(id) => format!("event {}, rule {id}\n", case.event.name),
+                None => format!(
+                    "event {}: {} rule(s) listened\n",
+                    case.event.name,
+                    traces.len()
+                ),
+            };
+            print!("{heading}{}", render(&traces, plan.as_ref(), paint));
             if let Some(e) = &error {
                 println!("{}", paint.red(&format!("evaluation error: {e}")));
             }
@@ -118,8 +123,8 @@ fn short(v: &Value) -> String {
 }
 
 /// The text report.
-pub fn render(event: &str, traces: &[&RuleTrace], plan: Option<&Plan>, paint: Paint) -> String {
-    let mut s = format!("event {event}: {} rule(s) listened\n", traces.len());
+pub fn render(traces: &[&RuleTrace], plan: Option<&Plan>, paint: Paint) -> String {
+    let mut s = String::new();
     for t in traces {
         s.push('\n');
         let status = match &t.outcome {
