@@ -55,8 +55,8 @@ pub enum DemoError {
 }
 
 /// The rules directory: as given, else next to the workspace (a fresh clone run from
-/// elsewhere).
-fn rules_dir(given: &Path) -> PathBuf {
+/// elsewhere), made absolute.
+pub fn rules_dir(given: &Path) -> PathBuf {
     let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(given);
     let dir = if given.is_dir() || !beside.is_dir() {
         given.to_path_buf()
@@ -83,8 +83,9 @@ fn merge(a: &mut serde_yaml::Value, b: serde_yaml::Value) {
     }
 }
 
-/// The demo's settings file: the rules' example settings with the demo shop merged in.
-fn write_settings(
+/// Writes the demo shop's settings file: the rules' example settings with the demo shop
+/// merged in (`template`, or the built-in demo settings, with the shop's ids filled in).
+pub fn write_settings(
     rules: &Path,
     template: Option<&Path>,
     lab: &Lab,
