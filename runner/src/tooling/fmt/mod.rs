@@ -154,3 +154,63 @@ fn same(a: &Node, b: &Node, ctx: Ctx) -> Result<(), String> {
         _ => Err("the structure would change".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(text: &str) -> String {
+        let out = format(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(format(&out).expect("again"), out, "not idempotent");
+        out
+    }
+
+    #[test]
+    fn comments_at_the_end_of_a_block_stay_there() {
+        let text = "rules:\n  - id: a\n    on: e\n    do:\n      - skip: '\"x\"'\n      # - create: later\n  - id: b\n    on: e\n";
+        assert_eq!(fmt(text), text);
+    }
+
+    #[test]
+    fn a_comment_inside_a_flow_map_makes_it_a_block() {
+        let text = "rules:\n  - id: a\n    on: e\n    do:\n      - link: {kind: k, # the kind\n          a: x, b: y}\n";
+        assert_eq!(
+            fmt(text),
+            // The comment keeps its column.
+            "rules:\n  - id: a\n    on: e\n    do:\n      - link:\n          kind: k       # the kind\n          a: x\n          b: y\n"
+        );
+    }
+
+    #[test]
+    fn hashes_inside_scalars_are_not_comments() {
+        let text = "functions:\n  f(x): |\n    \"a #b\" + x\n  g(x): '\"#\" + x'\n";
+        assert_eq!(
+            fmt(text),
+            "functions:\n  f(x): '\"a #b\" + x'\n  g(x): '\"#\" + x'\n"
+        );
+    }
+
+    #[test]
+    fn anchors_aliases_and_header_are_kept() {
+        let text =
+            "# Header.\n\nevents:\n  a:\n    fields: &f\n      x: the x\n  b:\n    fields: *f\n";
+        assert_eq!(fmt(text), text);
+    }
+
+    #[test]
+    fn keys_are_ordered_and_comments_move_with_them() {
+        let text = "rules:\n  - do:\n      - body: {a: 1}\n        # the target\n        create: s.e\n    # when\n    when: [x]\n    id: r\n    on: e\n";
+        assert_eq!(
+            fmt(text),
+            "rules:\n  - id: r\n    on: e\n    # when\n    when: [x]\n    do:\n      # the target\n      - create: s.e\n        body: {a: 1}\n"
+        );
+    }
+
+    #[test]
+    fn an_expression_that_does_not_parse_is_refused() {
+        assert!(matches!(
+            format("rules:\n  - id: a\n    on: e\n    when: ['a +']\n"),
+            Err(FmtError::Expr { .. })
+        ));
+    }
+}
