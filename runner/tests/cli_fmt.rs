@@ -40,8 +40,9 @@ fn read(p: &Path) -> String {
 #[test]
 fn fmt_is_idempotent_on_every_rule_file_and_keeps_plans() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("rules");
-    copy_dir(&root().join("rules"), &work);
+    copy_dir(&root().join("rules"), &dir.path().join("rules"));
+    copy_dir(&dir.path().join("rules"), &dir.path().join("original"));
+    copy_dir(&root().join("tests/cases"), &dir.path().join("cases"));
     let (code, _, stderr) = skladsync(&["fmt", "rules"], dir.path());
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, stderr) = skladsync(&["fmt", "--check", "rules"], dir.path());
@@ -49,13 +50,7 @@ fn fmt_is_idempotent_on_every_rule_file_and_keeps_plans() {
     // The formatted rules are the same rules: every case plans the same.
     let (code, stdout, stderr) = skladsync(
         &[
-            "diff",
-            "--base",
-            &root().join("rules").display().to_string(),
-            "--rules",
-            "rules",
-            "--corpus",
-            &root().join("tests/cases").display().to_string(),
+            "diff", "--base", "original", "--rules", "rules", "--corpus", "cases",
         ],
         dir.path(),
     );
