@@ -129,7 +129,7 @@ pub fn run(base: &RuleSet, current: &RuleSet, items: &[Item], threads: usize) ->
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
     let changes: Vec<EventDiff> = results.into_iter().flatten().flatten().collect();
