@@ -606,11 +606,14 @@ fn dispatch(state: &mut State, r: &Req<'_>) -> Result<Out, MsError> {
                         .get(ty, id)
                         .cloned()
                         .ok_or_else(|| errors::not_found(ty, id))?;
-                    Ok(Out::json(state.render(
-                        &e,
-                        &r.expand(),
-                        &Links::compute(state),
-                    )))
+                    let links = Links::compute(state);
+                    let mut v = state.render(&e, &r.expand(), &links);
+                    if r.param("fields")
+                        .is_some_and(|f| f.split(',').any(|x| x.trim() == "stock"))
+                    {
+                        stock::add_position_stock(state, &mut v, &links);
+                    }
+                    Ok(Out::json(v))
                 }
                 Method::PUT => {
                     if r.body()?.is_array() {

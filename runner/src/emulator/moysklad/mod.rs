@@ -42,8 +42,9 @@
 //! `store`, `product`, `variant`, `service`, `bundle`, `employee`, `currency`, `saleschannel`,
 //! `project`, `webhook`, `customentity`.
 //!
-//! Not emulated: document templates (`PUT entity/<doc>/new`), the trash, `async=true`,
-//! `fields=stock`, historical stock (`moment`), purchase orders (so `inTransit` is 0), retail
+//! `fields=stock` on one document adds the current stock and unit cost to its expanded
+//! positions. Not emulated: document templates (`PUT entity/<doc>/new`), the trash,
+//! `async=true`, historical stock (`moment`), purchase orders (so `inTransit` is 0), retail
 //! shifts (a `retaildemand` needs `organization`, `store` and `agent` instead of a shift).
 
 mod clock;

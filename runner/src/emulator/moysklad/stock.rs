@@ -149,6 +149,44 @@ pub fn compute(state: &State, links: &Links) -> Table {
     t
 }
 
+/// `fields=stock` on a document: each rendered position gets
+/// `stock: {cost, quantity, reserve, intransit, available}` for the document's store (all
+/// stores when it has none), as of now, `cost` being the unit cost price in kopecks. (The
+/// real API computes it at the document's moment for shipments; the emulator keeps no
+/// history.)
+pub fn add_position_stock(state: &State, doc: &mut Value, links: &Links) {
+    let table = compute(state, links);
+    let store = doc["store"]["meta"]["href"]
+        .as_str()
+        .map(|h| id_of(h).to_string());
+    let Some(rows) = doc
+        .pointer_mut("/positions/rows")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for p in rows {
+        let Some(a) = position_assortment(p) else {
+            continue;
+        };
+        let cell = match &store {
+            Some(s) => table
+                .cells
+                .get(&(s.clone(), a.clone()))
+                .copied()
+                .unwrap_or_default(),
+            None => table.total(&a),
+        };
+        p["stock"] = json!({
+            "cost": cost_price(state, &a),
+            "quantity": cell.stock,
+            "reserve": cell.reserve,
+            "intransit": cell.in_transit,
+            "available": cell.quantity(),
+        });
+    }
+}
+
 /// Unit cost in kopecks of an assortment item.
 pub fn cost_price(state: &State, assortment: &str) -> f64 {
     let (mut qty, mut value) = (0.0, 0.0);
