@@ -10,7 +10,7 @@ use crate::apply::ApplyError;
 use crate::clients::retailcrm::{EntityKind, EntityRef, WriteOptions};
 use crate::state::{Source, StateError, SyncState, Work};
 use crate::world::from_json;
-use crate::world::lookups::ms_expand;
+use crate::world::lookups::ms_event_entity;
 
 use super::{local_now_ms, Daemon};
 
@@ -202,7 +202,7 @@ impl Daemon {
                         AfterCommit::Nothing,
                     )
                 } else {
-                    let Some(doc) = ms.get_opt(entity, id, &ms_expand(entity)).await? else {
+                    let Some(doc) = ms_event_entity(ms, entity, id).await? else {
                         return Ok(None);
                     };
                     let updated = doc

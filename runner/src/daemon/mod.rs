@@ -45,7 +45,7 @@ use serde_json::{json, Value as Json};
 use skladsync_engine::{EvalErrorKind, EvalOptions, RuleSet, Value};
 use tokio::sync::{watch, Notify};
 
-use crate::apply::{Applier, Outcome, PlanRun, Stats, StatsSnapshot};
+use crate::apply::{Applier, ApplyError, FailureClass, Outcome, PlanRun, Stats, StatsSnapshot};
 use crate::clients::moysklad::{self as ms_client, Auth, MoyskladClient, MoyskladError};
 use crate::clients::retailcrm::{self as crm_client, RetailcrmClient};
 use crate::config::Config;
@@ -59,6 +59,14 @@ pub const MAX_ATTEMPTS: u32 = 10;
 
 /// How long webhook `requestId`s are remembered.
 const DEDUPE_TTL_MS: i64 = 48 * 3600 * 1000;
+
+/// At most one authorisation `sync.problem` per system this often.
+const AUTH_PROBLEM_EVERY: Duration = Duration::from_secs(600);
+
+/// Whether work that failed this way is eventually given up (retrying will not help).
+fn gives_up(class: FailureClass) -> bool {
+    matches!(class, FailureClass::Refused | FailureClass::Invalid)
+}
 
 /// How long confirmed idempotency keys are kept.
 const KEY_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -123,6 +131,8 @@ pub(crate) struct Inner {
     /// The item being processed (not merged into).
     busy: Mutex<Option<u64>>,
     stopping: AtomicBool,
+    /// When an authorisation problem was last queued, per system.
+    auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// The sync daemon. Cheap to clone.
@@ -229,6 +239,7 @@ impl Daemon {
                 processing: tokio::sync::Mutex::new(()),
                 busy: Mutex::new(None),
                 stopping: AtomicBool::new(false),
+                auth_problems: Mutex::new(Default::default()),
             }),
         })
     }
@@ -311,10 +322,10 @@ impl Daemon {
     /// One pass: CRM history, the МойСклад poll, then every due item.
     pub async fn cycle(&self) -> Result<usize, DaemonError> {
         if let Err(e) = self.poll_crm().await {
-            tracing::warn!(error = %e, "CRM history poll failed");
+            self.poll_failed("the CRM history poll", e);
         }
         if let Err(e) = self.reconcile().await {
-            tracing::warn!(error = %e, "МойСклад reconciliation poll failed");
+            self.poll_failed("the МойСклад reconciliation poll", e);
         }
         self.drain().await
     }
@@ -376,7 +387,7 @@ impl Daemon {
                 return Ok(());
             }
             Err(e) => {
-                let transient = e.transient();
+                let give_up = gives_up(e.class());
                 let text = e.to_string();
                 tracing::warn!(%subject, error = %text, "could not read what changed");
                 self.runner_journal(
@@ -386,7 +397,10 @@ impl Daemon {
                     json!({"work": subject}),
                     e.raw(),
                 )?;
-                return self.retry_later(seq, item, transient, text);
+                if e.class() == FailureClass::Auth {
+                    self.auth_problem(&e)?;
+                }
+                return self.retry_later(seq, item, give_up, text);
             }
         };
         let name = built.event.name.clone();
@@ -429,7 +443,7 @@ impl Daemon {
                     json!({"work": subject, "event": name}),
                     Json::Null,
                 )?;
-                return self.retry_later(seq, item, transient, text);
+                return self.retry_later(seq, item, !transient, text);
             }
             Err(join) => {
                 let text = format!("evaluation stopped: {join}");
@@ -440,7 +454,7 @@ impl Daemon {
                     json!({"work": subject, "event": name}),
                     Json::Null,
                 )?;
-                return self.retry_later(seq, item, false, text);
+                return self.retry_later(seq, item, true, text);
             }
         };
         tracing::info!(%subject, event = %name, effects = plan.effects.len(), "evaluated");
@@ -478,28 +492,34 @@ impl Daemon {
             }
             Outcome::Failed(f) => {
                 state.clear_outbox()?;
-                let transient = f.class == crate::apply::FailureClass::Transient;
-                if !transient && event != "sync.problem" && self.listens("sync.problem") {
+                let transient = f.class == FailureClass::Transient;
+                if !transient
+                    && event != "sync.problem"
+                    && self.listens("sync.problem")
+                    && (f.class != FailureClass::Auth || self.auth_problem_due(&f.system))
+                {
                     self.enqueue(vec![Work::Problem {
                         problem: f.problem(),
                     }])?;
                 }
-                self.retry_later(seq, item, transient, f.text)
+                self.retry_later(seq, item, gives_up(f.class), f.text)
             }
         }
     }
 
+    /// Puts failed work back with a backoff; work that failed for a reason waiting will not
+    /// fix (`give_up`) is dropped, journalled, after [`MAX_ATTEMPTS`].
     fn retry_later(
         &self,
         seq: u64,
         mut item: InboxItem,
-        transient: bool,
+        give_up: bool,
         text: String,
     ) -> Result<(), DaemonError> {
         let state = &self.inner.state;
         item.attempts = item.attempts.saturating_add(1);
         item.last_error = Some(text);
-        if !transient && item.attempts >= MAX_ATTEMPTS {
+        if give_up && item.attempts >= MAX_ATTEMPTS {
             let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
             tracing::error!(%subject, attempts = item.attempts, "giving up");
             self.runner_journal(
@@ -555,6 +575,53 @@ impl Daemon {
             },
             self.inner.config.journal.limits(),
         )
+    }
+
+    /// Whether an authorisation `sync.problem` of `system` may be queued now (at most one per
+    /// system every [`AUTH_PROBLEM_EVERY`], so a refused password does not flood the rules).
+    fn auth_problem_due(&self, system: &str) -> bool {
+        let mut last = self
+            .inner
+            .auth_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match last.get(system) {
+            Some(t) if now.duration_since(*t) < AUTH_PROBLEM_EVERY => false,
+            _ => {
+                last.insert(system.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// Queues a `sync.problem` of kind `auth` for an error that is one (throttled).
+    fn auth_problem(&self, e: &ApplyError) -> Result<(), StateError> {
+        if e.class() != FailureClass::Auth
+            || !self.listens("sync.problem")
+            || !self.auth_problem_due(e.system())
+        {
+            return Ok(());
+        }
+        self.enqueue(vec![Work::Problem {
+            problem: json!({
+                "code": e.code(), "kind": "auth", "system": e.system(), "text": e.to_string(),
+                "raw": e.raw(), "rule": "runner", "subject": {"system": e.system()},
+            }),
+        }])
+    }
+
+    /// Logs a failed poll; an authorisation failure also becomes a `sync.problem`.
+    fn poll_failed(&self, what: &str, e: DaemonError) {
+        tracing::warn!(error = %e, "{what} failed; next try in one interval");
+        let as_apply = match e {
+            DaemonError::Crm(c) => ApplyError::Crm(c),
+            DaemonError::Moysklad(m) => ApplyError::Moysklad(m),
+            _ => return,
+        };
+        if let Err(e) = self.auth_problem(&as_apply) {
+            tracing::error!(error = %e, "cannot queue the problem");
+        }
     }
 
     /// Serves webhooks until `stop` turns true.
@@ -636,8 +703,13 @@ impl Daemon {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = self.poll_crm().await {
-                tracing::warn!(error = %e, "CRM history poll failed; next try in one interval");
+            tokio::select! {
+                r = self.poll_crm() => {
+                    if let Err(e) = r {
+                        self.poll_failed("the CRM history poll", e);
+                    }
+                }
+                _ = stop.changed() => return,
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -652,8 +724,13 @@ impl Daemon {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = self.reconcile().await {
-                tracing::warn!(error = %e, "МойСклад reconciliation poll failed");
+            tokio::select! {
+                r = self.reconcile() => {
+                    if let Err(e) = r {
+                        self.poll_failed("the МойСклад reconciliation poll", e);
+                    }
+                }
+                _ = stop.changed() => return,
             }
             if let Err(e) = self.inner.state.prune(now_ms(), KEY_TTL_MS) {
                 tracing::warn!(error = %e, "pruning the state failed");

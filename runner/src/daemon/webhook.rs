@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::clients::moysklad::id_from_href;
 use crate::state::{Source, Work};
+use crate::world::lookups::ms_safe;
 
 use super::{now_ms, Daemon, DEDUPE_TTL_MS};
 
@@ -54,9 +55,12 @@ pub(super) fn works_of(daemon: &Daemon, body: &Json, request_id: Option<&str>) -
         let Some(href) = ev.pointer("/meta/href").and_then(Json::as_str) else {
             continue;
         };
-        let Some(id) = id_from_href(href) else {
+        let Some(id) = id_from_href(href).filter(|id| ms_safe(id)) else {
             continue;
         };
+        if !ms_safe(entity) {
+            continue;
+        }
         let action = match ev.get("action").and_then(Json::as_str) {
             Some("CREATE") => "created",
             Some("UPDATE") => "updated",

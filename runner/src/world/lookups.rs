@@ -144,6 +144,44 @@ pub fn ms_id(v: &Value) -> Option<String> {
     }
 }
 
+/// Whether a МойСклад id or type name is safe in a path (letters, digits, `-`, `_`).
+pub fn ms_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// An entity as events carry it: expanded, and for a `demand` with `fields=stock` (the
+/// stock and unit cost of each position). `None` when it does not exist.
+pub async fn ms_event_entity(
+    ms: &MoyskladClient,
+    entity: &str,
+    id: &str,
+) -> Result<Option<Value>, MoyskladError> {
+    if !ms_safe(entity) || !ms_safe(id) {
+        return Err(MoyskladError::InvalidRequest(format!(
+            "not a МойСклад entity: {entity}/{id}"
+        )));
+    }
+    let mut q = vec![("expand".to_string(), ms_expand(entity).join(","))];
+    if entity == "demand" {
+        q.push(("fields".to_string(), "stock".to_string()));
+    }
+    match ms
+        .request(
+            reqwest::Method::GET,
+            &format!("entity/{entity}/{id}"),
+            &q,
+            None,
+        )
+        .await
+    {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `GET /entity/E/{id}` (documents expanded); `None` when it does not exist.
 pub async fn ms_fetch(
     ms: &MoyskladClient,

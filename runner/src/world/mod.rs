@@ -16,7 +16,7 @@
 //!
 //! [`RuleSet::evaluate`]: skladsync_engine::RuleSet::evaluate
 
-pub(crate) mod lookups;
+pub mod lookups;
 mod reference;
 
 use std::collections::HashMap;
