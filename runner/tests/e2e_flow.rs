@@ -147,6 +147,29 @@ async fn an_order_flows_to_moysklad_and_status_shipment_and_stock_come_back() {
         "client-confirmed"
     );
     assert!(d.state().inbox().expect("inbox").is_empty());
+
+    // Operators read the journal and the waiting work on the secret status path.
+    let secret = d
+        .state()
+        .misc("webhook_secret")
+        .expect("state")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("a webhook secret was made");
+    let addr = d.receiver_addr().expect("receiver");
+    let status: Value = reqwest::get(format!("http://{addr}/status/{secret}"))
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert!(status["journal"]
+        .as_array()
+        .is_some_and(|j| j.iter().any(|e| e["code"] == "STORE_NOT_MAPPED")));
+    assert_eq!(status["waiting"], json!([]));
+    let wrong = reqwest::get(format!("http://{addr}/status/not-the-secret"))
+        .await
+        .expect("status");
+    assert_eq!(wrong.status(), 404);
     rig.stop().await;
 }
 

@@ -1,4 +1,5 @@
-//! The МойСклад webhook receiver (axum): `POST /moysklad/webhook/<secret>?requestId=…`.
+//! The МойСклад webhook receiver (axum): `POST /moysklad/webhook/<secret>?requestId=…`, and
+//! `GET /status/<secret>` (the journal, the work waiting, counters) for operators.
 //!
 //! МойСклад gives a receiver 1.5 s, retries 3 times at once, then drops the notification. So
 //! the handler only queues work (durably) and answers; a worker does the rest. A `requestId`
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value as Json;
 use tokio::sync::watch;
@@ -29,6 +30,7 @@ pub(super) fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/moysklad/webhook/{secret}", post(receive))
+        .route("/status/{secret}", get(status))
         .with_state(daemon);
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -92,16 +94,53 @@ pub(super) fn works_of(daemon: &Daemon, body: &Json, request_id: Option<&str>) -
     out
 }
 
+/// Whether `secret` is the one in our webhook path.
+fn secret_ok(daemon: &Daemon, secret: &str) -> bool {
+    daemon.inner.webhook_url.as_deref().is_some_and(|url| {
+        !secret.is_empty() && url.ends_with(&format!("/moysklad/webhook/{secret}"))
+    })
+}
+
+/// `GET /status/<secret>`: the journal (newest first), the work waiting, the counters.
+async fn status(
+    State(daemon): State<Daemon>,
+    Path(secret): Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !secret_ok(&daemon, &secret) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let d = daemon.clone();
+    let body = tokio::task::spawn_blocking(move || -> Result<Json, crate::state::StateError> {
+        let journal = d.state().journal_entries(d.journal_limits(), now_ms())?;
+        let inbox = d.state().inbox()?;
+        let stats = d.stats();
+        Ok(serde_json::json!({
+            "journal": journal,
+            "waiting": inbox.iter().map(|(seq, i)| serde_json::json!({
+                "seq": seq, "subject": i.work.subject(), "attempts": i.attempts,
+                "not_before": i.not_before, "last_error": i.last_error,
+            })).collect::<Vec<_>>(),
+            "events": stats.events,
+            "effects": stats.effects,
+            "links": stats.links,
+            "failures": stats.failures,
+        }))
+    })
+    .await;
+    match body {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 async fn receive(
     State(daemon): State<Daemon>,
     Path(secret): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> StatusCode {
-    let Some(url) = daemon.inner.webhook_url.as_deref() else {
-        return StatusCode::NOT_FOUND;
-    };
-    if !url.ends_with(&format!("/moysklad/webhook/{secret}")) {
+    if !secret_ok(&daemon, &secret) {
         return StatusCode::NOT_FOUND;
     }
     let Ok(json) = serde_json::from_slice::<Json>(&body) else {
