@@ -71,7 +71,6 @@ fn what_was_written_survives_a_reopen() {
                 source: skladsync_runner::state::Source::Webhook,
             },
             1,
-            None,
         )
         .expect("enqueue");
         s.mark_request("r-1", i64::MAX).expect("dedupe");

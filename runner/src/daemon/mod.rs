@@ -128,8 +128,6 @@ pub(crate) struct Inner {
     wake: Notify,
     /// One item is processed at a time.
     processing: tokio::sync::Mutex<()>,
-    /// The item being processed (not merged into).
-    busy: Mutex<Option<u64>>,
     stopping: AtomicBool,
     /// When an authorisation problem was last queued, per system.
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -159,6 +157,10 @@ impl Daemon {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
         let state = SyncState::open(&config.state.path)?;
+        if let Some(ob) = state.outbox()? {
+            // A plan interrupted by a crash: its item takes no new work until it is resumed.
+            state.claim(ob.seq)?;
+        }
 
         let (listener, receiver_addr, webhook_url) = if config.webhooks.enabled {
             let addr = config.webhooks.listen;
@@ -237,7 +239,6 @@ impl Daemon {
                 receiver_addr,
                 wake: Notify::new(),
                 processing: tokio::sync::Mutex::new(()),
-                busy: Mutex::new(None),
                 stopping: AtomicBool::new(false),
                 auth_problems: Mutex::new(Default::default()),
             }),
@@ -274,20 +275,12 @@ impl Daemon {
         self.inner.config.journal.limits()
     }
 
-    fn busy(&self) -> Option<u64> {
-        *self.inner.busy.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set_busy(&self, seq: Option<u64>) {
-        *self.inner.busy.lock().unwrap_or_else(|p| p.into_inner()) = seq;
-    }
-
     /// Queues work (durably) and wakes the worker.
     pub fn enqueue(&self, works: Vec<Work>) -> Result<(), StateError> {
         if works.is_empty() {
             return Ok(());
         }
-        self.inner.state.enqueue_all(works, now_ms(), self.busy())?;
+        self.inner.state.enqueue_all(works, now_ms())?;
         self.inner.wake.notify_one();
         Ok(())
     }
@@ -336,9 +329,9 @@ impl Daemon {
         let mut seen = HashSet::new();
         if let Some(ob) = self.inner.state.outbox()? {
             match self.inner.state.inbox_item(ob.seq)? {
-                Some(item) => {
+                Some(_) => {
                     seen.insert(ob.seq);
-                    self.process(ob.seq, item).await?;
+                    self.process(ob.seq).await?;
                 }
                 None => self.inner.state.clear_outbox()?,
             }
@@ -353,19 +346,23 @@ impl Daemon {
                 .inbox()?
                 .into_iter()
                 .find(|(seq, item)| item.not_before <= now_ms() && !seen.contains(seq));
-            let Some((seq, item)) = due else { break };
+            let Some((seq, _)) = due else { break };
             seen.insert(seq);
-            self.process(seq, item).await?;
+            self.process(seq).await?;
         }
         Ok(seen.len())
     }
 
     /// Processes one inbox item: build the event, evaluate, apply.
-    async fn process(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
+    async fn process(&self, seq: u64) -> Result<(), DaemonError> {
         let _one = self.inner.processing.lock().await;
-        self.set_busy(Some(seq));
+        // Claimed, then read as it is now: nothing merges into it from here on.
+        let Some(item) = self.inner.state.claim(seq)? else {
+            self.inner.state.release();
+            return Ok(());
+        };
         let r = self.process_locked(seq, item).await;
-        self.set_busy(None);
+        self.inner.state.release();
         r
     }
 

@@ -367,6 +367,8 @@ pub struct SyncState {
     store: Arc<dyn Store>,
     /// Serializes read-modify-write sequences (inbox merges, links, journal).
     lock: Arc<Mutex<()>>,
+    /// The inbox item being processed: new work is never merged into it.
+    busy: Arc<Mutex<Option<u64>>>,
 }
 
 impl std::fmt::Debug for SyncState {
@@ -397,6 +399,7 @@ impl SyncState {
         SyncState {
             store,
             lock: Arc::new(Mutex::new(())),
+            busy: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -531,21 +534,36 @@ impl SyncState {
 
     // --- inbox ----------------------------------------------------------------------------
 
-    /// Queues work; work with the same subject that is waiting (and not `busy`) absorbs it.
-    /// Returns the sequence number holding it.
-    pub fn enqueue(&self, work: Work, now: i64, busy: Option<u64>) -> Result<u64, StateError> {
-        self.enqueue_all(vec![work], now, busy)
+    /// Queues work; work with the same subject that is waiting (not the item being
+    /// processed) absorbs it. Returns the sequence number holding it.
+    pub fn enqueue(&self, work: Work, now: i64) -> Result<u64, StateError> {
+        self.enqueue_all(vec![work], now)
             .map(|v| v.first().copied().unwrap_or_default())
     }
 
-    /// Queues several pieces of work in one durable batch.
-    pub fn enqueue_all(
-        &self,
-        works: Vec<Work>,
-        now: i64,
-        busy: Option<u64>,
-    ) -> Result<Vec<u64>, StateError> {
+    fn busy(&self) -> Option<u64> {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks an item as being processed and reads it as it is now: from this moment new work
+    /// of its subject goes to a new item (so nothing merged into it can be lost when it is
+    /// finished).
+    pub fn claim(&self, seq: u64) -> Result<Option<InboxItem>, StateError> {
         let _g = self.guard();
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = Some(seq);
+        self.read(&seq_key(seq))
+    }
+
+    /// Ends the processing of the claimed item.
+    pub fn release(&self) {
+        let _g = self.guard();
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Queues several pieces of work in one durable batch.
+    pub fn enqueue_all(&self, works: Vec<Work>, now: i64) -> Result<Vec<u64>, StateError> {
+        let _g = self.guard();
+        let busy = self.busy();
         let mut next: u64 = self.read(b"misc/seq")?.unwrap_or(1);
         let mut pending: BTreeMap<u64, InboxItem> = BTreeMap::new();
         let mut subjects: BTreeMap<String, u64> = BTreeMap::new();
@@ -894,25 +912,27 @@ mod tests {
     #[test]
     fn inbox_merges_waiting_work_of_one_subject() {
         let s = SyncState::in_memory();
-        let a = s.enqueue(order(1, 10), 0, None).unwrap();
-        let b = s.enqueue(order(2, 11), 0, None).unwrap();
-        let c = s.enqueue(order(1, 12), 0, None).unwrap();
+        let a = s.enqueue(order(1, 10), 0).unwrap();
+        let b = s.enqueue(order(2, 11), 0).unwrap();
+        let c = s.enqueue(order(1, 12), 0).unwrap();
         assert_eq!(a, c);
         assert_ne!(a, b);
         // The same history entry twice is kept once.
-        s.enqueue(order(1, 12), 0, None).unwrap();
+        s.enqueue(order(1, 12), 0).unwrap();
         let items = s.inbox().unwrap();
         assert_eq!(items.len(), 2);
         match &items[0].1.work {
             Work::CrmOrder { changes, .. } => assert_eq!(changes.len(), 2),
             other => panic!("{other:?}"),
         }
-        // Busy work is not merged into.
-        let d = s.enqueue(order(1, 13), 0, Some(a)).unwrap();
+        // The item being processed is not merged into.
+        assert!(s.claim(a).unwrap().is_some());
+        let d = s.enqueue(order(1, 13), 0).unwrap();
         assert_ne!(d, a);
         s.finish_item(a).unwrap();
+        s.release();
         assert_eq!(s.inbox().unwrap().len(), 2);
-        let e = s.enqueue(order(1, 14), 0, None).unwrap();
+        let e = s.enqueue(order(1, 14), 0).unwrap();
         assert_eq!(e, d);
     }
 
