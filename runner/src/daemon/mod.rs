@@ -336,19 +336,28 @@ impl Daemon {
                 None => self.inner.state.clear_outbox()?,
             }
         }
-        loop {
-            if self.inner.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let due = self
+        // Scan the inbox once per round (not once per item): new work found by a round is
+        // done in the next one.
+        'rounds: loop {
+            let now = now_ms();
+            let due: Vec<u64> = self
                 .inner
                 .state
                 .inbox()?
                 .into_iter()
-                .find(|(seq, item)| item.not_before <= now_ms() && !seen.contains(seq));
-            let Some((seq, _)) = due else { break };
-            seen.insert(seq);
-            self.process(seq).await?;
+                .filter(|(seq, item)| item.not_before <= now && !seen.contains(seq))
+                .map(|(seq, _)| seq)
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            for seq in due {
+                if self.inner.stopping.load(Ordering::SeqCst) {
+                    break 'rounds;
+                }
+                seen.insert(seq);
+                self.process(seq).await?;
+            }
         }
         Ok(seen.len())
     }
