@@ -305,3 +305,176 @@ async fn killing_the_runner_at_random_points_loses_no_change_and_duplicates_noth
         support::document_counts(&lab)
     );
 }
+
+/// The same, under the default rules (`rules/`, demo shop settings): managers take orders,
+/// move them on and take payments in CRM while the runner is killed; at the end every order
+/// is in МойСклад once, in the state of its CRM status, with one payment document per CRM
+/// payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_runner_under_the_default_rules_duplicates_nothing() {
+    let seed = std::env::var("SKLADSYNC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+                | 1
+        });
+    eprintln!("SKLADSYNC_CRASH_SEED={seed}");
+    let mut rng = Rng(seed ^ 0x5eed);
+    let lab = Lab::start(LabOptions {
+        crm_rate: None,
+        ms_limits: false,
+        seed: true,
+    })
+    .await
+    .expect("lab");
+    for faults in [lab.crm.faults(), lab.ms.faults()] {
+        faults.add(FaultPlan::new(Fault::Latency {
+            delay: Duration::from_millis(10),
+        }));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = skladsync_runner::demo::rules_dir(Path::new("rules"));
+    let settings = dir.path().join("settings.yaml");
+    skladsync_runner::demo::write_settings(&rules, None, &lab, &settings).expect("settings");
+    let config = dir.path().join("skladsync.yaml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        lab.config_yaml(
+            &rules,
+            &settings,
+            &dir.path().join("state"),
+            support::INTERVALS,
+            200,
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+            + "  secret: crash-test-secret\n",
+    )
+    .expect("config");
+    let log = dir.path().join("runner.log");
+    let manager = lab.crm.as_manager(12);
+    let statuses = ["client-confirmed", "assembling", "send-to-delivery"];
+    let mut numbers: Vec<String> = Vec::new();
+    let kills = 21;
+    for i in 0..kills {
+        let mut child = spawn(&config, &log);
+        tokio::time::sleep(Duration::from_millis(rng.range(60, 1500))).await;
+        match i % 3 {
+            0 => {
+                let n = numbers.len() + 1;
+                let number = format!("D-{n}");
+                let mut order = json!({
+                    "number": number, "externalId": number, "site": "shop-main", "status": "new",
+                    "firstName": format!("Покупатель{n}"), "lastName": "Сбойный",
+                    "phone": format!("+790300000{n:02}"), "shipmentStore": "main",
+                    "items": [{"offer": {"xmlId": if n % 2 == 0 { "chair01#blue" } else { "table-oak" }}, "quantity": 1}],
+                });
+                if n % 2 == 1 {
+                    order["payments"] =
+                        json!([{"type": "bank-card", "status": "paid", "amount": 1000 + n}]);
+                }
+                manager.create_order(order).expect("order");
+                numbers.push(number);
+            }
+            1 => {
+                let number = &numbers[(i / 3) % numbers.len()];
+                manager
+                    .set_order_status(order_by_number(&lab, number), statuses[(i / 3) % 3])
+                    .expect("status");
+            }
+            _ => {
+                let number = &numbers[(i / 3) % numbers.len()];
+                manager
+                    .add_payment(
+                        order_by_number(&lab, number),
+                        json!({"type": "cash", "status": "paid", "amount": 10 + i}),
+                    )
+                    .expect("payment");
+            }
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
+    // Run to the end: nothing waiting, and the systems unchanged for a while.
+    let mut child = spawn(&config, &log);
+    let status_url = format!("http://127.0.0.1:{port}/status/crash-test-secret");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet = 0;
+    let mut last = Value::Null;
+    while Instant::now() < deadline && quiet < 6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waiting = match reqwest::get(&status_url).await {
+            Ok(r) => r.json::<Value>().await.ok().map(|v| v["waiting"].clone()),
+            Err(_) => None,
+        };
+        let now = json!([
+            support::document_counts(&lab),
+            lab.crm
+                .orders()
+                .iter()
+                .map(|o| o["status"].clone())
+                .collect::<Vec<_>>()
+        ]);
+        if waiting == Some(json!([])) && now == last {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        last = now;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit = child.wait().expect("wait");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(quiet >= 6, "did not settle (seed {seed})");
+    assert!(exit.success(), "graceful stop failed: {exit:?}");
+    assert!(!log_text.contains("panicked"), "the runner panicked");
+    let dups = duplicates(&lab);
+    assert!(dups.is_empty(), "duplicates (seed {seed}): {dups:?}");
+
+    let ms_orders = lab.ms.list("customerorder");
+    let docs: Vec<Value> = lab
+        .ms
+        .list("paymentin")
+        .into_iter()
+        .chain(lab.ms.list("cashin"))
+        .collect();
+    for number in &numbers {
+        let crm = lab.crm.order(order_by_number(&lab, number)).expect("order");
+        let uploaded: Vec<&Value> = ms_orders.iter().filter(|o| o["name"] == *number).collect();
+        assert_eq!(uploaded.len(), 1, "{number} in МойСклад (seed {seed})");
+        let status = crm["status"].as_str().unwrap_or_default();
+        assert!(
+            uploaded[0]["state"]["meta"]["href"]
+                .as_str()
+                .is_some_and(|h| h.ends_with(&lab.shop.states[status])),
+            "{number}: МойСклад state is not {status} (seed {seed})"
+        );
+        for p in lab.crm.payments(order_by_number(&lab, number)) {
+            let id = p["id"].to_string();
+            let found: Vec<&Value> = docs.iter().filter(|d| d["name"] == json!(id)).collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "{number}: payment {id} has one document (seed {seed})"
+            );
+            assert_eq!(
+                found[0]["sum"].as_f64().map(|s| s.round() as i64),
+                p["amount"].as_f64().map(|a| (a * 100.0).round() as i64),
+                "{number}: payment {id} amount"
+            );
+        }
+    }
+    eprintln!(
+        "{kills} kills under the default rules; {} interrupted plans resumed; {} creates found by key; documents {:?}",
+        log_text.matches("resuming an interrupted plan").count(),
+        log_text.matches("found by its key").count(),
+        support::document_counts(&lab)
+    );
+}
