@@ -371,7 +371,7 @@ async fn killing_the_runner_under_the_default_rules_duplicates_nothing() {
                     "number": number, "externalId": number, "site": "shop-main", "status": "new",
                     "firstName": format!("Покупатель{n}"), "lastName": "Сбойный",
                     "phone": format!("+790300000{n:02}"), "shipmentStore": "main",
-                    "items": [{"offer": {"xmlId": if n % 2 == 0 { "chair01#blue" } else { "table-oak" }}, "quantity": 1}],
+                    "items": [{"offer": {"xmlId": if n.is_multiple_of(2) { "chair01#blue" } else { "table-oak" }}, "quantity": 1}],
                 });
                 if n % 2 == 1 {
                     order["payments"] =
