@@ -40,3 +40,69 @@ fn the_demo_runs_and_prints_the_summary() {
         "{stdout}"
     );
 }
+
+#[test]
+fn emulate_serves_both_emulators_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("skladsync.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(["emulate", "--write-config"])
+        .arg(&config)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run skladsync emulate");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        let done = line.contains("Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = lines.join("\n");
+    let url_after = |label: &str| -> String {
+        lines
+            .iter()
+            .find(|l| l.starts_with(label))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let crm = url_after("retailCRM emulator:");
+    let ms = url_after("МойСклад emulator:");
+    assert!(crm.starts_with("http://127.0.0.1:"), "{text}");
+    assert!(ms.ends_with("/api/remap/1.2"), "{text}");
+    assert!(
+        text.contains("store.main"),
+        "the shop's ids are listed: {text}"
+    );
+    // Both answer, with the credentials printed.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let sites = reqwest::Client::new()
+            .get(format!("{crm}/api/v5/reference/sites"))
+            .header("X-API-KEY", "emulator-key")
+            .send()
+            .await
+            .expect("retailCRM answers");
+        assert!(sites.status().is_success());
+        let stores = reqwest::Client::new()
+            .get(format!("{ms}/entity/store"))
+            .basic_auth("admin@emulator", Some("emulator-password"))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .expect("МойСклад answers");
+        assert!(stores.status().is_success(), "{}", stores.status());
+    });
+    let written = std::fs::read_to_string(&config).expect("config written");
+    assert!(written.contains(&crm) && written.contains(ms.as_str()));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().expect("wait").success());
+}
