@@ -71,11 +71,20 @@ pub struct ConditionTrace {
     pub value: Value,
     /// Whether that counts as true.
     pub holds: bool,
+    /// When false: the journal code it recorded, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
+    /// When false: the journal text or skip reason it recorded, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One named value.
 #[derive(Clone, Debug, Serialize)]
 pub struct LetTrace {
+    /// The flow it belongs to, if not the rule itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
     /// The name.
     pub name: String,
     /// Its value, when it could be computed.
@@ -86,10 +95,15 @@ pub struct LetTrace {
 }
 
 impl Trace {
-    pub(crate) fn record_let(&mut self, name: &str, value: &Value) {
+    pub(crate) fn record_let(&mut self, flow: Option<&str>, name: &str, value: &Value) {
         if let Some(rule) = self.rules.last_mut() {
-            if !rule.lets.iter().any(|l| l.name == name) {
+            if !rule
+                .lets
+                .iter()
+                .any(|l| l.name == name && l.flow.as_deref() == flow)
+            {
                 rule.lets.push(LetTrace {
+                    flow: flow.map(str::to_owned),
                     name: name.to_owned(),
                     value: Some(value.clone()),
                     error: None,

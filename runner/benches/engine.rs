@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use skladsync_engine::{Event, RecordedWorld, RuleSet, Value};
 
+/// The allocator of the `skladsync` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Median time of one run of `f`, measured over batches for at least `budget`.
 fn measure<T>(budget: Duration, mut f: impl FnMut() -> T) -> Duration {
     // Warm up and size a batch so one batch takes about 10 ms.

@@ -139,9 +139,16 @@ pub(crate) enum OnFalse {
     Skip(CExpr),
 }
 
+/// A plain word (a journal code, a task kind, a link kind), or a template that gives one.
+#[derive(Debug)]
+pub(crate) enum Word {
+    Fixed(Str),
+    Template(CExpr),
+}
+
 #[derive(Debug)]
 pub(crate) struct CJournal {
-    pub code: Str,
+    pub code: Word,
     pub level: Level,
     pub text: Option<CExpr>,
     pub subject: Option<CExpr>,
@@ -180,13 +187,13 @@ pub(crate) enum EffectKind {
         optional: bool,
     },
     Link {
-        kind: Str,
+        kind: Word,
         ids: Vec<(Str, CExpr)>,
     },
     Journal(CJournal),
     Task {
         user: CExpr,
-        kind: Str,
+        kind: Word,
         text: CExpr,
     },
     Skip(CExpr),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::node::{
-    CBody, CCond, CEffect, CExpr, CJournal, CLet, CRule, EffectKind, Lets, Node, OnFalse,
+    CBody, CCond, CEffect, CExpr, CJournal, CLet, CRule, EffectKind, Lets, Node, OnFalse, Word,
 };
 use super::scope::{suggest, Scope, ScopeKind};
 use super::{is_ident, Callable, Compiler, RuleSource};
@@ -330,7 +330,7 @@ impl Compiler<'_> {
     ) -> CJournal {
         match j {
             JournalRef::Code(code) => CJournal {
-                code: Arc::from(code.as_str()),
+                code: self.word(code, file, path, scope),
                 level: Level::Error,
                 text: None,
                 subject: None,
@@ -347,7 +347,7 @@ impl Compiler<'_> {
         scope: &mut Scope,
     ) -> CJournal {
         CJournal {
-            code: Arc::from(def.code.as_str()),
+            code: self.word(&def.code, file, &at(path, [Seg::from("code")]), scope),
             level: def.level,
             text: def
                 .text
@@ -566,7 +566,12 @@ impl Compiler<'_> {
                     );
                 }
                 EffectKind::Link {
-                    kind: Arc::from(kind.0.as_str()),
+                    kind: self.word(
+                        &kind.0,
+                        file,
+                        &at(path, [Seg::from("link"), Seg::from("kind")]),
+                        scope,
+                    ),
                     ids,
                 }
             }
@@ -584,7 +589,7 @@ impl Compiler<'_> {
                 let p = at(path, [Seg::from("task")]);
                 EffectKind::Task {
                     user: self.expr(&t.user, file, &at(&p, [Seg::from("user")]), scope),
-                    kind: Arc::from(t.kind.as_str()),
+                    kind: self.word(&t.kind, file, &at(&p, [Seg::from("kind")]), scope),
                     text: self.expr(&t.text, file, &at(&p, [Seg::from("text")]), scope),
                 }
             }
@@ -697,6 +702,15 @@ impl Compiler<'_> {
             }
         };
         Some(CEffect { cond, loc, kind })
+    }
+
+    /// A plain word, or a template (`"{{ problem.code }}"`) that gives one.
+    fn word(&mut self, text: &str, file: &MarkedFile, path: &[Seg], scope: &mut Scope) -> Word {
+        if crate::template::is_template(text) {
+            Word::Template(self.expr(&ExprText(text.to_owned()), file, path, scope))
+        } else {
+            Word::Fixed(Arc::from(text))
+        }
     }
 
     fn check_result_name(&mut self, name: &str, file: &MarkedFile, path: &[Seg]) {

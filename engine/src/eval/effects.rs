@@ -6,7 +6,9 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::{Ctx, Fail, Frame};
-use crate::compile::node::{CBody, CCond, CEffect, CFlow, CJournal, CRule, EffectKind, OnFalse};
+use crate::compile::node::{
+    CBody, CCond, CEffect, CFlow, CJournal, CRule, EffectKind, OnFalse, Word,
+};
 use crate::plan::{Action, Effect, Plan};
 use crate::ruleset::model::Level;
 use crate::trace::{ConditionTrace, LetTrace, Outcome, RuleTrace};
@@ -185,11 +187,20 @@ impl Record {
     }
 }
 
+/// The text of a word: fixed, or its template rendered.
+fn word<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, w: &'a Word) -> Result<Str, Fail> {
+    match w {
+        Word::Fixed(s) => Ok(s.clone()),
+        Word::Template(e) => Ok(Arc::from(cx.eval(e, frame)?.to_text().trim())),
+    }
+}
+
 /// Runs one rule against the event.
 pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), Fail> {
     cx.rule = rule.id.clone();
     cx.flow = None;
     cx.current = Some(rule);
+    cx.subject = None;
     if let Some(trace) = cx.trace.as_deref_mut() {
         trace.rules.push(RuleTrace {
             rule: rule.id.to_string(),
@@ -273,11 +284,13 @@ fn finish_trace<'a>(
             if let Some(last) = trace.rules.last_mut() {
                 match result {
                     Ok(v) => last.lets.push(LetTrace {
+                        flow: None,
                         name: l.name.to_string(),
                         value: Some(v),
                         error: None,
                     }),
                     Err(e) => last.lets.push(LetTrace {
+                        flow: None,
                         name: l.name.to_string(),
                         value: None,
                         error: Some(e.message),
@@ -360,6 +373,8 @@ fn check_conditions<'a>(
                     location,
                     value: v,
                     holds,
+                    journal: None,
+                    reason: None,
                 });
             }
         }
@@ -371,6 +386,17 @@ fn check_conditions<'a>(
             OnFalse::Skip(reason) => Some(Record::Skip(cx.eval(reason, frame)?.to_text())),
             OnFalse::Journal(j) => Some(journal_record(cx, frame, j)?),
         };
+        if let (Some(trace), Some(record)) = (cx.trace.as_deref_mut(), &record) {
+            if let Some(cond) = trace.rules.last_mut().and_then(|r| r.conditions.last_mut()) {
+                match record {
+                    Record::Journal { code, text, .. } => {
+                        cond.journal = Some(code.to_string());
+                        cond.reason = (!text.is_empty()).then(|| text.clone());
+                    }
+                    Record::Skip(reason) => cond.reason = Some(reason.clone()),
+                }
+            }
+        }
         return Ok(Some((i, record)));
     }
     Ok(None)
@@ -390,7 +416,7 @@ fn journal_record<'a>(
         None => None,
     };
     Ok(Record::Journal {
-        code: j.code.clone(),
+        code: word(cx, frame, &j.code)?,
         level: j.level,
         text,
         subject,
@@ -548,6 +574,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             );
         }
         EffectKind::Link { kind, ids } => {
+            let kind = word(cx, frame, kind)?;
             let mut values = IndexMap::new();
             for (system, e) in ids {
                 values.insert(system.to_string(), cx.eval(e, frame)?);
@@ -588,6 +615,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             );
         }
         EffectKind::Task { user, kind, text } => {
+            let kind = word(cx, frame, kind)?;
             let user = cx.eval(user, frame)?;
             let text = cx.eval(text, frame)?.to_text();
             cx.plan.push(
@@ -634,6 +662,8 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             args,
             name,
         } => {
+            // Journal entries written inside the flow carry the calling rule's subject.
+            rule_subject(cx, frame)?;
             let prog = cx.prog;
             let Some(flow_def) = prog.flows.get(*fi as usize) else {
                 return Ok(());
@@ -657,13 +687,18 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
 /// The subject of the rule being run, when the effect is the rule's own (flows have no
 /// access to the rule's frame; their journals carry their own subject or none).
 fn rule_subject<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    if let Some(s) = &cx.subject {
+        return Ok(s.clone());
+    }
     if cx.flow.is_some() {
         return Ok(Value::Null);
     }
-    match cx.current.and_then(|r| r.subject.as_ref()) {
-        Some(e) => cx.eval(e, frame),
-        None => Ok(Value::Null),
-    }
+    let s = match cx.current.and_then(|r| r.subject.as_ref()) {
+        Some(e) => cx.eval(e, frame)?,
+        None => Value::Null,
+    };
+    cx.subject = Some(s.clone());
+    Ok(s)
 }
 
 fn run_flow<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, flow: &'a CFlow) -> Result<Value, Stop> {

@@ -147,7 +147,7 @@ impl<'a> Ctx<'a> {
         };
         let v = self.eval(&def.expr, frame)?;
         if let Some(trace) = self.trace.as_deref_mut() {
-            trace.record_let(&def.name, &v);
+            trace.record_let(self.flow.as_deref(), &def.name, &v);
         }
         frame.set(slot, v.clone());
         Ok(v)

@@ -153,6 +153,8 @@ pub(crate) struct Ctx<'a> {
     pub rule: Str,
     pub flow: Option<Str>,
     pub current: Option<&'a crate::compile::node::CRule>,
+    /// The current rule's subject, once evaluated (flows' journal entries carry it).
+    pub subject: Option<Value>,
     pub trace: Option<&'a mut Trace>,
     /// Slot vectors of finished function calls, reused so calls do not allocate.
     pub spare_frames: Vec<Vec<Option<Value>>>,
@@ -265,6 +267,7 @@ impl<'a> Ctx<'a> {
             rule: Arc::from(""),
             flow: None,
             current: None,
+            subject: None,
             trace,
             spare_frames: Vec::new(),
         }

@@ -85,6 +85,14 @@ pub(super) fn builtins() -> Vec<Builtin> {
             "A shallow merge: later objects win. Null arguments are ignored.",
             ["merge({a: 1, b: 2}, {b: 3}, null)" => "{a: 1, b: 3}"],
             1, usize::MAX, NoLambda, Imp::Pure(merge)),
+        builtin!(Family::Collection, "compact", "compact(object_or_list)",
+            "The object without its null values, or the list without its null items. Null stays null.",
+            ["compact({a: 1, b: null, c: false})" => "{a: 1, c: false}", "compact([1, null, 2])" => "[1, 2]", "compact(null)" => "null"],
+            1, 1, NoLambda, Imp::Pure(compact)),
+        builtin!(Family::Collection, "from_entries", "from_entries(list)",
+            "An object from `{key, value}` objects or `[key, value]` pairs; later keys win.",
+            ["from_entries([{key: 'a', value: 1}, ['b', 2]])" => "{a: 1, b: 2}", "from_entries(entries({x: 1}))" => "{x: 1}"],
+            1, 1, NoLambda, Imp::Pure(from_entries)),
         builtin!(Family::Collection, "pick", "pick(object, keys)", "Only the given keys of an object.",
             ["pick({a: 1, b: 2, c: 3}, ['a', 'c'])" => "{a: 1, c: 3}"], 2, 2, NoLambda, Imp::Pure(pick)),
         builtin!(Family::Collection, "omit", "omit(object, keys)", "An object without the given keys.",
@@ -385,6 +393,61 @@ fn merge(args: &[Value]) -> Result<Value, String> {
 fn key_list(args: &[Value], i: usize, name: &str) -> Result<Vec<String>, String> {
     let keys = want_array(args, i, format_args!("the keys of {name}()"))?;
     Ok(keys.iter().map(Value::to_text).collect())
+}
+
+fn compact(args: &[Value]) -> Result<Value, String> {
+    match arg(args, 0) {
+        Value::Null => Ok(Value::Null),
+        Value::Object(o) => {
+            if !o.values().any(Value::is_null) {
+                return Ok(arg(args, 0).clone());
+            }
+            let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
+            for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
+                map.insert(k.clone(), v.clone());
+            }
+            Ok(Value::object(map))
+        }
+        Value::Array(items) => Ok(Value::array(
+            items.iter().filter(|v| !v.is_null()).cloned().collect(),
+        )),
+        other => Err(format!(
+            "compact() needs an object or a list, got {}",
+            other.type_name()
+        )),
+    }
+}
+
+fn from_entries(args: &[Value]) -> Result<Value, String> {
+    let items = list_or_null(args, 0, "from_entries()'s argument")?;
+    let mut map = Map::with_capacity_and_hasher(items.len(), Hasher::default());
+    for item in items {
+        let (k, v) = match item {
+            Value::Object(o) => (
+                o.get("key").cloned().unwrap_or_default(),
+                o.get("value").cloned().unwrap_or_default(),
+            ),
+            Value::Array(pair) if pair.len() == 2 => (pair[0].clone(), pair[1].clone()),
+            other => {
+                return Err(format!(
+                    "from_entries() needs {{key, value}} objects or [key, value] pairs, got {}",
+                    short(other)
+                ))
+            }
+        };
+        let key = match &k {
+            Value::Str(s) => s.clone(),
+            Value::Int(_) | Value::Dec(_) | Value::Bool(_) => k.to_text().into(),
+            other => {
+                return Err(format!(
+                    "from_entries(): a key must be text, got {}",
+                    other.type_name()
+                ))
+            }
+        };
+        map.insert(key, v);
+    }
+    Ok(Value::object(map))
 }
 
 fn pick(args: &[Value]) -> Result<Value, String> {

@@ -138,7 +138,7 @@ impl MarkedFile {
         let mut parser = Parser::new_from_str(&source.text);
         parser.load(&mut builder, false).map_err(|e| YamlError {
             message: e.info().to_owned(),
-            at: char_to_byte.byte(e.marker().index()),
+            at: char_to_byte.byte(e.marker()),
         })?;
         if let Some(at) = builder.too_deep {
             return Err(YamlError {
@@ -349,32 +349,36 @@ impl Origin {
     }
 }
 
-/// Converts yaml-rust2's character indexes to byte offsets.
-struct CharIndex {
-    /// Byte offset of each char; empty when the text is ASCII.
-    offsets: Vec<usize>,
-    len: usize,
+/// Converts yaml-rust2's marks to byte offsets, from their line and column: the mark's
+/// `index` drifts on some lines (block scalars with non-ASCII text), line and column do not.
+struct CharIndex<'t> {
+    text: &'t str,
+    /// Byte offset where each line starts.
+    line_starts: Vec<usize>,
 }
 
-impl CharIndex {
-    fn new(text: &str) -> CharIndex {
-        let offsets = if text.is_ascii() {
-            Vec::new()
-        } else {
-            text.char_indices().map(|(i, _)| i).collect()
-        };
-        CharIndex {
-            offsets,
-            len: text.len(),
-        }
+impl<'t> CharIndex<'t> {
+    fn new(text: &'t str) -> CharIndex<'t> {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        CharIndex { text, line_starts }
     }
 
-    fn byte(&self, char_index: usize) -> usize {
-        if self.offsets.is_empty() {
-            char_index.min(self.len)
-        } else {
-            self.offsets.get(char_index).copied().unwrap_or(self.len)
-        }
+    /// The byte offset of a mark: `line` counts from 1, `col` (in characters) from 0.
+    fn byte(&self, mark: &Marker) -> usize {
+        let Some(&start) = mark
+            .line()
+            .checked_sub(1)
+            .and_then(|l| self.line_starts.get(l))
+        else {
+            return self.text.len();
+        };
+        let line = self.text.get(start..).unwrap_or("");
+        let within = line
+            .char_indices()
+            .nth(mark.col())
+            .map_or_else(|| line.find('\n').unwrap_or(line.len()), |(i, _)| i);
+        start + within
     }
 }
 
@@ -398,7 +402,7 @@ struct Builder<'a> {
     too_deep: Option<usize>,
     anchors: HashMap<usize, YNode>,
     root: Option<YNode>,
-    chars: &'a CharIndex,
+    chars: &'a CharIndex<'a>,
 }
 
 impl Builder<'_> {
@@ -429,7 +433,7 @@ impl Builder<'_> {
 
 impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        let at = self.chars.byte(mark.index());
+        let at = self.chars.byte(&mark);
         if self.skipping > 0 {
             match ev {
                 Event::SequenceStart(..) | Event::MappingStart(..) => self.skipping += 1,
@@ -487,6 +491,13 @@ mod tests {
             text: text.into(),
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn positions_hold_after_non_ascii_block_scalars() {
+        let f = file("a: |\n  Доставка по Москве — «быстро»\n  ещё строка\nb: x + 1\n");
+        assert_eq!(f.locate(&[Seg::from("b")]).position(), "t.yaml:4:4");
+        assert_eq!(f.locate_key(&[Seg::from("b")]).position(), "t.yaml:4:1");
     }
 
     #[test]
