@@ -308,8 +308,11 @@ impl Applier {
                 ..
             } => {
                 let body = to_json(&resolve(body, results)?);
+                let parent = body.get("parent").cloned();
                 let answer = self
                     .create(system, entity, key.as_deref(), auto_key, body)
+                    .await?;
+                self.note_parent_write(system, entity, parent.as_ref())
                     .await?;
                 self.stats.effect("create", system, entity);
                 Ok(answer)
@@ -332,6 +335,8 @@ impl Applier {
                     "crm" => crm::update(&self.systems.crm, entity, &id, body).await?,
                     other => return Err(unknown_system(other)),
                 };
+                self.note_parent_write(system, entity, id.get("parent"))
+                    .await?;
                 self.stats.effect("update", system, entity);
                 Ok(answer)
             }
@@ -344,6 +349,8 @@ impl Applier {
                     "crm" => crm::delete(&self.systems.crm, entity, &id).await?,
                     other => return Err(unknown_system(other)),
                 };
+                self.note_parent_write(system, entity, id.get("parent"))
+                    .await?;
                 self.stats.effect("delete", system, entity);
                 Ok(answer)
             }
@@ -398,6 +405,30 @@ impl Applier {
                 tracing::debug!(rule = %effect.rule, %reason, "skip");
                 self.stats.skip();
                 Ok(Json::Null)
+            }
+        }
+    }
+
+    /// A write to a МойСклад sub-collection (`counterparty.accounts`, …) changes its parent's
+    /// `updated`: read it, so that the poll does not take our own change for someone else's.
+    /// Best effort: a failed read only means one more event for the rules.
+    async fn note_parent_write(
+        &self,
+        system: &str,
+        entity: &str,
+        parent: Option<&Json>,
+    ) -> Result<(), StateError> {
+        let (Some((base, _)), "moysklad") = (entity.split_once('.'), system) else {
+            return Ok(());
+        };
+        let Some(parent) = parent.and_then(crate::world::lookups::ms_id) else {
+            return Ok(());
+        };
+        match self.systems.ms.get(base, &parent, &[]).await {
+            Ok(v) => self.note_own_write(base, &v),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the parent of a sub-collection write");
+                Ok(())
             }
         }
     }

@@ -84,7 +84,11 @@ impl Daemon {
                 }
                 let seen = state.ms_seen(&entity, id)?;
                 let own = state.ms_own(&entity, id)?;
-                if seen.as_deref() == Some(updated) || own.as_deref() == Some(updated) {
+                if own.as_deref() == Some(updated) {
+                    self.inner.stats.echo();
+                    continue;
+                }
+                if seen.as_deref() == Some(updated) {
                     continue;
                 }
                 let created_now = str_of(&r, "created").is_some_and(|c| seconds(c) >= w);
