@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::clients::moysklad::{ListQuery, MoyskladClient};
-use crate::world::lookups::ms_id;
+use crate::world::lookups::{ms_id, ms_safe};
 
 use super::error::ApplyError;
 
@@ -51,16 +51,38 @@ fn take(body: &mut Value, key: &str) -> Option<Value> {
 }
 
 fn need_id(v: Option<&Value>, what: &str, target: &str) -> Result<String, ApplyError> {
-    v.and_then(ms_id).ok_or_else(|| {
+    let id = v.and_then(ms_id).ok_or_else(|| {
         ApplyError::Invalid(format!(
             "moysklad.{target} needs `{what}` (an id or a meta)"
         ))
-    })
+    })?;
+    // Ids come from data (API answers, custom fields): never let one reach the path as
+    // anything but one segment.
+    if ms_safe(&id) {
+        Ok(id)
+    } else {
+        Err(ApplyError::Invalid(format!(
+            "moysklad.{target}: `{what}` {id:?} is not a МойСклад id"
+        )))
+    }
+}
+
+/// Checks the entity names of a target (`counterparty`, `counterparty.accounts`).
+fn check_target(entity: &str) -> Result<(), ApplyError> {
+    let (base, sub) = split(entity);
+    if ms_safe(base) && sub.is_none_or(ms_safe) {
+        Ok(())
+    } else {
+        Err(ApplyError::Invalid(format!(
+            "moysklad.{entity} is not a МойСклад entity"
+        )))
+    }
 }
 
 /// The path of a collection for a create: `entity/E`, `entity/E/{parent}/sub`,
 /// `entity/customentity/{dictionary}`. Takes `parent` / `dictionary` out of the body.
 fn create_path(entity: &str, body: &mut Value) -> Result<String, ApplyError> {
+    check_target(entity)?;
     let (base, sub) = split(entity);
     if let Some(sub) = sub {
         let parent = take(body, "parent");
@@ -77,6 +99,7 @@ fn create_path(entity: &str, body: &mut Value) -> Result<String, ApplyError> {
 
 /// The path of one object for an update or delete.
 fn object_path(entity: &str, id: &Value) -> Result<String, ApplyError> {
+    check_target(entity)?;
     let (base, sub) = split(entity);
     if let Some(sub) = sub {
         let parent = need_id(id.get("parent"), "id.parent", entity)?;
@@ -277,3 +300,45 @@ pub fn sync_id(key: &str) -> String {
 const NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
     0x6b, 0x1d, 0x2a, 0x51, 0x9c, 0x3e, 0x4f, 0x0a, 0x8d, 0x55, 0x1e, 0x73, 0x0c, 0x9f, 0x41, 0x2b,
 ]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_take_only_plain_ids() {
+        assert_eq!(
+            object_path("customerorder", &json!("a-1")).ok().as_deref(),
+            Some("entity/customerorder/a-1")
+        );
+        assert_eq!(
+            object_path(
+                "counterparty.accounts",
+                &json!({"parent": "c-1", "id": "x"})
+            )
+            .ok()
+            .as_deref(),
+            Some("entity/counterparty/c-1/accounts/x")
+        );
+        // An href counts by its last segment; anything else must be one plain segment.
+        assert_eq!(
+            object_path("customerorder", &json!("http://h/entity/customerorder/a-2"))
+                .ok()
+                .as_deref(),
+            Some("entity/customerorder/a-2")
+        );
+        for bad in [
+            json!(""),
+            json!("a b"),
+            json!("%2e%2e"),
+            json!({"id": "../x"}),
+            json!(7),
+        ] {
+            assert!(object_path("customerorder", &bad).is_err(), "{bad}");
+        }
+        assert!(object_path("customerorder/../webhook", &json!("a")).is_err());
+        let mut body = json!({"parent": {"id": "c/../x"}});
+        assert!(create_path("counterparty.contactpersons", &mut body).is_err());
+    }
+}
