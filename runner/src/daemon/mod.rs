@@ -623,10 +623,19 @@ impl Daemon {
         let as_apply = match e {
             DaemonError::Crm(c) => ApplyError::Crm(c),
             DaemonError::Moysklad(m) => ApplyError::Moysklad(m),
-            _ => return,
+            DaemonError::State(s) => ApplyError::State(s),
+            other => ApplyError::Invalid(other.to_string()),
         };
-        if let Err(e) = self.auth_problem(&as_apply) {
-            tracing::error!(error = %e, "cannot queue the problem");
+        // What an API sent that could not be used is journalled, like any failure.
+        let journalled = self.runner_journal(
+            as_apply.code(),
+            "warning",
+            &format!("{what}: {as_apply}"),
+            json!({"poll": what}),
+            as_apply.raw(),
+        );
+        if let Err(e) = journalled.and_then(|()| self.auth_problem(&as_apply)) {
+            tracing::error!(error = %e, "cannot record the failed poll");
         }
     }
 

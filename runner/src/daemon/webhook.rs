@@ -16,7 +16,6 @@ use axum::Router;
 use serde_json::Value as Json;
 use tokio::sync::watch;
 
-use crate::clients::moysklad::id_from_href;
 use crate::state::{Source, Work};
 use crate::world::lookups::ms_safe;
 
@@ -57,10 +56,17 @@ pub(super) fn works_of(daemon: &Daemon, body: &Json, request_id: Option<&str>) -
         let Some(href) = ev.pointer("/meta/href").and_then(Json::as_str) else {
             continue;
         };
-        let Some(id) = id_from_href(href).filter(|id| ms_safe(id)) else {
+        // `…/entity/<type>/<id>`, nothing else.
+        let path = href.split(['?', '#']).next().unwrap_or_default();
+        let segs: Vec<&str> = path.rsplitn(4, '/').collect();
+        let (Some(id), Some(ty), Some(&"entity")) = (
+            segs.first().copied().filter(|id| ms_safe(id)),
+            segs.get(1).copied(),
+            segs.get(2),
+        ) else {
             continue;
         };
-        if !ms_safe(entity) {
+        if ty != entity || !ms_safe(entity) {
             continue;
         }
         let action = match ev.get("action").and_then(Json::as_str) {
