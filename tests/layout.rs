@@ -72,17 +72,21 @@ fn every_grammar_rule_the_engine_matches_on_is_documented() {
     let mut prev = "";
     let mut undocumented = Vec::new();
     for line in grammar.lines() {
-        let is_rule = line
-            .split_once('=')
-            .is_some_and(|(name, rest)| {
-                !name.trim().is_empty()
-                    && name.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && matches!(rest.trim_start().chars().next(), Some('{' | '@' | '$'))
-            });
+        let is_rule = line.split_once('=').is_some_and(|(name, rest)| {
+            !name.trim().is_empty()
+                && name
+                    .trim()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && matches!(rest.trim_start().chars().next(), Some('{' | '@' | '$'))
+        });
         if is_rule && !prev.starts_with("///") {
             undocumented.push(line.split('=').next().unwrap_or("").trim().to_owned());
         }
         prev = line;
     }
-    assert!(undocumented.is_empty(), "grammar rules without a /// doc: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "grammar rules without a /// doc: {undocumented:?}"
+    );
 }
