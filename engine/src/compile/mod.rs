@@ -85,22 +85,7 @@ pub(crate) fn compile(
     settings_file: Option<&MarkedFile>,
     diags: &mut Diagnostics,
 ) -> Program {
-    let mut c = Compiler {
-        diags,
-        settings,
-        locs: Vec::new(),
-        globals: vec![Arc::from("settings"), Arc::from("event")],
-        events: IndexMap::new(),
-        funcs: Vec::new(),
-        func_index: HashMap::new(),
-        flows: Vec::new(),
-        flow_index: HashMap::new(),
-        templates: crate::template::environment(),
-        template_count: 0,
-        edges: Vec::new(),
-        world_readers: HashSet::new(),
-        current: None,
-    };
+    let mut c = Compiler::new(diags, settings);
     c.declare_events(sources);
     c.declare_functions(sources);
     c.declare_flows(sources);
@@ -110,27 +95,7 @@ pub(crate) fn compile(
     c.check_cycles();
     c.mark_pure_functions();
     let checks = c.compile_settings_checks(sources, settings_file);
-    let mut rules_by_event: HashMap<String, Vec<u32>> = HashMap::new();
-    for (i, r) in rules.iter().enumerate() {
-        for ev in &r.on {
-            rules_by_event
-                .entry(ev.clone())
-                .or_default()
-                .push(u32::try_from(i).unwrap_or(u32::MAX));
-        }
-    }
-    crate::template::register_functions(&mut c.templates);
-    let program = Program {
-        rules,
-        flows: c.flows,
-        funcs: c.funcs,
-        locs: c.locs,
-        globals: c.globals,
-        rules_by_event,
-        events: c.events,
-        templates: c.templates,
-        empty_lets: Lets::default(),
-    };
+    let program = c.finish(rules);
     checks::run_settings_checks(&program, settings, &checks, diags);
     program
 }
@@ -147,38 +112,57 @@ pub(crate) fn compile_expression(
         text: text.to_owned(),
     });
     let origin = crate::ruleset::yaml::Origin::whole(file);
-    let mut c = Compiler {
-        diags,
-        settings,
-        locs: Vec::new(),
-        globals: vec![Arc::from("settings"), Arc::from("event")],
-        events: IndexMap::new(),
-        funcs: Vec::new(),
-        func_index: HashMap::new(),
-        flows: Vec::new(),
-        flow_index: HashMap::new(),
-        templates: crate::template::environment(),
-        template_count: 0,
-        edges: Vec::new(),
-        world_readers: HashSet::new(),
-        current: None,
-    };
+    let mut c = Compiler::new(diags, settings);
     let globals = c.globals_for(ScopeKind::Flow, &[]);
     let mut scope = scope::Scope::new(ScopeKind::Flow, globals);
     let expr = c.expr_at(text, &origin, &mut scope);
-    crate::template::register_functions(&mut c.templates);
-    let program = Program {
-        rules: Vec::new(),
-        flows: Vec::new(),
-        funcs: Vec::new(),
-        locs: c.locs,
-        globals: c.globals,
-        rules_by_event: HashMap::new(),
-        events: IndexMap::new(),
-        templates: c.templates,
-        empty_lets: Lets::default(),
-    };
-    (program, expr, scope.frame_size)
+    (c.finish(Vec::new()), expr, scope.frame_size)
+}
+
+impl<'s> Compiler<'s> {
+    fn new(diags: &'s mut Diagnostics, settings: &'s Value) -> Compiler<'s> {
+        Compiler {
+            diags,
+            settings,
+            locs: Vec::new(),
+            globals: vec![Arc::from("settings"), Arc::from("event")],
+            events: IndexMap::new(),
+            funcs: Vec::new(),
+            func_index: HashMap::new(),
+            flows: Vec::new(),
+            flow_index: HashMap::new(),
+            templates: crate::template::environment(),
+            template_count: 0,
+            edges: Vec::new(),
+            world_readers: HashSet::new(),
+            current: None,
+        }
+    }
+
+    /// The program of what was compiled, with `rules`.
+    fn finish(mut self, rules: Vec<CRule>) -> Program {
+        let mut rules_by_event: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            for ev in &r.on {
+                rules_by_event
+                    .entry(ev.clone())
+                    .or_default()
+                    .push(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        crate::template::register_functions(&mut self.templates);
+        Program {
+            rules,
+            flows: self.flows,
+            funcs: self.funcs,
+            locs: self.locs,
+            globals: self.globals,
+            rules_by_event,
+            events: self.events,
+            templates: self.templates,
+            empty_lets: Lets::default(),
+        }
+    }
 }
 
 impl Compiler<'_> {
