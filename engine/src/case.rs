@@ -4,7 +4,7 @@
 //! doc: An order in an upload status is uploaded.
 //! event: {event: order.placed, now: "2024-05-01 10:00:00", order: {id: 7}}
 //! world: {entities: {}, links: [], reference: {}}
-//! settings: {upload_statuses: [new]}        # merged over the settings file
+//! settings: {statuses_to_copy: [new]}       # merged over the settings file
 //! ```
 
 use std::path::Path;

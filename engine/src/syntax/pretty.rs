@@ -537,10 +537,10 @@ mod tests {
 
     #[test]
     fn long_expressions_break() {
-        let e = parse("not empty(order.items) and order.status in settings.upload_statuses and linked(\"order\", order.id) == null").unwrap();
+        let e = parse("not empty(order.items) and order.status in settings.open_statuses and linked(\"order\", order.id) == null").unwrap();
         assert_eq!(
             layout(&e, 50),
-            "not empty(order.items)\n  and order.status in settings.upload_statuses\n  and linked(\"order\", order.id) == null"
+            "not empty(order.items)\n  and order.status in settings.open_statuses\n  and linked(\"order\", order.id) == null"
         );
         let e = parse("if id == null then null else {meta: {href: base + \"/entity/\" + type + \"/\" + string(id), type: type}}").unwrap();
         let out = layout(&e, 40);

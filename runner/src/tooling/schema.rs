@@ -7,7 +7,7 @@
 //! alternatives a comment lists as `a | b | c` when the default is one of them. A map with
 //! keys lists them all (no others allowed); an empty map allows any key. An optional
 //! `settings.schema.yaml` beside it adds to any property by its dotted path, e.g.
-//! `mappings.payment_types.map: {additionalProperties: {enum: [paymentin, cashin]}}`.
+//! `shop.kinds: {additionalProperties: {enum: [small, large]}}`.
 
 use std::collections::HashMap;
 
