@@ -28,8 +28,8 @@ use lab::{Lab, LabOptions};
 
 pub use summary::Summary;
 
-/// The built-in settings of the demo shop.
-const DEMO_SETTINGS: &str = include_str!("settings.yaml");
+/// The built-in settings of the demo shop (data beside the rules: `rules/settings.demo.yaml`).
+const DEMO_SETTINGS: &str = include_str!("../../../rules/settings.demo.yaml");
 
 /// What can stop the demo.
 #[derive(Debug, thiserror::Error)]
