@@ -7,7 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// skladsync keeps a retailCRM account and a МойСклад account in sync, following rules
 /// written in YAML.
 #[derive(Debug, Parser)]
-#[command(name = "skladsync", version, about, long_about = None)]
+#[command(
+    name = "skladsync",
+    version,
+    about = "skladsync keeps a retailCRM account and a МойСклад account in sync, following rules written in YAML.",
+    long_about = None
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
