@@ -258,4 +258,66 @@ fn main() {
         );
     }
     println!("\nratio = evaluation / serde_json parse of the same document (target ≤ 1.0)");
+    stock_pass(&rules, &root, budget);
+}
+
+/// The recorded stock pass of `tests/fixtures/stock/` (10 000 report rows): how many upload
+/// effects its plan has (target ≤ 40) and how long evaluating it takes (well under a second).
+fn stock_pass(rules: &RuleSet, root: &std::path::Path, budget: Duration) {
+    let dir = root.join("tests/fixtures/stock");
+    let (Ok(event_text), Ok(world_text), Ok(settings_text)) = (
+        std::fs::read_to_string(dir.join("event.json")),
+        std::fs::read_to_string(dir.join("world.json")),
+        std::fs::read_to_string(dir.join("settings.yaml")),
+    ) else {
+        println!("\nstock pass: tests/fixtures/stock/ not found (run its generate.py)");
+        return;
+    };
+    let Ok(doc) = serde_json::from_str::<Value>(&event_text) else {
+        println!("\nstock pass: event.json is not JSON");
+        return;
+    };
+    let (Ok(event), Ok(world), Ok(fixture_settings)) = (
+        Event::from_document(&doc),
+        RecordedWorld::from_yaml(&world_text),
+        serde_yaml::from_str::<Value>(&settings_text),
+    ) else {
+        println!("\nstock pass: the fixture does not read");
+        return;
+    };
+    // The fixture's store mapping over the rules' own settings, so the fixture cannot go stale.
+    let overlay = Value::from_pairs([(
+        "mappings",
+        Value::from_pairs([("stores", fixture_settings.get("mappings").get("stores"))]),
+    )]);
+    let settings = rules.settings_with(&overlay);
+    let rows = doc.get("rows").as_array().map_or(0, <[Value]>::len);
+    let run = || {
+        rules.evaluate_with(
+            &event,
+            &world,
+            skladsync_engine::EvalOptions {
+                settings: Some(&settings),
+                ..Default::default()
+            },
+        )
+    };
+    let plan = match run() {
+        Ok(p) => p,
+        Err(e) => {
+            println!("\nstock pass: evaluation failed: {e}");
+            return;
+        }
+    };
+    let uploads = plan
+        .effects
+        .iter()
+        .filter(|e| matches!(&e.action, skladsync_engine::Action::Update { entity, .. } if entity == "inventories"))
+        .count();
+    let eval = measure(budget, || run().map(|p| p.effects.len()));
+    println!(
+        "\nstock pass: {rows} report rows → {uploads} upload effects (target ≤ 40), {} effects in all; evaluated in {:.1} ms (target: well under 1 s)",
+        plan.effects.len(),
+        eval.as_secs_f64() * 1e3
+    );
 }
