@@ -3,17 +3,25 @@
 //!
 //! # Algorithm
 //!
-//! The plan is first written to the state's outbox (with the inbox item it came from). Then,
-//! for each effect in order:
+//! **A plan that starts applying is finished.** The daemon records the plan once, with the
+//! inbox item it came from ([`SyncState::start_plan`]), before its first effect. Then, for
+//! each effect in order:
 //!
 //! 1. Pending references (`{$ref: name.path}`) in its id, body or link ids are replaced by the
 //!    answers of the earlier effects named `name`. A reference to an effect that did not
 //!    succeed fails this effect.
 //! 2. The effect is applied (see the target mapping in `docs/contract.md`); its answer is
-//!    recorded in the outbox (flushed) before the next effect starts. After a crash the
-//!    runner resumes the outbox: confirmed effects are not repeated, their answers are reused.
+//!    recorded (one small write, flushed) before the next effect starts — for a `link`, in
+//!    the same batch as the link itself.
 //! 3. A failed effect is journalled with the API's raw error. If it is `optional`, the plan
-//!    goes on; otherwise the plan stops and the daemon retries the event later.
+//!    goes on; otherwise the run stops there, **the plan stays recorded**, and the daemon
+//!    resumes it later from that effect — never re-evaluates the event in its place, so a
+//!    link or marker written by an earlier effect cannot make the rules skip work that was
+//!    never done. Confirmed effects are not repeated; their answers are reused.
+//!
+//! A crash, a 5xx, a dropped connection, a rate limit or a shutdown all end the same way: the
+//! plan is resumed. Only a failure that cannot succeed ends it early (see `daemon`:
+//! `GAVE_UP`, with the effects that never ran).
 //!
 //! # Idempotent creates
 //!
@@ -111,8 +119,40 @@ pub enum Outcome {
         /// Optional effects that failed.
         optional_failures: Vec<EffectFailure>,
     },
-    /// A required effect failed; the effects after it were not applied.
+    /// A required effect failed; it and the effects after it were not applied. The plan
+    /// stays recorded: the next run resumes it from that effect.
     Failed(Box<EffectFailure>),
+    /// A stop was asked for: effect `next` and those after it were not applied (or, for the
+    /// one abandoned in flight, not confirmed). The plan stays recorded.
+    Interrupted {
+        /// The first effect not confirmed.
+        next: usize,
+    },
+}
+
+/// How long an effect in flight may still take after a stop is asked for.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What an effect of a plan is, in one line (journal entries of effects that never ran).
+pub fn describe(effect: &Effect) -> String {
+    let what = match &effect.action {
+        Action::Create {
+            system,
+            entity,
+            key,
+            ..
+        } => match key {
+            Some(k) => format!("create {system}.{entity} (key {k})"),
+            None => format!("create {system}.{entity}"),
+        },
+        Action::Update { system, entity, .. } => format!("update {system}.{entity}"),
+        Action::Delete { system, entity, .. } => format!("delete {system}.{entity}"),
+        Action::Link { kind, .. } => format!("link {kind}"),
+        Action::Journal { code, .. } => format!("journal {code}"),
+        Action::Task { kind, .. } => format!("task {kind}"),
+        Action::Skip { .. } => "skip".to_string(),
+    };
+    format!("{what} [rule {}]", effect.rule)
 }
 
 /// Applies plans to the two systems and the state.
@@ -129,6 +169,8 @@ pub struct Applier {
     pub journal: JournalLimits,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Set when the daemon stops: plans end between two effects.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -201,13 +243,16 @@ pub struct PlanRun {
 }
 
 impl Applier {
-    /// Applies the plan in `outbox`, resuming after the effects already confirmed.
-    pub async fn apply(&self, run: &PlanRun, mut outbox: Outbox) -> Result<Outcome, StateError> {
-        self.state.set_outbox(&outbox)?;
+    /// Applies the plan in `outbox` (already recorded with [`SyncState::start_plan`]),
+    /// resuming after the effects already confirmed. Each confirmed effect is recorded at
+    /// once (one small write); a stop request ([`Applier::stop`]) ends the run between two
+    /// effects, or abandons the effect in flight after [`STOP_GRACE`] (its outcome is then
+    /// unknown, and the next run looks it up by its key before repeating it).
+    pub async fn apply(&self, run: &PlanRun, outbox: Outbox) -> Result<Outcome, StateError> {
         let mut results: HashMap<String, Value> = HashMap::new();
         let mut optional_failures = Vec::new();
-        let effects = outbox.plan.effects.clone();
-        for (i, effect) in effects.iter().enumerate() {
+        let seq = outbox.seq;
+        for (i, effect) in outbox.plan.effects.iter().enumerate() {
             let name = effect_name(effect);
             if let Some(done) = outbox.done.get(&i) {
                 if let Some(n) = name {
@@ -217,34 +262,54 @@ impl Applier {
                 }
                 continue;
             }
+            if self.stopping() {
+                return Ok(Outcome::Interrupted { next: i });
+            }
             let auto_key = format!("auto:{}:{}:{i}", outbox.seq, outbox.started);
-            let res = self.effect(run, effect, &results, &auto_key).await;
-            let (answer, failed) = match res {
-                Ok(a) => (a, None),
+            let res = tokio::select! {
+                r = self.effect(run, seq, i, effect, &results, &auto_key) => r,
+                () = self.stopped_for(STOP_GRACE) => return Ok(Outcome::Interrupted { next: i }),
+            };
+            let answer = match res {
+                Ok(a) => a,
                 Err(ApplyError::State(e)) => return Err(e),
                 Err(e) => {
                     let f = self.failure(run, i, effect, &e);
-                    (Json::Null, Some(f))
+                    self.stats.failure();
+                    self.journal_failure(run, &f)?;
+                    if effect_optional(effect) {
+                        optional_failures.push(f);
+                        self.state.effect_done(seq, i, &Json::Null)?;
+                        continue;
+                    }
+                    return Ok(Outcome::Failed(Box::new(f)));
                 }
             };
-            if let Some(f) = failed {
-                self.stats.failure();
-                self.journal_failure(run, &f)?;
-                if effect_optional(effect) {
-                    optional_failures.push(f);
-                    outbox.done.insert(i, Json::Null);
-                    self.state.set_outbox(&outbox)?;
-                    continue;
-                }
-                return Ok(Outcome::Failed(Box::new(f)));
-            }
             if let Some(n) = name {
                 results.insert(n.to_string(), from_json(&answer));
             }
-            outbox.done.insert(i, answer);
-            self.state.set_outbox(&outbox)?;
+            // A link records itself together with its progress (see `effect`).
+            if !matches!(effect.action, Action::Link { .. }) {
+                self.state.effect_done(seq, i, &answer)?;
+            }
         }
         Ok(Outcome::Applied { optional_failures })
+    }
+
+    /// Whether a stop was asked for.
+    fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves `grace` after a stop is asked for (never, if none is).
+    async fn stopped_for(&self, grace: std::time::Duration) {
+        loop {
+            if self.stopping() {
+                tokio::time::sleep(grace).await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     fn failure(
@@ -295,6 +360,8 @@ impl Applier {
     async fn effect(
         &self,
         run: &PlanRun,
+        seq: u64,
+        index: usize,
         effect: &Effect,
         results: &HashMap<String, Value>,
         auto_key: &str,
@@ -355,6 +422,8 @@ impl Applier {
                 Ok(answer)
             }
             Action::Link { kind, ids } => {
+                // The link and the effect's progress commit together: a link is never
+                // written without the plan knowing it, nor the other way round.
                 let mut link = Link {
                     kind: kind.clone(),
                     ids: Default::default(),
@@ -368,9 +437,10 @@ impl Applier {
                     }
                     link.ids.insert(side.clone(), v);
                 }
-                self.state.put_link(&link)?;
+                let answer = link.to_json();
+                self.state.link_done(seq, index, &link, &answer)?;
                 self.stats.link();
-                Ok(link.to_json())
+                Ok(answer)
             }
             Action::Journal {
                 code,

@@ -21,6 +21,10 @@ pub struct StatsSnapshot {
     pub failures: u64,
     /// МойСклад changes ignored as echoes of our own writes.
     pub echoes: u64,
+    /// Items parked (their evaluation failed in a way that repeats).
+    pub parked: u64,
+    /// Items given up (`GAVE_UP`).
+    pub gave_up: u64,
 }
 
 /// Shared counters.
@@ -71,6 +75,16 @@ impl Stats {
     /// An echo of our own write was ignored.
     pub fn echo(&self) {
         self.with(|s| s.echoes += 1);
+    }
+
+    /// An item was parked.
+    pub fn parked(&self) {
+        self.with(|s| s.parked += 1);
+    }
+
+    /// An item was given up.
+    pub fn gave_up(&self) {
+        self.with(|s| s.gave_up += 1);
     }
 
     /// A copy of the counters.

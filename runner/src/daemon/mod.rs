@@ -6,8 +6,8 @@
 //! Every source first writes **work** to the state's inbox (flushed), and only then moves its
 //! own cursor; a single worker takes work in order, builds the event (fetching the entity as
 //! it is *now*), evaluates it, and applies the plan. A crash at any moment therefore loses
-//! nothing: work that was acknowledged is in the inbox, and a plan half applied is in the
-//! outbox and is resumed (see [`crate::apply`]).
+//! nothing: work that was acknowledged is in the inbox, and a plan half applied is recorded
+//! with its item and is resumed (see [`crate::apply`]).
 //!
 //! | source | work | event |
 //! |---|---|---|
@@ -23,16 +23,25 @@
 //!
 //! # Failures
 //!
-//! A lookup or effect that fails is journalled with the API's raw error and the work is
-//! retried with backoff (`retry_min` doubling to `retry_max`). Failures that will not go away
-//! by waiting (authorisation, refusals, impossible plans) also queue a `sync.problem` event,
-//! which rules turn into journal entries and tasks; such work is given up after
-//! [`MAX_ATTEMPTS`] tries. The daemon never panics on what an API sends.
+//! A plan that started applying is finished: a failed effect is journalled with the API's raw
+//! error and the **same plan** is resumed from that effect with backoff (`retry_min` doubling
+//! to `retry_max`) — the event is not evaluated again. Newer work of the same subject waits
+//! behind it. Failures that will not go away by waiting (authorisation, refusals, impossible
+//! plans) also queue a `sync.problem` event, which rules turn into journal entries and tasks;
+//! a refused effect is given up after [`MAX_ATTEMPTS`] tries, an impossible one at once, with
+//! a `GAVE_UP` journal entry that lists every effect that never ran.
+//!
+//! A lookup that fails while evaluating is retried with the same backoff. An evaluation that
+//! fails in a way that repeats (a rule error, a runaway rule refused by its limits) **parks**
+//! the item: journalled (`PARKED`), shown on `/status`, and tried again only when the rules
+//! or settings change (their version is a content hash) or new work of its subject arrives.
+//! The daemon never panics on what an API sends.
 
 mod crm;
 mod events;
 mod moysklad;
 mod stock;
+mod version;
 mod webhook;
 
 use std::collections::{BTreeSet, HashSet};
@@ -49,7 +58,7 @@ use crate::apply::{Applier, ApplyError, FailureClass, Outcome, PlanRun, Stats, S
 use crate::clients::moysklad::{self as ms_client, Auth, MoyskladClient, MoyskladError};
 use crate::clients::retailcrm::{self as crm_client, RetailcrmClient};
 use crate::config::Config;
-use crate::state::{InboxItem, JournalEntry, Outbox, StateError, SyncState, Work};
+use crate::state::{InboxItem, JournalEntry, Outbox, Parked, StateError, SyncState, Work};
 use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
@@ -131,6 +140,10 @@ pub(crate) struct Inner {
     stopping: AtomicBool,
     /// When an authorisation problem was last queued, per system.
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Content hash of the rule files and the settings file (parked work waits for a change).
+    rules_version: String,
+    /// Shared with the applier: plans stop between two effects.
+    stop: Arc<AtomicBool>,
 }
 
 /// The sync daemon. Cheap to clone.
@@ -156,11 +169,8 @@ impl Daemon {
         if !warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
+        let rules_version = version::rules_version(&config.rules.dir, settings_path.as_deref());
         let state = SyncState::open(&config.state.path)?;
-        if let Some(ob) = state.outbox()? {
-            // A plan interrupted by a crash: its item takes no new work until it is resumed.
-            state.claim(ob.seq)?;
-        }
 
         let (listener, receiver_addr, webhook_url) = if config.webhooks.enabled {
             let addr = config.webhooks.listen;
@@ -215,6 +225,7 @@ impl Daemon {
             .collect();
         let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
         let stats = Arc::new(Stats::default());
+        let stop = Arc::new(AtomicBool::new(false));
         let applier = Applier {
             systems: systems.clone(),
             state: state.clone(),
@@ -222,6 +233,7 @@ impl Daemon {
             webhook_url: webhook_url.clone(),
             journal: config.journal.limits(),
             stats: stats.clone(),
+            stop: stop.clone(),
         };
         Ok(Daemon {
             inner: Arc::new(Inner {
@@ -241,6 +253,8 @@ impl Daemon {
                 processing: tokio::sync::Mutex::new(()),
                 stopping: AtomicBool::new(false),
                 auth_problems: Mutex::new(Default::default()),
+                rules_version,
+                stop,
             }),
         })
     }
@@ -288,6 +302,13 @@ impl Daemon {
     /// Runs once at start: queues `settings.saved`, registers webhooks, bootstraps the
     /// МойСклад watermarks.
     pub async fn start_up(&self) -> Result<(), DaemonError> {
+        let unparked = self
+            .inner
+            .state
+            .unpark_changed(&self.inner.rules_version, now_ms())?;
+        if unparked > 0 {
+            tracing::info!(unparked, "the rules changed: parked work is tried again");
+        }
         self.enqueue(vec![Work::SettingsSaved])?;
         if self.inner.config.webhooks.register && self.inner.webhook_url.is_some() {
             if let Err(e) = self.register_webhooks().await {
@@ -323,31 +344,40 @@ impl Daemon {
         self.drain().await
     }
 
-    /// Processes every item that is due (each at most once), resuming an interrupted plan
-    /// first. Returns how many items were processed.
+    /// The version (content hash) of the rules and settings in use.
+    pub fn rules_version(&self) -> &str {
+        &self.inner.rules_version
+    }
+
+    /// Processes every item that is due (each at most once), in order. Parked items wait; an
+    /// item waits while an older item of its subject holds a plan that is not finished.
+    /// Returns how many items were processed.
     pub async fn drain(&self) -> Result<usize, DaemonError> {
         let mut seen = HashSet::new();
-        if let Some(ob) = self.inner.state.outbox()? {
-            match self.inner.state.inbox_item(ob.seq)? {
-                Some(_) => {
-                    seen.insert(ob.seq);
-                    self.process(ob.seq).await?;
-                }
-                None => self.inner.state.clear_outbox()?,
-            }
-        }
         // Scan the inbox once per round (not once per item): new work found by a round is
         // done in the next one.
         'rounds: loop {
             let now = now_ms();
-            let due: Vec<u64> = self
-                .inner
-                .state
-                .inbox()?
-                .into_iter()
-                .filter(|(seq, item)| item.not_before <= now && !seen.contains(seq))
-                .map(|(seq, _)| seq)
-                .collect();
+            let mut held: HashSet<String> = HashSet::new();
+            let mut due = Vec::new();
+            for (seq, item) in self.inner.state.inbox()? {
+                let subject = item.work.subject();
+                let behind = subject.as_ref().is_some_and(|s| held.contains(s));
+                if item.plan && !seen.contains(&seq) {
+                    if let Some(s) = &subject {
+                        held.insert(s.clone());
+                    }
+                }
+                if behind || item.parked.is_some() || seen.contains(&seq) {
+                    continue;
+                }
+                if item.not_before <= now {
+                    due.push(seq);
+                } else if let Some(s) = subject {
+                    // Not due yet: what comes after it for the same subject waits too.
+                    held.insert(s);
+                }
+            }
             if due.is_empty() {
                 break;
             }
@@ -378,12 +408,9 @@ impl Daemon {
     async fn process_locked(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
         let state = &self.inner.state;
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
-        if let Some(ob) = state.outbox()? {
-            if ob.seq == seq {
-                tracing::info!(%subject, event = %ob.plan.event, "resuming an interrupted plan");
-                return self.apply_plan(seq, item, ob, AfterCommit::Nothing).await;
-            }
-            state.clear_outbox()?;
+        if let Some(ob) = state.plan(seq)? {
+            tracing::info!(%subject, event = %ob.plan.event, done = ob.done.len(), "resuming a plan");
+            return self.apply_plan(seq, item, ob, AfterCommit::Nothing).await;
         }
         let built = match self.build(&item.work).await {
             Ok(Some(b)) => b,
@@ -434,33 +461,23 @@ impl Daemon {
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {
-                let transient = e.kind == EvalErrorKind::World;
-                let code = if transient {
-                    "LOOKUP_FAILED"
-                } else {
-                    "RULE_ERROR"
-                };
                 let text = e.to_string();
-                tracing::warn!(%subject, event = %name, error = %text, "evaluation failed");
-                self.runner_journal(
-                    code,
-                    if transient { "warning" } else { "error" },
-                    &text,
-                    json!({"work": subject, "event": name}),
-                    Json::Null,
-                )?;
-                return self.retry_later(seq, item, !transient, text);
+                if e.kind == EvalErrorKind::World {
+                    tracing::warn!(%subject, event = %name, error = %text, "a lookup failed");
+                    self.runner_journal(
+                        "LOOKUP_FAILED",
+                        "warning",
+                        &text,
+                        json!({"work": subject, "event": name}),
+                        Json::Null,
+                    )?;
+                    return self.retry_later(seq, item, false, text);
+                }
+                return self.park(seq, item, &name, text);
             }
             Err(join) => {
                 let text = format!("evaluation stopped: {join}");
-                self.runner_journal(
-                    "RULE_ERROR",
-                    "error",
-                    &text,
-                    json!({"work": subject, "event": name}),
-                    Json::Null,
-                )?;
-                return self.retry_later(seq, item, true, text);
+                return self.park(seq, item, &name, text);
             }
         };
         tracing::info!(%subject, event = %name, effects = plan.effects.len(), "evaluated");
@@ -470,7 +487,41 @@ impl Daemon {
             started: now_ms(),
             done: Default::default(),
         };
+        // From here on the plan is finished, whatever happens: it is recorded with its item.
+        state.start_plan(&outbox)?;
+        let mut item = item;
+        item.plan = true;
         self.apply_plan(seq, item, outbox, built.after).await
+    }
+
+    /// Parks an item whose evaluation fails in a way that repeats: journalled, visible on
+    /// `/status`, tried again when the rules change or new work of its subject arrives.
+    fn park(
+        &self,
+        seq: u64,
+        mut item: InboxItem,
+        event: &str,
+        text: String,
+    ) -> Result<(), DaemonError> {
+        let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
+        tracing::error!(%subject, %event, error = %text, "evaluation failed: parked until the rules change");
+        self.runner_journal(
+            "PARKED",
+            "error",
+            &format!("{text} — parked until the rules change or {subject} changes again"),
+            json!({"work": subject, "event": event}),
+            Json::Null,
+        )?;
+        self.inner.stats.parked();
+        item.attempts = item.attempts.saturating_add(1);
+        item.last_error = Some(text.clone());
+        item.parked = Some(Parked {
+            reason: text,
+            rules: self.inner.rules_version.clone(),
+            at: now_ms(),
+        });
+        self.inner.state.update_item(seq, &item)?;
+        Ok(())
     }
 
     async fn apply_plan(
@@ -487,6 +538,7 @@ impl Daemon {
             work: item.work.subject().unwrap_or_else(|| format!("seq/{seq}")),
             now: now_ms(),
         };
+        let effects = outbox.plan.effects.clone();
         match self.inner.applier.apply(&run, outbox).await? {
             Outcome::Applied { optional_failures } => {
                 if !optional_failures.is_empty() {
@@ -496,8 +548,17 @@ impl Daemon {
                 state.finish_item(seq)?;
                 Ok(())
             }
+            Outcome::Interrupted { next } => {
+                tracing::info!(event = %event, next, "stopping: the plan is resumed at the next start");
+                Ok(())
+            }
             Outcome::Failed(f) => {
-                state.clear_outbox()?;
+                // Effects from the failed one on, for a `GAVE_UP` entry.
+                let left: Vec<String> = effects
+                    .iter()
+                    .skip(f.index)
+                    .map(crate::apply::describe)
+                    .collect();
                 let transient = f.class == FailureClass::Transient;
                 if !transient
                     && event != "sync.problem"
@@ -508,7 +569,11 @@ impl Daemon {
                         problem: f.problem(),
                     }])?;
                 }
-                self.retry_later(seq, item, gives_up(f.class), f.text)
+                if f.class == FailureClass::Invalid {
+                    // The plan itself is impossible: resuming it cannot succeed.
+                    return self.give_up(seq, item, &f.text, &left);
+                }
+                self.retry_later_with(seq, item, gives_up(f.class), f.text, &left)
             }
         }
     }
@@ -518,29 +583,28 @@ impl Daemon {
     fn retry_later(
         &self,
         seq: u64,
-        mut item: InboxItem,
+        item: InboxItem,
         give_up: bool,
         text: String,
     ) -> Result<(), DaemonError> {
+        self.retry_later_with(seq, item, give_up, text, &[])
+    }
+
+    /// [`Daemon::retry_later`] for a plan: `left` are the effects that have not run.
+    fn retry_later_with(
+        &self,
+        seq: u64,
+        mut item: InboxItem,
+        give_up: bool,
+        text: String,
+        left: &[String],
+    ) -> Result<(), DaemonError> {
         let state = &self.inner.state;
         item.attempts = item.attempts.saturating_add(1);
-        item.last_error = Some(text);
+        item.last_error = Some(text.clone());
         if give_up && item.attempts >= MAX_ATTEMPTS {
-            let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
-            tracing::error!(%subject, attempts = item.attempts, "giving up");
-            self.runner_journal(
-                "GAVE_UP",
-                "error",
-                &format!(
-                    "gave up after {} attempts: {}",
-                    item.attempts,
-                    item.last_error.clone().unwrap_or_default()
-                ),
-                json!({"work": subject}),
-                Json::Null,
-            )?;
-            state.finish_item(seq)?;
-            return Ok(());
+            let text = format!("after {} attempts: {text}", item.attempts);
+            return self.give_up(seq, item, &text, left);
         }
         let iv = &self.inner.config.intervals;
         let exp = item.attempts.saturating_sub(1).min(20);
@@ -552,6 +616,43 @@ impl Daemon {
             .max(Duration::from_millis(1));
         item.not_before = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         state.update_item(seq, &item)?;
+        Ok(())
+    }
+
+    /// Ends work that cannot succeed: a `GAVE_UP` journal entry naming the effects that never
+    /// ran (its `raw` lists them all), and the item (with its plan) removed.
+    fn give_up(
+        &self,
+        seq: u64,
+        item: InboxItem,
+        why: &str,
+        left: &[String],
+    ) -> Result<(), DaemonError> {
+        let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
+        tracing::error!(%subject, attempts = item.attempts, left = left.len(), "giving up");
+        let mut text = format!("gave up: {why}");
+        if !left.is_empty() {
+            let shown: Vec<&str> = left.iter().take(5).map(String::as_str).collect();
+            text.push_str(&format!(
+                "; {} effect(s) never ran: {}{}",
+                left.len(),
+                shown.join("; "),
+                if left.len() > shown.len() {
+                    "; …"
+                } else {
+                    ""
+                }
+            ));
+        }
+        self.runner_journal(
+            "GAVE_UP",
+            "error",
+            &text,
+            json!({"work": subject}),
+            json!({"not_applied": left}),
+        )?;
+        self.inner.stats.gave_up();
+        self.inner.state.finish_item(seq)?;
         Ok(())
     }
 
@@ -673,6 +774,7 @@ impl Daemon {
         shutdown.await;
         tracing::info!("stopping: finishing the item in progress; queued work stays queued");
         self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stop.store(true, Ordering::SeqCst);
         let _ = stop_tx.send(true);
         self.inner.wake.notify_waiters();
         for t in tasks {

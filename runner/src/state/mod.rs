@@ -19,7 +19,8 @@
 //! | `cursor/<name>` | a cursor (CRM history `sinceId`, МойСклад `updated` watermark …) |
 //! | `statuses/<order id>` | every status a CRM order has held |
 //! | `inbox/<seq>` , `inboxsubj/<subject>` | queued [`InboxItem`]s (big-endian `seq`: FIFO scans) |
-//! | `outbox` | the [`Outbox`]: the plan being applied and what of it is confirmed |
+//! | `plan/<seq>` | the plan of inbox item `seq` that started applying ([`Outbox`] less its progress), written once |
+//! | `done/<seq>/<index>` | the confirmed answer of one effect of that plan (one small write per effect) |
 //! | `key/<key>` | a [`KeyRecord`]: the state of an idempotent create |
 //! | `dedupe/<id>` | a webhook `requestId` seen, with its expiry |
 //! | `journal/<digest>` | a [`JournalEntry`], one per (subject, code) |
@@ -301,6 +302,25 @@ pub struct InboxItem {
     pub queued_at: i64,
     /// The last failure, for `skladsync` logs and the demo summary.
     pub last_error: Option<String>,
+    /// A plan of this item started applying (`plan/<seq>`): the item takes no new work (newer
+    /// work of its subject waits in an item of its own, behind it) until the plan is finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plan: bool,
+    /// Evaluating this item failed in a way that repeats (a rule error, a runaway rule): it
+    /// waits until the rules change or new work of its subject arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
+}
+
+/// Why and under which rules an item was parked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    /// The evaluation error.
+    pub reason: String,
+    /// The version of the rule set (and settings) it failed under.
+    pub rules: String,
+    /// When (unix ms).
+    pub at: i64,
 }
 
 impl InboxItem {
@@ -312,12 +332,17 @@ impl InboxItem {
             not_before: now,
             queued_at: now,
             last_error: None,
+            plan: false,
+            parked: None,
         }
     }
 }
 
-/// The plan being applied: written before its first effect, updated as effects are
-/// confirmed, removed when the plan is done. After a crash the runner resumes it.
+/// A plan that started applying, with what of it is confirmed. The plan is written once,
+/// before its first effect ([`SyncState::start_plan`]); each confirmed effect adds one record
+/// ([`SyncState::effect_done`]); the whole is removed with its inbox item. Whatever stops it
+/// (a crash, a failed effect, a shutdown), the runner resumes it later from the first effect
+/// not confirmed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
     /// The inbox item the plan came from.
@@ -327,7 +352,16 @@ pub struct Outbox {
     /// When this plan was made (unix ms): with `seq`, it names the plan's keyless creates.
     pub started: i64,
     /// The confirmed result of each effect applied so far (by index).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub done: BTreeMap<usize, Value>,
+}
+
+/// What `plan/<seq>` holds: the [`Outbox`] without its progress.
+#[derive(Serialize)]
+struct PlanHead<'a> {
+    seq: u64,
+    plan: &'a skladsync_engine::Plan,
+    started: i64,
 }
 
 /// The state of an idempotent create, by its key.
@@ -389,6 +423,25 @@ fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
+fn plan_key(seq: u64) -> Vec<u8> {
+    let mut k = b"plan/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn done_prefix(seq: u64) -> Vec<u8> {
+    let mut k = b"done/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.push(b'/');
+    k
+}
+
+fn done_key(seq: u64, index: usize) -> Vec<u8> {
+    let mut k = done_prefix(seq);
+    k.extend_from_slice(&(index as u64).to_be_bytes());
+    k
+}
+
 fn link_key(kind: &str, side: &str, id: &str) -> Vec<u8> {
     format!("link/{kind}/{side}/{id}").into_bytes()
 }
@@ -405,7 +458,31 @@ impl SyncState {
 
     /// Opens (or creates) the sled state at `path`, owner-only.
     pub fn open(path: &std::path::Path) -> Result<Self, StateError> {
-        Ok(Self::new(Arc::new(SledStore::open(path)?)))
+        let state = Self::new(Arc::new(SledStore::open(path)?));
+        state.migrate()?;
+        Ok(state)
+    }
+
+    /// Converts what an earlier version wrote: the one `outbox` record (the whole plan,
+    /// rewritten after every effect) becomes a plan record and one record per effect.
+    fn migrate(&self) -> Result<(), StateError> {
+        let Some(ob) = self.read::<Outbox>(b"outbox")? else {
+            return Ok(());
+        };
+        let mut ops = vec![(b"outbox".to_vec(), None)];
+        if let Some(mut item) = self.read::<InboxItem>(&seq_key(ob.seq))? {
+            item.plan = true;
+            ops.push((seq_key(ob.seq), Some(serde_json::to_vec(&item)?)));
+            for (i, v) in &ob.done {
+                ops.push((done_key(ob.seq, *i), Some(serde_json::to_vec(v)?)));
+            }
+            let head = Outbox {
+                done: BTreeMap::new(),
+                ..ob
+            };
+            ops.push((plan_key(head.seq), Some(serde_json::to_vec(&head)?)));
+        }
+        self.commit(ops)
     }
 
     /// A state in memory (tests).
@@ -469,6 +546,12 @@ impl SyncState {
     /// Writes a link, replacing any link of the same kind that shares one of its ids.
     pub fn put_link(&self, link: &Link) -> Result<(), StateError> {
         let _g = self.guard();
+        let ops = self.link_ops(link)?;
+        self.commit(ops)
+    }
+
+    /// The writes of [`SyncState::put_link`] (the caller holds the guard).
+    fn link_ops(&self, link: &Link) -> Result<Vec<BatchOp>, StateError> {
         let mut ops = Vec::new();
         for (side, id) in &link.ids {
             let Some(text) = id_text(id) else { continue };
@@ -486,7 +569,7 @@ impl SyncState {
                 ops.push((link_key(&link.kind, side, &text), Some(bytes.clone())));
             }
         }
-        self.commit(ops)
+        Ok(ops)
     }
 
     /// The link of `kind` with `id` on `side`.
@@ -584,12 +667,22 @@ impl SyncState {
                         Some(i) => Some(i),
                         None => self.read::<InboxItem>(&seq_key(seq))?,
                     };
-                    item.map(|mut item| {
-                        item.work.merge(work.clone());
-                        item.not_before = item.not_before.min(now);
-                        item.attempts = 0;
-                        (seq, item)
-                    })
+                    match item {
+                        // A plan of it is being applied: the new work waits behind it.
+                        Some(item) if item.plan => {
+                            pending.insert(seq, item);
+                            None
+                        }
+                        Some(mut item) => {
+                            item.work.merge(work.clone());
+                            item.not_before = item.not_before.min(now);
+                            item.attempts = 0;
+                            // New work may evaluate differently: a parked item is tried again.
+                            item.parked = None;
+                            Some((seq, item))
+                        }
+                        None => None,
+                    }
                 }
                 None => None,
             };
@@ -662,29 +755,89 @@ impl SyncState {
                 }
             }
         }
-        if let Some(ob) = self.read::<Outbox>(b"outbox")? {
-            if ob.seq == seq {
-                ops.push((b"outbox".to_vec(), None));
-            }
+        ops.push((plan_key(seq), None));
+        for (k, _) in self.store.scan_prefix(&done_prefix(seq))? {
+            ops.push((k, None));
         }
         self.commit(ops)
     }
 
-    // --- outbox ---------------------------------------------------------------------------
-
-    /// The plan being applied, if any.
-    pub fn outbox(&self) -> Result<Option<Outbox>, StateError> {
-        self.read(b"outbox")
+    /// Items parked under another version of the rules become due again. Returns how many.
+    pub fn unpark_changed(&self, rules: &str, now: i64) -> Result<usize, StateError> {
+        let _g = self.guard();
+        let mut ops = Vec::new();
+        for (k, mut item) in self.scan::<InboxItem>(b"inbox/")? {
+            if item.parked.as_ref().is_some_and(|p| p.rules != rules) {
+                item.parked = None;
+                item.attempts = 0;
+                item.not_before = now;
+                ops.push((k, Some(serde_json::to_vec(&item)?)));
+            }
+        }
+        let n = ops.len();
+        if n > 0 {
+            self.commit(ops)?;
+        }
+        Ok(n)
     }
 
-    /// Records the plan being applied and its confirmed effects.
-    pub fn set_outbox(&self, outbox: &Outbox) -> Result<(), StateError> {
-        self.put(b"outbox", outbox)
+    // --- plans ----------------------------------------------------------------------------
+
+    /// Records that a plan of inbox item `seq` starts applying: the plan (once), and the
+    /// item marked as holding it (it takes no new work from now on), in one batch.
+    pub fn start_plan(&self, outbox: &Outbox) -> Result<(), StateError> {
+        let _g = self.guard();
+        let mut ops = Vec::new();
+        if let Some(mut item) = self.read::<InboxItem>(&seq_key(outbox.seq))? {
+            item.plan = true;
+            ops.push((seq_key(outbox.seq), Some(serde_json::to_vec(&item)?)));
+        }
+        for (i, v) in &outbox.done {
+            ops.push((done_key(outbox.seq, *i), Some(serde_json::to_vec(v)?)));
+        }
+        let head = PlanHead {
+            seq: outbox.seq,
+            plan: &outbox.plan,
+            started: outbox.started,
+        };
+        ops.push((plan_key(outbox.seq), Some(serde_json::to_vec(&head)?)));
+        self.commit(ops)
     }
 
-    /// Forgets the plan being applied.
-    pub fn clear_outbox(&self) -> Result<(), StateError> {
-        self.remove(b"outbox")
+    /// The plan of inbox item `seq` that started applying, with what of it is confirmed.
+    pub fn plan(&self, seq: u64) -> Result<Option<Outbox>, StateError> {
+        let Some(mut ob) = self.read::<Outbox>(&plan_key(seq))? else {
+            return Ok(None);
+        };
+        let prefix = done_prefix(seq);
+        for (k, v) in self.scan::<Value>(&prefix)? {
+            let Ok(bytes) = <[u8; 8]>::try_from(&k[prefix.len()..]) else {
+                continue;
+            };
+            if let Ok(i) = usize::try_from(u64::from_be_bytes(bytes)) {
+                ob.done.insert(i, v);
+            }
+        }
+        Ok(Some(ob))
+    }
+
+    /// Records one confirmed effect of the plan of `seq`: one small write, flushed.
+    pub fn effect_done(&self, seq: u64, index: usize, answer: &Value) -> Result<(), StateError> {
+        self.put(&done_key(seq, index), answer)
+    }
+
+    /// Writes a link and records the effect that wrote it as confirmed, in one batch.
+    pub fn link_done(
+        &self,
+        seq: u64,
+        index: usize,
+        link: &Link,
+        answer: &Value,
+    ) -> Result<(), StateError> {
+        let _g = self.guard();
+        let mut ops = self.link_ops(link)?;
+        ops.push((done_key(seq, index), Some(serde_json::to_vec(answer)?)));
+        self.commit(ops)
     }
 
     // --- idempotency keys -----------------------------------------------------------------
