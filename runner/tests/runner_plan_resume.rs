@@ -150,12 +150,19 @@ async fn sale_survives(fault: Fault, fails: bool) {
     let sale = sell(lab);
     until_paid(&rig, &sale).await;
 
-    assert_eq!(lab.crm.faults().fired(plan), Some(1), "the fault never fired");
+    assert_eq!(
+        lab.crm.faults().fired(plan),
+        Some(1),
+        "the fault never fired"
+    );
     let orders = orders_of_sale(lab, &sale);
     assert_eq!(orders.len(), 1, "one CRM order per sale: {orders:?}");
     assert_eq!(
         orders[0].1,
-        vec![("bank-card".to_string(), 500.0), ("cash".to_string(), 1500.0)],
+        vec![
+            ("bank-card".to_string(), 500.0),
+            ("cash".to_string(), 1500.0)
+        ],
         "both payments of the sale, once each"
     );
     // The failure is visible, and nothing is waiting or given up any more.

@@ -13,8 +13,8 @@
 //! 2. The effect is applied (see the target mapping in `docs/contract.md`); its answer is
 //!    recorded (one small write, flushed) before the next effect starts — for a `link`, in
 //!    the same batch as the link itself.
-//! 3. A failed effect is journalled with the API's raw error. If it is `optional`, the plan
-//!    goes on; otherwise the run stops there, **the plan stays recorded**, and the daemon
+//! 3. A failed effect is journalled with the API's raw error. If it is `optional` and was
+//!    refused (not merely unreachable), the plan goes on; otherwise the run stops there, **the plan stays recorded**, and the daemon
 //!    resumes it later from that effect — never re-evaluates the event in its place, so a
 //!    link or marker written by an earlier effect cannot make the rules skip work that was
 //!    never done. Confirmed effects are not repeated; their answers are reused.
@@ -277,7 +277,10 @@ impl Applier {
                     let f = self.failure(run, i, effect, &e);
                     self.stats.failure();
                     self.journal_failure(run, &f)?;
-                    if effect_optional(effect) {
+                    // An optional effect may be refused without holding up the plan; one
+                    // that could not reach its system is resumed like any other, so a
+                    // passing outage loses nothing.
+                    if effect_optional(effect) && f.class != FailureClass::Transient {
                         optional_failures.push(f);
                         self.state.effect_done(seq, i, &Json::Null)?;
                         continue;
