@@ -126,11 +126,15 @@ async fn status(
             "waiting": inbox.iter().map(|(seq, i)| serde_json::json!({
                 "seq": seq, "subject": i.work.subject(), "attempts": i.attempts,
                 "not_before": i.not_before, "last_error": i.last_error,
+                "plan": i.plan, "parked": i.parked,
             })).collect::<Vec<_>>(),
+            "rules_version": d.rules_version(),
             "events": stats.events,
             "effects": stats.effects,
             "links": stats.links,
             "failures": stats.failures,
+            "parked": stats.parked,
+            "gave_up": stats.gave_up,
         }))
     })
     .await;

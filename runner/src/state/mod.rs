@@ -674,11 +674,15 @@ impl SyncState {
                             None
                         }
                         Some(mut item) => {
+                            let before = item.work.clone();
                             item.work.merge(work.clone());
-                            item.not_before = item.not_before.min(now);
-                            item.attempts = 0;
-                            // New work may evaluate differently: a parked item is tried again.
-                            item.parked = None;
+                            // New work may evaluate differently: a parked item is tried
+                            // again — unless the work is the same as before.
+                            if item.parked.is_none() || item.work != before {
+                                item.not_before = item.not_before.min(now);
+                                item.attempts = 0;
+                                item.parked = None;
+                            }
                             Some((seq, item))
                         }
                         None => None,
@@ -1087,6 +1091,97 @@ mod tests {
         assert_eq!(s.inbox().unwrap().len(), 2);
         let e = s.enqueue(order(1, 14), 0).unwrap();
         assert_eq!(e, d);
+    }
+
+    /// A store that counts the bytes written to it.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryStore,
+        written: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for Counting {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            self.inner.get(key)
+        }
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {
+            self.inner.scan_prefix(prefix)
+        }
+        fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StateError> {
+            let n: usize = ops
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum();
+            self.written
+                .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            self.inner.apply(ops)
+        }
+        fn flush(&self) -> Result<(), StateError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plan_progress_is_one_small_write_per_effect() {
+        let store = Arc::new(Counting::default());
+        let s = SyncState::new(store.clone());
+        let seq = s.enqueue(Work::SettingsSaved, 0).unwrap();
+        let effects: Vec<Value> = (0..2000)
+            .map(|i| {
+                json!({"rule": "r", "op": "journal", "code": "X", "level": "info",
+                       "text": format!("entry {i} with some text to make the plan large"), "subject": {}})
+            })
+            .collect();
+        let plan: skladsync_engine::Plan =
+            serde_json::from_value(json!({"event": "settings.saved", "effects": effects})).unwrap();
+        let ob = Outbox {
+            seq,
+            plan,
+            started: 1,
+            done: BTreeMap::new(),
+        };
+        s.start_plan(&ob).unwrap();
+        let before = store.written.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(before > 100_000, "the plan itself is large: {before} bytes");
+        for i in 0..2000 {
+            s.effect_done(seq, i, &Value::Null).unwrap();
+        }
+        let progress = store.written.load(std::sync::atomic::Ordering::SeqCst) - before;
+        // Rewriting the plan after every effect would write 2000 × the plan (> 200 MB).
+        assert!(progress < 2000 * 64, "{progress} bytes for 2000 effects");
+        let back = s.plan(seq).unwrap().unwrap();
+        assert_eq!(back.done.len(), 2000);
+        assert_eq!(back.plan, ob.plan);
+        // The item holds its plan: new work of its subject waits in an item of its own.
+        let other = s.enqueue(Work::SettingsSaved, 5).unwrap();
+        assert_ne!(other, seq);
+        s.finish_item(seq).unwrap();
+        assert!(s.plan(seq).unwrap().is_none());
+        assert!(store.inner.scan_prefix(b"done/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_parked_item_waits_for_new_work_or_other_rules() {
+        let s = SyncState::in_memory();
+        let seq = s.enqueue(order(1, 10), 0).unwrap();
+        let mut item = s.inbox_item(seq).unwrap().unwrap();
+        item.parked = Some(Parked {
+            reason: "boom".into(),
+            rules: "v1".into(),
+            at: 0,
+        });
+        s.update_item(seq, &item).unwrap();
+        // The same history entry again changes nothing: still parked.
+        s.enqueue(order(1, 10), 1).unwrap();
+        assert!(s.inbox_item(seq).unwrap().unwrap().parked.is_some());
+        assert_eq!(s.unpark_changed("v1", 2).unwrap(), 0);
+        // Other rules: tried again.
+        assert_eq!(s.unpark_changed("v2", 2).unwrap(), 1);
+        assert!(s.inbox_item(seq).unwrap().unwrap().parked.is_none());
+        // New work of its subject: tried again.
+        s.update_item(seq, &item).unwrap();
+        s.enqueue(order(1, 11), 3).unwrap();
+        assert!(s.inbox_item(seq).unwrap().unwrap().parked.is_none());
     }
 
     #[test]
