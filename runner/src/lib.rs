@@ -1,4 +1,4 @@
-//! The skladsync runner: API clients, emulators, state, the daemon and the CLI.
+//! The skladsync runner: API clients, state, the daemon and the CLI.
 
 pub mod apply;
 pub mod cli;
@@ -7,7 +7,6 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
-pub mod emulator;
 pub mod state;
 pub mod tooling;
 pub mod world;

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use skladsync_emulators::faults::{Fault, FaultPlan};
+use skladsync_emulators::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
 use skladsync_runner::clients::moysklad::{
     Auth, ClientConfig, ListQuery, MoyskladClient, MoyskladError, RetryPolicy,
 };
-use skladsync_runner::emulator::faults::{Fault, FaultPlan};
-use skladsync_runner::emulator::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
 
 const LOGIN: &str = "admin@emulator";
 const PASSWORD: &str = "emulator-password";

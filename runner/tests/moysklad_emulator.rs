@@ -2,7 +2,7 @@
 //! errors, paging, webhooks' subscription rules, stock reports.
 
 use serde_json::{json, Value};
-use skladsync_runner::emulator::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
+use skladsync_emulators::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
 
 const LOGIN: &str = "admin@emulator";
 const PASSWORD: &str = "emulator-password";

@@ -4,12 +4,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use skladsync_emulators::faults::{Fault, FaultPlan};
+use skladsync_emulators::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig, RateLimitConfig};
 use skladsync_runner::clients::moysklad::{
     Auth, ClientConfig, LimitConfig, ListQuery, MoyskladClient, RetryPolicy,
-};
-use skladsync_runner::emulator::faults::{Fault, FaultPlan};
-use skladsync_runner::emulator::moysklad::{
-    MoyskladEmulator, MoyskladEmulatorConfig, RateLimitConfig,
 };
 
 const LOGIN: &str = "admin@emulator";

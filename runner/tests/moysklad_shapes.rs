@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use axum::routing::post;
 use serde_json::{json, Value};
+use skladsync_emulators::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
 use skladsync_runner::clients::moysklad::{
     Auth, ClientConfig, CurrentReport, ListQuery, MoyskladClient, RetryPolicy,
 };
-use skladsync_runner::emulator::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
 
 fn fixture(name: &str) -> Value {
     let path = format!(

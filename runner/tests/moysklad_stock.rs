@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use skladsync_emulators::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig, SampleShop};
 use skladsync_runner::clients::moysklad::{
     Auth, ClientConfig, CurrentReport, ListQuery, MoyskladClient, RetryPolicy,
 };
-use skladsync_runner::emulator::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig, SampleShop};
 
 async fn setup() -> (MoyskladEmulator, MoyskladClient, SampleShop) {
     let ms = MoyskladEmulator::start(MoyskladEmulatorConfig {

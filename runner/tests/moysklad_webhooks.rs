@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use skladsync_runner::clients::moysklad::{Auth, ClientConfig, MoyskladClient, RetryPolicy};
-use skladsync_runner::emulator::moysklad::{
+use skladsync_emulators::moysklad::{
     Attempt, MoyskladEmulator, MoyskladEmulatorConfig, SampleShop,
 };
+use skladsync_runner::clients::moysklad::{Auth, ClientConfig, MoyskladClient, RetryPolicy};
 
 const LOGIN: &str = "admin@emulator";
 const PASSWORD: &str = "emulator-password";

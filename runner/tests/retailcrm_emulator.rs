@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use skladsync_runner::emulator::retailcrm::{EmulatorConfig, RetailcrmEmulator, State};
+use skladsync_emulators::retailcrm::{EmulatorConfig, RetailcrmEmulator, State};
 use support::{assert_shape, fixture, shop, KEY, OTHER_KEY};
 
 async fn get(emu: &RetailcrmEmulator, path: &str) -> (u16, Value) {

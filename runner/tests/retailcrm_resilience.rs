@@ -5,11 +5,11 @@
 mod support;
 
 use serde_json::json;
-use skladsync_runner::clients::retailcrm::{EntityRef, Error, ReferenceBook, RetailcrmClient};
-use skladsync_runner::emulator::faults::{Fault, FaultPlan};
-use skladsync_runner::emulator::retailcrm::{
+use skladsync_emulators::faults::{Fault, FaultPlan};
+use skladsync_emulators::retailcrm::{
     sample_shop, Clock, EmulatorConfig, RateLimitConfig, RetailcrmEmulator,
 };
+use skladsync_runner::clients::retailcrm::{EntityRef, Error, ReferenceBook, RetailcrmClient};
 use support::{client, fast_config, shop, KEY};
 
 async fn limited(status: u16, per_second: u32) -> RetailcrmEmulator {

@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use skladsync_emulators::faults::{Fault, FaultPlan};
 use skladsync_runner::demo::lab::{Lab, LabOptions};
-use skladsync_runner::emulator::faults::{Fault, FaultPlan};
 use support::{duplicates, fixture_rules, order_by_number, write_config};
 
 /// xorshift64*: reproducible random delays.

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use skladsync_emulators::faults::{Fault, FaultPlan, Faults, PlanId, Trigger};
 use skladsync_runner::demo::lab::{Lab, LabOptions};
-use skladsync_runner::emulator::faults::{Fault, FaultPlan, Faults, PlanId, Trigger};
 use support::{duplicates, fixture_rules, order_by_number, start_with, Rig};
 
 /// The fault kinds, in the order [`faulty`] adds them.

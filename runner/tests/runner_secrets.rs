@@ -13,12 +13,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
+use skladsync_emulators::faults::{Fault, FaultPlan, Trigger};
+use skladsync_emulators::moysklad::{EmulatorUser, MoyskladEmulator, MoyskladEmulatorConfig};
+use skladsync_emulators::retailcrm::{EmulatorConfig, RetailcrmEmulator};
 use skladsync_runner::demo::shop::{render, seed_crm, seed_ms};
-use skladsync_runner::emulator::faults::{Fault, FaultPlan, Trigger};
-use skladsync_runner::emulator::moysklad::{
-    EmulatorUser, MoyskladEmulator, MoyskladEmulatorConfig,
-};
-use skladsync_runner::emulator::retailcrm::{EmulatorConfig, RetailcrmEmulator};
 
 const CRM_KEY: &str = "crmKEY-d41d8cd98f00b204e980";
 const MS_LOGIN: &str = "robot@acme-secret-login";

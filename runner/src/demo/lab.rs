@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use crate::emulator::moysklad::{
+use skladsync_emulators::moysklad::{
     MoyskladEmulator, MoyskladEmulatorConfig, RateLimitConfig as MsRateLimit,
 };
-use crate::emulator::retailcrm::{
+use skladsync_emulators::retailcrm::{
     EmulatorConfig as CrmEmulatorConfig, RateLimitConfig as CrmRateLimit, RetailcrmEmulator,
     SeedReport,
 };

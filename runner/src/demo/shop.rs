@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::emulator::moysklad::{EmulatorError as MsEmulatorError, MoyskladEmulator};
-use crate::emulator::retailcrm::{
+use skladsync_emulators::moysklad::{EmulatorError as MsEmulatorError, MoyskladEmulator};
+use skladsync_emulators::retailcrm::{
     sample_shop, EmulatorError as CrmEmulatorError, RetailcrmEmulator, SeedReport,
 };
 

@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use skladsync_runner::emulator::retailcrm::{sample_shop, EmulatorConfig, RetailcrmEmulator};
+//! use skladsync_emulators::retailcrm::{sample_shop, EmulatorConfig, RetailcrmEmulator};
 //! let emu = RetailcrmEmulator::start(EmulatorConfig::default()).await?;
 //! let report = emu.seed(&sample_shop()?)?;
 //! emu.as_manager(12).set_order_status(report.orders[0], "client-confirmed")?;
@@ -44,7 +44,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::emulator::faults::{Faults, Rejection, Renderer};
+use crate::faults::{Faults, Rejection, Renderer};
 
 pub use config::{ApiKeyConfig, EmulatorConfig, RateLimitConfig};
 pub use http::RecordedRequest;

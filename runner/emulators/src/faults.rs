@@ -36,7 +36,7 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use skladsync_runner::emulator::faults::{Fault, FaultPlan, Faults, Trigger};
+//! use skladsync_emulators::faults::{Fault, FaultPlan, Faults, Trigger};
 //! use std::time::Duration;
 //!
 //! let faults = Faults::new();

@@ -23,7 +23,7 @@ use super::state::{is_uuid, Ctx, Event, State, Target};
 use super::stock;
 use super::webhooks::Deliverer;
 use super::EmulatorUser;
-use crate::emulator::faults::{Faults, Rejection, Renderer};
+use crate::faults::{Faults, Rejection, Renderer};
 
 /// One request the emulator answered (for assertions such as "no retry after a 4xx").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

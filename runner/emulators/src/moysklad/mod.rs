@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use skladsync_runner::emulator::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
+//! use skladsync_emulators::moysklad::{MoyskladEmulator, MoyskladEmulatorConfig};
 //! use serde_json::json;
 //!
 //! let ms = MoyskladEmulator::start(MoyskladEmulatorConfig::default()).await?;
@@ -67,7 +67,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::emulator::faults::Faults;
+use crate::faults::Faults;
 
 pub use clock::Clock;
 pub use errors::MsError;

@@ -515,7 +515,7 @@ impl State {
                 let owner_id = body
                     .get(owner_field)
                     .and_then(|o| o["meta"]["href"].as_str())
-                    .map(|h| crate::emulator::moysklad::query::id_of(h).to_string());
+                    .map(|h| crate::moysklad::query::id_of(h).to_string());
                 let ok = matches!(
                     (&acc_target, &owner_id),
                     (Some(Target::Nested(_, p, f, _)), Some(o)) if f == "accounts" && p == o
