@@ -10,11 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use skladsync_emulators::faults::{Fault, FaultPlan};
 use skladsync_runner::config::Config;
 use skladsync_runner::daemon::Daemon;
 use skladsync_runner::demo::lab::{Lab, LabOptions};
 use skladsync_runner::demo::{rules_dir, write_settings};
-use skladsync_runner::emulator::faults::{Fault, FaultPlan};
 use support::{duplicates, Rig, INTERVALS};
 use tokio::sync::watch;
 

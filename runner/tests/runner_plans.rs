@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use skladsync_emulators::faults::{Fault, FaultPlan};
 use skladsync_runner::config::Config;
 use skladsync_runner::daemon::Daemon;
 use skladsync_runner::demo::lab::{Lab, LabOptions};
-use skladsync_runner::emulator::faults::{Fault, FaultPlan};
 
 const EVENTS: &str = "events:\n  settings.saved:\n    fields: {previous: previous settings}\n";
 
