@@ -246,3 +246,26 @@ fn schema_writes_both_files() {
         (1, "out/rules.schema.json is not current\n")
     );
 }
+
+/// House rules of the repository: every shipped rule file is formatted and carries the
+/// schema modeline that lets editors complete and validate it.
+#[test]
+fn the_shipped_rules_are_formatted_and_carry_their_schema_modeline() {
+    let (code, out, err) = skladsync(&["fmt", "--check", "rules"], &root());
+    assert_eq!(code, 0, "skladsync fmt --check rules:\n{out}{err}");
+    let mut missing = Vec::new();
+    for f in rule_files()
+        .into_iter()
+        .filter(|f| f.starts_with(root().join("rules")))
+    {
+        let text = read(&f);
+        let head: Vec<&str> = text.lines().take(3).collect();
+        if !head.iter().any(|l| {
+            l.starts_with("# yaml-language-server: $schema=")
+                && l.ends_with("schema/rules.schema.json")
+        }) {
+            missing.push(f.display().to_string());
+        }
+    }
+    assert!(missing.is_empty(), "no schema modeline: {missing:?}");
+}
