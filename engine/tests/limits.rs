@@ -157,17 +157,18 @@ fn a_text_doubled_forty_times_is_refused_before_it_is_built() {
     assert!(err.is_deterministic());
     assert_eq!(err.rule.as_deref(), Some("string.bomb"));
     let text = err.to_string();
-    // The `+` that would pass the budget: 2^26 bytes is the first text over 64 MiB.
+    // The `+` that would pass the budget: s26 (2^27 bytes) does not fit in what the texts
+    // before it leave of 128 MiB.
     let line = doubling(40)
         .lines()
-        .position(|l| l.trim_start().starts_with("s25: "))
+        .position(|l| l.trim_start().starts_with("s26: "))
         .expect("line")
         + 1;
     assert!(
         text.starts_with(&format!("rule `string.bomb` at limits.yaml:{line}:")),
         "{text}"
     );
-    assert!(text.contains("memory budget of 67108864 bytes"), "{text}");
+    assert!(text.contains("memory budget of 134217728 bytes"), "{text}");
     assert!(text.contains("`limits.max_eval_bytes`"), "{text}");
 }
 
