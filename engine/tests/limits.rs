@@ -337,3 +337,30 @@ fn only_failed_lookups_are_worth_retrying() {
         assert!(err(kind).is_deterministic());
     }
 }
+
+#[test]
+fn lets_nested_past_the_limit_are_an_error_not_a_stack_overflow() {
+    // A chain of 5 000 lets, each needing the one before: the evaluator recurses once per
+    // let, and without the limit this overflows the test thread's stack.
+    let chain = |n: usize| {
+        let mut lets = String::from("      s0: '1'\n");
+        for i in 1..=n {
+            lets.push_str(&format!("      s{i}: s{} + 1\n", i - 1));
+        }
+        rules(&format!(
+            "events:\n  e:\n    fields: {{}}\nrules:\n  - id: chain\n    on: e\n    let:\n{lets}    do:\n      - skip: string(s{n})\n"
+        ))
+    };
+    let err = run(&chain(5000), &event(""), EvalOptions::default()).expect_err("too deep");
+    assert_eq!(err.kind, EvalErrorKind::Limit, "{err}");
+    assert_eq!(err.rule.as_deref(), Some("chain"));
+    assert!(
+        err.to_string().contains("nested more than 100 deep"),
+        "{err}"
+    );
+    let plan = run(&chain(50), &event(""), EvalOptions::default()).expect("50 deep is fine");
+    let skladsync_engine::Action::Skip { reason } = &plan.effects[0].action else {
+        panic!("a skip");
+    };
+    assert_eq!(reason, "51");
+}

@@ -177,7 +177,10 @@ impl<'a> Ctx<'a> {
         let Some(def) = lets.items.get(*li as usize) else {
             return Ok(Value::Null);
         };
-        let v = self.eval(&def.expr, frame)?;
+        self.enter(def.expr.loc)?;
+        let v = self.eval(&def.expr, frame);
+        self.nesting -= 1;
+        let v = v?;
         if let Some(trace) = self.trace.as_deref_mut() {
             trace.record_let(self.flow.as_deref(), &def.name, &v);
         }
@@ -407,7 +410,14 @@ impl<'a> Ctx<'a> {
             slots,
             lets: &prog.empty_lets,
         };
-        let result = self.eval(body, &mut callee);
+        let result = match self.enter(body.loc) {
+            Ok(()) => {
+                let r = self.eval(body, &mut callee);
+                self.nesting -= 1;
+                r
+            }
+            Err(e) => Err(e),
+        };
         let mut slots = callee.slots;
         slots.clear();
         self.spare_frames.push(slots);

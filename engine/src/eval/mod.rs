@@ -28,6 +28,12 @@ pub const DEFAULT_MAX_EFFECTS: usize = 10_000;
 /// counts about 25 MB, an order of 200 lines well under 1 MB.
 pub const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 
+/// How deep lets and functions may nest: a `let` whose value needs another `let` (or calls a
+/// function) whose value needs another … The evaluator recurses once per level (and each
+/// expression is at most `syntax::lower::MAX_DEPTH` deep), so this keeps it far from the end
+/// of its thread's stack: a chain of a thousand lets is an error, not a crash.
+pub const MAX_NESTING: u32 = 100;
+
 /// Bytes counted for one item of a list the evaluation builds.
 pub(crate) const SLOT_BYTES: u64 = 32;
 
@@ -101,9 +107,9 @@ pub enum EvalErrorKind {
     /// The step budget ran out ([`EvalOptions::budget`]).
     Budget,
     /// A limit on what one evaluation may produce was reached: more effects in the plan
-    /// than [`EvalOptions::max_effects`], or more bytes of text, lists and objects built
-    /// than [`EvalOptions::max_bytes`], or a template's own fuel. The message says which
-    /// limit, its value and how to raise it.
+    /// than [`EvalOptions::max_effects`], more bytes of text, lists and objects built than
+    /// [`EvalOptions::max_bytes`], a template's own fuel, or lets nested deeper than
+    /// [`MAX_NESTING`]. The message says which limit, its value and how to raise it.
     Limit,
     /// The world could not answer a lookup. The only transient kind: the same evaluation
     /// may succeed once the systems answer again.
@@ -236,6 +242,8 @@ pub(crate) struct Ctx<'a> {
     /// What is left of the memory budget, in bytes.
     pub bytes_left: u64,
     pub limits: Limits,
+    /// How many lets and function calls are being evaluated inside one another.
+    pub nesting: u32,
     pub plan: PlanBuilder,
     pub rule: Str,
     pub flow: Option<Str>,
@@ -375,6 +383,7 @@ impl<'a> Ctx<'a> {
             budget: limits.budget,
             bytes_left: limits.max_bytes,
             limits,
+            nesting: 0,
             plan: PlanBuilder::new(&event.name),
             rule: Arc::from(""),
             flow: None,
@@ -429,6 +438,25 @@ impl<'a> Ctx<'a> {
                  repeated for every item of a list?)"
             ),
         )
+    }
+
+    /// Enters a let or a function call; the caller leaves with `self.nesting -= 1` once
+    /// it is evaluated (whatever the outcome).
+    #[inline]
+    pub fn enter(&mut self, loc: LocId) -> Result<(), Fail> {
+        if self.nesting >= MAX_NESTING {
+            return Err(self.error(
+                EvalErrorKind::Limit,
+                loc,
+                format!(
+                    "lets and functions nested more than {MAX_NESTING} deep (a `let` whose \
+                     value needs a `let` whose value needs …): a fixed limit that keeps the \
+                     evaluation far from the end of its stack"
+                ),
+            ));
+        }
+        self.nesting += 1;
+        Ok(())
     }
 
     /// The effect limit, checked before an effect is built.
