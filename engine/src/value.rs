@@ -293,6 +293,46 @@ impl Value {
         }
     }
 
+    /// Whether lists, objects and the known bodies of pending results nest more than `max`
+    /// levels deep. Walks without recursion, each shared part once per depth it is met at
+    /// (so a list that shares its parts is cheap to check).
+    pub fn deeper_than(&self, max: usize) -> bool {
+        fn container(v: &Value) -> Option<usize> {
+            match v {
+                Value::Array(a) => Some(Arc::as_ptr(a) as *const () as usize),
+                Value::Object(o) => Some(Arc::as_ptr(o) as *const () as usize),
+                Value::Ref(r) if r.known.is_some() => Some(Arc::as_ptr(r) as *const () as usize),
+                _ => None,
+            }
+        }
+        if container(self).is_none() {
+            return false;
+        }
+        // The deepest level each container was walked from: met again no deeper, it has
+        // nothing new to show.
+        let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        let mut stack: Vec<(&Value, usize)> = vec![(self, 1)];
+        while let Some((v, depth)) = stack.pop() {
+            let Some(ptr) = container(v) else { continue };
+            if depth > max {
+                return true;
+            }
+            match seen.get(&ptr) {
+                Some(&d) if d >= depth => continue,
+                _ => {
+                    seen.insert(ptr, depth);
+                }
+            }
+            match v {
+                Value::Array(a) => stack.extend(a.iter().map(|x| (x, depth + 1))),
+                Value::Object(o) => stack.extend(o.values().map(|x| (x, depth + 1))),
+                Value::Ref(r) => stack.extend(r.known.iter().map(|x| (x, depth + 1))),
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// About how many bytes the value takes written out as JSON (string escapes aside),
     /// counting shared parts as often as they appear; the walk stops as soon as the count
     /// passes `cap`, so the result is only exact below it.

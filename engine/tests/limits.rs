@@ -364,3 +364,40 @@ fn lets_nested_past_the_limit_are_an_error_not_a_stack_overflow() {
     };
     assert_eq!(reason, "51");
 }
+
+#[test]
+fn a_loop_wrapping_a_value_in_itself_is_stopped_before_the_chain_overflows_the_stack() {
+    // Without the limit the 100 000-deep chain overflows the stack when it is dropped or
+    // written out, aborting the process.
+    let set = rules(
+        r#"
+events:
+  e:
+    fields: {n: how many}
+rules:
+  - id: wrap.let
+    on: e
+    let:
+      start: '[]'
+    do:
+      - let:
+          chain: start
+      - for: i
+        in: range(n)
+        do:
+          - let:
+              chain: '{up: chain, i: i}'
+      - skip: '"done"'
+"#,
+    );
+    let err = run(&set, &event(r#", "n": 100000"#), EvalOptions::default()).expect_err("deep");
+    assert_eq!(err.kind, EvalErrorKind::Limit, "{err}");
+    assert_eq!(err.rule.as_deref(), Some("wrap.let"));
+    assert!(
+        err.to_string().contains("more than 256 levels deep"),
+        "{err}"
+    );
+    // Shallow loops are untouched.
+    let plan = run(&set, &event(r#", "n": 100"#), EvalOptions::default()).expect("100 deep");
+    assert_eq!(plan.effects.len(), 1);
+}

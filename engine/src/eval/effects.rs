@@ -541,6 +541,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             };
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
+                cx.check_depth(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -581,6 +582,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             let body = eval_body(cx, frame, body, loc)?;
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
+                cx.check_depth(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -689,6 +691,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
         EffectKind::Let(binds) => {
             for (slot, e) in binds {
                 let v = cx.eval(e, frame)?;
+                cx.check_depth(&v, e.loc)?;
                 frame.set(*slot, v);
             }
         }
@@ -731,6 +734,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             cx.flow = flow;
             let value = result?;
             if let Some(slot) = name {
+                cx.check_depth(&value, loc)?;
                 frame.set(*slot, value);
             }
         }

@@ -34,6 +34,11 @@ pub const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
 /// of its thread's stack: a chain of a thousand lets is an error, not a crash.
 pub const MAX_NESTING: u32 = 100;
 
+/// How deep a value bound by an effect (`let` among the effects, `as`) may nest. A loop that
+/// wraps a value in itself at every turn (`let: {chain: '[chain]'}` in a `for`) would
+/// otherwise build a chain that overflows the stack when it is written out or dropped.
+pub const MAX_VALUE_DEPTH: usize = 256;
+
 /// Bytes counted for one item of a list the evaluation builds.
 pub(crate) const SLOT_BYTES: u64 = 32;
 
@@ -108,8 +113,9 @@ pub enum EvalErrorKind {
     Budget,
     /// A limit on what one evaluation may produce was reached: more effects in the plan
     /// than [`EvalOptions::max_effects`], more bytes of text, lists and objects built than
-    /// [`EvalOptions::max_bytes`], a template's own fuel, or lets nested deeper than
-    /// [`MAX_NESTING`]. The message says which limit, its value and how to raise it.
+    /// [`EvalOptions::max_bytes`], a template's own fuel, lets nested deeper than
+    /// [`MAX_NESTING`], or a value bound among the effects deeper than
+    /// [`MAX_VALUE_DEPTH`]. The message says which limit, its value and how to raise it.
     Limit,
     /// The world could not answer a lookup. The only transient kind: the same evaluation
     /// may succeed once the systems answer again.
@@ -457,6 +463,23 @@ impl<'a> Ctx<'a> {
         }
         self.nesting += 1;
         Ok(())
+    }
+
+    /// Refuses a value about to be bound by an effect if it nests deeper than
+    /// [`MAX_VALUE_DEPTH`].
+    pub fn check_depth(&self, v: &Value, loc: LocId) -> Result<(), Fail> {
+        if !v.deeper_than(MAX_VALUE_DEPTH) {
+            return Ok(());
+        }
+        Err(self.error(
+            EvalErrorKind::Limit,
+            loc,
+            format!(
+                "this value nests more than {MAX_VALUE_DEPTH} levels deep (does a loop wrap \
+                 a value in itself at every turn?): a fixed limit that keeps writing it out \
+                 far from the end of the stack"
+            ),
+        ))
     }
 
     /// The effect limit, checked before an effect is built.
