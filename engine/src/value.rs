@@ -379,11 +379,16 @@ impl Value {
                 self.as_decimal() == other.as_decimal()
             }
             (Value::Str(a), Value::Str(b)) => a == b,
+            // The same shared list or object is equal to itself without a look inside (a
+            // list that shares its parts can stand for billions of items).
             (Value::Array(a), Value::Array(b)) => {
-                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y))
+                Arc::ptr_eq(a, b)
+                    || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y)))
             }
             (Value::Object(a), Value::Object(b)) => {
-                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v.equals(w)))
+                Arc::ptr_eq(a, b)
+                    || (a.len() == b.len()
+                        && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v.equals(w))))
             }
             (Value::Ref(a), Value::Ref(b)) => a.name == b.name && a.path == b.path,
             _ => false,
