@@ -18,8 +18,47 @@ use crate::value::{Map, Str, Value};
 
 type MjValue = minijinja::Value;
 
-/// Fuel of one template rendering (minijinja's bounded evaluation).
+/// Fuel of one template rendering (minijinja's bounded evaluation): every instruction costs
+/// one, and every 64 bytes of text or lists the template builds or writes cost one more, so
+/// one rendering does at most 200 000 steps and builds at most about 12 MiB.
 const TEMPLATE_FUEL: u64 = 200_000;
+
+/// The message of a template that ran out of fuel.
+pub(crate) const OUT_OF_FUEL: &str = "the template ran out of its fuel (200000 steps, or about \
+     12 MiB of text built: a fixed limit of every template; do the heavy work in an \
+     expression instead)";
+
+/// Why a rendering failed.
+pub(crate) enum RenderError {
+    /// An error in the template (a bad filter argument, …).
+    Failed(String),
+    /// It ran out of minijinja's fuel.
+    OutOfFuel,
+    /// A built-in called from it would build more than is left of the memory budget.
+    OutOfBytes,
+}
+
+thread_local! {
+    /// What is left of the evaluation's memory budget while a template renders on this
+    /// thread (`None` outside a rendering), and whether a built-in was refused.
+    static TEMPLATE_BYTES: std::cell::Cell<(Option<u64>, bool)> =
+        const { std::cell::Cell::new((None, false)) };
+}
+
+/// Takes `bytes` from the budget of the rendering under way; false when they do not fit.
+fn spend_template_bytes(bytes: u64) -> bool {
+    TEMPLATE_BYTES.with(|cell| match cell.get() {
+        (Some(left), _) if bytes <= left => {
+            cell.set((Some(left - bytes), false));
+            true
+        }
+        (None, _) => true,
+        (Some(_), _) => {
+            cell.set((Some(0), true));
+            false
+        }
+    })
+}
 
 /// The environment templates compile into.
 pub(crate) fn environment() -> Environment<'static> {
@@ -42,8 +81,18 @@ pub(crate) fn register_functions(env: &mut Environment<'static>) {
     for b in crate::funcs::all() {
         let Some(f) = b.pure_fn() else { continue };
         let name = b.name;
+        let size = b.size_before();
         let call = move |args: Rest<MjValue>| -> Result<MjValue, Error> {
             let values: Vec<Value> = args.iter().map(from_mj).collect();
+            if let Some(size) = size {
+                let left = TEMPLATE_BYTES.with(|c| c.get().0).unwrap_or(u64::MAX);
+                if !spend_template_bytes(size(&values, left)) {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("{name}(): over the memory budget"),
+                    ));
+                }
+            }
             f(&values)
                 .map(|v| to_mj(&v))
                 .map_err(|m| Error::new(ErrorKind::InvalidOperation, format!("{name}(): {m}")))
@@ -53,29 +102,40 @@ pub(crate) fn register_functions(env: &mut Environment<'static>) {
     }
 }
 
-/// Renders a compiled template with the values of the names it uses.
+/// Renders a compiled template with the values of the names it uses. `bytes_left` is what
+/// is left of the evaluation's memory budget: built-ins that can build much more than they
+/// are given are refused past it. Gives the text and the bytes those built-ins took (the
+/// caller takes them, and the text's length, from its budget); minijinja's own work is
+/// bounded by its fuel.
 pub(crate) fn render(
     prog: &Program,
     id: u32,
     settings: &Value,
     vars: Vec<(Str, Value)>,
-) -> Result<String, String> {
+    bytes_left: u64,
+) -> Result<(String, u64), RenderError> {
     let name = format!("t{id}");
     let tmpl = prog
         .templates
         .get_template(&name)
-        .map_err(|e| format!("template: {e}"))?;
+        .map_err(|e| RenderError::Failed(format!("template: {e}")))?;
     let ctx = MjValue::from_object(Context {
         vars,
         settings: settings.clone(),
     });
-    tmpl.render(ctx).map_err(|e| {
-        let mut msg = format!("template: {}", e.detail().unwrap_or("rendering failed"));
-        if e.kind() == ErrorKind::OutOfFuel {
-            msg = "template: ran out of its step budget".to_owned();
-        }
-        msg
-    })
+    let outer = TEMPLATE_BYTES.with(|c| c.replace((Some(bytes_left), false)));
+    let result = tmpl.render(ctx);
+    let (left, refused) = TEMPLATE_BYTES.with(|c| c.replace(outer));
+    let built = bytes_left.saturating_sub(left.unwrap_or(bytes_left));
+    match result {
+        Ok(text) => Ok((text, built)),
+        Err(_) if refused => Err(RenderError::OutOfBytes),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(RenderError::OutOfFuel),
+        Err(e) => Err(RenderError::Failed(format!(
+            "template: {}",
+            e.detail().unwrap_or("rendering failed")
+        ))),
+    }
 }
 
 /// The names a template sees.

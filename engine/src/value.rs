@@ -250,6 +250,125 @@ impl Value {
         serde_json::to_string(self).unwrap_or_else(|e| format!("<{e}>"))
     }
 
+    /// Compact JSON text of the value if it takes at most `max` bytes; `None` (having
+    /// written at most `max` bytes) if it would be longer. Lists and objects share their
+    /// parts, so a small value in memory can stand for an enormous text: this is how to
+    /// write one without risking that.
+    pub fn to_json_within(&self, max: usize) -> Option<String> {
+        let mut out = Bounded {
+            buf: Vec::new(),
+            max,
+        };
+        serde_json::to_writer(&mut out, self).ok()?;
+        String::from_utf8(out.buf).ok()
+    }
+
+    /// The first `max` bytes (at most) of the value's JSON text, cut at a character
+    /// boundary, and whether that is the whole text.
+    pub(crate) fn json_prefix(&self, max: usize) -> (String, bool) {
+        let mut out = Bounded {
+            buf: Vec::new(),
+            max,
+        };
+        let complete = serde_json::to_writer(&mut out, self).is_ok();
+        let text = match String::from_utf8(out.buf) {
+            Ok(t) => t,
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let mut bytes = e.into_bytes();
+                bytes.truncate(valid);
+                String::from_utf8(bytes).unwrap_or_default()
+            }
+        };
+        (text, complete)
+    }
+
+    /// [`Value::to_text`] if the text takes at most `max` bytes, `None` otherwise (without
+    /// building more than `max` bytes).
+    pub fn to_text_within(&self, max: usize) -> Option<String> {
+        match self {
+            Value::Str(s) => (s.len() <= max).then(|| s.to_string()),
+            Value::Array(_) | Value::Object(_) | Value::Ref(_) => self.to_json_within(max),
+            other => Some(other.to_text()).filter(|t| t.len() <= max),
+        }
+    }
+
+    /// Whether lists, objects and the known bodies of pending results nest more than `max`
+    /// levels deep. Walks without recursion, each shared part once per depth it is met at
+    /// (so a list that shares its parts is cheap to check).
+    pub fn deeper_than(&self, max: usize) -> bool {
+        fn container(v: &Value) -> Option<usize> {
+            match v {
+                Value::Array(a) => Some(Arc::as_ptr(a) as *const () as usize),
+                Value::Object(o) => Some(Arc::as_ptr(o) as *const () as usize),
+                Value::Ref(r) if r.known.is_some() => Some(Arc::as_ptr(r) as *const () as usize),
+                _ => None,
+            }
+        }
+        if container(self).is_none() {
+            return false;
+        }
+        // The deepest level each container was walked from: met again no deeper, it has
+        // nothing new to show.
+        let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        let mut stack: Vec<(&Value, usize)> = vec![(self, 1)];
+        while let Some((v, depth)) = stack.pop() {
+            let Some(ptr) = container(v) else { continue };
+            if depth > max {
+                return true;
+            }
+            match seen.get(&ptr) {
+                Some(&d) if d >= depth => continue,
+                _ => {
+                    seen.insert(ptr, depth);
+                }
+            }
+            match v {
+                Value::Array(a) => stack.extend(a.iter().map(|x| (x, depth + 1))),
+                Value::Object(o) => stack.extend(o.values().map(|x| (x, depth + 1))),
+                Value::Ref(r) => stack.extend(r.known.iter().map(|x| (x, depth + 1))),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// About how many bytes the value takes written out as JSON (string escapes aside),
+    /// counting shared parts as often as they appear; the walk stops as soon as the count
+    /// passes `cap`, so the result is only exact below it.
+    pub fn weight_within(&self, cap: u64) -> u64 {
+        let mut total = 0u64;
+        self.add_weight(cap, &mut total);
+        total
+    }
+
+    fn add_weight(&self, cap: u64, total: &mut u64) {
+        match self {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Dec(_) => *total += 8,
+            Value::Str(s) => *total += s.len() as u64 + 2,
+            Value::Ref(r) => *total += 16 + r.name.len() as u64 + 8 * r.path.len() as u64,
+            Value::Array(a) => {
+                *total += 2 + a.len() as u64;
+                for v in a.iter() {
+                    if *total > cap {
+                        return;
+                    }
+                    v.add_weight(cap, total);
+                }
+            }
+            Value::Object(o) => {
+                *total += 2;
+                for (k, v) in o.iter() {
+                    if *total > cap {
+                        return;
+                    }
+                    *total += k.len() as u64 + 4;
+                    v.add_weight(cap, total);
+                }
+            }
+        }
+    }
+
     /// Deep equality, numbers compared by value (`1 == 1.0`).
     pub fn equals(&self, other: &Value) -> bool {
         match (self, other) {
@@ -260,11 +379,16 @@ impl Value {
                 self.as_decimal() == other.as_decimal()
             }
             (Value::Str(a), Value::Str(b)) => a == b,
+            // The same shared list or object is equal to itself without a look inside (a
+            // list that shares its parts can stand for billions of items).
             (Value::Array(a), Value::Array(b)) => {
-                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y))
+                Arc::ptr_eq(a, b)
+                    || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y)))
             }
             (Value::Object(a), Value::Object(b)) => {
-                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v.equals(w)))
+                Arc::ptr_eq(a, b)
+                    || (a.len() == b.len()
+                        && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v.equals(w))))
             }
             (Value::Ref(a), Value::Ref(b)) => a.name == b.name && a.path == b.path,
             _ => false,
@@ -607,6 +731,29 @@ impl<'de> Deserialize<'de> for KeyString {
             }
         }
         d.deserialize_any(KeyVisitor)
+    }
+}
+
+/// A writer that refuses to grow past `max` bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(data.len()) > self.max {
+            // Keep what fits (for prefixes), then refuse.
+            let room = self.max.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&data[..room.min(data.len())]);
+            return Err(std::io::Error::other("the text is longer than allowed"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -214,6 +214,20 @@ pub(crate) enum EffectKind {
     },
 }
 
+impl EffectKind {
+    /// Whether running it adds an effect to the plan (rather than binding names, looping,
+    /// grouping or calling a flow).
+    pub(crate) fn plans_an_effect(&self) -> bool {
+        !matches!(
+            self,
+            EffectKind::Use { .. }
+                | EffectKind::Let(_)
+                | EffectKind::For { .. }
+                | EffectKind::Group { .. }
+        )
+    }
+}
+
 /// A body template: YAML structure with expressions at the leaves.
 #[derive(Debug)]
 pub(crate) enum CBody {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::{Ctx, Fail, Frame};
+use super::{Ctx, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
 use crate::compile::node::{
-    CBody, CCond, CEffect, CFlow, CJournal, CRule, EffectKind, OnFalse, Word,
+    CBody, CCond, CEffect, CFlow, CJournal, CRule, EffectKind, LocId, OnFalse, Word,
 };
 use crate::plan::{Action, Effect, Plan};
 use crate::ruleset::model::Level;
@@ -48,6 +48,11 @@ impl PlanBuilder {
             links: Vec::new(),
             created: Vec::new(),
         }
+    }
+
+    /// How many effects the plan has so far.
+    pub fn len(&self) -> usize {
+        self.effects.len()
     }
 
     pub fn finish(self) -> Plan {
@@ -139,6 +144,31 @@ impl PlanBuilder {
     }
 }
 
+/// Adds an effect to the plan, its size (as written out) taken from the memory budget: a
+/// body may share its parts, so a small value in memory could otherwise make an enormous
+/// plan. The effect limit was checked before the effect was built.
+fn push_effect(cx: &mut Ctx<'_>, loc: LocId, action: Action) -> Result<(), Fail> {
+    let cap = cx.bytes_left;
+    let weight = match &action {
+        Action::Create { body, key, .. } => {
+            body.weight_within(cap) + key.as_ref().map_or(0, |k| k.len() as u64)
+        }
+        Action::Update { id, body, .. } => id.weight_within(cap) + body.weight_within(cap),
+        Action::Delete { id, .. } => id.weight_within(cap),
+        Action::Link { ids, .. } => ids
+            .iter()
+            .map(|(k, v)| k.len() as u64 + v.weight_within(cap))
+            .sum(),
+        Action::Journal { text, subject, .. } => text.len() as u64 + subject.weight_within(cap),
+        Action::Task { user, text, .. } => user.weight_within(cap) + text.len() as u64,
+        Action::Skip { reason } => reason.len() as u64,
+    };
+    cx.charge(weight, loc)?;
+    let (rule, flow) = (cx.rule.clone(), cx.flow.clone());
+    cx.plan.push(&rule, &flow, action);
+    Ok(())
+}
+
 fn same_id(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Str(_), Value::Int(_)) | (Value::Int(_), Value::Str(_)) => {
@@ -164,6 +194,7 @@ impl From<Fail> for Stop {
 pub(crate) struct Abort {
     flow: Str,
     condition: usize,
+    loc: LocId,
     record: Option<Record>,
 }
 
@@ -191,7 +222,10 @@ impl Record {
 fn word<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, w: &'a Word) -> Result<Str, Fail> {
     match w {
         Word::Fixed(s) => Ok(s.clone()),
-        Word::Template(e) => Ok(Arc::from(cx.eval(e, frame)?.to_text().trim())),
+        Word::Template(e) => {
+            let v = cx.eval(e, frame)?;
+            Ok(Arc::from(cx.text(&v, e.loc)?.trim()))
+        }
     }
 }
 
@@ -217,7 +251,8 @@ pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), Fail
         Ok(Some((i, record))) => {
             let journal = record.as_ref().and_then(Record::code);
             if let Some(record) = record {
-                emit_record(cx, rule, &mut frame, record)?;
+                let loc = rule.when.get(i).map_or(0, |c| c.expr.loc);
+                emit_record(cx, rule, &mut frame, record, loc)?;
             }
             Ok(Outcome::Stopped {
                 condition: i,
@@ -232,7 +267,7 @@ pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), Fail
                 let journal = abort.record.as_ref().and_then(Record::code);
                 cx.flow = Some(abort.flow.clone());
                 if let Some(record) = abort.record {
-                    emit_record(cx, rule, &mut frame, record)?;
+                    emit_record(cx, rule, &mut frame, record, abort.loc)?;
                 }
                 cx.flow = None;
                 Ok(Outcome::Aborted {
@@ -319,7 +354,9 @@ fn emit_record<'a>(
     rule: &'a CRule,
     frame: &mut Frame<'a>,
     record: Record,
+    loc: LocId,
 ) -> Result<(), Fail> {
+    cx.check_effects(loc)?;
     let action = match record {
         Record::Journal {
             code,
@@ -343,9 +380,7 @@ fn emit_record<'a>(
         }
         Record::Skip(reason) => Action::Skip { reason },
     };
-    let (r, f) = (cx.rule.clone(), cx.flow.clone());
-    cx.plan.push(&r, &f, action);
-    Ok(())
+    push_effect(cx, loc, action)
 }
 
 /// Evaluates conditions in order; the first false one is returned with what it records.
@@ -383,7 +418,10 @@ fn check_conditions<'a>(
         }
         let record = match &c.on_false {
             OnFalse::Nothing => None,
-            OnFalse::Skip(reason) => Some(Record::Skip(cx.eval(reason, frame)?.to_text())),
+            OnFalse::Skip(reason) => {
+                let v = cx.eval(reason, frame)?;
+                Some(Record::Skip(cx.text(&v, reason.loc)?))
+            }
             OnFalse::Journal(j) => Some(journal_record(cx, frame, j)?),
         };
         if let (Some(trace), Some(record)) = (cx.trace.as_deref_mut(), &record) {
@@ -408,7 +446,10 @@ fn journal_record<'a>(
     j: &'a CJournal,
 ) -> Result<Record, Fail> {
     let text = match &j.text {
-        Some(t) => cx.eval(t, frame)?.to_text(),
+        Some(t) => {
+            let v = cx.eval(t, frame)?;
+            cx.text(&v, t.loc)?
+        }
         None => String::new(),
     };
     let subject = match &j.subject {
@@ -423,13 +464,19 @@ fn journal_record<'a>(
     })
 }
 
-fn eval_body<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, body: &'a CBody) -> Result<Value, Fail> {
+fn eval_body<'a>(
+    cx: &mut Ctx<'a>,
+    frame: &mut Frame<'a>,
+    body: &'a CBody,
+    body_loc: LocId,
+) -> Result<Value, Fail> {
     match body {
         CBody::Expr(e) => cx.eval(e, frame),
         CBody::Map(entries) => {
+            cx.charge(entries.len() as u64 * ENTRY_BYTES, body_loc)?;
             let mut map = Map::with_capacity_and_hasher(entries.len(), Hasher::default());
             for (k, v) in entries {
-                let value = eval_body(cx, frame, v)?;
+                let value = eval_body(cx, frame, v, body_loc)?;
                 if !value.is_null() {
                     map.insert(k.clone(), value);
                 }
@@ -437,19 +484,13 @@ fn eval_body<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, body: &'a CBody) -> Re
             Ok(Value::object(map))
         }
         CBody::Seq(items) => {
+            cx.charge(items.len() as u64 * SLOT_BYTES, body_loc)?;
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                out.push(eval_body(cx, frame, item)?);
+                out.push(eval_body(cx, frame, item, body_loc)?);
             }
             Ok(Value::array(out))
         }
-    }
-}
-
-fn key_text(v: Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        other => Some(other.to_text()),
     }
 }
 
@@ -470,13 +511,17 @@ fn run_effects<'a>(
             }
         }
         cx.tick(1, eff.loc)?;
+        if eff.kind.plans_an_effect() {
+            cx.check_effects(eff.loc)?;
+        }
         run_effect(cx, frame, eff)?;
     }
     Ok(())
 }
 
 fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> Result<(), Stop> {
-    let (rule, flow) = (cx.rule.clone(), cx.flow.clone());
+    let flow = cx.flow.clone();
+    let loc = eff.loc;
     match &eff.kind {
         EffectKind::Create {
             system,
@@ -486,13 +531,17 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             name,
             optional,
         } => {
-            let body = eval_body(cx, frame, body)?;
+            let body = eval_body(cx, frame, body, loc)?;
             let key = match key {
-                Some(k) => key_text(cx.eval(k, frame)?),
+                Some(k) => match cx.eval(k, frame)? {
+                    Value::Null => None,
+                    v => Some(cx.text(&v, k.loc)?),
+                },
                 None => None,
             };
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
+                cx.check_depth(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -508,9 +557,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 name: plan_name.clone(),
                 body: body.clone(),
             });
-            cx.plan.push(
-                &rule,
-                &flow,
+            push_effect(
+                cx,
+                loc,
                 Action::Create {
                     system: system.to_string(),
                     entity: entity.to_string(),
@@ -519,7 +568,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     body,
                     optional: *optional,
                 },
-            );
+            )?;
         }
         EffectKind::Update {
             system,
@@ -530,9 +579,10 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             optional,
         } => {
             let id = cx.eval(id, frame)?;
-            let body = eval_body(cx, frame, body)?;
+            let body = eval_body(cx, frame, body, loc)?;
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
+                cx.check_depth(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -542,9 +592,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     })),
                 );
             }
-            cx.plan.push(
-                &rule,
-                &flow,
+            push_effect(
+                cx,
+                loc,
                 Action::Update {
                     system: system.to_string(),
                     entity: entity.to_string(),
@@ -553,7 +603,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     body,
                     optional: *optional,
                 },
-            );
+            )?;
         }
         EffectKind::Delete {
             system,
@@ -562,16 +612,16 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             optional,
         } => {
             let id = cx.eval(id, frame)?;
-            cx.plan.push(
-                &rule,
-                &flow,
+            push_effect(
+                cx,
+                loc,
                 Action::Delete {
                     system: system.to_string(),
                     entity: entity.to_string(),
                     id,
                     optional: *optional,
                 },
-            );
+            )?;
         }
         EffectKind::Link { kind, ids } => {
             let kind = word(cx, frame, kind)?;
@@ -580,14 +630,14 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 values.insert(system.to_string(), cx.eval(e, frame)?);
             }
             cx.plan.links.push((kind.clone(), values.clone()));
-            cx.plan.push(
-                &rule,
-                &flow,
+            push_effect(
+                cx,
+                loc,
                 Action::Link {
                     kind: kind.to_string(),
                     ids: values,
                 },
-            );
+            )?;
         }
         EffectKind::Journal(j) => {
             let Record::Journal {
@@ -603,46 +653,53 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 Some(s) => s,
                 None => rule_subject(cx, frame)?,
             };
-            cx.plan.push(
-                &rule,
-                &flow,
+            push_effect(
+                cx,
+                loc,
                 Action::Journal {
                     code: code.to_string(),
                     level,
                     text,
                     subject,
                 },
-            );
+            )?;
         }
         EffectKind::Task { user, kind, text } => {
             let kind = word(cx, frame, kind)?;
             let user = cx.eval(user, frame)?;
-            let text = cx.eval(text, frame)?.to_text();
-            cx.plan.push(
-                &rule,
-                &flow,
+            let text = {
+                let v = cx.eval(text, frame)?;
+                cx.text(&v, text.loc)?
+            };
+            push_effect(
+                cx,
+                loc,
                 Action::Task {
                     user,
                     kind: kind.to_string(),
                     text,
                 },
-            );
+            )?;
         }
         EffectKind::Skip(reason) => {
-            let reason = cx.eval(reason, frame)?.to_text();
-            cx.plan.push(&rule, &flow, Action::Skip { reason });
+            let reason = {
+                let v = cx.eval(reason, frame)?;
+                cx.text(&v, reason.loc)?
+            };
+            push_effect(cx, loc, Action::Skip { reason })?;
         }
         EffectKind::Let(binds) => {
             for (slot, e) in binds {
                 let v = cx.eval(e, frame)?;
+                cx.check_depth(&v, e.loc)?;
                 frame.set(*slot, v);
             }
         }
         EffectKind::For { var, list, body } => {
             let items = cx.eval(list, frame)?;
-            let items: Vec<Value> = match items {
-                Value::Null => Vec::new(),
-                Value::Array(a) => a.to_vec(),
+            let items = match items {
+                Value::Null => return Ok(()),
+                Value::Array(a) => a,
                 other => {
                     return Err(Stop::Error(cx.error(
                         super::EvalErrorKind::Type,
@@ -651,8 +708,8 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     )))
                 }
             };
-            for item in items {
-                frame.set(*var, item);
+            for item in items.iter() {
+                frame.set(*var, item.clone());
                 run_effects(cx, frame, body)?;
             }
         }
@@ -677,6 +734,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             cx.flow = flow;
             let value = result?;
             if let Some(slot) = name {
+                cx.check_depth(&value, loc)?;
                 frame.set(*slot, value);
             }
         }
@@ -707,6 +765,7 @@ fn run_flow<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, flow: &'a CFlow) -> Res
         return Err(Stop::Abort(Abort {
             flow: flow.name.clone(),
             condition: i,
+            loc: flow.when.get(i).map_or(0, |c| c.expr.loc),
             record,
         }));
     }

@@ -1,9 +1,9 @@
 //! Evaluation of compiled expressions.
 
 use super::ops;
-use super::{Call, Ctx, EvalErrorKind, Fail, Frame};
+use super::{Call, Ctx, EvalErrorKind, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
 use crate::compile::node::{CExpr, Node, ObjKey, Seg};
-use crate::funcs::Imp;
+use crate::funcs::{Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
 use indexmap::map::RawEntryApiV1;
 
@@ -52,9 +52,19 @@ impl<'a> Ctx<'a> {
                 }
                 let values: &[Value] = values;
                 match f.imp {
-                    Imp::Pure(fun) => fun(values).map_err(|m| {
-                        self.error(EvalErrorKind::Type, e.loc, format!("{}(): {m}", f.name))
-                    }),
+                    Imp::Pure(fun) => {
+                        if let Size::Before(size) = f.size {
+                            let bytes = size(values, self.bytes_left);
+                            self.charge(bytes, e.loc)?;
+                        }
+                        let v = fun(values).map_err(|m| {
+                            self.error(EvalErrorKind::Type, e.loc, format!("{}(): {m}", f.name))
+                        })?;
+                        if let Size::Result = f.size {
+                            self.charge(crate::funcs::shallow_bytes(&v), e.loc)?;
+                        }
+                        Ok(v)
+                    }
                     Imp::Ctx(fun) => {
                         let mut call = Call {
                             cx: self,
@@ -68,6 +78,7 @@ impl<'a> Ctx<'a> {
             }
             Node::CallUser(i, args) => self.call_user(*i, args, frame),
             Node::Array(items) => {
+                self.charge(items.len() as u64 * SLOT_BYTES, e.loc)?;
                 let mut out = Vec::with_capacity(items.len());
                 for item in items.iter() {
                     out.push(self.eval(item, frame)?);
@@ -75,6 +86,7 @@ impl<'a> Ctx<'a> {
                 Ok(Value::array(out))
             }
             Node::Object(pairs) => {
+                self.charge(pairs.len() as u64 * ENTRY_BYTES, e.loc)?;
                 let mut map = Map::with_capacity_and_hasher(pairs.len(), Hasher::default());
                 for (k, v) in pairs.iter() {
                     let key = match k {
@@ -84,6 +96,7 @@ impl<'a> Ctx<'a> {
                             match kv {
                                 Value::Str(s) => s,
                                 Value::Int(_) | Value::Dec(_) | Value::Bool(_) => {
+                                    self.charge(32, k.loc)?;
                                     kv.to_text().into()
                                 }
                                 other => {
@@ -105,6 +118,7 @@ impl<'a> Ctx<'a> {
                 Ok(Value::object(map))
             }
             Node::Record(fields) => {
+                self.charge(fields.len() as u64 * ENTRY_BYTES, e.loc)?;
                 let mut map = Map::with_capacity_and_hasher(fields.len(), Hasher::default());
                 for (k, hash, v) in fields.iter() {
                     let value = self.eval(v, frame)?;
@@ -122,9 +136,27 @@ impl<'a> Ctx<'a> {
                 for (name, accessor) in vars.iter() {
                     values.push((name.clone(), self.eval(accessor, frame)?));
                 }
-                crate::template::render(self.prog, *id, self.settings, values)
-                    .map(Value::from)
-                    .map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
+                match crate::template::render(
+                    self.prog,
+                    *id,
+                    self.settings,
+                    values,
+                    self.bytes_left,
+                ) {
+                    Ok((text, built)) => {
+                        self.charge(built.saturating_add(text.len() as u64), e.loc)?;
+                        Ok(Value::from(text))
+                    }
+                    Err(crate::template::RenderError::Failed(m)) => {
+                        Err(self.error(EvalErrorKind::Type, e.loc, m))
+                    }
+                    Err(crate::template::RenderError::OutOfBytes) => {
+                        Err(self.out_of_bytes(u64::MAX, e.loc))
+                    }
+                    Err(crate::template::RenderError::OutOfFuel) => {
+                        Err(self.error(EvalErrorKind::Limit, e.loc, crate::template::OUT_OF_FUEL))
+                    }
+                }
             }
         }
     }
@@ -145,7 +177,10 @@ impl<'a> Ctx<'a> {
         let Some(def) = lets.items.get(*li as usize) else {
             return Ok(Value::Null);
         };
-        let v = self.eval(&def.expr, frame)?;
+        self.enter(def.expr.loc)?;
+        let v = self.eval(&def.expr, frame);
+        self.nesting -= 1;
+        let v = v?;
         if let Some(trace) = self.trace.as_deref_mut() {
             trace.record_let(self.flow.as_deref(), &def.name, &v);
         }
@@ -251,6 +286,33 @@ impl<'a> Ctx<'a> {
                     Ok(av)
                 }
             }
+            BinOp::Add => {
+                // `+` joins texts and lists: their size is checked against the memory
+                // budget before they are built.
+                let left = self.bytes_left;
+                let add = |x: &Value, y: &Value| {
+                    let bytes = ops::add_bytes(x, y);
+                    if bytes > left {
+                        return Err(bytes);
+                    }
+                    Ok((bytes, ops::binary(op, x, y)))
+                };
+                let result = if let Node::Const(bc) = &b.node {
+                    self.with_ref(a, frame, |av| add(av, bc))?
+                } else if let Node::Const(ac) = &a.node {
+                    self.with_ref(b, frame, |bv| add(ac, bv))?
+                } else {
+                    let av = self.eval(a, frame)?;
+                    self.with_ref(b, frame, |bv| add(&av, bv))?
+                };
+                match result {
+                    Ok((bytes, v)) => {
+                        self.charge(bytes, e.loc)?;
+                        v.map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
+                    }
+                    Err(bytes) => Err(self.out_of_bytes(bytes, e.loc)),
+                }
+            }
             _ => {
                 // Comparing with a literal is common (`status == "cancel"`): look at both
                 // sides by reference, without touching reference counts.
@@ -348,7 +410,14 @@ impl<'a> Ctx<'a> {
             slots,
             lets: &prog.empty_lets,
         };
-        let result = self.eval(body, &mut callee);
+        let result = match self.enter(body.loc) {
+            Ok(()) => {
+                let r = self.eval(body, &mut callee);
+                self.nesting -= 1;
+                r
+            }
+            Err(e) => Err(e),
+        };
         let mut slots = callee.slots;
         slots.clear();
         self.spare_frames.push(slots);

@@ -20,6 +20,32 @@ pub(crate) use effects::PlanBuilder;
 /// Default step budget of one evaluation of one event.
 pub const DEFAULT_BUDGET: u64 = 20_000_000;
 
+/// Default most effects one plan may have ([`EvalOptions::max_effects`]).
+pub const DEFAULT_MAX_EFFECTS: usize = 10_000;
+
+/// Default memory budget of one evaluation of one event, in bytes
+/// ([`EvalOptions::max_bytes`]): 128 MiB. The recorded stock pass of 10 000 report rows
+/// counts about 25 MB, an order of 200 lines well under 1 MB.
+pub const DEFAULT_MAX_BYTES: u64 = 128 * 1024 * 1024;
+
+/// How deep lets and functions may nest: a `let` whose value needs another `let` (or calls a
+/// function) whose value needs another … The evaluator recurses once per level (and each
+/// expression is at most `syntax::lower::MAX_DEPTH` deep), so this keeps it far from the end
+/// of its thread's stack: a chain of a thousand lets is an error, not a crash.
+pub const MAX_NESTING: u32 = 100;
+
+/// How deep a value bound by an effect (`let` among the effects, `as`) may nest. A loop that
+/// wraps a value in itself at every turn (`let: {chain: '[chain]'}` in a `for`) would
+/// otherwise build a chain that overflows the stack when it is written out or dropped.
+pub const MAX_VALUE_DEPTH: usize = 256;
+
+/// Bytes counted for one item of a list the evaluation builds.
+pub(crate) const SLOT_BYTES: u64 = 32;
+
+/// Bytes counted for one entry of an object the evaluation builds (besides its key's text
+/// when the key is computed).
+pub(crate) const ENTRY_BYTES: u64 = 48;
+
 /// An event to evaluate: its name and its fields.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -75,13 +101,24 @@ impl Event {
 }
 
 /// Why an evaluation failed.
+///
+/// Every kind but [`EvalErrorKind::World`] is deterministic: evaluating the same event with
+/// the same rules, settings and world answers fails the same way again, so retrying cannot
+/// help (see [`EvalError::is_deterministic`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EvalErrorKind {
     /// A value of the wrong type, a division by zero, an overflow.
     Type,
-    /// The step budget ran out.
+    /// The step budget ran out ([`EvalOptions::budget`]).
     Budget,
-    /// The world could not answer a lookup.
+    /// A limit on what one evaluation may produce was reached: more effects in the plan
+    /// than [`EvalOptions::max_effects`], more bytes of text, lists and objects built than
+    /// [`EvalOptions::max_bytes`], a template's own fuel, lets nested deeper than
+    /// [`MAX_NESTING`], or a value bound among the effects deeper than
+    /// [`MAX_VALUE_DEPTH`]. The message says which limit, its value and how to raise it.
+    Limit,
+    /// The world could not answer a lookup. The only transient kind: the same evaluation
+    /// may succeed once the systems answer again.
     World,
 }
 
@@ -98,6 +135,16 @@ pub struct EvalError {
     pub location: Option<String>,
     /// What went wrong.
     pub message: String,
+}
+
+impl EvalError {
+    /// Whether evaluating the same event again with the same rules (and the same answers
+    /// from the world) would fail the same way: true for type errors and for the step
+    /// budget, the effect limit and the memory budget; false only for failed lookups
+    /// ([`EvalErrorKind::World`]), which are worth retrying.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self.kind, EvalErrorKind::World)
+    }
 }
 
 impl fmt::Display for EvalError {
@@ -122,11 +169,40 @@ impl fmt::Display for EvalError {
 pub(crate) type Fail = Box<EvalError>;
 
 /// Options of one evaluation.
+///
+/// Three limits turn a runaway rule into a clear, deterministic error
+/// ([`EvalError::is_deterministic`]) naming the rule, the flow and the `file:line:col`,
+/// instead of a hang, a huge plan or an aborted process:
+///
+/// - [`budget`](EvalOptions::budget): steps of evaluation ([`DEFAULT_BUDGET`], 20 million);
+///   running out is an [`EvalErrorKind::Budget`] error;
+/// - [`max_effects`](EvalOptions::max_effects): effects in the plan ([`DEFAULT_MAX_EFFECTS`],
+///   10 000); the effect that would pass it is refused with an [`EvalErrorKind::Limit`]
+///   error, before it is built;
+/// - [`max_bytes`](EvalOptions::max_bytes): bytes of text, lists and objects the evaluation
+///   builds, the plan's own content included ([`DEFAULT_MAX_BYTES`], 128 MiB); sizes are
+///   checked before allocating where they are known (`a + b` on texts, `join`, `format`,
+///   templates, …), so a text doubled thirty times is refused with an
+///   [`EvalErrorKind::Limit`] error instead of allocating gigabytes.
+///
+/// ```
+/// use skladsync_engine::EvalOptions;
+///
+/// let opts = EvalOptions { max_effects: 50_000, max_bytes: 256 << 20, ..EvalOptions::default() };
+/// assert_eq!(opts.budget, skladsync_engine::eval::DEFAULT_BUDGET);
+/// ```
 pub struct EvalOptions<'t> {
     /// Settings to use instead of the rule set's own (e.g. a test case's overrides merged in).
     pub settings: Option<&'t Value>,
     /// The step budget.
     pub budget: u64,
+    /// The most effects the plan may have (journal entries, skips and links included).
+    pub max_effects: usize,
+    /// The memory budget: the most bytes of text, lists and objects one evaluation may
+    /// build. Lists count 32 bytes an item, objects 48 bytes an entry, texts their length;
+    /// every effect also counts the size of what it carries (its body, id, subject, text),
+    /// as written out.
+    pub max_bytes: u64,
     /// Where to record why each rule fired or not.
     pub trace: Option<&'t mut Trace>,
 }
@@ -136,7 +212,27 @@ impl Default for EvalOptions<'_> {
         EvalOptions {
             settings: None,
             budget: DEFAULT_BUDGET,
+            max_effects: DEFAULT_MAX_EFFECTS,
+            max_bytes: DEFAULT_MAX_BYTES,
             trace: None,
+        }
+    }
+}
+
+/// The limits of one evaluation, as the evaluator keeps them.
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
+    pub budget: u64,
+    pub max_effects: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            budget: DEFAULT_BUDGET,
+            max_effects: DEFAULT_MAX_EFFECTS,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -149,6 +245,11 @@ pub(crate) struct Ctx<'a> {
     pub world: &'a dyn World,
     pub now: Option<i64>,
     pub budget: u64,
+    /// What is left of the memory budget, in bytes.
+    pub bytes_left: u64,
+    pub limits: Limits,
+    /// How many lets and function calls are being evaluated inside one another.
+    pub nesting: u32,
     pub plan: PlanBuilder,
     pub rule: Str,
     pub flow: Option<Str>,
@@ -212,6 +313,29 @@ impl Call<'_, '_> {
         self.cx.tick(steps, self.loc)
     }
 
+    /// Spends memory budget: call before building something of `bytes` bytes.
+    pub fn charge(&mut self, bytes: u64) -> Result<(), Fail> {
+        self.cx.charge(bytes, self.loc)
+    }
+
+    /// The value as text (see [`Value::to_text`]), its size taken from the memory budget
+    /// before it is built.
+    pub fn text(&mut self, v: &Value) -> Result<String, Fail> {
+        self.cx.text(v, self.loc)
+    }
+
+    /// The value as JSON, its size taken from the memory budget before it is built.
+    pub fn json(&mut self, v: &Value) -> Result<String, Fail> {
+        let left = usize::try_from(self.cx.bytes_left).unwrap_or(usize::MAX);
+        match v.to_json_within(left) {
+            Some(text) => {
+                self.charge(text.len() as u64)?;
+                Ok(text)
+            }
+            None => Err(self.cx.out_of_bytes(u64::MAX, self.loc)),
+        }
+    }
+
     /// An error at the call.
     pub fn fail(&self, message: impl Into<String>) -> Fail {
         self.cx.error(EvalErrorKind::Type, self.loc, message)
@@ -244,7 +368,7 @@ impl<'a> Ctx<'a> {
         settings: &'a Value,
         event: &Event,
         world: &'a dyn World,
-        budget: u64,
+        limits: Limits,
         trace: Option<&'a mut Trace>,
     ) -> Ctx<'a> {
         let globals = prog
@@ -262,7 +386,10 @@ impl<'a> Ctx<'a> {
             globals,
             world,
             now: event.now,
-            budget,
+            budget: limits.budget,
+            bytes_left: limits.max_bytes,
+            limits,
+            nesting: 0,
             plan: PlanBuilder::new(&event.name),
             rule: Arc::from(""),
             flow: None,
@@ -287,6 +414,110 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Spends `bytes` of the memory budget; call it before building something that big.
+    #[inline]
+    pub fn charge(&mut self, bytes: u64, loc: LocId) -> Result<(), Fail> {
+        if bytes > self.bytes_left {
+            return Err(self.out_of_bytes(bytes, loc));
+        }
+        self.bytes_left -= bytes;
+        Ok(())
+    }
+
+    #[cold]
+    pub fn out_of_bytes(&mut self, bytes: u64, loc: LocId) -> Fail {
+        self.bytes_left = 0;
+        let max = self.limits.max_bytes;
+        let needed = if bytes == u64::MAX {
+            "more".to_owned()
+        } else {
+            format!("{bytes} more")
+        };
+        self.error(
+            EvalErrorKind::Limit,
+            loc,
+            format!(
+                "the evaluation would build more than its memory budget of {max} bytes of \
+                 text, lists and objects (this step needs {needed}): the limit `max_bytes`, \
+                 set by `limits.max_eval_bytes` in the runner configuration; raise it if \
+                 this much is intended (is a text doubled in a loop, or a large value \
+                 repeated for every item of a list?)"
+            ),
+        )
+    }
+
+    /// Enters a let or a function call; the caller leaves with `self.nesting -= 1` once
+    /// it is evaluated (whatever the outcome).
+    #[inline]
+    pub fn enter(&mut self, loc: LocId) -> Result<(), Fail> {
+        if self.nesting >= MAX_NESTING {
+            return Err(self.error(
+                EvalErrorKind::Limit,
+                loc,
+                format!(
+                    "lets and functions nested more than {MAX_NESTING} deep (a `let` whose \
+                     value needs a `let` whose value needs …): a fixed limit that keeps the \
+                     evaluation far from the end of its stack"
+                ),
+            ));
+        }
+        self.nesting += 1;
+        Ok(())
+    }
+
+    /// Refuses a value about to be bound by an effect if it nests deeper than
+    /// [`MAX_VALUE_DEPTH`].
+    pub fn check_depth(&self, v: &Value, loc: LocId) -> Result<(), Fail> {
+        if !v.deeper_than(MAX_VALUE_DEPTH) {
+            return Ok(());
+        }
+        Err(self.error(
+            EvalErrorKind::Limit,
+            loc,
+            format!(
+                "this value nests more than {MAX_VALUE_DEPTH} levels deep (does a loop wrap \
+                 a value in itself at every turn?): a fixed limit that keeps writing it out \
+                 far from the end of the stack"
+            ),
+        ))
+    }
+
+    /// The effect limit, checked before an effect is built.
+    pub fn check_effects(&self, loc: LocId) -> Result<(), Fail> {
+        if self.plan.len() < self.limits.max_effects {
+            return Ok(());
+        }
+        Err(self.too_many_effects(loc))
+    }
+
+    #[cold]
+    fn too_many_effects(&self, loc: LocId) -> Fail {
+        let max = self.limits.max_effects;
+        self.error(
+            EvalErrorKind::Limit,
+            loc,
+            format!(
+                "the plan would have more than {max} effects: the limit `max_effects`, set \
+                 by `limits.max_effects` in the runner configuration; raise it if this many \
+                 is intended (is a `for` running over a much larger list than expected?)"
+            ),
+        )
+    }
+
+    /// The value as text (see [`Value::to_text`]), its size taken from the memory budget
+    /// before it is built: a list or object that shares its parts can stand for a text far
+    /// larger than the memory it takes.
+    pub fn text(&mut self, v: &Value, loc: LocId) -> Result<String, Fail> {
+        let left = usize::try_from(self.bytes_left).unwrap_or(usize::MAX);
+        match v.to_text_within(left) {
+            Some(text) => {
+                self.charge(text.len() as u64, loc)?;
+                Ok(text)
+            }
+            None => Err(self.out_of_bytes(u64::MAX, loc)),
+        }
+    }
+
     pub fn error(&self, kind: EvalErrorKind, loc: LocId, message: impl Into<String>) -> Fail {
         Box::new(EvalError {
             kind,
@@ -306,7 +537,12 @@ pub(crate) fn evaluate(
     world: &dyn World,
     opts: EvalOptions<'_>,
 ) -> Result<Plan, EvalError> {
-    let mut cx = Ctx::new(prog, settings, event, world, opts.budget, opts.trace);
+    let limits = Limits {
+        budget: opts.budget,
+        max_effects: opts.max_effects,
+        max_bytes: opts.max_bytes,
+    };
+    let mut cx = Ctx::new(prog, settings, event, world, limits, opts.trace);
     if let Some(indexes) = prog.rules_by_event.get(event.name.as_str()) {
         for &i in indexes {
             if let Some(rule) = prog.rules.get(i as usize) {
@@ -348,7 +584,7 @@ pub(crate) fn eval_alone(
         payload: Value::Null,
         now,
     };
-    let mut cx = Ctx::new(prog, settings, &event, world, DEFAULT_BUDGET, None);
+    let mut cx = Ctx::new(prog, settings, &event, world, Limits::default(), None);
     let lets = Lets::default();
     let mut frame = Frame::new(frame_size, &lets);
     cx.eval(expr, &mut frame).map_err(|e| *e)

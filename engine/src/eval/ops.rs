@@ -86,6 +86,20 @@ pub(crate) fn contains(haystack: &Value, needle: &Value) -> Result<bool, String>
     }
 }
 
+/// The bytes `a + b` builds: the joined text or list (numbers take nothing worth counting).
+#[inline]
+pub(crate) fn add_bytes(a: &Value, b: &Value) -> u64 {
+    match (a, b) {
+        (Value::Str(x), Value::Str(y)) => x.len() as u64 + y.len() as u64,
+        (Value::Str(x), Value::Int(_) | Value::Dec(_))
+        | (Value::Int(_) | Value::Dec(_), Value::Str(x)) => x.len() as u64 + 32,
+        (Value::Array(x), Value::Array(y)) => {
+            (x.len() as u64 + y.len() as u64) * crate::eval::SLOT_BYTES
+        }
+        _ => 0,
+    }
+}
+
 fn add(a: &Value, b: &Value) -> Result<Value, String> {
     match (a, b) {
         (Value::Str(x), Value::Str(y)) => {

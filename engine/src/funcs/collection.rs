@@ -2,11 +2,28 @@
 
 use std::collections::HashSet;
 
-use super::{arg, list_or_null, short, want_array, want_int, Builtin, Family, Imp, LambdaArg};
-use crate::eval::{Call, Fail};
+use super::{
+    arg, list_or_null, short, want_array, want_int, Builtin, Family, Imp, LambdaArg, Size,
+};
+use crate::eval::{Call, Fail, ENTRY_BYTES, SLOT_BYTES};
 use crate::value::{Hasher, Map, Value};
 
 pub(super) fn builtins() -> Vec<Builtin> {
+    let mut all = plain();
+    for b in &mut all {
+        b.size = match b.name {
+            "first" | "last" | "len" | "empty" | "contains" => Size::Free,
+            "flatten" => Size::Before(flatten_size),
+            "entries" => Size::Before(entries_size),
+            "chunks" => Size::Before(chunks_size),
+            "compact" => Size::Before(compact_size),
+            _ => continue,
+        };
+    }
+    all
+}
+
+fn plain() -> Vec<Builtin> {
     use LambdaArg::{None as NoLambda, Optional, Required};
     vec![
         builtin!(Family::Collection, "map", "map(list, item => value)",
@@ -123,6 +140,7 @@ fn list<'v>(call: &Call<'_, '_>, args: &'v [Value], name: &str) -> Result<&'v [V
 fn map(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "map")?;
     call.tick(items.len() as u64)?;
+    call.charge(items.len() as u64 * SLOT_BYTES)?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         out.push(call.apply(std::slice::from_ref(item))?);
@@ -136,6 +154,7 @@ fn filter(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let mut out = Vec::new();
     for item in items {
         if call.apply(std::slice::from_ref(item))?.truthy() {
+            call.charge(SLOT_BYTES)?;
             out.push(item.clone());
         }
     }
@@ -225,6 +244,7 @@ fn sum(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 
 fn keyed(call: &mut Call<'_, '_>, items: &[Value]) -> Result<Vec<Value>, Fail> {
     call.tick(items.len() as u64)?;
+    call.charge(items.len() as u64 * SLOT_BYTES)?;
     let mut keys = Vec::with_capacity(items.len());
     for item in items {
         keys.push(call.apply(std::slice::from_ref(item))?);
@@ -235,6 +255,7 @@ fn keyed(call: &mut Call<'_, '_>, items: &[Value]) -> Result<Vec<Value>, Fail> {
 fn sort_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "sort_by")?;
     let keys = keyed(call, items)?;
+    call.charge(items.len() as u64 * (SLOT_BYTES + 8))?;
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
     Ok(Value::array(
@@ -242,16 +263,21 @@ fn sort_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     ))
 }
 
-fn key_text(v: &Value) -> String {
-    v.to_text()
+/// A key as text, its size taken from the memory budget first.
+fn key_text(call: &mut Call<'_, '_>, v: &Value) -> Result<String, Fail> {
+    call.text(v)
 }
 
 fn group_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "group_by")?;
     let keys = keyed(call, items)?;
+    call.charge(items.len() as u64 * (SLOT_BYTES + ENTRY_BYTES))?;
     let mut groups: indexmap::IndexMap<String, Vec<Value>> = indexmap::IndexMap::new();
     for (item, key) in items.iter().zip(keys.iter()) {
-        groups.entry(key_text(key)).or_default().push(item.clone());
+        groups
+            .entry(key_text(call, key)?)
+            .or_default()
+            .push(item.clone());
     }
     let mut map = Map::with_capacity_and_hasher(groups.len(), Hasher::default());
     for (k, v) in groups {
@@ -263,9 +289,10 @@ fn group_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 fn index_by(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "index_by")?;
     let keys = keyed(call, items)?;
+    call.charge(items.len() as u64 * ENTRY_BYTES)?;
     let mut map = Map::with_capacity_and_hasher(items.len(), Hasher::default());
     for (item, key) in items.iter().zip(keys.iter()) {
-        map.insert(key_text(key).into(), item.clone());
+        map.insert(key_text(call, key)?.into(), item.clone());
     }
     Ok(Value::object(map))
 }
@@ -277,10 +304,11 @@ fn unique(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     } else {
         items.to_vec()
     };
+    call.charge(items.len() as u64 * SLOT_BYTES)?;
     let mut seen: HashSet<String> = HashSet::new();
     let mut out = Vec::new();
     for (item, key) in items.iter().zip(keys.iter()) {
-        let k = format!("{}:{}", key.type_name(), key.to_json());
+        let k = format!("{}:{}", key.type_name(), call.json(key)?);
         if seen.insert(k) {
             out.push(item.clone());
         }
@@ -559,4 +587,38 @@ fn range(args: &[Value]) -> Result<Value, String> {
         return Err("range() is limited to 100000 numbers".to_owned());
     }
     Ok(Value::array((start..end).map(Value::Int).collect()))
+}
+
+// ---- what the calls that can build much more than they are given may build ----
+
+fn flatten_size(args: &[Value], _cap: u64) -> u64 {
+    let Some(items) = arg(args, 0).as_array() else {
+        return 0;
+    };
+    let n: usize = items
+        .iter()
+        .map(|item| item.as_array().map_or(1, <[Value]>::len))
+        .sum();
+    n as u64 * SLOT_BYTES
+}
+
+fn entries_size(args: &[Value], _cap: u64) -> u64 {
+    arg(args, 0)
+        .as_object()
+        .map_or(0, |o| o.len() as u64 * (SLOT_BYTES + 2 * ENTRY_BYTES))
+}
+
+fn chunks_size(args: &[Value], _cap: u64) -> u64 {
+    let n = arg(args, 0).as_array().map_or(0, <[Value]>::len) as u64;
+    let size = arg(args, 1).as_i64().unwrap_or(1).max(1) as u64;
+    (n + n / size + 1) * SLOT_BYTES
+}
+
+/// Nothing when nothing is left out (the argument itself is the result).
+fn compact_size(args: &[Value], _cap: u64) -> u64 {
+    match arg(args, 0) {
+        Value::Object(o) if o.values().any(Value::is_null) => o.len() as u64 * ENTRY_BYTES,
+        Value::Array(a) => a.len() as u64 * SLOT_BYTES,
+        _ => 0,
+    }
 }

@@ -15,6 +15,7 @@ macro_rules! builtin {
             lambda: $lambda,
             reads_world: false,
             imp: $imp,
+            size: $crate::funcs::Size::Result,
         }
     };
 }
@@ -80,6 +81,47 @@ pub(crate) type PureFn = fn(&[Value]) -> Result<Value, String>;
 /// A function that needs the evaluation context (a lambda, the world, the clock).
 pub(crate) type CtxFn = fn(&mut Call<'_, '_>, &[Value]) -> Result<Value, Fail>;
 
+/// An upper bound on the bytes a call will build, computed from its arguments before it
+/// runs. The second argument is what is left of the memory budget: a walk may stop as soon
+/// as it passes it (the call is refused then anyway).
+pub(crate) type SizeFn = fn(&[Value], u64) -> u64;
+
+/// How the memory budget accounts for a pure built-in's work.
+#[derive(Clone, Copy)]
+pub(crate) enum Size {
+    /// It builds nothing worth counting (a number, a boolean, one of its arguments).
+    Free,
+    /// What it builds is at most a small multiple of its arguments: the result's own size
+    /// is counted once it is built.
+    Result,
+    /// It can build far more than its arguments take (repeating a separator, writing out
+    /// a value that shares its parts): the bound is checked before it runs.
+    Before(SizeFn),
+}
+
+/// The bytes a value takes, not counting what its items take (they were counted when they
+/// were built): a text's length, 32 bytes an item of a list, 48 an entry of an object.
+#[inline]
+pub(crate) fn shallow_bytes(v: &Value) -> u64 {
+    match v {
+        Value::Str(s) => s.len() as u64,
+        Value::Array(a) => a.len() as u64 * crate::eval::SLOT_BYTES,
+        Value::Object(o) => o.len() as u64 * crate::eval::ENTRY_BYTES,
+        _ => 0,
+    }
+}
+
+/// About how many bytes a value takes as text (see [`Value::to_text`]); `cap` lets the
+/// walk of a list or object stop early.
+pub(crate) fn text_bytes(v: &Value, cap: u64) -> u64 {
+    match v {
+        Value::Null => 0,
+        Value::Str(s) => s.len() as u64,
+        Value::Bool(_) | Value::Int(_) | Value::Dec(_) => 32,
+        other => other.weight_within(cap),
+    }
+}
+
 /// How a built-in is implemented.
 pub(crate) enum Imp {
     Pure(PureFn),
@@ -107,6 +149,8 @@ pub struct Builtin {
     /// Whether it reads the world (and so cannot be used in templates or settings checks).
     pub reads_world: bool,
     pub(crate) imp: Imp,
+    /// How the memory budget accounts for it (pure built-ins only).
+    pub(crate) size: Size,
 }
 
 impl std::fmt::Debug for Builtin {
@@ -116,6 +160,15 @@ impl std::fmt::Debug for Builtin {
 }
 
 impl Builtin {
+    /// The bound checked before a call, for built-ins that can build far more than their
+    /// arguments take.
+    pub(crate) fn size_before(&self) -> Option<SizeFn> {
+        match self.size {
+            Size::Before(f) => Some(f),
+            _ => None,
+        }
+    }
+
     /// Whether it can be called without an evaluation context (used in templates).
     pub(crate) fn pure_fn(&self) -> Option<PureFn> {
         match self.imp {
@@ -135,6 +188,12 @@ pub fn all() -> &'static [Builtin] {
         all.extend(number::builtins());
         all.extend(date::builtins());
         all.extend(world::builtins());
+        for b in &mut all {
+            // Numbers, dates and booleans take no memory worth counting.
+            if b.family == Family::Number || matches!(b.name, "date" | "add_days" | "now") {
+                b.size = Size::Free;
+            }
+        }
         all
     })
 }
@@ -240,8 +299,9 @@ pub(crate) fn want_int(
 
 /// A short rendering of a value for error messages.
 pub(crate) fn short(v: &Value) -> String {
-    let text = v.to_json();
-    if text.chars().count() > 60 {
+    // At most 60 characters are shown: never write out more than they can take.
+    let (text, complete) = v.json_prefix(60 * 4);
+    if !complete || text.chars().count() > 60 {
         let cut: String = text.chars().take(57).collect();
         format!("{cut}...")
     } else {

@@ -1,9 +1,30 @@
 //! Text, and conversions between types.
 
-use super::{arg, list_or_null, short, want_str, Builtin, Family, Imp, LambdaArg};
+use super::{
+    arg, list_or_null, short, text_bytes, want_str, Builtin, Family, Imp, LambdaArg, Size,
+};
+use crate::eval::SLOT_BYTES;
 use crate::value::Value;
 
 pub(super) fn builtins() -> Vec<Builtin> {
+    let mut all = plain();
+    for b in &mut all {
+        let size = match b.name {
+            "starts_with" | "ends_with" | "type" => Size::Free,
+            "replace" => Size::Before(replace_size),
+            "split" => Size::Before(split_size),
+            "join" => Size::Before(join_size),
+            "format" => Size::Before(format_size),
+            "string" | "to_json" => Size::Before(text_size),
+            "from_json" => Size::Before(from_json_size),
+            _ => continue,
+        };
+        b.size = size;
+    }
+    all
+}
+
+fn plain() -> Vec<Builtin> {
     use LambdaArg::None as NoLambda;
     vec![
         builtin!(Family::String, "lower", "lower(text)", "The text in lower case (any script).",
@@ -179,4 +200,66 @@ fn from_json(args: &[Value]) -> Result<Value, String> {
     let text = want_str(args, 0, "from_json()'s argument")?;
     serde_json::from_str::<Value>(text)
         .map_err(|e| format!("not JSON ({e}): {}", short(arg(args, 0))))
+}
+
+// ---- what the calls that can build much more than they are given may build ----
+
+fn str_len(args: &[Value], i: usize) -> u64 {
+    arg(args, i).as_str().map_or(0, |s| s.len() as u64)
+}
+
+fn replace_size(args: &[Value], _cap: u64) -> u64 {
+    let (text, from, to) = (str_len(args, 0), str_len(args, 1), str_len(args, 2));
+    match text.checked_div(from) {
+        Some(times) if to > from => text + times.saturating_mul(to - from),
+        _ => text,
+    }
+}
+
+fn split_size(args: &[Value], _cap: u64) -> u64 {
+    let (Some(text), Some(sep)) = (arg(args, 0).as_str(), arg(args, 1).as_str()) else {
+        return 0;
+    };
+    let parts = if sep.is_empty() {
+        text.chars().count()
+    } else {
+        text.matches(sep).count() + 1
+    };
+    text.len() as u64 + parts as u64 * SLOT_BYTES
+}
+
+fn join_size(args: &[Value], cap: u64) -> u64 {
+    let Some(items) = arg(args, 0).as_array() else {
+        return 0;
+    };
+    let sep = str_len(args, 1);
+    let mut total = sep.saturating_mul(items.len() as u64);
+    for item in items {
+        if total > cap {
+            break;
+        }
+        total += text_bytes(item, cap);
+    }
+    total
+}
+
+fn format_size(args: &[Value], cap: u64) -> u64 {
+    let mut total = str_len(args, 0);
+    for v in args.iter().skip(1) {
+        if total > cap {
+            break;
+        }
+        total += text_bytes(v, cap);
+    }
+    total
+}
+
+fn text_size(args: &[Value], cap: u64) -> u64 {
+    text_bytes(arg(args, 0), cap) + 2
+}
+
+/// A parsed document takes up to about 24 times its text (`[0,0,…]`: a 2-byte item is a
+/// 24-byte value in a list that may have grown twice its length).
+fn from_json_size(args: &[Value], _cap: u64) -> u64 {
+    str_len(args, 0).saturating_mul(24)
 }
