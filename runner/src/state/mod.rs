@@ -69,6 +69,17 @@ pub enum StateError {
     /// A value could not be written.
     #[error("state value cannot be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The state directory cannot be used as it is: damaged, missing files, someone else's,
+    /// inaccessible or in use. `problem` says what happened, `remedy` what to do.
+    #[error("state directory {path}: {problem}. {remedy}")]
+    Damaged {
+        /// The directory.
+        path: String,
+        /// What is wrong.
+        problem: String,
+        /// What to do about it.
+        remedy: String,
+    },
     /// The state directory could not be prepared.
     #[error("state directory {path}: {source}")]
     Io {
