@@ -7,7 +7,7 @@ use serde_json::json;
 use skladsync_runner::state::{Link, StateError, SyncState};
 
 /// A state with some links and a cursor, closed; `reopened`: opened and closed once more, as
-/// a runner that restarted (sled then keeps a snapshot beside the log).
+/// a runner that restarted.
 fn written_state(dir: &Path, reopened: bool) -> PathBuf {
     let path = dir.join("state");
     let s = SyncState::open(&path).expect("open a new state");
@@ -122,16 +122,12 @@ fn a_truncated_db_file_is_an_error_not_a_panic() {
 
 #[test]
 fn a_db_file_truncated_to_nothing_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // After a restart (a snapshot beside the log): sled finds the log missing.
-    let path = written_state(dir.path(), true);
-    truncate(&path.join("db"), 0);
-    refused(&path, "the database cannot be read", REBUILD);
-    // Before any restart: sled would open it as a new, empty database.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = written_state(dir.path(), false);
-    truncate(&path.join("db"), 0);
-    refused(&path, "hold nothing", REBUILD);
+    for reopened in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = written_state(dir.path(), reopened);
+        truncate(&path.join("db"), 0);
+        refused(&path, "the database cannot be read", REBUILD);
+    }
 }
 
 #[test]
@@ -301,4 +297,34 @@ fn a_state_open_elsewhere_is_refused() {
         "stop that process first",
     );
     drop(first);
+}
+
+#[test]
+fn a_creation_cut_short_is_not_taken_for_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state");
+    // What a runner killed while creating its state leaves: sled's files without the marker,
+    // under the hidden name the state is built at before it is renamed into place.
+    let leftover = dir.path().join(".state.new");
+    {
+        let db = sled::open(&leftover).expect("sled");
+        db.flush().expect("flush");
+    }
+    let s = SyncState::open(&path).expect("a new state");
+    assert_eq!(
+        s.misc("format").expect("read"),
+        Some(json!({"app": "skladsync", "version": 1}))
+    );
+    drop(s);
+    assert!(!leftover.exists());
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("state")]);
+    // An empty directory made beforehand is filled the same way.
+    let empty = dir.path().join("made-by-hand");
+    std::fs::create_dir(&empty).expect("mkdir");
+    drop(SyncState::open(&empty).expect("state in an empty directory"));
+    assert!(SyncState::open(&empty).is_ok());
 }

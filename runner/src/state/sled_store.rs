@@ -385,12 +385,46 @@ fn check_marker(path: &Path, db: &sled::Db, found: Found) -> Result<(), StateErr
     write_marker(db)
 }
 
+/// Creates a new, marked state at `path` (which does not exist or is empty): built beside
+/// it under a hidden name and renamed into place, so that a crash while creating leaves no
+/// half-made state at `path` (one without its marker would be refused as damaged). Returns
+/// whether it did; `false` when the rename is impossible (`path` a mount point, say): the
+/// caller then creates the state in place.
+fn create_marked(path: &Path) -> Result<bool, StateError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(false);
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let tmp = parent.join(format!(".{}.new", name.to_string_lossy()));
+    // A leftover of a creation that crashed: nothing in it was ever used.
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    private_dir(&tmp)?;
+    {
+        let db = open_sled(&tmp)?;
+        write_marker(&db)?;
+    }
+    if std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 impl SledStore {
     /// Opens or creates the database directory `path` (owner-only). A damaged, missing,
     /// foreign, inaccessible or busy state is a [`StateError::Damaged`] saying what happened
     /// and what to do; sled's panics on damaged files are caught.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        let found = inspect(path)?;
+        let mut found = inspect(path)?;
+        if found == Found::Nothing && create_marked(path)? {
+            found = Found::Database;
+        }
         private_dir(path)?;
         let db = open_sled(path)?;
         check_marker(path, &db, found)?;
