@@ -528,9 +528,14 @@ mod tests {
                 ", rate_limit: 0",
                 "",
                 "",
-                &["crm.rate_limit (0) must be between 1 and 100"],
+                &["crm.rate_limit (0) must be between 1 and 1000 requests per second"],
             ),
-            (", rate_limit: 5000", "", "", &["crm.rate_limit (5000)"]),
+            (
+                ", rate_limit: 5000",
+                "",
+                "",
+                &["crm.rate_limit (5000) must be between 1 and 1000"],
+            ),
             (
                 ", rate_limit: -1",
                 "",

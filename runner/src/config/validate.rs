@@ -11,7 +11,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The most requests per second `crm.rate_limit` accepts (retailCRM allows 10 per key; the
 /// emulators more).
-pub const MAX_CRM_RATE: u32 = 100;
+pub const MAX_CRM_RATE: u32 = 1000;
 
 /// The longest interval accepted (30 days).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(30 * 86_400);
