@@ -113,3 +113,67 @@ fn a_config_readable_by_others_with_credentials_is_warned_about() {
     let (_, stderr) = run(&cfg);
     assert!(!stderr.contains("holds credentials"), "{stderr}");
 }
+
+#[cfg(unix)]
+#[test]
+fn the_readable_config_warning_is_journalled() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let cfg = config(dir.path(), &state, "");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The entry is written before the daemon runs; wait for it to run.
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        let running = line.contains("skladsync is running");
+        seen.push(line);
+        if running {
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(
+        seen.iter().any(|l| l.contains("skladsync is running")),
+        "{}",
+        seen.join("\n")
+    );
+    assert!(status.success(), "{status:?}\n{}", seen.join("\n"));
+    let s = skladsync_runner::state::SyncState::open(&state).expect("state");
+    let limits = skladsync_runner::state::JournalLimits::default();
+    let entries = s
+        .journal_entries(limits, skladsync_runner::daemon::now_ms())
+        .expect("journal");
+    let entry = entries
+        .iter()
+        .find(|e| e.code == "CONFIG_READABLE")
+        .unwrap_or_else(|| panic!("no CONFIG_READABLE entry in {entries:?}"));
+    assert_eq!(entry.level, "warning");
+    assert!(
+        entry.text.contains("readable by its group (mode 0640)"),
+        "{}",
+        entry.text
+    );
+    assert!(!entry.text.contains("crm-key-123"), "{}", entry.text);
+}

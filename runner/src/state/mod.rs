@@ -26,7 +26,7 @@
 //! | `task/<kind>` | the open CRM task of a problem kind |
 //! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
-//! | `misc/<name>` | previous settings, the webhook secret, the inbox sequence |
+//! | `misc/<name>` | previous settings, the webhook secret, the inbox sequence, the format marker (`misc/format`) |
 //!
 //! # Rebuilding lost state
 //!
