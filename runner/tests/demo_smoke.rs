@@ -3,10 +3,20 @@
 
 use std::process::Command;
 
+/// The permission bits of a file.
+#[cfg(unix)]
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
 #[test]
 fn the_demo_runs_and_prints_the_summary() {
+    let keep = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_skladsync"))
         .arg("demo")
+        .arg("--keep")
+        .arg(keep.path())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("RUST_LOG")
         .output()
@@ -39,6 +49,9 @@ fn the_demo_runs_and_prints_the_summary() {
             .any(|l| l.contains("A-1005") && !l.contains("not uploaded")),
         "{stdout}"
     );
+    // The kept config holds the emulators' credentials: owner-only.
+    #[cfg(unix)]
+    assert_eq!(mode(&keep.path().join("skladsync.yaml")), 0o600);
 }
 
 #[test]
@@ -101,6 +114,9 @@ fn emulate_serves_both_emulators_until_stopped() {
     });
     let written = std::fs::read_to_string(&config).expect("config written");
     assert!(written.contains(&crm) && written.contains(ms.as_str()));
+    // It holds the emulators' credentials: owner-only.
+    #[cfg(unix)]
+    assert_eq!(mode(&config), 0o600);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -51,7 +51,8 @@ pub fn run(args: &EmulateArgs) -> ExitCode {
                 "{crm_poll: 10s, reconcile: 30s, stock: 1m, purchase_prices: 5m}",
                 10,
             );
-            match std::fs::write(path, yaml) {
+            // It holds the emulators' credentials: owner-only from the start.
+            match crate::config::write_private(path, yaml.as_bytes()) {
                 Ok(()) => println!("\nRunner config written to {}", path.display()),
                 Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
             }

@@ -61,8 +61,19 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let exposure = crate::config::credential_exposure(&args.config);
+    if let Some(w) = &exposure {
+        tracing::warn!("{w}");
+        eprintln!("warning: {w}");
+    }
+    let journal_limits = config.journal.limits();
     let result = rt.block_on(async {
         let daemon = Daemon::new(config).await?;
+        if let Some(w) = exposure {
+            daemon
+                .state()
+                .journal(exposure_entry(w, crate::daemon::now_ms()), journal_limits)?;
+        }
         daemon.run(shutdown_signal()).await
     });
     match result {
@@ -72,5 +83,21 @@ pub fn run(args: &RunArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The journal entry of a config file readable by others.
+fn exposure_entry(text: String, now: i64) -> crate::state::JournalEntry {
+    crate::state::JournalEntry {
+        time: now,
+        first: now,
+        count: 1,
+        direction: "runner".into(),
+        rule: "runner".into(),
+        code: "CONFIG_READABLE".into(),
+        level: "warning".into(),
+        text,
+        subject: serde_json::json!({"runner": "config"}),
+        raw: serde_json::Value::Null,
     }
 }

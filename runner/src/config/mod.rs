@@ -14,6 +14,8 @@
 //! serialized back out.
 
 mod duration;
+mod files;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use duration::{parse_duration, Interval};
+pub use files::{credential_exposure, write_private};
+pub use validate::{
+    MAX_CRM_RATE, MAX_INTERVAL, MAX_JOURNAL_DAYS, MAX_JOURNAL_ENTRIES, MAX_TIMEOUT,
+};
 
 /// A credential. Shows as `<redacted>`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -91,14 +97,39 @@ pub enum HistoryStart {
     Since(String),
 }
 
+impl HistoryStart {
+    /// Reads `beginning`, `recent` or a date-time `YYYY-MM-DD HH:MM:SS`.
+    pub fn parse(s: &str) -> Result<HistoryStart, String> {
+        match s {
+            "beginning" => Ok(HistoryStart::Beginning),
+            "recent" => Ok(HistoryStart::Recent),
+            _ => chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                .map(|_| HistoryStart::Since(s.to_string()))
+                .map_err(|_| {
+                    format!(
+                        "{s:?} is not a history start: use `recent`, `beginning` or a date-time \
+                         like \"2025-03-01 00:00:00\" (YYYY-MM-DD HH:MM:SS, account time)"
+                    )
+                }),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for HistoryStart {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(match s.as_str() {
-            "beginning" => HistoryStart::Beginning,
-            "recent" => HistoryStart::Recent,
-            _ => HistoryStart::Since(s),
-        })
+        // A visitor, so that the error is raised while the YAML reader is at the value and
+        // carries its key (`crm.history_start: …`).
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HistoryStart;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`recent`, `beginning` or a date-time YYYY-MM-DD HH:MM:SS")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HistoryStart, E> {
+                HistoryStart::parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -117,10 +148,28 @@ pub struct CrmConfig {
     /// Where history starts without a cursor: `beginning`, `recent` or a date.
     #[serde(default)]
     pub history_start: HistoryStart,
+    /// The longest one API call may take, retries included (default 30 s).
+    #[serde(default = "default_crm_timeout")]
+    pub timeout: Interval,
+    /// Connect timeout of one try (default 10 s).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Interval,
 }
 
 fn default_crm_rate() -> u32 {
     10
+}
+
+fn default_crm_timeout() -> Interval {
+    Interval(crate::clients::retailcrm::DEFAULT_TIMEOUT)
+}
+
+fn default_ms_timeout() -> Interval {
+    Interval(crate::clients::moysklad::DEFAULT_TIMEOUT)
+}
+
+fn default_connect_timeout() -> Interval {
+    Interval(crate::clients::moysklad::DEFAULT_CONNECT_TIMEOUT)
 }
 
 /// The МойСклад side.
@@ -139,6 +188,13 @@ pub struct MoyskladConfig {
     /// Bearer token or `SKLADSYNC_MS_TOKEN` (used when set).
     #[serde(default)]
     pub token: Secret,
+    /// The longest one API call may take, retries and rate-limit waits included (default
+    /// 60 s, at most [`MAX_TIMEOUT`]).
+    #[serde(default = "default_ms_timeout")]
+    pub timeout: Interval,
+    /// Connect timeout of one attempt (default 10 s).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Interval,
 }
 
 fn default_ms_url() -> String {
@@ -298,7 +354,8 @@ pub struct Config {
 
 impl Config {
     /// Reads a config file; relative paths in it are relative to the file's directory;
-    /// credentials from the environment override the file.
+    /// credentials from the environment override the file. Every value is checked (see
+    /// `docs/runner.md`); all problems found are reported together, each with its key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -320,7 +377,8 @@ impl Config {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, String> {
-        let mut cfg: Config = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let mut cfg: Config =
+            serde_yaml::from_str(text).map_err(|e| validate::explain_yaml_error(&e.to_string()))?;
         let set = |slot: &mut Secret, var: &str| {
             if let Some(v) = env(var).filter(|v| !v.is_empty()) {
                 *slot = Secret::new(v);
@@ -346,28 +404,12 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.crm.api_key.is_empty() {
-            return Err("crm.api_key is missing (or set SKLADSYNC_CRM_API_KEY)".into());
+        let problems = validate::problems(self);
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.concat()),
+            n => Err(format!("{n} problems:\n  - {}", problems.join("\n  - "))),
         }
-        if self.moysklad.token.is_empty()
-            && (self.moysklad.login.is_empty() || self.moysklad.password.is_empty())
-        {
-            return Err("moysklad needs `token`, or `login` and `password` (or SKLADSYNC_MS_TOKEN / SKLADSYNC_MS_LOGIN + SKLADSYNC_MS_PASSWORD)".into());
-        }
-        if self.journal.max_entries == 0 {
-            return Err("journal.max_entries must be at least 1".into());
-        }
-        for (name, i) in [
-            ("crm_poll", &self.intervals.crm_poll),
-            ("stock", &self.intervals.stock),
-            ("purchase_prices", &self.intervals.purchase_prices),
-            ("reconcile", &self.intervals.reconcile),
-        ] {
-            if i.0.is_zero() {
-                return Err(format!("intervals.{name} must be more than zero"));
-            }
-        }
-        Ok(())
     }
 
     /// The settings file: the one configured, else `settings.yaml`, else
@@ -406,6 +448,317 @@ mod tests {
         );
         assert_eq!(cfg.intervals.crm_poll.0, Duration::from_secs(600));
         assert_eq!(cfg.journal.limits().max_entries, 50);
+    }
+
+    /// A config with credentials, the given extra keys in `crm` and `moysklad`, and more
+    /// sections after.
+    fn with(crm: &str, ms: &str, rest: &str) -> String {
+        let url = |extra: &str, default: &str| {
+            if extra.contains("url:") {
+                String::new()
+            } else {
+                format!("url: '{default}', ")
+            }
+        };
+        format!(
+            "crm: {{{}api_key: k{crm}}}\n\
+             moysklad: {{{}token: t{ms}}}\n\
+             state: {{path: st}}\n{rest}",
+            url(crm, "http://127.0.0.1:1"),
+            url(ms, "http://127.0.0.1:2/api/remap/1.2"),
+        )
+    }
+
+    #[test]
+    fn good_values_are_accepted_and_defaults_hold() {
+        let cfg = Config::from_yaml(&with("", "", ""), Path::new("."), &|_| None).unwrap();
+        assert_eq!(cfg.moysklad.timeout.0, Duration::from_secs(60));
+        assert_eq!(cfg.moysklad.connect_timeout.0, Duration::from_secs(10));
+        assert_eq!(cfg.crm.timeout.0, Duration::from_secs(30));
+        assert_eq!(cfg.crm.history_start, HistoryStart::Recent);
+        for (crm, want) in [
+            (", history_start: beginning", HistoryStart::Beginning),
+            (", history_start: recent", HistoryStart::Recent),
+            (
+                ", history_start: '2025-03-01 10:00:00'",
+                HistoryStart::Since("2025-03-01 10:00:00".into()),
+            ),
+        ] {
+            let cfg = Config::from_yaml(&with(crm, "", ""), Path::new("."), &|_| None).unwrap();
+            assert_eq!(cfg.crm.history_start, want, "{crm}");
+        }
+        let cfg = Config::from_yaml(
+            &with(
+                ", timeout: 5s, connect_timeout: 2s",
+                ", timeout: 5m, connect_timeout: 1s",
+                "intervals: {retry_min: 1m, retry_max: 1m, stock: 90, reconcile: 1.5}\nwebhooks: {public_url: 'https://sync.example.ru/'}\n",
+            ),
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(cfg.crm.timeout.0, Duration::from_secs(5));
+        assert_eq!(cfg.moysklad.timeout.0, Duration::from_secs(300));
+        assert_eq!(cfg.intervals.stock.0, Duration::from_secs(90));
+        assert_eq!(cfg.intervals.reconcile.0, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn every_bad_value_is_refused_with_its_key() {
+        let cases: &[(&str, &str, &str, &[&str])] = &[
+            (
+                ", history_start: yesterday",
+                "",
+                "",
+                &["crm.history_start", "\"yesterday\" is not a history start"],
+            ),
+            (
+                ", history_start: '2025-13-01 00:00:00'",
+                "",
+                "",
+                &["crm.history_start"],
+            ),
+            (
+                ", history_start: '2025-03-01'",
+                "",
+                "",
+                &["crm.history_start"],
+            ),
+            (
+                ", rate_limit: 0",
+                "",
+                "",
+                &["crm.rate_limit (0) must be between 1 and 1000 requests per second"],
+            ),
+            (
+                ", rate_limit: 5000",
+                "",
+                "",
+                &["crm.rate_limit (5000) must be between 1 and 1000"],
+            ),
+            (
+                ", rate_limit: -1",
+                "",
+                "",
+                &["crm.rate_limit: invalid type"],
+            ),
+            (
+                ", timeout: 0s",
+                "",
+                "",
+                &["crm.timeout must be more than zero"],
+            ),
+            (
+                ", connect_timeout: 0",
+                "",
+                "",
+                &["crm.connect_timeout must be more than zero"],
+            ),
+            (
+                ", timeout: 10s, connect_timeout: 20s",
+                "",
+                "",
+                &["crm.connect_timeout (20s) is longer than crm.timeout (10s)"],
+            ),
+            (
+                ", timeout: 1h",
+                "",
+                "",
+                &["crm.timeout (1h) is longer than the most accepted, 5m"],
+            ),
+            (
+                "",
+                ", timeout: 10m",
+                "",
+                &["moysklad.timeout (10m) is longer than the most accepted, 5m"],
+            ),
+            (
+                "",
+                ", timeout: 0",
+                "",
+                &["moysklad.timeout must be more than zero"],
+            ),
+            (
+                "",
+                ", connect_timeout: 0ms",
+                "",
+                &["moysklad.connect_timeout must be more than zero"],
+            ),
+            (
+                "",
+                ", timeout: forever",
+                "",
+                &["moysklad.timeout", "forever"],
+            ),
+            (
+                ", url: 'ftp://crm.example.ru'",
+                "",
+                "",
+                &["crm.url (\"ftp://crm.example.ru\") must be an http:// or https:// URL"],
+            ),
+            (
+                ", url: 'not a url'",
+                "",
+                "",
+                &["crm.url (\"not a url\") is not a URL"],
+            ),
+            (
+                "",
+                ", url: 'api.moysklad.ru/api/remap/1.2'",
+                "",
+                &["moysklad.url"],
+            ),
+            (
+                "",
+                "",
+                "webhooks: {public_url: 'sync.example.ru'}\n",
+                &["webhooks.public_url"],
+            ),
+            (
+                "",
+                "",
+                "webhooks: {listen: 'everywhere'}\n",
+                &["webhooks.listen", "invalid socket address"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {retry_min: 1h, retry_max: 30m}\n",
+                &["intervals.retry_min (1h) is greater than intervals.retry_max (30m)"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {retry_min: 1h}\n",
+                &["intervals.retry_min (1h) is greater than intervals.retry_max (30m)"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {stock: 0s}\n",
+                &["intervals.stock must be more than zero"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {retry_min: 0}\n",
+                &["intervals.retry_min must be more than zero"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {reference_ttl: 0}\n",
+                &["intervals.reference_ttl must be more than zero"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {crm_poll: 400d}\n",
+                &["intervals.crm_poll (400d) is longer than the most accepted, 30d"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {crm_poll: ten}\n",
+                &["intervals.crm_poll", "ten"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {stock: 99999999999999999999999d}\n",
+                &["intervals.stock: \"99999999999999999999999d\" is too long"],
+            ),
+            (
+                "",
+                "",
+                "journal: {max_entries: 0}\n",
+                &["journal.max_entries (0) must be between 1 and"],
+            ),
+            (
+                "",
+                "",
+                "journal: {max_days: 0}\n",
+                &["journal.max_days (0) must be between 1 and"],
+            ),
+            (
+                ", rate_limt: 5",
+                "",
+                "",
+                &["crm: unknown field `rate_limt` (did you mean `rate_limit`?)"],
+            ),
+            (
+                "",
+                ", tiemout: 5s",
+                "",
+                &["moysklad: unknown field `tiemout` (did you mean `timeout`?)"],
+            ),
+            (
+                "",
+                "",
+                "intervls: {stock: 1m}\n",
+                &["unknown field `intervls` (did you mean `intervals`?)"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {retry_mx: 1m}\n",
+                &["intervals: unknown field `retry_mx` (did you mean `retry_max`?)"],
+            ),
+            (
+                "",
+                "",
+                "intervals: {stock: -5}\n",
+                &["intervals.stock: -5 is not a duration"],
+            ),
+        ];
+        for (crm, ms, rest, wants) in cases {
+            let yaml = with(crm, ms, rest);
+            let err = match Config::from_yaml(&yaml, Path::new("."), &|_| None) {
+                Ok(_) => panic!("accepted:\n{yaml}"),
+                Err(e) => e,
+            };
+            for want in *wants {
+                assert!(err.contains(want), "{yaml}\n→ {err}\nwanted {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let yaml = with(
+            ", rate_limit: 0",
+            ", timeout: 0",
+            "intervals: {retry_min: 2h, retry_max: 1h}\njournal: {max_days: 0}\n",
+        );
+        let err = Config::from_yaml(&yaml, Path::new("."), &|_| None).unwrap_err();
+        assert!(err.starts_with("4 problems:"), "{err}");
+        for want in [
+            "crm.rate_limit",
+            "moysklad.timeout",
+            "intervals.retry_min (2h)",
+            "journal.max_days",
+        ] {
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.yaml");
+        std::fs::write(
+            &p,
+            with("", "", "intervals: {retry_min: 1h, retry_max: 30m}\n"),
+        )
+        .unwrap();
+        let err = Config::load(&p).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "config file {}: intervals.retry_min (1h) is greater than intervals.retry_max (30m)",
+                p.display()
+            )
+        );
     }
 
     #[test]

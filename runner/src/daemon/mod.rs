@@ -193,7 +193,9 @@ impl Daemon {
         };
 
         let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
-            .with_rate_limit(NonZeroU32::new(config.crm.rate_limit));
+            .with_rate_limit(NonZeroU32::new(config.crm.rate_limit))
+            .with_timeout(config.crm.timeout.0)
+            .with_connect_timeout(config.crm.connect_timeout.0);
         let crm = RetailcrmClient::new(crm_cfg)?;
         let auth = if config.moysklad.token.is_empty() {
             Auth::basic(
@@ -203,7 +205,10 @@ impl Daemon {
         } else {
             Auth::bearer(config.moysklad.token.expose())
         };
-        let mut ms_cfg = ms_client::ClientConfig::new(auth).base_url(config.moysklad.url.clone());
+        let mut ms_cfg = ms_client::ClientConfig::new(auth)
+            .base_url(config.moysklad.url.clone())
+            .timeout(config.moysklad.timeout.0)
+            .connect_timeout(config.moysklad.connect_timeout.0);
         if let Some(url) = &webhook_url {
             ms_cfg = ms_cfg.webhook_disable_prefix(url.clone());
         }

@@ -181,7 +181,8 @@ async fn run_in(
     let config_path = dir.join("skladsync.yaml");
     let state_dir = dir.join("state");
     let _ = std::fs::remove_dir_all(&state_dir);
-    std::fs::write(
+    // The config holds the emulators' credentials: owner-only from the start.
+    crate::config::write_private(
         &config_path,
         lab.config_yaml(
             &rules,
@@ -189,7 +190,8 @@ async fn run_in(
             &state_dir,
             "{crm_poll: 1s, reconcile: 1s, stock: 1s, purchase_prices: 1h, retry_min: 200ms, retry_max: 2s}",
             50,
-        ),
+        )
+        .as_bytes(),
     )
     .map_err(|e| DemoError::Io(format!("{}: {e}", config_path.display())))?;
     let config = Config::load(&config_path)?;

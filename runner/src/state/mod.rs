@@ -27,7 +27,7 @@
 //! | `task/<kind>` | the open CRM task of a problem kind |
 //! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
-//! | `misc/<name>` | previous settings, the webhook secret, the inbox sequence |
+//! | `misc/<name>` | previous settings, the webhook secret, the inbox sequence, the format marker (`misc/format`) |
 //!
 //! # Rebuilding lost state
 //!
@@ -70,6 +70,17 @@ pub enum StateError {
     /// A value could not be written.
     #[error("state value cannot be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The state directory cannot be used as it is: damaged, missing files, someone else's,
+    /// inaccessible or in use. `problem` says what happened, `remedy` what to do.
+    #[error("state directory {path}: {problem}. {remedy}")]
+    Damaged {
+        /// The directory.
+        path: String,
+        /// What is wrong.
+        problem: String,
+        /// What to do about it.
+        remedy: String,
+    },
     /// The state directory could not be prepared.
     #[error("state directory {path}: {source}")]
     Io {

@@ -1,7 +1,28 @@
 //! The sled implementation of [`Store`]: one tree, batches applied atomically, the directory
 //! and its files owner-only (0700 / 0600).
+//!
+//! Opening checks the directory before and after sled reads it, so that a damaged, missing or
+//! foreign state is a [`StateError::Damaged`] that says what happened and what to do, never a
+//! panic:
+//!
+//! * a path that is a file, or that cannot be read;
+//! * a non-empty directory without sled's files (someone else's directory);
+//! * sled's files with the database file `db` missing;
+//! * sled failing, or panicking, while reading the files (a truncated `db`);
+//! * a database without skladsync's marker ([`FORMAT_KEY`]) that holds anything but
+//!   skladsync's keys (another program's sled database), or that holds nothing at all although
+//!   its files existed (truncated to nothing);
+//! * a marker of a newer format;
+//! * a directory another process has open.
+//!
+//! A new state gets the marker `misc/format` = `{"app": "skladsync", "version": 1}` when it is
+//! created. A state written before the marker existed is recognised by its keys and gets it.
 
+use std::cell::Cell;
 use std::path::Path;
+use std::sync::Once;
+
+use serde_json::{json, Value};
 
 use super::{BatchOp, Entries, StateError, Store};
 
@@ -21,10 +42,7 @@ fn db_err(e: sled::Error) -> StateError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |e| access(path, &e)
 }
 
 /// Creates `path` (and missing parents) as a directory only its owner can enter.
@@ -68,15 +86,348 @@ fn tighten(path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
+/// The key of skladsync's marker in the state.
+pub const FORMAT_KEY: &[u8] = b"misc/format";
+
+/// The state format this runner writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+
+const APP: &str = "skladsync";
+
+/// The key prefixes skladsync's state uses (see the key layout in [`super`]); a database
+/// without the marker whose keys all start with one of them is a state written before the
+/// marker existed.
+const OUR_PREFIXES: &[&[u8]] = &[
+    b"link/",
+    b"cursor/",
+    b"statuses/",
+    b"inbox/",
+    b"inboxsubj/",
+    b"outbox",
+    b"key/",
+    b"dedupe/",
+    b"journal/",
+    b"task/",
+    b"msseen/",
+    b"msown/",
+    b"stock/",
+    b"misc/",
+];
+
+const REBUILD: &str = "Stop the runner, move the directory aside (keep it for inspection) and \
+start again with an empty state: the runner finds what it created before by its keys and links \
+come back from both systems, see \"Rebuilding lost state\" in docs/runner.md";
+
+const FOREIGN: &str = "It is not a skladsync state: point state.path at a new or empty \
+directory, or move these files away (if the state was lost, see \"Rebuilding lost state\" in \
+docs/runner.md)";
+
+const NOT_DIR: &str = "state.path must name a directory the runner owns: move the file away or \
+point state.path elsewhere";
+
+const ACCESS: &str = "Give the user the runner runs as read and write access to it (the runner \
+keeps it owner-only, 0700), or point state.path elsewhere";
+
+const IN_USE: &str = "Another process (another runner?) has it open: stop that process first; \
+one state directory serves one runner";
+
+const NEWER: &str = "Run the skladsync version that wrote it, or rebuild the state with this \
+one, see \"Rebuilding lost state\" in docs/runner.md";
+
+fn damaged(path: &Path, problem: impl Into<String>, remedy: &str) -> StateError {
+    StateError::Damaged {
+        path: path.display().to_string(),
+        problem: problem.into(),
+        remedy: remedy.to_string(),
+    }
+}
+
+fn access(path: &Path, e: &std::io::Error) -> StateError {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            damaged(path, format!("cannot be read or written ({e})"), ACCESS)
+        }
+        std::io::ErrorKind::NotADirectory => damaged(
+            path,
+            format!("a part of the path is not a directory ({e})"),
+            NOT_DIR,
+        ),
+        _ => damaged(path, format!("cannot be prepared ({e})"), ACCESS),
+    }
+}
+
+/// What the directory held before sled opened it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Found {
+    /// Nothing: a new state.
+    Nothing,
+    /// sled's files.
+    Database,
+}
+
+fn is_sled_file(name: &str) -> bool {
+    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
+}
+
+/// Looks at the directory before sled touches it (sled would create what is missing).
+fn inspect(path: &Path) -> Result<Found, StateError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
+        Err(e) => return Err(access(path, &e)),
+        Ok(m) if !m.is_dir() => return Err(damaged(path, "is not a directory", NOT_DIR)),
+        Ok(_) => {}
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| access(path, &e))? {
+        let entry = entry.map_err(|e| access(path, &e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.retain(|n| n != "lost+found");
+    names.sort();
+    if names.is_empty() {
+        return Ok(Found::Nothing);
+    }
+    if !names.iter().any(|n| is_sled_file(n)) {
+        let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+        let more = if names.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        };
+        return Err(damaged(
+            path,
+            format!(
+                "holds files that are not a skladsync state ({}{more})",
+                shown.join(", ")
+            ),
+            FOREIGN,
+        ));
+    }
+    for required in ["db", "conf"] {
+        if !names.iter().any(|n| n == required) {
+            let left: Vec<&str> = names
+                .iter()
+                .filter(|n| is_sled_file(n))
+                .map(String::as_str)
+                .collect();
+            return Err(damaged(
+                path,
+                format!(
+                    "the database file `{required}` is missing (left: {}); the state was damaged or partly deleted",
+                    left.join(", ")
+                ),
+                REBUILD,
+            ));
+        }
+    }
+    if !path.join("db").is_file() {
+        return Err(damaged(
+            path,
+            "`db` is not a file; the state was damaged or replaced",
+            REBUILD,
+        ));
+    }
+    Ok(Found::Database)
+}
+
+thread_local! {
+    /// Set while this thread opens sled: its panics are caught and reported as errors.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+static QUIET_HOOK: Once = Once::new();
+
+/// Runs `f` with the panic hook silent for this thread only (other threads' panics are
+/// reported as before).
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let out = f();
+    QUIET.with(|q| q.set(false));
+    out
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// sled's `open`, its errors and panics turned into [`StateError::Damaged`].
+fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
+    let config = sled::Config::new().path(path).flush_every_ms(Some(200));
+    guarded_open(path, || config.open())
+}
+
+/// Runs `open`, its errors and panics turned into [`StateError::Damaged`].
+fn guarded_open(
+    path: &Path,
+    open: impl FnOnce() -> sled::Result<sled::Db>,
+) -> Result<sled::Db, StateError> {
+    let opened = quietly(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+            Err(damaged(path, "is in use by another process", IN_USE))
+        }
+        Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(access(path, &e))
+        }
+        Ok(Err(e)) => Err(damaged(
+            path,
+            format!("the database cannot be read ({e}); it is damaged"),
+            REBUILD,
+        )),
+        Err(payload) => Err(damaged(
+            path,
+            format!(
+                "the database cannot be read (sled failed: {}); it is damaged, e.g. a truncated `db` file",
+                panic_text(payload.as_ref())
+            ),
+            REBUILD,
+        )),
+    }
+}
+
+fn marker() -> Value {
+    json!({"app": APP, "version": FORMAT_VERSION})
+}
+
+fn write_marker(db: &sled::Db) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec(&marker())?;
+    db.insert(FORMAT_KEY, bytes).map_err(db_err)?;
+    db.flush().map_err(db_err)?;
+    Ok(())
+}
+
+/// Checks skladsync's marker, writing it into a new state (or one written before markers).
+fn check_marker(path: &Path, db: &sled::Db, found: Found) -> Result<(), StateError> {
+    if let Some(bytes) = db.get(FORMAT_KEY).map_err(db_err)? {
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if v.get("app").and_then(Value::as_str) != Some(APP) {
+            return Err(damaged(
+                path,
+                format!(
+                    "its database has a format marker that is not skladsync's ({})",
+                    String::from_utf8_lossy(&bytes)
+                ),
+                FOREIGN,
+            ));
+        }
+        return match v.get("version").and_then(Value::as_u64) {
+            Some(n) if n <= FORMAT_VERSION => Ok(()),
+            Some(n) => Err(damaged(
+                path,
+                format!("was written by a newer skladsync (state format {n}; this one reads up to {FORMAT_VERSION})"),
+                NEWER,
+            )),
+            None => Err(damaged(
+                path,
+                format!(
+                    "its format marker is unreadable ({})",
+                    String::from_utf8_lossy(&bytes)
+                ),
+                REBUILD,
+            )),
+        };
+    }
+    let other_trees: Vec<String> = db
+        .tree_names()
+        .into_iter()
+        .filter(|n| n.as_ref() != b"__sled__default")
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .collect();
+    if !other_trees.is_empty() {
+        return Err(damaged(
+            path,
+            format!(
+                "is a sled database of another program (it has trees {}; skladsync uses one)",
+                other_trees.join(", ")
+            ),
+            FOREIGN,
+        ));
+    }
+    if db.is_empty() {
+        if found == Found::Database {
+            return Err(damaged(
+                path,
+                "its database files exist but hold nothing, not even skladsync's format marker: \
+                 the state was truncated or replaced",
+                REBUILD,
+            ));
+        }
+        return write_marker(db);
+    }
+    for key in db.iter().keys() {
+        let key = key.map_err(db_err)?;
+        if !OUR_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            return Err(damaged(
+                path,
+                format!(
+                    "is a sled database without skladsync's format marker that holds other \
+                     data (key {:?})",
+                    String::from_utf8_lossy(&key)
+                ),
+                FOREIGN,
+            ));
+        }
+    }
+    tracing::info!(path = %path.display(), "state written before format markers: marking it as skladsync's");
+    write_marker(db)
+}
+
+/// Creates a new, marked state at `path` (which does not exist or is empty): built beside
+/// it under a hidden name and renamed into place, so that a crash while creating leaves no
+/// half-made state at `path` (one without its marker would be refused as damaged). Returns
+/// whether it did; `false` when the rename is impossible (`path` a mount point, say): the
+/// caller then creates the state in place.
+fn create_marked(path: &Path) -> Result<bool, StateError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(false);
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let tmp = parent.join(format!(".{}.new", name.to_string_lossy()));
+    // A leftover of a creation that crashed: nothing in it was ever used.
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    private_dir(&tmp)?;
+    {
+        let db = open_sled(&tmp)?;
+        write_marker(&db)?;
+    }
+    if std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 impl SledStore {
-    /// Opens or creates the database directory `path` (owner-only).
+    /// Opens or creates the database directory `path` (owner-only). A damaged, missing,
+    /// foreign, inaccessible or busy state is a [`StateError::Damaged`] saying what happened
+    /// and what to do; sled's panics on damaged files are caught.
     pub fn open(path: &Path) -> Result<Self, StateError> {
+        let mut found = inspect(path)?;
+        if found == Found::Nothing && create_marked(path)? {
+            found = Found::Database;
+        }
         private_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(db_err)?;
+        let db = open_sled(path)?;
+        check_marker(path, &db, found)?;
         tighten(path)?;
         Ok(SledStore { db })
     }
@@ -107,5 +458,46 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StateError> {
         self.db.flush().map(|_| ()).map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_sled_is_an_error_naming_the_remedy() {
+        let path = Path::new("/var/lib/skladsync/state");
+        // What sled does on some damaged files.
+        let err = match guarded_open(path, || {
+            let pages: Vec<sled::Db> = Vec::new();
+            let i = pages.len() + 7;
+            Ok(pages[i].clone())
+        }) {
+            Ok(_) => panic!("opened"),
+            Err(e) => e,
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("state directory /var/lib/skladsync/state: the database cannot be read (sled failed: index out of bounds"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"Rebuilding lost state\" in docs/runner.md"),
+            "{text}"
+        );
+        // The thread is usable and quiet is off again.
+        assert!(!QUIET.with(Cell::get));
+    }
+
+    #[test]
+    fn sled_errors_are_damage_with_the_remedy() {
+        let path = Path::new("/s");
+        let err = match guarded_open(path, || Err(sled::Error::Unsupported("bad conf".into()))) {
+            Ok(_) => panic!("opened"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, StateError::Damaged { .. }), "{err:?}");
+        assert!(err.to_string().contains("bad conf"), "{err}");
     }
 }

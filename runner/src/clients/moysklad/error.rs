@@ -191,9 +191,20 @@ impl MoyskladError {
         self.errors().iter().any(|e| e.code == Some(code))
     }
 
-    /// Whether the request was sent but the outcome is unknown (no usable response).
+    /// Whether the request was sent but the outcome is unknown (no usable response: the
+    /// connection dropped, or the call ran out of time after the request was sent).
     pub fn is_no_response(&self) -> bool {
         matches!(self, MoyskladError::NoResponse { .. })
+    }
+
+    /// Whether the call ran out of time (connecting or waiting for the answer).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            MoyskladError::Connect { source, .. } | MoyskladError::NoResponse { source, .. } => {
+                source.is_timeout()
+            }
+            _ => false,
+        }
     }
 
     /// Whether the server answered 404.

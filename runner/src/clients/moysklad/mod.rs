@@ -24,6 +24,14 @@
 //!   carries a `syncId` or a `meta`), otherwise the error goes to the caller, who must find out
 //!   whether the write happened.
 //! * Other 4xx are never retried.
+//! * Time: one call (all its attempts, backoffs and rate-limit waits) takes at most
+//!   [`ClientConfig::timeout`] (default 60 s) from the moment its first attempt gets a slot
+//!   of the request budget, plus at most 100 ms for a last attempt started just in time; a
+//!   retry that could not finish in time is not started, the failure it would have retried is
+//!   the answer. Waiting for the first slot is not counted: it is bounded by the calls ahead,
+//!   each bounded the same way (at most 5 in flight). A connect timeout
+//!   ([`ClientConfig::connect_timeout`]) is [`MoyskladError::Connect`] (nothing was sent); a
+//!   timeout after that is [`MoyskladError::NoResponse`] (a write's outcome is unknown).
 
 mod error;
 mod limiter;
@@ -31,6 +39,8 @@ mod query;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
@@ -45,6 +55,12 @@ pub const DEFAULT_BASE_URL: &str = "https://api.moysklad.ru/api/remap/1.2";
 
 /// The most objects one array may carry (bulk bodies, positions).
 pub const MAX_BULK: usize = 1000;
+
+/// The default time limit of one call, retries included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default connect timeout of one attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to authenticate.
 #[derive(Clone, PartialEq, Eq)]
@@ -151,10 +167,13 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Starting request budget.
     pub limits: LimitConfig,
-    /// Whole-request timeout. МойСклад may take up to 300 s, and giving up early on a write
-    /// invites duplicates, so the default is 300 s.
+    /// The longest one call may take once its first attempt has a slot in the request budget:
+    /// every attempt, backoff and rate-limit wait of the call fits in it (each attempt gets the
+    /// time left, and no retry starts that could not finish in time). Default
+    /// [`DEFAULT_TIMEOUT`] (60 s). A write that runs out of time is reported as
+    /// [`MoyskladError::NoResponse`]: its outcome is unknown.
     pub timeout: Duration,
-    /// Connect timeout.
+    /// Connect timeout of one attempt (default 10 s).
     pub connect_timeout: Duration,
     /// Objects per bulk request (at most 1000).
     pub bulk_chunk_size: usize,
@@ -171,8 +190,8 @@ impl ClientConfig {
             webhook_disable_prefix: None,
             retry: RetryPolicy::default(),
             limits: LimitConfig::default(),
-            timeout: Duration::from_secs(300),
-            connect_timeout: Duration::from_secs(10),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             bulk_chunk_size: MAX_BULK,
             user_agent: format!("skladsync/{}", env!("CARGO_PKG_VERSION")),
         }
@@ -206,10 +225,17 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the request timeout.
+    /// Sets the time limit of one call, retries included (see [`ClientConfig::timeout`]).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the connect timeout of one attempt.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -262,6 +288,7 @@ struct Inner {
     retry: RetryPolicy,
     limiter: RateLimiter,
     bulk_chunk: usize,
+    timeout: Duration,
 }
 
 /// The client. Cheap to clone; clones share the connection pool and the rate limiter (one
@@ -297,6 +324,15 @@ fn check_path(p: &str) -> Result<(), MoyskladError> {
             "not a valid entity path: {p:?}"
         )))
     }
+}
+
+/// The shortest time an attempt is given, so that a retry started just before the deadline
+/// still has a chance (a retry starts only when [`fits`] says so).
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// Whether waiting `wait` and then making another attempt fits before `deadline`.
+fn fits(deadline: Instant, wait: Duration) -> bool {
+    Instant::now() + wait + MIN_ATTEMPT < deadline
 }
 
 fn is_write(m: &Method) -> bool {
@@ -353,6 +389,11 @@ impl MoyskladClient {
             ACCEPT,
             HeaderValue::from_static("application/json;charset=utf-8"),
         );
+        if config.timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(MoyskladError::Config(
+                "timeouts must be more than zero".into(),
+            ));
+        }
         let http = reqwest::Client::builder()
             .gzip(true)
             .default_headers(default_headers)
@@ -372,6 +413,7 @@ impl MoyskladClient {
                 retry: config.retry,
                 limiter: RateLimiter::new(config.limits),
                 bulk_chunk: config.bulk_chunk_size.clamp(1, MAX_BULK),
+                timeout: config.timeout,
             }),
         })
     }
@@ -454,12 +496,29 @@ impl MoyskladClient {
         };
         let mut attempt: u32 = 0;
         let mut waits: u32 = 0;
+        // The call's time limit starts when its first attempt has a slot: queueing behind
+        // other calls is bounded by their own limits. Every later wait (backoff, 429, a slot
+        // for the retry) and every attempt must fit before `deadline`; when one cannot, the
+        // failure that caused the retry (`pending`) is the call's answer.
+        let mut deadline: Option<Instant> = None;
+        let mut pending: Option<MoyskladError> = None;
         loop {
             attempt += 1;
-            let permit = inner.limiter.acquire(call.weight).await;
+            let permit = match (deadline, pending.take()) {
+                (Some(d), Some(failure)) => {
+                    match tokio::time::timeout_at(d, inner.limiter.acquire(call.weight)).await {
+                        Ok(p) => p,
+                        Err(_) => return Err(failure),
+                    }
+                }
+                _ => inner.limiter.acquire(call.weight).await,
+            };
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + inner.timeout);
+            let left = deadline.saturating_duration_since(Instant::now());
             let mut req = inner
                 .http
                 .request(call.method.clone(), &url)
+                .timeout(left.max(MIN_ATTEMPT))
                 .header(AUTHORIZATION, inner.auth.clone());
             if !call.query.is_empty() {
                 req = req.query(call.query);
@@ -492,30 +551,38 @@ impl MoyskladClient {
             let (status, headers, bytes) = match outcome {
                 Ok(x) => x,
                 Err(e) => {
+                    // A connect timeout is a connect error (nothing was sent); a timeout after
+                    // that is a lost answer.
                     let connect = e.is_connect();
+                    let timeout = e.is_timeout();
                     let e = e.without_url();
-                    let retry = (connect || call.repeatable) && attempt < inner.retry.max_attempts;
+                    let backoff = inner.retry.backoff(attempt);
+                    let retry = (connect || call.repeatable)
+                        && attempt < inner.retry.max_attempts
+                        && fits(deadline, backoff);
                     tracing::warn!(
-                        method = %method_s, path = %path_s, attempt, connect, retry,
+                        method = %method_s, path = %path_s, attempt, connect, timeout, retry,
                         error = %e, "МойСклад request got no response"
                     );
-                    if retry {
-                        tokio::time::sleep(inner.retry.backoff(attempt)).await;
-                        continue;
-                    }
-                    return Err(if connect {
+                    let failure = if connect {
                         MoyskladError::Connect {
-                            method: method_s,
-                            path: path_s,
+                            method: method_s.clone(),
+                            path: path_s.clone(),
                             source: e,
                         }
                     } else {
                         MoyskladError::NoResponse {
-                            method: method_s,
-                            path: path_s,
+                            method: method_s.clone(),
+                            path: path_s.clone(),
                             source: e,
                         }
-                    });
+                    };
+                    if retry {
+                        tokio::time::sleep(backoff).await;
+                        pending = Some(failure);
+                        continue;
+                    }
+                    return Err(failure);
                 }
             };
             tracing::debug!(method = %method_s, path = %path_s, status, attempt, "МойСклад request");
@@ -541,24 +608,35 @@ impl MoyskladClient {
             if status == 429 {
                 waits += 1;
                 let advertised = retry_after(&headers);
-                if waits > inner.retry.max_rate_limit_waits {
-                    return Err(MoyskladError::RateLimited {
-                        method: method_s,
-                        path: path_s,
-                        retry_after: advertised,
-                        errors,
-                    });
-                }
                 let wait = advertised.unwrap_or_else(|| inner.retry.backoff(waits));
-                tracing::info!(method = %method_s, path = %path_s, wait_ms = wait.as_millis() as u64, "МойСклад rate limit; waiting");
                 inner.limiter.pause(wait);
+                let failure = MoyskladError::RateLimited {
+                    method: method_s.clone(),
+                    path: path_s.clone(),
+                    retry_after: advertised,
+                    errors,
+                };
+                if waits > inner.retry.max_rate_limit_waits || !fits(deadline, wait) {
+                    return Err(failure);
+                }
+                tracing::info!(method = %method_s, path = %path_s, wait_ms = wait.as_millis() as u64, "МойСклад rate limit; waiting");
                 // A 429 is not a failed attempt.
                 attempt -= 1;
+                pending = Some(failure);
                 continue;
             }
-            if status >= 500 && attempt < inner.retry.max_attempts {
+            if status >= 500
+                && attempt < inner.retry.max_attempts
+                && fits(deadline, inner.retry.backoff(attempt))
+            {
                 tracing::warn!(method = %method_s, path = %path_s, status, attempt, "МойСклад server error; retrying");
                 tokio::time::sleep(inner.retry.backoff(attempt)).await;
+                pending = Some(MoyskladError::Api {
+                    method: method_s.clone(),
+                    path: path_s.clone(),
+                    status,
+                    errors,
+                });
                 continue;
             }
             if call.batch && (400..500).contains(&status) {

@@ -95,8 +95,12 @@ pub struct ClientConfig {
     pub requests_per_second: Option<NonZeroU32>,
     /// Retry behaviour.
     pub retry: RetryPolicy,
-    /// Timeout of one HTTP exchange.
+    /// The longest one call may take from its first paced slot, retries included: each try
+    /// gets the time left and no retry starts that could not finish in time (default 30 s).
+    /// A write that runs out of time is [`Error::NoResponse`]: its outcome is unknown.
     pub timeout: Duration,
+    /// Connect timeout of one try (default 10 s).
+    pub connect_timeout: Duration,
     /// Page size used by the "fetch all pages" helpers (20, 50 or 100).
     pub page_limit: u32,
     /// Offers per `store/inventories/upload` request (retailCRM documents at most 250).
@@ -105,6 +109,12 @@ pub struct ClientConfig {
 
 /// The documented batch limit of `store/inventories/upload`.
 pub const INVENTORY_BATCH_LIMIT: usize = 250;
+
+/// The default time limit of one call, retries included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default connect timeout of one try.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ClientConfig {
     /// A configuration with the defaults: 10 requests/s, [`RetryPolicy::default`], 30 s
@@ -115,7 +125,8 @@ impl ClientConfig {
             api_key: ApiKey::new(api_key),
             requests_per_second: NonZeroU32::new(10),
             retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             page_limit: 100,
             inventory_batch: INVENTORY_BATCH_LIMIT,
         })
@@ -133,9 +144,15 @@ impl ClientConfig {
         self
     }
 
-    /// Sets the timeout of one HTTP exchange.
+    /// Sets the time limit of one call, retries included (see [`ClientConfig::timeout`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the connect timeout of one try.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 

@@ -196,8 +196,17 @@ impl Error {
             .is_some_and(|a| a.is_duplicate_external_id())
     }
 
-    /// True when a write may or may not have been applied ([`Error::NoResponse`]).
+    /// True when a write may or may not have been applied ([`Error::NoResponse`]): the
+    /// connection dropped, or the call ran out of time after the request was sent.
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(self, Error::NoResponse { .. })
+    }
+
+    /// True when the call ran out of time (connecting or waiting for the answer).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Network { source, .. } | Error::NoResponse { source, .. } => source.is_timeout(),
+            _ => false,
+        }
     }
 }

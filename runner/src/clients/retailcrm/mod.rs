@@ -12,6 +12,9 @@
 //!   exponential backoff, `5xx` and network errors are retried when repeating is harmless, and a
 //!   write whose answer never arrived is reported as [`Error::NoResponse`] instead of being
 //!   repeated blindly (see [`RetryPolicy`]);
+//! * one call, retries and backoff included, takes at most [`ClientConfig::timeout`]
+//!   (default 30 s) from its first paced slot, plus at most 100 ms for a last try started just
+//!   in time; a write that ran out of time after it was sent is [`Error::NoResponse`];
 //! * lists are paged (`limit` 20/50/100, `page`, `pagination.totalPageCount`), history is read
 //!   with `filter[sinceId]` through a [`HistoryCursor`], and stock uploads are split into
 //!   batches of at most 250 offers.
@@ -36,7 +39,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use config::{ApiKey, ClientConfig, RetryPolicy, INVENTORY_BATCH_LIMIT};
+pub use config::{
+    ApiKey, ClientConfig, RetryPolicy, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT,
+    INVENTORY_BATCH_LIMIT,
+};
 pub use entity::{EntityKind, WriteOptions};
 pub use error::{ApiError, Error, FieldError};
 pub use history::{HistoryBatch, HistoryCursor, HistoryFilter, HistoryKind};

@@ -183,13 +183,26 @@ pub(crate) struct Transport {
 
 enum Outcome {
     Done(Result<Value, Error>),
-    Retry,
+    /// Worth another try; the failure is the answer if there is no time left for one.
+    Retry(Error),
+}
+
+/// The shortest time an attempt is given (a retry starts only when it [`fits`]).
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// Whether waiting `wait` and then making another attempt fits before `deadline`.
+fn fits(deadline: Instant, wait: Duration) -> bool {
+    Instant::now() + wait + MIN_ATTEMPT < deadline
 }
 
 impl Transport {
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        if config.timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be more than zero".into()));
+        }
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
             .gzip(true)
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
@@ -217,28 +230,61 @@ impl Transport {
         let path = call.path();
         let retry = &self.config.retry;
         let mut attempt: u32 = 0;
+        // The call's time limit starts with its first paced slot; retries, their backoff and
+        // their slots must fit in it, else the last failure is the answer.
+        let mut deadline: Option<Instant> = None;
+        let mut pending: Option<Error> = None;
         loop {
             attempt += 1;
             if let Some(p) = &self.pacer {
-                p.acquire().await;
+                match (deadline, pending.take()) {
+                    (Some(d), Some(failure)) => {
+                        if tokio::time::timeout_at(d, p.acquire()).await.is_err() {
+                            return Err(failure);
+                        }
+                    }
+                    _ => p.acquire().await,
+                }
             }
-            let outcome = self.try_once(call, &url, &path, attempt).await;
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.config.timeout);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = self
+                .try_once(call, &url, &path, attempt, left.max(MIN_ATTEMPT))
+                .await;
             match outcome {
                 Outcome::Done(result) => return result,
-                Outcome::Retry => {
-                    let base = retry.delay(attempt);
-                    tokio::time::sleep(jitter(base)).await;
+                Outcome::Retry(failure) => {
+                    let wait = jitter(retry.delay(attempt));
+                    if !fits(deadline, wait) {
+                        tracing::debug!(
+                            method = call.method.as_str(),
+                            path,
+                            attempt,
+                            "retailCRM call out of time; not retrying"
+                        );
+                        return Err(failure);
+                    }
+                    tokio::time::sleep(wait).await;
+                    pending = Some(failure);
                 }
             }
         }
     }
 
-    async fn try_once(&self, call: &Call, url: &url::Url, path: &str, attempt: u32) -> Outcome {
+    async fn try_once(
+        &self,
+        call: &Call,
+        url: &url::Url,
+        path: &str,
+        attempt: u32,
+        time_left: Duration,
+    ) -> Outcome {
         let retry = &self.config.retry;
         let method = call.method.as_str();
         let mut req = self
             .http
             .request(call.method.clone(), url.clone())
+            .timeout(time_left)
             .header("X-API-KEY", self.config.api_key.expose());
         if !call.query.is_empty() {
             req = req.query(&call.query);
@@ -248,24 +294,31 @@ impl Transport {
         }
         let idempotent = call.safety == Safety::Idempotent;
         let net_failure = |e: reqwest::Error| -> Outcome {
+            // A connect timeout is a connect error (nothing was sent); a timeout after that
+            // leaves the outcome of a write unknown.
             let connect = e.is_connect();
-            if (connect || idempotent) && attempt < retry.max_attempts.max(1) {
+            let retry_it = (connect || idempotent) && attempt < retry.max_attempts.max(1);
+            if retry_it {
                 tracing::debug!(method, path, attempt, error = %e, "retailCRM network error, retrying");
-                return Outcome::Retry;
             }
-            if connect || call.method == Method::GET {
-                Outcome::Done(Err(Error::Network {
+            let failure = if connect || call.method == Method::GET {
+                Error::Network {
                     method: method.to_string(),
                     path: path.to_string(),
                     attempts: attempt,
                     source: e,
-                }))
+                }
             } else {
-                Outcome::Done(Err(Error::NoResponse {
+                Error::NoResponse {
                     method: method.to_string(),
                     path: path.to_string(),
                     source: e,
-                }))
+                }
+            };
+            if retry_it {
+                Outcome::Retry(failure)
+            } else {
+                Outcome::Done(Err(failure))
             }
         };
         let resp = match req.send().await {
@@ -278,20 +331,22 @@ impl Transport {
             Err(e) => return net_failure(e),
         };
         tracing::debug!(method, path, status, attempt, "retailCRM response");
-        if matches!(status, 429 | 503) && attempt < retry.rate_limit_attempts.max(1) {
-            tracing::debug!(
-                method,
-                path,
-                status,
-                attempt,
-                "retailCRM rate limit, backing off"
-            );
-            return Outcome::Retry;
+        let answer = self.envelope(method, path, status, &body);
+        let again = (matches!(status, 429 | 503) && attempt < retry.rate_limit_attempts.max(1))
+            || (status >= 500 && idempotent && attempt < retry.max_attempts.max(1));
+        match answer {
+            Err(failure) if again => {
+                tracing::debug!(
+                    method,
+                    path,
+                    status,
+                    attempt,
+                    "retailCRM busy or failing, backing off"
+                );
+                Outcome::Retry(failure)
+            }
+            answer => Outcome::Done(answer),
         }
-        if status >= 500 && idempotent && attempt < retry.max_attempts.max(1) {
-            return Outcome::Retry;
-        }
-        Outcome::Done(self.envelope(method, path, status, &body))
     }
 
     fn envelope(&self, method: &str, path: &str, status: u16, body: &[u8]) -> Result<Value, Error> {
