@@ -231,3 +231,82 @@ async fn a_stop_ends_a_plan_between_effects_and_the_next_start_finishes_it() {
         json!(names)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_rules_are_refused_at_evaluation_and_parked_not_crash_looped() {
+    let lab = Lab::start(LabOptions::default()).await.expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 100 000 journal effects, and a text doubled until it would be 10 GB.
+    let rules = r#"rules:
+  - id: fan_out
+    on: settings.saved
+    do:
+      - for: i
+        in: range(100000)
+        do:
+          - journal: {code: FAN, text: '"entry " + string(i)'}
+  - id: string_bomb
+    on: settings.saved
+    let:
+      s0: '"0123456789"'
+      s1: s0 + s0 + s0 + s0 + s0 + s0 + s0 + s0 + s0 + s0
+      s2: s1 + s1 + s1 + s1 + s1 + s1 + s1 + s1 + s1 + s1
+      s3: s2 + s2 + s2 + s2 + s2 + s2 + s2 + s2 + s2 + s2
+      s4: s3 + s3 + s3 + s3 + s3 + s3 + s3 + s3 + s3 + s3
+      s5: s4 + s4 + s4 + s4 + s4 + s4 + s4 + s4 + s4 + s4
+      s6: s5 + s5 + s5 + s5 + s5 + s5 + s5 + s5 + s5 + s5
+      s7: s6 + s6 + s6 + s6 + s6 + s6 + s6 + s6 + s6 + s6
+      s8: s7 + s7 + s7 + s7 + s7 + s7 + s7 + s7 + s7 + s7
+      s9: s8 + s8 + s8 + s8 + s8 + s8 + s8 + s8 + s8 + s8
+    do:
+      - journal: {code: BOMB, text: 'string(len(s9))'}
+"#;
+    let config = setup(dir.path(), &lab, rules);
+    let check = |d: &Daemon, rule: &str| {
+        let item = d.state().inbox().expect("inbox");
+        let parked = item[0].1.parked.clone().expect("parked");
+        assert!(
+            parked.reason.contains(rule) && parked.reason.contains("limits."),
+            "the error names the rule and the limit to raise: {}",
+            parked.reason
+        );
+    };
+    let d = daemon(&config).await;
+    d.drain().await.expect("the daemon stays up");
+    check(&d, "fan_out");
+    assert!(!codes(&d).iter().any(|c| c == "FAN"));
+    drop(d);
+
+    // With room for the fan-out, the bomb is what is refused: by its memory budget.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{text}limits:\n  max_effects: 200000\n  max_eval_bytes: 64MiB\n"),
+    )
+    .expect("config");
+    let d = daemon(&config).await;
+    d.drain().await.expect("the daemon stays up");
+    check(&d, "string_bomb");
+    assert!(codes(&d).contains(&"PARKED".to_string()));
+}
+
+#[test]
+fn evaluation_limits_in_the_config_are_checked() {
+    let base = "crm: {url: 'http://127.0.0.1:1', api_key: k}\nmoysklad: {url: 'http://127.0.0.1:2', token: t}\nstate: {path: s}\n";
+    let load =
+        |extra: &str| Config::from_yaml(&format!("{base}{extra}"), Path::new("/tmp"), &|_| None);
+    let ok = load("limits: {max_effects: 500, max_eval_bytes: 256MiB}\n").expect("valid");
+    assert_eq!(ok.limits.max_effects, 500);
+    assert_eq!(ok.limits.max_eval_bytes.0, 256 << 20);
+    let defaults = load("").expect("valid");
+    assert_eq!(defaults.limits.max_effects, 10_000);
+    for (bad, says) in [
+        ("limits: {max_effects: 0}\n", "limits.max_effects"),
+        ("limits: {max_eval_bytes: 12}\n", "limits.max_eval_bytes"),
+        ("limits: {max_eval_bytes: lots}\n", "not a size"),
+        ("limits: {max_effect: 5}\n", "max_effect"),
+    ] {
+        let e = load(bad).expect_err(bad);
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

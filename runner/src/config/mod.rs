@@ -298,6 +298,78 @@ impl JournalConfig {
     }
 }
 
+/// Limits of one evaluation: a rule that would go past them is refused with an error naming
+/// it, and its work is parked (see `docs/runner.md`, "Parked work").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Effects in one plan.
+    pub max_effects: usize,
+    /// Bytes of texts, lists and objects one evaluation may build (a number, or `64MiB`,
+    /// `1GiB`, `512KiB`).
+    pub max_eval_bytes: ByteSize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_effects: skladsync_engine::eval::DEFAULT_MAX_EFFECTS,
+            max_eval_bytes: ByteSize(skladsync_engine::eval::DEFAULT_MAX_BYTES),
+        }
+    }
+}
+
+/// A size in bytes: a number, or a number with `KiB`, `MiB` or `GiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        for (unit, n) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if b >= n && b % n == 0 {
+                return write!(f, "{}{unit}", b / n);
+            }
+        }
+        write!(f, "{b}")
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => parse_bytes(&t).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a size (a number of bytes, or e.g. 64MiB, 1GiB, 512KiB)"
+                ))
+            }),
+        }
+    }
+}
+
+/// `123`, `64KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB`, read as binary units).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "K" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        "GiB" | "GB" | "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// The МойСклад webhook receiver.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -347,6 +419,9 @@ pub struct Config {
     /// Journal limits.
     #[serde(default)]
     pub journal: JournalConfig,
+    /// Limits of one evaluation.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Webhook receiver.
     #[serde(default)]
     pub webhooks: WebhookConfig,

@@ -16,6 +16,12 @@ pub const MAX_CRM_RATE: u32 = 1000;
 /// The longest interval accepted (30 days).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(30 * 86_400);
 
+/// The most effects one plan may be allowed.
+const MAX_EFFECTS: usize = 1_000_000;
+/// The least and the most memory budget of one evaluation.
+const MIN_EVAL_BYTES: super::ByteSize = super::ByteSize(1 << 20);
+const MAX_EVAL_BYTES: super::ByteSize = super::ByteSize(8 << 30);
+
 /// The most journal entries kept.
 pub const MAX_JOURNAL_ENTRIES: usize = 100_000;
 
@@ -78,6 +84,20 @@ pub(super) fn problems(cfg: &Config) -> Vec<String> {
         out.push(format!(
             "intervals.retry_min ({}) is greater than intervals.retry_max ({})",
             i.retry_min, i.retry_max
+        ));
+    }
+
+    let l = &cfg.limits;
+    if l.max_effects == 0 || l.max_effects > MAX_EFFECTS {
+        out.push(format!(
+            "limits.max_effects ({}) must be between 1 and {MAX_EFFECTS}",
+            l.max_effects
+        ));
+    }
+    if l.max_eval_bytes.0 < MIN_EVAL_BYTES.0 || l.max_eval_bytes.0 > MAX_EVAL_BYTES.0 {
+        out.push(format!(
+            "limits.max_eval_bytes ({}) must be between {MIN_EVAL_BYTES} and {MAX_EVAL_BYTES}",
+            l.max_eval_bytes
         ));
     }
 

@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use skladsync_engine::{EvalErrorKind, EvalOptions, RuleSet, Value};
+use skladsync_engine::{EvalOptions, RuleSet, Value};
 use tokio::sync::{watch, Notify};
 
 use crate::apply::{Applier, ApplyError, FailureClass, Outcome, PlanRun, Stats, StatsSnapshot};
@@ -140,7 +140,8 @@ pub(crate) struct Inner {
     stopping: AtomicBool,
     /// When an authorisation problem was last queued, per system.
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// Content hash of the rule files and the settings file (parked work waits for a change).
+    /// Content hash of the rule files, the settings file and the evaluation limits (parked
+    /// work waits for a change).
     rules_version: String,
     /// Shared with the applier: plans stop between two effects.
     stop: Arc<AtomicBool>,
@@ -169,7 +170,12 @@ impl Daemon {
         if !warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
-        let rules_version = version::rules_version(&config.rules.dir, settings_path.as_deref());
+        let limits = &config.limits;
+        let rules_version = version::rules_version(
+            &config.rules.dir,
+            settings_path.as_deref(),
+            &format!("{} {}", limits.max_effects, limits.max_eval_bytes.0),
+        );
         let state = SyncState::open(&config.state.path)?;
 
         let (listener, receiver_addr, webhook_url) = if config.webhooks.enabled {
@@ -452,12 +458,15 @@ impl Daemon {
             tokio::runtime::Handle::current(),
         );
         let event = built.event;
+        let limits = self.inner.config.limits.clone();
         let evaluated = tokio::task::spawn_blocking(move || {
             rules.evaluate_with(
                 &event,
                 &world,
                 EvalOptions {
                     settings: Some(&settings),
+                    max_effects: limits.max_effects,
+                    max_bytes: limits.max_eval_bytes.0,
                     ..EvalOptions::default()
                 },
             )
@@ -467,7 +476,7 @@ impl Daemon {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {
                 let text = e.to_string();
-                if e.kind == EvalErrorKind::World {
+                if !e.is_deterministic() {
                     tracing::warn!(%subject, event = %name, error = %text, "a lookup failed");
                     self.runner_journal(
                         "LOOKUP_FAILED",

@@ -1,5 +1,6 @@
 //! The version of the rules in use: a content hash of every rule file (by its path under the
-//! rules directory) and of the settings file. Parked work waits for it to change.
+//! rules directory), of the settings file and of the evaluation limits. Parked work waits for
+//! it to change.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,7 @@ fn rule_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The first 16 hex digits of a SHA-256 over the rule files and the settings file. Files
 /// that cannot be read count as empty (the rules loaded a moment ago: this only labels them).
-pub fn rules_version(rules_dir: &Path, settings: Option<&Path>) -> String {
+pub fn rules_version(rules_dir: &Path, settings: Option<&Path>, limits: &str) -> String {
     let mut files = Vec::new();
     rule_files(rules_dir, &mut files);
     files.sort();
@@ -37,6 +38,8 @@ pub fn rules_version(rules_dir: &Path, settings: Option<&Path>) -> String {
     if let Some(s) = settings {
         h.update(std::fs::read(s).unwrap_or_default());
     }
+    h.update(b"\0limits\0");
+    h.update(limits.as_bytes());
     let digest = h.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -52,13 +55,15 @@ mod tests {
         std::fs::write(dir.path().join("sub/a.yaml"), "rules: []\n").unwrap();
         let settings = dir.path().join("settings.yaml");
         std::fs::write(&settings, "x: 1\n").unwrap();
-        let v1 = rules_version(dir.path(), Some(&settings));
-        assert_eq!(v1, rules_version(dir.path(), Some(&settings)));
+        let v1 = rules_version(dir.path(), Some(&settings), "l");
+        assert_eq!(v1, rules_version(dir.path(), Some(&settings), "l"));
         assert_eq!(v1.len(), 16);
         std::fs::write(dir.path().join("sub/a.yaml"), "rules: [] # edited\n").unwrap();
-        let v2 = rules_version(dir.path(), Some(&settings));
+        let v2 = rules_version(dir.path(), Some(&settings), "l");
         assert_ne!(v1, v2);
         std::fs::write(&settings, "x: 2\n").unwrap();
-        assert_ne!(v2, rules_version(dir.path(), Some(&settings)));
+        let v3 = rules_version(dir.path(), Some(&settings), "l");
+        assert_ne!(v2, v3);
+        assert_ne!(v3, rules_version(dir.path(), Some(&settings), "m"));
     }
 }
