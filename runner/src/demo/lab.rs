@@ -72,7 +72,6 @@ impl Lab {
         let crm_cfg = CrmEmulatorConfig::with_keys([CRM_KEY]).rate_limit(opts.crm_rate.map(|n| {
             CrmRateLimit {
                 per_second: n,
-                burst: n,
                 status: 503,
             }
         }));

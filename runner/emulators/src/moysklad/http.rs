@@ -315,11 +315,7 @@ fn handle_inner(
     };
     record.user = Some(user.login.clone());
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let weight = match (&shared.limiter.config, segs.as_slice()) {
-        (Some(cfg), ["report", "stock", "all" | "bystore"]) => cfg.stock_report_weight,
-        (Some(cfg), _) => cfg.request_weight,
-        (None, _) => 0,
-    };
+    let weight = shared.limiter.weight(&segs, user.solution);
     let remaining = match shared.limiter.charge(&user.login, weight) {
         Charge::Allowed { remaining } => remaining,
         Charge::Refused { retry_after } => {

@@ -92,6 +92,9 @@ pub struct EmulatorUser {
     pub password: String,
     /// Access token for Bearer auth, if any.
     pub token: Option<String>,
+    /// The token is a published solution's (vendor app's): its requests weigh
+    /// [`RateLimitConfig::solution_weight`] instead of [`RateLimitConfig::request_weight`].
+    pub solution: bool,
 }
 
 impl EmulatorUser {
@@ -101,7 +104,15 @@ impl EmulatorUser {
             login: login.into(),
             password: password.into(),
             token: None,
+            solution: false,
         }
+    }
+
+    /// Marks the user as a published solution (its requests weigh 1 by default).
+    #[must_use]
+    pub fn as_solution(mut self) -> Self {
+        self.solution = true;
+        self
     }
 
     /// Adds a Bearer token.
@@ -118,6 +129,7 @@ impl std::fmt::Debug for EmulatorUser {
             .field("login", &self.login)
             .field("password", &"<redacted>")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("solution", &self.solution)
             .finish()
     }
 }

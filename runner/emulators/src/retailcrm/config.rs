@@ -50,14 +50,13 @@ impl ApiKeyConfig {
     }
 }
 
-/// The emulated per-key rate limit: a token bucket.
+/// The emulated per-key rate limit: at most `per_second` requests are accepted in any one
+/// second (a sliding window, so no burst above it either).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitConfig {
-    /// Sustained requests per second (retailCRM: 10).
+    /// Requests per second per key (retailCRM: 10).
     pub per_second: u32,
-    /// Burst size.
-    pub burst: u32,
     /// Status of a refused request: 503 (what retailCRM sends) or 429.
     pub status: u16,
 }
@@ -66,7 +65,6 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
             per_second: 10,
-            burst: 10,
             status: 503,
         }
     }

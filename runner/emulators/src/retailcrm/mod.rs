@@ -10,7 +10,8 @@
 //! **every** change, whether made through the API or through the Rust [`Manager`] API, is
 //! recorded in `orders/history`, `customers/history` or `customers-corporate/history` with
 //! monotonic ids. The key is read from `X-API-KEY` or `apiKey`; bursts above the configured
-//! per-key rate are refused with `503 Rate limit exceeded`; the shared
+//! per-key rate (at most that many requests in any one second) are refused with
+//! `503 Rate limit exceeded`; the shared
 //! [`Faults`] layer injects latency, 429/5xx, dropped
 //! connections and "commit then drop".
 //!
@@ -404,6 +405,12 @@ impl RetailcrmEmulator {
     /// How many requests the emulated rate limit refused.
     pub fn rate_limited(&self) -> u64 {
         self.shared.lock().rate_limited
+    }
+
+    /// The most requests received with one key in any one second so far (refused ones
+    /// included): what the client's pacing achieved.
+    pub fn peak_requests_per_second(&self) -> usize {
+        self.shared.lock().peak_per_second
     }
 }
 
