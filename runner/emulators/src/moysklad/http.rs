@@ -743,6 +743,7 @@ fn list(
     candidates: Vec<&Value>,
 ) -> Result<Out, MsError> {
     let params = ListParams::from_query(r.query)?;
+    check_filter(meta_type, &params)?;
     let (page, size) = state.select(candidates, &params)?;
     let links = Links::compute(state);
     let rows: Vec<Value> = page
@@ -756,8 +757,22 @@ fn list(
     })))
 }
 
+/// Refuses a filter on a field the type cannot be filtered by (1034), as the API does,
+/// instead of answering no rows.
+fn check_filter(ty: &str, params: &ListParams) -> Result<(), MsError> {
+    match params
+        .filter
+        .iter()
+        .find(|c| !kinds::filterable(ty, &c.field))
+    {
+        Some(c) => Err(errors::filter_unknown_field(&c.field)),
+        None => Ok(()),
+    }
+}
+
 fn assortment(state: &State, r: &Req<'_>) -> Result<Out, MsError> {
     let mut params = ListParams::from_query(r.query)?;
+    check_filter("assortment", &params)?;
     if !params.filter.iter().any(|c| c.field == "archived") {
         // The assortment lists only non-archived items unless asked otherwise.
         params

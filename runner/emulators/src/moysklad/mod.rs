@@ -49,6 +49,7 @@
 
 mod clock;
 pub mod errors;
+mod fields;
 mod http;
 pub mod kinds;
 mod limits;

@@ -1114,6 +1114,9 @@ impl State {
             }
             _ => self.new_id(),
         };
+        if !ctx.seed {
+            check_known_fields(ty, &body)?;
+        }
         let keep_uid = ctx.seed && ty == "employee";
         strip_read_only(kind, &mut body);
         if !keep_uid {
@@ -1327,6 +1330,9 @@ impl State {
             });
         };
         let mut patch = patch.clone();
+        if !ctx.seed {
+            check_known_fields(ty, &patch)?;
+        }
         if let Some(sync) = patch.remove("syncId") {
             if kind.sync_id && old.get("syncId") != Some(&sync) && !sync.is_null() {
                 return Err(errors::sync_id_changed());
@@ -1886,6 +1892,18 @@ impl State {
             action: "DELETE".into(),
             updated_fields: vec![],
         })
+    }
+}
+
+/// Refuses a body naming a field the type does not have (1007), as the API does, instead of
+/// storing it (a misspelt field would otherwise look written).
+fn check_known_fields(ty: &str, body: &Map<String, Value>) -> Res<()> {
+    let Some(known) = super::fields::fields(ty) else {
+        return Ok(());
+    };
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(errors::unknown_field(k)),
+        None => Ok(()),
     }
 }
 
