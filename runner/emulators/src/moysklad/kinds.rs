@@ -263,6 +263,10 @@ pub fn filterable(ty: &str, field: &str) -> bool {
     if FILTER_COMMON.contains(&field) {
         return true;
     }
+    // Every type with a `syncId` can be looked up by it.
+    if field == "syncId" && super::fields::fields(ty).is_some_and(|f| f.contains(&"syncId")) {
+        return true;
+    }
     let own: &[&str] = match ty {
         "counterparty" => &[
             "code",
