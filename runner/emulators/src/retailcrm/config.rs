@@ -82,7 +82,8 @@ pub struct EmulatorConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Largest accepted `store/inventories/upload` batch (retailCRM documents 250).
     pub inventory_batch_limit: usize,
-    /// Timezone reported by `/settings`.
+    /// The account's time zone (IANA name), reported by `/settings` as `timezone.value`;
+    /// every date-time the emulator writes (`createdAt`, history) is its wall-clock time.
     pub timezone: String,
     /// Clock used for `createdAt` and history times.
     pub clock: Clock,
@@ -95,7 +96,7 @@ impl Default for EmulatorConfig {
             api_keys: vec![ApiKeyConfig::new("emulator-key")],
             rate_limit: Some(RateLimitConfig::default()),
             inventory_batch_limit: 250,
-            timezone: "Europe/Moscow".into(),
+            timezone: super::model::DEFAULT_TIMEZONE.into(),
             clock: Clock::System,
         }
     }
@@ -113,6 +114,12 @@ impl EmulatorConfig {
     /// Sets the rate limit.
     pub fn rate_limit(mut self, limit: Option<RateLimitConfig>) -> Self {
         self.rate_limit = limit;
+        self
+    }
+
+    /// Sets the account's time zone (an IANA name such as `Asia/Yekaterinburg`).
+    pub fn timezone(mut self, zone: impl Into<String>) -> Self {
+        self.timezone = zone.into();
         self
     }
 

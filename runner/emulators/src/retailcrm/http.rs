@@ -380,7 +380,7 @@ fn by_of(p: &Params) -> Result<bool, Failure> {
 fn get_v5(st: &State, ctx: &Ctx<'_>, rest: &[&str]) -> Result<(u16, Value), Failure> {
     let p = ctx.params;
     let site = p.get("site");
-    let now = st.clock.clone().tick();
+    let now = st.peek_now();
     match rest {
         ["orders"] => {
             let list = orders::list_orders(st, &p.filter())?;

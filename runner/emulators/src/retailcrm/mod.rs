@@ -62,6 +62,9 @@ use orders::PaymentsShape;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmulatorError {
+    /// The configured time zone is not an IANA zone name.
+    #[error("unknown time zone `{0}` (expected an IANA name such as Asia/Yekaterinburg)")]
+    Timezone(String),
     /// The listener could not be bound.
     #[error("cannot bind the retailCRM emulator to {addr}: {source}")]
     Bind {
@@ -129,6 +132,12 @@ impl RetailcrmEmulator {
         if state.clock == Clock::System {
             state.clock = config.clock.clone();
         }
+        state.timezone = Some(
+            config
+                .timezone
+                .parse()
+                .map_err(|_| EmulatorError::Timezone(config.timezone.clone()))?,
+        );
         let addr = config.bind;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -224,8 +233,10 @@ impl RetailcrmEmulator {
     }
 
     /// Replaces the whole state.
-    pub fn load_state(&self, state: State) {
-        self.shared.lock().state = state;
+    pub fn load_state(&self, mut state: State) {
+        let mut inner = self.shared.lock();
+        state.timezone = inner.state.timezone;
+        inner.state = state;
     }
 
     // ----- inspection -----

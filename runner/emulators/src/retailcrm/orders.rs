@@ -664,7 +664,7 @@ pub(crate) fn create_order(
         }
     }
     validate_refs(st, inp)?;
-    let now = st.clock.tick();
+    let now = st.tick();
     let items = match inp.get("items") {
         Some(v) if !v.is_null() => build_items(st, &[], v, &now)?,
         _ => Vec::new(),
@@ -795,7 +795,7 @@ pub(crate) fn edit_order(
             }
         }
     }
-    let now = st.clock.tick();
+    let now = st.tick();
     let items = match inp.get("items") {
         Some(v) if !v.is_null() => {
             let existing = match before.get("items") {
@@ -1181,7 +1181,7 @@ pub(crate) fn create_payment(
         };
         (total, already)
     };
-    let now = st.clock.tick();
+    let now = st.tick();
     let payment = new_payment(st, input, Some((total - already).max(0.0)), &now)?;
     let id = as_i64(payment.get("id")).unwrap_or(0);
     let before = st.orders[idx].clone();
@@ -1227,7 +1227,7 @@ pub(crate) fn edit_payment(
         }
     }
     let becomes_paid = payment_complete(st, inp.get("status"));
-    let now = st.clock.tick();
+    let now = st.tick();
     let before = st.orders[oi].clone();
     let mut id = 0;
     if let Some(Value::Array(ps)) = st.orders[oi].get_mut("payments") {
@@ -1265,7 +1265,7 @@ pub(crate) fn delete_payment(st: &mut State, actor: &Actor, id: i64) -> Result<(
     let Some((oi, pi)) = find_payment(st, &id.to_string(), true) else {
         return Err(Failure::not_found());
     };
-    let now = st.clock.tick();
+    let now = st.tick();
     let before = st.orders[oi].clone();
     if let Some(Value::Array(ps)) = st.orders[oi].get_mut("payments") {
         ps.remove(pi);
