@@ -493,6 +493,41 @@ fn dispatch(state: &mut State, r: &Req<'_>) -> Result<Out, MsError> {
         ["report", "stock", "bystore", "current"] if *m == Method::GET => {
             Ok(Out::json(stock::report_current(state, true, r.query)?))
         }
+        ["context", "companysettings", "pricetype"] if *m == Method::GET => {
+            Ok(Out::json(Value::Array(
+                state
+                    .price_types
+                    .iter()
+                    .map(|p| state.render_price_type(p))
+                    .collect(),
+            )))
+        }
+        ["context", "companysettings", "pricetype", "default"] if *m == Method::GET => state
+            .price_types
+            .first()
+            .map(|p| Out::json(state.render_price_type(p)))
+            .ok_or_else(|| errors::not_found("pricetype", "default")),
+        ["context", "companysettings", "pricetype", id] if *m == Method::GET => state
+            .price_types
+            .iter()
+            .find(|p| p["id"] == json!(id))
+            .map(|p| Out::json(state.render_price_type(p)))
+            .ok_or_else(|| errors::not_found("pricetype", id)),
+        ["entity", "group"] if *m == Method::GET => {
+            let g = main_group(state);
+            Ok(Out::json(json!({
+                "context": state.context(),
+                "meta": collection_meta(r.href, r.query, "group", 1, 1000, 0),
+                "rows": [g]
+            })))
+        }
+        ["entity", "group", id] if *m == Method::GET => {
+            if *id == super::state::MAIN_GROUP_ID {
+                Ok(Out::json(main_group(state)))
+            } else {
+                Err(errors::not_found("group", id))
+            }
+        }
         ["entity", "customentity", rest @ ..] => customentity(state, r, rest),
         ["entity", "assortment"] if *m == Method::GET => assortment(state, r),
         ["entity", ty] => {
@@ -755,6 +790,16 @@ fn list(
         "meta": collection_meta(r.href, r.query, meta_type, size, params.limit, params.offset),
         "rows": rows
     })))
+}
+
+/// The account's main group (отдел «Основной»).
+fn main_group(state: &State) -> Value {
+    let id = super::state::MAIN_GROUP_ID;
+    let mut meta = state.entity_meta("group", id);
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("uuidHref");
+    }
+    json!({"meta": meta, "id": id, "accountId": state.account_id, "name": "Основной", "index": 0})
 }
 
 /// Refuses a filter on a field the type cannot be filtered by (1034), as the API does,
