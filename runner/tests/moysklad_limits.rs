@@ -59,6 +59,7 @@ async fn emulator_sends_the_documented_headers_and_429_body() {
     let ms = emulator(RateLimitConfig {
         units: 3,
         window: Duration::from_millis(3000),
+        request_weight: 1,
         ..RateLimitConfig::default()
     })
     .await;
@@ -130,7 +131,88 @@ async fn stock_reports_weigh_five_units() {
         .send()
         .await
         .expect("current");
-    assert_eq!(r.headers()["x-ratelimit-remaining"], "9");
+    // 10 - 4: an ordinary request with a login/password since 2026-12-01.
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "6");
+}
+
+/// A request made with a login/password (or a user token) weighs 4 units; one made with a
+/// published solution's token 1; a stock report 5 whatever the credentials.
+#[tokio::test]
+async fn requests_weigh_by_credential_kind() {
+    use skladsync_emulators::moysklad::EmulatorUser;
+    let ms = MoyskladEmulator::start(MoyskladEmulatorConfig {
+        users: vec![
+            EmulatorUser::new(LOGIN, PASSWORD).with_token("user-token"),
+            EmulatorUser::new("app@emulator", "unused")
+                .with_token("solution-token")
+                .as_solution(),
+        ],
+        ..MoyskladEmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let http = reqwest::Client::new();
+    let remaining = |r: &reqwest::Response| -> String {
+        r.headers()["x-ratelimit-remaining"]
+            .to_str()
+            .expect("ascii")
+            .to_string()
+    };
+    let url = format!("{}/entity/store", ms.base_url());
+    let r = http
+        .get(&url)
+        .basic_auth(LOGIN, Some(PASSWORD))
+        .send()
+        .await
+        .expect("basic");
+    assert_eq!(r.headers()["x-ratelimit-limit"], "45");
+    assert_eq!(remaining(&r), "41");
+    let r = http
+        .get(&url)
+        .bearer_auth("user-token")
+        .send()
+        .await
+        .expect("user token");
+    // The same user's bucket: 41 - 4 (give or take a refilled unit).
+    assert!(
+        ["37", "38"].contains(&remaining(&r).as_str()),
+        "{}",
+        remaining(&r)
+    );
+    let r = http
+        .get(&url)
+        .bearer_auth("solution-token")
+        .send()
+        .await
+        .expect("solution");
+    assert_eq!(remaining(&r), "44");
+    let r = http
+        .get(format!("{}/report/stock/bystore", ms.base_url()))
+        .bearer_auth("solution-token")
+        .send()
+        .await
+        .expect("report");
+    assert!(
+        ["39", "40"].contains(&remaining(&r).as_str()),
+        "{}",
+        remaining(&r)
+    );
+}
+
+/// The client's default budget is the 2026 one: a burst of more requests than one window
+/// holds at weight 4 is spread out and never pushed back.
+#[tokio::test]
+async fn the_default_client_never_trips_the_2026_budget() {
+    let ms = MoyskladEmulator::start(MoyskladEmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let c = MoyskladClient::new(
+        ClientConfig::new(Auth::basic(LOGIN, PASSWORD)).base_url(ms.base_url()),
+    )
+    .expect("client");
+    assert!(burst(&c, 14).await.iter().all(|ok| *ok));
+    assert_eq!(count_status(&ms, 200), 14);
+    assert_eq!(count_status(&ms, 429), 0, "{:?}", ms.requests());
 }
 
 #[tokio::test]
@@ -138,11 +220,20 @@ async fn a_burst_gets_429s_and_the_client_waits_them_out() {
     let ms = emulator(RateLimitConfig {
         units: 3,
         window: Duration::from_millis(300),
+        request_weight: 1,
         ..RateLimitConfig::default()
     })
     .await;
-    // The client starts from the real budget (45/3 s), which this emulator does not grant.
-    let c = client(&ms, LimitConfig::default());
+    // The client trusts a budget (45 units per 300 ms) that this emulator does not grant.
+    let c = client(
+        &ms,
+        LimitConfig {
+            window: Duration::from_millis(300),
+            request_weight: 1,
+            adapt: false,
+            ..LimitConfig::default()
+        },
+    );
     let results = burst(&c, 20).await;
     assert_eq!(results.len(), 20);
     assert!(
@@ -159,11 +250,17 @@ async fn the_client_adapts_to_the_headers_instead_of_its_constants() {
     let limits = RateLimitConfig {
         units: 5,
         window: Duration::from_millis(500),
+        request_weight: 1,
         ..RateLimitConfig::default()
     };
-    // Learns the real budget from the first response.
+    let documented = LimitConfig {
+        window: Duration::from_millis(500),
+        request_weight: 1,
+        ..LimitConfig::default()
+    };
+    // Learns the real (smaller) budget from the first response.
     let ms = emulator(limits.clone()).await;
-    let adaptive = client(&ms, LimitConfig::default());
+    let adaptive = client(&ms, documented.clone());
     adaptive
         .list("store", &ListQuery::new())
         .await
@@ -185,7 +282,7 @@ async fn the_client_adapts_to_the_headers_instead_of_its_constants() {
         &ms,
         LimitConfig {
             adapt: false,
-            ..LimitConfig::default()
+            ..documented
         },
     );
     stubborn

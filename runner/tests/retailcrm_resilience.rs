@@ -14,11 +14,7 @@ use support::{client, fast_config, shop, KEY};
 
 async fn limited(status: u16, per_second: u32) -> RetailcrmEmulator {
     let config = EmulatorConfig::with_keys([KEY])
-        .rate_limit(Some(RateLimitConfig {
-            per_second,
-            burst: 3,
-            status,
-        }))
+        .rate_limit(Some(RateLimitConfig { per_second, status }))
         .clock(Clock::fixed("2025-03-01 10:00:00"));
     let emu = RetailcrmEmulator::start(config).await.expect("emulator");
     emu.seed(&sample_shop().expect("sample")).expect("seed");
@@ -41,31 +37,31 @@ async fn burst(c: &RetailcrmClient, n: usize) -> Vec<Result<(), Error>> {
 
 #[tokio::test]
 async fn a_burst_is_refused_with_503_and_the_client_backs_off_until_all_succeed() {
-    let emu = limited(503, 50).await;
+    let emu = limited(503, 5).await;
     // Generous attempts: this asserts the backoff loop, not how fast it drains.
     let mut cfg = fast_config(&emu);
-    cfg.retry.rate_limit_attempts = 40;
+    cfg.retry.rate_limit_attempts = 400;
     let c = RetailcrmClient::new(cfg).expect("client");
-    let results = burst(&c, 20).await;
+    let results = burst(&c, 12).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let refused = emu.rate_limited();
     assert!(
         refused > 0,
-        "a burst of 20 over a bucket of 3 must be refused sometimes"
+        "a burst of 12 over a limit of 5 per second must be refused sometimes"
     );
     let reqs = emu.requests();
     assert_eq!(
         reqs.iter().filter(|r| r.status == 503).count() as u64,
         refused
     );
-    assert_eq!(reqs.iter().filter(|r| r.status == 200).count(), 20);
+    assert_eq!(reqs.iter().filter(|r| r.status == 200).count(), 12);
 }
 
 #[tokio::test]
 async fn a_429_rate_limit_is_handled_the_same_way() {
-    let emu = limited(429, 50).await;
+    let emu = limited(429, 5).await;
     let mut cfg = fast_config(&emu);
-    cfg.retry.rate_limit_attempts = 40;
+    cfg.retry.rate_limit_attempts = 400;
     let c = RetailcrmClient::new(cfg).expect("client");
     let results = burst(&c, 12).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");

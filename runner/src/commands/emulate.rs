@@ -3,7 +3,11 @@
 use std::process::ExitCode;
 
 use crate::cli::EmulateArgs;
-use crate::demo::lab::{Lab, LabOptions, CRM_KEY, MS_LOGIN, MS_PASSWORD};
+use crate::demo::examples::examples;
+use crate::demo::lab::{
+    Lab, LabOptions, CRM_KEY, CRM_MANAGER_KEY, MS_LOGIN, MS_MANAGER_LOGIN, MS_MANAGER_PASSWORD,
+    MS_PASSWORD,
+};
 
 /// Runs the emulators until Ctrl-C / SIGTERM, printing where they are.
 pub fn run(args: &EmulateArgs) -> ExitCode {
@@ -33,9 +37,11 @@ pub fn run(args: &EmulateArgs) -> ExitCode {
             }
         };
         println!("retailCRM emulator: {}", lab.crm.base_url());
-        println!("  API key (X-API-KEY): {CRM_KEY}");
+        println!("  API key (X-API-KEY): {CRM_KEY}  (the runner's own)");
+        println!("  a manager's API key: {CRM_MANAGER_KEY}  (changes the runner syncs)");
         println!("МойСклад emulator:  {}", lab.ms.base_url());
-        println!("  login / password:   {MS_LOGIN} / {MS_PASSWORD}");
+        println!("  login / password:   {MS_LOGIN} / {MS_PASSWORD}  (the runner's)");
+        println!("  a manager:          {MS_MANAGER_LOGIN} / {MS_MANAGER_PASSWORD}");
         if !args.empty {
             println!("\nSample shop, МойСклад ids for the settings:");
             for (k, v) in lab.shop.placeholders() {
@@ -55,6 +61,14 @@ pub fn run(args: &EmulateArgs) -> ExitCode {
             match crate::config::write_private(path, yaml.as_bytes()) {
                 Ok(()) => println!("\nRunner config written to {}", path.display()),
                 Err(e) => eprintln!("error: cannot write {}: {e}", path.display()),
+            }
+        }
+        if !args.empty {
+            println!(
+                "\nTry it: with `skladsync run --config FILE` running, send these and watch the runner react."
+            );
+            for ex in examples(&lab) {
+                println!("\n# {}\n{}", ex.title, ex.curl());
             }
         }
         println!("\nCtrl-C stops the emulators (their state is lost).");

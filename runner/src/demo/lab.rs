@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use skladsync_emulators::moysklad::{
-    MoyskladEmulator, MoyskladEmulatorConfig, RateLimitConfig as MsRateLimit,
+    EmulatorUser, MoyskladEmulator, MoyskladEmulatorConfig, RateLimitConfig as MsRateLimit,
 };
 use skladsync_emulators::retailcrm::{
     EmulatorConfig as CrmEmulatorConfig, RateLimitConfig as CrmRateLimit, RetailcrmEmulator,
@@ -13,12 +13,20 @@ use skladsync_emulators::retailcrm::{
 
 use super::shop::{seed_crm, seed_ms, MsShop, SeedError};
 
-/// The retailCRM emulator's API key.
+/// The retailCRM emulator's API key (the daemon's own).
 pub const CRM_KEY: &str = "emulator-key";
+/// A second retailCRM key, a manager's: changes made with it are in the history with
+/// `source: api` and `apiKey.current: false` for the daemon, so it syncs them (its own key's
+/// changes are its echo).
+pub const CRM_MANAGER_KEY: &str = "manager-key";
 /// The МойСклад emulator's login.
 pub const MS_LOGIN: &str = "admin@emulator";
 /// The МойСклад emulator's password.
 pub const MS_PASSWORD: &str = "emulator-password";
+/// A second МойСклад user, a manager (own request budget, own `uid` in webhooks).
+pub const MS_MANAGER_LOGIN: &str = "manager@emulator";
+/// The manager's password.
+pub const MS_MANAGER_PASSWORD: &str = "manager-password";
 
 /// How to start a lab.
 #[derive(Clone, Debug)]
@@ -69,17 +77,20 @@ pub enum LabError {
 impl Lab {
     /// Starts both emulators on loopback and seeds them.
     pub async fn start(opts: LabOptions) -> Result<Lab, LabError> {
-        let crm_cfg = CrmEmulatorConfig::with_keys([CRM_KEY]).rate_limit(opts.crm_rate.map(|n| {
-            CrmRateLimit {
+        let crm_cfg = CrmEmulatorConfig::with_keys([CRM_KEY, CRM_MANAGER_KEY]).rate_limit(
+            opts.crm_rate.map(|n| CrmRateLimit {
                 per_second: n,
-                burst: n,
                 status: 503,
-            }
-        }));
+            }),
+        );
         let crm = RetailcrmEmulator::start(crm_cfg)
             .await
             .map_err(|e| LabError::Start(e.to_string()))?;
         let ms = MoyskladEmulator::start(MoyskladEmulatorConfig {
+            users: vec![
+                EmulatorUser::new(MS_LOGIN, MS_PASSWORD).with_token("emulator-token"),
+                EmulatorUser::new(MS_MANAGER_LOGIN, MS_MANAGER_PASSWORD),
+            ],
             rate_limit: opts.ms_limits.then(MsRateLimit::default),
             ..MoyskladEmulatorConfig::default()
         })

@@ -10,6 +10,7 @@
 //!    demand).
 //! 3. **A new order** is taken in CRM; stock changes since the last pass go to CRM.
 
+pub mod examples;
 pub mod lab;
 pub mod shop;
 mod summary;

@@ -163,6 +163,26 @@ pub fn filter_error(text: &str) -> MsError {
     )
 }
 
+/// 1007: a field the entity type does not have in a request body.
+pub fn unknown_field(field: &str) -> MsError {
+    MsError::new(
+        StatusCode::BAD_REQUEST,
+        1007,
+        format!("Ошибка формата: неизвестное поле '{field}'"),
+    )
+    .parameter(field)
+}
+
+/// 1034: a filter on a field the entity type cannot be filtered by.
+pub fn filter_unknown_field(field: &str) -> MsError {
+    MsError::new(
+        StatusCode::PRECONDITION_FAILED,
+        1034,
+        format!("Ошибка фильтрации: поле '{field}' не поддерживается для фильтрации"),
+    )
+    .parameter("filter")
+}
+
 /// 1035: a bad date in a filter.
 pub fn filter_date_error(parameter: &str) -> MsError {
     MsError::new(

@@ -315,11 +315,7 @@ fn handle_inner(
     };
     record.user = Some(user.login.clone());
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let weight = match (&shared.limiter.config, segs.as_slice()) {
-        (Some(cfg), ["report", "stock", "all" | "bystore"]) => cfg.stock_report_weight,
-        (Some(cfg), _) => cfg.request_weight,
-        (None, _) => 0,
-    };
+    let weight = shared.limiter.weight(&segs, user.solution);
     let remaining = match shared.limiter.charge(&user.login, weight) {
         Charge::Allowed { remaining } => remaining,
         Charge::Refused { retry_after } => {
@@ -496,6 +492,41 @@ fn dispatch(state: &mut State, r: &Req<'_>) -> Result<Out, MsError> {
         }
         ["report", "stock", "bystore", "current"] if *m == Method::GET => {
             Ok(Out::json(stock::report_current(state, true, r.query)?))
+        }
+        ["context", "companysettings", "pricetype"] if *m == Method::GET => {
+            Ok(Out::json(Value::Array(
+                state
+                    .price_types
+                    .iter()
+                    .map(|p| state.render_price_type(p))
+                    .collect(),
+            )))
+        }
+        ["context", "companysettings", "pricetype", "default"] if *m == Method::GET => state
+            .price_types
+            .first()
+            .map(|p| Out::json(state.render_price_type(p)))
+            .ok_or_else(|| errors::not_found("pricetype", "default")),
+        ["context", "companysettings", "pricetype", id] if *m == Method::GET => state
+            .price_types
+            .iter()
+            .find(|p| p["id"] == json!(id))
+            .map(|p| Out::json(state.render_price_type(p)))
+            .ok_or_else(|| errors::not_found("pricetype", id)),
+        ["entity", "group"] if *m == Method::GET => {
+            let g = main_group(state);
+            Ok(Out::json(json!({
+                "context": state.context(),
+                "meta": collection_meta(r.href, r.query, "group", 1, 1000, 0),
+                "rows": [g]
+            })))
+        }
+        ["entity", "group", id] if *m == Method::GET => {
+            if *id == super::state::MAIN_GROUP_ID {
+                Ok(Out::json(main_group(state)))
+            } else {
+                Err(errors::not_found("group", id))
+            }
         }
         ["entity", "customentity", rest @ ..] => customentity(state, r, rest),
         ["entity", "assortment"] if *m == Method::GET => assortment(state, r),
@@ -747,6 +778,7 @@ fn list(
     candidates: Vec<&Value>,
 ) -> Result<Out, MsError> {
     let params = ListParams::from_query(r.query)?;
+    check_filter(meta_type, &params)?;
     let (page, size) = state.select(candidates, &params)?;
     let links = Links::compute(state);
     let rows: Vec<Value> = page
@@ -760,8 +792,32 @@ fn list(
     })))
 }
 
+/// The account's main group (отдел «Основной»).
+fn main_group(state: &State) -> Value {
+    let id = super::state::MAIN_GROUP_ID;
+    let mut meta = state.entity_meta("group", id);
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("uuidHref");
+    }
+    json!({"meta": meta, "id": id, "accountId": state.account_id, "name": "Основной", "index": 0})
+}
+
+/// Refuses a filter on a field the type cannot be filtered by (1034), as the API does,
+/// instead of answering no rows.
+fn check_filter(ty: &str, params: &ListParams) -> Result<(), MsError> {
+    match params
+        .filter
+        .iter()
+        .find(|c| !kinds::filterable(ty, &c.field))
+    {
+        Some(c) => Err(errors::filter_unknown_field(&c.field)),
+        None => Ok(()),
+    }
+}
+
 fn assortment(state: &State, r: &Req<'_>) -> Result<Out, MsError> {
     let mut params = ListParams::from_query(r.query)?;
+    check_filter("assortment", &params)?;
     if !params.filter.iter().any(|c| c.field == "archived") {
         // The assortment lists only non-archived items unless asked otherwise.
         params

@@ -199,6 +199,166 @@ pub fn attribute_owner(name: &str) -> &str {
     }
 }
 
+/// Fields every entity type can be filtered by.
+const FILTER_COMMON: &[&str] = &[
+    "id",
+    "accountId",
+    "owner",
+    "shared",
+    "group",
+    "updated",
+    "updatedBy",
+    "name",
+    "description",
+    "externalCode",
+    "isDeleted",
+];
+
+/// Fields every document type can be filtered by.
+const FILTER_DOCUMENT: &[&str] = &[
+    "moment",
+    "created",
+    "applicable",
+    "deleted",
+    "printed",
+    "published",
+    "sum",
+    "syncId",
+    "organization",
+    "organizationAccount",
+    "agent",
+    "agentAccount",
+    "state",
+    "state.name",
+    "project",
+    "contract",
+    "salesChannel",
+    "assortment",
+];
+
+/// Fields of the catalogue (products, services, bundles, variants, the assortment).
+const FILTER_GOODS: &[&str] = &[
+    "code",
+    "archived",
+    "article",
+    "barcode",
+    "pathName",
+    "productFolder",
+    "supplier",
+    "uom",
+    "weight",
+    "volume",
+    "weighed",
+    "isSerialTrackable",
+    "trackingType",
+];
+
+/// The fields a list of `ty` can be filtered by (besides custom fields, which are filtered
+/// by their metadata href), after the "Фильтрация" columns of the API documentation. Any
+/// other field is refused with error 1034.
+pub fn filterable(ty: &str, field: &str) -> bool {
+    if field.starts_with("http") && field.contains("/metadata/attributes/") {
+        return true;
+    }
+    if FILTER_COMMON.contains(&field) {
+        return true;
+    }
+    // Every type with a `syncId` can be looked up by it.
+    if field == "syncId" && super::fields::fields(ty).is_some_and(|f| f.contains(&"syncId")) {
+        return true;
+    }
+    let own: &[&str] = match ty {
+        "counterparty" => &[
+            "code",
+            "archived",
+            "created",
+            "inn",
+            "kpp",
+            "ogrn",
+            "okpo",
+            "phone",
+            "fax",
+            "email",
+            "tags",
+            "companyType",
+            "legalTitle",
+            "legalAddress",
+            "actualAddress",
+            "discountCardNumber",
+            "state",
+            "state.name",
+            "accounts.accountNumber",
+            "accounts.accountnumber",
+        ],
+        "organization" => &[
+            "code",
+            "archived",
+            "created",
+            "inn",
+            "kpp",
+            "ogrn",
+            "okpo",
+            "phone",
+            "fax",
+            "email",
+            "legalTitle",
+            "legalAddress",
+            "actualAddress",
+            "accounts.accountNumber",
+            "accounts.accountnumber",
+        ],
+        "employee" => &[
+            "code",
+            "archived",
+            "created",
+            "email",
+            "phone",
+            "uid",
+            "firstName",
+            "middleName",
+            "lastName",
+            "inn",
+            "position",
+        ],
+        "store" => &["code", "archived", "address", "parent", "pathName"],
+        "product" | "service" | "bundle" => FILTER_GOODS,
+        "variant" => &["code", "archived", "product", "barcode"],
+        "assortment" => &[
+            "code",
+            "archived",
+            "article",
+            "barcode",
+            "pathName",
+            "productFolder",
+            "supplier",
+            "type",
+            "stockStore",
+            "stockMode",
+            "quantityMode",
+            "stockMoment",
+            "product",
+        ],
+        "currency" => &["code", "isoCode", "archived", "default"],
+        "saleschannel" | "project" => &["code", "archived", "type"],
+        "webhook" => &["entityType", "action", "url", "enabled"],
+        "customentity" => &["code"],
+        "customerorder" => &[
+            "deliveryPlannedMoment",
+            "store",
+            "vatEnabled",
+            "vatIncluded",
+        ],
+        "demand" | "retaildemand" | "salesreturn" => &["store", "customerOrder", "demand"],
+        "move" => &["sourceStore", "targetStore", "store", "agentStore"],
+        "paymentin" | "cashin" => &["operations"],
+        _ => &[],
+    };
+    if own.contains(&field) {
+        return true;
+    }
+    find(ty).is_some_and(|k| k.document) && FILTER_DOCUMENT.contains(&field)
+}
+
 /// Document types that move stock when posted, with how: `(type, store field, sign)`.
 pub static STOCK_MOVES: &[(&str, &str, f64)] = &[
     ("demand", "store", -1.0),

@@ -15,10 +15,13 @@ pub struct RateLimitConfig {
     pub units: u32,
     /// Time to refill the whole bucket (`X-Lognex-Retry-TimeInterval`), 3 s on the real API.
     pub window: Duration,
-    /// Weight of an ordinary request (1 for solution tokens; 2–4 for login/password and user
-    /// tokens during 2026, see the API doc §3).
+    /// Weight of an ordinary request made with a login/password or a user token: 4 since
+    /// 2026-12-01 (2 from 2026-05-12, 3 from 2026-09-01; `md/_restrictions.md`).
     pub request_weight: u32,
-    /// Weight of `report/stock/all` and `report/stock/bystore` (5).
+    /// Weight of an ordinary request made with a published solution's token (1; 4 for a
+    /// solution still in Draft or on moderation).
+    pub solution_weight: u32,
+    /// Weight of `report/stock/all` and `report/stock/bystore` with any credentials (5).
     pub stock_report_weight: u32,
     /// Requests in flight per credential before 1073 (5).
     pub max_parallel: usize,
@@ -29,7 +32,8 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             units: 45,
             window: Duration::from_secs(3),
-            request_weight: 1,
+            request_weight: 4,
+            solution_weight: 1,
             stock_report_weight: 5,
             max_parallel: 5,
         }
@@ -107,6 +111,17 @@ impl Limiter {
         })
     }
 
+    /// The weight of a request to `segs` (the path under `/api/remap/1.2`) made by a user
+    /// (`solution`: with a published solution's token); 0 when limits are off.
+    pub fn weight(&self, segs: &[&str], solution: bool) -> u32 {
+        match (&self.config, segs) {
+            (None, _) => 0,
+            (Some(cfg), ["report", "stock", "all" | "bystore"]) => cfg.stock_report_weight,
+            (Some(cfg), _) if solution => cfg.solution_weight,
+            (Some(cfg), _) => cfg.request_weight,
+        }
+    }
+
     /// Charges `weight` units to the credential's bucket.
     pub fn charge(&self, key: &str, weight: u32) -> Charge {
         let Some(cfg) = &self.config else {
@@ -164,6 +179,18 @@ mod tests {
         }
         // Another credential has its own bucket; a weight above the capacity costs it all.
         assert_eq!(l.charge("v", 5), Charge::Allowed { remaining: 0 });
+    }
+
+    #[test]
+    fn weights_follow_the_credential_kind_and_the_endpoint() {
+        let l = Limiter::new(Some(RateLimitConfig::default()));
+        assert_eq!(l.weight(&["entity", "customerorder"], false), 4);
+        assert_eq!(l.weight(&["entity", "customerorder"], true), 1);
+        assert_eq!(l.weight(&["report", "stock", "all"], true), 5);
+        assert_eq!(l.weight(&["report", "stock", "bystore"], false), 5);
+        // The current-stock report is not in the weight-5 list.
+        assert_eq!(l.weight(&["report", "stock", "all", "current"], false), 4);
+        assert_eq!(Limiter::new(None).weight(&["entity", "store"], false), 0);
     }
 
     #[test]

@@ -49,6 +49,7 @@
 
 mod clock;
 pub mod errors;
+mod fields;
 mod http;
 pub mod kinds;
 mod limits;
@@ -92,6 +93,9 @@ pub struct EmulatorUser {
     pub password: String,
     /// Access token for Bearer auth, if any.
     pub token: Option<String>,
+    /// The token is a published solution's (vendor app's): its requests weigh
+    /// [`RateLimitConfig::solution_weight`] instead of [`RateLimitConfig::request_weight`].
+    pub solution: bool,
 }
 
 impl EmulatorUser {
@@ -101,7 +105,15 @@ impl EmulatorUser {
             login: login.into(),
             password: password.into(),
             token: None,
+            solution: false,
         }
+    }
+
+    /// Marks the user as a published solution (its requests weigh 1 by default).
+    #[must_use]
+    pub fn as_solution(mut self) -> Self {
+        self.solution = true;
+        self
     }
 
     /// Adds a Bearer token.
@@ -118,6 +130,7 @@ impl std::fmt::Debug for EmulatorUser {
             .field("login", &self.login)
             .field("password", &"<redacted>")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("solution", &self.solution)
             .finish()
     }
 }
@@ -142,6 +155,9 @@ pub struct MoyskladEmulatorConfig {
     pub faults: Faults,
     /// A state to start from (e.g. a dump of another emulator); its hrefs are rebased.
     pub initial_state: Option<State>,
+    /// The account's time zone (IANA name): `updated`, `created`, `moment` and webhook
+    /// moments are its wall-clock time. МойСклад writes Moscow time (`Europe/Moscow`).
+    pub timezone: String,
 }
 
 impl Default for MoyskladEmulatorConfig {
@@ -156,6 +172,7 @@ impl Default for MoyskladEmulatorConfig {
             options: Options::default(),
             faults: Faults::new(),
             initial_state: None,
+            timezone: "Europe/Moscow".into(),
         }
     }
 }
@@ -164,6 +181,9 @@ impl Default for MoyskladEmulatorConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmulatorError {
+    /// The configured time zone is not an IANA zone name.
+    #[error("unknown time zone `{0}` (expected an IANA name such as Europe/Moscow)")]
+    Timezone(String),
     /// The loopback listener could not be bound.
     #[error("cannot bind the МойСклад emulator on loopback: {0}")]
     Bind(#[from] std::io::Error),
@@ -220,7 +240,11 @@ impl MoyskladEmulator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}/api/remap/1.2");
-        let clock = Clock::default();
+        let zone: chrono_tz::Tz = config
+            .timezone
+            .parse()
+            .map_err(|_| EmulatorError::Timezone(config.timezone.clone()))?;
+        let clock = Clock::new(zone);
         let state = match config.initial_state {
             Some(s) => s.rebase(&base_url)?,
             None => {

@@ -200,6 +200,23 @@ pub struct State {
     /// When the stock of `store|assortment` last changed (for `changedSince`).
     pub stock_changes: BTreeMap<String, String>,
     counters: BTreeMap<String, u64>,
+    /// The account's price types (`context/companysettings/pricetype`): `id`, `name`,
+    /// `externalCode`; the first is the default.
+    #[serde(default = "default_price_types")]
+    pub price_types: Vec<Value>,
+}
+
+/// Id of the account's main group (отдел «Основной»), which owns every entity.
+pub const MAIN_GROUP_ID: &str = "0e3a0000-5a1e-11f0-0a80-900000000001";
+
+/// The price type every new account has: «Цена продажи» (its `externalCode` is the one
+/// МойСклад gives the default price type).
+fn default_price_types() -> Vec<Value> {
+    vec![json!({
+        "id": "0e3a0000-5a1e-11f0-0a80-900000000002",
+        "name": "Цена продажи",
+        "externalCode": "cbcf493b-55bc-11d9-848a-00112f43529a"
+    })]
 }
 
 type Res<T> = Result<T, MsError>;
@@ -219,6 +236,7 @@ impl State {
             stock: Vec::new(),
             stock_changes: BTreeMap::new(),
             counters: BTreeMap::new(),
+            price_types: default_price_types(),
         }
     }
 
@@ -484,7 +502,52 @@ impl State {
     /// Normalizes and validates an entity body: the new body on create, the old entity with
     /// the patch applied on update (nested rows keep their ids when `id` already exists).
     /// Returns the stored form.
+    /// A price type as the API shows it: `meta` (type `pricetype`), `id`, `name`,
+    /// `externalCode`.
+    pub fn render_price_type(&self, pt: &Value) -> Value {
+        let id = pt["id"].as_str().unwrap_or("");
+        json!({
+            "meta": {
+                "href": format!("{}/context/companysettings/pricetype/{id}", self.base_url),
+                "type": "pricetype",
+                "mediaType": "application/json"
+            },
+            "id": id,
+            "name": pt["name"],
+            "externalCode": pt["externalCode"]
+        })
+    }
+
+    /// `salePrices[].priceType` refers to a price type of the account by `meta` (or, in seeds,
+    /// by `name`); it is stored as the API shows it. An unknown one is refused.
+    fn normalize_sale_prices(&self, body: &mut Map<String, Value>) -> Res<()> {
+        let Some(Value::Array(prices)) = body.get_mut("salePrices") else {
+            return Ok(());
+        };
+        for p in prices.iter_mut() {
+            let given = &p["priceType"];
+            let found = if let Some(href) = given["meta"]["href"].as_str() {
+                let id = href.rsplit('/').next().unwrap_or("");
+                self.price_types.iter().find(|t| t["id"] == json!(id))
+            } else if let Some(id) = given["id"].as_str() {
+                self.price_types.iter().find(|t| t["id"] == json!(id))
+            } else if let Some(name) = given["name"].as_str() {
+                self.price_types.iter().find(|t| t["name"] == json!(name))
+            } else if given.is_null() {
+                self.price_types.first()
+            } else {
+                None
+            };
+            let Some(pt) = found else {
+                return Err(errors::not_found("pricetype", given.to_string().as_str()));
+            };
+            p["priceType"] = self.render_price_type(pt);
+        }
+        Ok(())
+    }
+
     fn validate(&mut self, kind: &Kind, mut body: Map<String, Value>, id: &str) -> Res<Value> {
+        self.normalize_sale_prices(&mut body)?;
         // Plain reference fields.
         for (field, allowed) in REFERENCE_FIELDS {
             let Some(v) = body.get(*field) else { continue };
@@ -1114,6 +1177,9 @@ impl State {
             }
             _ => self.new_id(),
         };
+        if !ctx.seed {
+            check_known_fields(ty, &body)?;
+        }
         let keep_uid = ctx.seed && ty == "employee";
         strip_read_only(kind, &mut body);
         if !keep_uid {
@@ -1167,6 +1233,13 @@ impl State {
                 }
             }
             body.entry("shared").or_insert(json!(false));
+            if !body.contains_key("group") {
+                let mut meta = self.entity_meta("group", MAIN_GROUP_ID);
+                if let Some(m) = meta.as_object_mut() {
+                    m.remove("uuidHref");
+                }
+                body.insert("group".into(), json!({"meta": meta}));
+            }
         }
         if kind.document {
             if !body.contains_key("name") {
@@ -1327,6 +1400,9 @@ impl State {
             });
         };
         let mut patch = patch.clone();
+        if !ctx.seed {
+            check_known_fields(ty, &patch)?;
+        }
         if let Some(sync) = patch.remove("syncId") {
             if kind.sync_id && old.get("syncId") != Some(&sync) && !sync.is_null() {
                 return Err(errors::sync_id_changed());
@@ -1886,6 +1962,18 @@ impl State {
             action: "DELETE".into(),
             updated_fields: vec![],
         })
+    }
+}
+
+/// Refuses a body naming a field the type does not have (1007), as the API does, instead of
+/// storing it (a misspelt field would otherwise look written).
+fn check_known_fields(ty: &str, body: &Map<String, Value>) -> Res<()> {
+    let Some(known) = super::fields::fields(ty) else {
+        return Ok(());
+    };
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(errors::unknown_field(k)),
+        None => Ok(()),
     }
 }
 

@@ -480,7 +480,7 @@ pub(crate) fn create_task(
         }
         None => None,
     };
-    let now = st.clock.tick();
+    let now = st.tick();
     let id = next(&mut st.seq.task);
     let mut m = Map::new();
     m.insert("id".into(), json!(id));
@@ -523,7 +523,7 @@ pub(crate) fn edit_task(st: &mut State, id: &str, task: &Value) -> Result<i64, F
             ));
         }
     }
-    let now = st.clock.tick();
+    let now = st.tick();
     let Some(Value::Object(m)) = st
         .tasks
         .iter_mut()

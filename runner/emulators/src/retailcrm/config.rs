@@ -50,14 +50,13 @@ impl ApiKeyConfig {
     }
 }
 
-/// The emulated per-key rate limit: a token bucket.
+/// The emulated per-key rate limit: at most `per_second` requests are accepted in any one
+/// second (a sliding window, so no burst above it either).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitConfig {
-    /// Sustained requests per second (retailCRM: 10).
+    /// Requests per second per key (retailCRM: 10).
     pub per_second: u32,
-    /// Burst size.
-    pub burst: u32,
     /// Status of a refused request: 503 (what retailCRM sends) or 429.
     pub status: u16,
 }
@@ -66,7 +65,6 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
             per_second: 10,
-            burst: 10,
             status: 503,
         }
     }
@@ -84,7 +82,8 @@ pub struct EmulatorConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Largest accepted `store/inventories/upload` batch (retailCRM documents 250).
     pub inventory_batch_limit: usize,
-    /// Timezone reported by `/settings`.
+    /// The account's time zone (IANA name), reported by `/settings` as `timezone.value`;
+    /// every date-time the emulator writes (`createdAt`, history) is its wall-clock time.
     pub timezone: String,
     /// Clock used for `createdAt` and history times.
     pub clock: Clock,
@@ -97,7 +96,7 @@ impl Default for EmulatorConfig {
             api_keys: vec![ApiKeyConfig::new("emulator-key")],
             rate_limit: Some(RateLimitConfig::default()),
             inventory_batch_limit: 250,
-            timezone: "Europe/Moscow".into(),
+            timezone: super::model::DEFAULT_TIMEZONE.into(),
             clock: Clock::System,
         }
     }
@@ -115,6 +114,12 @@ impl EmulatorConfig {
     /// Sets the rate limit.
     pub fn rate_limit(mut self, limit: Option<RateLimitConfig>) -> Self {
         self.rate_limit = limit;
+        self
+    }
+
+    /// Sets the account's time zone (an IANA name such as `Asia/Yekaterinburg`).
+    pub fn timezone(mut self, zone: impl Into<String>) -> Self {
+        self.timezone = zone.into();
         self
     }
 

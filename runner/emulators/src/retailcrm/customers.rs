@@ -319,7 +319,7 @@ pub(crate) fn create_customer(
         }
     }
     check_manager(st, inp)?;
-    let now = st.clock.tick();
+    let now = st.tick();
     Ok(insert_customer(st, actor, inp, &site, &now))
 }
 
@@ -518,7 +518,7 @@ pub(crate) fn edit_customer(
             ));
         }
     }
-    let now = st.clock.tick();
+    let now = st.tick();
     let new_address_id = if before.get("address").is_none() && inp.get("address").is_some() {
         Some(next(&mut st.seq.address))
     } else {
@@ -1013,7 +1013,7 @@ pub(crate) fn create_corporate(
         ));
     }
     check_manager(st, inp)?;
-    let now = st.clock.tick();
+    let now = st.tick();
     let mut addresses = Vec::new();
     if let Some(Value::Array(list)) = inp.get("addresses") {
         for (i, a) in list.iter().enumerate() {
@@ -1090,7 +1090,7 @@ pub(crate) fn edit_corporate(
             ));
         }
     }
-    let now = st.clock.tick();
+    let now = st.tick();
     let Some(Value::Object(m)) = st.corporate.get_mut(idx) else {
         return Err(Failure::not_found());
     };
@@ -1156,7 +1156,7 @@ pub(crate) fn create_sub(
     let Some(corp) = st.corporate.get(idx).cloned() else {
         return Err(Failure::not_found());
     };
-    let now = st.clock.tick();
+    let now = st.tick();
     let site = str_of(&corp, "site").unwrap_or_default().to_string();
     let existing: Vec<Value> = match corp.get(sub.key()) {
         Some(Value::Array(r)) => r.clone(),
@@ -1280,7 +1280,7 @@ pub(crate) fn edit_sub(
     let Some(pos) = pos else {
         return Err(Failure::not_found());
     };
-    let now = st.clock.tick();
+    let now = st.tick();
     let before = rows[pos].clone();
     let mut after = before.as_object().cloned().unwrap_or_default();
     let mut new_links = Vec::new();

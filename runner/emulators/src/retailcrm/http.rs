@@ -1,9 +1,9 @@
 //! The HTTP face of the emulator: key check, rate limit, request log, routing to the
 //! entity modules, and the `success` envelope.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State as AxumState;
@@ -63,10 +63,22 @@ impl RecordedRequest {
     }
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// Request times of one key within the last second.
+#[derive(Debug, Default)]
+struct Window {
+    /// Requests accepted (they count against the limit).
+    accepted: VecDeque<Instant>,
+    /// Every request that reached the key check (for [`Inner::peak_per_second`]).
+    received: VecDeque<Instant>,
+}
+
+fn prune(q: &mut VecDeque<Instant>, now: Instant) {
+    while q
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+    {
+        q.pop_front();
+    }
 }
 
 /// Mutable emulator data behind one lock.
@@ -75,7 +87,9 @@ pub(crate) struct Inner {
     pub state: State,
     pub requests: Vec<RecordedRequest>,
     pub rate_limited: u64,
-    buckets: HashMap<String, Bucket>,
+    /// The most requests received with one key in any one second (refused ones included).
+    pub peak_per_second: usize,
+    windows: HashMap<String, Window>,
 }
 
 impl Inner {
@@ -195,20 +209,25 @@ fn process(
     let Some(key_cfg) = config.api_keys.iter().find(|k| k.key == key) else {
         return Err(Failure::new(403, "Wrong \"apiKey\" value."));
     };
-    if let Some(limit) = &config.rate_limit {
+    {
         let now = Instant::now();
-        let b = inner.buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: f64::from(limit.burst.max(1)),
-            at: now,
-        });
-        let refill = now.duration_since(b.at).as_secs_f64() * f64::from(limit.per_second);
-        b.tokens = (b.tokens + refill).min(f64::from(limit.burst.max(1)));
-        b.at = now;
-        if b.tokens < 1.0 {
+        let w = inner.windows.entry(key.clone()).or_default();
+        prune(&mut w.received, now);
+        prune(&mut w.accepted, now);
+        w.received.push_back(now);
+        let received = w.received.len();
+        let refused = config
+            .rate_limit
+            .as_ref()
+            .filter(|limit| w.accepted.len() >= limit.per_second.max(1) as usize);
+        if refused.is_none() {
+            w.accepted.push_back(now);
+        }
+        inner.peak_per_second = inner.peak_per_second.max(received);
+        if let Some(limit) = refused {
             inner.rate_limited += 1;
             return Err(Failure::new(limit.status, "Rate limit exceeded"));
         }
-        b.tokens -= 1.0;
     }
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let ctx = Ctx {
@@ -361,7 +380,7 @@ fn by_of(p: &Params) -> Result<bool, Failure> {
 fn get_v5(st: &State, ctx: &Ctx<'_>, rest: &[&str]) -> Result<(u16, Value), Failure> {
     let p = ctx.params;
     let site = p.get("site");
-    let now = st.clock.clone().tick();
+    let now = st.peek_now();
     match rest {
         ["orders"] => {
             let list = orders::list_orders(st, &p.filter())?;

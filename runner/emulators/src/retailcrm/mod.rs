@@ -10,7 +10,8 @@
 //! **every** change, whether made through the API or through the Rust [`Manager`] API, is
 //! recorded in `orders/history`, `customers/history` or `customers-corporate/history` with
 //! monotonic ids. The key is read from `X-API-KEY` or `apiKey`; bursts above the configured
-//! per-key rate are refused with `503 Rate limit exceeded`; the shared
+//! per-key rate (at most that many requests in any one second) are refused with
+//! `503 Rate limit exceeded`; the shared
 //! [`Faults`] layer injects latency, 429/5xx, dropped
 //! connections and "commit then drop".
 //!
@@ -61,6 +62,9 @@ use orders::PaymentsShape;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmulatorError {
+    /// The configured time zone is not an IANA zone name.
+    #[error("unknown time zone `{0}` (expected an IANA name such as Asia/Yekaterinburg)")]
+    Timezone(String),
     /// The listener could not be bound.
     #[error("cannot bind the retailCRM emulator to {addr}: {source}")]
     Bind {
@@ -128,6 +132,12 @@ impl RetailcrmEmulator {
         if state.clock == Clock::System {
             state.clock = config.clock.clone();
         }
+        state.timezone = Some(
+            config
+                .timezone
+                .parse()
+                .map_err(|_| EmulatorError::Timezone(config.timezone.clone()))?,
+        );
         let addr = config.bind;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -223,8 +233,10 @@ impl RetailcrmEmulator {
     }
 
     /// Replaces the whole state.
-    pub fn load_state(&self, state: State) {
-        self.shared.lock().state = state;
+    pub fn load_state(&self, mut state: State) {
+        let mut inner = self.shared.lock();
+        state.timezone = inner.state.timezone;
+        inner.state = state;
     }
 
     // ----- inspection -----
@@ -404,6 +416,12 @@ impl RetailcrmEmulator {
     /// How many requests the emulated rate limit refused.
     pub fn rate_limited(&self) -> u64 {
         self.shared.lock().rate_limited
+    }
+
+    /// The most requests received with one key in any one second so far (refused ones
+    /// included): what the client's pacing achieved.
+    pub fn peak_requests_per_second(&self) -> usize {
+        self.shared.lock().peak_per_second
     }
 }
 

@@ -2,7 +2,8 @@
 //! feeds and the id sequences. All of it serializes to JSON, so a standalone emulator can be
 //! saved and loaded.
 
-use chrono::{Duration as ChronoDuration, Local, NaiveDateTime};
+use chrono::{Duration as ChronoDuration, NaiveDateTime, Utc};
+use chrono_tz::Tz;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -195,7 +196,7 @@ pub(crate) fn next(seq: &mut i64) -> i64 {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Clock {
-    /// Local wall-clock time.
+    /// The system clock, told in the account's time zone.
     #[default]
     System,
     /// Starts at `now` and advances by `stepSeconds` on every tick.
@@ -216,10 +217,14 @@ impl Clock {
         }
     }
 
-    /// The time of a new change.
-    pub(crate) fn tick(&mut self) -> String {
+    /// The time of a new change, in `zone` (the account's time zone).
+    pub(crate) fn tick_in(&mut self, zone: Tz) -> String {
         match self {
-            Clock::System => Local::now().naive_local().format(DATETIME).to_string(),
+            Clock::System => Utc::now()
+                .with_timezone(&zone)
+                .naive_local()
+                .format(DATETIME)
+                .to_string(),
             Clock::Fixed { now, step_seconds } => {
                 let current = now.clone();
                 if let Ok(t) = NaiveDateTime::parse_from_str(now, DATETIME) {
@@ -265,6 +270,30 @@ pub struct State {
     pub seq: Sequences,
     /// Clock.
     pub clock: Clock,
+    /// The account's time zone (`/settings` → `timezone`); set by the emulator from its
+    /// configuration, not part of a state dump.
+    #[serde(skip)]
+    pub timezone: Option<Tz>,
+}
+
+/// The zone retailCRM accounts in the sample shop's region keep their times in.
+pub const DEFAULT_TIMEZONE: &str = "Asia/Yekaterinburg";
+
+impl State {
+    /// The time of a new change: the account's wall-clock time (no zone in the text).
+    pub(crate) fn tick(&mut self) -> String {
+        let zone = self.zone();
+        self.clock.tick_in(zone)
+    }
+
+    /// The current time without advancing a fixed clock.
+    pub(crate) fn peek_now(&self) -> String {
+        self.clock.clone().tick_in(self.zone())
+    }
+
+    fn zone(&self) -> Tz {
+        self.timezone.unwrap_or(chrono_tz::Asia::Yekaterinburg)
+    }
 }
 
 /// Who makes a change: decides the history's `source`, `user` and `apiKey.current`.
@@ -477,7 +506,7 @@ mod tests {
     #[test]
     fn fixed_clock_advances() {
         let mut c = Clock::fixed("2025-03-01 10:00:00");
-        assert_eq!(c.tick(), "2025-03-01 10:00:00");
-        assert_eq!(c.tick(), "2025-03-01 10:00:01");
+        assert_eq!(c.tick_in(chrono_tz::UTC), "2025-03-01 10:00:00");
+        assert_eq!(c.tick_in(chrono_tz::UTC), "2025-03-01 10:00:01");
     }
 }

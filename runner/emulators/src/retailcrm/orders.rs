@@ -66,6 +66,7 @@ const ITEM_KEYS: &[&str] = &[
     "discountManualAmount",
     "discountManualPercent",
     "discountTotal",
+    "discounts",
     "prices",
     "vatRate",
     "createdAt",
@@ -494,19 +495,23 @@ pub(crate) fn recompute(st: &mut State, idx: usize, now: &str) {
     };
     // Unit price after item and order percent discounts, and cancel flags.
     let mut rows: Vec<(f64, f64, f64, bool)> = Vec::new(); // (initial, unit, qty, canceled)
+    let mut product_units = Vec::new(); // unit price after the item's own discounts
     for it in &items {
         let ip = as_f64(it.get("initialPrice")).unwrap_or(0.0);
         let dma = as_f64(it.get("discountManualAmount")).unwrap_or(0.0);
         let dmp = as_f64(it.get("discountManualPercent")).unwrap_or(0.0);
         let qty = as_f64(it.get("quantity")).unwrap_or(0.0);
-        let unit = (ip - dma - ip * dmp / 100.0) * (1.0 - pct / 100.0);
+        let product_unit = ip - dma - ip * dmp / 100.0;
+        let unit = product_unit * (1.0 - pct / 100.0);
+        product_units.push(product_unit);
         rows.push((ip, unit, qty, product_canceled(st, it.get("status"))));
     }
     let base: f64 = rows.iter().filter(|r| !r.3).map(|r| r.1 * r.2).sum();
     let mut summ = 0.0;
     let mut purchase = 0.0;
     let mut new_items = Vec::with_capacity(items.len());
-    for (it, (ip, unit, qty, canceled)) in items.iter().zip(rows) {
+    for ((it, (ip, unit, qty, canceled)), product_unit) in items.iter().zip(rows).zip(product_units)
+    {
         let share = if !canceled && base > 0.0 && qty > 0.0 {
             amount * (unit * qty / base) / qty
         } else {
@@ -515,6 +520,19 @@ pub(crate) fn recompute(st: &mut State, idx: usize, now: &str) {
         let fin = (unit - share).max(0.0);
         let mut m = it.as_object().cloned().unwrap_or_default();
         m.insert("discountTotal".into(), num(ip - fin));
+        // The breakdown, as line totals: the item's own discount, then its share of the
+        // order's (percent and amount).
+        let mut discounts = Vec::new();
+        for (kind, per_unit) in [
+            ("manual_product", ip - product_unit),
+            ("manual_order", product_unit - fin),
+        ] {
+            let line = per_unit * qty;
+            if line.abs() >= 0.005 {
+                discounts.push(json!({"type": kind, "amount": num(line)}));
+            }
+        }
+        m.insert("discounts".into(), Value::Array(discounts));
         m.insert(
             "prices".into(),
             json!([{"price": num(fin), "quantity": num(qty)}]),
@@ -664,7 +682,7 @@ pub(crate) fn create_order(
         }
     }
     validate_refs(st, inp)?;
-    let now = st.clock.tick();
+    let now = st.tick();
     let items = match inp.get("items") {
         Some(v) if !v.is_null() => build_items(st, &[], v, &now)?,
         _ => Vec::new(),
@@ -795,7 +813,7 @@ pub(crate) fn edit_order(
             }
         }
     }
-    let now = st.clock.tick();
+    let now = st.tick();
     let items = match inp.get("items") {
         Some(v) if !v.is_null() => {
             let existing = match before.get("items") {
@@ -874,6 +892,8 @@ pub(crate) fn render_order(st: &State, o: &Value, shape: PaymentsShape) -> Value
         }
     };
     m.insert("payments".into(), payments);
+    // Links to other orders (`/orders/links/create`); none are made here.
+    m.entry("links").or_insert_with(|| json!([]));
     if m.get("customFields")
         .is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
     {
@@ -1181,7 +1201,7 @@ pub(crate) fn create_payment(
         };
         (total, already)
     };
-    let now = st.clock.tick();
+    let now = st.tick();
     let payment = new_payment(st, input, Some((total - already).max(0.0)), &now)?;
     let id = as_i64(payment.get("id")).unwrap_or(0);
     let before = st.orders[idx].clone();
@@ -1227,7 +1247,7 @@ pub(crate) fn edit_payment(
         }
     }
     let becomes_paid = payment_complete(st, inp.get("status"));
-    let now = st.clock.tick();
+    let now = st.tick();
     let before = st.orders[oi].clone();
     let mut id = 0;
     if let Some(Value::Array(ps)) = st.orders[oi].get_mut("payments") {
@@ -1265,7 +1285,7 @@ pub(crate) fn delete_payment(st: &mut State, actor: &Actor, id: i64) -> Result<(
     let Some((oi, pi)) = find_payment(st, &id.to_string(), true) else {
         return Err(Failure::not_found());
     };
-    let now = st.clock.tick();
+    let now = st.tick();
     let before = st.orders[oi].clone();
     if let Some(Value::Array(ps)) = st.orders[oi].get_mut("payments") {
         ps.remove(pi);

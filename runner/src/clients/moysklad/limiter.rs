@@ -1,11 +1,17 @@
 //! Client-side request budget: a token bucket of units per window plus a cap on requests in
 //! flight, both per credential (one [`RateLimiter`] per client and its clones).
 //!
-//! It starts from the documented budget (45 units per 3 s, stock reports weigh 5, at most 5
-//! requests in flight) and then trusts the server: every response's `X-RateLimit-Limit` and
-//! `X-Lognex-Retry-TimeInterval` replace the bucket size and window, `X-RateLimit-Remaining`
-//! caps the local tokens, and a 429 pauses every request of the credential for the advertised
-//! `X-Lognex-Retry-After`.
+//! It starts from the documented budget (45 units per 3 s; since 2026-12-01 a request made
+//! with a login/password or a user token weighs 4 units, one made with a published solution's
+//! token 1, and the stock reports `report/stock/all` and `…/bystore` 5 with any credentials;
+//! at most 5 requests in flight) and takes the stricter of that and what the server says:
+//! `X-RateLimit-Limit` can only shrink the bucket, `X-Lognex-Retry-TimeInterval` can only
+//! lengthen the window, `X-RateLimit-Remaining` caps the local units, and a 429 pauses every
+//! request of the credential for the advertised `X-Lognex-Retry-After`.
+//!
+//! At start-up the server's bucket may not be full (another process, or this one a moment
+//! ago, used the credential), so until a response has told the limiter the server's view, one
+//! request goes at a time.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,9 +27,9 @@ pub struct LimitConfig {
     pub units: u32,
     /// Window (3 s).
     pub window: Duration,
-    /// Weight of an ordinary request: 1 for a published solution's token; for login/password
-    /// and user tokens МойСклад raises it during 2026 (2 from May, 3 from September, 4 from
-    /// December; API doc §3).
+    /// Weight of an ordinary request: 4 for a login/password or a user token (since
+    /// 2026-12-01; it was 2 from May and 3 from September), 1 for a published solution's token
+    /// ([`LimitConfig::solution`]).
     pub request_weight: u32,
     /// Weight of `report/stock/all` and `report/stock/bystore` (5).
     pub stock_report_weight: u32,
@@ -38,10 +44,25 @@ impl Default for LimitConfig {
         LimitConfig {
             units: 45,
             window: Duration::from_secs(3),
-            request_weight: 1,
+            request_weight: LOGIN_WEIGHT,
             stock_report_weight: 5,
             max_in_flight: 5,
             adapt: true,
+        }
+    }
+}
+
+/// Weight of a request made with a login/password or a user token since 2026-12-01.
+pub const LOGIN_WEIGHT: u32 = 4;
+/// Weight of a request made with a published solution's token.
+pub const SOLUTION_WEIGHT: u32 = 1;
+
+impl LimitConfig {
+    /// The budget of a published solution's (vendor app's) token: ordinary requests weigh 1.
+    pub fn solution() -> LimitConfig {
+        LimitConfig {
+            request_weight: SOLUTION_WEIGHT,
+            ..LimitConfig::default()
         }
     }
 }
@@ -59,6 +80,8 @@ pub struct LimiterSnapshot {
     pub paused: bool,
     /// How many 429 pauses were taken so far.
     pub pauses: u64,
+    /// Whether a response has told the limiter the server's view of the budget yet.
+    pub calibrated: bool,
 }
 
 #[derive(Debug)]
@@ -69,6 +92,10 @@ struct Bucket {
     last: Instant,
     paused_until: Option<Instant>,
     pauses: u64,
+    /// A response carried the rate-limit headers (or the limiter does not adapt).
+    calibrated: bool,
+    /// A request is out while not calibrated (the others wait for its answer).
+    probing: bool,
 }
 
 impl Bucket {
@@ -104,6 +131,8 @@ impl RateLimiter {
                 last: Instant::now(),
                 paused_until: None,
                 pauses: 0,
+                calibrated: !config.adapt,
+                probing: false,
             })),
             config,
         }
@@ -119,11 +148,11 @@ impl RateLimiter {
     }
 
     /// Waits for a slot in flight and for `weight` units; the slot is held until the permit
-    /// is dropped.
-    pub async fn acquire(&self, weight: u32) -> Option<OwnedSemaphorePermit> {
+    /// is dropped (drop it once the response is read).
+    pub async fn acquire(&self, weight: u32) -> Permit {
         // The semaphore is never closed, so this only fails if that invariant is broken; the
         // caller then proceeds without a slot rather than failing the request.
-        let permit = self.in_flight.clone().acquire_owned().await.ok();
+        let slot = self.in_flight.clone().acquire_owned().await.ok();
         loop {
             let wait = {
                 let mut b = self.lock();
@@ -131,6 +160,7 @@ impl RateLimiter {
                 b.refill(now);
                 match b.paused_until {
                     Some(until) if until > now => until - now,
+                    _ if !b.calibrated && b.probing => PROBE_POLL,
                     _ => {
                         b.paused_until = None;
                         // A request heavier than the bucket would wait forever: it costs the
@@ -138,7 +168,12 @@ impl RateLimiter {
                         let w = f64::from(weight).min(b.capacity);
                         if b.tokens + 1e-9 >= w {
                             b.tokens -= w;
-                            return permit;
+                            let probe = !b.calibrated;
+                            b.probing |= probe;
+                            return Permit {
+                                _slot: slot,
+                                probe: probe.then(|| self.bucket.clone()),
+                            };
                         }
                         Duration::from_secs_f64((w - b.tokens) / b.rate())
                     }
@@ -162,9 +197,12 @@ impl RateLimiter {
         };
         let mut b = self.lock();
         b.refill(Instant::now());
+        let mut told = false;
         if let Some(limit) = num("X-RateLimit-Limit").filter(|l| *l >= 1.0) {
-            b.capacity = limit;
-            b.tokens = b.tokens.min(limit);
+            // The stricter of the documented budget and the advertised one.
+            b.capacity = limit.min(f64::from(self.config.units.max(1)));
+            b.tokens = b.tokens.min(b.capacity);
+            told = true;
         }
         if let Some(window) = num("X-Lognex-Retry-TimeInterval")
             .filter(|ms| *ms >= 1.0)
@@ -172,13 +210,16 @@ impl RateLimiter {
                 Duration::try_from_secs_f64(ms / 1000.0).map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
             })
         {
-            b.window = window;
+            // A longer window is a slower refill: take the stricter one.
+            b.window = window.max(self.config.window).min(MAX_WAIT);
         }
         if let Some(remaining) = num("X-RateLimit-Remaining").filter(|r| *r >= 0.0) {
             // The server saw every request of this credential (ours and other processes');
             // never believe we have more than it says.
             b.tokens = b.tokens.min(remaining);
+            told = true;
         }
+        b.calibrated |= told;
     }
 
     /// Pauses every request of the credential for `d` (after a 429).
@@ -202,6 +243,26 @@ impl RateLimiter {
             tokens: b.tokens,
             paused: b.paused_until.is_some_and(|u| u > now),
             pauses: b.pauses,
+            calibrated: b.calibrated,
+        }
+    }
+}
+
+/// How often a request waiting for the start-up probe looks again.
+const PROBE_POLL: Duration = Duration::from_millis(5);
+
+/// A request's right to go: its slot in flight and, for the start-up probe, the duty to let
+/// the next request go when it is done (dropped).
+#[derive(Debug)]
+pub struct Permit {
+    _slot: Option<OwnedSemaphorePermit>,
+    probe: Option<Arc<Mutex<Bucket>>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(bucket) = &self.probe {
+            bucket.lock().unwrap_or_else(|e| e.into_inner()).probing = false;
         }
     }
 }
@@ -248,8 +309,48 @@ mod tests {
         ]));
         let s = l.snapshot();
         assert_eq!(s.capacity, 10);
-        assert_eq!(s.window, Duration::from_secs(1));
+        // A shorter advertised window would refill faster than documented: not taken.
+        assert_eq!(s.window, Duration::from_secs(3));
         assert!(s.tokens <= 4.0, "tokens capped by Remaining: {}", s.tokens);
+        assert!(s.calibrated);
+        l.observe(&headers(&[
+            ("X-RateLimit-Limit", "90"),
+            ("X-Lognex-Retry-TimeInterval", "6000"),
+        ]));
+        let s = l.snapshot();
+        assert_eq!(s.capacity, 45, "never above the documented 45 units");
+        assert_eq!(s.window, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn the_default_budget_is_the_2026_login_weight() {
+        assert_eq!(LimitConfig::default().request_weight, 4);
+        assert_eq!(LimitConfig::default().stock_report_weight, 5);
+        assert_eq!(LimitConfig::solution().request_weight, 1);
+    }
+
+    #[tokio::test]
+    async fn until_the_server_has_spoken_one_request_goes_at_a_time() {
+        let l = RateLimiter::new(LimitConfig::default());
+        let first = l.acquire(4).await;
+        // A second request waits for the first one's answer…
+        let waiting = tokio::time::timeout(Duration::from_millis(50), l.acquire(4)).await;
+        assert!(waiting.is_err(), "a second request went before calibration");
+        // …and goes once it is in (here without headers: it probes again).
+        drop(first);
+        let second = l.acquire(4).await;
+        l.observe(&headers(&[
+            ("X-RateLimit-Limit", "45"),
+            ("X-RateLimit-Remaining", "37"),
+        ]));
+        // Calibrated: requests go side by side.
+        let third = tokio::time::timeout(Duration::from_millis(50), l.acquire(4)).await;
+        assert!(
+            third.is_ok(),
+            "calibrated requests must not wait for each other"
+        );
+        drop(second);
+        assert!(l.snapshot().calibrated);
     }
 
     #[tokio::test]

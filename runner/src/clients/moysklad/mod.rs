@@ -47,7 +47,10 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 pub use error::{parse_errors, ApiError, MoyskladError};
-pub use limiter::{retry_after, LimitConfig, LimiterSnapshot, RateLimiter, MAX_WAIT};
+pub use limiter::{
+    retry_after, LimitConfig, LimiterSnapshot, Permit, RateLimiter, LOGIN_WEIGHT, MAX_WAIT,
+    SOLUTION_WEIGHT,
+};
 pub use query::{escape_filter_value, ListQuery};
 
 /// The real API's base URL.

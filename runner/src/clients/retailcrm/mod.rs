@@ -51,7 +51,7 @@ pub use model::{
     InventoryStore, InventoryUploadReport, Page, PageRequest, Pagination, StatusChange,
     WriteResult,
 };
-pub use references::ReferenceBook;
+pub use references::{account_timezone, ReferenceBook};
 pub use transport::flatten_query;
 
 use transport::{Call, Transport};

@@ -157,4 +157,43 @@ impl RetailcrmClient {
         let body = self.send(call).await?;
         super::take_field(body, "settings", &path)
     }
+
+    /// The account's time zone (`GET /settings` → `settings.timezone.value`, an IANA name).
+    /// retailCRM writes every date-time without a zone: `createdAt`, history times,
+    /// `delivery.date`, payment `paidAt` are wall-clock times in this zone.
+    pub async fn timezone(&self) -> Result<chrono_tz::Tz, Error> {
+        let settings = self.settings().await?;
+        account_timezone(&settings).map_err(|detail| Error::Decode {
+            method: "GET".into(),
+            path: "/api/v5/settings".into(),
+            detail,
+        })
+    }
+}
+
+/// The time zone in a `/settings` answer's `settings` object (`timezone.value`).
+pub fn account_timezone(settings: &Value) -> Result<chrono_tz::Tz, String> {
+    let name = settings
+        .pointer("/timezone/value")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "the settings carry no timezone.value".to_string())?;
+    name.parse()
+        .map_err(|_| format!("the account's time zone `{name}` is not an IANA zone name"))
+}
+
+#[cfg(test)]
+mod timezone_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_the_accounts_zone() {
+        let tz = account_timezone(&json!({"timezone": {"value": "Asia/Yekaterinburg"}}));
+        assert_eq!(tz, Ok(chrono_tz::Asia::Yekaterinburg));
+        assert!(
+            account_timezone(&json!({"timezone": {"value": "Mars/Olympus"}}))
+                .is_err_and(|e| e.contains("Mars/Olympus"))
+        );
+        assert!(account_timezone(&json!({})).is_err());
+    }
 }

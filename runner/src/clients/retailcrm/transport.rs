@@ -139,16 +139,24 @@ pub fn flatten_query(prefix: &str, value: &Value, out: &mut Vec<(String, String)
 }
 
 /// A shared pacing gate: at most one request per `interval`, no bursts.
+///
+/// retailCRM counts requests per key per second where they arrive, and requests sent evenly
+/// at exactly `1 s / n` apart arrive unevenly (one delayed request and `n + 1` of them land
+/// in one second). The gate therefore spaces them [`PACING_MARGIN`] wider: `n` requests take
+/// 1.1 s, so any second holds at most `n` even when each arrives up to 100 ms late.
 #[derive(Debug)]
 pub(crate) struct Pacer {
     interval: Duration,
     next: Mutex<Option<Instant>>,
 }
 
+/// How much wider than `1 s / n` the gate spaces requests (see [`Pacer`]).
+pub(crate) const PACING_MARGIN: Duration = Duration::from_millis(100);
+
 impl Pacer {
     pub fn new(per_second: u32) -> Self {
         Self {
-            interval: Duration::from_secs(1) / per_second.max(1),
+            interval: (Duration::from_secs(1) + PACING_MARGIN) / per_second.max(1),
             next: Mutex::new(None),
         }
     }
