@@ -14,6 +14,10 @@
 //! serialized back out.
 
 mod duration;
+// --- receiver limits and webhook ownership (issue 9, items 5 and 7) ---
+mod receiver;
+pub use receiver::{check_webhook_secret, parse_bytes, ByteSize, ReceiverConfig};
+// --- end receiver ---
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -294,6 +298,11 @@ pub struct Config {
     /// Webhook receiver.
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    // --- receiver limits and webhook ownership (issue 9, items 5 and 7) ---
+    /// Limits of the receiver and the inbox; webhook ownership.
+    #[serde(default)]
+    pub receiver: ReceiverConfig,
+    // --- end receiver ---
 }
 
 impl Config {
@@ -354,6 +363,12 @@ impl Config {
         {
             return Err("moysklad needs `token`, or `login` and `password` (or SKLADSYNC_MS_TOKEN / SKLADSYNC_MS_LOGIN + SKLADSYNC_MS_PASSWORD)".into());
         }
+        // --- receiver limits and webhook ownership (issue 9, items 5 and 7) ---
+        self.receiver.check()?;
+        if !self.webhooks.secret.is_empty() {
+            check_webhook_secret(self.webhooks.secret.expose())?;
+        }
+        // --- end receiver ---
         if self.journal.max_entries == 0 {
             return Err("journal.max_entries must be at least 1".into());
         }

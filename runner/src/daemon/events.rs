@@ -203,6 +203,7 @@ impl Daemon {
                     )
                 } else {
                     let Some(doc) = ms_event_entity(ms, entity, id).await? else {
+                        self.entity_gone(entity, action, id, *source)?;
                         return Ok(None);
                     };
                     let updated = doc
@@ -265,5 +266,35 @@ impl Daemon {
                 after: AfterCommit::Nothing,
             })),
         }
+    }
+}
+
+impl Daemon {
+    /// A МойСклад entity named by a webhook or the poll cannot be fetched (404, error 1021):
+    /// deleted since, or it never existed. Counted (`/status` → `receiver.entities_gone`)
+    /// and journalled as `MS_ENTITY_GONE` (one entry per entity type, its count growing).
+    fn entity_gone(
+        &self,
+        entity: &str,
+        action: &str,
+        id: &str,
+        source: Source,
+    ) -> Result<(), StateError> {
+        self.inner.receiver_stats.entity_gone();
+        let src = match source {
+            Source::Webhook => "webhook",
+            Source::Poll => "poll",
+        };
+        tracing::warn!(entity, id, action, source = src, "МойСклад entity not found; nothing to evaluate");
+        self.runner_journal(
+            "MS_ENTITY_GONE",
+            "warning",
+            &format!(
+                "МойСклад {entity} {id} ({action}, from the {src}) was not found when its event \
+                 was built: deleted since, or it never existed. Nothing was evaluated"
+            ),
+            json!({"entity": entity}),
+            json!({"id": id, "action": action, "source": src}),
+        )
     }
 }

@@ -100,6 +100,10 @@ pub enum DaemonError {
     /// The МойСклад client could not be built.
     #[error("МойСклад: {0}")]
     Moysklad(#[from] MoyskladError),
+    /// The МойСклад webhooks cannot be registered as configured (another runner owns them,
+    /// or МойСклад could not reach the address).
+    #[error("МойСклад webhooks: {0}")]
+    Webhooks(String),
     /// The webhook receiver could not listen.
     #[error("webhook receiver on {addr}: {source}")]
     Listen {
@@ -122,6 +126,14 @@ pub(crate) struct Inner {
     stats: Arc<Stats>,
     listened: BTreeSet<String>,
     webhook_url: Option<String>,
+    // --- receiver (issue 9, items 5 and 7) ---
+    /// The secret path segment of the receiver.
+    webhook_secret: Option<String>,
+    /// This runner's instance id (made once, kept in the state): in its webhook URLs.
+    instance_id: String,
+    /// Receiver and inbox-bound counters.
+    receiver_stats: Arc<webhook::ReceiverStats>,
+    // --- end receiver ---
     listener: Mutex<Option<tokio::net::TcpListener>>,
     receiver_addr: Option<std::net::SocketAddr>,
     /// New work was queued.
@@ -162,7 +174,8 @@ impl Daemon {
             state.claim(ob.seq)?;
         }
 
-        let (listener, receiver_addr, webhook_url) = if config.webhooks.enabled {
+        let instance_id = instance_id(&state)?;
+        let (listener, receiver_addr, webhook_url, secret) = if config.webhooks.enabled {
             let addr = config.webhooks.listen;
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -176,10 +189,13 @@ impl Daemon {
                 .clone()
                 .unwrap_or_else(|| format!("http://{local}"));
             let secret = webhook_secret(&config, &state)?;
-            let url = format!("{}/moysklad/webhook/{secret}", public.trim_end_matches('/'));
-            (Some(l), Some(local), Some(url))
+            let url = format!(
+                "{}/moysklad/webhook/{secret}/{instance_id}",
+                public.trim_end_matches('/')
+            );
+            (Some(l), Some(local), Some(url), Some(secret))
         } else {
-            (None, None, None)
+            (None, None, None, None)
         };
 
         let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
@@ -235,6 +251,9 @@ impl Daemon {
                 stats,
                 listened,
                 webhook_url,
+                webhook_secret: secret,
+                instance_id,
+                receiver_stats: Arc::default(),
                 listener: Mutex::new(listener),
                 receiver_addr,
                 wake: Notify::new(),
@@ -290,7 +309,17 @@ impl Daemon {
     pub async fn start_up(&self) -> Result<(), DaemonError> {
         self.enqueue(vec![Work::SettingsSaved])?;
         if self.inner.config.webhooks.register && self.inner.webhook_url.is_some() {
-            if let Err(e) = self.register_webhooks().await {
+            // --- receiver (issue 9, item 7): refusals stop the start ---
+            let registered = match self.register_webhooks().await {
+                Err(moysklad::RegisterError::Refused(text)) => {
+                    tracing::error!("{text}");
+                    return Err(DaemonError::Webhooks(text));
+                }
+                Err(moysklad::RegisterError::Api(e)) => Err(e),
+                Ok(n) => Ok(n),
+            };
+            // --- end receiver ---
+            if let Err(e) = registered {
                 tracing::warn!(error = %e, "could not register the МойСклад webhooks");
                 self.runner_journal(
                     "MS_WEBHOOK_FAILED",
@@ -780,15 +809,41 @@ impl Daemon {
     }
 }
 
-/// The webhook secret: configured, else kept in the state (made once).
-fn webhook_secret(config: &Config, state: &SyncState) -> Result<String, StateError> {
-    if !config.webhooks.secret.is_empty() {
-        return Ok(config.webhooks.secret.expose().to_string());
+// --- receiver (issue 9, items 5 and 7) ---
+
+/// The webhook secret: configured (checked URL-safe when the config was read), else kept in
+/// the state (made once, 32 hex digits). Every secret used is remembered, so registrations
+/// made with an earlier one are recognised as this runner's and removed.
+fn webhook_secret(config: &Config, state: &SyncState) -> Result<String, DaemonError> {
+    let s = if !config.webhooks.secret.is_empty() {
+        let s = config.webhooks.secret.expose().to_string();
+        crate::config::check_webhook_secret(&s).map_err(DaemonError::Webhooks)?;
+        s
+    } else if let Some(Json::String(s)) = state.misc("webhook_secret")? {
+        s
+    } else {
+        let s = uuid::Uuid::new_v4().simple().to_string();
+        state.set_misc("webhook_secret", &Json::String(s.clone()))?;
+        s
+    };
+    let mut used: Vec<String> = state
+        .misc("webhook_secrets_used")?
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    if !used.contains(&s) {
+        used.push(s.clone());
+        state.set_misc("webhook_secrets_used", &json!(used))?;
     }
-    if let Some(Json::String(s)) = state.misc("webhook_secret")? {
+    Ok(s)
+}
+
+/// This runner's instance id: made once (32 hex digits) and kept in the state.
+fn instance_id(state: &SyncState) -> Result<String, StateError> {
+    if let Some(Json::String(s)) = state.misc("instance_id")? {
         return Ok(s);
     }
     let s = uuid::Uuid::new_v4().simple().to_string();
-    state.set_misc("webhook_secret", &Json::String(s.clone()))?;
+    state.set_misc("instance_id", &Json::String(s.clone()))?;
     Ok(s)
 }
+// --- end receiver ---

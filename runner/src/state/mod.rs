@@ -18,7 +18,7 @@
 //! | `link/<kind>/<side>/<id>` | a [`Link`]: one copy per side, so a lookup by any side is one get |
 //! | `cursor/<name>` | a cursor (CRM history `sinceId`, МойСклад `updated` watermark …) |
 //! | `statuses/<order id>` | every status a CRM order has held |
-//! | `inbox/<seq>` , `inboxsubj/<subject>` | queued [`InboxItem`]s (big-endian `seq`: FIFO scans) |
+//! | `inbox/<seq>` , `inboxsubj/<subject>` | queued [`InboxItem`]s (big-endian `seq`: FIFO scans); one waiting item per subject (a CRM order, a МойСклад entity, …) |
 //! | `outbox` | the [`Outbox`]: the plan being applied and what of it is confirmed |
 //! | `key/<key>` | a [`KeyRecord`]: the state of an idempotent create |
 //! | `dedupe/<id>` | a webhook `requestId` seen, with its expiry |
@@ -207,9 +207,9 @@ impl Work {
             } else {
                 format!("crm.customer/{id}")
             }),
-            Work::Moysklad {
-                entity, action, id, ..
-            } => Some(format!("moysklad/{entity}/{id}/{action}")),
+            // One item per entity: created, updated and deleted of one entity coalesce (the
+            // strongest action wins, see `merge`).
+            Work::Moysklad { entity, id, .. } => Some(format!("moysklad/{entity}/{id}")),
             Work::StockPass { .. } => Some("stock".into()),
             Work::SettingsSaved => Some("settings".into()),
             Work::Problem { .. } => None,
@@ -247,18 +247,25 @@ impl Work {
             }
             (
                 Work::Moysklad {
+                    action,
                     updated_fields,
                     request_id,
                     source,
                     ..
                 },
                 Work::Moysklad {
+                    action: a2,
                     updated_fields: f2,
                     request_id: r2,
                     source: s2,
                     ..
                 },
             ) => {
+                // A deletion is never lost behind an update; a creation stays a creation
+                // when updates follow it (the event reads the entity as it is then).
+                if ms_action_rank(&a2) > ms_action_rank(action) {
+                    *action = a2;
+                }
                 for f in f2 {
                     if !updated_fields.contains(&f) {
                         updated_fields.push(f);
@@ -274,6 +281,15 @@ impl Work {
             (Work::StockPass { full }, Work::StockPass { full: f2 }) => *full |= f2,
             (me, other) => *me = other,
         }
+    }
+}
+
+/// How strong a МойСклад action is when waiting work of one entity coalesces.
+fn ms_action_rank(action: &str) -> u8 {
+    match action {
+        "deleted" => 3,
+        "created" => 2,
+        _ => 1,
     }
 }
 
@@ -369,6 +385,8 @@ pub struct SyncState {
     lock: Arc<Mutex<()>>,
     /// The inbox item being processed: new work is never merged into it.
     busy: Arc<Mutex<Option<u64>>>,
+    /// How many items the inbox holds (counted once, then kept up to date under `lock`).
+    inbox_len: Arc<Mutex<Option<usize>>>,
 }
 
 impl std::fmt::Debug for SyncState {
@@ -400,6 +418,7 @@ impl SyncState {
             store,
             lock: Arc::new(Mutex::new(())),
             busy: Arc::new(Mutex::new(None)),
+            inbox_len: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -563,8 +582,60 @@ impl SyncState {
     /// Queues several pieces of work in one durable batch.
     pub fn enqueue_all(&self, works: Vec<Work>, now: i64) -> Result<Vec<u64>, StateError> {
         let _g = self.guard();
+        self.enqueue_locked(works, now, None)
+            .map(|queued| queued.unwrap_or_default())
+    }
+
+    /// Like [`SyncState::enqueue_all`], but refuses the whole batch (`Ok(None)`, nothing
+    /// written) when the new items it would add take a non-empty inbox past `max` items.
+    /// Work merged into waiting items always fits.
+    pub fn enqueue_bounded(
+        &self,
+        works: Vec<Work>,
+        now: i64,
+        max: usize,
+    ) -> Result<Option<Vec<u64>>, StateError> {
+        let _g = self.guard();
+        self.enqueue_locked(works, now, Some(max))
+    }
+
+    /// How many items are queued.
+    pub fn inbox_len(&self) -> Result<usize, StateError> {
+        let _g = self.guard();
+        self.inbox_len_locked()
+    }
+
+    fn inbox_len_locked(&self) -> Result<usize, StateError> {
+        let mut len = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = *len {
+            return Ok(n);
+        }
+        let n = self
+            .store
+            .scan_prefix(b"inbox/")?
+            .iter()
+            .filter(|(k, _)| seq_of(k).is_some())
+            .count();
+        *len = Some(n);
+        Ok(n)
+    }
+
+    fn adjust_inbox_len(&self, added: usize, removed: usize) {
+        let mut len = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = len.as_mut() {
+            *n = (*n + added).saturating_sub(removed);
+        }
+    }
+
+    fn enqueue_locked(
+        &self,
+        works: Vec<Work>,
+        now: i64,
+        max: Option<usize>,
+    ) -> Result<Option<Vec<u64>>, StateError> {
         let busy = self.busy();
-        let mut next: u64 = self.read(b"misc/seq")?.unwrap_or(1);
+        let first_new: u64 = self.read(b"misc/seq")?.unwrap_or(1);
+        let mut next = first_new;
         let mut pending: BTreeMap<u64, InboxItem> = BTreeMap::new();
         let mut subjects: BTreeMap<String, u64> = BTreeMap::new();
         let mut out = Vec::new();
@@ -607,6 +678,13 @@ impl SyncState {
             pending.insert(seq, item);
             out.push(seq);
         }
+        let added = usize::try_from(next - first_new).unwrap_or(usize::MAX);
+        if let Some(max) = max {
+            let len = self.inbox_len_locked()?;
+            if added > 0 && len > 0 && len.saturating_add(added) > max {
+                return Ok(None);
+            }
+        }
         let mut ops = Vec::new();
         for (seq, item) in &pending {
             ops.push((seq_key(*seq), Some(serde_json::to_vec(item)?)));
@@ -619,7 +697,8 @@ impl SyncState {
         }
         ops.push((b"misc/seq".to_vec(), Some(serde_json::to_vec(&next)?)));
         self.commit(ops)?;
-        Ok(out)
+        self.adjust_inbox_len(added, 0);
+        Ok(Some(out))
     }
 
     /// Every queued item, in order.
@@ -654,7 +733,8 @@ impl SyncState {
     pub fn finish_item(&self, seq: u64) -> Result<(), StateError> {
         let _g = self.guard();
         let mut ops = vec![(seq_key(seq), None)];
-        if let Some(item) = self.read::<InboxItem>(&seq_key(seq))? {
+        let existed = self.read::<InboxItem>(&seq_key(seq))?;
+        if let Some(item) = &existed {
             if let Some(s) = item.work.subject() {
                 let k = format!("inboxsubj/{s}").into_bytes();
                 if self.read::<u64>(&k)? == Some(seq) {
@@ -667,7 +747,9 @@ impl SyncState {
                 ops.push((b"outbox".to_vec(), None));
             }
         }
-        self.commit(ops)
+        self.commit(ops)?;
+        self.adjust_inbox_len(0, usize::from(existed.is_some()));
+        Ok(())
     }
 
     // --- outbox ---------------------------------------------------------------------------
