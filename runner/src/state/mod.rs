@@ -1018,6 +1018,93 @@ mod tests {
         assert_eq!(e, d);
     }
 
+    fn ms(id: &str, action: &str) -> Work {
+        Work::Moysklad {
+            entity: "customerorder".into(),
+            action: action.into(),
+            id: id.into(),
+            href: format!("http://ms/entity/customerorder/{id}"),
+            updated_fields: vec![],
+            request_id: None,
+            source: Source::Webhook,
+        }
+    }
+
+    fn actions(s: &SyncState) -> Vec<(String, String)> {
+        s.inbox()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, i)| match i.work {
+                Work::Moysklad { id, action, .. } => Some((id, action)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn moysklad_work_coalesces_per_entity_and_keeps_deletions() {
+        let s = SyncState::in_memory();
+        // Created then updated: one item, still a creation.
+        let a = s.enqueue(ms("a", "created"), 0).unwrap();
+        assert_eq!(s.enqueue(ms("a", "updated"), 0).unwrap(), a);
+        // Updated then deleted, and an update arriving late: one item, a deletion.
+        let b = s.enqueue(ms("b", "updated"), 0).unwrap();
+        assert_eq!(s.enqueue(ms("b", "deleted"), 0).unwrap(), b);
+        assert_eq!(s.enqueue(ms("b", "updated"), 0).unwrap(), b);
+        assert_eq!(
+            actions(&s),
+            [("a".into(), "created".into()), ("b".into(), "deleted".into())]
+        );
+        // The item in progress is not merged into: a deletion arriving then gets its own.
+        assert!(s.claim(a).unwrap().is_some());
+        let c = s.enqueue(ms("a", "deleted"), 0).unwrap();
+        assert_ne!(c, a);
+        s.finish_item(a).unwrap();
+        s.release();
+        assert_eq!(
+            actions(&s),
+            [("b".into(), "deleted".into()), ("a".into(), "deleted".into())]
+        );
+        assert_eq!(s.inbox_len().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_bounded_inbox_refuses_new_items_but_takes_merges() {
+        let s = SyncState::in_memory();
+        for i in 0..3 {
+            assert!(s
+                .enqueue_bounded(vec![ms(&format!("e{i}"), "updated")], 0, 3)
+                .unwrap()
+                .is_some());
+        }
+        assert_eq!(s.inbox_len().unwrap(), 3);
+        // A new entity does not fit; nothing of the refused batch is written.
+        let refused = s
+            .enqueue_bounded(vec![ms("e0", "deleted"), ms("new", "updated")], 0, 3)
+            .unwrap();
+        assert!(refused.is_none());
+        assert_eq!(actions(&s)[0], ("e0".into(), "updated".into()));
+        // Work that merges into waiting items fits.
+        assert!(s
+            .enqueue_bounded(vec![ms("e0", "deleted")], 0, 3)
+            .unwrap()
+            .is_some());
+        assert_eq!(actions(&s)[0], ("e0".into(), "deleted".into()));
+        // Room again once an item is done; the count follows.
+        let (seq, _) = s.inbox().unwrap()[0].clone();
+        s.finish_item(seq).unwrap();
+        assert_eq!(s.inbox_len().unwrap(), 2);
+        assert!(s
+            .enqueue_bounded(vec![ms("new", "updated")], 0, 3)
+            .unwrap()
+            .is_some());
+        assert_eq!(s.inbox_len().unwrap(), 3);
+        // An empty inbox takes any batch (a poll batch larger than the bound still moves).
+        let t = SyncState::in_memory();
+        let big: Vec<Work> = (0..5).map(|i| ms(&format!("x{i}"), "updated")).collect();
+        assert!(t.enqueue_bounded(big, 0, 3).unwrap().is_some());
+    }
+
     #[test]
     fn dedupe_keys_expire() {
         let s = SyncState::in_memory();
