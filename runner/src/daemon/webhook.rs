@@ -80,6 +80,11 @@ impl ReceiverStats {
         Self::bump(&self.entities_gone);
     }
 
+    /// `n` more webhooks whose entities are gone.
+    pub fn entities_gone_n(&self, n: u64) {
+        self.entities_gone.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The counters as JSON.
     pub fn to_json(&self) -> Json {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

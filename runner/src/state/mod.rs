@@ -752,6 +752,38 @@ impl SyncState {
         Ok(())
     }
 
+    /// Removes waiting items that are still exactly as given (nothing merged into them since
+    /// they were read), in one batch; never the item being processed or the one whose plan is
+    /// in the outbox. Returns the sequence numbers removed.
+    pub fn drop_unchanged(&self, items: &[(u64, InboxItem)]) -> Result<Vec<u64>, StateError> {
+        let _g = self.guard();
+        let busy = self.busy();
+        let outbox = self.read::<Outbox>(b"outbox")?.map(|o| o.seq);
+        let mut ops = Vec::new();
+        let mut dropped = Vec::new();
+        for (seq, expected) in items {
+            if Some(*seq) == busy || Some(*seq) == outbox {
+                continue;
+            }
+            if self.read::<InboxItem>(&seq_key(*seq))?.as_ref() != Some(expected) {
+                continue;
+            }
+            ops.push((seq_key(*seq), None));
+            if let Some(s) = expected.work.subject() {
+                let k = format!("inboxsubj/{s}").into_bytes();
+                if self.read::<u64>(&k)? == Some(*seq) {
+                    ops.push((k, None));
+                }
+            }
+            dropped.push(*seq);
+        }
+        if !ops.is_empty() {
+            self.commit(ops)?;
+            self.adjust_inbox_len(0, dropped.len());
+        }
+        Ok(dropped)
+    }
+
     // --- outbox ---------------------------------------------------------------------------
 
     /// The plan being applied, if any.
