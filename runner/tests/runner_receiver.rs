@@ -159,7 +159,10 @@ async fn thousands_of_slow_connections_do_not_keep_a_real_webhook_out() {
     let addr = rig.addr();
     let limit = open_file_limit();
     let n = 15_000.min(limit.saturating_sub(open_fds() + 256 + 1_000));
-    assert!(n >= 3_000, "this test needs `ulimit -n` of at least 4 500 (have {limit})");
+    assert!(
+        n >= 3_000,
+        "this test needs `ulimit -n` of at least 4 500 (have {limit})"
+    );
     let slow = slow_connections(addr, n).await;
     eprintln!("{} slow connections open (ulimit -n {limit})", slow.len());
     assert!(
@@ -193,7 +196,10 @@ async fn thousands_of_slow_connections_do_not_keep_a_real_webhook_out() {
     // this process holds (about) one descriptor per slow connection, not two.
     let status = rig.status().await;
     let r = &status["receiver"];
-    assert!(r["connections_open"].as_u64().is_some_and(|o| o <= 256), "{r}");
+    assert!(
+        r["connections_open"].as_u64().is_some_and(|o| o <= 256),
+        "{r}"
+    );
     assert!(
         r["connections_evicted"]
             .as_u64()
@@ -290,7 +296,9 @@ async fn an_oversized_body_is_refused_with_413_before_it_is_read() {
 
     // A body under the limit is taken.
     let ok = reqwest::Client::new()
-        .post(format!("http://{addr}/moysklad/webhook/{SECRET}?requestId=small"))
+        .post(format!(
+            "http://{addr}/moysklad/webhook/{SECRET}?requestId=small"
+        ))
         .json(&notification("7a1f2c3d-0000-11ef-0a80-000000000001"))
         .send()
         .await
@@ -319,7 +327,9 @@ async fn requests_past_the_concurrency_cap_get_503_at_once() {
     let mut shed = None;
     for _ in 0..200 {
         let r = reqwest::Client::new()
-            .post(format!("http://{addr}/moysklad/webhook/{SECRET}?requestId=second"))
+            .post(format!(
+                "http://{addr}/moysklad/webhook/{SECRET}?requestId=second"
+            ))
             .json(&notification("7a1f2c3d-0000-11ef-0a80-000000000002"))
             .timeout(Duration::from_secs(20))
             .send()
@@ -331,13 +341,19 @@ async fn requests_past_the_concurrency_cap_get_503_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(shed.map(|s| s.as_u16()), Some(503), "a second request is shed");
+    assert_eq!(
+        shed.map(|s| s.as_u16()),
+        Some(503),
+        "a second request is shed"
+    );
     // Once the first one ends, requests are taken again.
     s.write_all(&[b' '; 99]).await.expect("finish the body");
     let mut head = [0u8; 12];
     s.read_exact(&mut head).await.expect("answer");
     let again = reqwest::Client::new()
-        .post(format!("http://{addr}/moysklad/webhook/{SECRET}?requestId=third"))
+        .post(format!(
+            "http://{addr}/moysklad/webhook/{SECRET}?requestId=third"
+        ))
         .json(&notification("7a1f2c3d-0000-11ef-0a80-000000000003"))
         .send()
         .await
@@ -370,7 +386,9 @@ async fn webhooks_for_missing_entities_are_bounded_journalled_and_do_not_hold_up
             let _p = gate.acquire_owned().await.ok()?;
             let id = format!("0badc0de-0000-11ef-0a80-{i:012x}");
             let r = client
-                .post(format!("http://{addr}/moysklad/webhook/{SECRET}?requestId=junk-{i}"))
+                .post(format!(
+                    "http://{addr}/moysklad/webhook/{SECRET}?requestId=junk-{i}"
+                ))
                 .json(&notification(&id))
                 .timeout(Duration::from_secs(20))
                 .send()
@@ -389,7 +407,10 @@ async fn webhooks_for_missing_entities_are_bounded_journalled_and_do_not_hold_up
     }
     let waiting = d.state().inbox_len().expect("inbox");
     assert!(waiting <= MAX_INBOX, "the inbox is bounded: {waiting}");
-    assert!(ok <= MAX_INBOX && full >= 10_000 - MAX_INBOX, "{ok} taken, {full} refused");
+    assert!(
+        ok <= MAX_INBOX && full >= 10_000 - MAX_INBOX,
+        "{ok} taken, {full} refused"
+    );
 
     // A real change: its webhook meets a full inbox (503, МойСклад drops it after its
     // retries); the reconciliation poll finds it once there is room.
@@ -422,7 +443,9 @@ async fn webhooks_for_missing_entities_are_bounded_journalled_and_do_not_hold_up
     let gone_before = gone_before.expect("the real change reached the CRM");
     // At most one inbox's worth of missing entities was fetched before it.
     assert!(
-        gone_before.as_u64().is_some_and(|n| n as usize <= MAX_INBOX),
+        gone_before
+            .as_u64()
+            .is_some_and(|n| n as usize <= MAX_INBOX),
         "{gone_before}"
     );
 
@@ -430,7 +453,10 @@ async fn webhooks_for_missing_entities_are_bounded_journalled_and_do_not_hold_up
     let status = rig.status().await;
     let r = &status["receiver"];
     assert!(r["entities_gone"].as_u64().is_some_and(|n| n >= 1), "{r}");
-    assert!(r["inbox_full"].as_u64().is_some_and(|n| n as usize >= full), "{r}");
+    assert!(
+        r["inbox_full"].as_u64().is_some_and(|n| n as usize >= full),
+        "{r}"
+    );
     let gone = status["journal"]
         .as_array()
         .and_then(|j| j.iter().find(|e| e["code"] == "MS_ENTITY_GONE"))
@@ -454,7 +480,9 @@ async fn post_missing(addr: std::net::SocketAddr, n: u32) -> usize {
             let _p = gate.acquire_owned().await.ok()?;
             let id = format!("0badc0de-0000-11ef-0a80-{i:012x}");
             let r = client
-                .post(format!("http://{addr}/moysklad/webhook/{SECRET}?requestId=junk-{i}"))
+                .post(format!(
+                    "http://{addr}/moysklad/webhook/{SECRET}?requestId=junk-{i}"
+                ))
                 .json(&notification(&id))
                 .timeout(Duration::from_secs(20))
                 .send()
@@ -504,7 +532,9 @@ async fn a_real_change_queued_behind_10000_missing_entities_costs_few_requests()
     let waiting = d.state().inbox().expect("inbox");
     let real = waiting
         .iter()
-        .position(|(_, i)| i.work.subject().as_deref() == Some(&format!("moysklad/customerorder/{ms_id}")))
+        .position(|(_, i)| {
+            i.work.subject().as_deref() == Some(&format!("moysklad/customerorder/{ms_id}"))
+        })
         .expect("the real change's webhook was queued");
     assert!(real >= 10_000, "behind the missing ones (at {real})");
 
@@ -520,7 +550,10 @@ async fn a_real_change_queued_behind_10000_missing_entities_costs_few_requests()
         .filter(|r| r.path.contains("/entity/customerorder"))
         .count();
     eprintln!("{asked} МойСклад requests for 10 000 missing entities and the real change");
-    assert!(asked <= 300, "{asked} МойСклад requests for 10 000 missing entities");
+    assert!(
+        asked <= 300,
+        "{asked} МойСклад requests for 10 000 missing entities"
+    );
     let status = rig.status().await;
     assert_eq!(status["receiver"]["entities_gone"], 10_000);
     assert_eq!(status["waiting_count"], 0);

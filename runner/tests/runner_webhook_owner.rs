@@ -78,9 +78,9 @@ async fn a_second_runner_does_not_silently_take_the_registrations_over() {
         .expect("state")
         .and_then(|v| v.as_str().map(str::to_string))
         .expect("an instance id was made");
-    assert!(registered
-        .iter()
-        .all(|u| u.ends_with(&format!("/moysklad/webhook/one-shared-secret/{first_instance}"))));
+    assert!(registered.iter().all(|u| u.ends_with(&format!(
+        "/moysklad/webhook/one-shared-secret/{first_instance}"
+    ))));
 
     // Another state, the same account and secret: it refuses, and names the way out.
     let second = runner(&lab, dir.path(), "state-2", shared, "").await;
@@ -151,7 +151,10 @@ async fn registrations_of_an_earlier_secret_are_removed() {
         .filter(|u| u.contains("/moysklad/webhook/the-new-secret/"))
         .collect();
     assert_eq!(ours.len(), before.len(), "{after:?}");
-    assert!(after.iter().any(|u| u.ends_with("/other/hook")), "{after:?}");
+    assert!(
+        after.iter().any(|u| u.ends_with("/other/hook")),
+        "{after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +170,10 @@ async fn the_secret_is_url_safe() {
             "",
         );
         let err = Config::from_yaml(&text, dir.path(), &|_| None).expect_err(bad);
-        assert!(err.contains("webhooks.secret") && err.contains("URL-safe"), "{err}");
+        assert!(
+            err.contains("webhooks.secret") && err.contains("URL-safe"),
+            "{err}"
+        );
         // The same from the environment.
         let text = config_text(&lab, dir.path(), "state", "", "");
         let env = |k: &str| (k == "SKLADSYNC_WEBHOOK_SECRET").then(|| bad.to_string());
@@ -226,7 +232,7 @@ async fn a_loopback_receiver_is_not_registered_with_a_remote_moysklad() {
     let remote = "https://api.moysklad.ru/api/remap/1.2";
     for public in ["", "  public_url: http://localhost:8088\n"] {
         let text =
-            config_text(&lab, dir.path(), "state", public, "").replace(&lab.ms.base_url(), remote);
+            config_text(&lab, dir.path(), "state", public, "").replace(lab.ms.base_url(), remote);
         let cfg = Config::from_yaml(&text, dir.path(), &|_| None).expect("config");
         let d = Daemon::new(cfg).await.expect("daemon");
         // Refused before any request is sent.

@@ -118,7 +118,9 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::N(n) => usize::try_from(n)
                 .map(ByteSize)
                 .map_err(|_| serde::de::Error::custom(format!("{n} is too large"))),
-            Raw::S(s) => parse_bytes(&s).map(ByteSize).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_bytes(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -130,15 +132,16 @@ pub fn check_webhook_secret(s: &str) -> Result<(), String> {
         && s.len() <= 64
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
     if ok {
         Ok(())
     } else {
-        Err("webhooks.secret (or SKLADSYNC_WEBHOOK_SECRET) must be 1 to 64 URL-safe characters \
+        Err(
+            "webhooks.secret (or SKLADSYNC_WEBHOOK_SECRET) must be 1 to 64 URL-safe characters \
              (letters, digits, `-`, `_`, `.`, `~`): it is one segment of the webhook URL"
-            .into())
+                .into(),
+        )
     }
 }
 

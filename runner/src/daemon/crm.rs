@@ -85,7 +85,10 @@ impl Daemon {
             if !self.enqueue_bounded(works)? {
                 // The inbox is full: nothing of this batch is lost, the cursor stays and the
                 // next poll reads it again.
-                tracing::warn!(feed = cursor_name, "the inbox is full: the CRM poll keeps its cursor");
+                tracing::warn!(
+                    feed = cursor_name,
+                    "the inbox is full: the CRM poll keeps its cursor"
+                );
                 break;
             }
             // Only now that the work is durable does the cursor move.

@@ -7,8 +7,8 @@ use serde_json::{json, Value as Json};
 use skladsync_engine::Event;
 
 use crate::apply::ApplyError;
-use crate::clients::retailcrm::{EntityKind, EntityRef, WriteOptions};
 use crate::clients::moysklad::ListQuery;
+use crate::clients::retailcrm::{EntityKind, EntityRef, WriteOptions};
 use crate::state::{InboxItem, Source, StateError, SyncState, Work};
 use crate::world::from_json;
 use crate::world::lookups::{ms_event_entity, ms_safe};
@@ -287,7 +287,13 @@ impl Daemon {
             Source::Webhook => "webhook",
             Source::Poll => "poll",
         };
-        tracing::warn!(entity, id, action, source = src, "МойСклад entity not found; nothing to evaluate");
+        tracing::warn!(
+            entity,
+            id,
+            action,
+            source = src,
+            "МойСклад entity not found; nothing to evaluate"
+        );
         self.runner_journal(
             "MS_ENTITY_GONE",
             "warning",
@@ -304,9 +310,25 @@ impl Daemon {
 /// МойСклад document types: lists of them have no default filter (no `archived`), so an id
 /// a filtered list does not return does not exist.
 const SWEEPABLE: &[&str] = &[
-    "customerorder", "demand", "retaildemand", "salesreturn", "retailsalesreturn", "supply",
-    "purchaseorder", "purchasereturn", "invoiceout", "invoicein", "move", "enter", "loss",
-    "inventory", "prepayment", "prepaymentreturn", "paymentin", "paymentout", "cashin",
+    "customerorder",
+    "demand",
+    "retaildemand",
+    "salesreturn",
+    "retailsalesreturn",
+    "supply",
+    "purchaseorder",
+    "purchasereturn",
+    "invoiceout",
+    "invoicein",
+    "move",
+    "enter",
+    "loss",
+    "inventory",
+    "prepayment",
+    "prepaymentreturn",
+    "paymentin",
+    "paymentout",
+    "cashin",
     "cashout",
 ];
 
@@ -332,7 +354,10 @@ impl Daemon {
         let mut waiting: Vec<(u64, InboxItem, String)> = Vec::new();
         for (seq, item) in state.inbox()? {
             if let Work::Moysklad {
-                entity: e, action, id, ..
+                entity: e,
+                action,
+                id,
+                ..
             } = &item.work
             {
                 if e == entity && action != "deleted" && ms_safe(id) {
@@ -370,7 +395,11 @@ impl Daemon {
         }
         let n = dropped.len();
         self.inner.receiver_stats.entities_gone_n(n as u64);
-        tracing::warn!(entity, count = n, "waiting work on МойСклад entities that do not exist dropped");
+        tracing::warn!(
+            entity,
+            count = n,
+            "waiting work on МойСклад entities that do not exist dropped"
+        );
         self.runner_journal(
             "MS_ENTITY_GONE",
             "warning",

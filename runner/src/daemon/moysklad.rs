@@ -186,7 +186,10 @@ impl Daemon {
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
         let me = &self.inner.instance_id;
-        let existing = ms.webhooks().await.map_err(|e| RegisterError::Api(e.into()))?;
+        let existing = ms
+            .webhooks()
+            .await
+            .map_err(|e| RegisterError::Api(e.into()))?;
         let mut ours: Vec<&Json> = Vec::new();
         let mut foreign: Vec<&Json> = Vec::new();
         for h in &existing {
@@ -221,7 +224,9 @@ impl Daemon {
             );
             for h in &foreign {
                 if let Some(id) = hook_id(h) {
-                    ms.delete_webhook(id).await.map_err(|e| RegisterError::Api(e.into()))?;
+                    ms.delete_webhook(id)
+                        .await
+                        .map_err(|e| RegisterError::Api(e.into()))?;
                 }
             }
         }
@@ -234,7 +239,9 @@ impl Daemon {
             let needed = wanted.iter().any(|(we, wa)| we == e && *wa == a);
             if !(current && needed) {
                 if let Some(id) = hook_id(h) {
-                    ms.delete_webhook(id).await.map_err(|e| RegisterError::Api(e.into()))?;
+                    ms.delete_webhook(id)
+                        .await
+                        .map_err(|e| RegisterError::Api(e.into()))?;
                 }
             }
         }
@@ -309,7 +316,11 @@ fn loopback_host(host: &url::Host<&str>) -> bool {
 /// Refuses to register a receiver on a loopback address with a МойСклад that is not on this
 /// machine: it could never deliver a notification there.
 pub(super) fn check_reachable(webhook_url: &str, moysklad_url: &str) -> Result<(), String> {
-    let host_of = |u: &str| url::Url::parse(u).ok().and_then(|u| u.host().map(|h| h.to_owned()));
+    let host_of = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()))
+    };
     let (Some(hook), Some(ms)) = (host_of(webhook_url), host_of(moysklad_url)) else {
         return Ok(());
     };

@@ -304,16 +304,17 @@ async fn serve(
                     let _ = conn.as_mut().await;
                 }
             }
-            slots.lock().unwrap_or_else(|p| p.into_inner()).open.remove(&id);
+            slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .open
+                .remove(&id);
             stats.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     // Requests in progress finish (each within `body_timeout`); idle connections close.
     let grace = limits.body_timeout.0 + Duration::from_secs(1);
-    let _ = tokio::time::timeout(grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     conns.abort_all();
 }
 

@@ -26,7 +26,7 @@
 //! | `task/<kind>` | the open CRM task of a problem kind |
 //! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
-//! | `misc/<name>` | previous settings, the webhook secret, the inbox sequence |
+//! | `misc/<name>` | previous settings, the webhook secret (and the secrets used before), the runner's instance id, the inbox sequence |
 //!
 //! # Rebuilding lost state
 //!
@@ -1085,7 +1085,10 @@ mod tests {
         assert_eq!(s.enqueue(ms("b", "updated"), 0).unwrap(), b);
         assert_eq!(
             actions(&s),
-            [("a".into(), "created".into()), ("b".into(), "deleted".into())]
+            [
+                ("a".into(), "created".into()),
+                ("b".into(), "deleted".into())
+            ]
         );
         // The item in progress is not merged into: a deletion arriving then gets its own.
         assert!(s.claim(a).unwrap().is_some());
@@ -1095,7 +1098,10 @@ mod tests {
         s.release();
         assert_eq!(
             actions(&s),
-            [("b".into(), "deleted".into()), ("a".into(), "deleted".into())]
+            [
+                ("b".into(), "deleted".into()),
+                ("a".into(), "deleted".into())
+            ]
         );
         assert_eq!(s.inbox_len().unwrap(), 2);
     }
