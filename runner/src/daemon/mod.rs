@@ -812,8 +812,8 @@ impl Daemon {
 // --- receiver (issue 9, items 5 and 7) ---
 
 /// The webhook secret: configured (checked URL-safe when the config was read), else kept in
-/// the state (made once, 32 hex digits). Every secret used is remembered, so registrations
-/// made with an earlier one are recognised as this runner's and removed.
+/// the state (made once, 32 hex digits). A digest of every secret used is remembered, so
+/// registrations made with an earlier one are recognised as this runner's and removed.
 fn webhook_secret(config: &Config, state: &SyncState) -> Result<String, DaemonError> {
     let s = if !config.webhooks.secret.is_empty() {
         let s = config.webhooks.secret.expose().to_string();
@@ -830,11 +830,20 @@ fn webhook_secret(config: &Config, state: &SyncState) -> Result<String, DaemonEr
         .misc("webhook_secrets_used")?
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    if !used.contains(&s) {
-        used.push(s.clone());
+    let digest = secret_digest(&s);
+    if !used.contains(&digest) {
+        used.push(digest);
         state.set_misc("webhook_secrets_used", &json!(used))?;
     }
     Ok(s)
+}
+
+/// What the state keeps of a secret used before: a one-way digest (UUID v5, SHA-1 based),
+/// enough to recognise registrations made with it.
+fn secret_digest(secret: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, secret.as_bytes())
+        .simple()
+        .to_string()
 }
 
 /// This runner's instance id: made once (32 hex digits) and kept in the state.

@@ -195,7 +195,9 @@ impl Daemon {
         for h in &existing {
             match str_of(h, "url").and_then(skladsync_path) {
                 Some((_, Some(inst))) if inst == me => ours.push(h),
-                Some((secret, None)) if used.iter().any(|u| u == secret) => ours.push(h),
+                Some((secret, None)) if used.contains(&super::secret_digest(secret)) => {
+                    ours.push(h)
+                }
                 Some(_) => foreign.push(h),
                 None => {}
             }

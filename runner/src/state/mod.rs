@@ -26,7 +26,7 @@
 //! | `task/<kind>` | the open CRM task of a problem kind |
 //! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
-//! | `misc/<name>` | previous settings, the webhook secret (and the secrets used before), the runner's instance id, the inbox sequence |
+//! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence |
 //!
 //! # Rebuilding lost state
 //!
@@ -385,8 +385,9 @@ pub struct SyncState {
     lock: Arc<Mutex<()>>,
     /// The inbox item being processed: new work is never merged into it.
     busy: Arc<Mutex<Option<u64>>>,
-    /// How many items the inbox holds (counted once, then kept up to date under `lock`).
-    inbox_len: Arc<Mutex<Option<usize>>>,
+    /// How many items the inbox holds (counted once, then kept up to date under `lock`), and
+    /// when it was last counted from the store.
+    inbox_len: Arc<Mutex<InboxCount>>,
 }
 
 impl std::fmt::Debug for SyncState {
@@ -394,6 +395,19 @@ impl std::fmt::Debug for SyncState {
         f.write_str("SyncState")
     }
 }
+
+/// The number of inbox items, as kept in memory.
+#[derive(Debug, Default)]
+struct InboxCount {
+    /// The count (`None`: not counted yet).
+    len: Option<usize>,
+    /// When it was last counted from the store.
+    counted: Option<std::time::Instant>,
+}
+
+/// A refusal by the inbox bound recounts from the store at most this often (so a count gone
+/// wrong cannot keep the inbox shut).
+const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn seq_key(seq: u64) -> Vec<u8> {
     let mut k = b"inbox/".to_vec();
@@ -418,7 +432,7 @@ impl SyncState {
             store,
             lock: Arc::new(Mutex::new(())),
             busy: Arc::new(Mutex::new(None)),
-            inbox_len: Arc::new(Mutex::new(None)),
+            inbox_len: Arc::default(),
         }
     }
 
@@ -606,23 +620,30 @@ impl SyncState {
     }
 
     fn inbox_len_locked(&self) -> Result<usize, StateError> {
-        let mut len = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = *len {
-            return Ok(n);
+        let count = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner()).len;
+        match count {
+            Some(n) => Ok(n),
+            None => self.recount_inbox(),
         }
+    }
+
+    /// Counts the inbox items in the store.
+    fn recount_inbox(&self) -> Result<usize, StateError> {
         let n = self
             .store
             .scan_prefix(b"inbox/")?
             .iter()
             .filter(|(k, _)| seq_of(k).is_some())
             .count();
-        *len = Some(n);
+        let mut c = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
+        c.len = Some(n);
+        c.counted = Some(std::time::Instant::now());
         Ok(n)
     }
 
     fn adjust_inbox_len(&self, added: usize, removed: usize) {
-        let mut len = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = len.as_mut() {
+        let mut c = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.len.as_mut() {
             *n = (*n + added).saturating_sub(removed);
         }
     }
@@ -680,9 +701,18 @@ impl SyncState {
         }
         let added = usize::try_from(next - first_new).unwrap_or(usize::MAX);
         if let Some(max) = max {
-            let len = self.inbox_len_locked()?;
-            if added > 0 && len > 0 && len.saturating_add(added) > max {
-                return Ok(None);
+            let over = |len: usize| added > 0 && len > 0 && len.saturating_add(added) > max;
+            if over(self.inbox_len_locked()?) {
+                // Before refusing, trust the store over the running count (now and then).
+                let stale = self
+                    .inbox_len
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .counted
+                    .is_none_or(|t| t.elapsed() >= RECOUNT_EVERY);
+                if !stale || over(self.recount_inbox()?) {
+                    return Ok(None);
+                }
             }
         }
         let mut ops = Vec::new();
