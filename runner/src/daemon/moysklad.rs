@@ -214,8 +214,8 @@ impl Daemon {
                      skladsync runner (instance {}; this runner is instance {me}). Two runners \
                      syncing one account would process every change twice, so this one does \
                      not start. Stop the other runner, or, if it is gone for good (its state \
-                     directory lost or replaced), set `receiver.take_over: true` once to take \
-                     its registrations over",
+                     directory lost or replaced), start once with `--take-over` (or \
+                     `receiver.take_over: true`) to take its registrations over",
                     foreign.len(),
                     owners.into_iter().collect::<Vec<_>>().join(", "),
                 )));
