@@ -3,9 +3,11 @@
 //! timeouts; a body larger than the limit is refused with 413 before it is read; requests past
 //! the concurrency cap get 503 at once.
 //!
-//! Everything talks to loopback. The number of slow connections is bounded by this process's
-//! open-file limit (`ulimit -n`, read from `/proc/self/limits`): each slow connection costs the
-//! test one descriptor, the receiver holds at most `max_connections` more.
+//! Everything talks to loopback. The number of slow connections is at most 20 000 and bounded
+//! by this process's open-file limit (the soft limit is raised to the hard one, then read from
+//! `/proc/self/limits`): each slow connection costs the test one descriptor, the receiver holds
+//! at most `max_connections` more; the other tests of this file run beside it. With `ulimit -Hn`
+//! 20 000 that is about 16 700 connections.
 
 #[path = "fixtures/e2e/support.rs"]
 mod support;
@@ -157,8 +159,11 @@ async fn thousands_of_slow_connections_do_not_keep_a_real_webhook_out() {
     // the real webhook comes: what lets it in is the connection cap, not the timeout.
     let rig = Rig::start("receiver:\n  header_timeout: 120s\n  max_connections: 256\n").await;
     let addr = rig.addr();
+    // As many as fit under the open-file limit (raised to the hard limit first), up to
+    // 20 000: each costs this process one descriptor, the receiver holds at most its cap.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let limit = open_file_limit();
-    let n = 15_000.min(limit.saturating_sub(open_fds() + 256 + 1_000));
+    let n = 20_000.min(limit.saturating_sub(open_fds() + 256 + 3_000));
     assert!(
         n >= 3_000,
         "this test needs `ulimit -n` of at least 4 500 (have {limit})"
