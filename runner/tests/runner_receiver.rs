@@ -564,3 +564,86 @@ async fn a_real_change_queued_behind_10000_missing_entities_costs_few_requests()
     assert_eq!(status["waiting_count"], 0);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_inbox_keeps_the_poll_cursors_and_loses_no_change() {
+    const MAX_INBOX: usize = 5;
+    let rig = Rig::start_with(false, &format!("receiver:\n  max_inbox: {MAX_INBOX}\n")).await;
+    let d = &rig.daemon;
+    let lab = &rig.lab;
+    d.start_up().await.expect("start up");
+    d.cycle().await.expect("first cycle");
+    d.cycle().await.expect("second cycle");
+    let state_href = |name: &str| {
+        format!(
+            "{}/entity/customerorder/metadata/states/{}",
+            lab.ms.base_url(),
+            lab.shop.states[name]
+        )
+    };
+    let ms_order = |number: &str| {
+        lab.ms
+            .list("customerorder")
+            .into_iter()
+            .find(|o| o["name"] == number)
+            .expect("uploaded")
+    };
+
+    // The inbox fills up with work on entities that do not exist.
+    assert_eq!(post_missing(rig.addr(), 20).await, MAX_INBOX);
+    let crm_cursor = d.state().cursor("crm.history.orders").expect("cursor");
+    let ms_watermark = d
+        .state()
+        .cursor("ms.updated.customerorder")
+        .expect("watermark");
+    assert!(crm_cursor.is_some() && ms_watermark.is_some());
+
+    // A change on each side meanwhile.
+    let a1002 = support::order_by_number(lab, "A-1002");
+    lab.crm
+        .as_manager(12)
+        .set_order_status(a1002, "send-to-delivery")
+        .expect("CRM status");
+    let a1001 = ms_order("A-1001");
+    lab.ms
+        .update(
+            "customerorder",
+            a1001["id"].as_str().expect("id"),
+            json!({"state": {"meta": {"href": state_href("assembling"),
+                "type": "state", "mediaType": "application/json"}}}),
+        )
+        .expect("МойСклад state");
+    lab.ms.wait_for_webhooks(Duration::from_secs(10)).await;
+
+    // The polls find the inbox full: nothing queued, the cursors stay.
+    d.poll_crm().await.expect("CRM poll");
+    d.reconcile().await.expect("МойСклад poll");
+    assert!(d.state().inbox_len().expect("inbox") <= MAX_INBOX);
+    assert_eq!(
+        d.state().cursor("crm.history.orders").expect("cursor"),
+        crm_cursor
+    );
+    assert_eq!(
+        d.state()
+            .cursor("ms.updated.customerorder")
+            .expect("watermark"),
+        ms_watermark
+    );
+
+    // Once there is room, the next passes read the same changes again: both arrive.
+    d.drain().await.expect("drain");
+    for _ in 0..3 {
+        d.cycle().await.expect("cycle");
+    }
+    assert_eq!(
+        ms_order("A-1002")["state"]["meta"]["href"],
+        json!(state_href("send-to-delivery"))
+    );
+    assert_eq!(
+        lab.crm
+            .order(support::order_by_number(lab, "A-1001"))
+            .expect("order")["status"],
+        "assembling"
+    );
+    rig.stop().await;
+}
