@@ -267,6 +267,7 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let shed_stats = stats.clone();
+        let conn_busy = busy.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let in_progress = InProgress::new(&busy);
             let service = service.clone();
@@ -300,8 +301,12 @@ async fn serve(
                 _ = conn.as_mut() => {}
                 _ = close.notified() => {}
                 _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
+                    // Stopping: a request in progress is finished (within `body_timeout`);
+                    // a connection without one (idle, or still sending headers) is closed.
+                    if conn_busy.load(Ordering::SeqCst) > 0 {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.as_mut().await;
+                    }
                 }
             }
             slots
