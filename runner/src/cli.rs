@@ -213,6 +213,10 @@ pub struct RunArgs {
     /// The runner's config file (YAML; see docs/runner.md).
     #[arg(long)]
     pub config: PathBuf,
+    /// Take over the МойСклад webhook registrations of another runner instance (one whose
+    /// state directory is gone for good); same as `receiver.take_over: true`.
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 /// `skladsync emulate`.

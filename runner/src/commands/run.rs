@@ -45,7 +45,10 @@ pub(super) async fn shutdown_signal() {
 pub fn run(args: &RunArgs) -> ExitCode {
     init_logging("info");
     let config = match Config::load(&args.config) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.receiver.take_over |= args.take_over;
+            c
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);

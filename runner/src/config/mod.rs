@@ -15,7 +15,10 @@
 
 mod duration;
 mod files;
+mod receiver;
 mod validate;
+
+pub use receiver::{check_webhook_secret, parse_bytes, ByteSize, ReceiverConfig};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -314,60 +317,11 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_effects: skladsync_engine::eval::DEFAULT_MAX_EFFECTS,
-            max_eval_bytes: ByteSize(skladsync_engine::eval::DEFAULT_MAX_BYTES),
+            max_eval_bytes: ByteSize(
+                usize::try_from(skladsync_engine::eval::DEFAULT_MAX_BYTES).unwrap_or(usize::MAX),
+            ),
         }
     }
-}
-
-/// A size in bytes: a number, or a number with `KiB`, `MiB` or `GiB`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl std::fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let b = self.0;
-        for (unit, n) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if b >= n && b.is_multiple_of(n) {
-                return write!(f, "{}{unit}", b / n);
-            }
-        }
-        write!(f, "{b}")
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(ByteSize(n)),
-            Raw::Text(t) => parse_bytes(&t).map(ByteSize).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "{t:?} is not a size (a number of bytes, or e.g. 64MiB, 1GiB, 512KiB)"
-                ))
-            }),
-        }
-    }
-}
-
-/// `123`, `64KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB`, read as binary units).
-fn parse_bytes(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "KB" | "K" => 1 << 10,
-        "MiB" | "MB" | "M" => 1 << 20,
-        "GiB" | "GB" | "G" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 /// The МойСклад webhook receiver.
@@ -425,6 +379,11 @@ pub struct Config {
     /// Webhook receiver.
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    // --- receiver limits and webhook ownership (issue 9, items 5 and 7) ---
+    /// Limits of the receiver and the inbox; webhook ownership.
+    #[serde(default)]
+    pub receiver: ReceiverConfig,
+    // --- end receiver ---
 }
 
 impl Config {
@@ -479,7 +438,15 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
-        let problems = validate::problems(self);
+        let mut problems = validate::problems(self);
+        if let Err(e) = self.receiver.check() {
+            problems.push(e);
+        }
+        if !self.webhooks.secret.is_empty() {
+            if let Err(e) = check_webhook_secret(self.webhooks.secret.expose()) {
+                problems.push(e);
+            }
+        }
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),

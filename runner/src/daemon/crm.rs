@@ -82,7 +82,15 @@ impl Daemon {
             read += batch.entries.len();
             let works = self.group(kind, batch.entries)?;
             let n = works.len();
-            self.enqueue(works)?;
+            if !self.enqueue_bounded(works)? {
+                // The inbox is full: nothing of this batch is lost, the cursor stays and the
+                // next poll reads it again.
+                tracing::warn!(
+                    feed = cursor_name,
+                    "the inbox is full: the CRM poll keeps its cursor"
+                );
+                break;
+            }
             // Only now that the work is durable does the cursor move.
             state.set_cursor(cursor_name, &json!(batch.last_id))?;
             tracing::debug!(

@@ -7,10 +7,11 @@ use serde_json::{json, Value as Json};
 use skladsync_engine::Event;
 
 use crate::apply::ApplyError;
+use crate::clients::moysklad::ListQuery;
 use crate::clients::retailcrm::{EntityKind, EntityRef, WriteOptions};
-use crate::state::{Source, StateError, SyncState, Work};
+use crate::state::{InboxItem, Source, StateError, SyncState, Work};
 use crate::world::from_json;
-use crate::world::lookups::ms_event_entity;
+use crate::world::lookups::{ms_event_entity, ms_safe};
 
 use super::{local_now_ms, Daemon};
 
@@ -203,6 +204,8 @@ impl Daemon {
                     )
                 } else {
                     let Some(doc) = ms_event_entity(ms, entity, id).await? else {
+                        self.entity_gone(entity, action, id, *source)?;
+                        self.sweep_gone(entity).await?;
                         return Ok(None);
                     };
                     let updated = doc
@@ -265,5 +268,148 @@ impl Daemon {
                 after: AfterCommit::Nothing,
             })),
         }
+    }
+}
+
+impl Daemon {
+    /// A МойСклад entity named by a webhook or the poll cannot be fetched (404, error 1021):
+    /// deleted since, or it never existed. Counted (`/status` → `receiver.entities_gone`)
+    /// and journalled as `MS_ENTITY_GONE` (one entry per entity type, its count growing).
+    fn entity_gone(
+        &self,
+        entity: &str,
+        action: &str,
+        id: &str,
+        source: Source,
+    ) -> Result<(), StateError> {
+        self.inner.receiver_stats.entity_gone();
+        let src = match source {
+            Source::Webhook => "webhook",
+            Source::Poll => "poll",
+        };
+        tracing::warn!(
+            entity,
+            id,
+            action,
+            source = src,
+            "МойСклад entity not found; nothing to evaluate"
+        );
+        self.runner_journal(
+            "MS_ENTITY_GONE",
+            "warning",
+            &format!(
+                "МойСклад {entity} {id} ({action}, from the {src}) was not found when its event \
+                 was built: deleted since, or it never existed. Nothing was evaluated"
+            ),
+            json!({"entity": entity}),
+            json!({"id": id, "action": action, "source": src}),
+        )
+    }
+}
+
+/// МойСклад document types: lists of them have no default filter (no `archived`), so an id
+/// a filtered list does not return does not exist.
+const SWEEPABLE: &[&str] = &[
+    "customerorder",
+    "demand",
+    "retaildemand",
+    "salesreturn",
+    "retailsalesreturn",
+    "supply",
+    "purchaseorder",
+    "purchasereturn",
+    "invoiceout",
+    "invoicein",
+    "move",
+    "enter",
+    "loss",
+    "inventory",
+    "prepayment",
+    "prepaymentreturn",
+    "paymentin",
+    "paymentout",
+    "cashin",
+    "cashout",
+];
+
+/// Waiting items one sweep checks at most.
+const SWEEP_MAX: usize = 1000;
+
+/// Ids per list request of a sweep (`filter=id=…;id=…`, well under the 8 KB URL limit).
+const SWEEP_CHUNK: usize = 100;
+
+impl Daemon {
+    /// After an entity named by waiting work turned out not to exist: checks the other
+    /// waiting work on entities of that (document) type in bulk, one list request per
+    /// [`SWEEP_CHUNK`] ids, and drops the items whose entity does not exist either
+    /// (counted, journalled once per sweep). So a flood of notifications about entities that
+    /// do not exist costs one request per hundred of them, not one each, and real work
+    /// queued behind them is not held up. Deletions are never dropped; items that changed
+    /// since they were read are kept.
+    async fn sweep_gone(&self, entity: &str) -> Result<usize, BuildError> {
+        if !SWEEPABLE.contains(&entity) {
+            return Ok(0);
+        }
+        let state = &self.inner.state;
+        let mut waiting: Vec<(u64, InboxItem, String)> = Vec::new();
+        for (seq, item) in state.inbox()? {
+            if let Work::Moysklad {
+                entity: e,
+                action,
+                id,
+                ..
+            } = &item.work
+            {
+                if e == entity && action != "deleted" && ms_safe(id) {
+                    let id = id.clone();
+                    waiting.push((seq, item, id));
+                    if waiting.len() >= SWEEP_MAX {
+                        break;
+                    }
+                }
+            }
+        }
+        let ms = &self.inner.systems.ms;
+        let mut gone: Vec<(u64, InboxItem)> = Vec::new();
+        for chunk in waiting.chunks(SWEEP_CHUNK) {
+            let mut q = ListQuery::new().limit(SWEEP_CHUNK as u32);
+            for (_, _, id) in chunk {
+                q = q.filter_eq("id", id);
+            }
+            let page = ms.list(entity, &q).await?;
+            let found: std::collections::HashSet<&str> = page
+                .rows
+                .iter()
+                .filter_map(|r| r.get("id").and_then(Json::as_str))
+                .collect();
+            gone.extend(
+                chunk
+                    .iter()
+                    .filter(|(_, _, id)| !found.contains(id.as_str()))
+                    .map(|(seq, item, _)| (*seq, item.clone())),
+            );
+        }
+        let dropped = state.drop_unchanged(&gone)?;
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        let n = dropped.len();
+        self.inner.receiver_stats.entities_gone_n(n as u64);
+        tracing::warn!(
+            entity,
+            count = n,
+            "waiting work on МойСклад entities that do not exist dropped"
+        );
+        self.runner_journal(
+            "MS_ENTITY_GONE",
+            "warning",
+            &format!(
+                "{n} more waiting МойСклад {entity} notification(s) name entities that do not \
+                 exist (checked in bulk): dropped, nothing was evaluated"
+            ),
+            json!({"entity": entity}),
+            json!({"dropped": n}),
+        )?;
+        Ok(n)
     }
 }

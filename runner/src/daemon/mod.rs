@@ -12,13 +12,13 @@
 //! | source | work | event |
 //! |---|---|---|
 //! | CRM history (`orders/history`, `customers/history`, `customers-corporate/history`), every `crm_poll`; cursor `sinceId` per feed | one item per order / customer, with its history entries; our own entries (`apiKey.current`) dropped | `crm.order.changed` / `crm.order.deleted` / `crm.customer.changed` / `crm.customer_corporate.changed` |
-//! | МойСклад webhooks (HTTP, `POST <public_url>/moysklad/webhook/<secret>`), answered after the work is durable, deduplicated by `requestId` | one item per event | `moysklad.<entity>.<action>` |
+//! | МойСклад webhooks (HTTP, `POST <public_url>/moysklad/webhook/<secret>/<instance>`), answered after the work is durable, deduplicated by `requestId`; refused with 503 when the inbox is full | one item per entity | `moysklad.<entity>.<action>` |
 //! | МойСклад `updated>=` poll, every `reconcile` and at start; watermark per entity type | entities changed since, except versions already evaluated or written by us | the same |
 //! | stock schedule, every `stock`; a full pass every `purchase_prices` and at start | a stock pass | `stock.pass` |
 //! | start-up | settings | `settings.saved` |
 //! | an effect failing for good | the problem | `sync.problem` |
 //!
-//! Work of the same subject (one order, one МойСклад entity and action) that is still waiting
+//! Work of the same subject (one order, one МойСклад entity) that is still waiting
 //! is merged, so a busy order is evaluated once per pass.
 //!
 //! # Failures
@@ -109,6 +109,10 @@ pub enum DaemonError {
     /// The МойСклад client could not be built.
     #[error("МойСклад: {0}")]
     Moysklad(#[from] MoyskladError),
+    /// The МойСклад webhooks cannot be registered as configured (another runner owns them,
+    /// or МойСклад could not reach the address).
+    #[error("МойСклад webhooks: {0}")]
+    Webhooks(String),
     /// The webhook receiver could not listen.
     #[error("webhook receiver on {addr}: {source}")]
     Listen {
@@ -131,6 +135,14 @@ pub(crate) struct Inner {
     stats: Arc<Stats>,
     listened: BTreeSet<String>,
     webhook_url: Option<String>,
+    // --- receiver (issue 9, items 5 and 7) ---
+    /// The secret path segment of the receiver.
+    webhook_secret: Option<String>,
+    /// This runner's instance id (made once, kept in the state): in its webhook URLs.
+    instance_id: String,
+    /// Receiver and inbox-bound counters.
+    receiver_stats: Arc<webhook::ReceiverStats>,
+    // --- end receiver ---
     listener: Mutex<Option<tokio::net::TcpListener>>,
     receiver_addr: Option<std::net::SocketAddr>,
     /// New work was queued.
@@ -178,7 +190,8 @@ impl Daemon {
         );
         let state = SyncState::open(&config.state.path)?;
 
-        let (listener, receiver_addr, webhook_url) = if config.webhooks.enabled {
+        let instance_id = instance_id(&state)?;
+        let (listener, receiver_addr, webhook_url, secret) = if config.webhooks.enabled {
             let addr = config.webhooks.listen;
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -192,10 +205,13 @@ impl Daemon {
                 .clone()
                 .unwrap_or_else(|| format!("http://{local}"));
             let secret = webhook_secret(&config, &state)?;
-            let url = format!("{}/moysklad/webhook/{secret}", public.trim_end_matches('/'));
-            (Some(l), Some(local), Some(url))
+            let url = format!(
+                "{}/moysklad/webhook/{secret}/{instance_id}",
+                public.trim_end_matches('/')
+            );
+            (Some(l), Some(local), Some(url), Some(secret))
         } else {
-            (None, None, None)
+            (None, None, None, None)
         };
 
         let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
@@ -258,6 +274,9 @@ impl Daemon {
                 stats,
                 listened,
                 webhook_url,
+                webhook_secret: secret,
+                instance_id,
+                receiver_stats: Arc::default(),
                 listener: Mutex::new(listener),
                 receiver_addr,
                 wake: Notify::new(),
@@ -322,7 +341,17 @@ impl Daemon {
         }
         self.enqueue(vec![Work::SettingsSaved])?;
         if self.inner.config.webhooks.register && self.inner.webhook_url.is_some() {
-            if let Err(e) = self.register_webhooks().await {
+            // --- receiver (issue 9, item 7): refusals stop the start ---
+            let registered = match self.register_webhooks().await {
+                Err(moysklad::RegisterError::Refused(text)) => {
+                    tracing::error!("{text}");
+                    return Err(DaemonError::Webhooks(text));
+                }
+                Err(moysklad::RegisterError::Api(e)) => Err(e),
+                Ok(n) => Ok(n),
+            };
+            // --- end receiver ---
+            if let Err(e) = registered {
                 tracing::warn!(error = %e, "could not register the МойСклад webhooks");
                 self.runner_journal(
                     "MS_WEBHOOK_FAILED",
@@ -466,7 +495,7 @@ impl Daemon {
                 EvalOptions {
                     settings: Some(&settings),
                     max_effects: limits.max_effects,
-                    max_bytes: limits.max_eval_bytes.0,
+                    max_bytes: u64::try_from(limits.max_eval_bytes.0).unwrap_or(u64::MAX),
                     ..EvalOptions::default()
                 },
             )
@@ -896,15 +925,50 @@ impl Daemon {
     }
 }
 
-/// The webhook secret: configured, else kept in the state (made once).
-fn webhook_secret(config: &Config, state: &SyncState) -> Result<String, StateError> {
-    if !config.webhooks.secret.is_empty() {
-        return Ok(config.webhooks.secret.expose().to_string());
+// --- receiver (issue 9, items 5 and 7) ---
+
+/// The webhook secret: configured (checked URL-safe when the config was read), else kept in
+/// the state (made once, 32 hex digits). A digest of every secret used is remembered, so
+/// registrations made with an earlier one are recognised as this runner's and removed.
+fn webhook_secret(config: &Config, state: &SyncState) -> Result<String, DaemonError> {
+    let s = if !config.webhooks.secret.is_empty() {
+        let s = config.webhooks.secret.expose().to_string();
+        crate::config::check_webhook_secret(&s).map_err(DaemonError::Webhooks)?;
+        s
+    } else if let Some(Json::String(s)) = state.misc("webhook_secret")? {
+        s
+    } else {
+        let s = uuid::Uuid::new_v4().simple().to_string();
+        state.set_misc("webhook_secret", &Json::String(s.clone()))?;
+        s
+    };
+    let mut used: Vec<String> = state
+        .misc("webhook_secrets_used")?
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let digest = secret_digest(&s);
+    if !used.contains(&digest) {
+        used.push(digest);
+        state.set_misc("webhook_secrets_used", &json!(used))?;
     }
-    if let Some(Json::String(s)) = state.misc("webhook_secret")? {
+    Ok(s)
+}
+
+/// What the state keeps of a secret used before: a one-way digest (UUID v5, SHA-1 based),
+/// enough to recognise registrations made with it.
+fn secret_digest(secret: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, secret.as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// This runner's instance id: made once (32 hex digits) and kept in the state.
+fn instance_id(state: &SyncState) -> Result<String, StateError> {
+    if let Some(Json::String(s)) = state.misc("instance_id")? {
         return Ok(s);
     }
     let s = uuid::Uuid::new_v4().simple().to_string();
-    state.set_misc("webhook_secret", &Json::String(s.clone()))?;
+    state.set_misc("instance_id", &Json::String(s.clone()))?;
     Ok(s)
 }
+// --- end receiver ---

@@ -114,8 +114,13 @@ impl Daemon {
                     source: Source::Poll,
                 });
             }
-            queued += works.len();
-            self.enqueue(works)?;
+            let n = works.len();
+            if !self.enqueue_bounded(works)? {
+                // The inbox is full: the watermark stays, the next poll finds these again.
+                tracing::warn!(entity = %entity, "the inbox is full: the МойСклад poll keeps its watermark");
+                continue;
+            }
+            queued += n;
             state.set_cursor(&name, &json!(max))?;
         }
         Ok(queued)
@@ -147,12 +152,20 @@ impl Daemon {
         Ok(())
     }
 
-    /// Registers the webhooks the rules need and removes ours (same secret path) that are no
-    /// longer needed or point at an old address.
-    pub(super) async fn register_webhooks(&self) -> Result<usize, ApplyError> {
+    /// Registers the webhooks the rules need, removes this runner's registrations that are
+    /// no longer needed or carry an old address or secret, and refuses to take over
+    /// registrations of another runner instance (unless `receiver.take_over`).
+    ///
+    /// Whose a registration is, by its URL path `…/moysklad/webhook/<secret>[/<instance>]`:
+    /// this runner's when it carries our instance id, or (made before instance ids) no
+    /// instance and a secret this runner has used; another runner's when it carries another
+    /// instance id, or no instance and a secret we never used. URLs of any other shape are
+    /// not skladsync's and are left alone.
+    pub(super) async fn register_webhooks(&self) -> Result<usize, RegisterError> {
         let Some(url) = self.inner.webhook_url.as_deref() else {
             return Ok(0);
         };
+        check_reachable(url, self.inner.systems.ms.base_url()).map_err(RegisterError::Refused)?;
         let ms = &self.inner.systems.ms;
         let mut wanted: BTreeSet<(String, &'static str)> = BTreeSet::new();
         for (entity, actions) in self.ms_listened() {
@@ -165,13 +178,60 @@ impl Daemon {
                 wanted.insert((entity.clone(), action));
             }
         }
-        let existing = ms.webhooks().await?;
-        // Ours: the same secret path (an earlier address of this runner included).
-        let suffix = url.rfind("/moysklad/webhook/").map_or(url, |i| &url[i..]);
-        let ours: Vec<&Json> = existing
-            .iter()
-            .filter(|h| str_of(h, "url").is_some_and(|u| u.ends_with(suffix)))
-            .collect();
+        let used: Vec<String> = self
+            .inner
+            .state
+            .misc("webhook_secrets_used")
+            .map_err(|e| RegisterError::Api(e.into()))?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let me = &self.inner.instance_id;
+        let existing = ms
+            .webhooks()
+            .await
+            .map_err(|e| RegisterError::Api(e.into()))?;
+        let mut ours: Vec<&Json> = Vec::new();
+        let mut foreign: Vec<&Json> = Vec::new();
+        for h in &existing {
+            match str_of(h, "url").and_then(skladsync_path) {
+                Some((_, Some(inst))) if inst == me => ours.push(h),
+                Some((secret, None)) if used.contains(&super::secret_digest(secret)) => {
+                    ours.push(h)
+                }
+                Some(_) => foreign.push(h),
+                None => {}
+            }
+        }
+        if !foreign.is_empty() {
+            if !self.inner.config.receiver.take_over {
+                let owners: BTreeSet<String> = foreign
+                    .iter()
+                    .filter_map(|h| str_of(h, "url").and_then(skladsync_path))
+                    .map(|(_, inst)| inst.unwrap_or("(made before instance ids)").to_string())
+                    .collect();
+                return Err(RegisterError::Refused(format!(
+                    "{} webhook registration(s) on this МойСклад account belong to another \
+                     skladsync runner (instance {}; this runner is instance {me}). Two runners \
+                     syncing one account would process every change twice, so this one does \
+                     not start. Stop the other runner, or, if it is gone for good (its state \
+                     directory lost or replaced), start once with `--take-over` (or \
+                     `receiver.take_over: true`) to take its registrations over",
+                    foreign.len(),
+                    owners.into_iter().collect::<Vec<_>>().join(", "),
+                )));
+            }
+            tracing::warn!(
+                count = foreign.len(),
+                "taking over the webhook registrations of another skladsync runner (receiver.take_over)"
+            );
+            for h in &foreign {
+                if let Some(id) = hook_id(h) {
+                    ms.delete_webhook(id)
+                        .await
+                        .map_err(|e| RegisterError::Api(e.into()))?;
+                }
+            }
+        }
         let mut made = 0;
         for h in &ours {
             let (Some(e), Some(a)) = (str_of(h, "entityType"), str_of(h, "action")) else {
@@ -180,12 +240,10 @@ impl Daemon {
             let current = str_of(h, "url") == Some(url);
             let needed = wanted.iter().any(|(we, wa)| we == e && *wa == a);
             if !(current && needed) {
-                if let Some(id) = str_of(h, "id").or_else(|| {
-                    h.pointer("/meta/href")
-                        .and_then(Json::as_str)
-                        .and_then(id_from_href)
-                }) {
-                    ms.delete_webhook(id).await?;
+                if let Some(id) = hook_id(h) {
+                    ms.delete_webhook(id)
+                        .await
+                        .map_err(|e| RegisterError::Api(e.into()))?;
                 }
             }
         }
@@ -197,7 +255,8 @@ impl Daemon {
             });
             if !have {
                 ms.create_webhook(url, entity, action, *action == "UPDATE")
-                    .await?;
+                    .await
+                    .map_err(|e| RegisterError::Api(e.into()))?;
                 made += 1;
             }
         }
@@ -207,5 +266,118 @@ impl Daemon {
             "МойСклад webhooks"
         );
         Ok(made)
+    }
+}
+
+/// Why the webhooks were not registered.
+#[derive(Debug)]
+pub(super) enum RegisterError {
+    /// Registering as configured is refused (another runner's registrations, an address
+    /// МойСклад cannot reach): the runner does not start.
+    Refused(String),
+    /// An API call failed: journalled, the runner goes on (the poll is the backstop).
+    Api(ApplyError),
+}
+
+/// The id of a webhook registration.
+fn hook_id(h: &Json) -> Option<&str> {
+    str_of(h, "id").or_else(|| {
+        h.pointer("/meta/href")
+            .and_then(Json::as_str)
+            .and_then(id_from_href)
+    })
+}
+
+/// `(secret, instance)` of a skladsync webhook URL (`…/moysklad/webhook/<secret>` or
+/// `…/moysklad/webhook/<secret>/<instance>`); `None` for any other URL.
+fn skladsync_path(url: &str) -> Option<(&str, Option<&str>)> {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let i = path.rfind("/moysklad/webhook/")?;
+    let rest = &path[i + "/moysklad/webhook/".len()..];
+    let mut parts = rest.split('/');
+    let secret = parts.next().filter(|s| !s.is_empty())?;
+    let instance = parts.next().filter(|s| !s.is_empty());
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((secret, instance))
+}
+
+/// Whether a host is this machine only (`localhost`, `127.x`, `::1`).
+fn loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        url::Host::Ipv4(a) => a.is_loopback(),
+        url::Host::Ipv6(a) => a.is_loopback(),
+    }
+}
+
+/// Refuses to register a receiver on a loopback address with a МойСклад that is not on this
+/// machine: it could never deliver a notification there.
+pub(super) fn check_reachable(webhook_url: &str, moysklad_url: &str) -> Result<(), String> {
+    let host_of = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()))
+    };
+    let (Some(hook), Some(ms)) = (host_of(webhook_url), host_of(moysklad_url)) else {
+        return Ok(());
+    };
+    let local = |h: &url::Host<String>| match h {
+        url::Host::Domain(d) => loopback_host(&url::Host::Domain(d.as_str())),
+        url::Host::Ipv4(a) => loopback_host(&url::Host::Ipv4(*a)),
+        url::Host::Ipv6(a) => loopback_host(&url::Host::Ipv6(*a)),
+    };
+    if local(&hook) && !local(&ms) {
+        return Err(format!(
+            "the webhook receiver's address {hook} is this machine only (loopback), and \
+             МойСклад at {ms} cannot reach it. Set `webhooks.public_url` to the address \
+             МойСклад can reach (e.g. https://sync.example.ru), or `webhooks.register: false` \
+             to rely on the reconciliation poll alone"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skladsync_paths_are_recognised() {
+        assert_eq!(
+            skladsync_path("https://h/x/moysklad/webhook/s3c/inst?requestId=1"),
+            Some(("s3c", Some("inst")))
+        );
+        assert_eq!(
+            skladsync_path("http://h/moysklad/webhook/s3c"),
+            Some(("s3c", None))
+        );
+        assert_eq!(skladsync_path("http://h/moysklad/webhook/"), None);
+        assert_eq!(skladsync_path("http://h/other/hook"), None);
+        assert_eq!(skladsync_path("http://h/moysklad/webhook/a/b/c"), None);
+    }
+
+    #[test]
+    fn loopback_receivers_need_a_local_moysklad() {
+        let remote = "https://api.moysklad.ru/api/remap/1.2";
+        for hook in [
+            "http://127.0.0.1:8088/moysklad/webhook/s/i",
+            "http://127.3.2.1/moysklad/webhook/s/i",
+            "http://[::1]:8088/moysklad/webhook/s/i",
+            "http://localhost:8088/moysklad/webhook/s/i",
+        ] {
+            let e = check_reachable(hook, remote).expect_err(hook);
+            assert!(e.contains("webhooks.public_url"), "{e}");
+        }
+        assert!(check_reachable("https://sync.example.ru/moysklad/webhook/s/i", remote).is_ok());
+        assert!(check_reachable(
+            "http://127.0.0.1:8088/moysklad/webhook/s/i",
+            "http://127.0.0.1:9000/api/remap/1.2"
+        )
+        .is_ok());
     }
 }

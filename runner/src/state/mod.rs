@@ -18,7 +18,7 @@
 //! | `link/<kind>/<side>/<id>` | a [`Link`]: one copy per side, so a lookup by any side is one get |
 //! | `cursor/<name>` | a cursor (CRM history `sinceId`, МойСклад `updated` watermark …) |
 //! | `statuses/<order id>` | every status a CRM order has held |
-//! | `inbox/<seq>` , `inboxsubj/<subject>` | queued [`InboxItem`]s (big-endian `seq`: FIFO scans) |
+//! | `inbox/<seq>` , `inboxsubj/<subject>` | queued [`InboxItem`]s (big-endian `seq`: FIFO scans); one waiting item per subject (a CRM order, a МойСклад entity, …) |
 //! | `plan/<seq>` | the plan of inbox item `seq` that started applying ([`Outbox`] less its progress), written once |
 //! | `done/<seq>/<index>` | the confirmed answer of one effect of that plan (one small write per effect) |
 //! | `key/<key>` | a [`KeyRecord`]: the state of an idempotent create |
@@ -27,7 +27,7 @@
 //! | `task/<kind>` | the open CRM task of a problem kind |
 //! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
-//! | `misc/<name>` | previous settings, the webhook secret, the inbox sequence, the format marker (`misc/format`) |
+//! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence, the format marker (`misc/format`), the CRM account's time zone |
 //!
 //! # Rebuilding lost state
 //!
@@ -219,9 +219,9 @@ impl Work {
             } else {
                 format!("crm.customer/{id}")
             }),
-            Work::Moysklad {
-                entity, action, id, ..
-            } => Some(format!("moysklad/{entity}/{id}/{action}")),
+            // One item per entity: created, updated and deleted of one entity coalesce (the
+            // strongest action wins, see `merge`).
+            Work::Moysklad { entity, id, .. } => Some(format!("moysklad/{entity}/{id}")),
             Work::StockPass { .. } => Some("stock".into()),
             Work::SettingsSaved => Some("settings".into()),
             Work::Problem { .. } => None,
@@ -259,18 +259,25 @@ impl Work {
             }
             (
                 Work::Moysklad {
+                    action,
                     updated_fields,
                     request_id,
                     source,
                     ..
                 },
                 Work::Moysklad {
+                    action: a2,
                     updated_fields: f2,
                     request_id: r2,
                     source: s2,
                     ..
                 },
             ) => {
+                // A deletion is never lost behind an update; a creation stays a creation
+                // when updates follow it (the event reads the entity as it is then).
+                if ms_action_rank(&a2) > ms_action_rank(action) {
+                    *action = a2;
+                }
                 for f in f2 {
                     if !updated_fields.contains(&f) {
                         updated_fields.push(f);
@@ -286,6 +293,15 @@ impl Work {
             (Work::StockPass { full }, Work::StockPass { full: f2 }) => *full |= f2,
             (me, other) => *me = other,
         }
+    }
+}
+
+/// How strong a МойСклад action is when waiting work of one entity coalesces.
+fn ms_action_rank(action: &str) -> u8 {
+    match action {
+        "deleted" => 3,
+        "created" => 2,
+        _ => 1,
     }
 }
 
@@ -414,6 +430,9 @@ pub struct SyncState {
     lock: Arc<Mutex<()>>,
     /// The inbox item being processed: new work is never merged into it.
     busy: Arc<Mutex<Option<u64>>>,
+    /// How many items the inbox holds (counted once, then kept up to date under `lock`), and
+    /// when it was last counted from the store.
+    inbox_len: Arc<Mutex<InboxCount>>,
 }
 
 impl std::fmt::Debug for SyncState {
@@ -421,6 +440,19 @@ impl std::fmt::Debug for SyncState {
         f.write_str("SyncState")
     }
 }
+
+/// The number of inbox items, as kept in memory.
+#[derive(Debug, Default)]
+struct InboxCount {
+    /// The count (`None`: not counted yet).
+    len: Option<usize>,
+    /// When it was last counted from the store.
+    counted: Option<std::time::Instant>,
+}
+
+/// A refusal by the inbox bound recounts from the store at most this often (so a count gone
+/// wrong cannot keep the inbox shut).
+const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn seq_key(seq: u64) -> Vec<u8> {
     let mut k = b"inbox/".to_vec();
@@ -464,6 +496,7 @@ impl SyncState {
             store,
             lock: Arc::new(Mutex::new(())),
             busy: Arc::new(Mutex::new(None)),
+            inbox_len: Arc::default(),
         }
     }
 
@@ -657,8 +690,67 @@ impl SyncState {
     /// Queues several pieces of work in one durable batch.
     pub fn enqueue_all(&self, works: Vec<Work>, now: i64) -> Result<Vec<u64>, StateError> {
         let _g = self.guard();
+        self.enqueue_locked(works, now, None)
+            .map(|queued| queued.unwrap_or_default())
+    }
+
+    /// Like [`SyncState::enqueue_all`], but refuses the whole batch (`Ok(None)`, nothing
+    /// written) when the new items it would add take a non-empty inbox past `max` items.
+    /// Work merged into waiting items always fits.
+    pub fn enqueue_bounded(
+        &self,
+        works: Vec<Work>,
+        now: i64,
+        max: usize,
+    ) -> Result<Option<Vec<u64>>, StateError> {
+        let _g = self.guard();
+        self.enqueue_locked(works, now, Some(max))
+    }
+
+    /// How many items are queued.
+    pub fn inbox_len(&self) -> Result<usize, StateError> {
+        let _g = self.guard();
+        self.inbox_len_locked()
+    }
+
+    fn inbox_len_locked(&self) -> Result<usize, StateError> {
+        let count = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner()).len;
+        match count {
+            Some(n) => Ok(n),
+            None => self.recount_inbox(),
+        }
+    }
+
+    /// Counts the inbox items in the store.
+    fn recount_inbox(&self) -> Result<usize, StateError> {
+        let n = self
+            .store
+            .scan_prefix(b"inbox/")?
+            .iter()
+            .filter(|(k, _)| seq_of(k).is_some())
+            .count();
+        let mut c = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
+        c.len = Some(n);
+        c.counted = Some(std::time::Instant::now());
+        Ok(n)
+    }
+
+    fn adjust_inbox_len(&self, added: usize, removed: usize) {
+        let mut c = self.inbox_len.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.len.as_mut() {
+            *n = (*n + added).saturating_sub(removed);
+        }
+    }
+
+    fn enqueue_locked(
+        &self,
+        works: Vec<Work>,
+        now: i64,
+        max: Option<usize>,
+    ) -> Result<Option<Vec<u64>>, StateError> {
         let busy = self.busy();
-        let mut next: u64 = self.read(b"misc/seq")?.unwrap_or(1);
+        let first_new: u64 = self.read(b"misc/seq")?.unwrap_or(1);
+        let mut next = first_new;
         let mut pending: BTreeMap<u64, InboxItem> = BTreeMap::new();
         let mut subjects: BTreeMap<String, u64> = BTreeMap::new();
         let mut out = Vec::new();
@@ -715,6 +807,22 @@ impl SyncState {
             pending.insert(seq, item);
             out.push(seq);
         }
+        let added = usize::try_from(next - first_new).unwrap_or(usize::MAX);
+        if let Some(max) = max {
+            let over = |len: usize| added > 0 && len > 0 && len.saturating_add(added) > max;
+            if over(self.inbox_len_locked()?) {
+                // Before refusing, trust the store over the running count (now and then).
+                let stale = self
+                    .inbox_len
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .counted
+                    .is_none_or(|t| t.elapsed() >= RECOUNT_EVERY);
+                if !stale || over(self.recount_inbox()?) {
+                    return Ok(None);
+                }
+            }
+        }
         let mut ops = Vec::new();
         for (seq, item) in &pending {
             ops.push((seq_key(*seq), Some(serde_json::to_vec(item)?)));
@@ -727,7 +835,8 @@ impl SyncState {
         }
         ops.push((b"misc/seq".to_vec(), Some(serde_json::to_vec(&next)?)));
         self.commit(ops)?;
-        Ok(out)
+        self.adjust_inbox_len(added, 0);
+        Ok(Some(out))
     }
 
     /// Every queued item, in order.
@@ -762,7 +871,8 @@ impl SyncState {
     pub fn finish_item(&self, seq: u64) -> Result<(), StateError> {
         let _g = self.guard();
         let mut ops = vec![(seq_key(seq), None)];
-        if let Some(item) = self.read::<InboxItem>(&seq_key(seq))? {
+        let existed = self.read::<InboxItem>(&seq_key(seq))?;
+        if let Some(item) = &existed {
             if let Some(s) = item.work.subject() {
                 let k = format!("inboxsubj/{s}").into_bytes();
                 if self.read::<u64>(&k)? == Some(seq) {
@@ -774,7 +884,41 @@ impl SyncState {
         for (k, _) in self.store.scan_prefix(&done_prefix(seq))? {
             ops.push((k, None));
         }
-        self.commit(ops)
+        self.commit(ops)?;
+        self.adjust_inbox_len(0, usize::from(existed.is_some()));
+        Ok(())
+    }
+
+    /// Removes waiting items that are still exactly as given (nothing merged into them since
+    /// they were read), in one batch; never the item being processed or the one whose plan is
+    /// in the outbox. Returns the sequence numbers removed.
+    pub fn drop_unchanged(&self, items: &[(u64, InboxItem)]) -> Result<Vec<u64>, StateError> {
+        let _g = self.guard();
+        let busy = self.busy();
+        let outbox = self.read::<Outbox>(b"outbox")?.map(|o| o.seq);
+        let mut ops = Vec::new();
+        let mut dropped = Vec::new();
+        for (seq, expected) in items {
+            if Some(*seq) == busy || Some(*seq) == outbox {
+                continue;
+            }
+            if self.read::<InboxItem>(&seq_key(*seq))?.as_ref() != Some(expected) {
+                continue;
+            }
+            ops.push((seq_key(*seq), None));
+            if let Some(s) = expected.work.subject() {
+                let k = format!("inboxsubj/{s}").into_bytes();
+                if self.read::<u64>(&k)? == Some(*seq) {
+                    ops.push((k, None));
+                }
+            }
+            dropped.push(*seq);
+        }
+        if !ops.is_empty() {
+            self.commit(ops)?;
+            self.adjust_inbox_len(0, dropped.len());
+        }
+        Ok(dropped)
     }
 
     /// Items parked under another version of the rules become due again. Returns how many.
@@ -1193,6 +1337,99 @@ mod tests {
         s.update_item(seq, &item).unwrap();
         s.enqueue(order(1, 11), 3).unwrap();
         assert!(s.inbox_item(seq).unwrap().unwrap().parked.is_none());
+    }
+
+    fn ms(id: &str, action: &str) -> Work {
+        Work::Moysklad {
+            entity: "customerorder".into(),
+            action: action.into(),
+            id: id.into(),
+            href: format!("http://ms/entity/customerorder/{id}"),
+            updated_fields: vec![],
+            request_id: None,
+            source: Source::Webhook,
+        }
+    }
+
+    fn actions(s: &SyncState) -> Vec<(String, String)> {
+        s.inbox()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, i)| match i.work {
+                Work::Moysklad { id, action, .. } => Some((id, action)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn moysklad_work_coalesces_per_entity_and_keeps_deletions() {
+        let s = SyncState::in_memory();
+        // Created then updated: one item, still a creation.
+        let a = s.enqueue(ms("a", "created"), 0).unwrap();
+        assert_eq!(s.enqueue(ms("a", "updated"), 0).unwrap(), a);
+        // Updated then deleted, and an update arriving late: one item, a deletion.
+        let b = s.enqueue(ms("b", "updated"), 0).unwrap();
+        assert_eq!(s.enqueue(ms("b", "deleted"), 0).unwrap(), b);
+        assert_eq!(s.enqueue(ms("b", "updated"), 0).unwrap(), b);
+        assert_eq!(
+            actions(&s),
+            [
+                ("a".into(), "created".into()),
+                ("b".into(), "deleted".into())
+            ]
+        );
+        // The item in progress is not merged into: a deletion arriving then gets its own.
+        assert!(s.claim(a).unwrap().is_some());
+        let c = s.enqueue(ms("a", "deleted"), 0).unwrap();
+        assert_ne!(c, a);
+        s.finish_item(a).unwrap();
+        s.release();
+        assert_eq!(
+            actions(&s),
+            [
+                ("b".into(), "deleted".into()),
+                ("a".into(), "deleted".into())
+            ]
+        );
+        assert_eq!(s.inbox_len().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_bounded_inbox_refuses_new_items_but_takes_merges() {
+        let s = SyncState::in_memory();
+        for i in 0..3 {
+            assert!(s
+                .enqueue_bounded(vec![ms(&format!("e{i}"), "updated")], 0, 3)
+                .unwrap()
+                .is_some());
+        }
+        assert_eq!(s.inbox_len().unwrap(), 3);
+        // A new entity does not fit; nothing of the refused batch is written.
+        let refused = s
+            .enqueue_bounded(vec![ms("e0", "deleted"), ms("new", "updated")], 0, 3)
+            .unwrap();
+        assert!(refused.is_none());
+        assert_eq!(actions(&s)[0], ("e0".into(), "updated".into()));
+        // Work that merges into waiting items fits.
+        assert!(s
+            .enqueue_bounded(vec![ms("e0", "deleted")], 0, 3)
+            .unwrap()
+            .is_some());
+        assert_eq!(actions(&s)[0], ("e0".into(), "deleted".into()));
+        // Room again once an item is done; the count follows.
+        let (seq, _) = s.inbox().unwrap()[0].clone();
+        s.finish_item(seq).unwrap();
+        assert_eq!(s.inbox_len().unwrap(), 2);
+        assert!(s
+            .enqueue_bounded(vec![ms("new", "updated")], 0, 3)
+            .unwrap()
+            .is_some());
+        assert_eq!(s.inbox_len().unwrap(), 3);
+        // An empty inbox takes any batch (a poll batch larger than the bound still moves).
+        let t = SyncState::in_memory();
+        let big: Vec<Work> = (0..5).map(|i| ms(&format!("x{i}"), "updated")).collect();
+        assert!(t.enqueue_bounded(big, 0, 3).unwrap().is_some());
     }
 
     #[test]
