@@ -164,7 +164,8 @@ async fn killing_the_runner_at_random_points_loses_no_change_and_duplicates_noth
     }
     let mut expect = Expect {
         uploaded: vec!["A-1001".into(), "A-1002".into()],
-        payments: vec![3_290_000],
+        // A-1002's sample payment, 32 899.50 ₽, in kopecks.
+        payments: vec![3_289_950],
         ..Expect::default()
     };
     let manager = lab.crm.as_manager(12);

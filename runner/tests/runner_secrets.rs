@@ -25,7 +25,14 @@ const WRONG_PASSWORD: &str = "msWRONG-e4d909c290d0fb1ca068";
 const HOOK_SECRET: &str = "hookSECRET-3f786850e387550fdab8";
 
 /// Runs the binary for a while and returns what it logged.
-async fn run_binary(config: &Path, password: &str, while_running: impl FnOnce()) -> String {
+/// Runs the binary until `ready` holds (polled; at most 60 s), then `while_running`, then a
+/// little longer, and returns its log.
+async fn run_binary(
+    config: &Path,
+    password: &str,
+    ready: impl Fn() -> bool,
+    while_running: impl FnOnce(),
+) -> String {
     let child = Command::new(env!("CARGO_BIN_EXE_skladsync"))
         .args(["run", "--config"])
         .arg(config)
@@ -38,6 +45,11 @@ async fn run_binary(config: &Path, password: &str, while_running: impl FnOnce())
         .spawn()
         .expect("start skladsync run");
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Start-up takes as long as the 2026 request budget makes it (4 units a request).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     while_running();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let _ = Command::new("kill")
@@ -127,7 +139,7 @@ async fn credentials_never_appear_in_the_logs() {
     assert!(!text.contains(CRM_KEY) && !text.contains(MS_PASSWORD));
 
     // A normal run: uploads, a state change in МойСклад comes back by webhook.
-    let log = run_binary(&config, MS_PASSWORD, || {
+    let log = run_binary(&config, MS_PASSWORD, || !ms.list("customerorder").is_empty(), || {
         if let Some(o) = ms.list("customerorder").first() {
             if let Some(id) = o["id"].as_str() {
                 let state = &shop.states["assembling"];
@@ -155,7 +167,7 @@ async fn credentials_never_appear_in_the_logs() {
     assert!(found.is_empty(), "secrets in the log: {found:?}");
 
     // A run with a wrong password: every МойСклад call is refused and logged.
-    let log = run_binary(&config, WRONG_PASSWORD, || {}).await;
+    let log = run_binary(&config, WRONG_PASSWORD, || true, || {}).await;
     assert!(log.contains("401"), "the refusals are logged");
     let found = leaks(&log);
     assert!(found.is_empty(), "secrets in the log: {found:?}");

@@ -133,3 +133,36 @@ async fn moysklad_price_types_and_groups_have_the_api_shape() {
     );
     assert!(refused.is_err());
 }
+
+#[tokio::test]
+async fn a_customer_deleted_in_the_interface_leaves_a_deletion_record() {
+    let emu = RetailcrmEmulator::start(EmulatorConfig::with_keys([KEY]))
+        .await
+        .expect("emulator");
+    emu.seed(&sample_shop().expect("sample")).expect("seed");
+    let id = emu
+        .as_manager(12)
+        .create_customer(
+            json!({"site": "shop-main", "firstName": "Ольга", "email": "olga@example.ru"}),
+        )
+        .expect("customer");
+    emu.as_manager(12).delete_customer(id).expect("delete");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v5/customers/{id}?by=id", emu.base_url()))
+        .header("X-API-KEY", KEY)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 404);
+    let history = crm_get(&emu, "customers/history").await;
+    let last = history["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .expect("a record");
+    assert_eq!(last["deleted"], json!(true), "{last}");
+    assert_eq!(last["source"], "user");
+    assert_eq!(last["field"], "id");
+    assert_eq!(last["customer"]["id"], json!(id));
+    assert_eq!(last["customer"]["firstName"], "Ольга");
+}

@@ -141,17 +141,29 @@ pub fn seed_ms(ms: &MoyskladEmulator) -> Result<MsShop, SeedError> {
         .transpose()?
         .unwrap_or_default();
     let price = |kopecks: i64| json!([{"value": kopecks, "currency": meta("currency", &currency), "priceType": {"name": "Цена продажи"}}]);
+    // A custom field, as real catalogues have: the products carry `attributes`.
+    let material = ms.seed_attribute(
+        "product",
+        json!({"name": "Материал", "type": "string", "required": false}),
+    )?;
     let mut products = BTreeMap::new();
-    for (code, name, sale, buy) in [
-        ("chair01", "Стул Венский", 499_000, 250_000),
-        ("table-oak", "Стол дубовый 120x80", 2_590_000, 1_400_000),
-        ("lamp-arc", "Торшер дуговой", 749_000, 390_000),
+    for (code, name, sale, buy, made_of) in [
+        ("chair01", "Стул Венский", 499_000, 250_000, "бук"),
+        (
+            "table-oak",
+            "Стол дубовый 120x80",
+            2_590_000,
+            1_400_000,
+            "дуб",
+        ),
+        ("lamp-arc", "Торшер дуговой", 749_000, 390_000, "металл"),
     ] {
         let p = ms.seed(
             "product",
             json!({"name": name, "externalCode": code, "code": code, "article": code.to_uppercase(),
                    "salePrices": price(sale), "buyPrice": {"value": buy, "currency": meta("currency", &currency)},
-                   "vat": 20, "vatEnabled": true}),
+                   "vat": 20, "vatEnabled": true,
+                   "attributes": [{"meta": material["meta"], "value": made_of}]}),
         )?;
         let pid = id(&p)?;
         products.insert(code, pid.clone());

@@ -65,6 +65,7 @@ const fn positions(ty: &'static str) -> &'static [(&'static str, &'static str)] 
         b"moveposition" => &[("positions", "moveposition")],
         b"salesreturnposition" => &[("positions", "salesreturnposition")],
         b"prepaymentposition" => &[("positions", "prepaymentposition")],
+        b"enterposition" => &[("positions", "enterposition")],
         _ => &[],
     }
 }
@@ -95,6 +96,11 @@ pub static KINDS: &[Kind] = &[
         required: &["organization", "store", "agent"],
         nested: positions("demandposition"),
         ..document("retaildemand", Some("demandposition"))
+    },
+    Kind {
+        required: &["organization", "store"],
+        nested: positions("enterposition"),
+        ..document("enter", Some("enterposition"))
     },
     Kind {
         required: &["organization", "agent"],
@@ -350,6 +356,7 @@ pub fn filterable(ty: &str, field: &str) -> bool {
         ],
         "demand" | "retaildemand" | "salesreturn" => &["store", "customerOrder", "demand"],
         "move" => &["sourceStore", "targetStore", "store", "agentStore"],
+        "enter" => &["store", "overhead"],
         "paymentin" | "cashin" => &["operations"],
         _ => &[],
     };
@@ -364,6 +371,7 @@ pub static STOCK_MOVES: &[(&str, &str, f64)] = &[
     ("demand", "store", -1.0),
     ("retaildemand", "store", -1.0),
     ("salesreturn", "store", 1.0),
+    ("enter", "store", 1.0),
     ("move", "sourceStore", -1.0),
     ("move", "targetStore", 1.0),
 ];

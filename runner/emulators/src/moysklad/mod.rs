@@ -37,10 +37,15 @@
 //! | `context/employee`, `context/companysettings/metadata` | GET |
 //! | `report/stock/all`, `report/stock/bystore`, `…/current` | GET |
 //!
-//! Types: `customerorder`, `demand`, `move`, `salesreturn`, `retaildemand`, `paymentin`,
+//! Types: `customerorder`, `demand`, `move`, `salesreturn`, `retaildemand`, `enter`, `paymentin`,
 //! `cashin`, `prepayment` (read-only through the API; seed it), `counterparty`, `organization`,
 //! `store`, `product`, `variant`, `service`, `bundle`, `employee`, `currency`, `saleschannel`,
-//! `project`, `webhook`, `customentity`.
+//! `project`, `webhook`, `customentity`; `group` (the main one) and the price types of
+//! `context/companysettings/pricetype` can be read.
+//!
+//! Requests are charged by the 2026 weights (see [`RateLimitConfig`]); filters on fields a type
+//! cannot be filtered by are refused with 1034, bodies naming fields a type does not have
+//! with 1007; times are the account's zone (Moscow unless configured otherwise).
 //!
 //! `fields=stock` on one document adds the current stock and unit cost to its expanded
 //! positions. Not emulated: document templates (`PUT entity/<doc>/new`), the trash,

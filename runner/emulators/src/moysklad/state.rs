@@ -472,6 +472,7 @@ impl State {
                         | "customerorderposition"
                         | "demandposition"
                         | "moveposition"
+                        | "enterposition"
                         | "salesreturnposition"
                         | "prepaymentposition"
                 )
@@ -1517,7 +1518,7 @@ impl State {
             let ty = doc["meta"]["type"].as_str().unwrap_or("");
             if !matches!(
                 ty,
-                "customerorder" | "demand" | "move" | "salesreturn" | "retaildemand"
+                "customerorder" | "demand" | "move" | "salesreturn" | "retaildemand" | "enter"
             ) {
                 continue;
             }

@@ -1240,6 +1240,23 @@ pub(crate) fn create_sub(
     Ok(id)
 }
 
+/// Deletes individual customer `idx`: a `deleted` record with its last snapshot.
+pub(crate) fn delete_customer(st: &mut State, actor: &Actor, idx: usize) {
+    let now = st.tick();
+    let c = st.customers.remove(idx);
+    let snapshot = render_customer(st, &c);
+    let id = c.get("id").cloned().unwrap_or(Value::Null);
+    record(
+        st,
+        Feed::Customers,
+        actor,
+        &now,
+        &snapshot,
+        vec![Change::new("id", id, Value::Null)],
+        Mark::Deleted,
+    );
+}
+
 /// Edits a contact / company / address of corporate customer `idx`. Contacts are found by
 /// their id (`entityBy=id`) or their person's externalId; companies and addresses by id or
 /// externalId.

@@ -211,6 +211,18 @@ impl<'a> Manager<'a> {
         })
     }
 
+    /// Deletes an individual customer, as a manager can in the interface (the API cannot):
+    /// it is gone from lists, and `customers/history` gets a record with `deleted: true`
+    /// and the customer's last snapshot.
+    pub fn delete_customer(&self, id: i64) -> Result<(), EmulatorError> {
+        self.with_state(|st, a| {
+            let idx = customers::find_customer(st, &id.to_string(), true, None)
+                .ok_or_else(|| EmulatorError::NotFound(format!("customer {id}")))?;
+            customers::delete_customer(st, a, idx);
+            Ok(())
+        })
+    }
+
     /// Creates a corporate customer (API shape, nested contacts/companies/addresses allowed).
     pub fn create_corporate(&self, customer: Value) -> Result<i64, EmulatorError> {
         self.with_state(|st, a| Ok(customers::create_corporate(st, a, &customer, None)?))

@@ -10,8 +10,8 @@
 //! request of the credential for the advertised `X-Lognex-Retry-After`.
 //!
 //! At start-up the server's bucket may not be full (another process, or this one a moment
-//! ago, used the credential), so until a response has told the limiter the server's view, one
-//! request goes at a time.
+//! ago, used the credential), so the first request goes alone: the others wait for its answer
+//! (and the server's view in its headers) before going side by side.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub struct LimiterSnapshot {
     pub paused: bool,
     /// How many 429 pauses were taken so far.
     pub pauses: u64,
-    /// Whether a response has told the limiter the server's view of the budget yet.
+    /// Whether the first request has been answered (the start-up probe is over).
     pub calibrated: bool,
 }
 
@@ -92,9 +92,9 @@ struct Bucket {
     last: Instant,
     paused_until: Option<Instant>,
     pauses: u64,
-    /// A response carried the rate-limit headers (or the limiter does not adapt).
+    /// The first request has been answered (or the limiter does not adapt).
     calibrated: bool,
-    /// A request is out while not calibrated (the others wait for its answer).
+    /// The first request is out (the others wait for its answer).
     probing: bool,
 }
 
@@ -197,12 +197,10 @@ impl RateLimiter {
         };
         let mut b = self.lock();
         b.refill(Instant::now());
-        let mut told = false;
         if let Some(limit) = num("X-RateLimit-Limit").filter(|l| *l >= 1.0) {
             // The stricter of the documented budget and the advertised one.
             b.capacity = limit.min(f64::from(self.config.units.max(1)));
             b.tokens = b.tokens.min(b.capacity);
-            told = true;
         }
         if let Some(window) = num("X-Lognex-Retry-TimeInterval")
             .filter(|ms| *ms >= 1.0)
@@ -217,9 +215,7 @@ impl RateLimiter {
             // The server saw every request of this credential (ours and other processes');
             // never believe we have more than it says.
             b.tokens = b.tokens.min(remaining);
-            told = true;
         }
-        b.calibrated |= told;
     }
 
     /// Pauses every request of the credential for `d` (after a 429).
@@ -252,7 +248,7 @@ impl RateLimiter {
 const PROBE_POLL: Duration = Duration::from_millis(5);
 
 /// A request's right to go: its slot in flight and, for the start-up probe, the duty to let
-/// the next request go when it is done (dropped).
+/// the others go when it is done (dropped once its answer, and its headers, are read).
 #[derive(Debug)]
 pub struct Permit {
     _slot: Option<OwnedSemaphorePermit>,
@@ -262,7 +258,11 @@ pub struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(bucket) = &self.probe {
-            bucket.lock().unwrap_or_else(|e| e.into_inner()).probing = false;
+            let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+            b.probing = false;
+            // Answered, with or without rate-limit headers: a server that sends none has
+            // nothing more to tell, so requests need not stay one at a time.
+            b.calibrated = true;
         }
     }
 }
@@ -312,7 +312,6 @@ mod tests {
         // A shorter advertised window would refill faster than documented: not taken.
         assert_eq!(s.window, Duration::from_secs(3));
         assert!(s.tokens <= 4.0, "tokens capped by Remaining: {}", s.tokens);
-        assert!(s.calibrated);
         l.observe(&headers(&[
             ("X-RateLimit-Limit", "90"),
             ("X-Lognex-Retry-TimeInterval", "6000"),
@@ -330,27 +329,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn until_the_server_has_spoken_one_request_goes_at_a_time() {
+    async fn the_first_request_goes_alone() {
         let l = RateLimiter::new(LimitConfig::default());
         let first = l.acquire(4).await;
+        assert!(!l.snapshot().calibrated);
         // A second request waits for the first one's answer…
         let waiting = tokio::time::timeout(Duration::from_millis(50), l.acquire(4)).await;
-        assert!(waiting.is_err(), "a second request went before calibration");
-        // …and goes once it is in (here without headers: it probes again).
-        drop(first);
-        let second = l.acquire(4).await;
+        assert!(
+            waiting.is_err(),
+            "a second request went before the first was answered"
+        );
+        // …which tells the server's view; then requests go side by side.
         l.observe(&headers(&[
             ("X-RateLimit-Limit", "45"),
-            ("X-RateLimit-Remaining", "37"),
+            ("X-RateLimit-Remaining", "41"),
         ]));
-        // Calibrated: requests go side by side.
+        drop(first);
+        assert!(l.snapshot().calibrated);
+        let second = l.acquire(4).await;
         let third = tokio::time::timeout(Duration::from_millis(50), l.acquire(4)).await;
         assert!(
             third.is_ok(),
-            "calibrated requests must not wait for each other"
+            "requests after the first must not wait for each other"
         );
         drop(second);
-        assert!(l.snapshot().calibrated);
     }
 
     #[tokio::test]
