@@ -66,6 +66,25 @@ async fn the_default_rules_sync_an_order_both_ways_and_stock_back() {
     d.cycle().await.expect("cycle");
     rig.settle().await;
     let a1001 = ms_order(lab, "A-1001");
+    // Dates agree: CRM writes the account's zone (Asia/Yekaterinburg, UTC+5), МойСклад Moscow
+    // time (UTC+3), so the МойСклад moment is two hours before the CRM createdAt.
+    assert_eq!(
+        d.settings().get("connection").get("crm_timezone"),
+        skladsync_engine::Value::from("Asia/Yekaterinburg")
+    );
+    let created = lab
+        .crm
+        .order(order_by_number(lab, "A-1001"))
+        .expect("order")["createdAt"]
+        .as_str()
+        .expect("createdAt")
+        .to_string();
+    // (МойСклад keeps a document's moment to the minute.)
+    assert_eq!(
+        a1001["moment"].as_str().map(|m| m[..16].to_string()),
+        Some(support::shift(&created, -2)[..16].to_string()),
+        "CRM createdAt {created}"
+    );
     let item = &a1001["positions"]["rows"][0];
     assert_eq!(item["quantity"].as_f64(), Some(2.0));
     assert!(item["assortment"]["meta"]["href"]

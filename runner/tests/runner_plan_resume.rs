@@ -179,6 +179,31 @@ async fn sale_survives(fault: Fault, fails: bool) {
         "the failed payment is journalled: {journal:?}"
     );
     assert!(!journal.iter().any(|e| e.code == "GAVE_UP"), "{journal:?}");
+    // The sale's Moscow moment is two hours earlier than its CRM dates (Asia/Yekaterinburg).
+    let moment = lab
+        .ms
+        .list("retaildemand")
+        .into_iter()
+        .find(|d| d["id"] == sale.as_str())
+        .and_then(|d| d["moment"].as_str().map(|m| m[..19].to_string()))
+        .expect("the sale's moment");
+    let order = lab.crm.order(orders[0].0).expect("order");
+    assert_eq!(
+        order["createdAt"].as_str(),
+        Some(support::shift(&moment, 2).as_str())
+    );
+    for (_, p) in lab
+        .crm
+        .all_payments()
+        .into_iter()
+        .filter(|(o, _)| *o == orders[0].0)
+    {
+        assert_eq!(
+            p["paidAt"].as_str(),
+            Some(support::shift(&moment, 2).as_str()),
+            "{p}"
+        );
+    }
     assert!(duplicates(lab).is_empty(), "{:?}", duplicates(lab));
     rig.stop().await;
 }

@@ -28,8 +28,15 @@ pub(super) fn builtins() -> Vec<Builtin> {
         builtin!(Family::Date, "add_days", "add_days(date, days)", "The date moved by a number of days (negative to go back).",
             ["format_date(add_days(date('2024-02-28'), 2), '%Y-%m-%d')" => "'2024-03-01'"],
             2, 2, NoLambda, Imp::Pure(add_days)),
+        builtin!(Family::Date, "convert_tz", "convert_tz(date, from_zone, to_zone)",
+            "The same moment as wall time in another IANA time zone: `date` (milliseconds, or a date text) is read as wall time in `from_zone` and written as wall time in `to_zone`. A wall time that does not exist in `from_zone` (a clock moved forward) is read as the first valid one after it; one that exists twice as the first. Null stays null.",
+            ["format_date(convert_tz('2024-05-01 10:00:00', 'Asia/Yekaterinburg', 'Europe/Moscow'), '%Y-%m-%d %H:%M:%S')" => "'2024-05-01 08:00:00'",
+             "format_date(convert_tz('2024-05-01 23:30:00', 'Europe/Moscow', 'Asia/Vladivostok'), '%Y-%m-%d %H:%M')" => "'2024-05-02 06:30'",
+             "convert_tz(date('2024-05-01'), 'UTC', 'UTC') == date('2024-05-01')" => "true",
+             "convert_tz(null, 'UTC', 'Europe/Moscow')" => "null"],
+            3, 3, NoLambda, Imp::Pure(convert_tz)),
         builtin!(Family::Date, "now", "now()",
-            "The time of the event being evaluated (the same for every rule of one evaluation), or null when the event has none.",
+            "The time of the event being evaluated, as UTC wall time (the same for every rule of one evaluation), or null when the event has none. Convert it with `convert_tz` for a system's own zone.",
             ["now()" => "1714557600000"],
             0, 0, NoLambda, Imp::Ctx(now)),
     ]
@@ -113,6 +120,45 @@ fn add_days(args: &[Value]) -> Result<Value, String> {
         .and_then(|d| ms.checked_add(d))
         .map(Value::Int)
         .ok_or_else(|| "add_days(): out of range".to_owned())
+}
+
+fn zone(args: &[Value], i: usize, what: &str) -> Result<chrono_tz::Tz, String> {
+    let name = want_str(args, i, what)?;
+    name.parse()
+        .map_err(|_| format!("{what}: {name:?} is not an IANA time zone (e.g. Europe/Moscow)"))
+}
+
+fn convert_tz(args: &[Value]) -> Result<Value, String> {
+    use chrono::TimeZone;
+    let Some(ms) = to_millis(arg(args, 0), "convert_tz()")? else {
+        return Ok(Value::Null);
+    };
+    let from = zone(args, 1, "convert_tz()'s from_zone")?;
+    let to = zone(args, 2, "convert_tz()'s to_zone")?;
+    let wall = DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| format!("convert_tz(): {ms} is out of range"))?
+        .naive_utc();
+    // A wall time skipped by a clock moved forward: the first valid minute after it.
+    let mut probe = wall;
+    let local = loop {
+        match from.from_local_datetime(&probe) {
+            chrono::LocalResult::Single(t) => break t,
+            chrono::LocalResult::Ambiguous(first, _) => break first,
+            chrono::LocalResult::None => {
+                if probe - wall > chrono::Duration::hours(3) {
+                    return Err(format!("convert_tz(): {wall} does not exist in {from}"));
+                }
+                probe += chrono::Duration::minutes(1);
+            }
+        }
+    };
+    Ok(Value::Int(
+        local
+            .with_timezone(&to)
+            .naive_local()
+            .and_utc()
+            .timestamp_millis(),
+    ))
 }
 
 fn now(call: &mut Call<'_, '_>, _: &[Value]) -> Result<Value, Fail> {

@@ -65,8 +65,10 @@ impl Daemon {
         if since.is_none() {
             let start = match &self.inner.config.crm.history_start {
                 HistoryStart::Beginning => None,
+                // The account's wall time (history dates are in its zone).
                 HistoryStart::Recent => Some(
-                    (chrono::Local::now() - chrono::Duration::hours(24))
+                    (chrono::Utc::now() - chrono::Duration::hours(24))
+                        .with_timezone(&self.crm_tz())
                         .format("%Y-%m-%d %H:%M:%S")
                         .to_string(),
                 ),

@@ -13,7 +13,7 @@ use crate::state::{InboxItem, Source, StateError, SyncState, Work};
 use crate::world::from_json;
 use crate::world::lookups::{ms_event_entity, ms_safe};
 
-use super::{local_now_ms, Daemon};
+use super::{event_now_ms, Daemon};
 
 /// What to record once the event's plan is applied.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ fn event(name: &str, payload: Json) -> Event {
     Event {
         name: name.to_string(),
         payload: from_json(&payload),
-        now: Some(local_now_ms()),
+        now: Some(event_now_ms()),
     }
 }
 

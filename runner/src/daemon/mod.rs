@@ -85,14 +85,14 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Milliseconds of local wall time since 1970 (what the engine's `now()` returns: dates in
-/// the systems' own local time).
-pub fn local_now_ms() -> i64 {
-    chrono::Local::now()
-        .naive_local()
-        .and_utc()
-        .timestamp_millis()
+/// What the engine's `now()` returns: UTC wall time in milliseconds since 1970 (rules convert
+/// it to a system's zone with `convert_tz`).
+pub fn event_now_ms() -> i64 {
+    now_ms()
 }
+
+/// The zone МойСклад writes its date-times in.
+pub const MOYSKLAD_TIMEZONE: chrono_tz::Tz = chrono_tz::Europe::Moscow;
 
 /// What can stop the daemon from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,8 @@ pub(crate) struct Inner {
     stopping: AtomicBool,
     /// When an authorisation problem was last queued, per system.
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The retailCRM account's time zone.
+    crm_tz: chrono_tz::Tz,
     /// Content hash of the rule files, the settings file and the evaluation limits (parked
     /// work waits for a change).
     rules_version: String,
@@ -237,11 +239,21 @@ impl Daemon {
         let ms = MoyskladClient::new(ms_cfg)?;
         let systems = Systems { crm, ms };
 
-        // The one settings key the runner writes: where the two APIs really are.
+        // The one settings key the runner writes: where the two APIs really are, and the
+        // zones they write date-times in.
+        let configured = rules
+            .settings()
+            .get("connection")
+            .get("crm_timezone")
+            .as_str()
+            .map(str::to_string);
+        let crm_tz = crm_timezone(&systems, &state, &config, configured.as_deref()).await?;
         let crm_url = config.crm.url.trim_end_matches('/').to_string();
         let connection = json!({"connection": {
             "moysklad_url": systems.ms.base_url(),
             "crm_url": crm_url,
+            "crm_timezone": crm_tz.name(),
+            "moysklad_timezone": MOYSKLAD_TIMEZONE.name(),
         }});
         let settings = rules.settings_with(&from_json(&connection));
 
@@ -284,6 +296,7 @@ impl Daemon {
                 stopping: AtomicBool::new(false),
                 auth_problems: Mutex::new(Default::default()),
                 rules_version,
+                crm_tz,
                 stop,
             }),
         })
@@ -382,6 +395,11 @@ impl Daemon {
             self.poll_failed("the МойСклад reconciliation poll", e);
         }
         self.drain().await
+    }
+
+    /// The retailCRM account's time zone (read at start).
+    pub fn crm_tz(&self) -> chrono_tz::Tz {
+        self.inner.crm_tz
     }
 
     /// The version (content hash) of the rules and settings in use.
@@ -920,6 +938,51 @@ impl Daemon {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// The retailCRM account's time zone (`GET /api/v5/settings`), kept in the state so that a
+/// start while retailCRM cannot be reached uses the last one read; with none, the settings
+/// file's `connection.crm_timezone` (loudly: dates may be shifted until the account answers).
+async fn crm_timezone(
+    systems: &Systems,
+    state: &SyncState,
+    config: &Config,
+    configured: Option<&str>,
+) -> Result<chrono_tz::Tz, DaemonError> {
+    let attempt = tokio::time::timeout(config.crm.timeout.0, systems.crm.timezone()).await;
+    match attempt {
+        Ok(Ok(tz)) => {
+            state.set_misc("crm_timezone", &Json::String(tz.name().to_string()))?;
+            tracing::info!(timezone = tz.name(), "the retailCRM account's time zone");
+            Ok(tz)
+        }
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer in time".to_string(),
+            };
+            let known = state
+                .misc("crm_timezone")?
+                .and_then(|v| v.as_str().and_then(|s| s.parse::<chrono_tz::Tz>().ok()));
+            match known {
+                Some(tz) => {
+                    tracing::warn!(error = %why, timezone = tz.name(), "could not read the retailCRM account's time zone; using the last one read");
+                    Ok(tz)
+                }
+                None => match configured.and_then(|s| s.parse::<chrono_tz::Tz>().ok()) {
+                    Some(tz) => {
+                        tracing::error!(error = %why, timezone = tz.name(), "could not read the retailCRM account's time zone; using settings.connection.crm_timezone until the next start");
+                        Ok(tz)
+                    }
+                    None => Err(DaemonError::Crm(crm_client::Error::Config(format!(
+                        "could not read the account's time zone from /api/v5/settings \
+                         ({why}), and the settings name none (connection.crm_timezone); it is \
+                         needed to convert dates between the systems"
+                    )))),
+                },
             }
         }
     }

@@ -24,7 +24,8 @@ fn seconds(t: &str) -> String {
 
 /// Moscow time now, as МойСклад writes it (to the second).
 fn moscow_now_minus(minutes: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::hours(3) - chrono::Duration::minutes(minutes))
+    (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+        .with_timezone(&super::MOYSKLAD_TIMEZONE)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
 }

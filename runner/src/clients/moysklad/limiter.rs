@@ -94,8 +94,9 @@ struct Bucket {
     pauses: u64,
     /// The first request has been answered (or the limiter does not adapt).
     calibrated: bool,
-    /// The first request is out (the others wait for its answer).
+    /// The first request is out (the others wait for its answer), since when.
     probing: bool,
+    probe_started: Option<Instant>,
 }
 
 impl Bucket {
@@ -133,6 +134,7 @@ impl RateLimiter {
                 pauses: 0,
                 calibrated: !config.adapt,
                 probing: false,
+                probe_started: None,
             })),
             config,
         }
@@ -160,7 +162,15 @@ impl RateLimiter {
                 b.refill(now);
                 match b.paused_until {
                     Some(until) if until > now => until - now,
-                    _ if !b.calibrated && b.probing => PROBE_POLL,
+                    // The others wait for the probe's answer — but a probe that hangs must not
+                    // hold everything else back: past PROBE_MAX they go on the documented
+                    // budget (stricter than anything a header may grant).
+                    _ if !b.calibrated
+                        && b.probing
+                        && b.probe_started.is_some_and(|t| now - t < PROBE_MAX) =>
+                    {
+                        PROBE_POLL
+                    }
                     _ => {
                         b.paused_until = None;
                         // A request heavier than the bucket would wait forever: it costs the
@@ -168,8 +178,11 @@ impl RateLimiter {
                         let w = f64::from(weight).min(b.capacity);
                         if b.tokens + 1e-9 >= w {
                             b.tokens -= w;
-                            let probe = !b.calibrated;
-                            b.probing |= probe;
+                            let probe = !b.calibrated && !b.probing;
+                            if probe {
+                                b.probing = true;
+                                b.probe_started = Some(now);
+                            }
                             return Permit {
                                 _slot: slot,
                                 probe: probe.then(|| self.bucket.clone()),
@@ -246,6 +259,9 @@ impl RateLimiter {
 
 /// How often a request waiting for the start-up probe looks again.
 const PROBE_POLL: Duration = Duration::from_millis(5);
+
+/// How long the others wait for the start-up probe's answer at most.
+const PROBE_MAX: Duration = Duration::from_millis(250);
 
 /// A request's right to go: its slot in flight and, for the start-up probe, the duty to let
 /// the others go when it is done (dropped once its answer, and its headers, are read).
