@@ -510,8 +510,18 @@ impl SyncState {
     /// Converts what an earlier version wrote: the one `outbox` record (the whole plan,
     /// rewritten after every effect) becomes a plan record and one record per effect.
     fn migrate(&self) -> Result<(), StateError> {
-        let Some(ob) = self.read::<Outbox>(b"outbox")? else {
+        let Some(bytes) = self.store.get(b"outbox")? else {
             return Ok(());
+        };
+        let ob = match serde_json::from_slice::<Option<Outbox>>(&bytes) {
+            Ok(Some(ob)) => ob,
+            Ok(None) => return self.remove(b"outbox"),
+            Err(e) => {
+                // Left where it is: nothing reads it any more, and its item is evaluated
+                // again (creates are found by their keys).
+                tracing::warn!(error = %e, "the plan an earlier version was applying is unreadable");
+                return Ok(());
+            }
         };
         let mut ops = vec![(b"outbox".to_vec(), None)];
         if let Some(mut item) = self.read::<InboxItem>(&seq_key(ob.seq))? {

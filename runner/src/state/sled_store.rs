@@ -104,6 +104,8 @@ const OUR_PREFIXES: &[&[u8]] = &[
     b"inbox/",
     b"inboxsubj/",
     b"outbox",
+    b"plan/",
+    b"done/",
     b"key/",
     b"dedupe/",
     b"journal/",
