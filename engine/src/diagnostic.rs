@@ -55,6 +55,14 @@ pub mod codes {
     pub const SETTINGS_CHECK: &str = "E301";
     /// A settings check could not be evaluated.
     pub const SETTINGS_CHECK_ERROR: &str = "E302";
+    /// A setting whose value has the wrong type (text for a boolean, text for a list, …).
+    pub const SETTING_TYPE: &str = "E303";
+    /// A setting whose value is not one of those allowed, or out of range.
+    pub const SETTING_VALUE: &str = "E304";
+    /// A key in the settings file that is not a setting.
+    pub const UNKNOWN_SETTING_KEY: &str = "E305";
+    /// A setting the settings file leaves out.
+    pub const MISSING_SETTING: &str = "E306";
 }
 
 /// How serious a diagnostic is.

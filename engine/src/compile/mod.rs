@@ -6,7 +6,7 @@ mod checks;
 mod lower;
 pub(crate) mod node;
 mod rules;
-mod scope;
+pub(crate) mod scope;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

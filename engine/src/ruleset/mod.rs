@@ -2,6 +2,7 @@
 //! and compiled once.
 
 pub mod model;
+pub mod settings_shape;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::plan::Plan;
 use crate::value::{deep_merge, Value};
 use crate::world::World;
 use model::RuleFile;
+use settings_shape::SettingsShape;
 use yaml::MarkedFile;
 
 /// A compiled rule set with its settings. Cheap to evaluate many times, from many threads.
@@ -53,8 +55,10 @@ pub struct FlowInfo {
 
 impl RuleSet {
     /// Loads every `*.yaml`/`*.yml` under `rules_dir` (except files whose name starts with
-    /// `settings`, and hidden entries), with the settings file. On success, returns the
-    /// rule set and the warnings; on failure, every diagnostic found.
+    /// `settings`, and hidden entries), with the settings file. When the rules directory has
+    /// a `settings.example.yaml`, the settings file must have its shape (see
+    /// [`settings_shape`]); it is checked before the rules. On success, returns the rule set
+    /// and the warnings; on failure, every diagnostic found.
     pub fn load(
         rules_dir: &Path,
         settings: Option<&Path>,
@@ -98,18 +102,70 @@ impl RuleSet {
         if diags.has_errors() {
             return Err(diags);
         }
-        Self::from_texts(
+        let shape = match settings_text {
+            None => None,
+            Some(_) => match Self::shape_of(rules_dir) {
+                Ok(shape) => shape,
+                Err(d) => {
+                    diags.push(d);
+                    return Err(diags);
+                }
+            },
+        };
+        Self::from_texts_shaped(
             &texts,
             settings_text
                 .as_ref()
                 .map(|(n, t)| (n.as_str(), t.as_str())),
+            shape.as_ref(),
         )
+    }
+
+    /// The shape of the settings of the rules in `rules_dir`: read off its
+    /// `settings.example.yaml` (with `settings.schema.yaml` added), or `None` when it has no
+    /// example settings file.
+    pub fn shape_of(rules_dir: &Path) -> Result<Option<SettingsShape>, Diagnostic> {
+        let example = rules_dir.join("settings.example.yaml");
+        let text = match std::fs::read_to_string(&example) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Diagnostic::error(
+                    codes::IO,
+                    format!("cannot read {}: {e}", example.display()),
+                ))
+            }
+        };
+        let additions_path = rules_dir.join("settings.schema.yaml");
+        let additions = match std::fs::read_to_string(&additions_path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Diagnostic::error(
+                    codes::IO,
+                    format!("cannot read {}: {e}", additions_path.display()),
+                ))
+            }
+        };
+        SettingsShape::from_example(&example.display().to_string(), &text, additions.as_deref())
+            .map(Some)
     }
 
     /// Compiles rule files given as (name, text) pairs, with an optional settings file.
     pub fn from_texts(
         files: &[(String, String)],
         settings: Option<(&str, &str)>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        Self::from_texts_shaped(files, settings, None)
+    }
+
+    /// Like [`RuleSet::from_texts`], with the shape the settings file must have. A settings
+    /// file that does not have it is refused with its own errors only: the rules are not
+    /// compiled against settings that did not match.
+    pub fn from_texts_shaped(
+        files: &[(String, String)],
+        settings: Option<(&str, &str)>,
+        shape: Option<&SettingsShape>,
     ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
         let mut diags = Diagnostics::default();
         let (settings_value, settings_marked) = match settings {
@@ -122,6 +178,14 @@ impl RuleSet {
                 }
             },
         };
+        if let (Some(shape), Some(marked)) = (shape, settings_marked.as_ref()) {
+            let found = shape.check(&settings_value, marked);
+            if !found.is_empty() {
+                diags.items.extend(found);
+                diags.sort();
+                return Err(diags);
+            }
+        }
         let mut sources = Vec::new();
         for (name, text) in files {
             if let Some(src) = read_rule_file(name, text, &mut diags) {

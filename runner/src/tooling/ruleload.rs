@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use skladsync_engine::ruleset::settings_shape::SettingsShape;
 use skladsync_engine::RuleSet;
 
 use super::ToolError;
@@ -22,11 +23,21 @@ pub struct RuleTexts {
 impl RuleTexts {
     /// Compiles the texts; the error carries the rendered diagnostics.
     pub fn compile(&self, what: &str) -> Result<RuleSet, ToolError> {
+        self.compile_shaped(what, None)
+    }
+
+    /// Compiles the texts, the settings checked against a shape first (see
+    /// [`RuleSet::shape_of`]); the error carries the rendered diagnostics.
+    pub fn compile_shaped(
+        &self,
+        what: &str,
+        shape: Option<&SettingsShape>,
+    ) -> Result<RuleSet, ToolError> {
         let settings = self
             .settings
             .as_ref()
             .map(|(n, t)| (n.as_str(), t.as_str()));
-        RuleSet::from_texts(&self.files, settings)
+        RuleSet::from_texts_shaped(&self.files, settings, shape)
             .map(|(set, _warnings)| set)
             .map_err(|d| {
                 ToolError::Rules(format!(
@@ -158,4 +169,13 @@ fn from_git_inner(rules_dir: &Path, rev: &str) -> Result<Vec<(String, String)>, 
         files.push((rules_dir.join(&rel).display().to_string(), text));
     }
     Ok(files)
+}
+
+/// The shape of the settings of the rules in `rules_dir` (its `settings.example.yaml`).
+pub fn shape(rules_dir: &Path) -> Result<Option<SettingsShape>, ToolError> {
+    RuleSet::shape_of(rules_dir).map_err(|d| {
+        let mut all = skladsync_engine::Diagnostics::default();
+        all.push(d);
+        ToolError::Rules(all.render(false).trim_end().to_owned())
+    })
 }
