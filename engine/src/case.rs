@@ -8,11 +8,14 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::diagnostic::{codes, Diagnostic, Location, SourceFile};
 use crate::eval::{EvalError, EvalOptions, Event};
 use crate::plan::Plan;
+use crate::ruleset::yaml::{MarkedFile, Seg};
 use crate::ruleset::RuleSet;
 use crate::trace::Trace;
 use crate::value::Value;
@@ -55,6 +58,57 @@ impl Case {
         let file: CaseFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         let event = Event::from_document(&file.event)?;
         let world = RecordedWorld::from_value(&file.world).map_err(|e| format!("world: {e}"))?;
+        Ok(Case {
+            doc: file.doc,
+            event,
+            event_doc: file.event,
+            world,
+            settings: file.settings,
+            expect: file.expect,
+        })
+    }
+
+    /// Reads a case from YAML or JSON text named `name`; a case that cannot be read is a
+    /// diagnostic with its code frame (YAML syntax with a hint that fits, unknown keys, a
+    /// malformed event or world).
+    pub fn from_named(name: &str, text: &str) -> Result<Case, Diagnostic> {
+        let source = Arc::new(SourceFile {
+            name: name.to_owned(),
+            text: text.to_owned(),
+        });
+        let marked =
+            MarkedFile::parse(source.clone()).map_err(|e| e.diagnostic(&source, "the case is "))?;
+        let file: CaseFile = serde_yaml::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            let at = e.location().map(|l| {
+                let start = l.index().min(text.len());
+                Location {
+                    file: source.clone(),
+                    start,
+                    end: start + 1,
+                }
+            });
+            let hint = at
+                .as_ref()
+                .and_then(|l| crate::ruleset::yaml::yaml_hint(&msg, text, l.start));
+            match hint {
+                Some(h) => Diagnostic::error(codes::YAML, format!("the case is not valid YAML: {msg}"))
+                    .at(at)
+                    .note(format!("help: {h}")),
+                None => Diagnostic::error(codes::SHAPE, format!("this is not a valid case: {msg}"))
+                    .at(at)
+                    .note("a case has `doc`, `event`, `world`, `settings` and `expect`; see docs/tooling.md"),
+            }
+        })?;
+        let event = Event::from_document(&file.event).map_err(|e| {
+            Diagnostic::error(codes::SHAPE, format!("the case's event: {e}"))
+                .at(Some(marked.locate_key(&[Seg::from("event")])))
+        })?;
+        let world = RecordedWorld::from_value(&file.world).map_err(|e| {
+            Diagnostic::error(codes::SHAPE, format!("the case's world: {e}"))
+                .at(Some(marked.locate_key(&[Seg::from("world")])))
+        })?;
         Ok(Case {
             doc: file.doc,
             event,

@@ -128,3 +128,22 @@ fn coverage_reports_rules_and_conditions_and_enforces_a_minimum() {
     let (code, stdout, _) = skladsync(&args, dir.path());
     assert_eq!(code, 0, "{stdout}");
 }
+
+/// A case with a YAML error fails on its own, with a code frame and a hint about
+/// indentation (not quoting); the other cases still run.
+#[test]
+fn a_broken_case_is_reported_and_the_others_run() {
+    let dir = shop();
+    std::fs::write(
+        dir.path().join("cases/broken.yaml"),
+        "doc: one key indented one space too few\nevent:\n  event: order.changed\n  order: {id: 1}\n world: {}\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("FAIL  broken"), "{stdout}");
+    assert!(stdout.contains("broken.yaml:5:"), "a code frame: {stdout}");
+    assert!(stdout.contains("check the indentation"), "{stdout}");
+    assert!(!stdout.contains("quote an expression"), "{stdout}");
+    assert!(stdout.ends_with("7 passed, 1 failed\n"), "{stdout}");
+}

@@ -192,6 +192,12 @@ impl RuleSet {
                 sources.push(src);
             }
         }
+        // A file that cannot be read is reported first and only: compiling the others
+        // without it would blame them for what it defines (flows, functions, events).
+        if diags.has_errors() {
+            diags.sort();
+            return Err(diags);
+        }
         let prog = compile::compile(
             &sources,
             &settings_value,
@@ -372,15 +378,7 @@ fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<Rul
     let marked = match MarkedFile::parse(source.clone()) {
         Ok(m) => m,
         Err(e) => {
-            diags.push(
-                Diagnostic::error(codes::YAML, format!("not valid YAML: {}", e.message))
-                    .at(Some(Location {
-                        file: source.clone(),
-                        start: e.at,
-                        end: e.at + 1,
-                    }))
-                    .note("help: quote an expression that contains `: ` or starts with `{`, `[`, `!`, `&`, `*` or `|`, e.g. 'lookup(\"a\", \"b\", {inn: x})', or write it as a block with `|`"),
-            );
+            diags.push(e.diagnostic(&source, ""));
             return None;
         }
     };
@@ -397,11 +395,21 @@ fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<Rul
         Err(e) => {
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            diags.push(
-                Diagnostic::error(codes::SHAPE, format!("this is not a valid rule file: {msg}"))
-                    .at(yaml_error_location(&source, &e))
+            let at = yaml_error_location(&source, &e);
+            // serde_yaml's reader is stricter than the marked tree's in places (a tab
+            // before a comment): a syntax error is still a syntax error.
+            let hint = at
+                .as_ref()
+                .and_then(|l| yaml::yaml_hint(&msg, text, l.start));
+            let d = match hint {
+                Some(h) => Diagnostic::error(codes::YAML, format!("not valid YAML: {msg}"))
+                    .at(at)
+                    .note(format!("help: {h}")),
+                None => Diagnostic::error(codes::SHAPE, format!("this is not a valid rule file: {msg}"))
+                    .at(at)
                     .note("a rule file has the sections `events`, `functions`, `flows`, `rules` and `checks`; see docs/language.md"),
-            );
+            };
+            diags.push(d);
             None
         }
     }
@@ -412,17 +420,8 @@ fn read_settings(name: &str, text: &str) -> Result<(Value, Option<MarkedFile>), 
         name: name.to_owned(),
         text: text.to_owned(),
     });
-    let marked = MarkedFile::parse(source.clone()).map_err(|e| {
-        Diagnostic::error(
-            codes::YAML,
-            format!("the settings file is not valid YAML: {}", e.message),
-        )
-        .at(Some(Location {
-            file: source.clone(),
-            start: e.at,
-            end: e.at + 1,
-        }))
-    })?;
+    let marked = MarkedFile::parse(source.clone())
+        .map_err(|e| e.diagnostic(&source, "the settings file is "))?;
     let value: Value = if text.trim().is_empty() {
         Value::Null
     } else {
