@@ -51,6 +51,10 @@ pub mod codes {
     pub const EFFECT: &str = "E213";
     /// Two definitions of the same name (function, flow, event, `let`).
     pub const DUPLICATE_NAME: &str = "E214";
+    /// A path below an event field that no document of the event can have (a warning).
+    pub const UNKNOWN_FIELD: &str = "E215";
+    /// A shape that names a shape nobody declares, or a field the event does not have.
+    pub const UNKNOWN_SHAPE: &str = "E216";
     /// A settings check declared by the rules failed.
     pub const SETTINGS_CHECK: &str = "E301";
     /// A settings check could not be evaluated.

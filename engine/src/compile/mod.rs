@@ -7,6 +7,7 @@ mod lower;
 pub(crate) mod node;
 mod rules;
 pub(crate) mod scope;
+mod shapes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,6 +76,10 @@ pub(crate) struct Compiler<'s> {
     world_readers: HashSet<Callable>,
     /// What is being compiled now, for the call graph.
     current: Option<Callable>,
+    /// The shapes of event documents.
+    shapes: shapes::Shapes,
+    /// The events of the rule being compiled (empty outside rules).
+    rule_events: Vec<String>,
 }
 
 /// Compiles rule files against the settings. Diagnostics are collected, never thrown:
@@ -87,6 +92,7 @@ pub(crate) fn compile(
 ) -> Program {
     let mut c = Compiler::new(diags, settings);
     c.declare_events(sources);
+    c.declare_shapes(sources);
     c.declare_functions(sources);
     c.declare_flows(sources);
     c.compile_functions(sources);
@@ -136,6 +142,8 @@ impl<'s> Compiler<'s> {
             edges: Vec::new(),
             world_readers: HashSet::new(),
             current: None,
+            shapes: shapes::Shapes::default(),
+            rule_events: Vec::new(),
         }
     }
 

@@ -172,6 +172,7 @@ impl Compiler<'_> {
                         .at(Some(loc)),
                     );
                 }
+                self.rule_events.clone_from(&on);
                 let globals = self.globals_for(ScopeKind::Rule, &on);
                 let mut scope = Scope::new(ScopeKind::Rule, globals);
                 scope.lenient = on.iter().any(|ev| !self.events.contains_key(ev));
@@ -217,6 +218,7 @@ impl Compiler<'_> {
                     &at(&base, [Seg::from("do")]),
                     &mut scope,
                 );
+                self.rule_events.clear();
                 let loc = self.push_loc(id_loc);
                 rules.push(CRule {
                     id: Arc::from(def.id.as_str()),
