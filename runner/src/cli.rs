@@ -47,6 +47,28 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Regenerate the JSON Schemas of rule files and of the settings file.
     Schema(SchemaArgs),
+    /// Evaluate one expression as a rule listening to the event would, and print its value.
+    Eval(EvalArgs),
+}
+
+/// `skladsync eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The expression, e.g. 'order.items | map(i => i.offer.xmlId)'.
+    pub expression: String,
+    /// The event file (as for `plan`) or a case file (its world and settings overrides are
+    /// used too).
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The recorded world file (answers `lookup` and the other world functions).
+    #[arg(long)]
+    pub world: Option<PathBuf>,
+    /// Rules and settings (the rule set's functions and settings are in scope).
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Yaml)]
+    pub format: Format,
 }
 
 /// `skladsync test`.

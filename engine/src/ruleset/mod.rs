@@ -1,6 +1,7 @@
 //! Loading a rule set: every rule file of a directory plus a settings file, read, checked
 //! and compiled once.
 
+pub mod expression;
 pub mod model;
 pub mod settings_shape;
 pub mod yaml;

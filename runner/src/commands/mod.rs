@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod diff;
 mod emulate;
+mod eval;
 mod explain;
 mod fmt;
 mod plan;
@@ -36,6 +37,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::Schema(args) => schema::run(&args),
+        Command::Eval(args) => eval::run(&args),
     }
 }
 
