@@ -45,10 +45,39 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Format rule files: key order, indentation, expression spacing; comments kept.
     Fmt(FmtArgs),
-    /// Regenerate the JSON Schemas of rule files and of the settings file.
+    /// Regenerate the JSON Schemas of rule files, settings files and case files.
     Schema(SchemaArgs),
+    /// Work with test cases (`case new`: a scaffold).
+    #[command(subcommand)]
+    Case(CaseCommand),
     /// Evaluate one expression as a rule listening to the event would, and print its value.
     Eval(EvalArgs),
+}
+
+/// `skladsync case …`.
+#[derive(Debug, Subcommand)]
+pub enum CaseCommand {
+    /// Write a new case file: the schema modeline, a doc line, the event with its declared
+    /// fields to fill in, includes, an empty world; `skladsync test --update` records its
+    /// plan.
+    New(CaseNewArgs),
+}
+
+/// `skladsync case new`.
+#[derive(Debug, Args)]
+pub struct CaseNewArgs {
+    /// The case file to write (refused when it exists).
+    pub path: PathBuf,
+    /// The event (a declared event's name).
+    #[arg(long)]
+    pub event: String,
+    /// Shared fragments to include (paths relative to the case file), e.g.
+    /// `../worlds/shop.yaml`.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Rules and settings (to know the event and its fields).
+    #[command(flatten)]
+    pub rules: RuleArgs,
 }
 
 /// `skladsync eval`.

@@ -263,6 +263,19 @@ impl RuleSet {
         &self.files
     }
 
+    /// `Ok` when a rule file declares the event; else what to say, with "did you mean".
+    /// (Evaluating an undeclared event gives an empty plan, which hides a misspelt name.)
+    pub fn check_event(&self, name: &str) -> Result<(), String> {
+        if self.prog.events.contains_key(name) {
+            return Ok(());
+        }
+        let hint =
+            crate::compile::scope::suggest(name, self.prog.events.keys().map(String::as_str))
+                .map(|h| format!("; did you mean `{h}`?"))
+                .unwrap_or_default();
+        Err(format!("no rule file declares the event `{name}`{hint}"))
+    }
+
     /// The declared events.
     pub fn events(&self) -> impl Iterator<Item = (&String, &EventInfo)> {
         self.prog.events.iter()

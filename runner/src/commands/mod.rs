@@ -1,5 +1,6 @@
 //! Carrying out the commands of [`crate::cli`].
 
+mod case;
 mod check;
 mod demo;
 mod diff;
@@ -38,6 +39,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Fmt(args) => fmt::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Case(crate::cli::CaseCommand::New(args)) => case::new(&args),
     }
 }
 
@@ -67,6 +69,19 @@ pub fn use_color(choice: ColorChoice) -> bool {
 /// Loads the rule set, printing diagnostics to stderr. `None` when it has errors.
 pub fn load_rules(args: &RuleArgs) -> Result<(RuleSet, Diagnostics), Diagnostics> {
     let settings = settings_path(args);
+    RuleSet::load(&args.rules, settings.as_deref())
+}
+
+/// Loads the rule set cases run against: the settings file given, else the rules'
+/// documented example settings — never the active `settings.yaml`, so cases mean the same
+/// on every installation (they state the settings they need as overrides).
+pub fn load_rules_for_cases(args: &RuleArgs) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+    let example = args.rules.join("settings.example.yaml");
+    let settings = match &args.settings {
+        Some(p) => Some(p.clone()),
+        None if example.is_file() => Some(example),
+        None => settings_path(args),
+    };
     RuleSet::load(&args.rules, settings.as_deref())
 }
 

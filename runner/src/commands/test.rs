@@ -15,7 +15,7 @@ pub fn run(args: &TestArgs) -> ExitCode {
     let paint = Paint {
         on: stdout_color(args.rules.color),
     };
-    let rules = match super::load_rules(&args.rules) {
+    let rules = match super::load_rules_for_cases(&args.rules) {
         Ok((rules, _warnings)) => rules,
         Err(diags) => {
             eprint!("{}", diags.render(super::use_color(args.rules.color)));

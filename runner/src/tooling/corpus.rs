@@ -22,7 +22,7 @@ pub fn item_from_value(name: String, doc: &Value) -> Result<Item, String> {
     let is_case = matches!(doc.get_ref("event"), Some(Value::Object(_)));
     let case = if is_case {
         let text = serde_json::to_string(doc).map_err(|e| e.to_string())?;
-        Case::from_yaml(&text)?
+        Case::from_yaml_in(&text, Path::new(&name).parent())?
     } else {
         Case {
             doc: None,

@@ -19,6 +19,14 @@ use yaml_rust2::scanner::TScalarStyle;
 
 use super::fmt::tree::{self, Comments, Kind, Line, Node};
 
+/// The JSON Schema of a test case file.
+pub fn case_schema() -> J {
+    let schema = SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<skladsync_engine::case::CaseFile>();
+    schema.to_value()
+}
+
 /// The JSON Schema of a rule file.
 pub fn rules_schema() -> J {
     let schema = SchemaSettings::draft07()

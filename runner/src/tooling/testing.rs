@@ -99,7 +99,7 @@ pub fn discover(
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|e| ToolError::io(&path, e))?;
         let name = super::case_name(&base, &path);
-        let case = match Case::from_named(&path.display().to_string(), &text) {
+        let case = match Case::from_named_in(&path.display().to_string(), &text, path.parent()) {
             Ok(c) => c,
             Err(problem) => {
                 broken.push(BrokenCase {
