@@ -55,6 +55,8 @@ pub mod codes {
     pub const UNKNOWN_FIELD: &str = "E215";
     /// A shape that names a shape nobody declares, or a field the event does not have.
     pub const UNKNOWN_SHAPE: &str = "E216";
+    /// A flow that no rule uses, directly or through other flows (a warning).
+    pub const UNUSED_FLOW: &str = "E217";
     /// A settings check declared by the rules failed.
     pub const SETTINGS_CHECK: &str = "E301";
     /// A settings check could not be evaluated.

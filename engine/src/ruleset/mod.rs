@@ -205,6 +205,9 @@ impl RuleSet {
             settings_marked.as_ref(),
             &mut diags,
         );
+        if !diags.has_errors() {
+            warn_unused_flows(&prog, &sources, &mut diags);
+        }
         diags.sort();
         if diags.has_errors() {
             return Err(diags);
@@ -353,6 +356,48 @@ fn used_flows(prog: &Program, effects: &[crate::compile::node::CEffect]) -> Vec<
     }
     out.dedup();
     out
+}
+
+/// Warns (E217) on every flow that no rule uses, directly or through other flows.
+fn warn_unused_flows(prog: &Program, sources: &[RuleSource], diags: &mut Diagnostics) {
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut todo: Vec<String> = prog
+        .rules
+        .iter()
+        .flat_map(|r| used_flows(prog, &r.effects))
+        .collect();
+    while let Some(name) = todo.pop() {
+        if !used.insert(name.clone()) {
+            continue;
+        }
+        if let Some(f) = prog.flows.iter().find(|f| *f.name == *name) {
+            todo.extend(used_flows(prog, &f.effects));
+        }
+    }
+    for f in &prog.flows {
+        if used.contains(&*f.name) {
+            continue;
+        }
+        let at = sources
+            .iter()
+            .find(|s| s.model.flows.contains_key(&*f.name))
+            .map(|s| {
+                s.marked
+                    .locate_key(&[yaml::Seg::from("flows"), yaml::Seg::Key(f.name.to_string())])
+            });
+        diags.push(
+            Diagnostic::warning(
+                codes::UNUSED_FLOW,
+                format!(
+                    "flow `{}` is never used: no rule uses it, nor any flow a rule uses",
+                    f.name
+                ),
+            )
+            .at(at)
+            .label("unused")
+            .note("help: `use` it from a rule, or delete it"),
+        );
+    }
 }
 
 fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
