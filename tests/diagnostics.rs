@@ -94,39 +94,55 @@ fn a_broken_file_is_reported_alone() {
     assert!(!rendered.contains("quote an expression"), "{rendered}");
 }
 
-/// A misspelt path into the CRM order in a shipped rule is a warning with the right
-/// suggestion, from the shapes the shipped events declare (rules/shapes.yaml).
+/// A misspelt path into an event's document in a shipped rule is a warning with the right
+/// suggestion, from the shapes the shipped events declare (rules/shapes.yaml for the CRM
+/// order, rules/shapes_moysklad.yaml for МойСклад entities).
 #[test]
 fn a_misspelt_event_path_in_the_shipped_rules_is_a_warning() {
     let root = common::root();
     let rules = root.join("rules");
-    let mut files: Vec<(String, String)> = common::files(&rules, &["yaml"])
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| !n.to_string_lossy().starts_with("settings"))
-        })
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("rule file");
-            (p.display().to_string(), text)
-        })
-        .collect();
-    files.sort();
-    let upload = files
-        .iter_mut()
-        .find(|(n, t)| n.ends_with("crm_to_ms/20_upload.yaml") && t.contains("order.shipmentStore"))
-        .expect("rules/crm_to_ms/20_upload.yaml reads order.shipmentStore");
-    upload.1 = upload
-        .1
-        .replacen("order.shipmentStore", "order.shipmentStor", 1);
+    let files: Vec<(String, String)> = {
+        let mut f: Vec<(String, String)> = common::files(&rules, &["yaml"])
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| !n.to_string_lossy().starts_with("settings"))
+            })
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("rule file");
+                (p.display().to_string(), text)
+            })
+            .collect();
+        f.sort();
+        f
+    };
     let settings = std::fs::read_to_string(rules.join("settings.example.yaml")).expect("settings");
-    let (_, warnings) = RuleSet::from_texts(&files, Some(("settings.example.yaml", &settings)))
-        .unwrap_or_else(|d| panic!("{}", d.render(false)));
-    let rendered = warnings.render(false);
-    assert_eq!(warnings.items.len(), 1, "{rendered}");
-    assert_eq!(warnings.items[0].code, "E215", "{rendered}");
-    assert!(
-        rendered.contains("help: did you mean `order.shipmentStore`?"),
-        "{rendered}"
-    );
+    for (file, from, to, help) in [
+        (
+            "crm_to_ms/20_upload.yaml",
+            "order.shipmentStore",
+            "order.shipmentStor",
+            "help: did you mean `order.shipmentStore`?",
+        ),
+        (
+            "ms_to_crm/shipments.yaml",
+            "entity.customerOrder",
+            "entity.customerOrdr",
+            "help: did you mean `entity.customerOrder`?",
+        ),
+    ] {
+        let mut edited = files.clone();
+        let target = edited
+            .iter_mut()
+            .find(|(n, t)| n.ends_with(file) && t.contains(from))
+            .unwrap_or_else(|| panic!("rules/{file} reads {from}"));
+        target.1 = target.1.replacen(from, to, 1);
+        let (_, warnings) =
+            RuleSet::from_texts(&edited, Some(("settings.example.yaml", &settings)))
+                .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let rendered = warnings.render(false);
+        assert_eq!(warnings.items.len(), 1, "{rendered}");
+        assert_eq!(warnings.items[0].code, "E215", "{rendered}");
+        assert!(rendered.contains(help), "{rendered}");
+    }
 }
