@@ -91,10 +91,8 @@ impl Shapes {
     /// Every word that is neither a leaf nor a declared shape, with its path below `s`.
     fn unknown_words(&self, s: &J, path: &mut Vec<Seg>, out: &mut Vec<(Vec<Seg>, String)>) {
         match s {
-            J::String(w) => {
-                if !LEAVES.contains(&w.as_str()) && !self.named.contains_key(w) {
-                    out.push((path.clone(), w.clone()));
-                }
+            J::String(w) if !LEAVES.contains(&w.as_str()) && !self.named.contains_key(w) => {
+                out.push((path.clone(), w.clone()));
             }
             J::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
