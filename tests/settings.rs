@@ -115,3 +115,36 @@ fn settings_are_checked_before_the_rules() {
     );
     assert!(r.contains("`[new]`"), "{r}");
 }
+
+/// A case's settings overrides are held to the same shape: a text for a boolean in a case
+/// fails the case instead of quietly turning the setting on.
+#[test]
+fn case_overrides_are_checked_too() {
+    let root = common::root();
+    let (rules, _) = RuleSet::load(
+        &root.join("rules"),
+        Some(&root.join("rules/settings.example.yaml")),
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let case = |settings: &str| {
+        skladsync_engine::Case::from_yaml(&format!(
+            "event: {{event: crm.order.changed, order: {{id: 1}}}}\nsettings: {settings}\n"
+        ))
+        .expect("a case")
+    };
+    let err = case("{crm_tab: {delivery_as_position: \"no\"}}")
+        .run(&rules)
+        .expect_err("a text for a boolean");
+    assert!(
+        err.message
+            .contains("`crm_tab.delivery_as_position` must be a boolean"),
+        "{err}"
+    );
+    let err = case("{mappings: {shopz: {a: b}}}")
+        .run(&rules)
+        .expect_err("an unknown key");
+    assert!(err.message.contains("did you mean `shops`?"), "{err}");
+    assert!(case("{crm_tab: {delivery_as_position: true}}")
+        .run(&rules)
+        .is_ok());
+}

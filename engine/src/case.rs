@@ -271,6 +271,15 @@ impl Case {
                 location: None,
                 message,
             })?;
+        rules
+            .check_overrides(&self.settings)
+            .map_err(|message| EvalError {
+                kind: crate::eval::EvalErrorKind::Type,
+                rule: None,
+                flow: None,
+                location: None,
+                message,
+            })?;
         let settings = rules.settings_with(&self.settings);
         rules.evaluate_with(
             &self.event,

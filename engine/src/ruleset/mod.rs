@@ -24,6 +24,7 @@ pub struct RuleSet {
     prog: Program,
     settings: Value,
     files: Vec<String>,
+    shape: Option<SettingsShape>,
 }
 
 /// What a rule looks like from outside: for `explain`, coverage and docs.
@@ -217,6 +218,7 @@ impl RuleSet {
                 prog,
                 settings: settings_value,
                 files: files.iter().map(|(n, _)| n.clone()).collect(),
+                shape: shape.cloned(),
             },
             diags,
         ))
@@ -250,6 +252,34 @@ impl RuleSet {
     /// The settings the rule set was loaded with.
     pub fn settings(&self) -> &Value {
         &self.settings
+    }
+
+    /// `Ok` when the settings with `overrides` merged in still have the shape the rule set's
+    /// settings must have (none: always); else what is wrong, one problem a line.
+    pub fn check_overrides(&self, overrides: &Value) -> Result<(), String> {
+        let Some(shape) = &self.shape else {
+            return Ok(());
+        };
+        if overrides.is_null() {
+            return Ok(());
+        }
+        let found = shape.check_value(&self.settings_with(overrides));
+        if found.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = found
+            .iter()
+            .map(|d| {
+                let help = d
+                    .notes
+                    .iter()
+                    .find(|n| n.starts_with("help: "))
+                    .map(|n| format!(" ({})", n.trim_start_matches("help: ")))
+                    .unwrap_or_default();
+                format!("{}{help}", d.message)
+            })
+            .collect();
+        Err(format!("settings overrides: {}", lines.join("; ")))
     }
 
     /// The settings with overrides merged in (objects key by key, the rest replaced).

@@ -78,6 +78,16 @@ impl SettingsShape {
 
     /// Every way `settings` (read from `marked`) does not have the shape.
     pub fn check(&self, settings: &Value, marked: &MarkedFile) -> Vec<Diagnostic> {
+        self.check_in(settings, Some(marked))
+    }
+
+    /// Every way settings that come from no file (a case's overrides merged in) do not have
+    /// the shape; the diagnostics have no location.
+    pub fn check_value(&self, settings: &Value) -> Vec<Diagnostic> {
+        self.check_in(settings, None)
+    }
+
+    fn check_in(&self, settings: &Value, marked: Option<&MarkedFile>) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         let mut path = Vec::new();
         Checker {
@@ -241,7 +251,7 @@ pub fn add(schema: &mut J, additions: &str) -> Result<(), String> {
 }
 
 struct Checker<'a> {
-    marked: &'a MarkedFile,
+    marked: Option<&'a MarkedFile>,
     example: &'a str,
     out: &'a mut Vec<Diagnostic>,
 }
@@ -303,8 +313,12 @@ fn type_name(ty: &str) -> &str {
 }
 
 impl Checker<'_> {
-    fn at_value(&self, path: &[Seg]) -> Location {
-        self.marked.locate(path)
+    fn at_value(&self, path: &[Seg]) -> Option<Location> {
+        self.marked.map(|m| m.locate(path))
+    }
+
+    fn at_key(&self, path: &[Seg]) -> Option<Location> {
+        self.marked.map(|m| m.locate_key(path))
     }
 
     fn walk(&mut self, v: &Value, schema: &J, path: &mut Vec<Seg>) {
@@ -333,7 +347,7 @@ impl Checker<'_> {
                         describe(v)
                     ),
                 )
-                .at(Some(self.at_value(path)))
+                .at(self.at_value(path))
                 .label(format!("expected {}", wanted.join(" or ")));
                 if let Some(h) = type_hint(v, &types) {
                     d = d.note(format!("help: {h}"));
@@ -363,7 +377,7 @@ impl Checker<'_> {
                         describe(v)
                     ),
                 )
-                .at(Some(self.at_value(path)))
+                .at(self.at_value(path))
                 .label("not one of the allowed values");
                 if let Value::Str(s) = v {
                     let texts: Vec<&str> = allowed.iter().filter_map(J::as_str).collect();
@@ -386,7 +400,7 @@ impl Checker<'_> {
                             codes::SETTING_VALUE,
                             format!("{shown} must be at {key} {limit}, not {n}"),
                         )
-                        .at(Some(self.at_value(path)))
+                        .at(self.at_value(path))
                         .label(format!("out of range ({key} {limit})")),
                     );
                 }
@@ -441,7 +455,7 @@ impl Checker<'_> {
                             codes::UNKNOWN_SETTING_KEY,
                             format!("unknown setting `{full}`"),
                         )
-                        .at(Some(self.marked.locate_key(path)))
+                        .at(self.at_key(path))
                         .label("not a setting");
                         // Prefer a key that is missing: a misspelt key is usually both.
                         let hint = suggest(key, missing.iter().copied())
@@ -481,18 +495,17 @@ impl Checker<'_> {
             } else {
                 format!("{parent}.{key}")
             };
-            let at = if path.is_empty() {
-                Location {
-                    file: self.marked.source.clone(),
-                    start: self.marked.root.at(),
-                    end: self.marked.root.at() + 1,
-                }
-            } else {
-                self.marked.locate_key(path)
+            let at = match self.marked {
+                Some(m) if path.is_empty() => Some(Location {
+                    file: m.source.clone(),
+                    start: m.root.at(),
+                    end: m.root.at() + 1,
+                }),
+                _ => self.at_key(path),
             };
             self.out.push(
                 Diagnostic::error(codes::MISSING_SETTING, format!("missing setting `{full}`"))
-                    .at(Some(at))
+                    .at(at)
                     .label(format!("`{key}` is missing here"))
                     .note(format!(
                         "help: copy `{key}` from {}, which lists every setting",
