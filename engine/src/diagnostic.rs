@@ -57,6 +57,8 @@ pub mod codes {
     pub const UNKNOWN_SHAPE: &str = "E216";
     /// A flow that no rule uses, directly or through other flows (a warning).
     pub const UNUSED_FLOW: &str = "E217";
+    /// A layer disables a rule that no layer below defines.
+    pub const UNKNOWN_DISABLED: &str = "E218";
     /// A settings check declared by the rules failed.
     pub const SETTINGS_CHECK: &str = "E301";
     /// A settings check could not be evaluated.

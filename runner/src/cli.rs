@@ -215,6 +215,10 @@ pub struct RuleArgs {
     /// The settings file [default: RULES/settings.yaml, else RULES/settings.example.yaml].
     #[arg(long)]
     pub settings: Option<PathBuf>,
+    /// An integrator's rules directory laid over the rules (repeatable, in order): it adds
+    /// rules, replaces a rule by id or a function or flow by name, and `disable:`s rules.
+    #[arg(long = "layer", value_name = "DIR")]
+    pub layers: Vec<PathBuf>,
     /// Colour diagnostics: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,

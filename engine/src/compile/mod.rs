@@ -25,6 +25,17 @@ use scope::ScopeKind;
 pub(crate) struct RuleSource {
     pub marked: MarkedFile,
     pub model: RuleFile,
+    /// What a layer above replaces or disables: skipped as if not written.
+    pub hidden: Hidden,
+}
+
+/// Definitions of a file that a layer above replaces (same rule id, function or flow name)
+/// or disables (`disable:`).
+#[derive(Default)]
+pub(crate) struct Hidden {
+    pub rules: HashSet<String>,
+    pub functions: HashSet<String>,
+    pub flows: HashSet<String>,
 }
 
 /// A declared event.
@@ -282,6 +293,9 @@ impl Compiler<'_> {
                     );
                     continue;
                 };
+                if src.hidden.functions.contains(&name) {
+                    continue;
+                }
                 if crate::funcs::lookup(&name).is_some() {
                     self.error(
                         codes::DUPLICATE_NAME,
@@ -317,6 +331,9 @@ impl Compiler<'_> {
                 let at = src
                     .marked
                     .locate_key(&[Seg::from("flows"), Seg::Key(name.clone())]);
+                if src.hidden.flows.contains(name) {
+                    continue;
+                }
                 if self.flow_index.contains_key(name) {
                     self.error(
                         codes::DUPLICATE_NAME,
@@ -342,7 +359,7 @@ impl Compiler<'_> {
 }
 
 /// Parses `name(a, b)` (or a bare `name`).
-fn parse_signature(key: &str) -> Option<(String, Vec<String>)> {
+pub(crate) fn parse_signature(key: &str) -> Option<(String, Vec<String>)> {
     let key = key.trim();
     let (name, rest) = match key.find('(') {
         Some(i) => (&key[..i], Some(&key[i + 1..])),

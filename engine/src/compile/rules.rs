@@ -29,6 +29,9 @@ impl Compiler<'_> {
                 let Some((name, _)) = super::parse_signature(key) else {
                     continue;
                 };
+                if src.hidden.functions.contains(&name) {
+                    continue;
+                }
                 let Some(&fi) = self.func_index.get(&name) else {
                     continue;
                 };
@@ -55,6 +58,9 @@ impl Compiler<'_> {
     pub(super) fn compile_flows(&mut self, sources: &[RuleSource]) {
         for src in sources {
             for (name, def) in &src.model.flows {
+                if src.hidden.flows.contains(name) {
+                    continue;
+                }
                 let Some(&fi) = self.flow_index.get(name) else {
                     continue;
                 };
@@ -121,6 +127,9 @@ impl Compiler<'_> {
         let mut ids: IndexMap<String, String> = IndexMap::new();
         for src in sources {
             for (ri, def) in src.model.rules.iter().enumerate() {
+                if src.hidden.rules.contains(&def.id) {
+                    continue;
+                }
                 let base = [Seg::from("rules"), Seg::Index(ri)];
                 let id_loc = src.marked.locate(&at(&base, [Seg::from("id")]));
                 if let Some(first) = ids.get(&def.id) {

@@ -46,7 +46,7 @@ impl RuleSet {
     /// are merged over the settings. Only the expression runs, none of the rules.
     #[allow(clippy::too_many_arguments)]
     pub fn evaluate_expression(
-        files: &[(String, String)],
+        layers: &[super::Layer],
         settings: Option<(&str, &str)>,
         shape: Option<&SettingsShape>,
         name: &str,
@@ -55,10 +55,13 @@ impl RuleSet {
         world: &dyn World,
         overrides: &Value,
     ) -> Result<Value, ExpressionError> {
-        let mut all = files.to_vec();
-        all.push((name.to_owned(), rule_file(&event.name, expression)));
+        let mut all = layers.to_vec();
+        all.push(super::Layer {
+            name: name.to_owned(),
+            files: vec![(name.to_owned(), rule_file(&event.name, expression))],
+        });
         let (mut set, _warnings) =
-            RuleSet::from_texts_shaped(&all, settings, shape).map_err(ExpressionError::Rules)?;
+            RuleSet::from_layers(&all, settings, shape).map_err(ExpressionError::Rules)?;
         let Some(index) = set.prog.rules.iter().position(|r| &*r.id == RULE_ID) else {
             return Err(ExpressionError::Eval(
                 "the expression was not compiled".into(),
@@ -101,7 +104,10 @@ mod tests {
         let doc: Value = serde_yaml::from_str(event).unwrap();
         let event = Event::from_document(&doc).unwrap();
         RuleSet::evaluate_expression(
-            &[("r.yaml".into(), RULES.into())],
+            &[super::super::Layer {
+                name: "rules".into(),
+                files: vec![("r.yaml".into(), RULES.into())],
+            }],
             Some(("settings.yaml", "factor: 3\n")),
             None,
             "expression",

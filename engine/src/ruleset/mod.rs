@@ -25,6 +25,8 @@ pub struct RuleSet {
     settings: Value,
     files: Vec<String>,
     shape: Option<SettingsShape>,
+    /// The layer (its directory) of each file, for `explain`.
+    layers: std::collections::HashMap<String, String>,
 }
 
 /// What a rule looks like from outside: for `explain`, coverage and docs.
@@ -38,6 +40,8 @@ pub struct RuleInfo {
     pub on: Vec<String>,
     /// The file it is in.
     pub file: String,
+    /// The layer it came from (its directory; the default rule set is the first layer).
+    pub layer: String,
     /// `path:line:col` of its id.
     pub location: String,
     /// Its conditions: text and `path:line:col`.
@@ -65,28 +69,42 @@ impl RuleSet {
         rules_dir: &Path,
         settings: Option<&Path>,
     ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        Self::load_layers(rules_dir, &[], settings)
+    }
+
+    /// Loads the default rule set of `rules_dir` with integrators' layers over it, in
+    /// order (see [`RuleSet::from_layers`]); the settings shape is the default rule set's.
+    pub fn load_layers(
+        rules_dir: &Path,
+        layers: &[PathBuf],
+        settings: Option<&Path>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
         let mut diags = Diagnostics::default();
-        let mut paths = Vec::new();
-        if let Err(e) = collect_rule_files(rules_dir, &mut paths) {
-            diags.push(Diagnostic::error(
-                codes::IO,
-                format!(
-                    "cannot read the rules directory {}: {e}",
-                    rules_dir.display()
-                ),
-            ));
-            return Err(diags);
-        }
-        paths.sort();
-        let mut texts = Vec::new();
-        for p in paths {
-            match std::fs::read_to_string(&p) {
-                Ok(t) => texts.push((p.display().to_string(), t)),
-                Err(e) => diags.push(Diagnostic::error(
+        let mut all = Vec::new();
+        for dir in std::iter::once(rules_dir).chain(layers.iter().map(PathBuf::as_path)) {
+            let mut paths = Vec::new();
+            if let Err(e) = collect_rule_files(dir, &mut paths) {
+                diags.push(Diagnostic::error(
                     codes::IO,
-                    format!("cannot read {}: {e}", p.display()),
-                )),
+                    format!("cannot read the rules directory {}: {e}", dir.display()),
+                ));
+                return Err(diags);
             }
+            paths.sort();
+            let mut texts = Vec::new();
+            for p in paths {
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => texts.push((p.display().to_string(), t)),
+                    Err(e) => diags.push(Diagnostic::error(
+                        codes::IO,
+                        format!("cannot read {}: {e}", p.display()),
+                    )),
+                }
+            }
+            all.push(Layer {
+                name: dir.display().to_string(),
+                files: texts,
+            });
         }
         let settings_text = match settings {
             None => None,
@@ -114,8 +132,8 @@ impl RuleSet {
                 }
             },
         };
-        Self::from_texts_shaped(
-            &texts,
+        Self::from_layers(
+            &all,
             settings_text
                 .as_ref()
                 .map(|(n, t)| (n.as_str(), t.as_str())),
@@ -169,6 +187,36 @@ impl RuleSet {
         settings: Option<(&str, &str)>,
         shape: Option<&SettingsShape>,
     ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        let layer = [Layer {
+            name: String::new(),
+            files: files.to_vec(),
+        }];
+        Self::from_layers(&layer, settings, shape)
+    }
+
+    /// Compiles layers of rule files: the default rule set first, then each integrator's
+    /// layer over it. A layer adds rules, functions, flows and events; a rule with the id of
+    /// one below, or a function or flow with its name, replaces it; `disable: [ids]` turns
+    /// rules below off. Within one layer, a name used twice is an error as usual.
+    pub fn from_layers(
+        layers: &[Layer],
+        settings: Option<(&str, &str)>,
+        shape: Option<&SettingsShape>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        let files: Vec<(String, String)> = layers
+            .iter()
+            .flat_map(|l| l.files.iter().cloned())
+            .collect();
+        let layer_of: Vec<usize> = layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| std::iter::repeat_n(i, l.files.len()))
+            .collect();
+        let file_layers: std::collections::HashMap<String, String> = layers
+            .iter()
+            .flat_map(|l| l.files.iter().map(|(n, _)| (n.clone(), l.name.clone())))
+            .collect();
+        let files = &files[..];
         let mut diags = Diagnostics::default();
         let (settings_value, settings_marked) = match settings {
             None => (Value::object(Default::default()), None),
@@ -189,9 +237,11 @@ impl RuleSet {
             }
         }
         let mut sources = Vec::new();
-        for (name, text) in files {
+        let mut source_layers = Vec::new();
+        for (i, (name, text)) in files.iter().enumerate() {
             if let Some(src) = read_rule_file(name, text, &mut diags) {
                 sources.push(src);
+                source_layers.push(layer_of.get(i).copied().unwrap_or(0));
             }
         }
         // A file that cannot be read is reported first and only: compiling the others
@@ -200,6 +250,7 @@ impl RuleSet {
             diags.sort();
             return Err(diags);
         }
+        hide_what_layers_replace(&mut sources, &source_layers, &mut diags);
         let prog = compile::compile(
             &sources,
             &settings_value,
@@ -219,6 +270,7 @@ impl RuleSet {
                 settings: settings_value,
                 files: files.iter().map(|(n, _)| n.clone()).collect(),
                 shape: shape.cloned(),
+                layers: file_layers,
             },
             diags,
         ))
@@ -331,6 +383,7 @@ impl RuleSet {
                 doc: r.doc.clone(),
                 on: r.on.clone(),
                 file: r.file.clone(),
+                layer: self.layers.get(&r.file).cloned().unwrap_or_default(),
                 location: loc(r.loc),
                 conditions: r
                     .when
@@ -388,6 +441,89 @@ fn used_flows(prog: &Program, effects: &[crate::compile::node::CEffect]) -> Vec<
     out
 }
 
+/// One layer of rule files: its name (the directory) and its (name, text) files.
+#[derive(Clone, Debug, Default)]
+pub struct Layer {
+    /// The layer's name, e.g. its directory.
+    pub name: String,
+    /// Its rule files, (name, text).
+    pub files: Vec<(String, String)>,
+}
+
+/// Marks the definitions that a higher layer replaces or disables.
+fn hide_what_layers_replace(sources: &mut [RuleSource], layers: &[usize], diags: &mut Diagnostics) {
+    use std::collections::HashMap;
+    let layer = |i: usize| layers.get(i).copied().unwrap_or(0);
+    let mut top_rule: HashMap<String, usize> = HashMap::new();
+    let mut top_func: HashMap<String, usize> = HashMap::new();
+    let mut top_flow: HashMap<String, usize> = HashMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        let l = layer(i);
+        for r in &s.model.rules {
+            let e = top_rule.entry(r.id.clone()).or_insert(l);
+            *e = (*e).max(l);
+        }
+        for k in s.model.functions.keys() {
+            if let Some((name, _)) = compile::parse_signature(k) {
+                let e = top_func.entry(name).or_insert(l);
+                *e = (*e).max(l);
+            }
+        }
+        for k in s.model.flows.keys() {
+            let e = top_flow.entry(k.clone()).or_insert(l);
+            *e = (*e).max(l);
+        }
+    }
+    let mut disabled: HashMap<String, usize> = HashMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        let l = layer(i);
+        for (k, id) in s.model.disable.iter().enumerate() {
+            let below = sources
+                .iter()
+                .enumerate()
+                .any(|(j, o)| layer(j) < l && o.model.rules.iter().any(|r| &r.id == id));
+            if below {
+                let e = disabled.entry(id.clone()).or_insert(l);
+                *e = (*e).max(l);
+            } else {
+                let at = s
+                    .marked
+                    .locate(&[yaml::Seg::from("disable"), yaml::Seg::Index(k)]);
+                diags.push(
+                    Diagnostic::error(
+                        codes::UNKNOWN_DISABLED,
+                        format!("`disable` names `{id}`, which no layer below defines"),
+                    )
+                    .at(Some(at))
+                    .label("no such rule below"),
+                );
+            }
+        }
+    }
+    for (i, s) in sources.iter_mut().enumerate() {
+        let l = layer(i);
+        for r in &s.model.rules {
+            let replaced = top_rule.get(&r.id).is_some_and(|t| *t > l);
+            let off = disabled.get(&r.id).is_some_and(|t| *t > l);
+            if replaced || off {
+                s.hidden.rules.insert(r.id.clone());
+            }
+        }
+        for k in s.model.functions.keys() {
+            if let Some((name, _)) = compile::parse_signature(k) {
+                if top_func.get(&name).is_some_and(|t| *t > l) {
+                    s.hidden.functions.insert(name);
+                }
+            }
+        }
+        for k in s.model.flows.keys() {
+            if top_flow.get(k).is_some_and(|t| *t > l) {
+                s.hidden.flows.insert(k.clone());
+            }
+        }
+    }
+}
+
 /// Warns (E217) on every flow that no rule uses, directly or through other flows.
 fn warn_unused_flows(prog: &Program, sources: &[RuleSource], diags: &mut Diagnostics) {
     let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -410,7 +546,7 @@ fn warn_unused_flows(prog: &Program, sources: &[RuleSource], diags: &mut Diagnos
         }
         let at = sources
             .iter()
-            .find(|s| s.model.flows.contains_key(&*f.name))
+            .find(|s| s.model.flows.contains_key(&*f.name) && !s.hidden.flows.contains(&*f.name))
             .map(|s| {
                 s.marked
                     .locate_key(&[yaml::Seg::from("flows"), yaml::Seg::Key(f.name.to_string())])
@@ -475,12 +611,17 @@ fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<Rul
         || matches!(&marked.root, yaml::YNode::Scalar { text, .. } if text.is_empty());
     if is_empty {
         return Some(RuleSource {
+            hidden: Default::default(),
             marked,
             model: RuleFile::default(),
         });
     }
     match serde_yaml::from_str::<RuleFile>(text) {
-        Ok(model) => Some(RuleSource { marked, model }),
+        Ok(model) => Some(RuleSource {
+            marked,
+            model,
+            hidden: Default::default(),
+        }),
         Err(e) => {
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();

@@ -36,6 +36,9 @@ pub struct RuleFile {
     /// `string`, `number`, `boolean`, `date`, `null`, or another shape's name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub shapes: IndexMap<String, serde_json::Value>,
+    /// In a layer: ids of rules of the layers below that this layer turns off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
 }
 
 /// A declared event.

@@ -54,6 +54,7 @@ fn report(args: &DiffArgs) -> Result<dryrun::DiffReport, ToolError> {
     let current = RuleTexts {
         files: ruleload::from_dir(rules_dir, rules_dir)?,
         settings: settings.clone(),
+        layers: ruleload::layers(&args.rules.layers)?,
     }
     .compile_shaped("current", shape.as_ref())?;
     let base_files = if Path::new(&args.base).is_dir() {
@@ -68,6 +69,7 @@ fn report(args: &DiffArgs) -> Result<dryrun::DiffReport, ToolError> {
     let base = RuleTexts {
         files: base_files,
         settings: base_settings,
+        layers: ruleload::layers(&args.rules.layers)?,
     }
     .compile_shaped("base", shape.as_ref())?;
     let items = corpus::load(&args.corpus)?;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use skladsync_engine::ruleset::expression::ExpressionError;
-use skladsync_engine::{RecordedWorld, RuleSet};
+use skladsync_engine::{Layer, RecordedWorld, RuleSet};
 
 use crate::cli::{EvalArgs, Format};
 use crate::tooling::{corpus, ruleload};
@@ -41,7 +41,16 @@ impl From<String> for Failure {
 
 fn value(args: &EvalArgs) -> Result<String, Failure> {
     let dir = &args.rules.rules;
-    let files = ruleload::from_dir(dir, dir).map_err(|e| e.to_string())?;
+    let mut layers = vec![Layer {
+        name: dir.display().to_string(),
+        files: ruleload::from_dir(dir, dir).map_err(|e| e.to_string())?,
+    }];
+    for layer in &args.rules.layers {
+        layers.push(Layer {
+            name: layer.display().to_string(),
+            files: ruleload::from_dir(layer, layer).map_err(|e| e.to_string())?,
+        });
+    }
     let settings = match super::settings_path(&args.rules) {
         Some(p) => Some(ruleload::read_settings(&p).map_err(|e| e.to_string())?),
         None => None,
@@ -58,7 +67,7 @@ fn value(args: &EvalArgs) -> Result<String, Failure> {
             .map_err(|e| format!("world {}: {e}", w.display()))?;
     }
     let v = RuleSet::evaluate_expression(
-        &files,
+        &layers,
         settings.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
         shape.as_ref(),
         "<expression>",

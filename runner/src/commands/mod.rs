@@ -69,7 +69,7 @@ pub fn use_color(choice: ColorChoice) -> bool {
 /// Loads the rule set, printing diagnostics to stderr. `None` when it has errors.
 pub fn load_rules(args: &RuleArgs) -> Result<(RuleSet, Diagnostics), Diagnostics> {
     let settings = settings_path(args);
-    RuleSet::load(&args.rules, settings.as_deref())
+    RuleSet::load_layers(&args.rules, &args.layers, settings.as_deref())
 }
 
 /// Loads the rule set cases run against: the settings file given, else the rules'
@@ -82,7 +82,7 @@ pub fn load_rules_for_cases(args: &RuleArgs) -> Result<(RuleSet, Diagnostics), D
         None if example.is_file() => Some(example),
         None => settings_path(args),
     };
-    RuleSet::load(&args.rules, settings.as_deref())
+    RuleSet::load_layers(&args.rules, &args.layers, settings.as_deref())
 }
 
 /// Reads a YAML or JSON file into a value.

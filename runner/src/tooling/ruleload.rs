@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use skladsync_engine::ruleset::settings_shape::SettingsShape;
-use skladsync_engine::RuleSet;
+use skladsync_engine::{Layer, RuleSet};
 
 use super::ToolError;
 
@@ -18,6 +18,8 @@ pub struct RuleTexts {
     pub files: Vec<(String, String)>,
     /// (name, text) of the settings file.
     pub settings: Option<(String, String)>,
+    /// Integrators' layers over the files, in order.
+    pub layers: Vec<Layer>,
 }
 
 impl RuleTexts {
@@ -37,7 +39,12 @@ impl RuleTexts {
             .settings
             .as_ref()
             .map(|(n, t)| (n.as_str(), t.as_str()));
-        RuleSet::from_texts_shaped(&self.files, settings, shape)
+        let mut all = vec![Layer {
+            name: String::new(),
+            files: self.files.clone(),
+        }];
+        all.extend(self.layers.iter().cloned());
+        RuleSet::from_layers(&all, settings, shape)
             .map(|(set, _warnings)| set)
             .map_err(|d| {
                 ToolError::Rules(format!(
@@ -169,6 +176,18 @@ fn from_git_inner(rules_dir: &Path, rev: &str) -> Result<Vec<(String, String)>, 
         files.push((rules_dir.join(&rel).display().to_string(), text));
     }
     Ok(files)
+}
+
+/// The layers given on the command line, read.
+pub fn layers(dirs: &[PathBuf]) -> Result<Vec<Layer>, ToolError> {
+    dirs.iter()
+        .map(|d| {
+            Ok(Layer {
+                name: d.display().to_string(),
+                files: from_dir(d, d)?,
+            })
+        })
+        .collect()
 }
 
 /// The shape of the settings of the rules in `rules_dir` (its `settings.example.yaml`).
