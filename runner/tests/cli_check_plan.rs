@@ -201,3 +201,40 @@ fn check_refuses_mistyped_settings_at_their_line() {
     );
     assert!(stderr.contains("error: 1 error(s)"), "{stderr}");
 }
+
+/// `--layer`: an integrator's directory over the rules replaces a rule by id and disables
+/// another without editing them; `explain` names the layer a rule came from.
+#[test]
+fn a_layer_replaces_and_disables_rules_and_explain_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'base'\"}\n  - id: b\n    on: order.placed\n    do:\n      - journal: {code: B, text: \"'base'\"}\n",
+    );
+    write(
+        dir.path(),
+        "mine/a.yaml",
+        "disable: [b]\nrules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'mine'\"}\n",
+    );
+    write(dir.path(), "event.yaml", "event: order.placed\norder: {id: 1}\n");
+    let (code, stdout, stderr) = skladsync(
+        &["plan", "--event", "event.yaml", "--layer", "mine", "--format", "json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("\"text\": \"mine\""), "{stdout}");
+    assert!(!stdout.contains("\"code\": \"B\""), "{stdout}");
+    let (code, stdout, stderr) = skladsync(
+        &["explain", "--event", "event.yaml", "--layer", "mine"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("from layer mine (mine/a.yaml:"), "{stdout}");
+    write(dir.path(), "mine/a.yaml", "disable: [c]\n");
+    let (code, _, stderr) = skladsync(&["check", "--layer", "mine"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("E218"), "{stderr}");
+    assert!(stderr.contains("mine/a.yaml:1:"), "{stderr}");
+}
