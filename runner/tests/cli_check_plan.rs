@@ -218,9 +218,21 @@ fn a_layer_replaces_and_disables_rules_and_explain_names_it() {
         "mine/a.yaml",
         "disable: [b]\nrules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'mine'\"}\n",
     );
-    write(dir.path(), "event.yaml", "event: order.placed\norder: {id: 1}\n");
+    write(
+        dir.path(),
+        "event.yaml",
+        "event: order.placed\norder: {id: 1}\n",
+    );
     let (code, stdout, stderr) = skladsync(
-        &["plan", "--event", "event.yaml", "--layer", "mine", "--format", "json"],
+        &[
+            "plan",
+            "--event",
+            "event.yaml",
+            "--layer",
+            "mine",
+            "--format",
+            "json",
+        ],
         dir.path(),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");

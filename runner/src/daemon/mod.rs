@@ -164,12 +164,21 @@ impl Daemon {
     /// Loads the rules, opens the state, binds the webhook receiver and builds the clients.
     pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
         let settings_path = config.settings_path();
-        let (rules, warnings) = RuleSet::load(&config.rules.dir, settings_path.as_deref())
-            .map_err(|d| DaemonError::Rules(d.render(false)))?;
+        let (rules, warnings) = RuleSet::load_layers(
+            &config.rules.dir,
+            &config.rules.layers,
+            settings_path.as_deref(),
+        )
+        .map_err(|d| DaemonError::Rules(d.render(false)))?;
         if !warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
-        let rules_version = version::rules_version(&config.rules.dir, settings_path.as_deref());
+        let mut rules_version = version::rules_version(&config.rules.dir, settings_path.as_deref());
+        // A changed layer is a change of the rules too (parked work is evaluated again).
+        for layer in &config.rules.layers {
+            rules_version.push('+');
+            rules_version.push_str(&version::rules_version(layer, None));
+        }
         let state = SyncState::open(&config.state.path)?;
 
         let (listener, receiver_addr, webhook_url) = if config.webhooks.enabled {
