@@ -217,6 +217,7 @@ pub struct RuleArgs {
     pub settings: Option<PathBuf>,
     /// An integrator's rules directory laid over the rules (repeatable, in order): it adds
     /// rules, replaces a rule by id or a function or flow by name, and `disable:`s rules.
+    /// Default: `rules.layers` of `./skladsync.yaml` (the config `run` reads), if any.
     #[arg(long = "layer", value_name = "DIR")]
     pub layers: Vec<PathBuf>,
     /// Colour diagnostics: auto (on a terminal), always or never.

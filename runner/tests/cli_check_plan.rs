@@ -250,3 +250,33 @@ fn a_layer_replaces_and_disables_rules_and_explain_names_it() {
     assert!(stderr.contains("E218"), "{stderr}");
     assert!(stderr.contains("mine/a.yaml:1:"), "{stderr}");
 }
+
+/// Without `--layer`, the tools take the layers of `./skladsync.yaml` (the daemon's config).
+#[test]
+fn the_tools_take_the_layers_of_the_project_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'base'\"}\n",
+    );
+    write(
+        dir.path(),
+        "mine/a.yaml",
+        "rules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'mine'\"}\n",
+    );
+    write(
+        dir.path(),
+        "event.yaml",
+        "event: order.placed\norder: {id: 1}\n",
+    );
+    write(
+        dir.path(),
+        "skladsync.yaml",
+        "rules:\n  dir: rules\n  layers: [mine]\n",
+    );
+    let (code, stdout, stderr) = skladsync(&["plan", "--event", "event.yaml"], dir.path());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("text: mine"), "{stdout}");
+}

@@ -54,7 +54,7 @@ fn report(args: &DiffArgs) -> Result<dryrun::DiffReport, ToolError> {
     let current = RuleTexts {
         files: ruleload::from_dir(rules_dir, rules_dir)?,
         settings: settings.clone(),
-        layers: ruleload::layers(&args.rules.layers)?,
+        layers: ruleload::layers(&super::layers(&args.rules))?,
     }
     .compile_shaped("current", shape.as_ref())?;
     let base_files = if Path::new(&args.base).is_dir() {
@@ -69,7 +69,7 @@ fn report(args: &DiffArgs) -> Result<dryrun::DiffReport, ToolError> {
     let base = RuleTexts {
         files: base_files,
         settings: base_settings,
-        layers: ruleload::layers(&args.rules.layers)?,
+        layers: ruleload::layers(&super::layers(&args.rules))?,
     }
     .compile_shaped("base", shape.as_ref())?;
     let items = corpus::load(&args.corpus)?;

@@ -45,7 +45,7 @@ fn value(args: &EvalArgs) -> Result<String, Failure> {
         name: dir.display().to_string(),
         files: ruleload::from_dir(dir, dir).map_err(|e| e.to_string())?,
     }];
-    for layer in &args.rules.layers {
+    for layer in &super::layers(&args.rules) {
         layers.push(Layer {
             name: layer.display().to_string(),
             files: ruleload::from_dir(layer, layer).map_err(|e| e.to_string())?,

@@ -96,16 +96,16 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
                 ),
             };
             // With layers, say where each rule came from.
-            let origins: std::collections::HashMap<String, String> = if args.rules.layers.is_empty()
-            {
-                Default::default()
-            } else {
-                rules
-                    .rules()
-                    .into_iter()
-                    .map(|r| (r.id, format!("layer {} ({})", r.layer, r.location)))
-                    .collect()
-            };
+            let origins: std::collections::HashMap<String, String> =
+                if super::layers(&args.rules).is_empty() {
+                    Default::default()
+                } else {
+                    rules
+                        .rules()
+                        .into_iter()
+                        .map(|r| (r.id, format!("layer {} ({})", r.layer, r.location)))
+                        .collect()
+                };
             let mut text = render(&traces, plan.as_ref(), paint);
             for (id, origin) in &origins {
                 let line = format!("rule {}: ", paint.bold(id));
