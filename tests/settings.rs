@@ -58,3 +58,93 @@ fn settings_checks() {
         });
     }
 }
+
+/// The settings file an integrator writes: the example with one edit. `shopz:` for `shops:`
+/// is one error, in the settings file at the key, suggesting `shops` — not errors in the
+/// rule files that read `settings.mappings.shops`. A text for a boolean and a text for a
+/// list are refused at their own line and column.
+#[test]
+fn settings_are_checked_before_the_rules() {
+    let root = common::root();
+    let example = std::fs::read_to_string(root.join("rules/settings.example.yaml"))
+        .expect("example settings");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let load = |from: &str, to: &str| {
+        assert!(example.contains(from), "the example has no `{from}`");
+        let path = tmp.path().join("settings.yaml");
+        std::fs::write(&path, example.replacen(from, to, 1)).expect("write");
+        let line = example[..example.find(from).expect("found")]
+            .matches('\n')
+            .count()
+            + 1;
+        let diags = match RuleSet::load(&root.join("rules"), Some(&path)) {
+            Ok(_) => panic!("`{to}` should be refused"),
+            Err(d) => d,
+        };
+        let rendered = diags.render(false);
+        assert_eq!(diags.items.len(), 1, "one error for `{to}`:\n{rendered}");
+        let d = &diags.items[0];
+        let (at_line, _) = d
+            .location
+            .as_ref()
+            .map(|l| l.file.line_col(l.start))
+            .expect("a location");
+        assert_eq!(
+            d.location.as_ref().map(|l| l.file.name.clone()),
+            Some(path.display().to_string()),
+            "{rendered}"
+        );
+        assert_eq!(at_line, line, "{rendered}");
+        rendered
+    };
+    let r = load("  shops: {}", "  shopz: {}");
+    assert!(r.contains("unknown setting `mappings.shopz`"), "{r}");
+    assert!(r.contains("did you mean `shops`?"), "{r}");
+    let r = load(
+        "  delivery_as_position: false",
+        "  delivery_as_position: \"no\"",
+    );
+    assert!(
+        r.contains("`crm_tab.delivery_as_position` must be a boolean"),
+        "{r}"
+    );
+    let r = load("  upload_statuses: []", "  upload_statuses: new");
+    assert!(
+        r.contains("`mappings.upload_statuses` must be a list"),
+        "{r}"
+    );
+    assert!(r.contains("`[new]`"), "{r}");
+}
+
+/// A case's settings overrides are held to the same shape: a text for a boolean in a case
+/// fails the case instead of quietly turning the setting on.
+#[test]
+fn case_overrides_are_checked_too() {
+    let root = common::root();
+    let (rules, _) = RuleSet::load(
+        &root.join("rules"),
+        Some(&root.join("rules/settings.example.yaml")),
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let case = |settings: &str| {
+        skladsync_engine::Case::from_yaml(&format!(
+            "event: {{event: crm.order.changed, order: {{id: 1}}}}\nsettings: {settings}\n"
+        ))
+        .expect("a case")
+    };
+    let err = case("{crm_tab: {delivery_as_position: \"no\"}}")
+        .run(&rules)
+        .expect_err("a text for a boolean");
+    assert!(
+        err.message
+            .contains("`crm_tab.delivery_as_position` must be a boolean"),
+        "{err}"
+    );
+    let err = case("{mappings: {shopz: {a: b}}}")
+        .run(&rules)
+        .expect_err("an unknown key");
+    assert!(err.message.contains("did you mean `shops`?"), "{err}");
+    assert!(case("{crm_tab: {delivery_as_position: true}}")
+        .run(&rules)
+        .is_ok());
+}

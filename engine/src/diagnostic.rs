@@ -51,10 +51,26 @@ pub mod codes {
     pub const EFFECT: &str = "E213";
     /// Two definitions of the same name (function, flow, event, `let`).
     pub const DUPLICATE_NAME: &str = "E214";
+    /// A path below an event field that no document of the event can have (a warning).
+    pub const UNKNOWN_FIELD: &str = "E215";
+    /// A shape that names a shape nobody declares, or a field the event does not have.
+    pub const UNKNOWN_SHAPE: &str = "E216";
+    /// A flow that no rule uses, directly or through other flows (a warning).
+    pub const UNUSED_FLOW: &str = "E217";
+    /// A layer disables a rule that no layer below defines.
+    pub const UNKNOWN_DISABLED: &str = "E218";
     /// A settings check declared by the rules failed.
     pub const SETTINGS_CHECK: &str = "E301";
     /// A settings check could not be evaluated.
     pub const SETTINGS_CHECK_ERROR: &str = "E302";
+    /// A setting whose value has the wrong type (text for a boolean, text for a list, …).
+    pub const SETTING_TYPE: &str = "E303";
+    /// A setting whose value is not one of those allowed, or out of range.
+    pub const SETTING_VALUE: &str = "E304";
+    /// A key in the settings file that is not a setting.
+    pub const UNKNOWN_SETTING_KEY: &str = "E305";
+    /// A setting the settings file leaves out.
+    pub const MISSING_SETTING: &str = "E306";
 }
 
 /// How serious a diagnostic is.

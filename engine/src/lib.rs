@@ -57,7 +57,7 @@ pub use case::Case;
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use eval::{EvalError, EvalErrorKind, EvalOptions, Event};
 pub use plan::{Action, Effect, Plan};
-pub use ruleset::{FlowInfo, RuleInfo, RuleSet};
+pub use ruleset::{FlowInfo, Layer, RuleInfo, RuleSet};
 pub use trace::{Outcome, Trace};
 pub use value::Value;
 pub use world::{EmptyWorld, RecordedWorld, World, WorldError};

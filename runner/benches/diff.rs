@@ -63,6 +63,7 @@ fn main() {
     let texts = RuleTexts {
         files: ruleload::from_dir(&rules_dir, &rules_dir).expect("rules"),
         settings,
+        layers: Vec::new(),
     };
     let base = texts.compile("base").expect("base rules");
     let current = texts.compile("current").expect("current rules");

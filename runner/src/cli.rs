@@ -45,8 +45,59 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Format rule files: key order, indentation, expression spacing; comments kept.
     Fmt(FmtArgs),
-    /// Regenerate the JSON Schemas of rule files and of the settings file.
+    /// Regenerate the JSON Schemas of rule files, settings files and case files.
     Schema(SchemaArgs),
+    /// Work with test cases (`case new`: a scaffold).
+    #[command(subcommand)]
+    Case(CaseCommand),
+    /// Evaluate one expression as a rule listening to the event would, and print its value.
+    Eval(EvalArgs),
+}
+
+/// `skladsync case …`.
+#[derive(Debug, Subcommand)]
+pub enum CaseCommand {
+    /// Write a new case file: the schema modeline, a doc line, the event with its declared
+    /// fields to fill in, includes, an empty world; `skladsync test --update` records its
+    /// plan.
+    New(CaseNewArgs),
+}
+
+/// `skladsync case new`.
+#[derive(Debug, Args)]
+pub struct CaseNewArgs {
+    /// The case file to write (refused when it exists).
+    pub path: PathBuf,
+    /// The event (a declared event's name).
+    #[arg(long)]
+    pub event: String,
+    /// Shared fragments to include (paths relative to the case file), e.g.
+    /// `../worlds/shop.yaml`.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Rules and settings (to know the event and its fields).
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `skladsync eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The expression, e.g. 'order.items | map(i => i.offer.xmlId)'.
+    pub expression: String,
+    /// The event file (as for `plan`) or a case file (its world and settings overrides are
+    /// used too).
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The recorded world file (answers `lookup` and the other world functions).
+    #[arg(long)]
+    pub world: Option<PathBuf>,
+    /// Rules and settings (the rule set's functions and settings are in scope).
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Yaml)]
+    pub format: Format,
 }
 
 /// `skladsync test`.
@@ -164,6 +215,11 @@ pub struct RuleArgs {
     /// The settings file [default: RULES/settings.yaml, else RULES/settings.example.yaml].
     #[arg(long)]
     pub settings: Option<PathBuf>,
+    /// An integrator's rules directory laid over the rules (repeatable, in order): it adds
+    /// rules, replaces a rule by id or a function or flow by name, and `disable:`s rules.
+    /// Default: `rules.layers` of `./skladsync.yaml` (the config `run` reads), if any.
+    #[arg(long = "layer", value_name = "DIR")]
+    pub layers: Vec<PathBuf>,
     /// Colour diagnostics: auto (on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,

@@ -121,3 +121,162 @@ fn plan_reports_bad_inputs_clearly() {
     assert_eq!(code, 1);
     assert!(stderr.contains("missing.yaml"), "{stderr}");
 }
+
+/// `skladsync eval` evaluates one expression against an event, with the rule set's
+/// functions and settings, and prints the value; a misspelt name is a diagnostic.
+#[test]
+fn eval_prints_the_value_of_one_expression() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/functions.yaml",
+        "functions:\n  code(o): o.offer.xmlId + \"-\" + settings.suffix\n",
+    );
+    write(dir.path(), "rules/settings.yaml", "suffix: x\n");
+    write(
+        dir.path(),
+        "event.yaml",
+        "event: order.placed\norder:\n  items:\n    - offer: {xmlId: a1}\n    - offer: {xmlId: b2}\n",
+    );
+    let (code, stdout, stderr) = skladsync(
+        &[
+            "eval",
+            "order.items | map(i => i.offer.xmlId)",
+            "--event",
+            "event.yaml",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout, "- a1\n- b2\n");
+    let (code, stdout, stderr) = skladsync(
+        &[
+            "eval",
+            "order.items | map(i => code(i))",
+            "--event",
+            "event.yaml",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout, "[\"a1-x\",\"b2-x\"]\n");
+    let (code, _, stderr) = skladsync(&["eval", "ordr.items", "--event", "event.yaml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("did you mean `order`?"), "{stderr}");
+}
+
+/// `check` on the shipped rules refuses a settings file with a text for a boolean, at the
+/// settings file's line and column.
+#[test]
+fn check_refuses_mistyped_settings_at_their_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example =
+        std::fs::read_to_string(root.join("rules/settings.example.yaml")).expect("example");
+    let line = example[..example.find("  delivery_as_position: false").expect("key")]
+        .matches('\n')
+        .count()
+        + 1;
+    write(
+        dir.path(),
+        "settings.yaml",
+        &example.replacen(
+            "  delivery_as_position: false",
+            "  delivery_as_position: \"no\"",
+            1,
+        ),
+    );
+    let rules = root.join("rules").display().to_string();
+    let (code, stdout, stderr) = skladsync(
+        &["check", "--rules", &rules, "--settings", "settings.yaml"],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("settings.yaml:{line}:25")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error: 1 error(s)"), "{stderr}");
+}
+
+/// `--layer`: an integrator's directory over the rules replaces a rule by id and disables
+/// another without editing them; `explain` names the layer a rule came from.
+#[test]
+fn a_layer_replaces_and_disables_rules_and_explain_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'base'\"}\n  - id: b\n    on: order.placed\n    do:\n      - journal: {code: B, text: \"'base'\"}\n",
+    );
+    write(
+        dir.path(),
+        "mine/a.yaml",
+        "disable: [b]\nrules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'mine'\"}\n",
+    );
+    write(
+        dir.path(),
+        "event.yaml",
+        "event: order.placed\norder: {id: 1}\n",
+    );
+    let (code, stdout, stderr) = skladsync(
+        &[
+            "plan",
+            "--event",
+            "event.yaml",
+            "--layer",
+            "mine",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("\"text\": \"mine\""), "{stdout}");
+    assert!(!stdout.contains("\"code\": \"B\""), "{stdout}");
+    let (code, stdout, stderr) = skladsync(
+        &["explain", "--event", "event.yaml", "--layer", "mine"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("from layer mine (mine/a.yaml:"), "{stdout}");
+    write(dir.path(), "mine/a.yaml", "disable: [c]\n");
+    let (code, _, stderr) = skladsync(&["check", "--layer", "mine"], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("E218"), "{stderr}");
+    assert!(stderr.contains("mine/a.yaml:1:"), "{stderr}");
+}
+
+/// Without `--layer`, the tools take the layers of `./skladsync.yaml` (the daemon's config).
+#[test]
+fn the_tools_take_the_layers_of_the_project_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "rules/events.yaml", EVENTS);
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'base'\"}\n",
+    );
+    write(
+        dir.path(),
+        "mine/a.yaml",
+        "rules:\n  - id: a\n    on: order.placed\n    do:\n      - journal: {code: A, text: \"'mine'\"}\n",
+    );
+    write(
+        dir.path(),
+        "event.yaml",
+        "event: order.placed\norder: {id: 1}\n",
+    );
+    write(
+        dir.path(),
+        "skladsync.yaml",
+        "rules:\n  dir: rules\n  layers: [mine]\n",
+    );
+    let (code, stdout, stderr) = skladsync(&["plan", "--event", "event.yaml"], dir.path());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("text: mine"), "{stdout}");
+}

@@ -43,6 +43,8 @@ fn fmt_is_idempotent_on_every_rule_file_and_keeps_plans() {
     copy_dir(&root().join("rules"), &dir.path().join("rules"));
     copy_dir(&dir.path().join("rules"), &dir.path().join("original"));
     copy_dir(&root().join("tests/cases"), &dir.path().join("cases"));
+    // The fragments the cases include (`../../worlds/…`).
+    copy_dir(&root().join("tests/worlds"), &dir.path().join("worlds"));
     let (code, _, stderr) = skladsync(&["fmt", "rules"], dir.path());
     assert_eq!(code, 0, "{stderr}");
     let (code, stdout, stderr) = skladsync(&["fmt", "--check", "rules"], dir.path());
@@ -210,10 +212,34 @@ fn the_shipped_schemas_are_current_and_validate_the_repositorys_files() {
     let mut doc = yaml(&root().join("rules/settings.example.yaml"));
     doc["crm_tab"]["auto_reserv"] = serde_json::json!(true);
     assert!(!settings.is_valid(&doc));
+
+    // Every shipped case and shared fragment is a valid case file; a misspelt key is not.
+    let cases = validator("case.schema.json");
+    let mut files = Vec::new();
+    for dir in ["tests/cases", "tests/worlds"] {
+        let mut stack = vec![root().join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "yaml") {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    assert!(files.len() > 200);
+    for p in &files {
+        let doc = yaml(p);
+        let errors: Vec<String> = cases.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", p.display());
+    }
+    assert!(!cases.is_valid(&serde_json::json!({"event": {"event": "x"}, "wrold": {}})));
 }
 
 #[test]
-fn schema_writes_both_files() {
+fn schema_writes_every_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(
         &root().join("tests/examples/shop/rules"),
@@ -228,7 +254,7 @@ fn schema_writes_both_files() {
     assert_eq!(code, 0, "{stdout}");
     assert_eq!(
         stdout,
-        "wrote out/rules.schema.json\nwrote out/settings.schema.json\n"
+        "wrote out/rules.schema.json\nwrote out/settings.schema.json\nwrote out/case.schema.json\n"
     );
     let s: serde_json::Value =
         serde_json::from_str(&read(&dir.path().join("out/settings.schema.json"))).expect("json");

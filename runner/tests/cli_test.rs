@@ -128,3 +128,137 @@ fn coverage_reports_rules_and_conditions_and_enforces_a_minimum() {
     let (code, stdout, _) = skladsync(&args, dir.path());
     assert_eq!(code, 0, "{stdout}");
 }
+
+/// A case with a YAML error fails on its own, with a code frame and a hint about
+/// indentation (not quoting); the other cases still run.
+#[test]
+fn a_broken_case_is_reported_and_the_others_run() {
+    let dir = shop();
+    std::fs::write(
+        dir.path().join("cases/broken.yaml"),
+        "doc: one key indented one space too few\nevent:\n  event: order.changed\n  order: {id: 1}\n world: {}\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("FAIL  broken"), "{stdout}");
+    assert!(stdout.contains("broken.yaml:5:"), "a code frame: {stdout}");
+    assert!(stdout.contains("check the indentation"), "{stdout}");
+    assert!(!stdout.contains("quote an expression"), "{stdout}");
+    assert!(stdout.ends_with("7 passed, 1 failed\n"), "{stdout}");
+}
+
+/// A case that includes a shared fragment states only what differs: the world moved to
+/// `worlds/shop.yaml` gives the same plan (the same snapshot passes).
+#[test]
+fn a_case_includes_a_shared_world_fragment() {
+    let dir = shop();
+    let case_path = dir.path().join("cases/existing_customer_is_reused.yaml");
+    let mut case: serde_yaml::Mapping =
+        serde_yaml::from_str(&std::fs::read_to_string(&case_path).expect("read")).expect("yaml");
+    let world = case.remove("world").expect("the case has a world");
+    let mut fragment = serde_yaml::Mapping::new();
+    fragment.insert("world".into(), world);
+    std::fs::create_dir_all(dir.path().join("worlds")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("worlds/shop.yaml"),
+        serde_yaml::to_string(&fragment).expect("yaml"),
+    )
+    .expect("write");
+    case.insert(
+        "include".into(),
+        serde_yaml::Value::Sequence(vec!["../worlds/shop.yaml".into()]),
+    );
+    std::fs::write(&case_path, serde_yaml::to_string(&case).expect("yaml")).expect("write");
+    let (code, stdout, stderr) = skladsync(RUN, dir.path());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.ends_with("7 passed, 0 failed\n"), "{stdout}");
+    // Without the fragment the plan differs: the include is what carries the world.
+    std::fs::write(dir.path().join("worlds/shop.yaml"), "world: {}\n").expect("write");
+    let (code, stdout, _) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  existing_customer_is_reused"),
+        "{stdout}"
+    );
+}
+
+/// A misspelt event name fails the case, with a suggestion, instead of an empty plan.
+#[test]
+fn a_misspelt_event_name_fails_the_case() {
+    let dir = shop();
+    edit(
+        &dir.path().join("cases/upload_new_order.yaml"),
+        "event: order.changed",
+        "event: order.chnged",
+    );
+    let (code, stdout, _) = skladsync(RUN, dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(
+            "no rule file declares the event `order.chnged`; did you mean `order.changed`?"
+        ),
+        "{stdout}"
+    );
+}
+
+/// `plan` takes a case file: its world and settings are used, and the plan is the case's.
+#[test]
+fn plan_accepts_a_case_file() {
+    let dir = shop();
+    let (code, stdout, stderr) = skladsync(
+        &[
+            "plan",
+            "--event",
+            "cases/upload_new_order.yaml",
+            "--rules",
+            "rules",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let snap =
+        std::fs::read_to_string(dir.path().join("snaps/upload_new_order.snap")).expect("snapshot");
+    let body = snap.splitn(3, "---\n").nth(2).expect("a snapshot body");
+    assert_eq!(stdout, body);
+}
+
+/// `case new` writes a scaffold with the event's declared fields; an undeclared event is
+/// refused with a suggestion.
+#[test]
+fn case_new_writes_a_scaffold() {
+    let dir = shop();
+    let (code, stdout, stderr) = skladsync(
+        &[
+            "case",
+            "new",
+            "cases/new_one.yaml",
+            "--event",
+            "order.changed",
+            "--include",
+            "../worlds/shop.yaml",
+            "--rules",
+            "rules",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let text = std::fs::read_to_string(dir.path().join("cases/new_one.yaml")).expect("written");
+    assert!(text.contains("  event: order.changed\n"), "{text}");
+    assert!(text.contains("  - ../worlds/shop.yaml\n"), "{text}");
+    assert!(text.contains("  order: null\n"), "{text}");
+    let (code, _, stderr) = skladsync(
+        &[
+            "case",
+            "new",
+            "cases/other.yaml",
+            "--event",
+            "order.chnged",
+            "--rules",
+            "rules",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("did you mean `order.changed`?"), "{stderr}");
+}

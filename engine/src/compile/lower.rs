@@ -45,6 +45,7 @@ impl Compiler<'_> {
             }
             Ok(ast) => {
                 self.check_settings_keys(&ast, origin, false);
+                self.check_event_paths(&ast, origin, scope);
                 let whole_is_name = matches!(ast.kind, ExprKind::Name(_));
                 let before = self.diags.items.len();
                 let e = self.lower(&ast, origin, scope);

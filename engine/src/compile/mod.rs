@@ -6,7 +6,8 @@ mod checks;
 mod lower;
 pub(crate) mod node;
 mod rules;
-mod scope;
+pub(crate) mod scope;
+mod shapes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +25,17 @@ use scope::ScopeKind;
 pub(crate) struct RuleSource {
     pub marked: MarkedFile,
     pub model: RuleFile,
+    /// What a layer above replaces or disables: skipped as if not written.
+    pub hidden: Hidden,
+}
+
+/// Definitions of a file that a layer above replaces (same rule id, function or flow name)
+/// or disables (`disable:`).
+#[derive(Default)]
+pub(crate) struct Hidden {
+    pub rules: HashSet<String>,
+    pub functions: HashSet<String>,
+    pub flows: HashSet<String>,
 }
 
 /// A declared event.
@@ -75,6 +87,10 @@ pub(crate) struct Compiler<'s> {
     world_readers: HashSet<Callable>,
     /// What is being compiled now, for the call graph.
     current: Option<Callable>,
+    /// The shapes of event documents.
+    shapes: shapes::Shapes,
+    /// The events of the rule being compiled (empty outside rules).
+    rule_events: Vec<String>,
 }
 
 /// Compiles rule files against the settings. Diagnostics are collected, never thrown:
@@ -87,6 +103,7 @@ pub(crate) fn compile(
 ) -> Program {
     let mut c = Compiler::new(diags, settings);
     c.declare_events(sources);
+    c.declare_shapes(sources);
     c.declare_functions(sources);
     c.declare_flows(sources);
     c.compile_functions(sources);
@@ -136,6 +153,8 @@ impl<'s> Compiler<'s> {
             edges: Vec::new(),
             world_readers: HashSet::new(),
             current: None,
+            shapes: shapes::Shapes::default(),
+            rule_events: Vec::new(),
         }
     }
 
@@ -274,6 +293,9 @@ impl Compiler<'_> {
                     );
                     continue;
                 };
+                if src.hidden.functions.contains(&name) {
+                    continue;
+                }
                 if crate::funcs::lookup(&name).is_some() {
                     self.error(
                         codes::DUPLICATE_NAME,
@@ -309,6 +331,9 @@ impl Compiler<'_> {
                 let at = src
                     .marked
                     .locate_key(&[Seg::from("flows"), Seg::Key(name.clone())]);
+                if src.hidden.flows.contains(name) {
+                    continue;
+                }
                 if self.flow_index.contains_key(name) {
                     self.error(
                         codes::DUPLICATE_NAME,
@@ -334,7 +359,7 @@ impl Compiler<'_> {
 }
 
 /// Parses `name(a, b)` (or a bare `name`).
-fn parse_signature(key: &str) -> Option<(String, Vec<String>)> {
+pub(crate) fn parse_signature(key: &str) -> Option<(String, Vec<String>)> {
     let key = key.trim();
     let (name, rest) = match key.find('(') {
         Some(i) => (&key[..i], Some(&key[i + 1..])),

@@ -29,6 +29,9 @@ impl Compiler<'_> {
                 let Some((name, _)) = super::parse_signature(key) else {
                     continue;
                 };
+                if src.hidden.functions.contains(&name) {
+                    continue;
+                }
                 let Some(&fi) = self.func_index.get(&name) else {
                     continue;
                 };
@@ -55,6 +58,9 @@ impl Compiler<'_> {
     pub(super) fn compile_flows(&mut self, sources: &[RuleSource]) {
         for src in sources {
             for (name, def) in &src.model.flows {
+                if src.hidden.flows.contains(name) {
+                    continue;
+                }
                 let Some(&fi) = self.flow_index.get(name) else {
                     continue;
                 };
@@ -121,6 +127,9 @@ impl Compiler<'_> {
         let mut ids: IndexMap<String, String> = IndexMap::new();
         for src in sources {
             for (ri, def) in src.model.rules.iter().enumerate() {
+                if src.hidden.rules.contains(&def.id) {
+                    continue;
+                }
                 let base = [Seg::from("rules"), Seg::Index(ri)];
                 let id_loc = src.marked.locate(&at(&base, [Seg::from("id")]));
                 if let Some(first) = ids.get(&def.id) {
@@ -172,6 +181,7 @@ impl Compiler<'_> {
                         .at(Some(loc)),
                     );
                 }
+                self.rule_events.clone_from(&on);
                 let globals = self.globals_for(ScopeKind::Rule, &on);
                 let mut scope = Scope::new(ScopeKind::Rule, globals);
                 scope.lenient = on.iter().any(|ev| !self.events.contains_key(ev));
@@ -217,6 +227,7 @@ impl Compiler<'_> {
                     &at(&base, [Seg::from("do")]),
                     &mut scope,
                 );
+                self.rule_events.clear();
                 let loc = self.push_loc(id_loc);
                 rules.push(CRule {
                     id: Arc::from(def.id.as_str()),

@@ -1,7 +1,9 @@
 //! Loading a rule set: every rule file of a directory plus a settings file, read, checked
 //! and compiled once.
 
+pub mod expression;
 pub mod model;
+pub mod settings_shape;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use crate::plan::Plan;
 use crate::value::{deep_merge, Value};
 use crate::world::World;
 use model::RuleFile;
+use settings_shape::SettingsShape;
 use yaml::MarkedFile;
 
 /// A compiled rule set with its settings. Cheap to evaluate many times, from many threads.
@@ -21,6 +24,9 @@ pub struct RuleSet {
     prog: Program,
     settings: Value,
     files: Vec<String>,
+    shape: Option<SettingsShape>,
+    /// The layer (its directory) of each file, for `explain`.
+    layers: std::collections::HashMap<String, String>,
 }
 
 /// What a rule looks like from outside: for `explain`, coverage and docs.
@@ -34,6 +40,8 @@ pub struct RuleInfo {
     pub on: Vec<String>,
     /// The file it is in.
     pub file: String,
+    /// The layer it came from (its directory; the default rule set is the first layer).
+    pub layer: String,
     /// `path:line:col` of its id.
     pub location: String,
     /// Its conditions: text and `path:line:col`.
@@ -53,34 +61,50 @@ pub struct FlowInfo {
 
 impl RuleSet {
     /// Loads every `*.yaml`/`*.yml` under `rules_dir` (except files whose name starts with
-    /// `settings`, and hidden entries), with the settings file. On success, returns the
-    /// rule set and the warnings; on failure, every diagnostic found.
+    /// `settings`, and hidden entries), with the settings file. When the rules directory has
+    /// a `settings.example.yaml`, the settings file must have its shape (see
+    /// [`settings_shape`]); it is checked before the rules. On success, returns the rule set
+    /// and the warnings; on failure, every diagnostic found.
     pub fn load(
         rules_dir: &Path,
         settings: Option<&Path>,
     ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        Self::load_layers(rules_dir, &[], settings)
+    }
+
+    /// Loads the default rule set of `rules_dir` with integrators' layers over it, in
+    /// order (see [`RuleSet::from_layers`]); the settings shape is the default rule set's.
+    pub fn load_layers(
+        rules_dir: &Path,
+        layers: &[PathBuf],
+        settings: Option<&Path>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
         let mut diags = Diagnostics::default();
-        let mut paths = Vec::new();
-        if let Err(e) = collect_rule_files(rules_dir, &mut paths) {
-            diags.push(Diagnostic::error(
-                codes::IO,
-                format!(
-                    "cannot read the rules directory {}: {e}",
-                    rules_dir.display()
-                ),
-            ));
-            return Err(diags);
-        }
-        paths.sort();
-        let mut texts = Vec::new();
-        for p in paths {
-            match std::fs::read_to_string(&p) {
-                Ok(t) => texts.push((p.display().to_string(), t)),
-                Err(e) => diags.push(Diagnostic::error(
+        let mut all = Vec::new();
+        for dir in std::iter::once(rules_dir).chain(layers.iter().map(PathBuf::as_path)) {
+            let mut paths = Vec::new();
+            if let Err(e) = collect_rule_files(dir, &mut paths) {
+                diags.push(Diagnostic::error(
                     codes::IO,
-                    format!("cannot read {}: {e}", p.display()),
-                )),
+                    format!("cannot read the rules directory {}: {e}", dir.display()),
+                ));
+                return Err(diags);
             }
+            paths.sort();
+            let mut texts = Vec::new();
+            for p in paths {
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => texts.push((p.display().to_string(), t)),
+                    Err(e) => diags.push(Diagnostic::error(
+                        codes::IO,
+                        format!("cannot read {}: {e}", p.display()),
+                    )),
+                }
+            }
+            all.push(Layer {
+                name: dir.display().to_string(),
+                files: texts,
+            });
         }
         let settings_text = match settings {
             None => None,
@@ -98,12 +122,53 @@ impl RuleSet {
         if diags.has_errors() {
             return Err(diags);
         }
-        Self::from_texts(
-            &texts,
+        let shape = match settings_text {
+            None => None,
+            Some(_) => match Self::shape_of(rules_dir) {
+                Ok(shape) => shape,
+                Err(d) => {
+                    diags.push(d);
+                    return Err(diags);
+                }
+            },
+        };
+        Self::from_layers(
+            &all,
             settings_text
                 .as_ref()
                 .map(|(n, t)| (n.as_str(), t.as_str())),
+            shape.as_ref(),
         )
+    }
+
+    /// The shape of the settings of the rules in `rules_dir`: read off its
+    /// `settings.example.yaml` (with `settings.schema.yaml` added), or `None` when it has no
+    /// example settings file.
+    pub fn shape_of(rules_dir: &Path) -> Result<Option<SettingsShape>, Diagnostic> {
+        let example = rules_dir.join("settings.example.yaml");
+        let text = match std::fs::read_to_string(&example) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Diagnostic::error(
+                    codes::IO,
+                    format!("cannot read {}: {e}", example.display()),
+                ))
+            }
+        };
+        let additions_path = rules_dir.join("settings.schema.yaml");
+        let additions = match std::fs::read_to_string(&additions_path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Diagnostic::error(
+                    codes::IO,
+                    format!("cannot read {}: {e}", additions_path.display()),
+                ))
+            }
+        };
+        SettingsShape::from_example(&example.display().to_string(), &text, additions.as_deref())
+            .map(Some)
     }
 
     /// Compiles rule files given as (name, text) pairs, with an optional settings file.
@@ -111,6 +176,47 @@ impl RuleSet {
         files: &[(String, String)],
         settings: Option<(&str, &str)>,
     ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        Self::from_texts_shaped(files, settings, None)
+    }
+
+    /// Like [`RuleSet::from_texts`], with the shape the settings file must have. A settings
+    /// file that does not have it is refused with its own errors only: the rules are not
+    /// compiled against settings that did not match.
+    pub fn from_texts_shaped(
+        files: &[(String, String)],
+        settings: Option<(&str, &str)>,
+        shape: Option<&SettingsShape>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        let layer = [Layer {
+            name: String::new(),
+            files: files.to_vec(),
+        }];
+        Self::from_layers(&layer, settings, shape)
+    }
+
+    /// Compiles layers of rule files: the default rule set first, then each integrator's
+    /// layer over it. A layer adds rules, functions, flows and events; a rule with the id of
+    /// one below, or a function or flow with its name, replaces it; `disable: [ids]` turns
+    /// rules below off. Within one layer, a name used twice is an error as usual.
+    pub fn from_layers(
+        layers: &[Layer],
+        settings: Option<(&str, &str)>,
+        shape: Option<&SettingsShape>,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        let files: Vec<(String, String)> = layers
+            .iter()
+            .flat_map(|l| l.files.iter().cloned())
+            .collect();
+        let layer_of: Vec<usize> = layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| std::iter::repeat_n(i, l.files.len()))
+            .collect();
+        let file_layers: std::collections::HashMap<String, String> = layers
+            .iter()
+            .flat_map(|l| l.files.iter().map(|(n, _)| (n.clone(), l.name.clone())))
+            .collect();
+        let files = &files[..];
         let mut diags = Diagnostics::default();
         let (settings_value, settings_marked) = match settings {
             None => (Value::object(Default::default()), None),
@@ -122,18 +228,38 @@ impl RuleSet {
                 }
             },
         };
-        let mut sources = Vec::new();
-        for (name, text) in files {
-            if let Some(src) = read_rule_file(name, text, &mut diags) {
-                sources.push(src);
+        if let (Some(shape), Some(marked)) = (shape, settings_marked.as_ref()) {
+            let found = shape.check(&settings_value, marked);
+            if !found.is_empty() {
+                diags.items.extend(found);
+                diags.sort();
+                return Err(diags);
             }
         }
+        let mut sources = Vec::new();
+        let mut source_layers = Vec::new();
+        for (i, (name, text)) in files.iter().enumerate() {
+            if let Some(src) = read_rule_file(name, text, &mut diags) {
+                sources.push(src);
+                source_layers.push(layer_of.get(i).copied().unwrap_or(0));
+            }
+        }
+        // A file that cannot be read is reported first and only: compiling the others
+        // without it would blame them for what it defines (flows, functions, events).
+        if diags.has_errors() {
+            diags.sort();
+            return Err(diags);
+        }
+        hide_what_layers_replace(&mut sources, &source_layers, &mut diags);
         let prog = compile::compile(
             &sources,
             &settings_value,
             settings_marked.as_ref(),
             &mut diags,
         );
+        if !diags.has_errors() {
+            warn_unused_flows(&prog, &sources, &mut diags);
+        }
         diags.sort();
         if diags.has_errors() {
             return Err(diags);
@@ -143,6 +269,8 @@ impl RuleSet {
                 prog,
                 settings: settings_value,
                 files: files.iter().map(|(n, _)| n.clone()).collect(),
+                shape: shape.cloned(),
+                layers: file_layers,
             },
             diags,
         ))
@@ -178,6 +306,34 @@ impl RuleSet {
         &self.settings
     }
 
+    /// `Ok` when the settings with `overrides` merged in still have the shape the rule set's
+    /// settings must have (none: always); else what is wrong, one problem a line.
+    pub fn check_overrides(&self, overrides: &Value) -> Result<(), String> {
+        let Some(shape) = &self.shape else {
+            return Ok(());
+        };
+        if overrides.is_null() {
+            return Ok(());
+        }
+        let found = shape.check_value(&self.settings_with(overrides));
+        if found.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = found
+            .iter()
+            .map(|d| {
+                let help = d
+                    .notes
+                    .iter()
+                    .find(|n| n.starts_with("help: "))
+                    .map(|n| format!(" ({})", n.trim_start_matches("help: ")))
+                    .unwrap_or_default();
+                format!("{}{help}", d.message)
+            })
+            .collect();
+        Err(format!("settings overrides: {}", lines.join("; ")))
+    }
+
     /// The settings with overrides merged in (objects key by key, the rest replaced).
     pub fn settings_with(&self, overrides: &Value) -> Value {
         if overrides.is_null() {
@@ -190,6 +346,19 @@ impl RuleSet {
     /// The rule files, in load order.
     pub fn files(&self) -> &[String] {
         &self.files
+    }
+
+    /// `Ok` when a rule file declares the event; else what to say, with "did you mean".
+    /// (Evaluating an undeclared event gives an empty plan, which hides a misspelt name.)
+    pub fn check_event(&self, name: &str) -> Result<(), String> {
+        if self.prog.events.contains_key(name) {
+            return Ok(());
+        }
+        let hint =
+            crate::compile::scope::suggest(name, self.prog.events.keys().map(String::as_str))
+                .map(|h| format!("; did you mean `{h}`?"))
+                .unwrap_or_default();
+        Err(format!("no rule file declares the event `{name}`{hint}"))
     }
 
     /// The declared events.
@@ -214,6 +383,7 @@ impl RuleSet {
                 doc: r.doc.clone(),
                 on: r.on.clone(),
                 file: r.file.clone(),
+                layer: self.layers.get(&r.file).cloned().unwrap_or_default(),
                 location: loc(r.loc),
                 conditions: r
                     .when
@@ -271,6 +441,131 @@ fn used_flows(prog: &Program, effects: &[crate::compile::node::CEffect]) -> Vec<
     out
 }
 
+/// One layer of rule files: its name (the directory) and its (name, text) files.
+#[derive(Clone, Debug, Default)]
+pub struct Layer {
+    /// The layer's name, e.g. its directory.
+    pub name: String,
+    /// Its rule files, (name, text).
+    pub files: Vec<(String, String)>,
+}
+
+/// Marks the definitions that a higher layer replaces or disables.
+fn hide_what_layers_replace(sources: &mut [RuleSource], layers: &[usize], diags: &mut Diagnostics) {
+    use std::collections::HashMap;
+    let layer = |i: usize| layers.get(i).copied().unwrap_or(0);
+    let mut top_rule: HashMap<String, usize> = HashMap::new();
+    let mut top_func: HashMap<String, usize> = HashMap::new();
+    let mut top_flow: HashMap<String, usize> = HashMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        let l = layer(i);
+        for r in &s.model.rules {
+            let e = top_rule.entry(r.id.clone()).or_insert(l);
+            *e = (*e).max(l);
+        }
+        for k in s.model.functions.keys() {
+            if let Some((name, _)) = compile::parse_signature(k) {
+                let e = top_func.entry(name).or_insert(l);
+                *e = (*e).max(l);
+            }
+        }
+        for k in s.model.flows.keys() {
+            let e = top_flow.entry(k.clone()).or_insert(l);
+            *e = (*e).max(l);
+        }
+    }
+    let mut disabled: HashMap<String, usize> = HashMap::new();
+    for (i, s) in sources.iter().enumerate() {
+        let l = layer(i);
+        for (k, id) in s.model.disable.iter().enumerate() {
+            let below = sources
+                .iter()
+                .enumerate()
+                .any(|(j, o)| layer(j) < l && o.model.rules.iter().any(|r| &r.id == id));
+            if below {
+                let e = disabled.entry(id.clone()).or_insert(l);
+                *e = (*e).max(l);
+            } else {
+                let at = s
+                    .marked
+                    .locate(&[yaml::Seg::from("disable"), yaml::Seg::Index(k)]);
+                diags.push(
+                    Diagnostic::error(
+                        codes::UNKNOWN_DISABLED,
+                        format!("`disable` names `{id}`, which no layer below defines"),
+                    )
+                    .at(Some(at))
+                    .label("no such rule below"),
+                );
+            }
+        }
+    }
+    for (i, s) in sources.iter_mut().enumerate() {
+        let l = layer(i);
+        for r in &s.model.rules {
+            let replaced = top_rule.get(&r.id).is_some_and(|t| *t > l);
+            let off = disabled.get(&r.id).is_some_and(|t| *t > l);
+            if replaced || off {
+                s.hidden.rules.insert(r.id.clone());
+            }
+        }
+        for k in s.model.functions.keys() {
+            if let Some((name, _)) = compile::parse_signature(k) {
+                if top_func.get(&name).is_some_and(|t| *t > l) {
+                    s.hidden.functions.insert(name);
+                }
+            }
+        }
+        for k in s.model.flows.keys() {
+            if top_flow.get(k).is_some_and(|t| *t > l) {
+                s.hidden.flows.insert(k.clone());
+            }
+        }
+    }
+}
+
+/// Warns (E217) on every flow that no rule uses, directly or through other flows.
+fn warn_unused_flows(prog: &Program, sources: &[RuleSource], diags: &mut Diagnostics) {
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut todo: Vec<String> = prog
+        .rules
+        .iter()
+        .flat_map(|r| used_flows(prog, &r.effects))
+        .collect();
+    while let Some(name) = todo.pop() {
+        if !used.insert(name.clone()) {
+            continue;
+        }
+        if let Some(f) = prog.flows.iter().find(|f| *f.name == *name) {
+            todo.extend(used_flows(prog, &f.effects));
+        }
+    }
+    for f in &prog.flows {
+        if used.contains(&*f.name) {
+            continue;
+        }
+        let at = sources
+            .iter()
+            .find(|s| s.model.flows.contains_key(&*f.name) && !s.hidden.flows.contains(&*f.name))
+            .map(|s| {
+                s.marked
+                    .locate_key(&[yaml::Seg::from("flows"), yaml::Seg::Key(f.name.to_string())])
+            });
+        diags.push(
+            Diagnostic::warning(
+                codes::UNUSED_FLOW,
+                format!(
+                    "flow `{}` is never used: no rule uses it, nor any flow a rule uses",
+                    f.name
+                ),
+            )
+            .at(at)
+            .label("unused")
+            .note("help: `use` it from a rule, or delete it"),
+        );
+    }
+}
+
 fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -308,15 +603,7 @@ fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<Rul
     let marked = match MarkedFile::parse(source.clone()) {
         Ok(m) => m,
         Err(e) => {
-            diags.push(
-                Diagnostic::error(codes::YAML, format!("not valid YAML: {}", e.message))
-                    .at(Some(Location {
-                        file: source.clone(),
-                        start: e.at,
-                        end: e.at + 1,
-                    }))
-                    .note("help: quote an expression that contains `: ` or starts with `{`, `[`, `!`, `&`, `*` or `|`, e.g. 'lookup(\"a\", \"b\", {inn: x})', or write it as a block with `|`"),
-            );
+            diags.push(e.diagnostic(&source, ""));
             return None;
         }
     };
@@ -324,20 +611,35 @@ fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<Rul
         || matches!(&marked.root, yaml::YNode::Scalar { text, .. } if text.is_empty());
     if is_empty {
         return Some(RuleSource {
+            hidden: Default::default(),
             marked,
             model: RuleFile::default(),
         });
     }
     match serde_yaml::from_str::<RuleFile>(text) {
-        Ok(model) => Some(RuleSource { marked, model }),
+        Ok(model) => Some(RuleSource {
+            marked,
+            model,
+            hidden: Default::default(),
+        }),
         Err(e) => {
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            diags.push(
-                Diagnostic::error(codes::SHAPE, format!("this is not a valid rule file: {msg}"))
-                    .at(yaml_error_location(&source, &e))
+            let at = yaml_error_location(&source, &e);
+            // serde_yaml's reader is stricter than the marked tree's in places (a tab
+            // before a comment): a syntax error is still a syntax error.
+            let hint = at
+                .as_ref()
+                .and_then(|l| yaml::yaml_hint(&msg, text, l.start));
+            let d = match hint {
+                Some(h) => Diagnostic::error(codes::YAML, format!("not valid YAML: {msg}"))
+                    .at(at)
+                    .note(format!("help: {h}")),
+                None => Diagnostic::error(codes::SHAPE, format!("this is not a valid rule file: {msg}"))
+                    .at(at)
                     .note("a rule file has the sections `events`, `functions`, `flows`, `rules` and `checks`; see docs/language.md"),
-            );
+            };
+            diags.push(d);
             None
         }
     }
@@ -348,17 +650,8 @@ fn read_settings(name: &str, text: &str) -> Result<(Value, Option<MarkedFile>), 
         name: name.to_owned(),
         text: text.to_owned(),
     });
-    let marked = MarkedFile::parse(source.clone()).map_err(|e| {
-        Diagnostic::error(
-            codes::YAML,
-            format!("the settings file is not valid YAML: {}", e.message),
-        )
-        .at(Some(Location {
-            file: source.clone(),
-            start: e.at,
-            end: e.at + 1,
-        }))
-    })?;
+    let marked = MarkedFile::parse(source.clone())
+        .map_err(|e| e.diagnostic(&source, "the settings file is "))?;
     let value: Value = if text.trim().is_empty() {
         Value::Null
     } else {

@@ -31,6 +31,14 @@ pub struct RuleFile {
     /// Checks of the settings, run when the rule set loads; reported as diagnostics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckDef>,
+    /// Named shapes of documents (see `events.<name>.shapes`): a map of keys to shapes
+    /// (`"*"`: any other key), a one-item list `[shape]`, or a word: `any` (free-form),
+    /// `string`, `number`, `boolean`, `date`, `null`, or another shape's name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub shapes: IndexMap<String, serde_json::Value>,
+    /// In a layer: ids of rules of the layers below that this layer turns off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
 }
 
 /// A declared event.
@@ -43,6 +51,10 @@ pub struct EventDecl {
     /// The names the event brings into scope, each with a description.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub fields: IndexMap<String, String>,
+    /// The shape of fields' documents (a shape, or the name of one under `shapes:`):
+    /// `check` warns on a path that no document of the event can have.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub shapes: IndexMap<String, serde_json::Value>,
 }
 
 /// A rule: when an event arrives and the conditions hold, the effects are planned.

@@ -122,6 +122,81 @@ pub struct YamlError {
     pub at: usize,
 }
 
+impl YamlError {
+    /// The error as a diagnostic with its code frame and a hint that fits it; `what` names
+    /// the file's role ("", "the settings file ", "the case ").
+    pub fn diagnostic(&self, source: &Arc<SourceFile>, what: &str) -> crate::Diagnostic {
+        let mut d = crate::Diagnostic::error(
+            crate::diagnostic::codes::YAML,
+            format!("{what}not valid YAML: {}", self.message),
+        )
+        .at(Some(Location {
+            file: source.clone(),
+            start: self.at,
+            end: self.at + 1,
+        }));
+        if let Some(h) = yaml_hint(&self.message, &source.text, self.at) {
+            d = d.note(format!("help: {h}"));
+        }
+        d
+    }
+}
+
+const QUOTE_HINT: &str = "quote an expression that contains `: ` or starts with `{`, `[`, `!`, `&`, `*`, `@` or `|`, e.g. 'lookup(\"a\", \"b\", {inn: x})', or write it as a block with `|`";
+const INDENT_HINT: &str = "check the indentation of this line and the one above: the keys of one map, and the `-` items of one list, start in the same column; a value nested under a key is indented deeper than the key";
+
+/// A hint that fits a YAML syntax error: tabs, indentation, unclosed quotes, or text that
+/// YAML reads as syntax and must be quoted.
+pub fn yaml_hint(message: &str, text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line = &text[line_start..line_end];
+    let m = message.to_ascii_lowercase();
+    if m.contains("tab") || line.starts_with('\t') || line.trim_start_matches(' ').starts_with('\t')
+    {
+        return Some(
+            "YAML indents with spaces only: replace the tab at the start of this line with spaces"
+                .to_owned(),
+        );
+    }
+    if m.contains("quoted scalar") && m.contains("end of stream") {
+        return Some("a quote opened here is never closed".to_owned());
+    }
+    if m.contains("indentation")
+        || m.contains("did not find expected key")
+        || m.contains("did not find expected '-'")
+        || m.contains("block sequence entries are not allowed")
+    {
+        return Some(INDENT_HINT.to_owned());
+    }
+    if m.contains("mapping values are not allowed") {
+        // `key: a: b` — a second `: ` after the key's own: the value needs quotes. Else the
+        // line is indented under a plain value.
+        let before = &text[line_start..at];
+        let stripped = before.trim_start().trim_start_matches("- ");
+        let first = stripped.find(": ");
+        return Some(match first {
+            Some(i) if line_start + (before.len() - stripped.len()) + i + 1 < at => {
+                QUOTE_HINT.to_owned()
+            }
+            _ => INDENT_HINT.to_owned(),
+        });
+    }
+    if m.contains("flow mapping")
+        || m.contains("flow sequence")
+        || m.contains("cannot start any token")
+        || m.contains("unexpected character")
+        || m.contains("unknown anchor")
+        || m.contains("plain scalar cannot start")
+        || m.contains("tag")
+        || m.contains("anchor or alias")
+    {
+        return Some(QUOTE_HINT.to_owned());
+    }
+    None
+}
+
 impl MarkedFile {
     /// Parses YAML text into a marked tree.
     pub fn parse(source: Arc<SourceFile>) -> Result<MarkedFile, YamlError> {
@@ -491,6 +566,29 @@ mod tests {
             text: text.into(),
         }))
         .unwrap()
+    }
+
+    fn hint(text: &str) -> String {
+        let source = Arc::new(SourceFile {
+            name: "t.yaml".into(),
+            text: text.into(),
+        });
+        let e = MarkedFile::parse(source.clone()).unwrap_err();
+        let d = e.diagnostic(&source, "");
+        format!("{} {}", d.message, d.notes.join(" "))
+    }
+
+    #[test]
+    fn yaml_errors_get_a_hint_that_fits() {
+        let quote = "quote an expression";
+        let indent = "check the indentation";
+        assert!(hint("a:\n  b: lookup(\"x\", {inn: 1})\n").contains(quote));
+        assert!(hint("a:\n  b: x\n c: y\n").contains(indent));
+        assert!(hint("a:\n  - x\n - y\n").contains(indent));
+        assert!(hint("a:\n  b: x\n    c: y\n").contains(indent));
+        assert!(hint("a:\n\tb: x\n").contains("tab"));
+        assert!(hint("a: \"open\n").contains("never closed"));
+        assert!(!hint("a:\n  b: x\n c: y\n").contains(quote));
     }
 
     #[test]

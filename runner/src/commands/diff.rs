@@ -50,11 +50,13 @@ fn report(args: &DiffArgs) -> Result<dryrun::DiffReport, ToolError> {
         Some(p) => Some(ruleload::read_settings(&p)?),
         None => None,
     };
+    let shape = ruleload::shape(rules_dir)?;
     let current = RuleTexts {
         files: ruleload::from_dir(rules_dir, rules_dir)?,
         settings: settings.clone(),
+        layers: ruleload::layers(&super::layers(&args.rules))?,
     }
-    .compile("current")?;
+    .compile_shaped("current", shape.as_ref())?;
     let base_files = if Path::new(&args.base).is_dir() {
         ruleload::from_dir(Path::new(&args.base), rules_dir)?
     } else {
@@ -67,8 +69,9 @@ fn report(args: &DiffArgs) -> Result<dryrun::DiffReport, ToolError> {
     let base = RuleTexts {
         files: base_files,
         settings: base_settings,
+        layers: ruleload::layers(&super::layers(&args.rules))?,
     }
-    .compile("base")?;
+    .compile_shaped("base", shape.as_ref())?;
     let items = corpus::load(&args.corpus)?;
     Ok(dryrun::run(
         &base,

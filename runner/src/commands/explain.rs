@@ -95,7 +95,27 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
                     traces.len()
                 ),
             };
-            print!("{heading}{}", render(&traces, plan.as_ref(), paint));
+            // With layers, say where each rule came from.
+            let origins: std::collections::HashMap<String, String> =
+                if super::layers(&args.rules).is_empty() {
+                    Default::default()
+                } else {
+                    rules
+                        .rules()
+                        .into_iter()
+                        .map(|r| (r.id, format!("layer {} ({})", r.layer, r.location)))
+                        .collect()
+                };
+            let mut text = render(&traces, plan.as_ref(), paint);
+            for (id, origin) in &origins {
+                let line = format!("rule {}: ", paint.bold(id));
+                if let Some(at) = text.find(&line) {
+                    if let Some(end) = text[at..].find('\n') {
+                        text.insert_str(at + end + 1, &format!("  from {origin}\n"));
+                    }
+                }
+            }
+            print!("{heading}{text}");
             if let Some(e) = &error {
                 println!("{}", paint.red(&format!("evaluation error: {e}")));
             }

@@ -1,9 +1,11 @@
 //! Carrying out the commands of [`crate::cli`].
 
+mod case;
 mod check;
 mod demo;
 mod diff;
 mod emulate;
+mod eval;
 mod explain;
 mod fmt;
 mod plan;
@@ -36,6 +38,8 @@ pub fn run(command: Command) -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::Schema(args) => schema::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Case(crate::cli::CaseCommand::New(args)) => case::new(&args),
     }
 }
 
@@ -62,10 +66,48 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
+/// The layers to use: `--layer` when given, else `rules.layers` of the project's
+/// `skladsync.yaml` in the working directory (the config `skladsync run` reads), so the
+/// tools see the rules the daemon runs.
+pub fn layers(args: &RuleArgs) -> Vec<PathBuf> {
+    if !args.layers.is_empty() {
+        return args.layers.clone();
+    }
+    let Ok(text) = std::fs::read_to_string("skladsync.yaml") else {
+        return Vec::new();
+    };
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+        return Vec::new();
+    };
+    doc.get("rules")
+        .and_then(|r| r.get("layers"))
+        .and_then(serde_yaml::Value::as_sequence)
+        .map(|s| {
+            s.iter()
+                .filter_map(serde_yaml::Value::as_str)
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Loads the rule set, printing diagnostics to stderr. `None` when it has errors.
 pub fn load_rules(args: &RuleArgs) -> Result<(RuleSet, Diagnostics), Diagnostics> {
     let settings = settings_path(args);
-    RuleSet::load(&args.rules, settings.as_deref())
+    RuleSet::load_layers(&args.rules, &layers(args), settings.as_deref())
+}
+
+/// Loads the rule set cases run against: the settings file given, else the rules'
+/// documented example settings — never the active `settings.yaml`, so cases mean the same
+/// on every installation (they state the settings they need as overrides).
+pub fn load_rules_for_cases(args: &RuleArgs) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+    let example = args.rules.join("settings.example.yaml");
+    let settings = match &args.settings {
+        Some(p) => Some(p.clone()),
+        None if example.is_file() => Some(example),
+        None => settings_path(args),
+    };
+    RuleSet::load_layers(&args.rules, &layers(args), settings.as_deref())
 }
 
 /// Reads a YAML or JSON file into a value.

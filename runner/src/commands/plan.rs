@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use skladsync_engine::{Event, RecordedWorld};
+use skladsync_engine::{EvalOptions, RecordedWorld};
 
 use crate::cli::{Format, PlanArgs};
+use crate::tooling::corpus;
 
 /// Exit 0 with the plan on stdout; 1 when the rules or the inputs are bad.
 pub fn run(args: &PlanArgs) -> ExitCode {
@@ -21,17 +22,26 @@ pub fn run(args: &PlanArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let event = match super::read_value(&args.event).and_then(|doc| {
-        Event::from_document(&doc).map_err(|e| format!("{}: {e}", args.event.display()))
+    // An event file, or a case file (its world and settings overrides are used too).
+    let case = match super::read_value(&args.event).and_then(|doc| {
+        corpus::item_from_value(args.event.display().to_string(), &doc)
+            .map(|i| i.case)
+            .map_err(|e| format!("{}: {e}", args.event.display()))
     }) {
-        Ok(e) => e,
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = rules.check_event(&case.event.name) {
+        eprintln!("error: {}: {e}", args.event.display());
+        return ExitCode::from(1);
+    }
+    let event = case.event;
+    let settings = rules.settings_with(&case.settings);
     let world = match &args.world {
-        None => RecordedWorld::default(),
+        None => case.world,
         Some(p) => match std::fs::read_to_string(p)
             .map_err(|e| e.to_string())
             .and_then(|t| RecordedWorld::from_yaml(&t))
@@ -43,7 +53,11 @@ pub fn run(args: &PlanArgs) -> ExitCode {
             }
         },
     };
-    match rules.evaluate(&event, &world) {
+    let opts = EvalOptions {
+        settings: Some(&settings),
+        ..EvalOptions::default()
+    };
+    match rules.evaluate_with(&event, &world, opts) {
         Ok(plan) => {
             match args.format {
                 Format::Yaml => print!("{}", plan.to_yaml()),

@@ -26,6 +26,10 @@ fn generate(args: &SchemaArgs) -> Result<Vec<(String, String)>, String> {
             "settings.schema.json".to_owned(),
             schema::to_text(&settings),
         ),
+        (
+            "case.schema.json".to_owned(),
+            schema::to_text(&schema::case_schema()),
+        ),
     ])
 }
 

@@ -15,14 +15,14 @@ pub fn run(args: &TestArgs) -> ExitCode {
     let paint = Paint {
         on: stdout_color(args.rules.color),
     };
-    let rules = match super::load_rules(&args.rules) {
+    let rules = match super::load_rules_for_cases(&args.rules) {
         Ok((rules, _warnings)) => rules,
         Err(diags) => {
             eprint!("{}", diags.render(super::use_color(args.rules.color)));
             return ExitCode::from(1);
         }
     };
-    let cases = match testing::discover(&args.dir, &args.snapshots) {
+    let (cases, broken) = match testing::discover(&args.dir, &args.snapshots) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -32,6 +32,15 @@ pub fn run(args: &TestArgs) -> ExitCode {
     let want_coverage = args.coverage || args.min_coverage.is_some();
     let mut coverage = want_coverage.then(|| Coverage::new(&rules));
     let (mut passed, mut failed, mut updated) = (0usize, 0usize, 0usize);
+    // A case that cannot be read fails on its own; the others still run.
+    for b in &broken {
+        failed += 1;
+        println!("{}  {} ({})", paint.red("FAIL"), b.name, b.path.display());
+        let diags = skladsync_engine::Diagnostics {
+            items: vec![b.problem.clone()],
+        };
+        print!("{}", diags.render(paint.on));
+    }
     for tc in &cases {
         let mut trace = Trace::default();
         let actual = testing::evaluate(&tc.case, &rules, want_coverage.then_some(&mut trace));

@@ -214,6 +214,10 @@ pub struct RulesConfig {
     /// The settings file (default: `<dir>/settings.yaml`, else `settings.example.yaml`).
     #[serde(default)]
     pub settings: Option<PathBuf>,
+    /// Integrators' rules directories laid over `dir`, in order (see docs/tooling.md,
+    /// Layers).
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
 }
 
 fn default_rules_dir() -> PathBuf {
@@ -225,6 +229,7 @@ impl Default for RulesConfig {
         RulesConfig {
             dir: default_rules_dir(),
             settings: None,
+            layers: Vec::new(),
         }
     }
 }

@@ -179,17 +179,24 @@ impl Daemon {
     /// Loads the rules, opens the state, binds the webhook receiver and builds the clients.
     pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
         let settings_path = config.settings_path();
-        let (rules, warnings) = RuleSet::load(&config.rules.dir, settings_path.as_deref())
-            .map_err(|d| DaemonError::Rules(d.render(false)))?;
+        let (rules, warnings) = RuleSet::load_layers(
+            &config.rules.dir,
+            &config.rules.layers,
+            settings_path.as_deref(),
+        )
+        .map_err(|d| DaemonError::Rules(d.render(false)))?;
         if !warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
         let limits = &config.limits;
-        let rules_version = version::rules_version(
-            &config.rules.dir,
-            settings_path.as_deref(),
-            &format!("{} {}", limits.max_effects, limits.max_eval_bytes.0),
-        );
+        let limits = format!("{} {}", limits.max_effects, limits.max_eval_bytes.0);
+        let mut rules_version =
+            version::rules_version(&config.rules.dir, settings_path.as_deref(), &limits);
+        // A changed layer is a change of the rules too (parked work is evaluated again).
+        for layer in &config.rules.layers {
+            rules_version.push('+');
+            rules_version.push_str(&version::rules_version(layer, None, ""));
+        }
         let state = SyncState::open(&config.state.path)?;
 
         let instance_id = instance_id(&state)?;

@@ -17,12 +17,19 @@ pub struct Item {
     pub case: Case,
 }
 
-/// Reads a case file or a bare event document.
+/// Reads a case file or a bare event document; `name` is its path (a case's includes are
+/// relative to it).
 pub fn item_from_value(name: String, doc: &Value) -> Result<Item, String> {
+    let dir = Path::new(&name).parent().map(Path::to_path_buf);
+    item_from_value_in(name, doc, dir.as_deref())
+}
+
+/// Reads a case file or a bare event document, a case's includes relative to `dir`.
+pub fn item_from_value_in(name: String, doc: &Value, dir: Option<&Path>) -> Result<Item, String> {
     let is_case = matches!(doc.get_ref("event"), Some(Value::Object(_)));
     let case = if is_case {
         let text = serde_json::to_string(doc).map_err(|e| e.to_string())?;
-        Case::from_yaml(&text)?
+        Case::from_yaml_in(&text, dir)?
     } else {
         Case {
             doc: None,
@@ -76,6 +83,7 @@ fn load_file(base: &Path, path: &PathBuf) -> Result<Vec<Item>, ToolError> {
     }
     let doc: Value =
         serde_yaml::from_str(&text).map_err(|e| ToolError::invalid(path, e.to_string()))?;
-    let item = item_from_value(name, &doc).map_err(|e| ToolError::invalid(path, e))?;
+    let item =
+        item_from_value_in(name, &doc, path.parent()).map_err(|e| ToolError::invalid(path, e))?;
     Ok(vec![item])
 }

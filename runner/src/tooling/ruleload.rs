@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use skladsync_engine::RuleSet;
+use skladsync_engine::ruleset::settings_shape::SettingsShape;
+use skladsync_engine::{Layer, RuleSet};
 
 use super::ToolError;
 
@@ -17,16 +18,33 @@ pub struct RuleTexts {
     pub files: Vec<(String, String)>,
     /// (name, text) of the settings file.
     pub settings: Option<(String, String)>,
+    /// Integrators' layers over the files, in order.
+    pub layers: Vec<Layer>,
 }
 
 impl RuleTexts {
     /// Compiles the texts; the error carries the rendered diagnostics.
     pub fn compile(&self, what: &str) -> Result<RuleSet, ToolError> {
+        self.compile_shaped(what, None)
+    }
+
+    /// Compiles the texts, the settings checked against a shape first (see
+    /// [`RuleSet::shape_of`]); the error carries the rendered diagnostics.
+    pub fn compile_shaped(
+        &self,
+        what: &str,
+        shape: Option<&SettingsShape>,
+    ) -> Result<RuleSet, ToolError> {
         let settings = self
             .settings
             .as_ref()
             .map(|(n, t)| (n.as_str(), t.as_str()));
-        RuleSet::from_texts(&self.files, settings)
+        let mut all = vec![Layer {
+            name: String::new(),
+            files: self.files.clone(),
+        }];
+        all.extend(self.layers.iter().cloned());
+        RuleSet::from_layers(&all, settings, shape)
             .map(|(set, _warnings)| set)
             .map_err(|d| {
                 ToolError::Rules(format!(
@@ -158,4 +176,25 @@ fn from_git_inner(rules_dir: &Path, rev: &str) -> Result<Vec<(String, String)>, 
         files.push((rules_dir.join(&rel).display().to_string(), text));
     }
     Ok(files)
+}
+
+/// The layers given on the command line, read.
+pub fn layers(dirs: &[PathBuf]) -> Result<Vec<Layer>, ToolError> {
+    dirs.iter()
+        .map(|d| {
+            Ok(Layer {
+                name: d.display().to_string(),
+                files: from_dir(d, d)?,
+            })
+        })
+        .collect()
+}
+
+/// The shape of the settings of the rules in `rules_dir` (its `settings.example.yaml`).
+pub fn shape(rules_dir: &Path) -> Result<Option<SettingsShape>, ToolError> {
+    RuleSet::shape_of(rules_dir).map_err(|d| {
+        let mut all = skladsync_engine::Diagnostics::default();
+        all.push(d);
+        ToolError::Rules(all.render(false).trim_end().to_owned())
+    })
 }

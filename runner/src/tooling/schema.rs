@@ -14,9 +14,18 @@ use std::collections::HashMap;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value as J};
 use skladsync_engine::ruleset::model::RuleFile;
+use skladsync_engine::ruleset::settings_shape::{alternatives, merge};
 use yaml_rust2::scanner::TScalarStyle;
 
 use super::fmt::tree::{self, Comments, Kind, Line, Node};
+
+/// The JSON Schema of a test case file.
+pub fn case_schema() -> J {
+    let schema = SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<skladsync_engine::case::CaseFile>();
+    schema.to_value()
+}
 
 /// The JSON Schema of a rule file.
 pub fn rules_schema() -> J {
@@ -43,34 +52,6 @@ fn comment_text(lines: Option<&Vec<Line>>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The alternatives a comment lists as `a | b | c`.
-fn alternatives(text: &str) -> Vec<String> {
-    let parts: Vec<&str> = text.split('|').collect();
-    if parts.len() < 2 {
-        return Vec::new();
-    }
-    let word = |s: &str| -> String {
-        s.trim_start()
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
-            .collect()
-    };
-    let mut out = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        let p = if i == 0 {
-            p.rsplit(": ").next().unwrap_or(p)
-        } else {
-            p
-        };
-        let w = word(p);
-        if w.is_empty() {
-            return Vec::new();
-        }
-        out.push(w);
-    }
-    out
 }
 
 struct Gen<'a> {
@@ -155,23 +136,6 @@ impl Gen<'_> {
     }
 }
 
-/// Merges `over` into `base`, key by key (objects), replacing the rest.
-fn merge(base: &mut J, over: &J) {
-    match (base, over) {
-        (J::Object(b), J::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o.clone(),
-    }
-}
-
 /// The JSON Schema of a settings file, made from a documented example of it and optional
 /// declared additions (`settings.schema.yaml`: dotted path → schema to merge in).
 pub fn settings_schema(example: &str, additions: Option<&str>) -> Result<J, String> {
@@ -239,6 +203,29 @@ mod tests {
             ["exact", "digits"]
         );
         assert!(alternatives("no bar here").is_empty());
+    }
+
+    /// The shape `check` and the daemon hold a settings file to (read off the example by
+    /// the engine) is the schema editors get, descriptions and defaults aside.
+    #[test]
+    fn the_engine_checks_the_shipped_schema() {
+        fn strip(v: &mut J) {
+            if let J::Object(m) = v {
+                for k in ["description", "default", "title", "$schema"] {
+                    m.remove(k);
+                }
+                m.values_mut().for_each(strip);
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let rules = root.join("rules");
+        let example = std::fs::read_to_string(rules.join("settings.example.yaml")).unwrap();
+        let mut ours = settings_schema(&example, None).unwrap();
+        strip(&mut ours);
+        let shape = skladsync_engine::RuleSet::shape_of(&rules)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&ours, shape.schema());
     }
 
     #[test]

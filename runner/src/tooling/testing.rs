@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use similar::TextDiff;
-use skladsync_engine::{Case, Plan, RuleSet, Trace, Value};
+use skladsync_engine::{Case, Diagnostic, Plan, RuleSet, Trace, Value};
 
 use super::paint::Paint;
 use super::plandiff;
@@ -68,9 +68,24 @@ pub enum Verdict {
     Missing,
 }
 
-/// Reads every case under `dir`.
-pub fn discover(dir: &Path, snapshots: &Path) -> Result<Vec<TestCase>, ToolError> {
+/// A case file that cannot be read: reported as a failure, the others still run.
+#[derive(Debug, Clone)]
+pub struct BrokenCase {
+    /// The case file.
+    pub path: PathBuf,
+    /// Its name.
+    pub name: String,
+    /// What is wrong, with its code frame.
+    pub problem: Diagnostic,
+}
+
+/// Reads every case under `dir`: the cases that read, and those that do not.
+pub fn discover(
+    dir: &Path,
+    snapshots: &Path,
+) -> Result<(Vec<TestCase>, Vec<BrokenCase>), ToolError> {
     let mut out = Vec::new();
+    let mut broken = Vec::new();
     let paths = if dir.is_file() {
         vec![dir.to_path_buf()]
     } else {
@@ -83,13 +98,23 @@ pub fn discover(dir: &Path, snapshots: &Path) -> Result<Vec<TestCase>, ToolError
     };
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|e| ToolError::io(&path, e))?;
-        let raw: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| ToolError::invalid(&path, e.to_string()))?;
-        let inline = raw
-            .as_mapping()
-            .is_some_and(|m| m.contains_key(serde_yaml::Value::from("expect")));
-        let case = Case::from_yaml(&text).map_err(|e| ToolError::invalid(&path, e))?;
         let name = super::case_name(&base, &path);
+        let case = match Case::from_named_in(&path.display().to_string(), &text, path.parent()) {
+            Ok(c) => c,
+            Err(problem) => {
+                broken.push(BrokenCase {
+                    path,
+                    name,
+                    problem,
+                });
+                continue;
+            }
+        };
+        let inline = case.expect.is_some()
+            || serde_yaml::from_str::<serde_yaml::Value>(&text).is_ok_and(|raw| {
+                raw.as_mapping()
+                    .is_some_and(|m| m.contains_key(serde_yaml::Value::from("expect")))
+            });
         let expectation = if inline {
             Expectation::Inline
         } else {
@@ -102,7 +127,7 @@ pub fn discover(dir: &Path, snapshots: &Path) -> Result<Vec<TestCase>, ToolError
             expectation,
         });
     }
-    Ok(out)
+    Ok((out, broken))
 }
 
 /// Evaluates a case, with a trace when asked.

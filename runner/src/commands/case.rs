@@ -1,0 +1,99 @@
+//! `skladsync case new`: the scaffold of a test case.
+
+use std::fmt::Write as _;
+use std::path::{Component, Path};
+use std::process::ExitCode;
+
+use crate::cli::CaseNewArgs;
+
+/// The relative path from the case's folder to `schema/case.schema.json`, found by walking
+/// up from the case to a folder that has `schema/case.schema.json`.
+fn schema_ref(case: &Path) -> String {
+    let dir = case.parent().unwrap_or(Path::new(""));
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut up = String::new();
+    let mut at = abs.as_path();
+    loop {
+        if at.join("schema/case.schema.json").is_file() {
+            return format!("{up}schema/case.schema.json");
+        }
+        match at.parent() {
+            Some(p) if at.components().next_back() != Some(Component::RootDir) => {
+                up.push_str("../");
+                at = p;
+            }
+            _ => return "schema/case.schema.json".to_owned(),
+        }
+    }
+}
+
+/// Writes the scaffold; exit 1 when the event is not declared or the file exists.
+pub fn new(args: &CaseNewArgs) -> ExitCode {
+    let rules = match super::load_rules_for_cases(&args.rules) {
+        Ok((rules, _)) => rules,
+        Err(diags) => {
+            eprint!("{}", diags.render(super::use_color(args.rules.color)));
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = rules.check_event(&args.event) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    if args.path.exists() {
+        eprintln!("error: {} exists", args.path.display());
+        return ExitCode::from(1);
+    }
+    let fields: Vec<(String, String)> = rules
+        .events()
+        .find(|(name, _)| *name == &args.event)
+        .map(|(_, info)| {
+            info.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut text = format!(
+        "# yaml-language-server: $schema={}\n",
+        schema_ref(&args.path)
+    );
+    text.push_str(
+        "doc: What this case shows, in one or two sentences (the requirement id first).\n",
+    );
+    if !args.include.is_empty() {
+        text.push_str("include:\n");
+        for i in &args.include {
+            let _ = writeln!(text, "  - {i}");
+        }
+    }
+    text.push_str("event:\n");
+    let _ = writeln!(text, "  event: {}", args.event);
+    text.push_str("  now: \"2024-05-01 10:00:00\"\n");
+    for (k, v) in &fields {
+        let _ = writeln!(text, "  # {}", v.replace('\n', " "));
+        let _ = writeln!(text, "  {k}: null");
+    }
+    text.push_str(
+        "# What the other system holds: only what differs from the included fragments.\n",
+    );
+    text.push_str("world: {}\n");
+    text.push_str("# Settings overrides, merged over the rules' example settings.\n");
+    text.push_str("settings: {}\n");
+    if let Some(parent) = args.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            eprintln!("error: {}: {e}", parent.display());
+            return ExitCode::from(1);
+        }
+    }
+    if let Err(e) = std::fs::write(&args.path, text) {
+        eprintln!("error: {}: {e}", args.path.display());
+        return ExitCode::from(1);
+    }
+    println!(
+        "wrote {}; fill in the event, then `skladsync test {} --update` records its plan",
+        args.path.display(),
+        args.path.display()
+    );
+    ExitCode::SUCCESS
+}
