@@ -6,6 +6,7 @@ pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod icml;
 pub mod demo;
 pub mod state;
 pub mod tooling;
