@@ -6,6 +6,7 @@ mod diff;
 mod emulate;
 mod explain;
 mod fmt;
+mod icml;
 mod plan;
 mod run;
 mod schema;
@@ -25,6 +26,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Icml(args) => icml::run(&args),
         Command::Emulate(args) => emulate::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Functions => {

@@ -15,6 +15,7 @@
 
 mod duration;
 mod files;
+mod icml;
 mod validate;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 
 pub use duration::{parse_duration, Interval};
 pub use files::{credential_exposure, write_private};
+pub use icml::IcmlConfig;
 pub use validate::{
     MAX_CRM_RATE, MAX_INTERVAL, MAX_JOURNAL_DAYS, MAX_JOURNAL_ENTRIES, MAX_TIMEOUT,
 };
@@ -425,6 +427,9 @@ pub struct Config {
     /// Webhook receiver.
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    /// The ICML catalogue (CAT-02).
+    #[serde(default)]
+    pub icml: IcmlConfig,
 }
 
 impl Config {
@@ -464,6 +469,7 @@ impl Config {
         set(&mut cfg.moysklad.password, "SKLADSYNC_MS_PASSWORD");
         set(&mut cfg.moysklad.token, "SKLADSYNC_MS_TOKEN");
         set(&mut cfg.webhooks.secret, "SKLADSYNC_WEBHOOK_SECRET");
+        set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -474,12 +480,16 @@ impl Config {
             rebase(s);
         }
         rebase(&mut cfg.state.path);
+        if let Some(p) = cfg.icml.path.as_mut() {
+            rebase(p);
+        }
         cfg.check()?;
         Ok(cfg)
     }
 
     fn check(&self) -> Result<(), String> {
-        let problems = validate::problems(self);
+        let mut problems = validate::problems(self);
+        problems.extend(self.icml.problems());
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),

@@ -39,7 +39,8 @@
 //!
 //! Types: `customerorder`, `demand`, `move`, `salesreturn`, `retaildemand`, `paymentin`,
 //! `cashin`, `prepayment` (read-only through the API; seed it), `counterparty`, `organization`,
-//! `store`, `product`, `variant`, `service`, `bundle`, `employee`, `currency`, `saleschannel`,
+//! `store`, `productfolder`, `product`, `variant`, `service`, `bundle`,
+//! `employee`, `currency`, `saleschannel`,
 //! `project`, `webhook`, `customentity`.
 //!
 //! `fields=stock` on one document adds the current stock and unit cost to its expanded
