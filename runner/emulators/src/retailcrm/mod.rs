@@ -29,6 +29,7 @@ mod changes;
 mod config;
 mod customers;
 mod http;
+mod icml;
 mod manager;
 mod model;
 mod orders;
@@ -48,6 +49,7 @@ use crate::faults::{Faults, Rejection, Renderer};
 
 pub use config::{ApiKeyConfig, EmulatorConfig, RateLimitConfig};
 pub use http::RecordedRequest;
+pub use icml::IcmlLoad;
 pub use manager::Manager;
 pub use model::{
     Actor, Clock, Failure, HistoryRecord, Offer, References, Sequences, State, StoreStock,
