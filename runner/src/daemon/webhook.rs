@@ -30,6 +30,7 @@ pub(super) fn spawn(
     let app = Router::new()
         .route("/moysklad/webhook/{secret}", post(receive))
         .route("/status/{secret}", get(status))
+        .merge(super::icml::routes())
         .with_state(daemon);
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async move {
