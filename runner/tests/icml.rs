@@ -280,7 +280,7 @@ fn quiet_lab() -> LabOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orders_match() {
+async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orders_match() {
     let lab = Lab::start(quiet_lab()).await.expect("lab");
     enrich(&lab);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -403,7 +403,7 @@ async fn the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orders_matc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_generation_keeps_the_previous_catalogue() {
+async fn cat_02_a_failed_generation_keeps_the_previous_catalogue() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("catalog.xml");
     std::fs::write(&path, "previous").expect("previous");
@@ -452,7 +452,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_serves_the_catalogue_the_crm_loads_and_orders_match() {
+async fn cat_02_the_daemon_serves_the_catalogue_the_crm_loads_and_orders_match() {
     let lab = Lab::start(quiet_lab()).await.expect("lab");
     enrich(&lab);
     let dir = tempfile::tempdir().expect("tempdir");
