@@ -159,11 +159,14 @@ fn validate(cat: &Catalogue) {
         .map(|c| c.attrs.get("id").expect("category@id").as_str())
         .collect();
     assert_eq!(ids.len(), cat.categories.len(), "category ids are unique");
+    let mut before = BTreeSet::new();
     for c in &cat.categories {
         assert!(!c.text.is_empty(), "category name");
         if let Some(p) = c.attrs.get("parentId") {
             assert!(ids.contains(p.as_str()), "parentId {p} is a category");
+            assert!(before.contains(p.as_str()), "parent {p} comes before its children");
         }
+        before.insert(c.attrs["id"].as_str());
     }
     let mut offer_ids = BTreeSet::new();
     for o in &cat.offers {

@@ -847,6 +847,36 @@ mod tests {
     }
 
     #[test]
+    fn the_icml_section_has_defaults_and_is_checked() {
+        let cfg = Config::from_yaml(&with("", "", ""), Path::new("/etc/x"), &|_| None).unwrap();
+        assert!(!cfg.icml.enabled);
+        assert_eq!(cfg.icml.every.0, Duration::from_secs(4 * 3600));
+        assert!(cfg.icml.services && cfg.icml.bundles);
+        let cfg = Config::from_yaml(
+            &with("", "", "icml: {enabled: true, path: c.xml, every: 2h, price_type: Опт, ignore_categories: [hidden]}\n"),
+            Path::new("/etc/x"),
+            &|k| (k == "SKLADSYNC_ICML_SECRET").then(|| "s".repeat(20)),
+        )
+        .unwrap();
+        assert_eq!(cfg.icml.path, Some(PathBuf::from("/etc/x/c.xml")));
+        assert_eq!(cfg.icml.secret.expose(), "s".repeat(20));
+        assert_eq!(cfg.icml.options().price_type.as_deref(), Some("Опт"));
+        assert_eq!(cfg.icml.options().ignore_categories, ["hidden"]);
+        let err = Config::from_yaml(
+            &with("", "", "icml: {enabled: true, secret: short, dimension_attributes: [a, b]}\n"),
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("icml.path is required"), "{err}");
+        assert!(err.contains("icml.secret must be at least 16"), "{err}");
+        assert!(err.contains("icml.dimension_attributes"), "{err}");
+        let err = Config::from_yaml(&with("", "", "icml: {colour: red}\n"), Path::new("."), &|_| None)
+            .unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
     fn missing_credentials_are_named() {
         let err = Config::from_yaml(MIN, Path::new("."), &|_| None).unwrap_err();
         assert!(err.contains("crm.api_key"), "{err}");

@@ -740,11 +740,25 @@ async fn write_catalog<W: Write>(
             .map_err(io)?;
         stats.categories += 1;
     }
-    let mut sorted: Vec<(&String, &Folder)> = folders
+    // Parents before their children, then by code.
+    let depth = |id: &str| {
+        let mut n = 0usize;
+        let mut at = folders.get(id).and_then(|f| f.parent.as_deref());
+        while let Some(p) = at {
+            n += 1;
+            if n > folders.len() {
+                break;
+            }
+            at = folders.get(p).and_then(|f| f.parent.as_deref());
+        }
+        n
+    };
+    let mut sorted: Vec<(usize, &Folder)> = folders
         .iter()
         .filter(|(id, _)| !excluded.contains(*id))
+        .map(|(id, f)| (depth(id), f))
         .collect();
-    sorted.sort_by(|a, b| a.1.code.cmp(&b.1.code));
+    sorted.sort_by(|a, b| (a.0, &a.1.code).cmp(&(b.0, &b.1.code)));
     for (_, f) in sorted {
         let mut c = BytesStart::new("category");
         c.push_attribute(("id", clean(&f.code).as_ref()));
