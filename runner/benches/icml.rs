@@ -188,9 +188,7 @@ fn main() {
         };
         let path = dir.path().join(format!("catalog-{offers}.xml"));
         let t = Instant::now();
-        let stats = rt
-            .block_on(generate(&ms, &opts, &path))
-            .expect("generate");
+        let stats = rt.block_on(generate(&ms, &opts, &path)).expect("generate");
         let took = t.elapsed();
         assert_eq!(stats.offers as usize, offers, "offers written");
         println!(

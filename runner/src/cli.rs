@@ -212,11 +212,13 @@ pub struct PlanArgs {
 
 /// `skladsync icml`. Options given here override the config's `icml:` section.
 #[derive(Debug, Args)]
-#[command(after_help = "Offers: products without variants (xmlId = externalCode), variants \
+#[command(
+    after_help = "Offers: products without variants (xmlId = externalCode), variants \
 (xmlId = productExternalCode#variantExternalCode), services (type=\"service\") and bundles, \
 as the order rules match them (CAT-01). Goods whose codes the rules could not match back \
 are left out and counted. The assortment is read page by page and written as it comes, \
-so memory does not grow with the catalogue.")]
+so memory does not grow with the catalogue."
+)]
 pub struct IcmlArgs {
     /// The runner's config file: МойСклад credentials and the `icml:` section.
     #[arg(long)]

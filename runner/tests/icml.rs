@@ -164,7 +164,10 @@ fn validate(cat: &Catalogue) {
         assert!(!c.text.is_empty(), "category name");
         if let Some(p) = c.attrs.get("parentId") {
             assert!(ids.contains(p.as_str()), "parentId {p} is a category");
-            assert!(before.contains(p.as_str()), "parent {p} comes before its children");
+            assert!(
+                before.contains(p.as_str()),
+                "parent {p} comes before its children"
+            );
         }
         before.insert(c.attrs["id"].as_str());
     }
@@ -174,7 +177,10 @@ fn validate(cat: &Catalogue) {
         assert!(offer_ids.insert(id.clone()), "offer id {id} is unique");
         assert!(o.attrs.contains_key("productId"), "{id}: productId");
         assert!(
-            matches!(o.attrs.get("type").map(String::as_str), Some("product" | "service")),
+            matches!(
+                o.attrs.get("type").map(String::as_str),
+                Some("product" | "service")
+            ),
             "{id}: type"
         );
         if let Some(q) = o.attrs.get("quantity") {
@@ -208,7 +214,10 @@ fn id(v: &Value) -> String {
 fn enrich(lab: &Lab) {
     let ms = &lab.ms;
     let furniture = ms
-        .seed("productfolder", json!({"name": "Мебель", "externalCode": "furniture"}))
+        .seed(
+            "productfolder",
+            json!({"name": "Мебель", "externalCode": "furniture"}),
+        )
         .expect("folder");
     let chairs = ms
         .seed(
@@ -218,7 +227,10 @@ fn enrich(lab: &Lab) {
         )
         .expect("folder");
     let hidden = ms
-        .seed("productfolder", json!({"name": "Служебное", "externalCode": "hidden"}))
+        .seed(
+            "productfolder",
+            json!({"name": "Служебное", "externalCode": "hidden"}),
+        )
         .expect("folder");
     let hidden_sub = ms
         .seed(
@@ -309,11 +321,7 @@ async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orde
     // Exactly the assortment the order rules match: products without variants by their
     // code, variants as product#variant, the service; not the product that has variants,
     // nor what is archived, ignored, or has a code the rules split.
-    let got: BTreeSet<&str> = cat
-        .offers
-        .iter()
-        .map(|o| o.attrs["id"].as_str())
-        .collect();
+    let got: BTreeSet<&str> = cat.offers.iter().map(|o| o.attrs["id"].as_str()).collect();
     // (`chair01` has variants: its variants are the offers.)
     let want: BTreeSet<&str> = lab
         .shop
@@ -361,10 +369,9 @@ async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orde
     assert_eq!(red.child("price"), Some("4990.00"));
     assert_eq!(red.child("productName"), Some("Стул Венский"));
     assert_eq!(red.child("vatRate"), Some("20")); // the product's VAT
-    assert!(red
-        .children
-        .iter()
-        .any(|(n, a, t)| n == "param" && a.get("name").map(String::as_str) == Some("Цвет") && t == "красный"));
+    assert!(red.children.iter().any(|(n, a, t)| n == "param"
+        && a.get("name").map(String::as_str) == Some("Цвет")
+        && t == "красный"));
     let table = offer("table-oak");
     assert_eq!(table.attrs["quantity"], "5");
     assert_eq!(table.child("categoryId"), Some("furniture"));
@@ -392,16 +399,15 @@ async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orde
         .expect("generate");
     let cat = parse(&std::fs::read_to_string(&path).expect("read"));
     validate(&cat);
-    let got: BTreeSet<&str> = cat
-        .offers
-        .iter()
-        .map(|o| o.attrs["id"].as_str())
-        .collect();
+    let got: BTreeSet<&str> = cat.offers.iter().map(|o| o.attrs["id"].as_str()).collect();
     assert_eq!(
         got,
         BTreeSet::from(["chair01#red", "chair01#blue", "table-oak", "sample-1"])
     );
-    assert!(!cat.categories.iter().any(|c| c.attrs["id"] == "warehouseRoot"));
+    assert!(!cat
+        .categories
+        .iter()
+        .any(|c| c.attrs["id"] == "warehouseRoot"));
     assert_eq!(stats.skipped.get("no category"), Some(&3)); // lamp, assembly, sofa
 }
 
@@ -412,7 +418,10 @@ async fn cat_02_a_failed_generation_keeps_the_previous_catalogue() {
     std::fs::write(&path, "previous").expect("previous");
     // Nothing listens there: the generation fails before anything is renamed.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/api/remap/1.2", listener.local_addr().expect("addr"));
+    let url = format!(
+        "http://{}/api/remap/1.2",
+        listener.local_addr().expect("addr")
+    );
     drop(listener);
     let ms = MoyskladClient::new(
         ClientConfig::new(Auth::bearer("t"))

@@ -863,7 +863,11 @@ mod tests {
         assert_eq!(cfg.icml.options().price_type.as_deref(), Some("Опт"));
         assert_eq!(cfg.icml.options().ignore_categories, ["hidden"]);
         let err = Config::from_yaml(
-            &with("", "", "icml: {enabled: true, secret: short, dimension_attributes: [a, b]}\n"),
+            &with(
+                "",
+                "",
+                "icml: {enabled: true, secret: short, dimension_attributes: [a, b]}\n",
+            ),
             Path::new("."),
             &|_| None,
         )
@@ -871,8 +875,12 @@ mod tests {
         assert!(err.contains("icml.path is required"), "{err}");
         assert!(err.contains("icml.secret must be at least 16"), "{err}");
         assert!(err.contains("icml.dimension_attributes"), "{err}");
-        let err = Config::from_yaml(&with("", "", "icml: {colour: red}\n"), Path::new("."), &|_| None)
-            .unwrap_err();
+        let err = Config::from_yaml(
+            &with("", "", "icml: {colour: red}\n"),
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap_err();
         assert!(err.contains("colour"), "{err}");
     }
 

@@ -55,9 +55,10 @@ impl Daemon {
     /// Generates the catalogue once, now (what the schedule does).
     pub async fn generate_icml(&self) -> Result<IcmlStats, crate::icml::IcmlError> {
         let cfg = &self.inner.config.icml;
-        let path = cfg.path.as_ref().ok_or_else(|| {
-            crate::icml::IcmlError::Options("icml.path is not set".to_string())
-        })?;
+        let path = cfg
+            .path
+            .as_ref()
+            .ok_or_else(|| crate::icml::IcmlError::Options("icml.path is not set".to_string()))?;
         crate::icml::generate(&self.inner.systems.ms, &cfg.options(), path).await
     }
 

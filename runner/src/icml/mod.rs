@@ -32,7 +32,9 @@ use quick_xml::Writer;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use crate::clients::moysklad::{id_from_href, CurrentReport, ListQuery, MoyskladClient, MoyskladError};
+use crate::clients::moysklad::{
+    id_from_href, CurrentReport, ListQuery, MoyskladClient, MoyskladError,
+};
 
 /// The category of goods outside any folder (the official generator's id).
 pub const ROOT_CATEGORY: &str = "warehouseRoot";
@@ -284,7 +286,10 @@ async fn folders(ms: &MoyskladClient) -> Result<HashMap<String, Folder>, IcmlErr
 fn excluded(folders: &HashMap<String, Folder>, opts: &IcmlOptions) -> HashSet<String> {
     let own = |id: &str, f: &Folder| {
         (f.archived && !opts.include_archived)
-            || opts.ignore_categories.iter().any(|c| c == id || *c == f.code)
+            || opts
+                .ignore_categories
+                .iter()
+                .any(|c| c == id || *c == f.code)
     };
     let mut out = HashSet::new();
     for id in folders.keys() {
@@ -388,10 +393,7 @@ fn attribute_text(item: &Json, name: &str) -> Option<String> {
     match attribute(item, name)? {
         Json::String(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
         Json::Number(n) => Some(n.to_string()),
-        Json::Object(o) => o
-            .get("name")
-            .and_then(Json::as_str)
-            .map(str::to_string),
+        Json::Object(o) => o.get("name").and_then(Json::as_str).map(str::to_string),
         _ => None,
     }
 }
@@ -485,7 +487,10 @@ fn offer(
     folders: &HashMap<String, Folder>,
     excluded: &HashSet<String>,
 ) -> Result<Offer, Skip> {
-    let ty = row.pointer("/meta/type").and_then(Json::as_str).unwrap_or("");
+    let ty = row
+        .pointer("/meta/type")
+        .and_then(Json::as_str)
+        .unwrap_or("");
     let variant = ty == "variant";
     match ty {
         "product" | "variant" => {}
@@ -515,7 +520,10 @@ fn offer(
         row
     };
     let archived = row.get("archived").and_then(Json::as_bool).unwrap_or(false)
-        || product.get("archived").and_then(Json::as_bool).unwrap_or(false);
+        || product
+            .get("archived")
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
     if archived && !opts.include_archived {
         return Err(Skip::Counted("archived"));
     }
@@ -527,7 +535,10 @@ fn offer(
             !product_code.is_empty() && !product_code.contains('#') && !own_code.is_empty(),
         )
     } else {
-        (own_code.to_string(), !own_code.is_empty() && !own_code.contains('#'))
+        (
+            own_code.to_string(),
+            !own_code.is_empty() && !own_code.contains('#'),
+        )
     };
     if !matchable {
         return Err(Skip::Unmatchable(xml_id));
@@ -565,7 +576,10 @@ fn offer(
         .into_iter()
         .flatten()
     {
-        let (name, value) = (s(c, "name"), c.get("value").and_then(Json::as_str).unwrap_or(""));
+        let (name, value) = (
+            s(c, "name"),
+            c.get("value").and_then(Json::as_str).unwrap_or(""),
+        );
         if name.is_empty() || value.is_empty() {
             continue;
         }
@@ -726,7 +740,8 @@ async fn write_catalog<W: Write>(
         BytesStart::new("yml_catalog").with_attributes([("date", date.as_str())]),
     ))
     .map_err(io)?;
-    w.write_event(Event::Start(BytesStart::new("shop"))).map_err(io)?;
+    w.write_event(Event::Start(BytesStart::new("shop")))
+        .map_err(io)?;
     text_element(&mut w, "name", &opts.shop_name).map_err(io)?;
     if !opts.company.is_empty() {
         text_element(&mut w, "company", &opts.company).map_err(io)?;
@@ -791,7 +806,10 @@ async fn write_catalog<W: Write>(
                 Err(Skip::Quiet) => {}
                 Err(Skip::Counted(why)) => *stats.skipped.entry(why).or_default() += 1,
                 Err(Skip::Unmatchable(x)) => {
-                    *stats.skipped.entry("code the rules cannot match").or_default() += 1;
+                    *stats
+                        .skipped
+                        .entry("code the rules cannot match")
+                        .or_default() += 1;
                     seen_unmatchable += 1;
                     if seen_unmatchable <= 10 {
                         stats.unmatchable.push(x);
@@ -813,7 +831,8 @@ async fn write_catalog<W: Write>(
     }
     w.write_event(Event::End(BytesEnd::new("offers")))
         .map_err(io)?;
-    w.write_event(Event::End(BytesEnd::new("shop"))).map_err(io)?;
+    w.write_event(Event::End(BytesEnd::new("shop")))
+        .map_err(io)?;
     w.write_event(Event::End(BytesEnd::new("yml_catalog")))
         .map_err(io)?;
     let mut out = w.into_inner();

@@ -39,7 +39,10 @@ fn bad(msg: impl Into<String>) -> EmulatorError {
     EmulatorError::Rejected(Failure::new(400, format!("ICML: {}", msg.into())))
 }
 
-fn attr(e: &quick_xml::events::BytesStart<'_>, name: &str) -> Result<Option<String>, EmulatorError> {
+fn attr(
+    e: &quick_xml::events::BytesStart<'_>,
+    name: &str,
+) -> Result<Option<String>, EmulatorError> {
     for a in e.attributes() {
         let a = a.map_err(|e| bad(e.to_string()))?;
         if a.key.as_ref() == name.as_bytes() {
@@ -76,9 +79,8 @@ fn parse(xml: &str) -> Result<(Vec<IcmlOffer>, Vec<String>), EmulatorError> {
                         });
                     }
                     "category" => {
-                        categories.push(
-                            attr(&e, "id")?.ok_or_else(|| bad("a <category> without id"))?,
-                        );
+                        categories
+                            .push(attr(&e, "id")?.ok_or_else(|| bad("a <category> without id"))?);
                     }
                     _ => {}
                 }
