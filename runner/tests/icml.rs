@@ -298,6 +298,13 @@ fn quiet_lab() -> LabOptions {
 async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orders_match() {
     let lab = Lab::start(quiet_lab()).await.expect("lab");
     enrich(&lab);
+    // A second item with a code already used: the rules would match only one of them.
+    lab.ms
+        .seed(
+            "product",
+            json!({"name": "Торшер (копия)", "externalCode": "lamp-arc"}),
+        )
+        .expect("duplicate");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("catalog.xml");
     std::fs::write(&path, "previous").expect("previous");
@@ -334,7 +341,8 @@ async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orde
     assert_eq!(stats.offers, 5);
     assert_eq!(stats.skipped.get("ignored category"), Some(&1));
     assert_eq!(stats.skipped.get("code the rules cannot match"), Some(&1));
-    assert_eq!(stats.unmatchable, ["shelf#2"]);
+    assert_eq!(stats.skipped.get("duplicate code"), Some(&1));
+    assert_eq!(stats.unmatchable, ["shelf#2", "lamp-arc"]);
 
     // Categories: the folders (not the ignored ones, nor what is under them) and the root.
     let cats: BTreeMap<&str, (&str, Option<&str>)> = cat
@@ -384,6 +392,7 @@ async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orde
         .child("url")
         .is_some_and(|u| u.contains(&lab.shop.assortment["table-oak"])));
     assert_eq!(offer("lamp-arc").child("categoryId"), Some("warehouseRoot"));
+    assert_eq!(offer("lamp-arc").child("name"), Some("Торшер дуговой"));
     let assembly = offer("assembly");
     assert_eq!(assembly.attrs["type"], "service");
     assert!(!assembly.attrs.contains_key("quantity"));
@@ -408,7 +417,7 @@ async fn cat_02_the_catalogue_of_the_sample_shop_parses_back_and_holds_what_orde
         .categories
         .iter()
         .any(|c| c.attrs["id"] == "warehouseRoot"));
-    assert_eq!(stats.skipped.get("no category"), Some(&3)); // lamp, assembly, sofa
+    assert_eq!(stats.skipped.get("no category"), Some(&4)); // lamp, its copy, assembly, sofa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //!   the order rules (`rules/crm_to_ms/catalog.yaml`): the `externalCode`, or
 //!   `productExternalCode#variantExternalCode` for a variant, so an order item whose offer has
 //!   this `xmlId` is matched back to exactly this assortment item. Items whose codes the rules
-//!   could not match back (no code, or a `#` where the rules split) are left out and counted.
+//!   could not match back (no code, a `#` where the rules split, or a code another offer
+//!   already has) are left out and counted.
 //! * Price by the chosen price type (else the first sale price; a variant without its own
 //!   price takes the product's), quantity from `report/stock/all/current` (stock − reserve +
 //!   in transit by default, 0…999 999 as STOCK-03 caps it), barcodes, VAT (`effectiveVat`,
@@ -171,7 +172,8 @@ pub struct IcmlStats {
     pub rows: u64,
     /// Rows left out, by reason.
     pub skipped: BTreeMap<&'static str, u64>,
-    /// A few xmlIds left out because the rules could not match them back.
+    /// A few xmlIds left out because the rules could not match them back (a `#` where the
+    /// rules split, or a code already used by another offer).
     pub unmatchable: Vec<String>,
     /// Bytes written.
     pub bytes: u64,
@@ -797,12 +799,29 @@ async fn write_catalog<W: Write>(
     }
     let mut pages = ms.pages("assortment", &q)?;
     let mut seen_unmatchable = 0usize;
+    // Offer ids written so far, as 64-bit hashes (8 bytes an offer, not the catalogue): two
+    // items with the same code would be one offer to the CRM, and the rules would match
+    // only one of them, so the second is left out and named.
+    let mut written: HashSet<u64> = HashSet::new();
+    let key = |x: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        x.hash(&mut h);
+        h.finish()
+    };
     while let Some(page) = pages.next().await? {
         let mut offers = Vec::with_capacity(page.rows.len());
         for row in &page.rows {
             stats.rows += 1;
             match offer(row, opts, &folders, &excluded) {
-                Ok(o) => offers.push(o),
+                Ok(o) if written.insert(key(&o.xml_id)) => offers.push(o),
+                Ok(o) => {
+                    *stats.skipped.entry("duplicate code").or_default() += 1;
+                    seen_unmatchable += 1;
+                    if seen_unmatchable <= 10 {
+                        stats.unmatchable.push(o.xml_id);
+                    }
+                }
                 Err(Skip::Quiet) => {}
                 Err(Skip::Counted(why)) => *stats.skipped.entry(why).or_default() += 1,
                 Err(Skip::Unmatchable(x)) => {
