@@ -616,3 +616,90 @@ async fn cat_02_the_daemon_serves_the_catalogue_the_crm_loads_and_orders_match()
     let _ = stop_tx.send(());
     running.await.expect("join").expect("daemon");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_02_the_command_writes_the_catalogue_and_documents_its_options() {
+    let bin = env!("CARGO_BIN_EXE_skladsync");
+    let help = tokio::process::Command::new(bin)
+        .args(["icml", "--help"])
+        .output()
+        .await
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--config",
+        "--out",
+        "--price-type",
+        "--include-archived",
+        "--ignore-category",
+        "--skip-without-category",
+        "--stock",
+        "--url-template",
+        "--picture-attribute",
+        "--dimension-attribute",
+    ] {
+        assert!(help.contains(flag), "{flag} in:\n{help}");
+    }
+
+    let lab = Lab::start(quiet_lab()).await.expect("lab");
+    enrich(&lab);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("skladsync.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}icml:\n  shop_name: Мебель у дома\n  ignore_categories: [hidden]\n",
+            lab.config_yaml(
+                &rules_dir(Path::new("rules")),
+                &dir.path().join("settings.yaml"),
+                &dir.path().join("state"),
+                "{}",
+                100,
+            )
+        ),
+    )
+    .expect("config");
+    let out = dir.path().join("out.xml");
+    let run = tokio::process::Command::new(bin)
+        .arg("icml")
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .args(["--skip-without-category", "--stock", "free_stock"])
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("3 offers (0 services)"), "{stdout}");
+    assert!(stdout.contains("shelf#2"), "{stdout}");
+    let cat = parse(&std::fs::read_to_string(&out).expect("catalogue"));
+    validate(&cat);
+    assert_eq!(cat.shop_name, "Мебель у дома");
+    let got: BTreeSet<&str> = cat
+        .offers
+        .iter()
+        .map(|o| o.attrs["id"].as_str())
+        .collect();
+    assert_eq!(got, BTreeSet::from(["chair01#red", "chair01#blue", "table-oak"]));
+
+    // A bad option is refused and nothing is written.
+    let bad = tokio::process::Command::new(bin)
+        .arg("icml")
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("bad.xml"))
+        .args(["--stock", "plenty"])
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--stock"));
+    assert!(!dir.path().join("bad.xml").exists());
+}
