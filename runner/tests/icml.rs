@@ -681,12 +681,11 @@ async fn cat_02_the_command_writes_the_catalogue_and_documents_its_options() {
     let cat = parse(&std::fs::read_to_string(&out).expect("catalogue"));
     validate(&cat);
     assert_eq!(cat.shop_name, "Мебель у дома");
-    let got: BTreeSet<&str> = cat
-        .offers
-        .iter()
-        .map(|o| o.attrs["id"].as_str())
-        .collect();
-    assert_eq!(got, BTreeSet::from(["chair01#red", "chair01#blue", "table-oak"]));
+    let got: BTreeSet<&str> = cat.offers.iter().map(|o| o.attrs["id"].as_str()).collect();
+    assert_eq!(
+        got,
+        BTreeSet::from(["chair01#red", "chair01#blue", "table-oak"])
+    );
 
     // A bad option is refused and nothing is written.
     let bad = tokio::process::Command::new(bin)
