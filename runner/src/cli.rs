@@ -31,6 +31,9 @@ pub enum Command {
     /// Run the sync daemon: poll CRM history, receive МойСклад webhooks, reconcile, sync
     /// stock, until SIGTERM or Ctrl-C.
     Run(RunArgs),
+    /// Generate the ICML catalogue (CAT-02) from МойСклад: categories from product folders,
+    /// offers with the xmlIds orders are matched by, written atomically to a file.
+    Icml(IcmlArgs),
     /// Run both emulators standalone on loopback with the sample shop (for manual use).
     Emulate(EmulateArgs),
     /// Sync a sample shop between the two emulators with the default rules and print what
@@ -261,6 +264,63 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     pub format: Format,
+}
+
+/// `skladsync icml`. Options given here override the config's `icml:` section.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Offers: products without variants (xmlId = externalCode), variants \
+(xmlId = productExternalCode#variantExternalCode), services (type=\"service\") and bundles, \
+as the order rules match them (CAT-01). Goods whose codes the rules could not match back \
+are left out and counted. The assortment is read page by page and written as it comes, \
+so memory does not grow with the catalogue."
+)]
+pub struct IcmlArgs {
+    /// The runner's config file: МойСклад credentials and the `icml:` section.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The file to write (default: `icml.path` of the config). Written beside it, then
+    /// renamed over it.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Sale price type (name, externalCode or id) [default: the first sale price].
+    #[arg(long, value_name = "TYPE")]
+    pub price_type: Option<String>,
+    /// Also write purchase prices (`buyPrice`).
+    #[arg(long)]
+    pub purchase_price: bool,
+    /// Include archived goods and folders (archived offers get productActivity N).
+    #[arg(long)]
+    pub include_archived: bool,
+    /// Leave out a folder (id or externalCode) and everything under it; repeatable.
+    #[arg(long = "ignore-category", value_name = "FOLDER")]
+    pub ignore_categories: Vec<String>,
+    /// Leave out goods outside any folder (else they go to category `warehouseRoot`).
+    #[arg(long)]
+    pub skip_without_category: bool,
+    /// Leave out services.
+    #[arg(long)]
+    pub no_services: bool,
+    /// Leave out bundles.
+    #[arg(long)]
+    pub no_bundles: bool,
+    /// Offer quantity: quantity (stock − reserve + in transit), free_stock, stock, or none.
+    #[arg(long, value_name = "KIND")]
+    pub stock: Option<String>,
+    /// Offer URL template: {externalCode}, {productExternalCode}, {code}, {article}, {id}
+    /// [default: the item's card in МойСклад].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub url_template: Option<String>,
+    /// Product attribute (name) holding a public picture URL.
+    #[arg(long, value_name = "ATTRIBUTE")]
+    pub picture_attribute: Option<String>,
+    /// Product attribute (name) with the dimensions in cm; give one (L/W/H in one value)
+    /// or three (length, width, height).
+    #[arg(long = "dimension-attribute", value_name = "ATTRIBUTE")]
+    pub dimension_attributes: Vec<String>,
+    /// `<shop><name>`.
+    #[arg(long)]
+    pub shop_name: Option<String>,
 }
 
 /// `skladsync run`.

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod icml;
 pub mod state;
 pub mod tooling;
 pub mod world;

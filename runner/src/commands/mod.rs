@@ -8,6 +8,7 @@ mod emulate;
 mod eval;
 mod explain;
 mod fmt;
+mod icml;
 mod plan;
 mod run;
 mod schema;
@@ -27,6 +28,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Icml(args) => icml::run(&args),
         Command::Emulate(args) => emulate::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Functions => {

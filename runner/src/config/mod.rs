@@ -16,6 +16,7 @@
 mod duration;
 mod files;
 mod receiver;
+mod icml;
 mod validate;
 
 pub use receiver::{check_webhook_secret, parse_bytes, ByteSize, ReceiverConfig};
@@ -28,6 +29,7 @@ use serde::Deserialize;
 
 pub use duration::{parse_duration, Interval};
 pub use files::{credential_exposure, write_private};
+pub use icml::IcmlConfig;
 pub use validate::{
     MAX_CRM_RATE, MAX_INTERVAL, MAX_JOURNAL_DAYS, MAX_JOURNAL_ENTRIES, MAX_TIMEOUT,
 };
@@ -389,6 +391,9 @@ pub struct Config {
     #[serde(default)]
     pub receiver: ReceiverConfig,
     // --- end receiver ---
+    /// The ICML catalogue (CAT-02).
+    #[serde(default)]
+    pub icml: IcmlConfig,
 }
 
 impl Config {
@@ -428,6 +433,7 @@ impl Config {
         set(&mut cfg.moysklad.password, "SKLADSYNC_MS_PASSWORD");
         set(&mut cfg.moysklad.token, "SKLADSYNC_MS_TOKEN");
         set(&mut cfg.webhooks.secret, "SKLADSYNC_WEBHOOK_SECRET");
+        set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -438,6 +444,9 @@ impl Config {
             rebase(s);
         }
         rebase(&mut cfg.state.path);
+        if let Some(p) = cfg.icml.path.as_mut() {
+            rebase(p);
+        }
         cfg.check()?;
         Ok(cfg)
     }
@@ -452,6 +461,7 @@ impl Config {
                 problems.push(e);
             }
         }
+        problems.extend(self.icml.problems());
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),
@@ -806,6 +816,44 @@ mod tests {
                 p.display()
             )
         );
+    }
+
+    #[test]
+    fn the_icml_section_has_defaults_and_is_checked() {
+        let cfg = Config::from_yaml(&with("", "", ""), Path::new("/etc/x"), &|_| None).unwrap();
+        assert!(!cfg.icml.enabled);
+        assert_eq!(cfg.icml.every.0, Duration::from_secs(4 * 3600));
+        assert!(cfg.icml.services && cfg.icml.bundles);
+        let cfg = Config::from_yaml(
+            &with("", "", "icml: {enabled: true, path: c.xml, every: 2h, price_type: Опт, ignore_categories: [hidden]}\n"),
+            Path::new("/etc/x"),
+            &|k| (k == "SKLADSYNC_ICML_SECRET").then(|| "s".repeat(20)),
+        )
+        .unwrap();
+        assert_eq!(cfg.icml.path, Some(PathBuf::from("/etc/x/c.xml")));
+        assert_eq!(cfg.icml.secret.expose(), "s".repeat(20));
+        assert_eq!(cfg.icml.options().price_type.as_deref(), Some("Опт"));
+        assert_eq!(cfg.icml.options().ignore_categories, ["hidden"]);
+        let err = Config::from_yaml(
+            &with(
+                "",
+                "",
+                "icml: {enabled: true, secret: short, dimension_attributes: [a, b]}\n",
+            ),
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("icml.path is required"), "{err}");
+        assert!(err.contains("icml.secret must be at least 16"), "{err}");
+        assert!(err.contains("icml.dimension_attributes"), "{err}");
+        let err = Config::from_yaml(
+            &with("", "", "icml: {colour: red}\n"),
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("colour"), "{err}");
     }
 
     #[test]

@@ -39,6 +39,7 @@
 
 mod crm;
 mod events;
+mod icml;
 mod moysklad;
 mod stock;
 mod version;
@@ -838,6 +839,7 @@ impl Daemon {
         tasks.push(tokio::spawn(self.clone().crm_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().ms_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().stock_schedule(stop_rx.clone())));
+        tasks.push(tokio::spawn(self.clone().icml_schedule(stop_rx.clone())));
         tracing::info!(receiver = ?self.inner.receiver_addr, "skladsync is running");
         shutdown.await;
         tracing::info!("stopping: finishing the item in progress; queued work stays queued");

@@ -198,6 +198,7 @@ pub(super) fn spawn(
         .route("/moysklad/webhook/{secret}", post(receive))
         .route("/moysklad/webhook/{secret}/{instance}", post(receive_owned))
         .route("/status/{secret}", get(status))
+        .merge(super::icml::routes())
         .layer(DefaultBodyLimit::max(limits.max_body.0))
         .with_state(daemon);
     tokio::spawn(serve(listener, app, limits, stats, stop))

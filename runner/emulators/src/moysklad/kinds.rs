@@ -168,6 +168,11 @@ pub static KINDS: &[Kind] = &[
         ..kind("bundle")
     },
     Kind {
+        ui: Some("good"),
+        required: &["name"],
+        ..kind("productfolder")
+    },
+    Kind {
         created: true,
         required: &["lastName"],
         ..kind("employee")

@@ -39,7 +39,7 @@
 //!
 //! Types: `customerorder`, `demand`, `move`, `salesreturn`, `retaildemand`, `enter`, `paymentin`,
 //! `cashin`, `prepayment` (read-only through the API; seed it), `counterparty`, `organization`,
-//! `store`, `product`, `variant`, `service`, `bundle`, `employee`, `currency`, `saleschannel`,
+//! `store`, `productfolder`, `product`, `variant`, `service`, `bundle`, `employee`, `currency`, `saleschannel`,
 //! `project`, `webhook`, `customentity`; `group` (the main one) and the price types of
 //! `context/companysettings/pricetype` can be read.
 //!

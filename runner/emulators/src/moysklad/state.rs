@@ -1274,7 +1274,7 @@ impl State {
                 body.entry("companyType").or_insert(json!("legal"));
                 body.entry("archived").or_insert(json!(false));
             }
-            "store" => {
+            "store" | "productfolder" => {
                 body.entry("archived").or_insert(json!(false));
                 body.entry("pathName").or_insert(json!(""));
             }

@@ -30,6 +30,7 @@ mod changes;
 mod config;
 mod customers;
 mod http;
+mod icml;
 mod manager;
 mod model;
 mod orders;
@@ -49,6 +50,7 @@ use crate::faults::{Faults, Rejection, Renderer};
 
 pub use config::{ApiKeyConfig, EmulatorConfig, RateLimitConfig};
 pub use http::RecordedRequest;
+pub use icml::IcmlLoad;
 pub use manager::Manager;
 pub use model::{
     Actor, Clock, Failure, HistoryRecord, Offer, References, Sequences, State, StoreStock,
