@@ -15,8 +15,8 @@
 
 mod duration;
 mod files;
-mod receiver;
 mod icml;
+mod receiver;
 mod validate;
 
 pub use receiver::{check_webhook_secret, parse_bytes, ByteSize, ReceiverConfig};
