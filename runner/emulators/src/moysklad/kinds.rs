@@ -332,6 +332,7 @@ pub fn filterable(ty: &str, field: &str) -> bool {
             "position",
         ],
         "store" => &["code", "archived", "address", "parent", "pathName"],
+        "productfolder" => &["code", "archived", "pathName", "productFolder"],
         "product" | "service" | "bundle" => FILTER_GOODS,
         "variant" => &["code", "archived", "product", "barcode"],
         "assortment" => &[
