@@ -252,7 +252,28 @@ pub async fn lookup_by_key(
                 })
             }))
         }
-        _ => Ok(None),
+        EntityKind::CorporateAddress | EntityKind::CorporateCompany => {
+            // Found by the externalId the create carried, else by the same name.
+            let Some(parent) = body.get("parent") else {
+                return Ok(None);
+            };
+            let opts = WriteOptions {
+                site: None,
+                parent: Some(id_ref(parent, "parent")?),
+            };
+            let rows = crm.list_all(kind, &json!({}), &opts).await?;
+            let same = |r: &Value, k: &str| {
+                body.get(k)
+                    .is_some_and(|want| !want.is_null() && r.get(k) == Some(want))
+            };
+            Ok(rows.into_iter().find(|r| {
+                if body.get("externalId").is_some_and(|x| !x.is_null()) {
+                    same(r, "externalId")
+                } else {
+                    same(r, "name")
+                }
+            }))
+        }
     }
 }
 
