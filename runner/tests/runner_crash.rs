@@ -411,12 +411,23 @@ async fn killing_the_runner_under_the_default_rules_duplicates_nothing() {
     let mut quiet = 0;
     let mut last = Value::Null;
     let mut last_status = Value::Null;
+    let mut status_errors = 0u32;
+    let mut last_status_at = Instant::now();
     while Instant::now() < deadline && quiet < 6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let waiting = match reqwest::get(&status_url).await {
+        let answer = match reqwest::get(&status_url).await {
+            Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let waiting = match answer {
             // Stock passes come every second: only other work counts as waiting.
-            Ok(r) => r.json::<Value>().await.ok().map(|v| {
+            Err(_) => {
+                status_errors += 1;
+                None
+            }
+            Ok(v) => Some(v).map(|v| {
                 last_status = v.clone();
+                last_status_at = Instant::now();
                 let other: Vec<Value> = v["waiting"]
                     .as_array()
                     .map(|w| {
@@ -428,7 +439,6 @@ async fn killing_the_runner_under_the_default_rules_duplicates_nothing() {
                     .unwrap_or_default();
                 json!(other)
             }),
-            Err(_) => None,
         };
         let now = json!([
             support::document_counts(&lab),
@@ -445,20 +455,31 @@ async fn killing_the_runner_under_the_default_rules_duplicates_nothing() {
         }
         last = now;
     }
+    let exited_early = child.try_wait().ok().flatten();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let exit = child.wait().expect("wait");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    // What to read first when it does not settle: whether the runner still ran and answered,
+    // its warnings and the end of its log; the waiting work last (it can be long).
     assert!(
         quiet >= 6,
-        "did not settle (seed {seed}); status: {last_status:#}\n--- log tail ---\n{}",
+        "did not settle (seed {seed}): runner exited before the end: {exited_early:?}; \
+         {status_errors} status requests failed, the last answer came {:.1} s before the end\n\
+         --- log tail ---\n{}\n--- waiting ---\n{:#}",
+        last_status_at.elapsed().as_secs_f64(),
         log_text
             .lines()
             .rev()
-            .take(30)
+            .filter(|l| !l.contains("CONFIG_READABLE") && !l.contains("readable by its group"))
+            .take(40)
             .collect::<Vec<_>>()
-            .join("\n")
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        last_status["waiting"]
     );
     assert!(exit.success(), "graceful stop failed: {exit:?}");
     assert!(!log_text.contains("panicked"), "the runner panicked");
