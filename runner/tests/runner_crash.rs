@@ -245,11 +245,17 @@ async fn killing_the_runner_at_random_points_loses_no_change_and_duplicates_noth
             }
             _ => {
                 // МойСклад → CRM on A-1001, A-1002 and even K orders, once uploaded.
+                // The next one in turn that is in МойСклад already (under load the runner,
+                // killed every second or so, may not have uploaded the one in turn yet).
                 let candidates = ["A-1001", "A-1002", "K-2", "K-4", "K-6", "K-8"];
-                let number = candidates[(i / 3) % candidates.len()];
-                if let Some(id) =
-                    ms_order(&lab, number).and_then(|o| o["id"].as_str().map(str::to_string))
-                {
+                let found = (0..candidates.len())
+                    .map(|k| candidates[(i / 3 + k) % candidates.len()])
+                    .find_map(|number| {
+                        ms_order(&lab, number)
+                            .and_then(|o| o["id"].as_str().map(str::to_string))
+                            .map(|id| (number, id))
+                    });
+                if let Some((number, id)) = found {
                     lab.ms
                         .update(
                             "customerorder",

@@ -73,7 +73,7 @@ impl Daemon {
                 return;
             }
             tokio::select! {
-                r = self.generate_icml() => match r {
+                r = crate::clients::moysklad::background(self.generate_icml()) => match r {
                     Ok(s) => tracing::info!(offers = s.offers, categories = s.categories, bytes = s.bytes, skipped = ?s.skipped, "ICML catalogue written"),
                     Err(e) => {
                         tracing::warn!(error = %e, "ICML catalogue not written");

@@ -438,7 +438,7 @@ impl Daemon {
                     continue;
                 }
                 if item.not_before <= now {
-                    due.push(seq);
+                    due.push((seq, matches!(item.work, Work::StockPass { .. })));
                 } else if let Some(s) = subject {
                     // Not due yet: what comes after it for the same subject waits too.
                     held.insert(s);
@@ -447,7 +447,10 @@ impl Daemon {
             if due.is_empty() {
                 break;
             }
-            for seq in due {
+            // A stock pass is heavy (reports weigh 5 units a page) and comes again anyway:
+            // within a round, orders and the rest go first.
+            due.sort_by_key(|(_, stock)| *stock);
+            for (seq, _) in due {
                 if self.inner.stopping.load(Ordering::SeqCst) {
                     break 'rounds;
                 }
@@ -911,8 +914,9 @@ impl Daemon {
             if *stop.borrow() {
                 return;
             }
+            // The poll finds work; it must not take the units the worker needs to do it.
             tokio::select! {
-                r = self.reconcile() => {
+                r = crate::clients::moysklad::background(self.reconcile()) => {
                     if let Err(e) = r {
                         self.poll_failed("the МойСклад reconciliation poll", e);
                     }

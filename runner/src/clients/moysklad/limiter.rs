@@ -9,10 +9,16 @@
 //! lengthen the window, `X-RateLimit-Remaining` caps the local units, and a 429 pauses every
 //! request of the credential for the advertised `X-Lognex-Retry-After`.
 //!
+//! Work in the background (the reconciliation poll, the catalogue export) yields to the
+//! worker: run it inside [`background`], and its requests wait while a worker request waits,
+//! and leave one ordinary request's units in the bucket, so that polls at a short interval
+//! cannot starve the work they find.
+//!
 //! At start-up the server's bucket may not be full (another process, or this one a moment
 //! ago, used the credential), so the first request goes alone: the others wait for its answer
 //! (and the server's view in its headers) before going side by side.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +73,40 @@ impl LimitConfig {
     }
 }
 
+tokio::task_local! {
+    static BACKGROUND: ();
+}
+
+/// Runs `work` in the background: its МойСклад requests yield to foreground ones (see the
+/// module docs). Tasks spawned inside it are foreground again.
+pub async fn background<F: Future>(work: F) -> F::Output {
+    BACKGROUND.scope((), work).await
+}
+
+fn in_background() -> bool {
+    BACKGROUND.try_with(|_| ()).is_ok()
+}
+
+/// How often a background request waiting behind a foreground one looks again.
+const YIELD_POLL: Duration = Duration::from_millis(20);
+
+/// Counts a foreground request waiting for its units while it lives.
+struct ForegroundWaiting(Arc<Mutex<Bucket>>);
+
+impl ForegroundWaiting {
+    fn new(bucket: &Arc<Mutex<Bucket>>) -> ForegroundWaiting {
+        bucket.lock().unwrap_or_else(|e| e.into_inner()).waiting += 1;
+        ForegroundWaiting(bucket.clone())
+    }
+}
+
+impl Drop for ForegroundWaiting {
+    fn drop(&mut self) {
+        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        b.waiting = b.waiting.saturating_sub(1);
+    }
+}
+
 /// A view of the limiter's current beliefs (for diagnostics and tests).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LimiterSnapshot {
@@ -97,6 +137,8 @@ struct Bucket {
     /// The first request is out (the others wait for its answer), since when.
     probing: bool,
     probe_started: Option<Instant>,
+    /// Foreground requests waiting for units now.
+    waiting: usize,
 }
 
 impl Bucket {
@@ -135,6 +177,7 @@ impl RateLimiter {
                 calibrated: !config.adapt,
                 probing: false,
                 probe_started: None,
+                waiting: 0,
             })),
             config,
         }
@@ -152,6 +195,8 @@ impl RateLimiter {
     /// Waits for a slot in flight and for `weight` units; the slot is held until the permit
     /// is dropped (drop it once the response is read).
     pub async fn acquire(&self, weight: u32) -> Permit {
+        let background = in_background();
+        let _waiting = (!background).then(|| ForegroundWaiting::new(&self.bucket));
         // The semaphore is never closed, so this only fails if that invariant is broken; the
         // caller then proceeds without a slot rather than failing the request.
         let slot = self.in_flight.clone().acquire_owned().await.ok();
@@ -176,7 +221,16 @@ impl RateLimiter {
                         // A request heavier than the bucket would wait forever: it costs the
                         // whole bucket instead.
                         let w = f64::from(weight).min(b.capacity);
-                        if b.tokens + 1e-9 >= w {
+                        // Background work leaves one ordinary request's units for the
+                        // foreground, and goes only when no foreground request waits.
+                        let reserve = if background {
+                            f64::from(self.config.request_weight).min(b.capacity - w)
+                        } else {
+                            0.0
+                        };
+                        if background && b.waiting > 0 {
+                            YIELD_POLL
+                        } else if b.tokens + 1e-9 >= w + reserve {
                             b.tokens -= w;
                             let probe = !b.calibrated && !b.probing;
                             if probe {
@@ -187,8 +241,9 @@ impl RateLimiter {
                                 _slot: slot,
                                 probe: probe.then(|| self.bucket.clone()),
                             };
+                        } else {
+                            Duration::from_secs_f64((w + reserve - b.tokens) / b.rate())
                         }
-                        Duration::from_secs_f64((w - b.tokens) / b.rate())
                     }
                 }
             };
@@ -392,6 +447,61 @@ mod tests {
         });
         l.observe(&headers(&[("X-RateLimit-Limit", "10")]));
         assert_eq!(l.snapshot().capacity, 45);
+    }
+
+    /// A poll waiting for units since before the worker asked must still let the worker go
+    /// first: otherwise polls at a short interval take every unit and the work they find
+    /// never runs.
+    #[tokio::test]
+    async fn a_waiting_foreground_request_goes_before_background_ones() {
+        let l = RateLimiter::new(LimitConfig {
+            units: 4,
+            window: Duration::from_millis(400),
+            adapt: false,
+            ..LimitConfig::default()
+        });
+        drop(l.acquire(4).await);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let bg = {
+            let (l, order) = (l.clone(), order.clone());
+            // A light request: its units are there well before the worker's.
+            tokio::spawn(background(async move {
+                drop(l.acquire(2).await);
+                order
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push("background");
+            }))
+        };
+        // The poll has waited a quarter of the refill when the worker asks.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(l.acquire(4).await);
+        order
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push("foreground");
+        let _ = bg.await;
+        assert_eq!(
+            *order.lock().unwrap_or_else(|e| e.into_inner()),
+            vec!["foreground", "background"]
+        );
+    }
+
+    #[tokio::test]
+    async fn foreground_requests_do_not_wait_for_background_reserve() {
+        let l = RateLimiter::new(LimitConfig {
+            units: 8,
+            window: Duration::from_secs(3600),
+            adapt: false,
+            ..LimitConfig::default()
+        });
+        // 8 units: the background leaves 4 of them, the foreground may take all.
+        let bg = tokio::time::timeout(Duration::from_millis(50), background(l.acquire(4))).await;
+        assert!(bg.is_ok(), "background went with a full bucket");
+        let bg = tokio::time::timeout(Duration::from_millis(50), background(l.acquire(4))).await;
+        assert!(bg.is_err(), "background took the foreground's reserve");
+        let fg = tokio::time::timeout(Duration::from_millis(50), l.acquire(4)).await;
+        assert!(fg.is_ok(), "the foreground could not use its reserve");
     }
 
     #[tokio::test]

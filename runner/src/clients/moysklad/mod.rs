@@ -47,6 +47,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 pub use error::{parse_errors, ApiError, MoyskladError};
+pub use limiter::background;
 pub use limiter::{
     retry_after, LimitConfig, LimiterSnapshot, Permit, RateLimiter, LOGIN_WEIGHT, MAX_WAIT,
     SOLUTION_WEIGHT,
