@@ -72,19 +72,12 @@ impl<'w> Recorder<'w> {
     }
 
     fn push(&self, a: Asked) {
-        self.asked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(a);
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).push(a);
     }
 
     /// The recorded world, checked against the answers it must give again.
     pub fn recording(&self) -> Recording {
-        let asked = self
-            .asked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let asked = self.asked.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let world = world_doc(&asked);
         let mut inexact = Vec::new();
         match RecordedWorld::from_value(&world) {
@@ -169,14 +162,14 @@ fn world_doc(asked: &[Asked]) -> Value {
     for (key, items) in entities {
         ents.insert(
             key.as_str().into(),
-            Value::Array(items.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into()),
+            Value::array(items.into_iter().map(|(_, v)| v).collect::<Vec<_>>()),
         );
     }
     let mut doc = Map::default();
-    doc.insert("entities".into(), Value::Object(ents));
-    doc.insert("links".into(), Value::Array(links.into()));
-    doc.insert("reference".into(), Value::Object(reference));
-    Value::Object(doc)
+    doc.insert("entities".into(), Value::object(ents));
+    doc.insert("links".into(), Value::array(links));
+    doc.insert("reference".into(), Value::object(reference));
+    Value::object(doc)
 }
 
 fn differs(replay: &RecordedWorld, a: &Asked) -> Option<String> {
@@ -187,16 +180,14 @@ fn differs(replay: &RecordedWorld, a: &Asked) -> Option<String> {
             filter,
             answer,
         } => {
-            let got = replay
-                .find(system, entity, filter)
-                .map(|v| Value::Array(v.into()));
+            let got = replay.find(system, entity, filter).map(Value::array);
             (
                 format!(
                     "find {system}.{entity} {}",
-                    Value::Object(filter.clone()).to_json()
+                    Value::object(filter.clone()).to_json()
                 ),
                 got,
-                Value::Array(answer.clone().into()),
+                Value::array(answer.clone()),
             )
         }
         Asked::Get {
@@ -332,15 +323,12 @@ mod tests {
         let again = replay
             .find("shop", "product", &filter("sku", Value::str("B-2")))
             .unwrap_or_default();
-        assert_eq!(Value::Array(again.into()), Value::Array(found.into()));
+        assert_eq!(Value::array(again), Value::array(found));
         assert!(replay
             .linked("product", "shop", &Value::Int(1))
             .unwrap_or_default()
             .equals(&link));
-        assert!(replay
-            .reference("units")
-            .unwrap_or_default()
-            .equals(&units));
+        assert!(replay.reference("units").unwrap_or_default().equals(&units));
         // …and nothing else was kept.
         assert!(replay
             .get("shop", "product", &Value::Int(1))
@@ -350,10 +338,7 @@ mod tests {
             .linked("product", "shop", &Value::Int(3))
             .unwrap_or_default()
             .is_null());
-        assert!(replay
-            .reference("colours")
-            .unwrap_or_default()
-            .is_null());
+        assert!(replay.reference("colours").unwrap_or_default().is_null());
     }
 
     /// A live search that matched on something else than field equality cannot be replayed
@@ -366,7 +351,7 @@ mod tests {
                 let mut m = Map::default();
                 m.insert("id".into(), Value::Int(7));
                 m.insert("phone".into(), Value::str("+7 903 000-00-01"));
-                Ok(vec![Value::Object(m)])
+                Ok(vec![Value::object(m)])
             }
             fn get(&self, _: &str, _: &str, _: &Value) -> Result<Value, WorldError> {
                 Ok(Value::Null)
@@ -379,9 +364,17 @@ mod tests {
             }
         }
         let rec = Recorder::new(&Fuzzy);
-        let _ = rec.find("crm", "customer", &filter("phone", Value::str("79030000001")));
+        let _ = rec.find(
+            "crm",
+            "customer",
+            &filter("phone", Value::str("79030000001")),
+        );
         let r = rec.recording();
         assert_eq!(r.inexact.len(), 1, "{:?}", r.inexact);
-        assert!(r.inexact[0].contains("find crm.customer"), "{:?}", r.inexact);
+        assert!(
+            r.inexact[0].contains("find crm.customer"),
+            "{:?}",
+            r.inexact
+        );
     }
 }

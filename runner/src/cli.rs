@@ -72,8 +72,13 @@ pub struct CaseNewArgs {
     /// The case file to write (refused when it exists).
     pub path: PathBuf,
     /// The event (a declared event's name).
-    #[arg(long)]
-    pub event: String,
+    #[arg(long, required_unless_present = "from")]
+    pub event: Option<String>,
+    /// Make the case from one line of a recording (`record:` in the config): `FILE:LINE`,
+    /// or `FILE` for its first line. The case keeps the event, what the systems answered and
+    /// the plan the daemon made (as `expect:`).
+    #[arg(long, conflicts_with_all = ["event", "include"])]
+    pub from: Option<String>,
     /// Shared fragments to include (paths relative to the case file), e.g.
     /// `../worlds/shop.yaml`.
     #[arg(long)]

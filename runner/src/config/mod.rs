@@ -17,6 +17,7 @@ mod duration;
 mod files;
 mod icml;
 mod receiver;
+mod record;
 mod validate;
 
 pub use receiver::{check_webhook_secret, parse_bytes, ByteSize, ReceiverConfig};
@@ -30,6 +31,7 @@ use serde::Deserialize;
 pub use duration::{parse_duration, Interval};
 pub use files::{credential_exposure, write_private};
 pub use icml::IcmlConfig;
+pub use record::RecordConfig;
 pub use validate::{
     MAX_CRM_RATE, MAX_INTERVAL, MAX_JOURNAL_DAYS, MAX_JOURNAL_ENTRIES, MAX_TIMEOUT,
 };
@@ -394,6 +396,9 @@ pub struct Config {
     /// The ICML catalogue (CAT-02).
     #[serde(default)]
     pub icml: IcmlConfig,
+    /// Recording evaluated events as replayable cases.
+    #[serde(default)]
+    pub record: RecordConfig,
 }
 
 impl Config {
@@ -447,6 +452,9 @@ impl Config {
         if let Some(p) = cfg.icml.path.as_mut() {
             rebase(p);
         }
+        if let Some(p) = cfg.record.dir.as_mut() {
+            rebase(p);
+        }
         cfg.check()?;
         Ok(cfg)
     }
@@ -462,6 +470,7 @@ impl Config {
             }
         }
         problems.extend(self.icml.problems());
+        problems.extend(self.record.problems());
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),

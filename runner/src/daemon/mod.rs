@@ -114,6 +114,15 @@ pub enum DaemonError {
     /// or МойСклад could not reach the address).
     #[error("МойСклад webhooks: {0}")]
     Webhooks(String),
+    /// The recordings folder cannot be written.
+    #[error("record.dir {dir}: {source}")]
+    Recordings {
+        /// The folder.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The webhook receiver could not listen.
     #[error("webhook receiver on {addr}: {source}")]
     Listen {
@@ -160,6 +169,8 @@ pub(crate) struct Inner {
     rules_version: String,
     /// Shared with the applier: plans stop between two effects.
     stop: Arc<AtomicBool>,
+    /// Where evaluated events are recorded (`record:`), when on.
+    recordings: Option<Arc<crate::recording::Recordings>>,
 }
 
 /// The sync daemon. Cheap to clone.
@@ -270,6 +281,7 @@ impl Daemon {
             .into_iter()
             .flat_map(|r| r.on.into_iter())
             .collect();
+        let recordings = recordings(&config, &state)?;
         let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -306,6 +318,7 @@ impl Daemon {
                 rules_version,
                 crm_tz,
                 stop,
+                recordings,
             }),
         })
     }
@@ -517,19 +530,33 @@ impl Daemon {
         );
         let event = built.event;
         let limits = self.inner.config.limits.clone();
+        let record = self.inner.recordings.is_some();
         let evaluated = tokio::task::spawn_blocking(move || {
-            rules.evaluate_with(
+            let recorder = record.then(|| skladsync_engine::Recorder::new(&world));
+            let w: &dyn skladsync_engine::World = match &recorder {
+                Some(r) => r,
+                None => &world,
+            };
+            let r = rules.evaluate_with(
                 &event,
-                &world,
+                w,
                 EvalOptions {
                     settings: Some(&settings),
                     max_effects: limits.max_effects,
                     max_bytes: u64::try_from(limits.max_eval_bytes.0).unwrap_or(u64::MAX),
                     ..EvalOptions::default()
                 },
-            )
+            );
+            let recording = recorder.map(|rec| (rec.recording(), event));
+            (r, recording)
         })
         .await;
+        let evaluated = evaluated.map(|(r, recording)| {
+            if let Some((rec, event)) = recording {
+                self.record(&subject, &event, &rec, &r);
+            }
+            r
+        });
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {
@@ -564,6 +591,54 @@ impl Daemon {
         let mut item = item;
         item.plan = true;
         self.apply_plan(seq, item, outbox, built.after).await
+    }
+
+    /// Records one evaluation (`record:`): a plan, or an error that repeats (a failed lookup
+    /// is not replayable and is left out). A recording that cannot be written is logged and
+    /// never stops the work.
+    fn record(
+        &self,
+        subject: &str,
+        event: &skladsync_engine::Event,
+        rec: &skladsync_engine::Recording,
+        outcome: &Result<skladsync_engine::Plan, skladsync_engine::EvalError>,
+    ) {
+        let Some(recordings) = &self.inner.recordings else {
+            return;
+        };
+        let outcome = match outcome {
+            Ok(plan) => Ok(plan),
+            Err(e) if e.is_deterministic() => Err(e.to_string()),
+            Err(_) => return,
+        };
+        let mut doc = format!(
+            "Recorded {} UTC: {subject}, {} ({} lookups), rules {}",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"),
+            event.name,
+            rec.questions,
+            self.inner
+                .rules_version
+                .get(..12)
+                .unwrap_or(&self.inner.rules_version),
+        );
+        if !rec.inexact.is_empty() {
+            doc.push_str(&format!(
+                ". A replay answers differently: {}",
+                rec.inexact.join("; ")
+            ));
+        }
+        let connection =
+            serde_json::to_value(self.inner.settings.get("connection")).unwrap_or(Json::Null);
+        let line = crate::recording::case_line(
+            doc,
+            event,
+            &rec.world,
+            json!({ "connection": connection }),
+            outcome,
+        );
+        if let Err(e) = recordings.write(&line) {
+            tracing::warn!(error = %e, dir = %recordings.dir().display(), "could not record the evaluation");
+        }
     }
 
     /// Parks an item whose evaluation fails in a way that repeats: journalled, visible on
@@ -954,6 +1029,47 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The recordings of `record:` when it is on: the folder (default `recordings` beside the
+/// state) and the redaction key (made once, kept in the state).
+fn recordings(
+    config: &Config,
+    state: &SyncState,
+) -> Result<Option<Arc<crate::recording::Recordings>>, DaemonError> {
+    if !config.record.enabled {
+        return Ok(None);
+    }
+    let dir = config.record.dir.clone().unwrap_or_else(|| {
+        config
+            .state
+            .path
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("."))
+            .join("recordings")
+    });
+    let key = match state
+        .misc("record.key")?
+        .and_then(|v| v.as_str().map(str::to_string))
+    {
+        Some(k) => k,
+        None => {
+            let k = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            state.set_misc("record.key", &json!(k))?;
+            k
+        }
+    };
+    let r = crate::recording::Recordings::new(&config.record, dir.clone(), key.into_bytes())
+        .map_err(|e| DaemonError::Recordings {
+            dir: dir.display().to_string(),
+            source: e,
+        })?;
+    tracing::info!(dir = %dir.display(), "recording evaluated events");
+    Ok(Some(Arc::new(r)))
 }
 
 /// The retailCRM account's time zone (`GET /api/v5/settings`), kept in the state so that a

@@ -23,6 +23,9 @@ pub enum Expectation {
     Inline,
     /// In a snapshot file.
     Snapshot(PathBuf),
+    /// In a line of a recording (`*.jsonl`, written by the daemon's `record:`): the plan the
+    /// daemon made live. Replayed, never rewritten.
+    Recorded,
 }
 
 /// A case read from disk.
@@ -89,7 +92,7 @@ pub fn discover(
     let paths = if dir.is_file() {
         vec![dir.to_path_buf()]
     } else {
-        super::files_with(dir, &["yaml", "yml", "json"])?
+        super::files_with(dir, &["yaml", "yml", "json", "jsonl"])?
     };
     let base = if dir.is_file() {
         dir.parent().map(Path::to_path_buf).unwrap_or_default()
@@ -99,6 +102,10 @@ pub fn discover(
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|e| ToolError::io(&path, e))?;
         let name = super::case_name(&base, &path);
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            recorded(&path, &name, &text, &mut out, &mut broken);
+            continue;
+        }
         let case = match Case::from_named_in(&path.display().to_string(), &text, path.parent()) {
             Ok(c) => c,
             Err(problem) => {
@@ -128,6 +135,36 @@ pub fn discover(
         });
     }
     Ok((out, broken))
+}
+
+/// The cases of a recording: one a line, named `file:line`.
+fn recorded(
+    path: &Path,
+    name: &str,
+    text: &str,
+    out: &mut Vec<TestCase>,
+    broken: &mut Vec<BrokenCase>,
+) {
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line_name = format!("{name}:{}", i + 1);
+        let shown = format!("{}:{}", path.display(), i + 1);
+        match Case::from_named_in(&shown, line, path.parent()) {
+            Ok(case) => out.push(TestCase {
+                path: path.to_path_buf(),
+                name: line_name,
+                case,
+                expectation: Expectation::Recorded,
+            }),
+            Err(problem) => broken.push(BrokenCase {
+                path: path.to_path_buf(),
+                name: line_name,
+                problem,
+            }),
+        }
+    }
 }
 
 /// Evaluates a case, with a trace when asked.
@@ -177,7 +214,7 @@ fn actual_json(actual: &Actual, list: bool) -> serde_json::Value {
 /// Compares a case's plan with its expectation.
 pub fn judge(tc: &TestCase, actual: &Actual, paint: Paint) -> Result<Verdict, ToolError> {
     match &tc.expectation {
-        Expectation::Inline => {
+        Expectation::Inline | Expectation::Recorded => {
             let Some(expect) = tc.case.expect.as_ref().filter(|v| !v.is_null()) else {
                 return Ok(Verdict::Missing);
             };
@@ -266,6 +303,14 @@ fn explain_mismatch(
 /// Writes the actual plan as the case's expectation.
 pub fn update(tc: &TestCase, actual: &Actual) -> Result<(), ToolError> {
     match &tc.expectation {
+        Expectation::Recorded => Err(ToolError::invalid(
+            &tc.path,
+            format!(
+                "{} is a recording of what the daemon did: it is replayed, not rewritten \
+                 (`skladsync case new --from {}` makes a case of it)",
+                tc.name, tc.name
+            ),
+        )),
         Expectation::Snapshot(path) => {
             let header = match read_snapshot(path)? {
                 Some((h, _)) if !h.is_empty() => h,
