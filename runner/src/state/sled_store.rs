@@ -267,8 +267,25 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// sled's `open`, its errors and panics turned into [`StateError::Damaged`].
 fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
     let config = sled::Config::new().path(path).flush_every_ms(Some(200));
-    guarded_open(path, || config.open())
+    // sled lets go of its file lock only when its background flusher has let go of the
+    // database too, a moment after the last handle is dropped: a database just closed (the
+    // one made to create the state, or a previous open in this process) may still be locked
+    // for a few milliseconds. Another process holding it stays locked: reported after that.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match guarded_open(path, || config.open()) {
+            Err(StateError::Damaged { ref remedy, .. })
+                if remedy == IN_USE && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
+
+/// How long an open waits for a lock that sled may still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs `open`, its errors and panics turned into [`StateError::Damaged`].
 fn guarded_open(
