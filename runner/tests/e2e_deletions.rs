@@ -18,9 +18,9 @@ use skladsync_runner::demo::{rules_dir, write_settings};
 use support::{order_by_number, Rig, INTERVALS};
 use tokio::sync::watch;
 
-/// The default rules with incoming payments imported from МойСклад and their deletion
-/// synced; the webhook receiver running or not.
-async fn start(receiver: bool) -> Rig {
+/// A lab, and the config of the default rules with incoming payments imported from
+/// МойСклад and their deletion synced.
+async fn setup() -> (Lab, tempfile::TempDir, std::path::PathBuf) {
     let lab = Lab::start(LabOptions::default()).await.expect("lab");
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_dir(Path::new("rules"));
@@ -41,10 +41,21 @@ async fn start(receiver: bool) -> Rig {
         lab.config_yaml(&rules, &settings, &dir.path().join("state"), INTERVALS, 100),
     )
     .expect("config");
-    let daemon = Daemon::new(Config::load(&config).expect("config"))
+    (lab, dir, config)
+}
+
+async fn daemon(config: &Path) -> Daemon {
+    let daemon = Daemon::new(Config::load(config).expect("config"))
         .await
         .expect("daemon");
     daemon.start_up().await.expect("start up");
+    daemon
+}
+
+/// [`setup`] and a daemon, the webhook receiver running or not.
+async fn start(receiver: bool) -> Rig {
+    let (lab, dir, config) = setup().await;
+    let daemon = daemon(&config).await;
     let (stop, rx) = watch::channel(!receiver);
     let receiver = daemon.spawn_receiver(rx);
     Rig {
@@ -77,9 +88,9 @@ fn imported_payment(lab: &Lab, order: i64, doc: &str) -> Option<Value> {
 }
 
 /// Cycles until `done` holds (at most 40 cycles).
-async fn cycle_until(rig: &Rig, what: &str, done: impl Fn() -> bool) {
+async fn cycle_until(d: &Daemon, what: &str, done: impl Fn() -> bool) {
     for _ in 0..40 {
-        rig.daemon.cycle().await.expect("cycle");
+        d.cycle().await.expect("cycle");
         if done() {
             return;
         }
@@ -90,9 +101,8 @@ async fn cycle_until(rig: &Rig, what: &str, done: impl Fn() -> bool) {
 
 /// A-1001 uploaded to МойСклад, and an incoming payment made there against it and imported
 /// into the CRM order; returns (CRM order id, document id).
-async fn imported_paymentin(rig: &Rig) -> (i64, String) {
-    let lab = &rig.lab;
-    cycle_until(rig, "A-1001 uploaded", || {
+async fn imported_paymentin(lab: &Lab, d: &Daemon) -> (i64, String) {
+    cycle_until(d, "A-1001 uploaded", || {
         lab.ms
             .list("customerorder")
             .iter()
@@ -111,7 +121,7 @@ async fn imported_paymentin(rig: &Rig) -> (i64, String) {
         .expect("paymentin");
     let doc = doc["id"].as_str().expect("id").to_string();
     let crm = order_by_number(lab, "A-1001");
-    cycle_until(rig, "the payment imported into the CRM", || {
+    cycle_until(d, "the payment imported into the CRM", || {
         imported_payment(lab, crm, &doc).is_some()
     })
     .await;
@@ -141,13 +151,13 @@ async fn a_deletion_whose_webhook_is_lost_reaches_the_crm_through_the_poll_once(
     let rig = start(false).await;
     let lab = &rig.lab;
     let d = &rig.daemon;
-    let (crm, doc) = imported_paymentin(&rig).await;
+    let (crm, doc) = imported_paymentin(lab, d).await;
 
     // The receiver is not running: the DELETE notification is dropped after its retries.
     lab.ms.delete("paymentin", &doc).expect("delete");
     lab.ms.wait_for_webhooks(Duration::from_secs(10)).await;
     assert!(lab.ms.webhook_deliveries().iter().all(|w| !w.delivered));
-    cycle_until(&rig, "the CRM payment deleted", || {
+    cycle_until(d, "the CRM payment deleted", || {
         imported_payment(lab, crm, &doc).is_none()
     })
     .await;
@@ -185,7 +195,7 @@ async fn a_deletion_seen_by_the_webhook_and_the_poll_is_processed_once() {
     let rig = start(true).await;
     let lab = &rig.lab;
     let d = &rig.daemon;
-    let (crm, doc) = imported_paymentin(&rig).await;
+    let (crm, doc) = imported_paymentin(lab, d).await;
 
     lab.ms.delete("paymentin", &doc).expect("delete");
     rig.settle().await;
@@ -214,4 +224,41 @@ async fn a_deletion_seen_by_the_webhook_and_the_poll_is_processed_once() {
     assert_eq!(deletions_evaluated(d), 1);
     assert_eq!(crm_payment_deletes(d), 1);
     rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deletion_poll_starts_now_and_its_watermark_survives_a_restart() {
+    let (lab, _dir, config) = setup().await;
+    // Deleted before the runner's first poll: the account's past, not replayed.
+    let order_agent = lab.ms.list("counterparty")[0]["meta"].clone();
+    let org = lab.ms.list("organization")[0]["meta"].clone();
+    let past = lab
+        .ms
+        .create(
+            "paymentin",
+            json!({"organization": {"meta": org}, "agent": {"meta": order_agent}, "sum": 100}),
+        )
+        .expect("paymentin");
+    lab.ms
+        .delete("paymentin", past["id"].as_str().expect("id"))
+        .expect("delete");
+
+    let d = daemon(&config).await;
+    let (crm, doc) = imported_paymentin(&lab, &d).await;
+    assert_eq!(
+        deletions_evaluated(&d),
+        0,
+        "the past deletion is not replayed"
+    );
+    drop(d);
+
+    // Deleted while the runner is stopped: found after the restart, from the watermark.
+    lab.ms.delete("paymentin", &doc).expect("delete");
+    let d = daemon(&config).await;
+    cycle_until(&d, "the CRM payment deleted after the restart", || {
+        imported_payment(&lab, crm, &doc).is_none()
+    })
+    .await;
+    assert_eq!(deletions_evaluated(&d), 1);
+    assert_eq!(crm_payment_deletes(&d), 1);
 }

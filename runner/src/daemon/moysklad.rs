@@ -188,35 +188,46 @@ impl Daemon {
         }
         let ms = &self.inner.systems.ms;
         let state = &self.inner.state;
+        let query = |since: &str| {
+            let mut q = ListQuery::new().filter_eq("eventType", "delete");
+            for t in &types {
+                q = q.filter_eq("entityType", t);
+            }
+            q.filter("moment", ">=", &shift_seconds(since, -AUDIT_OVERLAP_SECS))
+        };
+        let contexts_of = |rows: Vec<Json>| -> Vec<(String, String)> {
+            rows.iter()
+                .filter_map(|c| {
+                    let id = str_of(c, "id")?;
+                    let moment = str_of(c, "moment").map(seconds)?;
+                    Some((moment, id.to_string()))
+                })
+                .collect()
+        };
         let Some(mut cursor) = state
             .cursor(DELETED_CURSOR)?
             .and_then(|v| serde_json::from_value::<AuditCursor>(v).ok())
         else {
-            // First poll: from now on (a new runner does not replay an account's past).
-            let c = AuditCursor {
+            // First poll: from now on (a new runner does not replay an account's past), the
+            // deletions of the overlap before now taken as seen.
+            let mut c = AuditCursor {
                 since: moscow_now_minus(0),
                 seen: BTreeMap::new(),
             };
+            for (moment, id) in contexts_of(ms.audit(&query(&c.since)).await?) {
+                if moment > c.since {
+                    c.since = moment.clone();
+                }
+                c.seen.insert(id, moment);
+            }
             state.set_cursor(DELETED_CURSOR, &json!(c))?;
             return Ok(0);
         };
-        let from = shift_seconds(&cursor.since, -AUDIT_OVERLAP_SECS);
-        let mut q = ListQuery::new().filter_eq("eventType", "delete");
-        for t in &types {
-            q = q.filter_eq("entityType", t);
-        }
-        q = q.filter("moment", ">=", &from);
-        let mut contexts: Vec<(String, String)> = ms
-            .audit(&q)
-            .await?
-            .iter()
-            .filter_map(|c| {
-                let id = str_of(c, "id")?;
-                let moment = str_of(c, "moment").map(seconds)?;
-                Some((moment, id.to_string()))
-            })
-            .filter(|(_, id)| !cursor.seen.contains_key(id))
-            .collect();
+        let mut contexts: Vec<(String, String)> =
+            contexts_of(ms.audit(&query(&cursor.since)).await?)
+                .into_iter()
+                .filter(|(_, id)| !cursor.seen.contains_key(id))
+                .collect();
         contexts.sort();
         contexts.dedup();
         contexts.truncate(AUDIT_CONTEXTS_MAX);
