@@ -86,9 +86,10 @@ impl Daemon {
     /// deletions of the types whose deletions some rule listens to, and queues them. Returns
     /// how many were queued.
     pub async fn reconcile(&self) -> Result<usize, DaemonError> {
-        let mut queued = self.reconcile_updates().await?;
-        queued += self.reconcile_deletions().await?;
-        Ok(queued)
+        // One failing does not hold the other up.
+        let updates = self.reconcile_updates().await;
+        let deletions = self.reconcile_deletions().await;
+        Ok(updates? + deletions?)
     }
 
     /// The `updated>=` poll.
@@ -233,7 +234,17 @@ impl Daemon {
         contexts.truncate(AUDIT_CONTEXTS_MAX);
         let mut works = Vec::new();
         for (_, id) in &contexts {
-            for ev in ms.audit_events(id).await? {
+            let events = match ms.audit_events(id).await {
+                Ok(events) => events,
+                // A context that cannot be found any more has nothing to give: skipped (and
+                // taken as read), so it cannot stop the poll for good.
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(context = %id, "a МойСклад audit context was not found; skipped");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for ev in events {
                 if str_of(&ev, "eventType") != Some("delete") {
                     continue;
                 }
