@@ -262,3 +262,36 @@ async fn the_deletion_poll_starts_now_and_its_watermark_survives_a_restart() {
     assert_eq!(deletions_evaluated(&d), 1);
     assert_eq!(crm_payment_deletes(&d), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_found_gone_by_other_work_is_a_deletion() {
+    let rig = start(true).await;
+    let lab = &rig.lab;
+    let d = &rig.daemon;
+    let (crm, doc) = imported_paymentin(lab, d).await;
+
+    // A change is notified and queued; then the receiver stops, the document is deleted and
+    // its DELETE notification is lost.
+    lab.ms
+        .update("paymentin", &doc, json!({"description": "уточнение"}))
+        .expect("update");
+    lab.ms.wait_for_webhooks(Duration::from_secs(10)).await;
+    assert!(d.state().inbox().expect("inbox").iter().any(|(_, i)| {
+        i.work.subject().as_deref() == Some(&format!("moysklad/paymentin/{doc}"))
+    }));
+    let _ = rig.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lab.ms.delete("paymentin", &doc).expect("delete");
+    lab.ms.wait_for_webhooks(Duration::from_secs(10)).await;
+
+    // Processing the change (no poll yet) finds the document gone: that is its deletion.
+    d.drain().await.expect("drain");
+    assert!(imported_payment(lab, crm, &doc).is_none());
+    assert_eq!(deletions_evaluated(d), 1);
+    // The poll then reads the same deletion from the audit: not processed again.
+    for _ in 0..3 {
+        d.cycle().await.expect("cycle");
+    }
+    assert_eq!(deletions_evaluated(d), 1);
+    assert_eq!(crm_payment_deletes(d), 1);
+}
