@@ -161,6 +161,16 @@ async fn callbacks_carry_the_documented_body() {
             "accountId": order["accountId"]
         }])
     );
+    // The notification's audit context is the one the audit holds for the change.
+    let audit_id = create["auditContext"]["meta"]["href"]
+        .as_str()
+        .and_then(|h| h.rsplit('/').next())
+        .expect("audit id");
+    let events = c.audit_events(audit_id).await.expect("audit events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["eventType"], "create");
+    assert_eq!(events[0]["entity"]["meta"]["href"], order["meta"]["href"]);
+    assert_eq!(events[0]["moment"], create["auditContext"]["moment"]);
     let update = &hits[1].body;
     assert_eq!(update["events"][0]["action"], "UPDATE");
     assert_eq!(update["events"][0]["updatedFields"], json!(["description"]));

@@ -415,7 +415,18 @@ impl Applier {
             } => {
                 let id = to_json(&resolve(id, results)?);
                 let answer = match system.as_str() {
-                    "moysklad" => moysklad::delete(&self.systems.ms, entity, &id).await?,
+                    "moysklad" => {
+                        let answer = moysklad::delete(&self.systems.ms, entity, &id).await?;
+                        // Our own deletion: the audit poll must not report it back (МойСклад
+                        // sends no webhook for it either).
+                        if !entity.contains('.') && entity != "customentity" {
+                            if let Some(own) = crate::world::lookups::ms_id(&id) {
+                                let now = chrono::Utc::now().timestamp_millis();
+                                self.state.set_ms_gone(entity, &own, now)?;
+                            }
+                        }
+                        answer
+                    }
                     "crm" => crm::delete(&self.systems.crm, entity, &id).await?,
                     other => return Err(unknown_system(other)),
                 };

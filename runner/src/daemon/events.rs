@@ -205,6 +205,7 @@ impl Daemon {
                 } else {
                     let Some(doc) = ms_event_entity(ms, entity, id).await? else {
                         self.entity_gone(entity, action, id, *source)?;
+                        self.deleted_when_gone(entity, id, href, *source)?;
                         self.sweep_gone(entity).await?;
                         return Ok(None);
                     };
@@ -304,6 +305,44 @@ impl Daemon {
             json!({"entity": entity}),
             json!({"id": id, "action": action, "source": src}),
         )
+    }
+}
+
+impl Daemon {
+    /// An entity that work named turned out to be gone (404, 1021) was deleted, as far as
+    /// the rules can tell: when some rule listens to its deletions, its deletion is queued
+    /// (once: a webhook or the audit poll reporting it too is not queued again).
+    fn deleted_when_gone(
+        &self,
+        entity: &str,
+        id: &str,
+        href: &str,
+        source: Source,
+    ) -> Result<(), StateError> {
+        if !self.listens(&format!("moysklad.{entity}.deleted")) {
+            return Ok(());
+        }
+        let href = if href.is_empty() {
+            format!("{}/entity/{entity}/{id}", self.inner.systems.ms.base_url())
+        } else {
+            href.split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let queued = self.enqueue_bounded(vec![Work::Moysklad {
+            entity: entity.to_string(),
+            action: "deleted".to_string(),
+            id: id.to_string(),
+            href,
+            updated_fields: Vec::new(),
+            request_id: None,
+            source,
+        }])?;
+        if queued {
+            tracing::info!(entity, id, "the entity is gone: its deletion is queued");
+        }
+        Ok(())
     }
 }
 

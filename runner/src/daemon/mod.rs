@@ -14,6 +14,7 @@
 //! | CRM history (`orders/history`, `customers/history`, `customers-corporate/history`), every `crm_poll`; cursor `sinceId` per feed | one item per order / customer, with its history entries; our own entries (`apiKey.current`) dropped | `crm.order.changed` / `crm.order.deleted` / `crm.customer.changed` / `crm.customer_corporate.changed` |
 //! | МойСклад webhooks (HTTP, `POST <public_url>/moysklad/webhook/<secret>/<instance>`), answered after the work is durable, deduplicated by `requestId`; refused with 503 when the inbox is full | one item per entity | `moysklad.<entity>.<action>` |
 //! | МойСклад `updated>=` poll, every `reconcile` and at start; watermark per entity type | entities changed since, except versions already evaluated or written by us | the same |
+//! | МойСклад audit (`GET audit?filter=eventType=delete;entityType=…`, one request for every type whose deletions some rule handles), every `reconcile` and at start; one watermark | entities deleted since, except deletions already queued or made by us | `moysklad.<entity>.deleted` |
 //! | stock schedule, every `stock`; a full pass every `purchase_prices` and at start | a stock pass | `stock.pass` |
 //! | start-up | settings | `settings.saved` |
 //! | an effect failing for good | the problem | `sync.problem` |

@@ -30,6 +30,35 @@ fn moscow_now_minus(minutes: i64) -> String {
         .to_string()
 }
 
+/// `YYYY-MM-DD HH:MM:SS` moved by `secs` (unchanged when it does not parse).
+fn shift_seconds(t: &str, secs: i64) -> String {
+    chrono::NaiveDateTime::parse_from_str(&seconds(t), "%Y-%m-%d %H:%M:%S")
+        .map(|d| {
+            (d + chrono::Duration::seconds(secs))
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// The cursor of the deletion poll.
+const DELETED_CURSOR: &str = "ms.deleted";
+
+/// The deletion poll asks again for audit contexts this many seconds before its watermark.
+pub const AUDIT_OVERLAP_SECS: i64 = 60;
+
+/// At most this many audit contexts (one request each) are read per poll round.
+pub const AUDIT_CONTEXTS_MAX: usize = 100;
+
+/// Where the deletion poll stands.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct AuditCursor {
+    /// The newest context moment handled (Moscow time, to the second).
+    since: String,
+    /// Contexts handled within [`AUDIT_OVERLAP_SECS`] of `since`: id → moment.
+    seen: BTreeMap<String, String>,
+}
+
 fn str_of<'a>(v: &'a Json, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Json::as_str)
 }
@@ -53,9 +82,18 @@ impl Daemon {
         out
     }
 
-    /// Polls every listened entity type for changes since its watermark and queues them.
-    /// Returns how many were queued. Deletions are seen only through webhooks.
+    /// Polls every listened entity type for changes since its watermark, and the audit for
+    /// deletions of the types whose deletions some rule listens to, and queues them. Returns
+    /// how many were queued.
     pub async fn reconcile(&self) -> Result<usize, DaemonError> {
+        // One failing does not hold the other up.
+        let updates = self.reconcile_updates().await;
+        let deletions = self.reconcile_deletions().await;
+        Ok(updates? + deletions?)
+    }
+
+    /// The `updated>=` poll.
+    async fn reconcile_updates(&self) -> Result<usize, DaemonError> {
         let ms = &self.inner.systems.ms;
         let state = &self.inner.state;
         let mut queued = 0;
@@ -125,6 +163,133 @@ impl Daemon {
             state.set_cursor(&name, &json!(max))?;
         }
         Ok(queued)
+    }
+
+    /// The deletion poll: one `GET audit` per round for every type whose deletions some rule
+    /// listens to (`eventType=delete;entityType=a;entityType=b;moment>=…`), then the events
+    /// of each new deletion context (`GET audit/<id>/events`, one request per context), each
+    /// deleted entity queued as `moysklad.<entity>.deleted` from the poll. The watermark
+    /// (`cursor/ms.deleted`: the newest context moment seen, and the ids of the contexts
+    /// handled in the last [`AUDIT_OVERLAP_SECS`]) survives restarts; the first poll starts
+    /// now. Contexts are asked for again from [`AUDIT_OVERLAP_SECS`] before the watermark
+    /// (the audit may be written late) and skipped by id. At most [`AUDIT_CONTEXTS_MAX`]
+    /// contexts are read per round, oldest first; the rest wait for the next round.
+    ///
+    /// A deletion a webhook reported too is queued once (see `msgone/…` in the state); our
+    /// own deletions are not reported (as МойСклад sends no webhook for them).
+    async fn reconcile_deletions(&self) -> Result<usize, DaemonError> {
+        let types: Vec<String> = self
+            .ms_listened()
+            .into_iter()
+            .filter(|(_, actions)| actions.contains("deleted"))
+            .map(|(entity, _)| entity)
+            .collect();
+        if types.is_empty() {
+            return Ok(0);
+        }
+        let ms = &self.inner.systems.ms;
+        let state = &self.inner.state;
+        let query = |since: &str| {
+            let mut q = ListQuery::new().filter_eq("eventType", "delete");
+            for t in &types {
+                q = q.filter_eq("entityType", t);
+            }
+            q.filter("moment", ">=", &shift_seconds(since, -AUDIT_OVERLAP_SECS))
+        };
+        let contexts_of = |rows: Vec<Json>| -> Vec<(String, String)> {
+            rows.iter()
+                .filter_map(|c| {
+                    let id = str_of(c, "id")?;
+                    let moment = str_of(c, "moment").map(seconds)?;
+                    Some((moment, id.to_string()))
+                })
+                .collect()
+        };
+        let Some(mut cursor) = state
+            .cursor(DELETED_CURSOR)?
+            .and_then(|v| serde_json::from_value::<AuditCursor>(v).ok())
+        else {
+            // First poll: from now on (a new runner does not replay an account's past), the
+            // deletions of the overlap before now taken as seen.
+            let mut c = AuditCursor {
+                since: moscow_now_minus(0),
+                seen: BTreeMap::new(),
+            };
+            for (moment, id) in contexts_of(ms.audit(&query(&c.since)).await?) {
+                if moment > c.since {
+                    c.since = moment.clone();
+                }
+                c.seen.insert(id, moment);
+            }
+            state.set_cursor(DELETED_CURSOR, &json!(c))?;
+            return Ok(0);
+        };
+        let mut contexts: Vec<(String, String)> =
+            contexts_of(ms.audit(&query(&cursor.since)).await?)
+                .into_iter()
+                .filter(|(_, id)| !cursor.seen.contains_key(id))
+                .collect();
+        contexts.sort();
+        contexts.dedup();
+        contexts.truncate(AUDIT_CONTEXTS_MAX);
+        let mut works = Vec::new();
+        for (_, id) in &contexts {
+            let events = match ms.audit_events(id).await {
+                Ok(events) => events,
+                // A context that cannot be found any more has nothing to give: skipped (and
+                // taken as read), so it cannot stop the poll for good.
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(context = %id, "a МойСклад audit context was not found; skipped");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for ev in events {
+                if str_of(&ev, "eventType") != Some("delete") {
+                    continue;
+                }
+                let Some(entity) =
+                    str_of(&ev, "entityType").filter(|e| types.iter().any(|t| t == e))
+                else {
+                    continue;
+                };
+                let Some(href) = ev.pointer("/entity/meta/href").and_then(Json::as_str) else {
+                    continue;
+                };
+                let href = href.split(['?', '#']).next().unwrap_or_default();
+                let Some(eid) = id_from_href(href).filter(|i| crate::world::lookups::ms_safe(i))
+                else {
+                    continue;
+                };
+                works.push(Work::Moysklad {
+                    entity: entity.to_string(),
+                    action: "deleted".to_string(),
+                    id: eid.to_string(),
+                    href: href.to_string(),
+                    updated_fields: Vec::new(),
+                    request_id: None,
+                    source: Source::Poll,
+                });
+            }
+        }
+        let n = works.len();
+        if !self.enqueue_bounded(works)? {
+            tracing::warn!("the inbox is full: the МойСклад deletion poll keeps its watermark");
+            return Ok(0);
+        }
+        for (moment, id) in contexts {
+            if moment > cursor.since {
+                cursor.since = moment.clone();
+            }
+            cursor.seen.insert(id, moment);
+        }
+        let keep_from = shift_seconds(&cursor.since, -AUDIT_OVERLAP_SECS);
+        cursor.seen.retain(|_, m| *m >= keep_from);
+        state.set_cursor(DELETED_CURSOR, &json!(cursor))?;
+        if n > 0 {
+            tracing::info!(deletions = n, "МойСклад deletions found in the audit");
+        }
+        Ok(n)
     }
 
     /// First poll of an entity type: start at its newest `updated`, and take what is there

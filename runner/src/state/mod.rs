@@ -26,6 +26,7 @@
 //! | `journal/<digest>` | a [`JournalEntry`], one per (subject, code) |
 //! | `task/<kind>` | the open CRM task of a problem kind |
 //! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
+//! | `msgone/<entity>/<id>` | a МойСклад deletion already queued (from a webhook, the audit poll or a 404) or made by us, with its expiry: the same deletion is never queued twice |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
 //! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence, the format marker (`misc/format`), the CRM account's time zone |
 //!
@@ -51,6 +52,20 @@ use serde_json::Value;
 pub use journal::{JournalEntry, JournalLimits};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
+
+/// How long a МойСклад deletion is remembered (`msgone/…`): far longer than a webhook
+/// takes to arrive or the audit poll to look back, so neither reports it a second time.
+pub const GONE_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// The `msgone/…` key of a deletion work item.
+fn gone_key(work: &Work) -> Option<String> {
+    match work {
+        Work::Moysklad {
+            entity, action, id, ..
+        } if action == "deleted" => Some(format!("msgone/{entity}/{id}")),
+        _ => None,
+    }
+}
 
 /// What the state layer can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -764,7 +779,21 @@ impl SyncState {
         let mut pending: BTreeMap<u64, InboxItem> = BTreeMap::new();
         let mut subjects: BTreeMap<String, u64> = BTreeMap::new();
         let mut out = Vec::new();
+        let mut gone: BTreeMap<String, ()> = BTreeMap::new();
         for work in works {
+            // A deletion is queued once, whoever reports it (webhook, audit poll, a 404):
+            // its marker is written in the same batch as the work.
+            if let Some(key) = gone_key(&work) {
+                let known = gone.contains_key(&key)
+                    || self
+                        .read::<i64>(key.as_bytes())?
+                        .is_some_and(|exp| exp > now);
+                if known {
+                    tracing::debug!(key = %key, "a deletion already queued: not queued again");
+                    continue;
+                }
+                gone.insert(key, ());
+            }
             let subject = work.subject();
             let existing = match &subject {
                 None => None,
@@ -844,6 +873,12 @@ impl SyncState {
             ));
         }
         ops.push((b"misc/seq".to_vec(), Some(serde_json::to_vec(&next)?)));
+        for key in gone.keys() {
+            ops.push((
+                key.clone().into_bytes(),
+                Some(serde_json::to_vec(&(now + GONE_TTL_MS))?),
+            ));
+        }
         self.commit(ops)?;
         self.adjust_inbox_len(added, 0);
         Ok(Some(out))
@@ -1043,9 +1078,11 @@ impl SyncState {
     pub fn prune(&self, now: i64, key_ttl_ms: i64) -> Result<usize, StateError> {
         let _g = self.guard();
         let mut ops = Vec::new();
-        for (k, exp) in self.scan::<i64>(b"dedupe/")? {
-            if exp <= now {
-                ops.push((k, None));
+        for prefix in [&b"dedupe/"[..], &b"msgone/"[..]] {
+            for (k, exp) in self.scan::<i64>(prefix)? {
+                if exp <= now {
+                    ops.push((k, None));
+                }
             }
         }
         for (k, rec) in self.scan::<KeyRecord>(b"key/")? {
@@ -1141,6 +1178,25 @@ impl SyncState {
     /// The `updated` of our own last write to a МойСклад entity.
     pub fn ms_own(&self, entity: &str, id: &str) -> Result<Option<String>, StateError> {
         self.read(format!("msown/{entity}/{id}").as_bytes())
+    }
+
+    /// Whether a deletion of this МойСклад entity was queued or made by us (and its marker
+    /// has not expired).
+    pub fn ms_gone(&self, entity: &str, id: &str, now: i64) -> Result<bool, StateError> {
+        let key = format!("msgone/{entity}/{id}");
+        Ok(self
+            .read::<i64>(key.as_bytes())?
+            .is_some_and(|exp| exp > now))
+    }
+
+    /// Records that we deleted a МойСклад entity ourselves: the audit poll does not report
+    /// it (as МойСклад sends no webhook for our own changes).
+    pub fn set_ms_gone(&self, entity: &str, id: &str, now: i64) -> Result<(), StateError> {
+        let _g = self.guard();
+        self.put(
+            format!("msgone/{entity}/{id}").as_bytes(),
+            &(now + GONE_TTL_MS),
+        )
     }
 
     /// Records our own write to a МойСклад entity (the poll ignores that version).
@@ -1284,6 +1340,63 @@ mod tests {
         fn flush(&self) -> Result<(), StateError> {
             Ok(())
         }
+    }
+
+    fn deletion(id: &str, source: Source) -> Work {
+        Work::Moysklad {
+            entity: "paymentin".into(),
+            action: "deleted".into(),
+            id: id.into(),
+            href: format!("https://h/api/remap/1.2/entity/paymentin/{id}"),
+            updated_fields: vec![],
+            request_id: None,
+            source,
+        }
+    }
+
+    #[test]
+    fn a_deletion_is_queued_once_whoever_reports_it() {
+        let s = SyncState::in_memory();
+        // The webhook first, then the poll (after the first was done): queued once.
+        let seq = s.enqueue(deletion("a", Source::Webhook), 10).unwrap();
+        s.finish_item(seq).unwrap();
+        assert!(s
+            .enqueue_all(vec![deletion("a", Source::Poll)], 20)
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.inbox_len().unwrap(), 0);
+        // The poll first, then the webhook (while the first waits): queued once.
+        s.enqueue(deletion("b", Source::Poll), 30).unwrap();
+        s.enqueue_all(vec![deletion("b", Source::Webhook)], 40)
+            .unwrap();
+        let inbox = s.inbox().unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert!(matches!(
+            &inbox[0].1.work,
+            Work::Moysklad {
+                source: Source::Poll,
+                ..
+            }
+        ));
+        // Twice in one batch: once.
+        let seqs = s
+            .enqueue_all(
+                vec![deletion("c", Source::Poll), deletion("c", Source::Poll)],
+                50,
+            )
+            .unwrap();
+        assert_eq!(seqs.len(), 1);
+        // Our own deletion is not reported back.
+        s.set_ms_gone("paymentin", "d", 60).unwrap();
+        assert!(s.ms_gone("paymentin", "d", 61).unwrap());
+        assert!(s
+            .enqueue_all(vec![deletion("d", Source::Poll)], 70)
+            .unwrap()
+            .is_empty());
+        // Other work of a deleted entity is not affected; markers expire and are pruned.
+        assert!(!s.ms_gone("paymentin", "a", 10 + GONE_TTL_MS).unwrap());
+        assert!(s.prune(100 + GONE_TTL_MS, i64::MAX).unwrap() >= 4);
+        assert!(!s.ms_gone("paymentin", "d", 0).unwrap());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::audit;
 use super::clock::Clock;
 use super::errors::{self, MsError};
 use super::kinds;
@@ -71,19 +72,34 @@ impl Shared {
         }
     }
 
-    /// Sends the webhooks that `events` trigger, skipping subscribers whose URL starts with one
-    /// of `disabled_prefixes` (`X-Lognex-WebHook-DisableByPrefix`).
-    pub fn dispatch_webhooks(
+    /// Records a change: its audit context (see [`super::audit`]), then the webhooks its
+    /// `events` trigger, skipping subscribers whose URL starts with one of
+    /// `disabled_prefixes` (`X-Lognex-WebHook-DisableByPrefix`). The notifications'
+    /// `auditContext` is that context.
+    pub fn record_change(
+        &self,
+        state: &mut State,
+        events: &[Event],
+        uid: &str,
+        source: &str,
+        now: NaiveDateTime,
+        disabled_prefixes: &[String],
+    ) {
+        let Some(audit) = state.record_audit(events, uid, source, now) else {
+            return;
+        };
+        self.dispatch_webhooks(state, events, uid, now, disabled_prefixes, &audit);
+    }
+
+    fn dispatch_webhooks(
         &self,
         state: &State,
         events: &[Event],
         uid: &str,
         now: NaiveDateTime,
         disabled_prefixes: &[String],
+        audit: &str,
     ) {
-        if events.is_empty() {
-            return;
-        }
         for hook in state.all("webhook") {
             if hook["enabled"] != json!(true) {
                 continue;
@@ -116,7 +132,6 @@ impl Shared {
             if matching.is_empty() {
                 continue;
             }
-            let audit = uuid::Uuid::new_v4().to_string();
             let body = json!({
                 "auditContext": {
                     "meta": {"type": "audit", "href": format!("{}/audit/{audit}", state.base_url)},
@@ -388,7 +403,14 @@ fn handle_inner(
         };
         match dispatch(&mut state, &req) {
             Ok(out) => {
-                shared.dispatch_webhooks(&state, &out.events, &user.login, now, &disabled);
+                shared.record_change(
+                    &mut state,
+                    &out.events,
+                    &user.login,
+                    super::audit::SOURCE_API,
+                    now,
+                    &disabled,
+                );
                 body_response(out.status, out.body.as_ref())
             }
             Err(e) => json_response(&e),
@@ -527,6 +549,23 @@ fn dispatch(state: &mut State, r: &Req<'_>) -> Result<Out, MsError> {
             } else {
                 Err(errors::not_found("group", id))
             }
+        }
+        ["audit"] if *m == Method::GET => {
+            Ok(Out::json(audit::list_contexts(state, r.href, r.query)?))
+        }
+        ["audit", "metadata", "filters"] if *m == Method::GET => Ok(Out::json(audit::filters())),
+        ["audit", id, "events"] if *m == Method::GET => {
+            check_id(id)?;
+            Ok(Out::json(audit::context_events(
+                state, id, r.href, r.query,
+            )?))
+        }
+        ["entity", ty, id, "audit"] if *m == Method::GET => {
+            known(ty)?;
+            check_id(id)?;
+            Ok(Out::json(audit::entity_events(
+                state, ty, id, r.href, r.query,
+            )?))
         }
         ["entity", "customentity", rest @ ..] => customentity(state, r, rest),
         ["entity", "assortment"] if *m == Method::GET => assortment(state, r),

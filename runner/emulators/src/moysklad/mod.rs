@@ -36,6 +36,7 @@
 //! | `entity/assortment` | GET (products, services, bundles, variants with stock fields) |
 //! | `context/employee`, `context/companysettings/metadata` | GET |
 //! | `report/stock/all`, `report/stock/bystore`, `…/current` | GET |
+//! | `audit`, `audit/<id>/events`, `entity/<type>/<id>/audit`, `audit/metadata/filters` | GET (see [`audit`]: every change, API or helper, leaves its context) |
 //!
 //! Types: `customerorder`, `demand`, `move`, `salesreturn`, `retaildemand`, `enter`, `paymentin`,
 //! `cashin`, `prepayment` (read-only through the API; seed it), `counterparty`, `organization`,
@@ -52,6 +53,7 @@
 //! `async=true`, historical stock (`moment`), purchase orders (so `inTransit` is 0), retail
 //! shifts (a `retaildemand` needs `organization`, `store` and `agent` instead of a shift).
 
+pub mod audit;
 mod clock;
 pub mod errors;
 mod fields;
@@ -422,8 +424,14 @@ impl MoyskladEmulator {
         let now = ctx.now;
         let (stored, ev) = state.create(entity, &body, &ctx)?;
         let events: Vec<Event> = ev.into_iter().collect();
-        self.shared
-            .dispatch_webhooks(&state, &events, self.acting_login(), now, &[]);
+        self.shared.record_change(
+            &mut state,
+            &events,
+            self.acting_login(),
+            audit::SOURCE_APP,
+            now,
+            &[],
+        );
         Ok(self.render_full(&state, &stored))
     }
 
@@ -434,8 +442,14 @@ impl MoyskladEmulator {
         let now = ctx.now;
         let (stored, ev) = state.update(entity, id, &patch, &ctx)?;
         let events: Vec<Event> = ev.into_iter().collect();
-        self.shared
-            .dispatch_webhooks(&state, &events, self.acting_login(), now, &[]);
+        self.shared.record_change(
+            &mut state,
+            &events,
+            self.acting_login(),
+            audit::SOURCE_APP,
+            now,
+            &[],
+        );
         Ok(self.render_full(&state, &stored))
     }
 
@@ -445,8 +459,14 @@ impl MoyskladEmulator {
         let ctx = self.shared.ctx(&state, self.acting_login(), false);
         let now = ctx.now;
         let ev = state.delete(entity, id, &ctx)?;
-        self.shared
-            .dispatch_webhooks(&state, &[ev], self.acting_login(), now, &[]);
+        self.shared.record_change(
+            &mut state,
+            &[ev],
+            self.acting_login(),
+            audit::SOURCE_APP,
+            now,
+            &[],
+        );
         Ok(())
     }
 

@@ -89,6 +89,9 @@ pub struct Event {
     pub action: String,
     /// Top-level fields that changed (UPDATE only).
     pub updated_fields: Vec<String>,
+    /// The entity's `name` when it is gone (DELETE), for the audit event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Seeded opening stock of one assortment item on one store.
@@ -204,6 +207,9 @@ pub struct State {
     /// `externalCode`; the first is the default.
     #[serde(default = "default_price_types")]
     pub price_types: Vec<Value>,
+    /// The audit: one context per change (request or UI action), oldest first.
+    #[serde(default)]
+    pub audit: Vec<super::audit::AuditContext>,
 }
 
 /// Id of the account's main group (отдел «Основной»), which owns every entity.
@@ -237,6 +243,7 @@ impl State {
             stock_changes: BTreeMap::new(),
             counters: BTreeMap::new(),
             price_types: default_price_types(),
+            audit: Vec::new(),
         }
     }
 
@@ -1202,6 +1209,7 @@ impl State {
             id,
             action: "CREATE".into(),
             updated_fields: vec![],
+            name: None,
         };
         Ok((stored, Some(event)))
     }
@@ -1455,6 +1463,7 @@ impl State {
             href: format!("{}/entity/{ty}/{id}", self.base_url),
             action: "UPDATE".into(),
             updated_fields: changed,
+            name: None,
         };
         Ok((stored, Some(event)))
     }
@@ -1499,6 +1508,7 @@ impl State {
             href: format!("{}/entity/{ty}/{id}", self.base_url),
             action: "DELETE".into(),
             updated_fields: vec![],
+            name: old["name"].as_str().map(str::to_string),
         })
     }
 
@@ -1891,6 +1901,7 @@ impl State {
                 href,
                 action: "CREATE".into(),
                 updated_fields: vec![],
+                name: None,
             },
         ))
     }
@@ -1929,6 +1940,7 @@ impl State {
                 href: format!("{base}/entity/customentity/{dict}/{id}"),
                 action: "UPDATE".into(),
                 updated_fields: changed,
+                name: None,
             }),
         ))
     }
@@ -1962,6 +1974,7 @@ impl State {
             href,
             action: "DELETE".into(),
             updated_fields: vec![],
+            name: None,
         })
     }
 }

@@ -1080,6 +1080,26 @@ impl MoyskladClient {
     }
 
     // ------------------------------------------------------------------------------------
+    // audit
+    // ------------------------------------------------------------------------------------
+
+    /// Every context of `GET audit` that `query` selects (newest first; filters `moment>=`,
+    /// `moment<=`, `eventType`, `entityType`, `source`, `uid`, `employee`; the same field
+    /// several times with `=` is an OR).
+    pub async fn audit(&self, query: &ListQuery) -> Result<Vec<Value>, MoyskladError> {
+        let w = self.weight_of("audit");
+        self.all_pages("audit", query, w).await
+    }
+
+    /// Every event of one audit context (`GET audit/<id>/events`).
+    pub async fn audit_events(&self, context_id: &str) -> Result<Vec<Value>, MoyskladError> {
+        check_path(context_id)?;
+        let path = format!("audit/{context_id}/events");
+        let w = self.weight_of(&path);
+        self.all_pages(&path, &ListQuery::new(), w).await
+    }
+
+    // ------------------------------------------------------------------------------------
     // webhooks
     // ------------------------------------------------------------------------------------
 
