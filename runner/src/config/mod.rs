@@ -9,12 +9,14 @@
 //! | `SKLADSYNC_MS_LOGIN`, `SKLADSYNC_MS_PASSWORD` | МойСклад Basic credentials |
 //! | `SKLADSYNC_MS_TOKEN` | МойСклад Bearer token (instead of login/password) |
 //! | `SKLADSYNC_WEBHOOK_SECRET` | the secret in the webhook path |
+//! | `SKLADSYNC_OPERATOR_TOKEN` | the token of the operator pages and `/metrics` |
 //!
 //! Secrets are [`Secret`]s: their `Debug` and `Display` never show them, and they are not
 //! serialized back out.
 
 mod duration;
 mod files;
+mod http;
 mod icml;
 mod receiver;
 mod validate;
@@ -29,6 +31,7 @@ use serde::Deserialize;
 
 pub use duration::{parse_duration, Interval};
 pub use files::{credential_exposure, write_private};
+pub use http::HttpConfig;
 pub use icml::IcmlConfig;
 pub use validate::{
     MAX_CRM_RATE, MAX_INTERVAL, MAX_JOURNAL_DAYS, MAX_JOURNAL_ENTRIES, MAX_TIMEOUT,
@@ -394,6 +397,9 @@ pub struct Config {
     /// The ICML catalogue (CAT-02).
     #[serde(default)]
     pub icml: IcmlConfig,
+    /// The operator HTTP server (health, metrics, status pages).
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -434,6 +440,7 @@ impl Config {
         set(&mut cfg.moysklad.token, "SKLADSYNC_MS_TOKEN");
         set(&mut cfg.webhooks.secret, "SKLADSYNC_WEBHOOK_SECRET");
         set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
+        set(&mut cfg.http.operator_token, "SKLADSYNC_OPERATOR_TOKEN");
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -462,11 +469,20 @@ impl Config {
             }
         }
         problems.extend(self.icml.problems());
+        problems.extend(self.http.problems());
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),
             n => Err(format!("{n} problems:\n  - {}", problems.join("\n  - "))),
         }
+    }
+
+    /// Where the operator server listens (`http.listen`, else `webhooks.listen`); `None`
+    /// when `http.enabled` is off.
+    pub fn operator_listen(&self) -> Option<SocketAddr> {
+        self.http
+            .enabled
+            .then(|| self.http.listen.unwrap_or(self.webhooks.listen))
     }
 
     /// The settings file: the one configured, else `settings.yaml`, else

@@ -69,6 +69,7 @@ impl Daemon {
                 .and_then(|v| v.as_str().map(str::to_string))
             else {
                 self.bootstrap_watermark(&entity, &name).await?;
+                self.inner.observed.caught_up(&name);
                 continue;
             };
             let rows = ms
@@ -123,6 +124,7 @@ impl Daemon {
             }
             queued += n;
             state.set_cursor(&name, &json!(max))?;
+            self.inner.observed.caught_up(&name);
         }
         Ok(queued)
     }
