@@ -108,9 +108,19 @@ async fn with_webhooks_off_health_readiness_and_metrics_are_served_and_move_afte
     let before = scrape(addr).await;
     assert_eq!(sum(&before, "skladsync_events_total", &[]), 0.0);
     assert_eq!(sum(&before, "skladsync_effects_total", &[]), 0.0);
-    assert!(sum(&before, "skladsync_api_requests_total", &[("system", "crm")]) >= 1.0);
+    assert!(
+        sum(
+            &before,
+            "skladsync_api_requests_total",
+            &[("system", "crm")]
+        ) >= 1.0
+    );
     assert_eq!(
-        sum(&before, "skladsync_api_requests_total", &[("system", "moysklad")]),
+        sum(
+            &before,
+            "skladsync_api_requests_total",
+            &[("system", "moysklad")]
+        ),
         0.0
     );
     assert_eq!(
@@ -184,7 +194,10 @@ async fn with_webhooks_off_health_readiness_and_metrics_are_served_and_move_afte
         "skladsync_ratelimit_capacity_units",
         &[("system", "moysklad")],
     );
-    assert!(budget >= 0.0 && budget <= cap && cap > 0.0, "{budget} of {cap}");
+    assert!(
+        budget >= 0.0 && budget <= cap && cap > 0.0,
+        "{budget} of {cap}"
+    );
     // Each poll cursor read to the end has its lag.
     let lags: HashMap<String, f64> = after
         .samples
@@ -252,7 +265,9 @@ async fn without_an_http_section_the_webhook_listener_serves_the_operator_routes
     assert_eq!(status, 200);
     assert!(json.contains("\"journal\""), "{json}");
     assert_eq!(
-        get(&format!("http://{addr}/ui/not-the-secret"), None).await.0,
+        get(&format!("http://{addr}/ui/not-the-secret"), None)
+            .await
+            .0,
         404
     );
     let _ = stop.send(true);
@@ -297,7 +312,10 @@ async fn the_status_page_finds_an_order_and_links_both_web_uis_in_the_chosen_lan
         }
     };
     let html = page(format!("order={number}"), Some("en-GB,en;q=0.9")).await;
-    assert!(html.contains("<h2>Find an order</h2>"), "English by Accept-Language");
+    assert!(
+        html.contains("<h2>Find an order</h2>"),
+        "English by Accept-Language"
+    );
     assert!(
         html.contains(&format!("/orders/{crm_id}/edit\"")),
         "a link into retailCRM: {html}"
@@ -307,7 +325,10 @@ async fn the_status_page_finds_an_order_and_links_both_web_uis_in_the_chosen_lan
         "a link into МойСклад"
     );
     let html = page("order=NO-SUCH-ORDER&lang=ru".into(), Some("en")).await;
-    assert!(html.contains("Заказ не найден в retailCRM"), "Russian by ?lang=");
+    assert!(
+        html.contains("Заказ не найден в retailCRM"),
+        "Russian by ?lang="
+    );
     assert_eq!(
         get(&format!("http://{addr}/ui/wrong-token-000000000"), None)
             .await

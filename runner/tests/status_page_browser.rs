@@ -68,9 +68,9 @@ async fn dump_dom(url: &str) -> String {
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .kill_on_drop(true);
-    let child = cmd.spawn().unwrap_or_else(|e| {
-        panic!("cannot start Chromium ({}): {e}", chromium().display())
-    });
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start Chromium ({}): {e}", chromium().display()));
     let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
         .expect("Chromium answered within 90 s")
@@ -155,7 +155,10 @@ async fn the_status_page_renders_filters_and_shows_script_as_text_in_chromium() 
     let dom = dump_dom(&format!("{base}?lang=en")).await;
     assert!(dom.contains("<h2>Journal</h2>"), "{dom}");
     assert!(
-        dom.contains(&format!("id=\"rules-version\" class=\"mono\">{}<", d.rules_version())),
+        dom.contains(&format!(
+            "id=\"rules-version\" class=\"mono\">{}<",
+            d.rules_version()
+        )),
         "the live rule set's version"
     );
     let codes = cells(&dom, "code");
@@ -177,13 +180,22 @@ async fn the_status_page_renders_filters_and_shows_script_as_text_in_chromium() 
         .and_then(|b| b.split('>').next())
         .expect("a body element");
     assert!(!body.contains("data-pwned"), "the probe ran: <body{body}>");
-    assert!(dom.contains("data-pwned"), "the second probe is shown, as text");
+    assert!(
+        dom.contains("data-pwned"),
+        "the second probe is shown, as text"
+    );
 
     // A filter as a GET query (what the form sends) narrows the journal.
     let dom = dump_dom(&format!("{base}?lang=en&level=warning&code=xss_probe")).await;
     assert_eq!(cells(&dom, "code"), vec!["XSS_PROBE".to_string()]);
-    assert!(dom.contains("<option value=\"warning\" selected=\"\">"), "{dom}");
-    let dom = dump_dom(&format!("{base}?subject=X-2&direction=moysklad%E2%86%92crm")).await;
+    assert!(
+        dom.contains("<option value=\"warning\" selected=\"\">"),
+        "{dom}"
+    );
+    let dom = dump_dom(&format!(
+        "{base}?subject=X-2&direction=moysklad%E2%86%92crm"
+    ))
+    .await;
     assert_eq!(cells(&dom, "code"), vec!["XSS_PROBE_2".to_string()]);
     assert!(
         dom.contains("<h2>Journal</h2>"),

@@ -873,6 +873,73 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_server_listens_where_the_http_section_says_else_on_the_webhook_address() {
+        let load = |rest: &str, env: &dyn Fn(&str) -> Option<String>| {
+            Config::from_yaml(&with("", "", rest), Path::new("."), env)
+        };
+        let cfg = load("", &|_| None).unwrap();
+        assert_eq!(cfg.operator_listen(), Some(cfg.webhooks.listen));
+        assert!(cfg.http.operator_token.is_empty());
+        let cfg = load(
+            "webhooks: {enabled: false, listen: '127.0.0.1:9000'}
+",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.operator_listen(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            "webhooks off: the operator server stays, on webhooks.listen"
+        );
+        let cfg = load(
+            "http: {listen: '0.0.0.0:9100', operator_token: from-the-file-0123}
+",
+            &|k| (k == "SKLADSYNC_OPERATOR_TOKEN").then(|| "from-the-environment-1".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.operator_listen(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 9100)))
+        );
+        assert_eq!(cfg.http.operator_token.expose(), "from-the-environment-1");
+        assert!(
+            !format!("{cfg:?}").contains("from-the-"),
+            "the token is hidden"
+        );
+        let cfg = load(
+            "http: {enabled: false}
+",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(cfg.operator_listen(), None);
+        let err = load(
+            "http: {operator_token: short}
+",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("http.operator_token"), "{err}");
+        let err = load(
+            "http: {operator_token: 'has a space in it here'}
+",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("http.operator_token"), "{err}");
+        let err = load(
+            "http: {listen: nowhere}
+",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("http.listen") || err.contains("listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn missing_credentials_are_named() {
         let err = Config::from_yaml(MIN, Path::new("."), &|_| None).unwrap_err();
         assert!(err.contains("crm.api_key"), "{err}");

@@ -40,7 +40,7 @@ pub const MOYSKLAD: &str = "moysklad";
 struct Reach {
     /// The last answer that was not a refusal of the credentials (unix ms).
     ok: Option<i64>,
-    /// The last refusal of the credentials (unix ms, status).
+    /// A refusal of the credentials with no good answer since (unix ms, status).
     refused: Option<(i64, u16)>,
     /// The last attempt with no answer at all, or a server error (unix ms).
     failed: Option<i64>,
@@ -73,7 +73,10 @@ impl Observed {
         let r = reach.entry(system).or_default();
         match status {
             Some(s @ (401 | 403)) => r.refused = Some((now, s)),
-            Some(s) if s < 500 => r.ok = Some(now),
+            Some(s) if s < 500 => {
+                r.ok = Some(now);
+                r.refused = None;
+            }
             _ => r.failed = Some(now),
         }
     }
@@ -88,7 +91,7 @@ impl Observed {
     fn unreachable(&self, system: &'static str, window_ms: i64, now: i64) -> Option<String> {
         let r = lock(&self.reach).get(system).cloned().unwrap_or_default();
         match (r.ok, r.refused) {
-            (ok, Some((at, status))) if ok.is_none_or(|ok| at >= ok) => Some(format!(
+            (_, Some((at, status))) => Some(format!(
                 "{system}: the credentials were refused ({status}) {}s ago",
                 (now - at) / 1000
             )),
