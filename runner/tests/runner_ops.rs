@@ -337,3 +337,63 @@ async fn the_status_page_finds_an_order_and_links_both_web_uis_in_the_chosen_lan
     );
     let _ = stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skladsync_run_serves_healthz_and_readyz_with_webhooks_off() {
+    use std::io::{BufRead, BufReader};
+    let lab = Lab::start(LabOptions::default()).await.expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = support::write_config(&lab, &support::fixture_rules(), dir.path(), 100);
+    let text = std::fs::read_to_string(&path).expect("config")
+        + "  enabled: false\nhttp: {listen: '127.0.0.1:0'}\n";
+    std::fs::write(&path, text).expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // Drained while the daemon runs (a full pipe would block it).
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    let addr = tokio::task::spawn_blocking(move || {
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            if let Some(rest) = line.split("operator=Some(").nth(1) {
+                return rest.split(')').next().map(str::to_string);
+            }
+        }
+        None
+    })
+    .await
+    .expect("reader");
+    let addr = addr.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the daemon did not report its operator address")
+    });
+    let (status, body) = get(&format!("http://{addr}/healthz"), None).await;
+    // Ready once both APIs answered (the first polls run at start).
+    let mut ready = (0, String::new());
+    for _ in 0..100 {
+        ready = get(&format!("http://{addr}/readyz"), None).await;
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit = child.wait().expect("wait");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    assert!(exit.success(), "{exit:?}");
+}
