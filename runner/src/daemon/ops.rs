@@ -510,7 +510,11 @@ fn texts(lang: &str) -> BTreeMap<&'static str, &'static str> {
         ("shown", "Показано", "Shown"),
         ("of", "из", "of"),
         ("no_entries", "Нет записей", "No entries"),
-        ("receiver", "Приёмник вебхуков", "Webhook receiver"),
+        (
+            "receiver",
+            "HTTP-сервер: соединения и запросы",
+            "HTTP server: connections and requests",
+        ),
     ];
     pairs
         .iter()
