@@ -397,3 +397,70 @@ async fn skladsync_run_serves_healthz_and_readyz_with_webhooks_off() {
     assert_eq!(ready.0, 200, "{}", ready.1);
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_own_address_the_operator_server_is_apart_from_the_receiver() {
+    let lab = Lab::start(LabOptions::default()).await.expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = format!("http: {{listen: '127.0.0.1:0', operator_token: {TOKEN}}}\n");
+    let (d, ops, stop) = serve(config(&lab, dir.path(), false, &extra)).await;
+    let receiver = d.receiver_addr().expect("a receiver");
+    assert_ne!(receiver, ops, "two listeners");
+    assert_eq!(get(&format!("http://{ops}/healthz"), None).await.0, 200);
+    assert_eq!(
+        get(&format!("http://{ops}/metrics"), Some(TOKEN)).await.0,
+        200
+    );
+    // The public receiver has no operator routes; the operator server no webhook path.
+    assert_eq!(
+        get(&format!("http://{receiver}/healthz"), None).await.0,
+        404
+    );
+    assert_eq!(
+        get(&format!("http://{receiver}/metrics"), Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get(&format!("http://{receiver}/ui/{TOKEN}"), None).await.0,
+        404
+    );
+    let secret = d
+        .state()
+        .misc("webhook_secret")
+        .expect("state")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("a secret");
+    let post = |addr: SocketAddr| {
+        let url = format!("http://{addr}/moysklad/webhook/{secret}?requestId=r1");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .body("{\"events\":[]}")
+                .send()
+                .await
+                .expect("answer")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post(receiver).await, 200);
+    assert_eq!(
+        post(ops).await,
+        405,
+        "no webhook route on the operator server"
+    );
+    // Both keep the JSON status (the operator token opens it too).
+    assert_eq!(
+        get(&format!("http://{receiver}/status/{secret}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&format!("http://{ops}/status/{TOKEN}"), None).await.0,
+        200
+    );
+    let _ = stop.send(true);
+}

@@ -242,7 +242,12 @@ impl Daemon {
         // webhook listener carries it when both have the same address ---
         let (ops_listener, operator_addr) = match config.operator_listen() {
             None => (None, None),
-            Some(addr) if config.webhooks.enabled && addr == config.webhooks.listen => {
+            // The same address (port 0 set in `http.listen` asks for a port of its own).
+            Some(addr)
+                if config.webhooks.enabled
+                    && addr == config.webhooks.listen
+                    && (config.http.listen.is_none() || addr.port() != 0) =>
+            {
                 (None, receiver_addr)
             }
             Some(addr) => {
