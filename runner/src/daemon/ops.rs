@@ -132,7 +132,8 @@ impl Daemon {
     /// both APIs answered with valid credentials within three poll intervals.
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
-        if let Err(e) = self.state().inbox_len() {
+        // One read of the store (the inbox length is cached; this is not).
+        if let Err(e) = self.state().misc("instance_id") {
             why.push(format!("state: {e}"));
         }
         if self.rules_version().is_empty() {
