@@ -22,8 +22,8 @@ fn run(config: &Path) -> (i32, String) {
     )
 }
 
-/// A config with inline credentials, the repository's rules, `state.path` at `state`, and
-/// `extra` appended.
+/// A config with inline credentials, the repository's rules, `state.path` at `state`, the
+/// operator server on a free loopback port, and `extra` appended.
 fn config(dir: &Path, state: &Path, extra: &str) -> std::path::PathBuf {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
     let path = dir.join("skladsync.yaml");
@@ -34,7 +34,8 @@ fn config(dir: &Path, state: &Path, extra: &str) -> std::path::PathBuf {
              moysklad: {{url: 'http://127.0.0.1:9/api/remap/1.2', token: ms-token-456}}\n\
              rules: {{dir: {rules:?}}}\n\
              state: {{path: {state:?}}}\n\
-             webhooks: {{enabled: false}}\n{extra}"
+             webhooks: {{enabled: false}}\n\
+             http: {{listen: '127.0.0.1:0'}}\n{extra}"
         ),
     )
     .expect("write config");

@@ -155,6 +155,19 @@ pub fn describe(effect: &Effect) -> String {
     format!("{what} [rule {}]", effect.rule)
 }
 
+/// An effect's kind, as a metrics label (bounded: no ids, codes or texts).
+pub fn effect_kind(effect: &Effect) -> String {
+    match &effect.action {
+        Action::Create { system, entity, .. } => format!("create {system}.{entity}"),
+        Action::Update { system, entity, .. } => format!("update {system}.{entity}"),
+        Action::Delete { system, entity, .. } => format!("delete {system}.{entity}"),
+        Action::Link { kind, .. } => format!("link {kind}"),
+        Action::Journal { .. } => "journal".to_string(),
+        Action::Task { .. } => "task".to_string(),
+        Action::Skip { .. } => "skip".to_string(),
+    }
+}
+
 /// Applies plans to the two systems and the state.
 pub struct Applier {
     /// The clients.
@@ -270,10 +283,18 @@ impl Applier {
                 r = self.effect(run, seq, i, effect, &results, &auto_key) => r,
                 () = self.stopped_for(STOP_GRACE) => return Ok(Outcome::Interrupted { next: i }),
             };
+            let kind = effect_kind(effect);
             let answer = match res {
-                Ok(a) => a,
-                Err(ApplyError::State(e)) => return Err(e),
+                Ok(a) => {
+                    self.stats.effect_outcome(&kind, "ok");
+                    a
+                }
+                Err(ApplyError::State(e)) => {
+                    self.stats.effect_outcome(&kind, "failed");
+                    return Err(e);
+                }
                 Err(e) => {
+                    self.stats.effect_outcome(&kind, "failed");
                     let f = self.failure(run, i, effect, &e);
                     self.stats.failure();
                     self.journal_failure(run, &f)?;

@@ -25,6 +25,12 @@ pub struct StatsSnapshot {
     pub parked: u64,
     /// Items given up (`GAVE_UP`).
     pub gave_up: u64,
+    /// Events processed, by (event name, outcome): `applied`, `failed`, `parked`,
+    /// `lookup_failed`, `interrupted`.
+    pub event_outcomes: BTreeMap<(String, String), u64>,
+    /// Effects run, by (kind, outcome): kind as in [`StatsSnapshot::effects`] for writes,
+    /// else the action (`link order`, `journal`, `task`, `skip`); outcome `ok` or `failed`.
+    pub effect_outcomes: BTreeMap<(String, String), u64>,
 }
 
 /// Shared counters.
@@ -85,6 +91,24 @@ impl Stats {
     /// An item was given up.
     pub fn gave_up(&self) {
         self.with(|s| s.gave_up += 1);
+    }
+
+    /// An event's processing ended with `outcome`.
+    pub fn event_outcome(&self, name: &str, outcome: &str) {
+        self.with(|s| {
+            *s.event_outcomes
+                .entry((name.to_string(), outcome.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    /// An effect of `kind` ran with `outcome`.
+    pub fn effect_outcome(&self, kind: &str, outcome: &str) {
+        self.with(|s| {
+            *s.effect_outcomes
+                .entry((kind.to_string(), outcome.to_string()))
+                .or_default() += 1
+        });
     }
 
     /// A copy of the counters.

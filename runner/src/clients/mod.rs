@@ -3,3 +3,87 @@
 
 pub mod moysklad;
 pub mod retailcrm;
+
+use std::sync::Arc;
+
+/// A function told about every HTTP attempt a client makes: the endpoint class (a short,
+/// bounded label such as `entity/customerorder` or `orders`, never an id) and the status
+/// (`None`: no response at all). The daemon counts them for `/metrics` and `/readyz`.
+type ObserverFn = dyn Fn(&str, Option<u16>) + Send + Sync;
+
+/// Watches a client's requests (see [`ObserverFn`]); none by default.
+#[derive(Clone, Default)]
+pub struct ApiObserver(Option<Arc<ObserverFn>>);
+
+impl ApiObserver {
+    /// An observer calling `f` for every attempt.
+    pub fn new(f: impl Fn(&str, Option<u16>) + Send + Sync + 'static) -> Self {
+        ApiObserver(Some(Arc::new(f)))
+    }
+
+    /// Reports one attempt.
+    pub fn seen(&self, endpoint: &str, status: Option<u16>) {
+        if let Some(f) = &self.0 {
+            f(endpoint, status);
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ApiObserver(Some)"
+        } else {
+            "ApiObserver(None)"
+        })
+    }
+}
+
+/// The endpoint class of a МойСклад path relative to the API root: its first two segments
+/// (`entity/customerorder`, `report/stock`, `context/employee`), ids left out.
+pub fn moysklad_endpoint(path: &str) -> String {
+    let p = path.split(['?', '#']).next().unwrap_or_default();
+    let mut segs = p.split('/').filter(|s| !s.is_empty());
+    match (segs.next(), segs.next()) {
+        (Some(a), Some(b)) if !looks_like_id(b) => format!("{a}/{b}"),
+        (Some(a), _) => a.to_string(),
+        _ => "other".to_string(),
+    }
+}
+
+/// The endpoint class of a retailCRM path (after `/api/v5`): its first segment (`orders`,
+/// `customers`, `reference`, `store`, …).
+pub fn retailcrm_endpoint(segments: &[String]) -> String {
+    segments
+        .iter()
+        .map(String::as_str)
+        .find(|s| !s.is_empty() && *s != "api" && *s != "v5")
+        .unwrap_or("other")
+        .to_string()
+}
+
+/// Whether a path segment is an id (a UUID or a number), not a name.
+fn looks_like_id(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_digit())
+        || (s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_classes_leave_ids_out() {
+        assert_eq!(
+            moysklad_endpoint("entity/customerorder/0b7d2f5e-1c1a-11ee-0a80-000000000001"),
+            "entity/customerorder"
+        );
+        assert_eq!(moysklad_endpoint("report/stock/all?x=1"), "report/stock");
+        assert_eq!(moysklad_endpoint("entity/12"), "entity");
+        let segs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            retailcrm_endpoint(&segs(&["api", "v5", "orders", "history"])),
+            "orders"
+        );
+    }
+}

@@ -45,12 +45,13 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 /// The keys of a config file that hold credentials.
-const CREDENTIAL_KEYS: [(&str, &str); 5] = [
+const CREDENTIAL_KEYS: [(&str, &str); 6] = [
     ("crm", "api_key"),
     ("moysklad", "login"),
     ("moysklad", "password"),
     ("moysklad", "token"),
     ("webhooks", "secret"),
+    ("http", "operator_token"),
 ];
 
 /// A warning when the config file at `path` holds credentials and can be read by its group

@@ -9,12 +9,14 @@
 //! | `SKLADSYNC_MS_LOGIN`, `SKLADSYNC_MS_PASSWORD` | МойСклад Basic credentials |
 //! | `SKLADSYNC_MS_TOKEN` | МойСклад Bearer token (instead of login/password) |
 //! | `SKLADSYNC_WEBHOOK_SECRET` | the secret in the webhook path |
+//! | `SKLADSYNC_OPERATOR_TOKEN` | the token of the operator pages and `/metrics` |
 //!
 //! Secrets are [`Secret`]s: their `Debug` and `Display` never show them, and they are not
 //! serialized back out.
 
 mod duration;
 mod files;
+mod http;
 mod icml;
 mod receiver;
 mod record;
@@ -30,6 +32,7 @@ use serde::Deserialize;
 
 pub use duration::{parse_duration, Interval};
 pub use files::{credential_exposure, write_private};
+pub use http::HttpConfig;
 pub use icml::IcmlConfig;
 pub use record::RecordConfig;
 pub use validate::{
@@ -399,6 +402,9 @@ pub struct Config {
     /// Recording evaluated events as replayable cases.
     #[serde(default)]
     pub record: RecordConfig,
+    /// The operator HTTP server (health, metrics, status pages).
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -439,6 +445,7 @@ impl Config {
         set(&mut cfg.moysklad.token, "SKLADSYNC_MS_TOKEN");
         set(&mut cfg.webhooks.secret, "SKLADSYNC_WEBHOOK_SECRET");
         set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
+        set(&mut cfg.http.operator_token, "SKLADSYNC_OPERATOR_TOKEN");
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -471,11 +478,20 @@ impl Config {
         }
         problems.extend(self.icml.problems());
         problems.extend(self.record.problems());
+        problems.extend(self.http.problems());
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),
             n => Err(format!("{n} problems:\n  - {}", problems.join("\n  - "))),
         }
+    }
+
+    /// Where the operator server listens (`http.listen`, else `webhooks.listen`); `None`
+    /// when `http.enabled` is off.
+    pub fn operator_listen(&self) -> Option<SocketAddr> {
+        self.http
+            .enabled
+            .then(|| self.http.listen.unwrap_or(self.webhooks.listen))
     }
 
     /// The settings file: the one configured, else `settings.yaml`, else
@@ -863,6 +879,73 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn the_operator_server_listens_where_the_http_section_says_else_on_the_webhook_address() {
+        let load = |rest: &str, env: &dyn Fn(&str) -> Option<String>| {
+            Config::from_yaml(&with("", "", rest), Path::new("."), env)
+        };
+        let cfg = load("", &|_| None).unwrap();
+        assert_eq!(cfg.operator_listen(), Some(cfg.webhooks.listen));
+        assert!(cfg.http.operator_token.is_empty());
+        let cfg = load(
+            "webhooks: {enabled: false, listen: '127.0.0.1:9000'}
+",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.operator_listen(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            "webhooks off: the operator server stays, on webhooks.listen"
+        );
+        let cfg = load(
+            "http: {listen: '0.0.0.0:9100', operator_token: from-the-file-0123}
+",
+            &|k| (k == "SKLADSYNC_OPERATOR_TOKEN").then(|| "from-the-environment-1".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.operator_listen(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 9100)))
+        );
+        assert_eq!(cfg.http.operator_token.expose(), "from-the-environment-1");
+        assert!(
+            !format!("{cfg:?}").contains("from-the-"),
+            "the token is hidden"
+        );
+        let cfg = load(
+            "http: {enabled: false}
+",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(cfg.operator_listen(), None);
+        let err = load(
+            "http: {operator_token: short}
+",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("http.operator_token"), "{err}");
+        let err = load(
+            "http: {operator_token: 'has a space in it here'}
+",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("http.operator_token"), "{err}");
+        let err = load(
+            "http: {listen: nowhere}
+",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("http.listen") || err.contains("listen"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ impl Daemon {
                     feed = cursor_name,
                     "the inbox is full: the CRM poll keeps its cursor"
                 );
-                break;
+                // Not caught up: the cursor's lag keeps growing on `/metrics`.
+                return Ok(read);
             }
             // Only now that the work is durable does the cursor move.
             state.set_cursor(cursor_name, &json!(batch.last_id))?;
@@ -102,6 +103,7 @@ impl Daemon {
                 "history batch queued"
             );
         }
+        self.inner.observed.caught_up(cursor_name);
         Ok(read)
     }
 

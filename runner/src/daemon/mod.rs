@@ -42,6 +42,7 @@ mod crm;
 mod events;
 mod icml;
 mod moysklad;
+mod ops;
 mod stock;
 mod version;
 mod webhook;
@@ -64,6 +65,7 @@ use crate::state::{InboxItem, JournalEntry, Outbox, Parked, StateError, SyncStat
 use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
+pub use ops::{MetricsError, Observed};
 
 /// Work that fails for a reason retrying will not fix is given up after this many tries.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -124,8 +126,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// The webhook receiver could not listen.
-    #[error("webhook receiver on {addr}: {source}")]
+    /// The webhook receiver or the operator server could not listen.
+    #[error("cannot listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
@@ -156,6 +158,16 @@ pub(crate) struct Inner {
     // --- end receiver ---
     listener: Mutex<Option<tokio::net::TcpListener>>,
     receiver_addr: Option<std::net::SocketAddr>,
+    // --- operator server (issue 14, item 2) ---
+    /// The operator listener, when it is not the webhook listener.
+    ops_listener: Mutex<Option<tokio::net::TcpListener>>,
+    /// Where `/healthz`, `/readyz`, `/metrics` and the status page are served.
+    operator_addr: Option<std::net::SocketAddr>,
+    /// The token of the operator pages (`http.operator_token`, else the webhook secret).
+    operator_token: Option<String>,
+    /// API attempts, when each API last answered, poll cursors.
+    observed: Arc<ops::Observed>,
+    // --- end operator server ---
     /// New work was queued.
     wake: Notify,
     /// One item is processed at a time.
@@ -213,14 +225,17 @@ impl Daemon {
         let state = SyncState::open(&config.state.path)?;
 
         let instance_id = instance_id(&state)?;
-        let (listener, receiver_addr, webhook_url, secret) = if config.webhooks.enabled {
-            let addr = config.webhooks.listen;
+        let bind = |addr: std::net::SocketAddr| async move {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| DaemonError::Listen { addr, source })?;
             let local = l
                 .local_addr()
                 .map_err(|source| DaemonError::Listen { addr, source })?;
+            Ok::<_, DaemonError>((l, local))
+        };
+        let (listener, receiver_addr, webhook_url, secret) = if config.webhooks.enabled {
+            let (l, local) = bind(config.webhooks.listen).await?;
             let public = config
                 .webhooks
                 .public_url
@@ -235,11 +250,47 @@ impl Daemon {
         } else {
             (None, None, None, None)
         };
+        // --- operator server (issue 14, item 2): always on unless `http.enabled: false`; the
+        // webhook listener carries it when both have the same address ---
+        let (ops_listener, operator_addr) = match config.operator_listen() {
+            None => (None, None),
+            // The same address (port 0 set in `http.listen` asks for a port of its own).
+            Some(addr)
+                if config.webhooks.enabled
+                    && addr == config.webhooks.listen
+                    && (config.http.listen.is_none() || addr.port() != 0) =>
+            {
+                (None, receiver_addr)
+            }
+            Some(addr) => {
+                let (l, local) = bind(addr).await?;
+                (Some(l), Some(local))
+            }
+        };
+        let operator_token = if !config.http.operator_token.is_empty() {
+            Some(config.http.operator_token.expose().to_string())
+        } else if operator_addr.is_some() {
+            Some(match &secret {
+                Some(s) => s.clone(),
+                None => webhook_secret(&config, &state)?,
+            })
+        } else {
+            None
+        };
+        let observed = Arc::new(ops::Observed::default());
+        let observer = |system: &'static str| {
+            let o = observed.clone();
+            crate::clients::ApiObserver::new(move |endpoint, status| {
+                o.api(system, endpoint, status)
+            })
+        };
+        // --- end operator server ---
 
         let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
             .with_rate_limit(NonZeroU32::new(config.crm.rate_limit))
             .with_timeout(config.crm.timeout.0)
-            .with_connect_timeout(config.crm.connect_timeout.0);
+            .with_connect_timeout(config.crm.connect_timeout.0)
+            .with_observer(observer(ops::CRM));
         let crm = RetailcrmClient::new(crm_cfg)?;
         let auth = if config.moysklad.token.is_empty() {
             Auth::basic(
@@ -252,7 +303,8 @@ impl Daemon {
         let mut ms_cfg = ms_client::ClientConfig::new(auth)
             .base_url(config.moysklad.url.clone())
             .timeout(config.moysklad.timeout.0)
-            .connect_timeout(config.moysklad.connect_timeout.0);
+            .connect_timeout(config.moysklad.connect_timeout.0)
+            .observer(observer(ops::MOYSKLAD));
         if let Some(url) = &webhook_url {
             ms_cfg = ms_cfg.webhook_disable_prefix(url.clone());
         }
@@ -312,6 +364,10 @@ impl Daemon {
                 receiver_stats: Arc::default(),
                 listener: Mutex::new(listener),
                 receiver_addr,
+                ops_listener: Mutex::new(ops_listener),
+                operator_addr,
+                operator_token,
+                observed,
                 wake: Notify::new(),
                 processing: tokio::sync::Mutex::new(()),
                 stopping: AtomicBool::new(false),
@@ -337,6 +393,12 @@ impl Daemon {
     /// The address the webhook receiver listens on.
     pub fn receiver_addr(&self) -> Option<std::net::SocketAddr> {
         self.inner.receiver_addr
+    }
+
+    /// The address the operator server (`/healthz`, `/readyz`, `/metrics`, the status page)
+    /// listens on: its own, or the webhook receiver's.
+    pub fn operator_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.operator_addr
     }
 
     /// Whether some rule listens to `event`.
@@ -563,6 +625,7 @@ impl Daemon {
             Ok(Err(e)) => {
                 let text = e.to_string();
                 if !e.is_deterministic() {
+                    self.inner.stats.event_outcome(&name, "lookup_failed");
                     tracing::warn!(%subject, event = %name, error = %text, "a lookup failed");
                     self.runner_journal(
                         "LOOKUP_FAILED",
@@ -653,6 +716,7 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
         tracing::error!(%subject, %event, error = %text, "evaluation failed: parked until the rules change");
+        self.inner.stats.event_outcome(event, "parked");
         self.runner_journal(
             "PARKED",
             "error",
@@ -689,6 +753,7 @@ impl Daemon {
         let effects = outbox.plan.effects.clone();
         match self.inner.applier.apply(&run, outbox).await? {
             Outcome::Applied { optional_failures } => {
+                self.inner.stats.event_outcome(&event, "applied");
                 if !optional_failures.is_empty() {
                     tracing::info!(event = %event, failed = optional_failures.len(), "optional effects failed");
                 }
@@ -697,10 +762,12 @@ impl Daemon {
                 Ok(())
             }
             Outcome::Interrupted { next } => {
+                self.inner.stats.event_outcome(&event, "interrupted");
                 tracing::info!(event = %event, next, "stopping: the plan is resumed at the next start");
                 Ok(())
             }
             Outcome::Failed(f) => {
+                self.inner.stats.event_outcome(&event, "failed");
                 // Effects from the failed one on, for a `GAVE_UP` entry.
                 let left: Vec<String> = effects
                     .iter()
@@ -888,7 +955,8 @@ impl Daemon {
         }
     }
 
-    /// Serves webhooks until `stop` turns true.
+    /// Serves webhooks until `stop` turns true (and the operator routes, when they share the
+    /// webhook listener).
     pub fn spawn_receiver(
         &self,
         stop: watch::Receiver<bool>,
@@ -899,7 +967,32 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
-        Some(webhook::spawn(self.clone(), listener, stop))
+        let operator = self.inner.operator_addr.is_some()
+            && self.inner.operator_addr == self.inner.receiver_addr;
+        let role = webhook::Role {
+            webhooks: true,
+            operator,
+        };
+        Some(webhook::spawn(self.clone(), listener, stop, role))
+    }
+
+    /// Serves the operator routes on their own listener until `stop` turns true (`None` when
+    /// they share the webhook listener, or `http.enabled` is off).
+    pub fn spawn_operator(
+        &self,
+        stop: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let listener = self
+            .inner
+            .ops_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let role = webhook::Role {
+            webhooks: false,
+            operator: true,
+        };
+        Some(webhook::spawn(self.clone(), listener, stop, role))
     }
 
     /// Runs until `shutdown` completes: the webhook receiver, the worker and the schedules.
@@ -914,12 +1007,15 @@ impl Daemon {
         if let Some(t) = self.spawn_receiver(stop_rx.clone()) {
             tasks.push(t);
         }
+        if let Some(t) = self.spawn_operator(stop_rx.clone()) {
+            tasks.push(t);
+        }
         tasks.push(tokio::spawn(self.clone().worker(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().crm_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().ms_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().stock_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().icml_schedule(stop_rx.clone())));
-        tracing::info!(receiver = ?self.inner.receiver_addr, "skladsync is running");
+        tracing::info!(receiver = ?self.inner.receiver_addr, operator = ?self.inner.operator_addr, "skladsync is running");
         shutdown.await;
         tracing::info!("stopping: finishing the item in progress; queued work stays queued");
         self.inner.stopping.store(true, Ordering::SeqCst);

@@ -107,6 +107,7 @@ impl Daemon {
                 .and_then(|v| v.as_str().map(str::to_string))
             else {
                 self.bootstrap_watermark(&entity, &name).await?;
+                self.inner.observed.caught_up(&name);
                 continue;
             };
             let rows = ms
@@ -161,6 +162,7 @@ impl Daemon {
             }
             queued += n;
             state.set_cursor(&name, &json!(max))?;
+            self.inner.observed.caught_up(&name);
         }
         Ok(queued)
     }

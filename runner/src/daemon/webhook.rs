@@ -1,6 +1,8 @@
 //! The МойСклад webhook receiver (axum): `POST /moysklad/webhook/<secret>/<instance>?requestId=…`
 //! (and the older `POST /moysklad/webhook/<secret>`), and `GET /status/<secret>` (the journal,
-//! the work waiting, counters) for operators.
+//! the work waiting, counters) for operators. The same accept loop, with the same limits,
+//! serves the operator server (`/healthz`, `/readyz`, `/metrics`, `/ui/<token>`: see
+//! [`super::ops`]), on the webhook listener or on a listener of its own (`http.listen`).
 //!
 //! МойСклад gives a receiver 1.5 s, retries 3 times at once, then drops the notification. So
 //! the handler only queues work (durably) and answers; a worker does the rest. A `requestId`
@@ -186,19 +188,37 @@ impl http_body::Body for Guarded {
     }
 }
 
-/// Starts serving on `listener` until `stop` turns true.
+/// What a listener serves.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Role {
+    /// The МойСклад webhook receiver.
+    pub webhooks: bool,
+    /// The operator routes (`/healthz`, `/readyz`, `/metrics`, `/ui/<token>`).
+    pub operator: bool,
+}
+
+/// Starts serving on `listener` until `stop` turns true. Every listener serves
+/// `/status/<secret>` and the ICML catalogue.
 pub(super) fn spawn(
     daemon: Daemon,
     listener: tokio::net::TcpListener,
     stop: watch::Receiver<bool>,
+    role: Role,
 ) -> tokio::task::JoinHandle<()> {
     let limits = daemon.inner.config.receiver.clone();
     let stats = daemon.inner.receiver_stats.clone();
-    let app = Router::new()
-        .route("/moysklad/webhook/{secret}", post(receive))
-        .route("/moysklad/webhook/{secret}/{instance}", post(receive_owned))
+    let mut app = Router::new()
         .route("/status/{secret}", get(status))
-        .merge(super::icml::routes())
+        .merge(super::icml::routes());
+    if role.webhooks {
+        app = app
+            .route("/moysklad/webhook/{secret}", post(receive))
+            .route("/moysklad/webhook/{secret}/{instance}", post(receive_owned));
+    }
+    if role.operator {
+        app = app.merge(super::ops::routes());
+    }
+    let app = app
         .layer(DefaultBodyLimit::max(limits.max_body.0))
         .with_state(daemon);
     tokio::spawn(serve(listener, app, limits, stats, stop))
@@ -397,7 +417,7 @@ async fn status(
     Path(secret): Path<String>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if !secret_ok(&daemon, &secret) {
+    if !secret_ok(&daemon, &secret) && !daemon.operator_ok(&secret) {
         return StatusCode::NOT_FOUND.into_response();
     }
     let d = daemon.clone();

@@ -183,6 +183,8 @@ pub struct ClientConfig {
     pub bulk_chunk_size: usize,
     /// `User-Agent`.
     pub user_agent: String,
+    /// Told about every attempt (endpoint class, status), for metrics and readiness.
+    pub observer: super::ApiObserver,
 }
 
 impl ClientConfig {
@@ -198,6 +200,7 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             bulk_chunk_size: MAX_BULK,
             user_agent: format!("skladsync/{}", env!("CARGO_PKG_VERSION")),
+            observer: super::ApiObserver::default(),
         }
     }
 
@@ -219,6 +222,13 @@ impl ClientConfig {
     #[must_use]
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Sets the observer told about every attempt.
+    #[must_use]
+    pub fn observer(mut self, observer: super::ApiObserver) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -293,6 +303,7 @@ struct Inner {
     limiter: RateLimiter,
     bulk_chunk: usize,
     timeout: Duration,
+    observer: super::ApiObserver,
 }
 
 /// The client. Cheap to clone; clones share the connection pool and the rate limiter (one
@@ -418,6 +429,7 @@ impl MoyskladClient {
                 limiter: RateLimiter::new(config.limits),
                 bulk_chunk: config.bulk_chunk_size.clamp(1, MAX_BULK),
                 timeout: config.timeout,
+                observer: config.observer,
             }),
         })
     }
@@ -492,6 +504,7 @@ impl MoyskladClient {
         let url = format!("{}/{}", inner.base, call.path);
         let method_s = call.method.as_str().to_string();
         let path_s = call.path.to_string();
+        let endpoint = super::moysklad_endpoint(call.path);
         let body_bytes = match call.body {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| {
                 MoyskladError::InvalidRequest(format!("body is not serializable: {e}"))
@@ -552,6 +565,13 @@ impl MoyskladClient {
                 Err(e) => Err(e),
             };
             drop(permit);
+            inner.observer.seen(
+                &endpoint,
+                match &outcome {
+                    Ok((status, _, _)) => Some(*status),
+                    Err(_) => None,
+                },
+            );
             let (status, headers, bytes) = match outcome {
                 Ok(x) => x,
                 Err(e) => {

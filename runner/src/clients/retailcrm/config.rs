@@ -105,6 +105,8 @@ pub struct ClientConfig {
     pub page_limit: u32,
     /// Offers per `store/inventories/upload` request (retailCRM documents at most 250).
     pub inventory_batch: usize,
+    /// Told about every attempt (endpoint class, status), for metrics and readiness.
+    pub observer: crate::clients::ApiObserver,
 }
 
 /// The documented batch limit of `store/inventories/upload`.
@@ -129,7 +131,15 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             page_limit: 100,
             inventory_batch: INVENTORY_BATCH_LIMIT,
+            observer: crate::clients::ApiObserver::default(),
         })
+    }
+
+    /// Sets the observer told about every attempt.
+    #[must_use]
+    pub fn with_observer(mut self, observer: crate::clients::ApiObserver) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Sets the client-side rate limit (`None`: unlimited).

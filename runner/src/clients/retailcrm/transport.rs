@@ -329,11 +329,16 @@ impl Transport {
                 Outcome::Done(Err(failure))
             }
         };
+        let endpoint = crate::clients::retailcrm_endpoint(&call.segments);
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return net_failure(e),
+            Err(e) => {
+                self.config.observer.seen(&endpoint, None);
+                return net_failure(e);
+            }
         };
         let status = resp.status().as_u16();
+        self.config.observer.seen(&endpoint, Some(status));
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => return net_failure(e),
