@@ -24,6 +24,23 @@ pub struct RuleTrace {
     pub lets: Vec<LetTrace>,
     /// How many effects it added to the plan.
     pub effects: usize,
+    /// Every effect `if:` evaluated (flows' included), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<BranchTrace>,
+}
+
+/// One evaluated effect guard (`if:` on an effect or a group of effects).
+#[derive(Clone, Debug, Serialize)]
+pub struct BranchTrace {
+    /// The flow it belongs to, if not the rule itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Its text.
+    pub text: String,
+    /// `path:line:col`.
+    pub location: String,
+    /// Whether it held (the effects under it ran; else their `else:`, if any).
+    pub holds: bool,
 }
 
 /// How a rule ended.

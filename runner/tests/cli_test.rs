@@ -127,6 +127,21 @@ fn coverage_reports_rules_and_conditions_and_enforces_a_minimum() {
     args.extend(["--min-coverage", "80"]);
     let (code, stdout, _) = skladsync(&args, dir.path());
     assert_eq!(code, 0, "{stdout}");
+
+    // Effect guards count too: without the case of a customer found, `if: found == null`
+    // (create the customer) is never seen false.
+    std::fs::remove_file(dir.path().join("cases/existing_customer_is_reused.yaml")).expect("rm");
+    let mut args = RUN.to_vec();
+    args.push("--coverage");
+    let (_, stdout, _) = skladsync(&args, dir.path());
+    assert!(
+        stdout.contains("flow customer.ensure  1/1 conditions both ways, 0/1 effect ifs both ways"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("if taken: yes, not: no  found == null  rules/shop.yaml:23:"),
+        "{stdout}"
+    );
 }
 
 /// A case with a YAML error fails on its own, with a code frame and a hint about

@@ -158,6 +158,8 @@ pub(crate) struct CJournal {
 #[derive(Debug)]
 pub(crate) struct CEffect {
     pub cond: Option<CExpr>,
+    /// The text of `if:` (empty without one), for traces and coverage.
+    pub cond_text: String,
     pub loc: LocId,
     pub kind: EffectKind,
 }

@@ -712,7 +712,13 @@ impl Compiler<'_> {
                 EffectKind::Group { then, otherwise }
             }
         };
-        Some(CEffect { cond, loc, kind })
+        let cond_text = d.cond.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+        Some(CEffect {
+            cond,
+            cond_text,
+            loc,
+            kind,
+        })
     }
 
     /// A plain word, or a template (`"{{ problem.code }}"`) that gives one.

@@ -11,7 +11,7 @@ use crate::compile::node::{
 };
 use crate::plan::{Action, Effect, Plan};
 use crate::ruleset::model::Level;
-use crate::trace::{ConditionTrace, LetTrace, Outcome, RuleTrace};
+use crate::trace::{BranchTrace, ConditionTrace, LetTrace, Outcome, RuleTrace};
 use crate::value::{Hasher, Map, PendingRef, Str, Value};
 
 /// A plan under construction, with what it created and linked so far, so later lookups of
@@ -242,6 +242,7 @@ pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), Fail
             conditions: Vec::new(),
             lets: Vec::new(),
             effects: 0,
+            branches: Vec::new(),
         });
     }
     let mut frame = Frame::new(rule.frame_size, &rule.lets);
@@ -503,6 +504,9 @@ fn run_effects<'a>(
     for eff in effects {
         if let Some(c) = &eff.cond {
             let v = cx.eval(c, frame)?;
+            if cx.trace.is_some() {
+                trace_branch(cx, c, &eff.cond_text, v.truthy());
+            }
             if !v.truthy() {
                 if let EffectKind::Group { otherwise, .. } = &eff.kind {
                     run_effects(cx, frame, otherwise)?;
@@ -517,6 +521,25 @@ fn run_effects<'a>(
         run_effect(cx, frame, eff)?;
     }
     Ok(())
+}
+
+/// Records an effect guard's outcome in the trace of the rule being evaluated.
+fn trace_branch(cx: &mut Ctx<'_>, cond: &crate::compile::node::CExpr, text: &str, holds: bool) {
+    let location = cx
+        .prog
+        .locs
+        .get(cond.loc as usize)
+        .map(|l| l.position())
+        .unwrap_or_default();
+    let flow = cx.flow.as_ref().map(|f| f.to_string());
+    if let Some(last) = cx.trace.as_deref_mut().and_then(|t| t.rules.last_mut()) {
+        last.branches.push(BranchTrace {
+            flow,
+            text: text.to_owned(),
+            location,
+            holds,
+        });
+    }
 }
 
 fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> Result<(), Stop> {

@@ -48,6 +48,8 @@ pub struct RuleInfo {
     pub conditions: Vec<(String, String)>,
     /// The flows it uses (directly).
     pub flows: Vec<String>,
+    /// Its effects' `if:` guards (not its flows'): text and `path:line:col`.
+    pub branches: Vec<(String, String)>,
 }
 
 /// A flow from outside.
@@ -57,6 +59,8 @@ pub struct FlowInfo {
     pub name: String,
     /// Its conditions: text and `path:line:col`.
     pub conditions: Vec<(String, String)>,
+    /// Its effects' `if:` guards: text and `path:line:col`.
+    pub branches: Vec<(String, String)>,
 }
 
 impl RuleSet {
@@ -391,6 +395,7 @@ impl RuleSet {
                     .map(|c| (c.text.clone(), loc(c.expr.loc)))
                     .collect(),
                 flows: used_flows(&self.prog, &r.effects),
+                branches: branches(&self.prog, &r.effects),
             })
             .collect()
     }
@@ -414,9 +419,35 @@ impl RuleSet {
                         (c.text.clone(), at.unwrap_or_default())
                     })
                     .collect(),
+                branches: branches(&self.prog, &f.effects),
             })
             .collect()
     }
+}
+
+/// The `if:` guards of effects (nested groups and loops included, flows not).
+fn branches(prog: &Program, effects: &[crate::compile::node::CEffect]) -> Vec<(String, String)> {
+    use crate::compile::node::EffectKind;
+    let mut out = Vec::new();
+    for e in effects {
+        if let Some(c) = &e.cond {
+            let at = prog
+                .locs
+                .get(c.loc as usize)
+                .map(Location::position)
+                .unwrap_or_default();
+            out.push((e.cond_text.clone(), at));
+        }
+        match &e.kind {
+            EffectKind::For { body, .. } => out.extend(branches(prog, body)),
+            EffectKind::Group { then, otherwise } => {
+                out.extend(branches(prog, then));
+                out.extend(branches(prog, otherwise));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn used_flows(prog: &Program, effects: &[crate::compile::node::CEffect]) -> Vec<String> {

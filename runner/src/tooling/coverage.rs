@@ -1,9 +1,10 @@
-//! Rule coverage across test cases: did each rule fire, and was each condition (of the
-//! rules and of the flows) seen both true and false?
+//! Rule coverage across test cases: did each rule fire, was each condition (of the rules
+//! and of the flows) seen both true and false, and was each effect guard (`if:` on an
+//! effect or a group) seen both taken and not?
 //!
 //! The percentage counts points: one per rule (it fired in some case) and two per
-//! condition (seen true, seen false); a flow's conditions count once, however many rules
-//! use the flow. Coverage is covered points / all points × 100 (100 when there are none).
+//! condition and per effect guard (seen true, seen false); a flow's conditions and guards
+//! count once, however many rules use the flow. Coverage is covered points / all points × 100 (100 when there are none).
 
 use serde::Serialize;
 use skladsync_engine::trace::Outcome;
@@ -36,6 +37,8 @@ pub struct UnitCoverage {
     pub fired: bool,
     /// Its conditions.
     pub conditions: Vec<CondCoverage>,
+    /// Its effects' `if:` guards.
+    pub branches: Vec<CondCoverage>,
 }
 
 /// Coverage of a rule set.
@@ -70,6 +73,7 @@ impl Coverage {
                     location: r.location,
                     fired: false,
                     conditions: conds(&r.conditions),
+                    branches: conds(&r.branches),
                 })
                 .collect(),
             flows: rules
@@ -80,6 +84,7 @@ impl Coverage {
                     location: String::new(),
                     fired: true,
                     conditions: conds(&f.conditions),
+                    branches: conds(&f.branches),
                 })
                 .collect(),
         }
@@ -106,6 +111,22 @@ impl Coverage {
                     }
                 }
             }
+            for b in &rt.branches {
+                let unit = match &b.flow {
+                    None => self.rules.iter_mut().find(|u| u.name == rt.rule),
+                    Some(f) => self.flows.iter_mut().find(|u| &u.name == f),
+                };
+                // A guard is known by where it is written.
+                let guard =
+                    unit.and_then(|u| u.branches.iter_mut().find(|g| g.location == b.location));
+                if let Some(g) = guard {
+                    if b.holds {
+                        g.seen_true = true;
+                    } else {
+                        g.seen_false = true;
+                    }
+                }
+            }
         }
     }
 
@@ -118,7 +139,7 @@ impl Coverage {
             covered += usize::from(u.fired);
         }
         for u in self.rules.iter().chain(&self.flows) {
-            for c in &u.conditions {
+            for c in u.conditions.iter().chain(&u.branches) {
                 all += 2;
                 covered += usize::from(c.seen_true) + usize::from(c.seen_false);
             }
@@ -141,7 +162,7 @@ impl Coverage {
         let mut s = String::new();
         let (covered, all) = self.points();
         s.push_str(&format!(
-            "{} {:.1}% ({covered} of {all} points: each rule fired, each condition seen true and false)\n",
+            "{} {:.1}% ({covered} of {all} points: each rule fired, each condition and effect `if:` seen true and false)\n",
             paint.bold("coverage:"),
             self.percent()
         ));
@@ -164,12 +185,14 @@ impl Coverage {
                 paint.red("never fired")
             };
             s.push_str(&format!(
-                "  rule {}  {status}, {both}/{} conditions both ways  {}\n",
+                "  rule {}  {status}, {both}/{} conditions both ways{}  {}\n",
                 paint.bold(&u.name),
                 u.conditions.len(),
+                branches_both(&u.branches),
                 paint.dim(&u.location)
             ));
             render_conds(&mut s, &u.conditions, &mark, paint);
+            render_branches(&mut s, &u.branches, &mark, paint);
         }
         for u in &self.flows {
             let both = u
@@ -178,11 +201,13 @@ impl Coverage {
                 .filter(|c| c.seen_true && c.seen_false)
                 .count();
             s.push_str(&format!(
-                "  flow {}  {both}/{} conditions both ways\n",
+                "  flow {}  {both}/{} conditions both ways{}\n",
                 paint.bold(&u.name),
-                u.conditions.len()
+                u.conditions.len(),
+                branches_both(&u.branches)
             ));
             render_conds(&mut s, &u.conditions, &mark, paint);
+            render_branches(&mut s, &u.branches, &mark, paint);
         }
         s
     }
@@ -200,6 +225,38 @@ fn render_conds(
         }
         s.push_str(&format!(
             "      when[{i}] true: {}, false: {}  {}  {}\n",
+            mark(c.seen_true),
+            mark(c.seen_false),
+            one_line(&c.text),
+            paint.dim(&c.location)
+        ));
+    }
+}
+
+/// `, n/m effect ifs both ways` (nothing when there are none).
+fn branches_both(branches: &[CondCoverage]) -> String {
+    if branches.is_empty() {
+        return String::new();
+    }
+    let both = branches
+        .iter()
+        .filter(|c| c.seen_true && c.seen_false)
+        .count();
+    format!(", {both}/{} effect ifs both ways", branches.len())
+}
+
+fn render_branches(
+    s: &mut String,
+    branches: &[CondCoverage],
+    mark: &dyn Fn(bool) -> String,
+    paint: Paint,
+) {
+    for c in branches {
+        if c.seen_true && c.seen_false {
+            continue;
+        }
+        s.push_str(&format!(
+            "      if taken: {}, not: {}  {}  {}\n",
             mark(c.seen_true),
             mark(c.seen_false),
             one_line(&c.text),
