@@ -9,6 +9,7 @@
 //! | `SKLADSYNC_MS_LOGIN`, `SKLADSYNC_MS_PASSWORD` | МойСклад Basic credentials |
 //! | `SKLADSYNC_MS_TOKEN` | МойСклад Bearer token (instead of login/password) |
 //! | `SKLADSYNC_WEBHOOK_SECRET` | the secret in the webhook path |
+//! | `SKLADSYNC_ADMIN_TOKEN` | the operator token of `POST /admin/reload` |
 //!
 //! Secrets are [`Secret`]s: their `Debug` and `Display` never show them, and they are not
 //! serialized back out.
@@ -220,6 +221,18 @@ pub struct RulesConfig {
     /// Layers).
     #[serde(default)]
     pub layers: Vec<PathBuf>,
+    /// Reload the rules and settings when one of their files changes (the rules directory,
+    /// the layers, the settings file), after `watch_debounce` without further change. Off by
+    /// default: SIGHUP and `POST /admin/reload` reload too.
+    #[serde(default)]
+    pub watch: bool,
+    /// How long the files must stay unchanged before a watched change is reloaded.
+    #[serde(default = "default_watch_debounce")]
+    pub watch_debounce: Interval,
+}
+
+fn default_watch_debounce() -> Interval {
+    Interval(Duration::from_secs(1))
 }
 
 fn default_rules_dir() -> PathBuf {
@@ -232,6 +245,8 @@ impl Default for RulesConfig {
             dir: default_rules_dir(),
             settings: None,
             layers: Vec::new(),
+            watch: false,
+            watch_debounce: default_watch_debounce(),
         }
     }
 }
@@ -394,6 +409,18 @@ pub struct Config {
     /// The ICML catalogue (CAT-02).
     #[serde(default)]
     pub icml: IcmlConfig,
+    /// Operator access to the daemon's HTTP endpoints (`POST /admin/reload`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Operator access.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A bearer token for `POST /admin/reload` (or `SKLADSYNC_ADMIN_TOKEN`); the webhook
+    /// secret is accepted too. At least 16 characters.
+    pub token: Secret,
 }
 
 impl Config {
@@ -434,6 +461,7 @@ impl Config {
         set(&mut cfg.moysklad.token, "SKLADSYNC_MS_TOKEN");
         set(&mut cfg.webhooks.secret, "SKLADSYNC_WEBHOOK_SECRET");
         set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
+        set(&mut cfg.admin.token, "SKLADSYNC_ADMIN_TOKEN");
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -462,6 +490,9 @@ impl Config {
             }
         }
         problems.extend(self.icml.problems());
+        if !self.admin.token.is_empty() && self.admin.token.expose().chars().count() < 16 {
+            problems.push("admin.token must be at least 16 characters".to_string());
+        }
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),

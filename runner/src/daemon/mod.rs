@@ -41,18 +41,19 @@ mod crm;
 mod events;
 mod icml;
 mod moysklad;
+mod reload;
 mod stock;
 mod version;
 mod webhook;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use skladsync_engine::{EvalOptions, RuleSet, Value};
+use skladsync_engine::{EvalOptions, Value};
 use tokio::sync::{watch, Notify};
 
 use crate::apply::{Applier, ApplyError, FailureClass, Outcome, PlanRun, Stats, StatsSnapshot};
@@ -63,6 +64,7 @@ use crate::state::{InboxItem, JournalEntry, Outbox, Parked, StateError, SyncStat
 use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
+pub use reload::ReloadOutcome;
 
 /// Work that fails for a reason retrying will not fix is given up after this many tries.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -127,14 +129,19 @@ pub enum DaemonError {
 
 pub(crate) struct Inner {
     config: Config,
-    rules: Arc<RuleSet>,
-    settings: Value,
+    /// The rule set in use; replaced whole by a reload, between two items.
+    live: std::sync::RwLock<Arc<reload::Live>>,
+    /// The `connection` settings the runner fills in (merged over every loaded set).
+    connection: Json,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// The last refused reload (shown on `/status`), cleared by a clean one.
+    refused: Mutex<Option<reload::Refusal>>,
     systems: Systems,
     state: SyncState,
     refs: Arc<ReferenceCache>,
     applier: Applier,
     stats: Arc<Stats>,
-    listened: BTreeSet<String>,
     webhook_url: Option<String>,
     // --- receiver (issue 9, items 5 and 7) ---
     /// The secret path segment of the receiver.
@@ -155,9 +162,6 @@ pub(crate) struct Inner {
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The retailCRM account's time zone.
     crm_tz: chrono_tz::Tz,
-    /// Content hash of the rule files, the settings file and the evaluation limits (parked
-    /// work waits for a change).
-    rules_version: String,
     /// Shared with the applier: plans stop between two effects.
     stop: Arc<AtomicBool>,
 }
@@ -179,25 +183,12 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Loads the rules, opens the state, binds the webhook receiver and builds the clients.
     pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let settings_path = config.settings_path();
-        let (rules, warnings) = RuleSet::load_layers(
-            &config.rules.dir,
-            &config.rules.layers,
-            settings_path.as_deref(),
-        )
-        .map_err(|d| DaemonError::Rules(d.render(false)))?;
+        let (rules, warnings) =
+            reload::load(&config).map_err(|d| DaemonError::Rules(d.render(false)))?;
         if !warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
-        let limits = &config.limits;
-        let limits = format!("{} {}", limits.max_effects, limits.max_eval_bytes.0);
-        let mut rules_version =
-            version::rules_version(&config.rules.dir, settings_path.as_deref(), &limits);
-        // A changed layer is a change of the rules too (parked work is evaluated again).
-        for layer in &config.rules.layers {
-            rules_version.push('+');
-            rules_version.push_str(&version::rules_version(layer, None, ""));
-        }
+        let rules_version = reload::version_of(&config);
         let state = SyncState::open(&config.state.path)?;
 
         let instance_id = instance_id(&state)?;
@@ -263,13 +254,14 @@ impl Daemon {
             "crm_timezone": crm_tz.name(),
             "moysklad_timezone": MOYSKLAD_TIMEZONE.name(),
         }});
-        let settings = rules.settings_with(&from_json(&connection));
-
-        let listened: BTreeSet<String> = rules
-            .rules()
-            .into_iter()
-            .flat_map(|r| r.on.into_iter())
-            .collect();
+        // When this version became live: kept in the state, so a restart on the same rules
+        // does not reset it.
+        let since = state
+            .misc("rules_version")?
+            .filter(|v| v.get("version").and_then(Json::as_str) == Some(rules_version.as_str()))
+            .and_then(|v| v.get("since").and_then(Json::as_i64))
+            .unwrap_or_else(now_ms);
+        let live = reload::Live::new(rules, &connection, rules_version, since);
         let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -285,14 +277,15 @@ impl Daemon {
         Ok(Daemon {
             inner: Arc::new(Inner {
                 config,
-                rules: Arc::new(rules),
-                settings,
+                live: std::sync::RwLock::new(Arc::new(live)),
+                connection,
+                reloading: tokio::sync::Mutex::new(()),
+                refused: Mutex::new(None),
                 systems,
                 state,
                 refs,
                 applier,
                 stats,
-                listened,
                 webhook_url,
                 webhook_secret: secret,
                 instance_id,
@@ -303,7 +296,6 @@ impl Daemon {
                 processing: tokio::sync::Mutex::new(()),
                 stopping: AtomicBool::new(false),
                 auth_problems: Mutex::new(Default::default()),
-                rules_version,
                 crm_tz,
                 stop,
             }),
@@ -327,12 +319,12 @@ impl Daemon {
 
     /// Whether some rule listens to `event`.
     pub fn listens(&self, event: &str) -> bool {
-        self.inner.listened.contains(event)
+        self.live().listened.contains(event)
     }
 
-    /// The settings the rules see (with `connection` filled in by the runner).
-    pub fn settings(&self) -> &Value {
-        &self.inner.settings
+    /// The settings the rules see now (with `connection` filled in by the runner).
+    pub fn settings(&self) -> Value {
+        self.live().settings.clone()
     }
 
     /// The journal limits from the config.
@@ -353,12 +345,21 @@ impl Daemon {
     /// Runs once at start: queues `settings.saved`, registers webhooks, bootstraps the
     /// МойСклад watermarks.
     pub async fn start_up(&self) -> Result<(), DaemonError> {
-        let unparked = self
+        let version = self.live().version.clone();
+        let before = self
             .inner
             .state
-            .unpark_changed(&self.inner.rules_version, now_ms())?;
-        if unparked > 0 {
-            tracing::info!(unparked, "the rules changed: parked work is tried again");
+            .misc("rules_version")?
+            .and_then(|v| v.get("version").and_then(Json::as_str).map(str::to_string));
+        if before.as_deref() != Some(version.as_str()) {
+            // A new version since the last run (or the first run): journalled, and parked
+            // work tried again.
+            self.rules_changed(before.as_deref().unwrap_or_default(), "start")?;
+        } else {
+            let unparked = self.inner.state.unpark_changed(&version, now_ms())?;
+            if unparked > 0 {
+                tracing::info!(unparked, "the rules changed: parked work is tried again");
+            }
         }
         self.enqueue(vec![Work::SettingsSaved])?;
         if self.inner.config.webhooks.register && self.inner.webhook_url.is_some() {
@@ -411,8 +412,8 @@ impl Daemon {
     }
 
     /// The version (content hash) of the rules and settings in use.
-    pub fn rules_version(&self) -> &str {
-        &self.inner.rules_version
+    pub fn rules_version(&self) -> String {
+        self.live().version.clone()
     }
 
     /// Processes every item that is due (each at most once), in order. Parked items wait; an
@@ -504,8 +505,11 @@ impl Daemon {
         };
         let name = built.event.name.clone();
         self.inner.stats.event(&name);
-        let rules = self.inner.rules.clone();
-        let settings = self.inner.settings.clone();
+        // The set in use now; a reload waits for this item to finish.
+        let live = self.live();
+        let rules = live.rules.clone();
+        let settings = live.settings.clone();
+        let rules_version = live.version.clone();
         let world = LiveWorld::new(
             self.inner.systems.clone(),
             state.clone(),
@@ -555,6 +559,7 @@ impl Daemon {
             plan,
             started: now_ms(),
             done: Default::default(),
+            rules: rules_version,
         };
         // From here on the plan is finished, whatever happens: it is recorded with its item.
         state.start_plan(&outbox)?;
@@ -586,7 +591,7 @@ impl Daemon {
         item.last_error = Some(text.clone());
         item.parked = Some(Parked {
             reason: text,
-            rules: self.inner.rules_version.clone(),
+            rules: self.live().version.clone(),
             at: now_ms(),
         });
         self.inner.state.update_item(seq, &item)?;
@@ -835,6 +840,8 @@ impl Daemon {
         if let Some(t) = self.spawn_receiver(stop_rx.clone()) {
             tasks.push(t);
         }
+        tasks.extend(self.spawn_sighup(stop_rx.clone()));
+        tasks.extend(self.spawn_watcher(stop_rx.clone()));
         tasks.push(tokio::spawn(self.clone().worker(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().crm_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().ms_schedule(stop_rx.clone())));

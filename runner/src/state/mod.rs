@@ -381,6 +381,11 @@ pub struct Outbox {
     /// The confirmed result of each effect applied so far (by index).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub done: BTreeMap<usize, Value>,
+    /// The version (content hash) of the rule set that made the plan; empty for plans
+    /// recorded before versions were kept. A plan keeps applying as recorded whatever rules
+    /// are loaded since.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rules: String,
 }
 
 /// What `plan/<seq>` holds: the [`Outbox`] without its progress.
@@ -389,6 +394,8 @@ struct PlanHead<'a> {
     seq: u64,
     plan: &'a skladsync_engine::Plan,
     started: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    rules: &'a str,
 }
 
 /// The state of an idempotent create, by its key.
@@ -968,6 +975,7 @@ impl SyncState {
             seq: outbox.seq,
             plan: &outbox.plan,
             started: outbox.started,
+            rules: &outbox.rules,
         };
         ops.push((plan_key(outbox.seq), Some(serde_json::to_vec(&head)?)));
         self.commit(ops)
@@ -1304,6 +1312,7 @@ mod tests {
             plan,
             started: 1,
             done: BTreeMap::new(),
+            rules: String::new(),
         };
         s.start_plan(&ob).unwrap();
         let before = store.written.load(std::sync::atomic::Ordering::SeqCst);
