@@ -215,28 +215,7 @@ impl Daemon {
             (None, None, None, None)
         };
 
-        let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
-            .with_rate_limit(NonZeroU32::new(config.crm.rate_limit))
-            .with_timeout(config.crm.timeout.0)
-            .with_connect_timeout(config.crm.connect_timeout.0);
-        let crm = RetailcrmClient::new(crm_cfg)?;
-        let auth = if config.moysklad.token.is_empty() {
-            Auth::basic(
-                config.moysklad.login.expose(),
-                config.moysklad.password.expose(),
-            )
-        } else {
-            Auth::bearer(config.moysklad.token.expose())
-        };
-        let mut ms_cfg = ms_client::ClientConfig::new(auth)
-            .base_url(config.moysklad.url.clone())
-            .timeout(config.moysklad.timeout.0)
-            .connect_timeout(config.moysklad.connect_timeout.0);
-        if let Some(url) = &webhook_url {
-            ms_cfg = ms_cfg.webhook_disable_prefix(url.clone());
-        }
-        let ms = MoyskladClient::new(ms_cfg)?;
-        let systems = Systems { crm, ms };
+        let systems = systems_of(&config, webhook_url.as_deref())?;
 
         // The one settings key the runner writes: where the two APIs really are, and the
         // zones they write date-times in.
@@ -847,6 +826,7 @@ impl Daemon {
         tasks.push(tokio::spawn(self.clone().ms_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().stock_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().icml_schedule(stop_rx.clone())));
+        let sidecar = self.write_status_file();
         tracing::info!(receiver = ?self.inner.receiver_addr, "skladsync is running");
         shutdown.await;
         tracing::info!("stopping: finishing the item in progress; queued work stays queued");
@@ -857,9 +837,39 @@ impl Daemon {
         for t in tasks {
             let _ = t.await;
         }
+        if let Some(f) = sidecar {
+            let _ = std::fs::remove_file(f);
+        }
         self.inner.state.flush()?;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Writes [`status_file`] (owner-only): how `skladsync journal` and `status` reach this
+    /// daemon while it holds the state (sled allows one process).
+    fn write_status_file(&self) -> Option<std::path::PathBuf> {
+        let (addr, secret) = (
+            self.inner.receiver_addr?,
+            self.inner.webhook_secret.as_ref()?,
+        );
+        let host = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let file = status_file(&self.inner.config.state.path);
+        let body = json!({
+            "pid": std::process::id(),
+            "status_url": format!("http://{host}:{}/status/{secret}", addr.port()),
+        });
+        match crate::config::write_private(&file, body.to_string().as_bytes()) {
+            Ok(()) => Some(file),
+            Err(e) => {
+                tracing::warn!(path = %file.display(), error = %e, "cannot write the status file: `skladsync journal` needs --status-url while the daemon runs");
+                None
+            }
+        }
     }
 
     async fn worker(self, mut stop: watch::Receiver<bool>) {
@@ -957,6 +967,42 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The two API clients as the config describes them (`webhook_url`: our own registrations,
+/// which the МойСклад client recognises).
+pub fn systems_of(config: &Config, webhook_url: Option<&str>) -> Result<Systems, DaemonError> {
+    let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
+        .with_rate_limit(NonZeroU32::new(config.crm.rate_limit))
+        .with_timeout(config.crm.timeout.0)
+        .with_connect_timeout(config.crm.connect_timeout.0);
+    let crm = RetailcrmClient::new(crm_cfg)?;
+    let auth = if config.moysklad.token.is_empty() {
+        Auth::basic(
+            config.moysklad.login.expose(),
+            config.moysklad.password.expose(),
+        )
+    } else {
+        Auth::bearer(config.moysklad.token.expose())
+    };
+    let mut ms_cfg = ms_client::ClientConfig::new(auth)
+        .base_url(config.moysklad.url.clone())
+        .timeout(config.moysklad.timeout.0)
+        .connect_timeout(config.moysklad.connect_timeout.0);
+    if let Some(url) = webhook_url {
+        ms_cfg = ms_cfg.webhook_disable_prefix(url.to_string());
+    }
+    let ms = MoyskladClient::new(ms_cfg)?;
+    let systems = Systems { crm, ms };
+    Ok(systems)
+}
+
+/// Where a running daemon says how to reach its `/status` (`<state>.daemon.json`, beside the
+/// state directory, owner-only; removed at a clean stop).
+pub fn status_file(state: &std::path::Path) -> std::path::PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".daemon.json");
+    state.with_file_name(name)
 }
 
 /// The retailCRM account's time zone (`GET /api/v5/settings`), kept in the state so that a

@@ -405,6 +405,7 @@ async fn status(
     let body = tokio::task::spawn_blocking(move || -> Result<Json, crate::state::StateError> {
         let journal = d.state().journal_entries(d.journal_limits(), now_ms())?;
         let inbox = d.state().inbox()?;
+        let cursors = d.state().cursors()?;
         let stats = d.stats();
         Ok(serde_json::json!({
             "journal": journal,
@@ -417,6 +418,7 @@ async fn status(
             "rules_since": d.rules_since(),
             "rules_refused": d.last_refusal(),
             "waiting_count": inbox.len(),
+            "cursors": cursors,
             "inbox_max": d.inner.config.receiver.max_inbox,
             "events": stats.events,
             "effects": stats.effects,

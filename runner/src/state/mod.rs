@@ -92,6 +92,14 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// Whether the state directory is held by another process (a running daemon: sled
+    /// allows one process at a time).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, StateError::Damaged { problem, .. } if problem.contains("in use by another process"))
+    }
+}
+
 /// One write of an atomic batch: a put (`Some`) or a remove (`None`).
 pub type BatchOp = (Vec<u8>, Option<Vec<u8>>);
 
@@ -639,6 +647,29 @@ impl SyncState {
             Some(text) => self.read(&link_key(kind, side, &text)),
             None => Ok(None),
         }
+    }
+
+    /// Removes a link (under every one of its ids).
+    pub fn remove_link(&self, link: &Link) -> Result<(), StateError> {
+        let _g = self.guard();
+        let ops = link
+            .ids
+            .iter()
+            .filter_map(|(side, id)| id_text(id).map(|t| (link_key(&link.kind, side, &t), None)))
+            .collect();
+        self.commit(ops)
+    }
+
+    /// Every cursor, by name.
+    pub fn cursors(&self) -> Result<BTreeMap<String, Value>, StateError> {
+        Ok(self
+            .scan::<Value>(b"cursor/")?
+            .into_iter()
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(&k["cursor/".len()..]).into_owned();
+                (name, v)
+            })
+            .collect())
     }
 
     /// Every link (each once).
