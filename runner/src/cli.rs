@@ -446,6 +446,18 @@ pub struct RunArgs {
     /// state directory is gone for good); same as `receiver.take_over: true`.
     #[arg(long)]
     pub take_over: bool,
+    /// Log format on stderr: text, or json (one object per line, for a log collector).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SKLADSYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How the daemon logs.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Lines for people (coloured on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `skladsync emulate`.

@@ -233,7 +233,7 @@ async fn sighup_reloads_the_rules_of_the_running_binary() {
     let secret = "reloadSECRET-0123456789abcdef";
     let log = dir.path().join("daemon.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_skladsync"))
-        .args(["run", "--config"])
+        .args(["run", "--log-format", "json", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")
         .env("SKLADSYNC_WEBHOOK_SECRET", secret)
@@ -307,4 +307,15 @@ async fn sighup_reloads_the_rules_of_the_running_binary() {
         "{names:?}\n{logged}"
     );
     assert!(!logged.contains(secret), "the secret must not be logged");
+    // --log-format json: every line is one JSON object.
+    let lines: Vec<&str> = logged.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 3, "{logged}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("new rules loaded")),
+        "the reload is logged: {logged}"
+    );
 }
