@@ -11,6 +11,10 @@
 //! | `SKLADSYNC_WEBHOOK_SECRET` | the secret in the webhook path |
 //! | `SKLADSYNC_ADMIN_TOKEN` | the operator token of `POST /admin/reload` |
 //!
+//! Each variable may instead name a file holding the value: `SKLADSYNC_CRM_API_KEY_FILE=
+//! /run/secrets/crm_api_key` (Docker secrets, systemd `LoadCredential=`); surrounding
+//! whitespace is dropped, the variable itself wins over its file.
+//!
 //! Secrets are [`Secret`]s: their `Debug` and `Display` never show them, and they are not
 //! serialized back out.
 
@@ -450,9 +454,17 @@ impl Config {
     ) -> Result<Config, String> {
         let mut cfg: Config =
             serde_yaml::from_str(text).map_err(|e| validate::explain_yaml_error(&e.to_string()))?;
-        let set = |slot: &mut Secret, var: &str| {
+        let mut unreadable = Vec::new();
+        // `VAR`, else the file named by `VAR_FILE` (Docker secrets, systemd credentials).
+        let mut set = |slot: &mut Secret, var: &str| {
             if let Some(v) = env(var).filter(|v| !v.is_empty()) {
                 *slot = Secret::new(v);
+            } else if let Some(file) = env(&format!("{var}_FILE")).filter(|v| !v.is_empty()) {
+                match std::fs::read_to_string(&file) {
+                    Ok(t) if !t.trim().is_empty() => *slot = Secret::new(t.trim()),
+                    Ok(_) => unreadable.push(format!("{var}_FILE: {file} is empty")),
+                    Err(e) => unreadable.push(format!("{var}_FILE: cannot read {file}: {e}")),
+                }
             }
         };
         set(&mut cfg.crm.api_key, "SKLADSYNC_CRM_API_KEY");
@@ -462,6 +474,9 @@ impl Config {
         set(&mut cfg.webhooks.secret, "SKLADSYNC_WEBHOOK_SECRET");
         set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
         set(&mut cfg.admin.token, "SKLADSYNC_ADMIN_TOKEN");
+        if !unreadable.is_empty() {
+            return Err(unreadable.join("\n"));
+        }
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -518,6 +533,56 @@ mod tests {
     use super::*;
 
     const MIN: &str = "crm: {url: 'http://127.0.0.1:1'}\nmoysklad: {url: 'http://127.0.0.1:2/api/remap/1.2'}\nstate: {path: st}\n";
+
+    #[test]
+    fn the_example_production_config_loads_and_holds_no_credentials() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/skladsync.example.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY" => Some("k".to_string()),
+            "SKLADSYNC_MS_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let cfg = Config::from_yaml(&text, Path::new("/etc/skladsync"), &env).unwrap();
+        assert_eq!(cfg.state.path, Path::new("/var/lib/skladsync/state"));
+        assert!(!cfg.rules.watch);
+        for key in ["api_key:", "password:", "token:", "login:", "secret:"] {
+            assert!(
+                !text.lines().any(|l| l.trim_start().starts_with(key)),
+                "{key} in the example config"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_files_named_by_file_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("crm_api_key");
+        std::fs::write(&key, "crm-from-file\n").unwrap();
+        let key_s = key.display().to_string();
+        let env = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY_FILE" => Some(key_s.clone()),
+            "SKLADSYNC_MS_TOKEN" => Some("ms-secret-2".to_string()),
+            "SKLADSYNC_MS_TOKEN_FILE" => Some("/nonexistent/ignored".to_string()),
+            _ => None,
+        };
+        let cfg = Config::from_yaml(MIN, Path::new("/etc/x"), &env).unwrap();
+        assert_eq!(cfg.crm.api_key.expose(), "crm-from-file");
+        // The variable wins over its file (which is then not read at all).
+        assert_eq!(cfg.moysklad.token.expose(), "ms-secret-2");
+        let missing = dir.path().join("missing").display().to_string();
+        let env = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY_FILE" => Some(missing.clone()),
+            "SKLADSYNC_MS_TOKEN" => Some("ms-secret-2".to_string()),
+            _ => None,
+        };
+        let err = Config::from_yaml(MIN, Path::new("/etc/x"), &env).unwrap_err();
+        assert!(
+            err.contains("SKLADSYNC_CRM_API_KEY_FILE: cannot read"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn env_fills_credentials_and_debug_hides_them() {
