@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use skladsync_runner::config::Config;
 use skladsync_runner::daemon::Daemon;
 use skladsync_runner::demo::lab::{Lab, LabOptions};
+use skladsync_runner::state::{Parked, Work};
 
 /// A copy of the test rule set, to edit.
 fn rules_copy(dir: &Path) -> PathBuf {
@@ -113,9 +114,37 @@ async fn a_rule_edited_and_reloaded_over_http_drives_the_next_event_and_a_broken
     // Without the token (or with a wrong one) the reload is refused.
     assert_eq!(post_reload(addr, None).await.0, 401);
     assert_eq!(post_reload(addr, Some("not-the-secret")).await.0, 401);
+    // Work parked under the old rules (as an evaluation that failed would leave it).
+    let parked_seq = d
+        .state()
+        .enqueue(
+            Work::Problem {
+                problem: json!({"code": "TEST", "subject": {"test": "parked"}}),
+            },
+            support::now(),
+        )
+        .expect("enqueue");
+    let mut item = d
+        .state()
+        .inbox_item(parked_seq)
+        .expect("item")
+        .expect("queued");
+    item.parked = Some(Parked {
+        reason: "a rule failed".into(),
+        rules: v1.clone(),
+        at: support::now(),
+    });
+    d.state().update_item(parked_seq, &item).expect("park");
     let (status, body) = post_reload(addr, Some(&secret)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "loaded", "{body}");
+    // The new version unparks it.
+    let item = d
+        .state()
+        .inbox_item(parked_seq)
+        .expect("item")
+        .expect("still queued");
+    assert!(item.parked.is_none(), "unparked by the new rules: {item:?}");
     let v2 = d.rules_version();
     assert_ne!(v1, v2);
     assert_eq!(body["version"], v2.as_str());

@@ -1366,6 +1366,27 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_plan_keeps_the_version_of_the_rules_that_made_it() {
+        let s = SyncState::in_memory();
+        let seq = s.enqueue(Work::SettingsSaved, 0).unwrap();
+        let plan: skladsync_engine::Plan =
+            serde_json::from_value(json!({"event": "settings.saved", "effects": []})).unwrap();
+        let ob = Outbox {
+            seq,
+            plan: plan.clone(),
+            started: 1,
+            done: BTreeMap::new(),
+            rules: "0123456789abcdef".into(),
+        };
+        s.start_plan(&ob).unwrap();
+        assert_eq!(s.plan(seq).unwrap().unwrap().rules, "0123456789abcdef");
+        // A plan recorded before versions were kept reads back with none.
+        let old = json!({"seq": seq, "plan": plan, "started": 1});
+        s.put(&plan_key(seq), &old).unwrap();
+        assert_eq!(s.plan(seq).unwrap().unwrap().rules, "");
+    }
+
+    #[test]
     fn a_parked_item_waits_for_new_work_or_other_rules() {
         let s = SyncState::in_memory();
         let seq = s.enqueue(order(1, 10), 0).unwrap();
