@@ -189,7 +189,7 @@ impl Daemon {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
         let rules_version = reload::version_of(&config);
-        let state = SyncState::open(&config.state.path)?;
+        let state = open_state(&config.state.path).await?;
 
         let instance_id = instance_id(&state)?;
         let (listener, receiver_addr, webhook_url, secret) = if config.webhooks.enabled {
@@ -995,6 +995,24 @@ pub fn systems_of(config: &Config, webhook_url: Option<&str>) -> Result<Systems,
     let ms = MoyskladClient::new(ms_cfg)?;
     let systems = Systems { crm, ms };
     Ok(systems)
+}
+
+/// How long the daemon waits for a state directory another process has open: `skladsync
+/// journal` and `status` open it for a moment when no daemon runs.
+const STATE_BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the state; while another process has it open, tries again for
+/// [`STATE_BUSY_WAIT`] (an operator command reading it briefly), then fails.
+async fn open_state(path: &std::path::Path) -> Result<SyncState, StateError> {
+    let deadline = tokio::time::Instant::now() + STATE_BUSY_WAIT;
+    loop {
+        match SyncState::open(path) {
+            Err(e) if e.is_in_use() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Where a running daemon says how to reach its `/status` (`<state>.daemon.json`, beside the
