@@ -28,6 +28,22 @@ fn rules_copy(dir: &Path) -> PathBuf {
     rules
 }
 
+/// Intervals for a daemon that runs on its own (`Daemon::run`, the binary): the МойСклад
+/// poll at a realistic pace, so that it does not take the request budget (4 units a request
+/// under the 2026 weights) from the worker.
+const RUN_INTERVALS: &str =
+    "{crm_poll: 300ms, reconcile: 10s, stock: 10s, purchase_prices: 60s, retry_min: 50ms, retry_max: 500ms}";
+
+/// The config of a rig, with [`RUN_INTERVALS`].
+fn run_config(lab: &Lab, rules: &Path, dir: &Path) -> PathBuf {
+    let config = support::write_config(lab, rules, dir, 100);
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(support::INTERVALS, RUN_INTERVALS);
+    std::fs::write(&config, text).expect("config");
+    config
+}
+
 /// Edits the upload rule: МойСклад orders are named `<prefix><number>` from now on.
 fn name_orders(rules: &Path, name_expr: &str) {
     let p = rules.join("sync.yaml");
@@ -201,7 +217,7 @@ async fn a_watched_rule_file_is_reloaded_when_it_changes() {
     let lab = Lab::start(LabOptions::default()).await.expect("lab");
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_copy(dir.path());
-    let config = support::write_config(&lab, &rules, dir.path(), 100);
+    let config = run_config(&lab, &rules, dir.path());
     let text = std::fs::read_to_string(&config).expect("config");
     let text = text.replacen(
         "state:\n",
@@ -249,7 +265,7 @@ async fn sighup_reloads_the_rules_of_the_running_binary() {
     let lab = Lab::start(LabOptions::default()).await.expect("lab");
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_copy(dir.path());
-    let config = support::write_config(&lab, &rules, dir.path(), 100);
+    let config = run_config(&lab, &rules, dir.path());
     // A known port, to read /status.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

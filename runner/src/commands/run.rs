@@ -83,6 +83,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
     let journal_limits = config.journal.limits();
     let result = rt.block_on(async {
+        // SIGHUP's default action is to end the process: from here on it never does (the
+        // daemon reloads on it once it runs; tokio keeps the handler installed).
+        #[cfg(unix)]
+        let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let daemon = Daemon::new(config).await?;
         if let Some(w) = exposure {
             daemon

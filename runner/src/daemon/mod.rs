@@ -813,14 +813,21 @@ impl Daemon {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DaemonError> {
-        self.start_up().await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        // Reloads are heard from the start on (start-up may take a while).
+        tasks.extend(self.spawn_sighup(stop_rx.clone()));
+        tasks.extend(self.spawn_watcher(stop_rx.clone()));
+        if let Err(e) = self.start_up().await {
+            let _ = stop_tx.send(true);
+            for t in tasks {
+                let _ = t.await;
+            }
+            return Err(e);
+        }
         if let Some(t) = self.spawn_receiver(stop_rx.clone()) {
             tasks.push(t);
         }
-        tasks.extend(self.spawn_sighup(stop_rx.clone()));
-        tasks.extend(self.spawn_watcher(stop_rx.clone()));
         tasks.push(tokio::spawn(self.clone().worker(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().crm_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().ms_schedule(stop_rx.clone())));
