@@ -55,6 +55,119 @@ pub enum Command {
     Case(CaseCommand),
     /// Evaluate one expression as a rule listening to the event would, and print its value.
     Eval(EvalArgs),
+    /// Show the journal (oldest first; --follow: new entries as they come), from the state
+    /// directory or, while the daemon runs, from the daemon.
+    Journal(JournalArgs),
+    /// Show waiting and parked work, cursors, links, counters and the rules version.
+    Status(StatusArgs),
+    /// Rebuild the link store from both systems by keys and external codes; prints what it
+    /// changes (with --dry-run, only prints). The daemon must be stopped.
+    Relink(RelinkArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// Where the operator commands read: the config's state directory, or the running daemon.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// The runner's config file (only `state.path` and `journal:` are read; no credentials
+    /// needed).
+    #[arg(long, default_value = "skladsync.yaml")]
+    pub config: PathBuf,
+    /// The state directory (instead of the config's `state.path`).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Read from a running daemon at this URL (`http://HOST:PORT/status/<secret>`). Without
+    /// it, the state directory is read; while a daemon holds it, the address the daemon
+    /// wrote beside it (`<state>.daemon.json`) is used.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SKLADSYNC_STATUS_URL",
+        hide_env_values = true
+    )]
+    pub status_url: Option<String>,
+}
+
+/// Journal levels, least serious first.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Everything.
+    Info,
+    /// Warnings and errors.
+    Warning,
+    /// Errors only.
+    Error,
+}
+
+/// `skladsync journal`.
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// Where to read.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Keep printing new and repeated entries as they are written (until Ctrl-C).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How often --follow looks, in seconds.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub interval: f64,
+    /// Only entries at least this serious.
+    #[arg(long, value_enum)]
+    pub level: Option<Level>,
+    /// Only entries with this code (e.g. STORE_NOT_MAPPED; repeatable).
+    #[arg(long)]
+    pub code: Vec<String>,
+    /// Only entries whose subject mentions this text (an order number, an id…).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `skladsync status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where to read.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The whole status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `skladsync relink`.
+#[derive(Debug, Args)]
+pub struct RelinkArgs {
+    /// The runner's config file (both systems' credentials, the state directory).
+    #[arg(long, default_value = "skladsync.yaml")]
+    pub config: PathBuf,
+    /// Only print what would be added, changed and removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the changes as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `skladsync completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `skladsync man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `skladsync.1` and one `skladsync-<command>.1` per command into this directory
+    /// instead of printing `skladsync.1`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `skladsync case …`.
@@ -338,6 +451,18 @@ pub struct RunArgs {
     /// state directory is gone for good); same as `receiver.take_over: true`.
     #[arg(long)]
     pub take_over: bool,
+    /// Log format on stderr: text, or json (one object per line, for a log collector).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SKLADSYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How the daemon logs.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Lines for people (coloured on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `skladsync emulate`.

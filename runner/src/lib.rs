@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod icml;
+pub mod ops;
 pub mod recording;
 pub mod state;
 pub mod tooling;

@@ -148,6 +148,7 @@ async fn apply(
         plan: plan.clone(),
         started: 0,
         done: BTreeMap::new(),
+        rules: String::new(),
     };
     state.start_plan(&outbox).expect("start plan");
     let run = PlanRun {

@@ -127,7 +127,7 @@ async fn with_webhooks_off_health_readiness_and_metrics_are_served_and_move_afte
         sum(
             &before,
             "skladsync_rules_info",
-            &[("version", d.rules_version())]
+            &[("version", &d.rules_version())]
         ),
         1.0
     );

@@ -9,6 +9,7 @@ mod eval;
 mod explain;
 mod fmt;
 mod icml;
+mod ops;
 mod plan;
 mod run;
 mod schema;
@@ -42,6 +43,11 @@ pub fn run(command: Command) -> ExitCode {
         Command::Schema(args) => schema::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Case(crate::cli::CaseCommand::New(args)) => case::new(&args),
+        Command::Journal(args) => ops::journal(&args),
+        Command::Status(args) => ops::status(&args),
+        Command::Relink(args) => ops::relink(&args),
+        Command::Completions(args) => ops::completions(&args),
+        Command::Man(args) => ops::man(&args),
     }
 }
 

@@ -2,20 +2,30 @@
 
 use std::process::ExitCode;
 
-use crate::cli::RunArgs;
+use crate::cli::{LogFormat, RunArgs};
 use crate::config::Config;
 use crate::daemon::Daemon;
 
 /// Logs to stderr through `tracing`; `RUST_LOG` chooses what (default `default`).
 pub(super) fn init_logging(default: &str) {
+    init_logging_as(default, LogFormat::Text);
+}
+
+/// Like [`init_logging`], in `format`: text for people, or one JSON object per line (for a
+/// log collector: `timestamp`, `level`, `fields.message`, the event's fields, `target`).
+pub(super) fn init_logging_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -43,7 +53,7 @@ pub(super) async fn shutdown_signal() {
 
 /// Runs the daemon until SIGTERM / Ctrl-C. Exit 0 after a clean stop, 1 on a start-up error.
 pub fn run(args: &RunArgs) -> ExitCode {
-    init_logging("info");
+    init_logging_as("info", args.log_format);
     let config = match Config::load(&args.config) {
         Ok(mut c) => {
             c.receiver.take_over |= args.take_over;
@@ -67,10 +77,16 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let exposure = crate::config::credential_exposure(&args.config);
     if let Some(w) = &exposure {
         tracing::warn!("{w}");
-        eprintln!("warning: {w}");
+        if args.log_format == LogFormat::Text {
+            eprintln!("warning: {w}");
+        }
     }
     let journal_limits = config.journal.limits();
     let result = rt.block_on(async {
+        // SIGHUP's default action is to end the process: from here on it never does (the
+        // daemon reloads on it once it runs; tokio keeps the handler installed).
+        #[cfg(unix)]
+        let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let daemon = Daemon::new(config).await?;
         if let Some(w) = exposure {
             daemon
@@ -83,7 +99,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("error: {e}");
+            if args.log_format == LogFormat::Text {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(1)
         }
     }

@@ -10,6 +10,11 @@
 //! | `SKLADSYNC_MS_TOKEN` | МойСклад Bearer token (instead of login/password) |
 //! | `SKLADSYNC_WEBHOOK_SECRET` | the secret in the webhook path |
 //! | `SKLADSYNC_OPERATOR_TOKEN` | the token of the operator pages and `/metrics` |
+//! | `SKLADSYNC_ADMIN_TOKEN` | the operator token of `POST /admin/reload` |
+//!
+//! Each variable may instead name a file holding the value: `SKLADSYNC_CRM_API_KEY_FILE=
+//! /run/secrets/crm_api_key` (Docker secrets, systemd `LoadCredential=`); surrounding
+//! whitespace is dropped, the variable itself wins over its file.
 //!
 //! Secrets are [`Secret`]s: their `Debug` and `Display` never show them, and they are not
 //! serialized back out.
@@ -225,6 +230,18 @@ pub struct RulesConfig {
     /// Layers).
     #[serde(default)]
     pub layers: Vec<PathBuf>,
+    /// Reload the rules and settings when one of their files changes (the rules directory,
+    /// the layers, the settings file), after `watch_debounce` without further change. Off by
+    /// default: SIGHUP and `POST /admin/reload` reload too.
+    #[serde(default)]
+    pub watch: bool,
+    /// How long the files must stay unchanged before a watched change is reloaded.
+    #[serde(default = "default_watch_debounce")]
+    pub watch_debounce: Interval,
+}
+
+fn default_watch_debounce() -> Interval {
+    Interval(Duration::from_secs(1))
 }
 
 fn default_rules_dir() -> PathBuf {
@@ -237,6 +254,8 @@ impl Default for RulesConfig {
             dir: default_rules_dir(),
             settings: None,
             layers: Vec::new(),
+            watch: false,
+            watch_debounce: default_watch_debounce(),
         }
     }
 }
@@ -405,6 +424,18 @@ pub struct Config {
     /// The operator HTTP server (health, metrics, status pages).
     #[serde(default)]
     pub http: HttpConfig,
+    /// Operator access to the daemon's HTTP endpoints (`POST /admin/reload`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Operator access.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A bearer token for `POST /admin/reload` (or `SKLADSYNC_ADMIN_TOKEN`); the webhook
+    /// secret is accepted too. At least 16 characters.
+    pub token: Secret,
 }
 
 impl Config {
@@ -434,9 +465,17 @@ impl Config {
     ) -> Result<Config, String> {
         let mut cfg: Config =
             serde_yaml::from_str(text).map_err(|e| validate::explain_yaml_error(&e.to_string()))?;
-        let set = |slot: &mut Secret, var: &str| {
+        let mut unreadable = Vec::new();
+        // `VAR`, else the file named by `VAR_FILE` (Docker secrets, systemd credentials).
+        let mut set = |slot: &mut Secret, var: &str| {
             if let Some(v) = env(var).filter(|v| !v.is_empty()) {
                 *slot = Secret::new(v);
+            } else if let Some(file) = env(&format!("{var}_FILE")).filter(|v| !v.is_empty()) {
+                match std::fs::read_to_string(&file) {
+                    Ok(t) if !t.trim().is_empty() => *slot = Secret::new(t.trim()),
+                    Ok(_) => unreadable.push(format!("{var}_FILE: {file} is empty")),
+                    Err(e) => unreadable.push(format!("{var}_FILE: cannot read {file}: {e}")),
+                }
             }
         };
         set(&mut cfg.crm.api_key, "SKLADSYNC_CRM_API_KEY");
@@ -446,6 +485,10 @@ impl Config {
         set(&mut cfg.webhooks.secret, "SKLADSYNC_WEBHOOK_SECRET");
         set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
         set(&mut cfg.http.operator_token, "SKLADSYNC_OPERATOR_TOKEN");
+        set(&mut cfg.admin.token, "SKLADSYNC_ADMIN_TOKEN");
+        if !unreadable.is_empty() {
+            return Err(unreadable.join("\n"));
+        }
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -479,6 +522,9 @@ impl Config {
         problems.extend(self.icml.problems());
         problems.extend(self.record.problems());
         problems.extend(self.http.problems());
+        if !self.admin.token.is_empty() && self.admin.token.expose().chars().count() < 16 {
+            problems.push("admin.token must be at least 16 characters".to_string());
+        }
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),
@@ -512,6 +558,56 @@ mod tests {
     use super::*;
 
     const MIN: &str = "crm: {url: 'http://127.0.0.1:1'}\nmoysklad: {url: 'http://127.0.0.1:2/api/remap/1.2'}\nstate: {path: st}\n";
+
+    #[test]
+    fn the_example_production_config_loads_and_holds_no_credentials() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/skladsync.example.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY" => Some("k".to_string()),
+            "SKLADSYNC_MS_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let cfg = Config::from_yaml(&text, Path::new("/etc/skladsync"), &env).unwrap();
+        assert_eq!(cfg.state.path, Path::new("/var/lib/skladsync/state"));
+        assert!(!cfg.rules.watch);
+        for key in ["api_key:", "password:", "token:", "login:", "secret:"] {
+            assert!(
+                !text.lines().any(|l| l.trim_start().starts_with(key)),
+                "{key} in the example config"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_files_named_by_file_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("crm_api_key");
+        std::fs::write(&key, "crm-from-file\n").unwrap();
+        let key_s = key.display().to_string();
+        let env = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY_FILE" => Some(key_s.clone()),
+            "SKLADSYNC_MS_TOKEN" => Some("ms-secret-2".to_string()),
+            "SKLADSYNC_MS_TOKEN_FILE" => Some("/nonexistent/ignored".to_string()),
+            _ => None,
+        };
+        let cfg = Config::from_yaml(MIN, Path::new("/etc/x"), &env).unwrap();
+        assert_eq!(cfg.crm.api_key.expose(), "crm-from-file");
+        // The variable wins over its file (which is then not read at all).
+        assert_eq!(cfg.moysklad.token.expose(), "ms-secret-2");
+        let missing = dir.path().join("missing").display().to_string();
+        let env = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY_FILE" => Some(missing.clone()),
+            "SKLADSYNC_MS_TOKEN" => Some("ms-secret-2".to_string()),
+            _ => None,
+        };
+        let err = Config::from_yaml(MIN, Path::new("/etc/x"), &env).unwrap_err();
+        assert!(
+            err.contains("SKLADSYNC_CRM_API_KEY_FILE: cannot read"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn env_fills_credentials_and_debug_hides_them() {

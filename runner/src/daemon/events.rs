@@ -258,7 +258,7 @@ impl Daemon {
             }
             Work::SettingsSaved => {
                 let previous = state.misc("settings")?.unwrap_or(Json::Null);
-                let current = self.inner.settings.to_serde_json();
+                let current = self.live().settings.to_serde_json();
                 Ok(Some(Built {
                     event: event("settings.saved", json!({"previous": previous})),
                     after: AfterCommit::Settings(current),

@@ -43,18 +43,19 @@ mod events;
 mod icml;
 mod moysklad;
 mod ops;
+mod reload;
 mod stock;
 mod version;
 mod webhook;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use skladsync_engine::{EvalOptions, RuleSet, Value};
+use skladsync_engine::{EvalOptions, Value};
 use tokio::sync::{watch, Notify};
 
 use crate::apply::{Applier, ApplyError, FailureClass, Outcome, PlanRun, Stats, StatsSnapshot};
@@ -66,6 +67,7 @@ use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
 pub use ops::{MetricsError, Observed};
+pub use reload::ReloadOutcome;
 
 /// Work that fails for a reason retrying will not fix is given up after this many tries.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -139,14 +141,19 @@ pub enum DaemonError {
 
 pub(crate) struct Inner {
     config: Config,
-    rules: Arc<RuleSet>,
-    settings: Value,
+    /// The rule set in use; replaced whole by a reload, between two items.
+    live: std::sync::RwLock<Arc<reload::Live>>,
+    /// The `connection` settings the runner fills in (merged over every loaded set).
+    connection: Json,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// The last refused reload (shown on `/status`), cleared by a clean one.
+    refused: Mutex<Option<reload::Refusal>>,
     systems: Systems,
     state: SyncState,
     refs: Arc<ReferenceCache>,
     applier: Applier,
     stats: Arc<Stats>,
-    listened: BTreeSet<String>,
     webhook_url: Option<String>,
     // --- receiver (issue 9, items 5 and 7) ---
     /// The secret path segment of the receiver.
@@ -177,9 +184,6 @@ pub(crate) struct Inner {
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The retailCRM account's time zone.
     crm_tz: chrono_tz::Tz,
-    /// Content hash of the rule files, the settings file and the evaluation limits (parked
-    /// work waits for a change).
-    rules_version: String,
     /// Shared with the applier: plans stop between two effects.
     stop: Arc<AtomicBool>,
     /// Where evaluated events are recorded (`record:`), when on.
@@ -203,26 +207,13 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Loads the rules, opens the state, binds the webhook receiver and builds the clients.
     pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let settings_path = config.settings_path();
-        let (rules, warnings) = RuleSet::load_layers(
-            &config.rules.dir,
-            &config.rules.layers,
-            settings_path.as_deref(),
-        )
-        .map_err(|d| DaemonError::Rules(d.render(false)))?;
+        let (rules, warnings) =
+            reload::load(&config).map_err(|d| DaemonError::Rules(d.render(false)))?;
         if !warnings.is_empty() {
             tracing::warn!("rule warnings:\n{}", warnings.render(false));
         }
-        let limits = &config.limits;
-        let limits = format!("{} {}", limits.max_effects, limits.max_eval_bytes.0);
-        let mut rules_version =
-            version::rules_version(&config.rules.dir, settings_path.as_deref(), &limits);
-        // A changed layer is a change of the rules too (parked work is evaluated again).
-        for layer in &config.rules.layers {
-            rules_version.push('+');
-            rules_version.push_str(&version::rules_version(layer, None, ""));
-        }
-        let state = SyncState::open(&config.state.path)?;
+        let rules_version = reload::version_of(&config);
+        let state = open_state(&config.state.path).await?;
 
         let instance_id = instance_id(&state)?;
         let bind = |addr: std::net::SocketAddr| async move {
@@ -286,30 +277,11 @@ impl Daemon {
         };
         // --- end operator server ---
 
-        let crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
-            .with_rate_limit(NonZeroU32::new(config.crm.rate_limit))
-            .with_timeout(config.crm.timeout.0)
-            .with_connect_timeout(config.crm.connect_timeout.0)
-            .with_observer(observer(ops::CRM));
-        let crm = RetailcrmClient::new(crm_cfg)?;
-        let auth = if config.moysklad.token.is_empty() {
-            Auth::basic(
-                config.moysklad.login.expose(),
-                config.moysklad.password.expose(),
-            )
-        } else {
-            Auth::bearer(config.moysklad.token.expose())
-        };
-        let mut ms_cfg = ms_client::ClientConfig::new(auth)
-            .base_url(config.moysklad.url.clone())
-            .timeout(config.moysklad.timeout.0)
-            .connect_timeout(config.moysklad.connect_timeout.0)
-            .observer(observer(ops::MOYSKLAD));
-        if let Some(url) = &webhook_url {
-            ms_cfg = ms_cfg.webhook_disable_prefix(url.clone());
-        }
-        let ms = MoyskladClient::new(ms_cfg)?;
-        let systems = Systems { crm, ms };
+        let systems = systems_of(
+            &config,
+            webhook_url.as_deref(),
+            Some((observer(ops::CRM), observer(ops::MOYSKLAD))),
+        )?;
 
         // The one settings key the runner writes: where the two APIs really are, and the
         // zones they write date-times in.
@@ -327,13 +299,14 @@ impl Daemon {
             "crm_timezone": crm_tz.name(),
             "moysklad_timezone": MOYSKLAD_TIMEZONE.name(),
         }});
-        let settings = rules.settings_with(&from_json(&connection));
-
-        let listened: BTreeSet<String> = rules
-            .rules()
-            .into_iter()
-            .flat_map(|r| r.on.into_iter())
-            .collect();
+        // When this version became live: kept in the state, so a restart on the same rules
+        // does not reset it.
+        let since = state
+            .misc("rules_version")?
+            .filter(|v| v.get("version").and_then(Json::as_str) == Some(rules_version.as_str()))
+            .and_then(|v| v.get("since").and_then(Json::as_i64))
+            .unwrap_or_else(now_ms);
+        let live = reload::Live::new(rules, &connection, rules_version, since);
         let recordings = recordings(&config, &state)?;
         let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
         let stats = Arc::new(Stats::default());
@@ -350,14 +323,15 @@ impl Daemon {
         Ok(Daemon {
             inner: Arc::new(Inner {
                 config,
-                rules: Arc::new(rules),
-                settings,
+                live: std::sync::RwLock::new(Arc::new(live)),
+                connection,
+                reloading: tokio::sync::Mutex::new(()),
+                refused: Mutex::new(None),
                 systems,
                 state,
                 refs,
                 applier,
                 stats,
-                listened,
                 webhook_url,
                 webhook_secret: secret,
                 instance_id,
@@ -372,7 +346,6 @@ impl Daemon {
                 processing: tokio::sync::Mutex::new(()),
                 stopping: AtomicBool::new(false),
                 auth_problems: Mutex::new(Default::default()),
-                rules_version,
                 crm_tz,
                 stop,
                 recordings,
@@ -403,12 +376,12 @@ impl Daemon {
 
     /// Whether some rule listens to `event`.
     pub fn listens(&self, event: &str) -> bool {
-        self.inner.listened.contains(event)
+        self.live().listened.contains(event)
     }
 
-    /// The settings the rules see (with `connection` filled in by the runner).
-    pub fn settings(&self) -> &Value {
-        &self.inner.settings
+    /// The settings the rules see now (with `connection` filled in by the runner).
+    pub fn settings(&self) -> Value {
+        self.live().settings.clone()
     }
 
     /// The journal limits from the config.
@@ -429,12 +402,21 @@ impl Daemon {
     /// Runs once at start: queues `settings.saved`, registers webhooks, bootstraps the
     /// МойСклад watermarks.
     pub async fn start_up(&self) -> Result<(), DaemonError> {
-        let unparked = self
+        let version = self.live().version.clone();
+        let before = self
             .inner
             .state
-            .unpark_changed(&self.inner.rules_version, now_ms())?;
-        if unparked > 0 {
-            tracing::info!(unparked, "the rules changed: parked work is tried again");
+            .misc("rules_version")?
+            .and_then(|v| v.get("version").and_then(Json::as_str).map(str::to_string));
+        if before.as_deref() != Some(version.as_str()) {
+            // A new version since the last run (or the first run): journalled, and parked
+            // work tried again.
+            self.rules_changed(before.as_deref().unwrap_or_default(), "start")?;
+        } else {
+            let unparked = self.inner.state.unpark_changed(&version, now_ms())?;
+            if unparked > 0 {
+                tracing::info!(unparked, "the rules changed: parked work is tried again");
+            }
         }
         self.enqueue(vec![Work::SettingsSaved])?;
         if self.inner.config.webhooks.register && self.inner.webhook_url.is_some() {
@@ -487,8 +469,8 @@ impl Daemon {
     }
 
     /// The version (content hash) of the rules and settings in use.
-    pub fn rules_version(&self) -> &str {
-        &self.inner.rules_version
+    pub fn rules_version(&self) -> String {
+        self.live().version.clone()
     }
 
     /// Processes every item that is due (each at most once), in order. Parked items wait; an
@@ -583,8 +565,11 @@ impl Daemon {
         };
         let name = built.event.name.clone();
         self.inner.stats.event(&name);
-        let rules = self.inner.rules.clone();
-        let settings = self.inner.settings.clone();
+        // The set in use now; a reload waits for this item to finish.
+        let live = self.live();
+        let rules = live.rules.clone();
+        let settings = live.settings.clone();
+        let rules_version = live.version.clone();
         let world = LiveWorld::new(
             self.inner.systems.clone(),
             state.clone(),
@@ -649,6 +634,7 @@ impl Daemon {
             plan,
             started: now_ms(),
             done: Default::default(),
+            rules: rules_version,
         };
         // From here on the plan is finished, whatever happens: it is recorded with its item.
         state.start_plan(&outbox)?;
@@ -675,15 +661,14 @@ impl Daemon {
             Err(e) if e.is_deterministic() => Err(e.to_string()),
             Err(_) => return,
         };
+        // The set that evaluated it (a reload waits for the item in progress).
+        let live = self.live();
         let mut doc = format!(
             "Recorded {} UTC: {subject}, {} ({} lookups), rules {}",
             chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"),
             event.name,
             rec.questions,
-            self.inner
-                .rules_version
-                .get(..12)
-                .unwrap_or(&self.inner.rules_version),
+            live.version.get(..12).unwrap_or(&live.version),
         );
         if !rec.inexact.is_empty() {
             doc.push_str(&format!(
@@ -692,7 +677,7 @@ impl Daemon {
             ));
         }
         let connection =
-            serde_json::to_value(self.inner.settings.get("connection")).unwrap_or(Json::Null);
+            serde_json::to_value(live.settings.get("connection")).unwrap_or(Json::Null);
         let line = crate::recording::case_line(
             doc,
             event,
@@ -729,7 +714,7 @@ impl Daemon {
         item.last_error = Some(text.clone());
         item.parked = Some(Parked {
             reason: text,
-            rules: self.inner.rules_version.clone(),
+            rules: self.live().version.clone(),
             at: now_ms(),
         });
         self.inner.state.update_item(seq, &item)?;
@@ -1001,9 +986,18 @@ impl Daemon {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DaemonError> {
-        self.start_up().await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        // Reloads are heard from the start on (start-up may take a while).
+        tasks.extend(self.spawn_sighup(stop_rx.clone()));
+        tasks.extend(self.spawn_watcher(stop_rx.clone()));
+        if let Err(e) = self.start_up().await {
+            let _ = stop_tx.send(true);
+            for t in tasks {
+                let _ = t.await;
+            }
+            return Err(e);
+        }
         if let Some(t) = self.spawn_receiver(stop_rx.clone()) {
             tasks.push(t);
         }
@@ -1015,6 +1009,7 @@ impl Daemon {
         tasks.push(tokio::spawn(self.clone().ms_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().stock_schedule(stop_rx.clone())));
         tasks.push(tokio::spawn(self.clone().icml_schedule(stop_rx.clone())));
+        let sidecar = self.write_status_file();
         tracing::info!(receiver = ?self.inner.receiver_addr, operator = ?self.inner.operator_addr, "skladsync is running");
         shutdown.await;
         tracing::info!("stopping: finishing the item in progress; queued work stays queued");
@@ -1025,9 +1020,39 @@ impl Daemon {
         for t in tasks {
             let _ = t.await;
         }
+        if let Some(f) = sidecar {
+            let _ = std::fs::remove_file(f);
+        }
         self.inner.state.flush()?;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Writes [`status_file`] (owner-only): how `skladsync journal` and `status` reach this
+    /// daemon while it holds the state (sled allows one process).
+    fn write_status_file(&self) -> Option<std::path::PathBuf> {
+        let (addr, secret) = (
+            self.inner.receiver_addr?,
+            self.inner.webhook_secret.as_ref()?,
+        );
+        let host = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let file = status_file(&self.inner.config.state.path);
+        let body = json!({
+            "pid": std::process::id(),
+            "status_url": format!("http://{host}:{}/status/{secret}", addr.port()),
+        });
+        match crate::config::write_private(&file, body.to_string().as_bytes()) {
+            Ok(()) => Some(file),
+            Err(e) => {
+                tracing::warn!(path = %file.display(), error = %e, "cannot write the status file: `skladsync journal` needs --status-url while the daemon runs");
+                None
+            }
+        }
     }
 
     async fn worker(self, mut stop: watch::Receiver<bool>) {
@@ -1167,6 +1192,76 @@ fn recordings(
         })?;
     tracing::info!(dir = %dir.display(), "recording evaluated events");
     Ok(Some(Arc::new(r)))
+}
+
+/// The two API clients as the config describes them (`webhook_url`: our own registrations,
+/// which the МойСклад client recognises).
+///
+/// `observers` (retailCRM's, МойСклад's) count the requests for `/metrics`.
+pub fn systems_of(
+    config: &Config,
+    webhook_url: Option<&str>,
+    observers: Option<(crate::clients::ApiObserver, crate::clients::ApiObserver)>,
+) -> Result<Systems, DaemonError> {
+    let (crm_observer, ms_observer) = match observers {
+        Some((c, m)) => (Some(c), Some(m)),
+        None => (None, None),
+    };
+    let mut crm_cfg = crm_client::ClientConfig::new(&config.crm.url, config.crm.api_key.expose())?
+        .with_rate_limit(NonZeroU32::new(config.crm.rate_limit))
+        .with_timeout(config.crm.timeout.0)
+        .with_connect_timeout(config.crm.connect_timeout.0);
+    if let Some(o) = crm_observer {
+        crm_cfg = crm_cfg.with_observer(o);
+    }
+    let crm = RetailcrmClient::new(crm_cfg)?;
+    let auth = if config.moysklad.token.is_empty() {
+        Auth::basic(
+            config.moysklad.login.expose(),
+            config.moysklad.password.expose(),
+        )
+    } else {
+        Auth::bearer(config.moysklad.token.expose())
+    };
+    let mut ms_cfg = ms_client::ClientConfig::new(auth)
+        .base_url(config.moysklad.url.clone())
+        .timeout(config.moysklad.timeout.0)
+        .connect_timeout(config.moysklad.connect_timeout.0);
+    if let Some(o) = ms_observer {
+        ms_cfg = ms_cfg.observer(o);
+    }
+    if let Some(url) = webhook_url {
+        ms_cfg = ms_cfg.webhook_disable_prefix(url.to_string());
+    }
+    let ms = MoyskladClient::new(ms_cfg)?;
+    let systems = Systems { crm, ms };
+    Ok(systems)
+}
+
+/// How long the daemon waits for a state directory another process has open: `skladsync
+/// journal` and `status` open it for a moment when no daemon runs.
+const STATE_BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the state; while another process has it open, tries again for
+/// [`STATE_BUSY_WAIT`] (an operator command reading it briefly), then fails.
+async fn open_state(path: &std::path::Path) -> Result<SyncState, StateError> {
+    let deadline = tokio::time::Instant::now() + STATE_BUSY_WAIT;
+    loop {
+        match SyncState::open(path) {
+            Err(e) if e.is_in_use() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Where a running daemon says how to reach its `/status` (`<state>.daemon.json`, beside the
+/// state directory, owner-only; removed at a clean stop).
+pub fn status_file(state: &std::path::Path) -> std::path::PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".daemon.json");
+    state.with_file_name(name)
 }
 
 /// The retailCRM account's time zone (`GET /api/v5/settings`), kept in the state so that a

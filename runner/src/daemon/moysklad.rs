@@ -67,7 +67,8 @@ impl Daemon {
     /// МойСклад entity types some rule listens to, with the actions.
     pub(super) fn ms_listened(&self) -> BTreeMap<String, BTreeSet<String>> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for name in &self.inner.listened {
+        let live = self.live();
+        for name in &live.listened {
             let mut parts = name.splitn(3, '.');
             if let (Some("moysklad"), Some(entity), Some(action)) =
                 (parts.next(), parts.next(), parts.next())

@@ -347,7 +347,7 @@ impl Daemon {
         );
 
         let info = Family::<Labels, Gauge>::default();
-        info.get_or_create(&labels(&[("version", self.rules_version())]))
+        info.get_or_create(&labels(&[("version", &self.rules_version())]))
             .set(1);
         reg.register("rules_info", "The live rule set (its content hash)", info);
 

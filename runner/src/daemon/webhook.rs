@@ -216,7 +216,9 @@ pub(super) fn spawn(
             .route("/moysklad/webhook/{secret}/{instance}", post(receive_owned));
     }
     if role.operator {
-        app = app.merge(super::ops::routes());
+        app = app
+            .merge(super::ops::routes())
+            .route("/admin/reload", post(admin_reload));
     }
     let app = app
         .layer(DefaultBodyLimit::max(limits.max_body.0))
@@ -424,6 +426,7 @@ async fn status(
     let body = tokio::task::spawn_blocking(move || -> Result<Json, crate::state::StateError> {
         let journal = d.state().journal_entries(d.journal_limits(), now_ms())?;
         let inbox = d.state().inbox()?;
+        let cursors = d.state().cursors()?;
         let stats = d.stats();
         Ok(serde_json::json!({
             "journal": journal,
@@ -433,7 +436,10 @@ async fn status(
                 "plan": i.plan, "parked": i.parked,
             })).collect::<Vec<_>>(),
             "rules_version": d.rules_version(),
+            "rules_since": d.rules_since(),
+            "rules_refused": d.last_refusal(),
             "waiting_count": inbox.len(),
+            "cursors": cursors,
             "inbox_max": d.inner.config.receiver.max_inbox,
             "events": stats.events,
             "effects": stats.effects,
@@ -448,6 +454,58 @@ async fn status(
     match body {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Whether `Authorization: Bearer <token>` names the operator token (`admin.token`) or the
+/// webhook secret.
+fn operator_ok(daemon: &Daemon, headers: &axum::http::HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return false;
+    };
+    let admin = daemon.inner.config.admin.token.expose();
+    (!admin.is_empty() && same(admin, given)) || secret_ok(daemon, given)
+}
+
+/// Compares two secrets without stopping at the first difference.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `POST /admin/reload` (`Authorization: Bearer <admin token or webhook secret>`): loads and
+/// checks the rules and settings; a clean set replaces the live one between two items. The
+/// answer says what happened: 200 with `loaded` or `unchanged`, 422 with `refused` and the
+/// diagnostics (the old set keeps running). 401 without a valid token.
+async fn admin_reload(
+    State(daemon): State<Daemon>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !operator_ok(&daemon, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match daemon.reload("http").await {
+        Ok(outcome) => {
+            let status = match outcome {
+                super::ReloadOutcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::OK,
+            };
+            (status, axum::Json(outcome.to_json())).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
 }
 

@@ -107,6 +107,14 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// Whether the state directory is held by another process (a running daemon: sled
+    /// allows one process at a time).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, StateError::Damaged { problem, .. } if problem.contains("in use by another process"))
+    }
+}
+
 /// One write of an atomic batch: a put (`Some`) or a remove (`None`).
 pub type BatchOp = (Vec<u8>, Option<Vec<u8>>);
 
@@ -396,6 +404,11 @@ pub struct Outbox {
     /// The confirmed result of each effect applied so far (by index).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub done: BTreeMap<usize, Value>,
+    /// The version (content hash) of the rule set that made the plan; empty for plans
+    /// recorded before versions were kept. A plan keeps applying as recorded whatever rules
+    /// are loaded since.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rules: String,
 }
 
 /// What `plan/<seq>` holds: the [`Outbox`] without its progress.
@@ -404,6 +417,8 @@ struct PlanHead<'a> {
     seq: u64,
     plan: &'a skladsync_engine::Plan,
     started: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    rules: &'a str,
 }
 
 /// The state of an idempotent create, by its key.
@@ -647,6 +662,29 @@ impl SyncState {
             Some(text) => self.read(&link_key(kind, side, &text)),
             None => Ok(None),
         }
+    }
+
+    /// Removes a link (under every one of its ids).
+    pub fn remove_link(&self, link: &Link) -> Result<(), StateError> {
+        let _g = self.guard();
+        let ops = link
+            .ids
+            .iter()
+            .filter_map(|(side, id)| id_text(id).map(|t| (link_key(&link.kind, side, &t), None)))
+            .collect();
+        self.commit(ops)
+    }
+
+    /// Every cursor, by name.
+    pub fn cursors(&self) -> Result<BTreeMap<String, Value>, StateError> {
+        Ok(self
+            .scan::<Value>(b"cursor/")?
+            .into_iter()
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(&k["cursor/".len()..]).into_owned();
+                (name, v)
+            })
+            .collect())
     }
 
     /// Every link (each once).
@@ -1003,6 +1041,7 @@ impl SyncState {
             seq: outbox.seq,
             plan: &outbox.plan,
             started: outbox.started,
+            rules: &outbox.rules,
         };
         ops.push((plan_key(outbox.seq), Some(serde_json::to_vec(&head)?)));
         self.commit(ops)
@@ -1417,6 +1456,7 @@ mod tests {
             plan,
             started: 1,
             done: BTreeMap::new(),
+            rules: String::new(),
         };
         s.start_plan(&ob).unwrap();
         let before = store.written.load(std::sync::atomic::Ordering::SeqCst);
@@ -1436,6 +1476,27 @@ mod tests {
         s.finish_item(seq).unwrap();
         assert!(s.plan(seq).unwrap().is_none());
         assert!(store.inner.scan_prefix(b"done/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_recorded_plan_keeps_the_version_of_the_rules_that_made_it() {
+        let s = SyncState::in_memory();
+        let seq = s.enqueue(Work::SettingsSaved, 0).unwrap();
+        let plan: skladsync_engine::Plan =
+            serde_json::from_value(json!({"event": "settings.saved", "effects": []})).unwrap();
+        let ob = Outbox {
+            seq,
+            plan: plan.clone(),
+            started: 1,
+            done: BTreeMap::new(),
+            rules: "0123456789abcdef".into(),
+        };
+        s.start_plan(&ob).unwrap();
+        assert_eq!(s.plan(seq).unwrap().unwrap().rules, "0123456789abcdef");
+        // A plan recorded before versions were kept reads back with none.
+        let old = json!({"seq": seq, "plan": plan, "started": 1});
+        s.put(&plan_key(seq), &old).unwrap();
+        assert_eq!(s.plan(seq).unwrap().unwrap().rules, "");
     }
 
     #[test]
