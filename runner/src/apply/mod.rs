@@ -380,8 +380,11 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let parent = body.get("parent").cloned();
                 let answer = self
-                    .create(system, entity, key.as_deref(), auto_key, body)
+                    .create(system, entity, key.as_deref(), auto_key, body.clone())
                     .await?;
+                if let Some(id) = answer.get("id") {
+                    self.note_written(system, entity, id, &body)?;
+                }
                 self.note_parent_write(system, entity, parent.as_ref())
                     .await?;
                 self.stats.effect("create", system, entity);
@@ -398,13 +401,15 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let answer = match system.as_str() {
                     "moysklad" => {
-                        let a = moysklad::update(&self.systems.ms, entity, &id, body).await?;
+                        let a =
+                            moysklad::update(&self.systems.ms, entity, &id, body.clone()).await?;
                         self.note_own_write(entity, &a)?;
                         a
                     }
-                    "crm" => crm::update(&self.systems.crm, entity, &id, body).await?,
+                    "crm" => crm::update(&self.systems.crm, entity, &id, body.clone()).await?,
                     other => return Err(unknown_system(other)),
                 };
+                self.note_written(system, entity, &id, &body)?;
                 self.note_parent_write(system, entity, id.get("parent"))
                     .await?;
                 self.stats.effect("update", system, entity);
@@ -504,6 +509,25 @@ impl Applier {
                 Ok(())
             }
         }
+    }
+
+    /// Remembers the fields written to an entity (`fetch("runner", "written", …)`, see
+    /// docs/contract.md). Writes to sub-collections (`{parent, id}` ids) are not remembered.
+    fn note_written(
+        &self,
+        system: &str,
+        entity: &str,
+        id: &Json,
+        body: &Json,
+    ) -> Result<(), StateError> {
+        let Some(id) = crate::state::id_text(id) else {
+            return Ok(());
+        };
+        self.state.note_written(
+            &format!("{system}.{entity}/{id}"),
+            body,
+            crate::daemon::now_ms(),
+        )
     }
 
     fn note_own_write(&self, entity: &str, answer: &Json) -> Result<(), StateError> {

@@ -26,6 +26,7 @@
 //! | `journal/<digest>` | a [`JournalEntry`], one per (subject, code) |
 //! | `task/<kind>` | the open CRM task of a problem kind |
 //! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
+//! | `written/<system>.<entity>/<id>` | the fields skladsync last wrote to an entity, with the time of each (`fetch("runner", "written", …)`) |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
 //! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence, the format marker (`misc/format`), the CRM account's time zone |
 //!
@@ -1146,6 +1147,35 @@ impl SyncState {
     /// Records our own write to a МойСклад entity (the poll ignores that version).
     pub fn set_ms_own(&self, entity: &str, id: &str, updated: &str) -> Result<(), StateError> {
         self.put(format!("msown/{entity}/{id}").as_bytes(), updated)
+    }
+
+    // --- what we last wrote -----------------------------------------------------------------
+
+    /// The fields skladsync last wrote to an entity (`<system>.<entity>/<id>`):
+    /// `{id, fields: {<field>: value}, at: {<field>: unix ms}}`.
+    pub fn written(&self, key: &str) -> Result<Option<Value>, StateError> {
+        self.read(format!("written/{key}").as_bytes())
+    }
+
+    /// Merges the top-level fields of a body written to an entity into its record: each field
+    /// keeps the value and the time of its last write.
+    pub fn note_written(&self, key: &str, body: &Value, at: i64) -> Result<(), StateError> {
+        let Some(body) = body.as_object() else {
+            return Ok(());
+        };
+        let mut rec = self
+            .written(key)?
+            .filter(Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({"id": key, "fields": {}, "at": {}}));
+        for (field, v) in body {
+            if let Some(fields) = rec.get_mut("fields").and_then(Value::as_object_mut) {
+                fields.insert(field.clone(), v.clone());
+            }
+            if let Some(times) = rec.get_mut("at").and_then(Value::as_object_mut) {
+                times.insert(field.clone(), Value::from(at));
+            }
+        }
+        self.put(format!("written/{key}").as_bytes(), &rec)
     }
 
     // --- stock snapshot -------------------------------------------------------------------

@@ -139,6 +139,30 @@ impl LiveWorld {
         Ok(v)
     }
 
+    /// `fetch("runner", "written", "<system>.<entity>/<id>")`: what skladsync last wrote to
+    /// that entity (see docs/contract.md).
+    fn runner_fetch(
+        &self,
+        entity: &str,
+        id: &serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, WorldError> {
+        match entity {
+            "written" => {
+                let Some(key) = id.as_str() else {
+                    return Err(WorldError(format!(
+                        "fetch(\"runner\", \"written\", id): the id is {id}, not a text like \"moysklad.customerorder/<id>\""
+                    )));
+                };
+                self.state
+                    .written(key)
+                    .map_err(|e| WorldError(format!("state: {e}")))
+            }
+            other => Err(WorldError(format!(
+                "fetch(\"runner\", …): unknown entity `{other}` (known: written)"
+            ))),
+        }
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.handle.block_on(f)
     }
@@ -178,6 +202,7 @@ impl World for LiveWorld {
                     self.block_on(lookups::ms_fetch(&self.systems.ms, entity, &id_json))?
                 }
                 "crm" => self.block_on(lookups::crm_fetch(&self.systems.crm, entity, &id_json))?,
+                "runner" => self.runner_fetch(entity, &id_json)?,
                 other => return Err(WorldError(format!("unknown system `{other}`"))),
             };
             Ok(got.as_ref().map(from_json).unwrap_or_default())
