@@ -530,9 +530,23 @@ impl Applier {
         )
     }
 
+    /// Records our write to a МойСклад entity so that the poll does not take it for news —
+    /// unless the version a rule last read of it was one nobody has evaluated (someone else
+    /// changed the entity and its webhook was lost or is still queued): our write then carries
+    /// that change along, and the poll must still deliver it, or it would be lost.
     fn note_own_write(&self, entity: &str, answer: &Json) -> Result<(), StateError> {
         if let Some((e, id, updated)) = moysklad::own_write(entity, answer) {
-            self.state.set_ms_own(&e, &id, &updated)?;
+            let read = self.state.ms_read(&e, &id)?;
+            let unseen = read.as_ref().is_some_and(|r| {
+                self.state.ms_seen(&e, &id).ok().flatten().as_ref() != Some(r)
+                    && self.state.ms_own(&e, &id).ok().flatten().as_ref() != Some(r)
+            });
+            if unseen {
+                tracing::debug!(entity = %e, %id, "our write follows an unseen change: the poll will deliver it");
+                self.state.clear_ms_own(&e, &id)?;
+            } else {
+                self.state.set_ms_own(&e, &id, &updated)?;
+            }
         }
         Ok(())
     }

@@ -25,7 +25,7 @@
 //! | `dedupe/<id>` | a webhook `requestId` seen, with its expiry |
 //! | `journal/<digest>` | a [`JournalEntry`], one per (subject, code) |
 //! | `task/<kind>` | the open CRM task of a problem kind |
-//! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
+//! | `msseen/…`, `msown/…`, `msread/…` | the last `updated` of a МойСклад entity evaluated / written by us / read by a rule |
 //! | `written/<system>.<entity>/<id>` | the fields skladsync last wrote to an entity, with the time of each (`fetch("runner", "written", …)`) |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
 //! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence, the format marker (`misc/format`), the CRM account's time zone |
@@ -1147,6 +1147,21 @@ impl SyncState {
     /// Records our own write to a МойСклад entity (the poll ignores that version).
     pub fn set_ms_own(&self, entity: &str, id: &str, updated: &str) -> Result<(), StateError> {
         self.put(format!("msown/{entity}/{id}").as_bytes(), updated)
+    }
+
+    /// Forgets our own write to a МойСклад entity: the poll takes its next version as news.
+    pub fn clear_ms_own(&self, entity: &str, id: &str) -> Result<(), StateError> {
+        self.remove(format!("msown/{entity}/{id}").as_bytes())
+    }
+
+    /// The `updated` of a МойСклад entity the last time a rule fetched it.
+    pub fn ms_read(&self, entity: &str, id: &str) -> Result<Option<String>, StateError> {
+        self.read(format!("msread/{entity}/{id}").as_bytes())
+    }
+
+    /// Records the version of a МойСклад entity a rule fetched.
+    pub fn set_ms_read(&self, entity: &str, id: &str, updated: &str) -> Result<(), StateError> {
+        self.put(format!("msread/{entity}/{id}").as_bytes(), updated)
     }
 
     // --- what we last wrote -----------------------------------------------------------------

@@ -112,6 +112,7 @@ const OUR_PREFIXES: &[&[u8]] = &[
     b"task/",
     b"msseen/",
     b"msown/",
+    b"msread/",
     b"written/",
     b"stock/",
     b"misc/",

@@ -163,6 +163,20 @@ impl LiveWorld {
         }
     }
 
+    /// Remembers which version of a МойСклад entity a rule read (see
+    /// `crate::apply::Applier` (`note_own_write`)). Best effort: bookkeeping never fails a lookup.
+    fn note_ms_read(&self, entity: &str, got: Option<&serde_json::Value>) {
+        let Some(doc) = got else { return };
+        if let (Some(id), Some(updated)) = (
+            doc.get("id").and_then(serde_json::Value::as_str),
+            doc.get("updated").and_then(serde_json::Value::as_str),
+        ) {
+            if let Err(e) = self.state.set_ms_read(entity, id, updated) {
+                tracing::debug!(error = %e, "could not note a МойСклад read");
+            }
+        }
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.handle.block_on(f)
     }
@@ -199,7 +213,10 @@ impl World for LiveWorld {
         self.cached(key, || {
             let got = match system {
                 "moysklad" => {
-                    self.block_on(lookups::ms_fetch(&self.systems.ms, entity, &id_json))?
+                    let got =
+                        self.block_on(lookups::ms_fetch(&self.systems.ms, entity, &id_json))?;
+                    self.note_ms_read(entity, got.as_ref());
+                    got
                 }
                 "crm" => self.block_on(lookups::crm_fetch(&self.systems.crm, entity, &id_json))?,
                 "runner" => self.runner_fetch(entity, &id_json)?,
