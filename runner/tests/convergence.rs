@@ -504,3 +504,78 @@ async fn edits_on_both_sides_converge_or_are_journalled_as_conflicts() {
         "seeds that did not converge: {failures:?}; replay one with SKLADSYNC_CONVERGENCE_SEED=<seed> {REPLAY}"
     );
 }
+
+/// One conflict forced: the status and the comment of an uploaded order are changed in both
+/// systems before a pass. CRM owns the fields (the default `crm_tab.conflict_owner`): both
+/// systems end with CRM's values, and the journal holds one SYNC_CONFLICT entry per field
+/// with both values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_edited_on_both_sides_is_journalled_with_both_values_and_the_owner_wins() {
+    let lab = Lab::start(LabOptions {
+        crm_rate: None,
+        ms_limits: false,
+        seed: true,
+    })
+    .await
+    .expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&lab, dir.path());
+    let manager = lab.crm.as_manager(12);
+    let id = manager
+        .create_order(json!({
+            "number": "K-1", "externalId": "K-1", "site": "shop-main", "status": "new",
+            "firstName": "Анна", "lastName": "Спорная", "phone": "+79050000001",
+            "shipmentStore": "main", "managerComment": "исходный",
+            "items": [{"offer": {"xmlId": "table-oak"}, "quantity": 1}],
+        }))
+        .expect("order");
+    let run = start_daemon(&config, false).await;
+    let d = &run.daemon;
+    pass(&lab, d).await;
+    let ms_id = ms_order(&lab, id)
+        .and_then(|o| o["id"].as_str().map(str::to_string))
+        .expect("uploaded");
+
+    lab.ms
+        .update(
+            "customerorder",
+            &ms_id,
+            json!({"state": state_ref(&lab, "assembling"), "description": "со склада"}),
+        )
+        .expect("МойСклад edit");
+    manager.set_order_status(id, "client-confirmed").expect("status");
+    manager
+        .edit_order(id, json!({"managerComment": "от менеджера"}))
+        .expect("comment");
+    for _ in 0..3 {
+        pass(&lab, d).await;
+    }
+
+    let orders = vec![(id, "K-1".to_string())];
+    let now = fields(&lab, &orders);
+    assert_eq!(
+        now[&("K-1".to_string(), "status".to_string())],
+        ("client-confirmed".to_string(), "client-confirmed".to_string())
+    );
+    assert_eq!(
+        now[&("K-1".to_string(), "comment".to_string())],
+        ("от менеджера".to_string(), "от менеджера".to_string())
+    );
+    let journalled = conflicts(d);
+    for (field, crm, ms) in [
+        ("status", "client-confirmed", "assembling"),
+        ("comment", "от менеджера", "со склада"),
+    ] {
+        let entry = journalled
+            .iter()
+            .find(|(n, f, _)| n == "K-1" && f == field)
+            .unwrap_or_else(|| panic!("no SYNC_CONFLICT for {field}: {journalled:?}"));
+        let text = entry.2["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains(crm) && text.contains(ms),
+            "the entry names both values: {text}"
+        );
+        assert_eq!(entry.2["level"], "warning");
+    }
+    run.stop().await;
+}
