@@ -94,7 +94,10 @@ impl Running {
 }
 
 fn config(lab: &Lab, dir: &Path) -> PathBuf {
-    let rules = rules_dir(Path::new("rules"));
+    // `SKLADSYNC_CONVERGENCE_RULES`: another rule set (e.g. a copy being changed).
+    let rules = std::env::var_os("SKLADSYNC_CONVERGENCE_RULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| rules_dir(Path::new("rules")));
     let settings = dir.join("settings.yaml");
     write_settings(&rules, None, lab, &settings).expect("settings");
     let config = dir.join("skladsync.yaml");
