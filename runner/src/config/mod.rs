@@ -193,6 +193,10 @@ pub struct MoyskladConfig {
     /// Bearer token or `SKLADSYNC_MS_TOKEN` (used when set).
     #[serde(default)]
     pub token: Secret,
+    /// The token is a published solution's (a vendor app's): МойСклад weighs its requests
+    /// 1 unit instead of 4, and the client budgets them so. Only with `token`.
+    #[serde(default)]
+    pub solution: bool,
     /// The longest one API call may take, retries and rate-limit waits included (default
     /// 60 s, at most [`MAX_TIMEOUT`]).
     #[serde(default = "default_ms_timeout")]

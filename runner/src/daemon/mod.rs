@@ -244,6 +244,9 @@ impl Daemon {
         if let Some(url) = &webhook_url {
             ms_cfg = ms_cfg.webhook_disable_prefix(url.clone());
         }
+        if config.moysklad.solution && !config.moysklad.token.is_empty() {
+            ms_cfg = ms_cfg.limits(crate::clients::moysklad::LimitConfig::solution());
+        }
         let ms = MoyskladClient::new(ms_cfg)?;
         let systems = Systems { crm, ms };
 
