@@ -493,11 +493,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
     }
     let journalled = conflicts(d);
     for ((number, field), (crm, ms)) in &after {
-        if crm != ms
-            && !journalled
-                .iter()
-                .any(|(n, f, _)| n == number && f == field)
-        {
+        if crm != ms && !journalled.iter().any(|(n, f, _)| n == number && f == field) {
             problems.push(format!(
                 "{number} {field}: CRM {crm:?}, МойСклад {ms:?}, and no SYNC_CONFLICT"
             ));
@@ -613,7 +609,9 @@ async fn a_field_edited_on_both_sides_is_journalled_with_both_values_and_the_own
             json!({"state": state_ref(&lab, "assembling"), "description": "со склада", "positions": rows}),
         )
         .expect("МойСклад edit");
-    manager.set_order_status(id, "client-confirmed").expect("status");
+    manager
+        .set_order_status(id, "client-confirmed")
+        .expect("status");
     let item = lab.crm.order(id).expect("order")["items"][0]["id"]
         .as_i64()
         .expect("item");
@@ -629,7 +627,10 @@ async fn a_field_edited_on_both_sides_is_journalled_with_both_values_and_the_own
     let now = fields(&lab, &orders);
     assert_eq!(
         now[&("K-1".to_string(), "status".to_string())],
-        ("client-confirmed".to_string(), "client-confirmed".to_string())
+        (
+            "client-confirmed".to_string(),
+            "client-confirmed".to_string()
+        )
     );
     assert_eq!(
         now[&("K-1".to_string(), "comment".to_string())],
