@@ -1,5 +1,6 @@
 //! Two-way sync converges (issue 16): a CRM manager and a МойСклад user edit the same orders
-//! (status/state, comment, an item quantity, a payment) between passes of the daemon, under
+//! (status/state, comment, an item quantity, a payment — its document's sum in МойСклад)
+//! between passes of the daemon, under
 //! the default rules, with webhooks lost (the receiver is off for half of the seeds) and
 //! restarts of the daemon; once the edits stop and the daemon settles, every synced field of
 //! every linked order agrees on both sides or has a `SYNC_CONFLICT` journal entry naming the
@@ -331,7 +332,8 @@ fn crm_edit(
     Ok(())
 }
 
-/// A МойСклад user's edit: 0 the state, 1 the description, 2 the first position's quantity.
+/// A МойСклад user's edit: 0 the state, 1 the description, 2 the first position's quantity,
+/// 3 the sum of a payment document skladsync made for one of the order's CRM payments.
 fn ms_edit(
     lab: &Lab,
     rng: &mut Rng,
@@ -356,6 +358,37 @@ fn ms_edit(
                 .update("customerorder", &ms_id, json!({"description": c}))
                 .map_err(|e| format!("description: {e}"))?;
             log.push(format!("ms {number} description {c}"));
+        }
+        3 => {
+            let codes: Vec<String> = lab
+                .crm
+                .payments(id)
+                .iter()
+                .map(|p| text(&p["id"]))
+                .collect();
+            let docs: Vec<Value> = lab
+                .ms
+                .list("paymentin")
+                .into_iter()
+                .filter(|d| codes.iter().any(|c| d["externalCode"].as_str() == Some(c)))
+                .collect();
+            if docs.is_empty() {
+                log.push(format!("ms {number}: no payment document yet"));
+                return Ok(());
+            }
+            let doc = rng.pick(&docs);
+            let sum = 100 * (100 + rng.below(900));
+            lab.ms
+                .update(
+                    "paymentin",
+                    doc["id"].as_str().unwrap_or_default(),
+                    json!({"sum": sum}),
+                )
+                .map_err(|e| format!("payment document: {e}"))?;
+            log.push(format!(
+                "ms {number} payment document {} sum {sum}",
+                text(&doc["externalCode"])
+            ));
         }
         _ => {
             let q = 1 + rng.below(5);
@@ -432,12 +465,12 @@ async fn run_seed(seed: u64) -> Result<String, String> {
     let steps = 6 + rng.below(MAX_STEPS - 6);
     for _ in 0..steps {
         let (id, number) = rng.pick(&orders).clone();
-        match rng.below(12) {
+        match rng.below(13) {
             k @ 0..=3 => crm_edit(&lab, &mut rng, id, &number, k, &mut log)?,
-            k @ 4..=6 => ms_edit(&lab, &mut rng, id, &number, k - 4, &mut log)?,
-            7 | 8 => {
+            k @ 4..=7 => ms_edit(&lab, &mut rng, id, &number, k - 4, &mut log)?,
+            8 | 9 => {
                 // The same field on both sides before the next pass.
-                let k = rng.below(3);
+                let k = rng.below(4);
                 if rng.below(2) == 0 {
                     crm_edit(&lab, &mut rng, id, &number, k, &mut log)?;
                     ms_edit(&lab, &mut rng, id, &number, k, &mut log)?;
@@ -446,7 +479,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
                     crm_edit(&lab, &mut rng, id, &number, k, &mut log)?;
                 }
             }
-            9 | 10 => {
+            10 | 11 => {
                 pass(&lab, &run.daemon).await;
                 log.push("pass".into());
             }
