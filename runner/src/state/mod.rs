@@ -279,9 +279,15 @@ impl Work {
                 if ms_action_rank(&a2) > ms_action_rank(action) {
                     *action = a2;
                 }
-                for f in f2 {
-                    if !updated_fields.contains(&f) {
-                        updated_fields.push(f);
+                // No fields (a poll, a creation) means «anything may have changed»: it
+                // absorbs a list, or a webhook's list would hide what the poll found.
+                if updated_fields.is_empty() || f2.is_empty() {
+                    updated_fields.clear();
+                } else {
+                    for f in f2 {
+                        if !updated_fields.contains(&f) {
+                            updated_fields.push(f);
+                        }
                     }
                 }
                 if r2.is_some() {
@@ -1448,6 +1454,57 @@ mod tests {
             ]
         );
         assert_eq!(s.inbox_len().unwrap(), 2);
+    }
+
+    fn fields(s: &SyncState) -> Vec<Vec<String>> {
+        s.inbox()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, i)| match i.work {
+                Work::Moysklad { updated_fields, .. } => Some(updated_fields),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ms_fields(id: &str, fields: &[&str], source: Source) -> Work {
+        let mut w = ms(id, "updated");
+        if let Work::Moysklad {
+            updated_fields,
+            source: src,
+            ..
+        } = &mut w
+        {
+            *updated_fields = fields.iter().map(|f| f.to_string()).collect();
+            *src = source;
+        }
+        w
+    }
+
+    #[test]
+    fn waiting_updated_fields_merge_and_an_empty_list_means_every_field() {
+        let s = SyncState::in_memory();
+        // Two webhooks: the union of what they name.
+        s.enqueue(ms_fields("a", &["state"], Source::Webhook), 0)
+            .unwrap();
+        s.enqueue(ms_fields("a", &["description"], Source::Webhook), 0)
+            .unwrap();
+        // The poll (no fields: anything may have changed) first, a webhook after it, and the
+        // other way round: every field counts, the webhook's list does not narrow the poll.
+        s.enqueue(ms_fields("b", &[], Source::Poll), 0).unwrap();
+        s.enqueue(ms_fields("b", &["description"], Source::Webhook), 0)
+            .unwrap();
+        s.enqueue(ms_fields("c", &["description"], Source::Webhook), 0)
+            .unwrap();
+        s.enqueue(ms_fields("c", &[], Source::Poll), 0).unwrap();
+        assert_eq!(
+            fields(&s),
+            vec![
+                vec!["state".to_string(), "description".to_string()],
+                vec![],
+                vec![]
+            ]
+        );
     }
 
     #[test]
