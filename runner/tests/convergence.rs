@@ -405,7 +405,12 @@ fn ms_edit(
                         "price": p["price"],
                         "discount": p["discount"],
                         "vat": p["vat"],
-                        "reserve": p["reserve"],
+                        // МойСклад refuses a reserve above the quantity.
+                        "reserve": if k == 0 {
+                            json!(p["reserve"].as_f64().unwrap_or(0.0).min(q as f64))
+                        } else {
+                            p["reserve"].clone()
+                        },
                         "quantity": if k == 0 { json!(q) } else { p["quantity"].clone() },
                     })
                 })
