@@ -378,11 +378,20 @@ fn ms_edit(
             }
             let doc = rng.pick(&docs);
             let sum = 100 * (100 + rng.below(900));
+            // The order's share with it, as a user does (МойСклад refuses a linked sum above
+            // the sum).
+            let operations: Vec<Value> = doc["operations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| json!({"meta": o["meta"], "linkedSum": sum}))
+                .collect();
             lab.ms
                 .update(
                     "paymentin",
                     doc["id"].as_str().unwrap_or_default(),
-                    json!({"sum": sum}),
+                    json!({"sum": sum, "operations": operations}),
                 )
                 .map_err(|e| format!("payment document: {e}"))?;
             log.push(format!(
