@@ -466,6 +466,13 @@ impl Config {
             }
         }
         problems.extend(self.icml.problems());
+        if self.moysklad.solution && self.moysklad.token.is_empty() {
+            problems.push(
+                "moysklad.solution: true needs moysklad.token (or SKLADSYNC_MS_TOKEN): only a \
+                 published solution's token weighs 1 unit a request"
+                    .to_string(),
+            );
+        }
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),
@@ -509,6 +516,28 @@ mod tests {
         );
         assert_eq!(cfg.intervals.crm_poll.0, Duration::from_secs(600));
         assert_eq!(cfg.journal.limits().max_entries, 50);
+    }
+
+    #[test]
+    fn a_solution_token_is_a_choice_off_by_default() {
+        let no_env = |_: &str| None;
+        let cfg = Config::from_yaml(&with("", "", ""), Path::new("/etc/x"), &no_env).unwrap();
+        assert!(!cfg.moysklad.solution);
+        let cfg = Config::from_yaml(
+            &with("", ", solution: true", ""),
+            Path::new("/etc/x"),
+            &no_env,
+        )
+        .unwrap();
+        assert!(cfg.moysklad.solution);
+        // Login and password are a user's, never a solution's.
+        let err = Config::from_yaml(
+            "crm: {url: 'http://127.0.0.1:1', api_key: k}\nmoysklad: {url: 'http://127.0.0.1:2/api/remap/1.2', login: a@b, password: p, solution: true}\nstate: {path: st}\n",
+            Path::new("/etc/x"),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(err.contains("moysklad.solution"), "{err}");
     }
 
     /// A config with credentials, the given extra keys in `crm` and `moysklad`, and more

@@ -244,7 +244,7 @@ impl Daemon {
         if let Some(url) = &webhook_url {
             ms_cfg = ms_cfg.webhook_disable_prefix(url.clone());
         }
-        if config.moysklad.solution && !config.moysklad.token.is_empty() {
+        if config.moysklad.solution {
             ms_cfg = ms_cfg.limits(crate::clients::moysklad::LimitConfig::solution());
         }
         let ms = MoyskladClient::new(ms_cfg)?;
