@@ -713,3 +713,60 @@ async fn a_field_edited_on_both_sides_is_journalled_with_both_values_and_the_own
     }
     run.stop().await;
 }
+
+/// A МойСклад change whose webhook is lost, then a CRM change of another field of the same
+/// order before the next pass: the pass sends CRM's change (a write to the МойСклад order),
+/// and the poll must still deliver the МойСклад change instead of taking the order for the
+/// daemon's own echo (the convergence test's seed 3 found it lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_webhook_change_is_not_hidden_behind_our_next_write() {
+    let lab = Lab::start(LabOptions {
+        crm_rate: None,
+        ms_limits: false,
+        seed: true,
+    })
+    .await
+    .expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&lab, dir.path(), "crm");
+    let manager = lab.crm.as_manager(12);
+    let id = manager
+        .create_order(json!({
+            "number": "L-1", "externalId": "L-1", "site": "shop-main", "status": "new",
+            "firstName": "Лев", "lastName": "Потерянный", "phone": "+79050000002",
+            "shipmentStore": "main", "managerComment": "исходный",
+            "items": [{"offer": {"xmlId": "table-oak"}, "quantity": 1}],
+        }))
+        .expect("order");
+    // No receiver: every webhook is lost.
+    let run = start_daemon(&config, false).await;
+    let d = &run.daemon;
+    pass(&lab, d).await;
+    let ms_id = ms_order(&lab, id)
+        .and_then(|o| o["id"].as_str().map(str::to_string))
+        .expect("uploaded");
+    lab.ms
+        .update("customerorder", &ms_id, json!({"description": "со склада"}))
+        .expect("МойСклад edit");
+    manager
+        .set_order_status(id, "client-confirmed")
+        .expect("status");
+    for _ in 0..3 {
+        pass(&lab, d).await;
+    }
+    let now = fields(&lab, &[(id, "L-1".to_string())]);
+    assert_eq!(
+        now[&("L-1".to_string(), "comment".to_string())],
+        ("со склада".to_string(), "со склада".to_string()),
+        "the МойСклад comment reached CRM"
+    );
+    assert_eq!(
+        now[&("L-1".to_string(), "status".to_string())],
+        (
+            "client-confirmed".to_string(),
+            "client-confirmed".to_string()
+        )
+    );
+    assert!(conflicts(d).is_empty(), "no conflict: different fields");
+    run.stop().await;
+}
