@@ -401,8 +401,11 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let parent = body.get("parent").cloned();
                 let answer = self
-                    .create(system, entity, key.as_deref(), auto_key, body)
+                    .create(system, entity, key.as_deref(), auto_key, body.clone())
                     .await?;
+                if let Some(id) = answer.get("id") {
+                    self.note_written(system, entity, id, &body)?;
+                }
                 self.note_parent_write(system, entity, parent.as_ref())
                     .await?;
                 self.stats.effect("create", system, entity);
@@ -419,13 +422,15 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let answer = match system.as_str() {
                     "moysklad" => {
-                        let a = moysklad::update(&self.systems.ms, entity, &id, body).await?;
+                        let a =
+                            moysklad::update(&self.systems.ms, entity, &id, body.clone()).await?;
                         self.note_own_write(entity, &a)?;
                         a
                     }
-                    "crm" => crm::update(&self.systems.crm, entity, &id, body).await?,
+                    "crm" => crm::update(&self.systems.crm, entity, &id, body.clone()).await?,
                     other => return Err(unknown_system(other)),
                 };
+                self.note_written(system, entity, &id, &body)?;
                 self.note_parent_write(system, entity, id.get("parent"))
                     .await?;
                 self.stats.effect("update", system, entity);
@@ -538,9 +543,42 @@ impl Applier {
         }
     }
 
+    /// Remembers the fields written to an entity (`fetch("runner", "written", …)`, see
+    /// docs/contract.md). Writes to sub-collections (`{parent, id}` ids) are not remembered.
+    fn note_written(
+        &self,
+        system: &str,
+        entity: &str,
+        id: &Json,
+        body: &Json,
+    ) -> Result<(), StateError> {
+        let Some(id) = crate::state::id_text(id) else {
+            return Ok(());
+        };
+        self.state.note_written(
+            &format!("{system}.{entity}/{id}"),
+            body,
+            crate::daemon::now_ms(),
+        )
+    }
+
+    /// Records our write to a МойСклад entity so that the poll does not take it for news —
+    /// unless the version a rule last read of it was one nobody has evaluated (someone else
+    /// changed the entity and its webhook was lost or is still queued): our write then carries
+    /// that change along, and the poll must still deliver it, or it would be lost.
     fn note_own_write(&self, entity: &str, answer: &Json) -> Result<(), StateError> {
         if let Some((e, id, updated)) = moysklad::own_write(entity, answer) {
-            self.state.set_ms_own(&e, &id, &updated)?;
+            let read = self.state.ms_read(&e, &id)?;
+            let unseen = read.as_ref().is_some_and(|r| {
+                self.state.ms_seen(&e, &id).ok().flatten().as_ref() != Some(r)
+                    && self.state.ms_own(&e, &id).ok().flatten().as_ref() != Some(r)
+            });
+            if unseen {
+                tracing::debug!(entity = %e, %id, "our write follows an unseen change: the poll will deliver it");
+                self.state.clear_ms_own(&e, &id)?;
+            } else {
+                self.state.set_ms_own(&e, &id, &updated)?;
+            }
         }
         Ok(())
     }

@@ -203,6 +203,10 @@ pub struct MoyskladConfig {
     /// Bearer token or `SKLADSYNC_MS_TOKEN` (used when set).
     #[serde(default)]
     pub token: Secret,
+    /// The token is a published solution's (a vendor app's): МойСклад weighs its requests
+    /// 1 unit instead of 4, and the client budgets them so. Only with `token`.
+    #[serde(default)]
+    pub solution: bool,
     /// The longest one API call may take, retries and rate-limit waits included (default
     /// 60 s, at most [`MAX_TIMEOUT`]).
     #[serde(default = "default_ms_timeout")]
@@ -525,6 +529,13 @@ impl Config {
         if !self.admin.token.is_empty() && self.admin.token.expose().chars().count() < 16 {
             problems.push("admin.token must be at least 16 characters".to_string());
         }
+        if self.moysklad.solution && self.moysklad.token.is_empty() {
+            problems.push(
+                "moysklad.solution: true needs moysklad.token (or SKLADSYNC_MS_TOKEN): only a \
+                 published solution's token weighs 1 unit a request"
+                    .to_string(),
+            );
+        }
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.concat()),
@@ -626,6 +637,28 @@ mod tests {
         );
         assert_eq!(cfg.intervals.crm_poll.0, Duration::from_secs(600));
         assert_eq!(cfg.journal.limits().max_entries, 50);
+    }
+
+    #[test]
+    fn a_solution_token_is_a_choice_off_by_default() {
+        let no_env = |_: &str| None;
+        let cfg = Config::from_yaml(&with("", "", ""), Path::new("/etc/x"), &no_env).unwrap();
+        assert!(!cfg.moysklad.solution);
+        let cfg = Config::from_yaml(
+            &with("", ", solution: true", ""),
+            Path::new("/etc/x"),
+            &no_env,
+        )
+        .unwrap();
+        assert!(cfg.moysklad.solution);
+        // Login and password are a user's, never a solution's.
+        let err = Config::from_yaml(
+            "crm: {url: 'http://127.0.0.1:1', api_key: k}\nmoysklad: {url: 'http://127.0.0.1:2/api/remap/1.2', login: a@b, password: p, solution: true}\nstate: {path: st}\n",
+            Path::new("/etc/x"),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(err.contains("moysklad.solution"), "{err}");
     }
 
     /// A config with credentials, the given extra keys in `crm` and `moysklad`, and more

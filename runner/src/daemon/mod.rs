@@ -1230,6 +1230,9 @@ pub fn systems_of(
     if let Some(o) = ms_observer {
         ms_cfg = ms_cfg.observer(o);
     }
+    if config.moysklad.solution {
+        ms_cfg = ms_cfg.limits(crate::clients::moysklad::LimitConfig::solution());
+    }
     if let Some(url) = webhook_url {
         ms_cfg = ms_cfg.webhook_disable_prefix(url.to_string());
     }

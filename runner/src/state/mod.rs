@@ -25,7 +25,8 @@
 //! | `dedupe/<id>` | a webhook `requestId` seen, with its expiry |
 //! | `journal/<digest>` | a [`JournalEntry`], one per (subject, code) |
 //! | `task/<kind>` | the open CRM task of a problem kind |
-//! | `msseen/…`, `msown/…` | the last `updated` of a МойСклад entity evaluated / written by us |
+//! | `msseen/…`, `msown/…`, `msread/…` | the last `updated` of a МойСклад entity evaluated / written by us / read by a rule |
+//! | `written/<system>.<entity>/<id>` | the fields skladsync last wrote to an entity, with the time of each (`fetch("runner", "written", …)`) |
 //! | `msgone/<entity>/<id>` | a МойСклад deletion already queued (from a webhook, the audit poll or a 404) or made by us, with its expiry: the same deletion is never queued twice |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
 //! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence, the format marker (`misc/format`), the CRM account's time zone |
@@ -301,9 +302,15 @@ impl Work {
                 if ms_action_rank(&a2) > ms_action_rank(action) {
                     *action = a2;
                 }
-                for f in f2 {
-                    if !updated_fields.contains(&f) {
-                        updated_fields.push(f);
+                // No fields (a poll, a creation) means «anything may have changed»: it
+                // absorbs a list, or a webhook's list would hide what the poll found.
+                if updated_fields.is_empty() || f2.is_empty() {
+                    updated_fields.clear();
+                } else {
+                    for f in f2 {
+                        if !updated_fields.contains(&f) {
+                            updated_fields.push(f);
+                        }
                     }
                 }
                 if r2.is_some() {
@@ -1243,6 +1250,50 @@ impl SyncState {
         self.put(format!("msown/{entity}/{id}").as_bytes(), updated)
     }
 
+    /// Forgets our own write to a МойСклад entity: the poll takes its next version as news.
+    pub fn clear_ms_own(&self, entity: &str, id: &str) -> Result<(), StateError> {
+        self.remove(format!("msown/{entity}/{id}").as_bytes())
+    }
+
+    /// The `updated` of a МойСклад entity the last time a rule fetched it.
+    pub fn ms_read(&self, entity: &str, id: &str) -> Result<Option<String>, StateError> {
+        self.read(format!("msread/{entity}/{id}").as_bytes())
+    }
+
+    /// Records the version of a МойСклад entity a rule fetched.
+    pub fn set_ms_read(&self, entity: &str, id: &str, updated: &str) -> Result<(), StateError> {
+        self.put(format!("msread/{entity}/{id}").as_bytes(), updated)
+    }
+
+    // --- what we last wrote -----------------------------------------------------------------
+
+    /// The fields skladsync last wrote to an entity (`<system>.<entity>/<id>`):
+    /// `{id, fields: {<field>: value}, at: {<field>: unix ms}}`.
+    pub fn written(&self, key: &str) -> Result<Option<Value>, StateError> {
+        self.read(format!("written/{key}").as_bytes())
+    }
+
+    /// Merges the top-level fields of a body written to an entity into its record: each field
+    /// keeps the value and the time of its last write.
+    pub fn note_written(&self, key: &str, body: &Value, at: i64) -> Result<(), StateError> {
+        let Some(body) = body.as_object() else {
+            return Ok(());
+        };
+        let mut rec = self
+            .written(key)?
+            .filter(Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({"id": key, "fields": {}, "at": {}}));
+        for (field, v) in body {
+            if let Some(fields) = rec.get_mut("fields").and_then(Value::as_object_mut) {
+                fields.insert(field.clone(), v.clone());
+            }
+            if let Some(times) = rec.get_mut("at").and_then(Value::as_object_mut) {
+                times.insert(field.clone(), Value::from(at));
+            }
+        }
+        self.put(format!("written/{key}").as_bytes(), &rec)
+    }
+
     // --- stock snapshot -------------------------------------------------------------------
 
     /// The digests of the stock rows last sent, by assortment id.
@@ -1577,6 +1628,57 @@ mod tests {
             ]
         );
         assert_eq!(s.inbox_len().unwrap(), 2);
+    }
+
+    fn fields(s: &SyncState) -> Vec<Vec<String>> {
+        s.inbox()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, i)| match i.work {
+                Work::Moysklad { updated_fields, .. } => Some(updated_fields),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ms_fields(id: &str, fields: &[&str], source: Source) -> Work {
+        let mut w = ms(id, "updated");
+        if let Work::Moysklad {
+            updated_fields,
+            source: src,
+            ..
+        } = &mut w
+        {
+            *updated_fields = fields.iter().map(|f| f.to_string()).collect();
+            *src = source;
+        }
+        w
+    }
+
+    #[test]
+    fn waiting_updated_fields_merge_and_an_empty_list_means_every_field() {
+        let s = SyncState::in_memory();
+        // Two webhooks: the union of what they name.
+        s.enqueue(ms_fields("a", &["state"], Source::Webhook), 0)
+            .unwrap();
+        s.enqueue(ms_fields("a", &["description"], Source::Webhook), 0)
+            .unwrap();
+        // The poll (no fields: anything may have changed) first, a webhook after it, and the
+        // other way round: every field counts, the webhook's list does not narrow the poll.
+        s.enqueue(ms_fields("b", &[], Source::Poll), 0).unwrap();
+        s.enqueue(ms_fields("b", &["description"], Source::Webhook), 0)
+            .unwrap();
+        s.enqueue(ms_fields("c", &["description"], Source::Webhook), 0)
+            .unwrap();
+        s.enqueue(ms_fields("c", &[], Source::Poll), 0).unwrap();
+        assert_eq!(
+            fields(&s),
+            vec![
+                vec!["state".to_string(), "description".to_string()],
+                vec![],
+                vec![]
+            ]
+        );
     }
 
     #[test]

@@ -113,6 +113,8 @@ const OUR_PREFIXES: &[&[u8]] = &[
     b"msseen/",
     b"msown/",
     b"msgone/",
+    b"msread/",
+    b"written/",
     b"stock/",
     b"misc/",
 ];

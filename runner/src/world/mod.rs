@@ -139,6 +139,44 @@ impl LiveWorld {
         Ok(v)
     }
 
+    /// `fetch("runner", "written", "<system>.<entity>/<id>")`: what skladsync last wrote to
+    /// that entity (see docs/contract.md).
+    fn runner_fetch(
+        &self,
+        entity: &str,
+        id: &serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, WorldError> {
+        match entity {
+            "written" => {
+                let Some(key) = id.as_str() else {
+                    return Err(WorldError(format!(
+                        "fetch(\"runner\", \"written\", id): the id is {id}, not a text like \"moysklad.customerorder/<id>\""
+                    )));
+                };
+                self.state
+                    .written(key)
+                    .map_err(|e| WorldError(format!("state: {e}")))
+            }
+            other => Err(WorldError(format!(
+                "fetch(\"runner\", …): unknown entity `{other}` (known: written)"
+            ))),
+        }
+    }
+
+    /// Remembers which version of a МойСклад entity a rule read (see
+    /// `crate::apply::Applier` (`note_own_write`)). Best effort: bookkeeping never fails a lookup.
+    fn note_ms_read(&self, entity: &str, got: Option<&serde_json::Value>) {
+        let Some(doc) = got else { return };
+        if let (Some(id), Some(updated)) = (
+            doc.get("id").and_then(serde_json::Value::as_str),
+            doc.get("updated").and_then(serde_json::Value::as_str),
+        ) {
+            if let Err(e) = self.state.set_ms_read(entity, id, updated) {
+                tracing::debug!(error = %e, "could not note a МойСклад read");
+            }
+        }
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.handle.block_on(f)
     }
@@ -175,9 +213,13 @@ impl World for LiveWorld {
         self.cached(key, || {
             let got = match system {
                 "moysklad" => {
-                    self.block_on(lookups::ms_fetch(&self.systems.ms, entity, &id_json))?
+                    let got =
+                        self.block_on(lookups::ms_fetch(&self.systems.ms, entity, &id_json))?;
+                    self.note_ms_read(entity, got.as_ref());
+                    got
                 }
                 "crm" => self.block_on(lookups::crm_fetch(&self.systems.crm, entity, &id_json))?,
+                "runner" => self.runner_fetch(entity, &id_json)?,
                 other => return Err(WorldError(format!("unknown system `{other}`"))),
             };
             Ok(got.as_ref().map(from_json).unwrap_or_default())
