@@ -913,6 +913,39 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_documents_and_rules_share_one_allocation() {
+        let a: Value = serde_json::from_str(r#"{"quantity": 1, "301": 2}"#).unwrap();
+        let b = Value::from_json(&serde_json::json!({"quantity": 3, "301": 4}));
+        let key = |v: &Value, i: usize| v.as_object().unwrap().get_index(i).unwrap().0.clone();
+        assert!(Arc::ptr_eq(&key(&a, 0), &key(&b, 0)));
+        assert!(Arc::ptr_eq(&key(&a, 0), &intern::key("quantity")));
+        // Ids as keys are not interned, and are found all the same.
+        assert!(!Arc::ptr_eq(&key(&a, 1), &key(&b, 1)));
+        assert_eq!(b.get("301"), Value::Int(4));
+    }
+
+    #[test]
+    fn depth_is_found_past_the_plain_walk() {
+        // Wider than the plain walk goes: the walk that remembers what it saw decides.
+        let mut deep = Value::Int(0);
+        for _ in 0..10 {
+            deep = Value::array(vec![deep]);
+        }
+        let mut items: Vec<Value> = (0..5000).map(Value::Int).collect();
+        items.push(deep);
+        let wide = Value::array(items);
+        assert!(wide.deeper_than(10));
+        assert!(!wide.deeper_than(11));
+        // A list that shares its parts (40 levels, 2^40 items written out), still quick.
+        let mut shared = Value::Int(1);
+        for _ in 0..40 {
+            shared = Value::array(vec![shared.clone(), shared]);
+        }
+        assert!(shared.deeper_than(39));
+        assert!(!shared.deeper_than(40));
+    }
+
+    #[test]
     fn negative_indexes_count_from_the_end() {
         let v = Value::array(vec![Value::Int(1), Value::Int(2)]);
         assert_eq!(v.index(-1), Value::Int(2));
