@@ -30,6 +30,82 @@ pub type Hasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
 /// An object: keys in insertion order.
 pub type Map = IndexMap<Str, Value, Hasher>;
 
+/// Object keys, interned: the keys rules name (`order.items`, `{quantity: …}`) and the keys
+/// of the documents they read share one allocation per distinct text, so a key read by a
+/// rule is found by comparing pointers, and a document of 200 items does not allocate its
+/// keys 200 times.
+///
+/// Interning is only a fast path: a key that is not interned (too long, looks like an id,
+/// or the table is full) is an ordinary string and compares by its text, so nothing but
+/// speed depends on it. The table is bounded ([`intern::MAX_KEYS`] keys of at most
+/// [`intern::MAX_LEN`] bytes), so keys made of ids cannot make it grow without end.
+pub mod intern {
+    use super::Str;
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    /// The most keys interned (per process, and per thread's cache).
+    pub const MAX_KEYS: usize = 16_384;
+    /// The longest key interned, in bytes.
+    pub const MAX_LEN: usize = 48;
+
+    type Set = HashSet<Str, super::Hasher>;
+
+    fn global() -> &'static Mutex<Set> {
+        static GLOBAL: OnceLock<Mutex<Set>> = OnceLock::new();
+        GLOBAL.get_or_init(|| Mutex::new(Set::default()))
+    }
+
+    thread_local! {
+        /// This thread's view of the table, so that interning takes no lock once warm.
+        static LOCAL: RefCell<Set> = RefCell::new(Set::default());
+    }
+
+    /// Whether a key is worth interning: short, and not an id (ids as keys — payments by
+    /// id — are many and each met once).
+    fn worth(s: &str) -> bool {
+        s.len() <= MAX_LEN && !s.starts_with(|c: char| c.is_ascii_digit())
+    }
+
+    /// The shared string of a key.
+    pub fn key(s: &str) -> Str {
+        if !worth(s) {
+            return Arc::from(s);
+        }
+        LOCAL
+            .try_with(|local| {
+                if let Some(k) = local.borrow().get(s) {
+                    return k.clone();
+                }
+                let k = {
+                    let mut global = global().lock().unwrap_or_else(|p| p.into_inner());
+                    match global.get(s) {
+                        Some(k) => k.clone(),
+                        None if global.len() < MAX_KEYS => {
+                            let k: Str = Arc::from(s);
+                            global.insert(k.clone());
+                            k
+                        }
+                        None => return Arc::from(s),
+                    }
+                };
+                let mut local = local.borrow_mut();
+                if local.len() < MAX_KEYS {
+                    local.insert(k.clone());
+                }
+                k
+            })
+            .unwrap_or_else(|_| Arc::from(s))
+    }
+
+    /// Whether two keys are equal: the same allocation, or the same text.
+    #[inline]
+    pub fn same(a: &str, b: &str) -> bool {
+        (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
+    }
+}
+
 /// A value of the expression language.
 #[derive(Clone, Default)]
 pub enum Value {
@@ -308,9 +384,17 @@ impl Value {
         if container(self).is_none() {
             return false;
         }
+        // Most values are small trees: walk them plainly, and only when that takes more than
+        // a few thousand steps (a value that shares its parts may stand for far more) walk
+        // again remembering what was seen.
+        let mut steps = 4096u32;
+        if let Some(deeper) = deeper_plain(self, 1, max, &mut steps) {
+            return deeper;
+        }
         // The deepest level each container was walked from: met again no deeper, it has
         // nothing new to show.
-        let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        let mut seen: std::collections::HashMap<usize, usize, Hasher> =
+            std::collections::HashMap::default();
         let mut stack: Vec<(&Value, usize)> = vec![(self, 1)];
         while let Some((v, depth)) = stack.pop() {
             let Some(ptr) = container(v) else { continue };
@@ -453,7 +537,7 @@ impl Value {
                 }
                 let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
                 for (k, v) in o {
-                    map.insert(k.as_str().into(), Value::from_json(v));
+                    map.insert(intern::key(k), Value::from_json(v));
                 }
                 Value::object(map)
             }
@@ -491,6 +575,27 @@ impl PendingRef {
     }
 }
 
+/// [`Value::deeper_than`] by a plain walk of `v` met at `depth`: `None` once `steps` run
+/// out (the caller walks again remembering what was seen). Recurses at most `max + 1` deep.
+fn deeper_plain(v: &Value, depth: usize, max: usize, steps: &mut u32) -> Option<bool> {
+    let children: &mut dyn Iterator<Item = &Value> = match v {
+        Value::Array(a) => &mut a.iter(),
+        Value::Object(o) => &mut o.values(),
+        Value::Ref(r) if r.known.is_some() => &mut r.known.iter(),
+        _ => return Some(false),
+    };
+    if depth > max {
+        return Some(true);
+    }
+    for child in children {
+        *steps = steps.checked_sub(1)?;
+        if deeper_plain(child, depth + 1, max, steps)? {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
 /// Resolves a possibly negative index against a length.
 pub(crate) fn index_of(len: usize, i: i64) -> Option<usize> {
     if i >= 0 {
@@ -517,8 +622,23 @@ pub(crate) fn number_from_f64(f: f64) -> Value {
     if !f.is_finite() {
         return Value::Null;
     }
-    let text = format!("{f}");
-    match Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)) {
+    // Written on the stack when it fits (it does for every price and quantity): this runs
+    // for every number with a fraction of every document read.
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let heap;
+    let text: &str = match write!(cursor, "{f}") {
+        Ok(()) => {
+            let n = usize::try_from(cursor.position()).unwrap_or(0);
+            std::str::from_utf8(&buf[..n]).unwrap_or("")
+        }
+        Err(_) => {
+            heap = format!("{f}");
+            &heap
+        }
+    };
+    match Decimal::from_str(text).or_else(|_| Decimal::from_scientific(text)) {
         Ok(d) => Value::number(d),
         Err(_) => Decimal::from_f64_retain(f).map_or(Value::Null, Value::number),
     }
@@ -684,7 +804,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         );
         while let Some(key) = access.next_key::<KeyString>()? {
             let v = access.next_value::<Value>()?;
-            map.insert(key.0.into(), v);
+            map.insert(key.0, v);
         }
         if map.len() == 1 {
             if let Some(Value::Str(text)) = map.get("$ref") {
@@ -698,7 +818,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
 }
 
 /// A map key: YAML allows numbers and booleans as keys; they become their text.
-struct KeyString(String);
+struct KeyString(Str);
 
 impl<'de> Deserialize<'de> for KeyString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyString, D::Error> {
@@ -709,25 +829,25 @@ impl<'de> Deserialize<'de> for KeyString {
                 f.write_str("a string, number or boolean key")
             }
             fn visit_str<E>(self, s: &str) -> Result<KeyString, E> {
-                Ok(KeyString(s.to_owned()))
+                Ok(KeyString(intern::key(s)))
             }
             fn visit_string<E>(self, s: String) -> Result<KeyString, E> {
-                Ok(KeyString(s))
+                Ok(KeyString(intern::key(&s)))
             }
             fn visit_i64<E>(self, i: i64) -> Result<KeyString, E> {
-                Ok(KeyString(i.to_string()))
+                Ok(KeyString(Arc::from(i.to_string())))
             }
             fn visit_u64<E>(self, u: u64) -> Result<KeyString, E> {
-                Ok(KeyString(u.to_string()))
+                Ok(KeyString(Arc::from(u.to_string())))
             }
             fn visit_f64<E>(self, f: f64) -> Result<KeyString, E> {
-                Ok(KeyString(number_from_f64(f).to_text()))
+                Ok(KeyString(Arc::from(number_from_f64(f).to_text())))
             }
             fn visit_bool<E>(self, b: bool) -> Result<KeyString, E> {
-                Ok(KeyString(b.to_string()))
+                Ok(KeyString(Arc::from(b.to_string())))
             }
             fn visit_unit<E: de::Error>(self) -> Result<KeyString, E> {
-                Ok(KeyString("null".to_owned()))
+                Ok(KeyString(intern::key("null")))
             }
         }
         d.deserialize_any(KeyVisitor)
@@ -790,6 +910,39 @@ mod tests {
         let v: Value = serde_json::from_str(r#"{"a": {"$ref": "ms_order.meta"}}"#).unwrap();
         assert!(matches!(v.get("a"), Value::Ref(_)));
         assert_eq!(v.to_json(), r#"{"a":{"$ref":"ms_order.meta"}}"#);
+    }
+
+    #[test]
+    fn keys_of_documents_and_rules_share_one_allocation() {
+        let a: Value = serde_json::from_str(r#"{"quantity": 1, "301": 2}"#).unwrap();
+        let b = Value::from_json(&serde_json::json!({"quantity": 3, "301": 4}));
+        let key = |v: &Value, i: usize| v.as_object().unwrap().get_index(i).unwrap().0.clone();
+        assert!(Arc::ptr_eq(&key(&a, 0), &key(&b, 0)));
+        assert!(Arc::ptr_eq(&key(&a, 0), &intern::key("quantity")));
+        // Ids as keys are not interned, and are found all the same.
+        assert!(!Arc::ptr_eq(&key(&a, 1), &key(&b, 1)));
+        assert_eq!(b.get("301"), Value::Int(4));
+    }
+
+    #[test]
+    fn depth_is_found_past_the_plain_walk() {
+        // Wider than the plain walk goes: the walk that remembers what it saw decides.
+        let mut deep = Value::Int(0);
+        for _ in 0..10 {
+            deep = Value::array(vec![deep]);
+        }
+        let mut items: Vec<Value> = (0..5000).map(Value::Int).collect();
+        items.push(deep);
+        let wide = Value::array(items);
+        assert!(wide.deeper_than(10));
+        assert!(!wide.deeper_than(11));
+        // A list that shares its parts (40 levels, 2^40 items written out), still quick.
+        let mut shared = Value::Int(1);
+        for _ in 0..40 {
+            shared = Value::array(vec![shared.clone(), shared]);
+        }
+        assert!(shared.deeper_than(39));
+        assert!(!shared.deeper_than(40));
     }
 
     #[test]

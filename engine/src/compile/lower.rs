@@ -77,13 +77,13 @@ impl Compiler<'_> {
             },
             ExprKind::Field(x, name) => {
                 let base = self.lower(x, o, scope);
-                return extend_path(base, CSeg::key(Arc::from(name.as_str())), loc);
+                return extend_path(base, CSeg::key(crate::value::intern::key(name)), loc);
             }
             ExprKind::Index(x, i) => {
                 let base = self.lower(x, o, scope);
                 let index = self.lower(i, o, scope);
                 let seg = match &index.node {
-                    Node::Const(Value::Str(s)) => CSeg::key(s.clone()),
+                    Node::Const(Value::Str(s)) => CSeg::key(crate::value::intern::key(s)),
                     _ => CSeg::Index(index),
                 };
                 return extend_path(base, seg, loc);
@@ -135,7 +135,7 @@ impl Compiler<'_> {
                 let mut out = Vec::with_capacity(pairs.len());
                 for (k, v) in pairs {
                     let key = match k {
-                        AObjKey::Static(s) => ObjKey::Static(Arc::from(s.as_str())),
+                        AObjKey::Static(s) => ObjKey::Static(crate::value::intern::key(s)),
                         AObjKey::Computed(k) => ObjKey::Computed(self.lower(k, o, scope)),
                     };
                     out.push((key, self.lower(v, o, scope)));

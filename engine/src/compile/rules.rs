@@ -787,7 +787,7 @@ impl Compiler<'_> {
                         }
                     };
                     let b = self.body(v, file, &at(path, [Seg::Key(key.clone())]), scope);
-                    entries.push((Arc::from(key.as_str()), b));
+                    entries.push((crate::value::intern::key(&key), b));
                 }
                 CBody::Map(entries)
             }

@@ -7,7 +7,7 @@ use crate::funcs::{Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
 use indexmap::map::RawEntryApiV1;
 
-use crate::value::{Hasher, Map, PathKey, Value};
+use crate::value::{intern, Hasher, Map, PathKey, Value};
 
 impl<'a> Ctx<'a> {
     /// Evaluates an expression in a frame.
@@ -228,7 +228,7 @@ impl<'a> Ctx<'a> {
                 Seg::Key(k, hash) => match cur {
                     Value::Object(o) => match o
                         .raw_entry_v1()
-                        .from_key_hashed_nocheck(*hash, &**k)
+                        .from_hash(*hash, |key| intern::same(key, k))
                         .map(|(_, v)| v)
                     {
                         Some(v) => {
@@ -439,7 +439,10 @@ fn walk_keys_ref<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
     for seg in segs {
         let Seg::Key(k, hash) = seg else { return None };
         match cur {
-            Value::Object(o) => match o.raw_entry_v1().from_key_hashed_nocheck(*hash, &**k) {
+            Value::Object(o) => match o
+                .raw_entry_v1()
+                .from_hash(*hash, |key| intern::same(key, k))
+            {
                 Some((_, v)) => cur = v,
                 None => return Some(&NULL),
             },

@@ -71,7 +71,11 @@ pub(crate) fn contains(haystack: &Value, needle: &Value) -> Result<bool, String>
             _ => Ok(false),
         },
         Value::Str(s) => match needle {
-            Value::Str(n) => Ok(s.contains(&**n)),
+            Value::Str(n) => Ok(match n.as_bytes() {
+                // One ASCII byte (`"#"`, `"/"`): a byte search, not a substring searcher.
+                [b] if b.is_ascii() => s.as_bytes().contains(b),
+                _ => s.contains(&**n),
+            }),
             other => Err(format!(
                 "`in` a string needs a string on the left, got {}",
                 other.type_name()

@@ -407,7 +407,8 @@ fn entries(args: &[Value]) -> Result<Value, String> {
 }
 
 fn merge(args: &[Value]) -> Result<Value, String> {
-    let mut map = Map::default();
+    let room = args.iter().map(|a| a.as_object().map_or(0, Map::len)).sum();
+    let mut map = Map::with_capacity_and_hasher(room, Hasher::default());
     for i in 0..args.len() {
         if let Some(o) = object_arg(args, i, "merge")? {
             for (k, v) in o.iter() {

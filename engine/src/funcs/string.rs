@@ -108,7 +108,11 @@ fn split(args: &[Value]) -> Result<Value, String> {
             text.chars().map(|c| Value::from(c.to_string())).collect(),
         ));
     }
-    Ok(Value::array(text.split(sep).map(Value::str).collect()))
+    Ok(Value::array(match sep.as_bytes() {
+        // One ASCII character (`"#"`, `"/"`): a char pattern, not a substring searcher.
+        [b] if b.is_ascii() => text.split(char::from(*b)).map(Value::str).collect(),
+        _ => text.split(sep).map(Value::str).collect(),
+    }))
 }
 
 fn join(args: &[Value]) -> Result<Value, String> {
@@ -223,7 +227,10 @@ fn split_size(args: &[Value], _cap: u64) -> u64 {
     let parts = if sep.is_empty() {
         text.chars().count()
     } else {
-        text.matches(sep).count() + 1
+        match sep.as_bytes() {
+            [b] if b.is_ascii() => text.bytes().filter(|c| c == b).count() + 1,
+            _ => text.matches(sep).count() + 1,
+        }
     };
     text.len() as u64 + parts as u64 * SLOT_BYTES
 }
