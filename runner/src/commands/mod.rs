@@ -1,6 +1,7 @@
 //! Carrying out the commands of [`crate::cli`].
 
 mod case;
+mod case_shrink;
 mod check;
 mod demo;
 mod diff;
@@ -42,6 +43,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Schema(args) => schema::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Case(crate::cli::CaseCommand::New(args)) => case::new(&args),
+        Command::Case(crate::cli::CaseCommand::Shrink(args)) => case_shrink::shrink(&args),
     }
 }
 
