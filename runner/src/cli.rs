@@ -80,11 +80,12 @@ pub struct CaseShrinkArgs {
     /// Report what would shrink and write nothing; exit 1 when anything would.
     #[arg(long)]
     pub check: bool,
-    /// Give an included fragment that has no `event:` one: what the events of the given
-    /// cases that include it (last in their `include:`) share. Give every case that includes
-    /// the fragment, e.g. the whole folder.
+    /// Also gather what most of the given cases of one fragment (last in their `include:`)
+    /// share — event keys and values, world rows — into a new fragment beside it,
+    /// `NAME.common.yaml`, which includes it; the cases that keep their plan over it include
+    /// it instead and shrink further. Skipped when that file exists.
     #[arg(long)]
-    pub base_event: bool,
+    pub base: bool,
     /// Rules and settings the cases are evaluated with (as for `skladsync test`).
     #[command(flatten)]
     pub rules: RuleArgs,

@@ -11,6 +11,9 @@ use skladsync_engine::{Case, RecordedWorld, RuleSet, Value};
 
 use crate::cli::CaseShrinkArgs;
 
+/// How many shared fragments `--base` writes beside one fragment at most.
+const MAX_SHARED: usize = 4;
+
 /// One case file as read.
 struct Loaded {
     path: PathBuf,
@@ -41,10 +44,7 @@ fn case_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
             if path.is_dir() {
                 walk(&path, out)?;
-            } else if path
-                .extension()
-                .is_some_and(|x| x == "yaml" || x == "yml")
-            {
+            } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
                 out.push(path);
             }
         }
@@ -135,6 +135,7 @@ pub(crate) fn world_diff(base: &Value, case: &Value) -> Value {
                     .collect(),
             )
         }
+        (b, c) if same(b, c) => Value::Null,
         (_, c) => c.clone(),
     }
 }
@@ -145,44 +146,6 @@ fn is_empty(v: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         Value::Null => true,
         _ => false,
-    }
-}
-
-/// The event every one of `events` has in common: map keys all of them have (never null),
-/// and for anything else the value most of them (at least two) share.
-pub(crate) fn common_event(events: &[&Value]) -> Value {
-    let Some(first) = events.first() else {
-        return Value::Null;
-    };
-    if events.iter().all(|e| matches!(e, Value::Object(_))) {
-        let mut out = Map::default();
-        if let Value::Object(f) = first {
-            for k in f.keys() {
-                let subs: Option<Vec<&Value>> = events
-                    .iter()
-                    .map(|e| e.get_ref(k).filter(|v| !v.is_null()))
-                    .collect();
-                let Some(subs) = subs else { continue };
-                let c = common_event(&subs);
-                if !c.is_null() && !(matches!(c, Value::Object(_)) && is_empty(&c)) {
-                    out.insert(k.clone(), c);
-                }
-            }
-        }
-        return Value::object(out);
-    }
-    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::default();
-    for (i, e) in events.iter().enumerate() {
-        let entry = counts.entry(e.to_json()).or_insert((0, i));
-        entry.0 += 1;
-    }
-    let best = counts
-        .values()
-        .filter(|(n, _)| *n >= 2)
-        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    match best {
-        Some((_, i)) => events.get(*i).map_or(Value::Null, |v| (*v).clone()),
-        None => Value::Null,
     }
 }
 
@@ -219,7 +182,12 @@ fn blocks(text: &str) -> Vec<(String, usize, usize)> {
 
 /// `text` with the top-level `key` block replaced by `value` (removed when `None`), or added
 /// before the first of `before` (at the end when none is there).
-fn replace_block(text: &str, key: &str, value: Option<&Value>, before: &[&str]) -> Result<String, String> {
+fn replace_block(
+    text: &str,
+    key: &str,
+    value: Option<&Value>,
+    before: &[&str],
+) -> Result<String, String> {
     let rendered = match value {
         Some(v) => {
             let mut one = Map::default();
@@ -277,61 +245,448 @@ fn stated_event(base: &Value, full: &Value) -> Option<Value> {
     Some(Value::object(out))
 }
 
-/// The shrunk text of one case over `base` (its includes' merged event, world), if it is
-/// shorter and means the same (same merged event, same outcome); else `None`.
-fn shrink_one(
-    rules: &RuleSet,
-    c: &Loaded,
-    base: &(Value, Value, Value),
+/// Where a case is to be rewritten over: the bases it was merged over and is to be merged
+/// over (event, world, settings), and an include to swap for another (`old`, `new` as written).
+struct Plan<'a> {
+    old: &'a (Value, Value, Value),
+    new: &'a (Value, Value, Value),
+    swap: Option<(&'a str, &'a str)>,
     need_shorter: bool,
-) -> Option<String> {
-    let full = layer(&base.0, &c.file.event, false);
-    let mut text = c.text.clone();
-    if !c.file.event.is_null() {
-        if let Some(ev) = stated_event(&base.0, &full) {
-            if !same(&ev, &c.file.event) {
-                text = replace_block(&text, "event", Some(&ev), &["world", "settings", "expect"]).ok()?;
+}
+
+/// `v` with object keys sorted and, when `rows`, every list sorted and without repeats: equal
+/// when two events say the same whatever the order of their keys, or two worlds hold the same
+/// rows (a row held twice, once by the fragment and once by the case, counts once here; the
+/// plan is compared too).
+fn canon(v: &Value, rows: bool) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut items: Vec<(&skladsync_engine::value::Str, Value)> =
+                m.iter().map(|(k, v)| (k, canon(v, rows))).collect();
+            items.sort_by(|a, b| a.0.cmp(b.0));
+            let mut out = Map::default();
+            for (k, v) in items {
+                out.insert(k.clone(), v);
             }
+            Value::object(out)
+        }
+        Value::Array(a) => {
+            let mut items: Vec<Value> = a.iter().map(|v| canon(v, rows)).collect();
+            if rows {
+                items.sort_by_key(Value::to_json);
+                items.dedup_by(|a, b| a.to_json() == b.to_json());
+            }
+            Value::array(items)
+        }
+        other => other.clone(),
+    }
+}
+
+/// `text` with the include `old` (as written) swapped for `new` in its `include:` block;
+/// with `old` empty, `include: [new]` added before the event.
+fn swap_include(text: &str, old: &str, new: &str) -> Option<String> {
+    if old.is_empty() {
+        let line = format!("include: [{new}]\n");
+        let at = blocks(text)
+            .into_iter()
+            .find(|(k, _, _)| ["event", "world", "settings", "expect"].contains(&k.as_str()));
+        let mut out = String::new();
+        let mut added = false;
+        for (i, l) in text.lines().enumerate() {
+            if !added && at.as_ref().is_some_and(|(_, s, _)| *s == i) {
+                out.push_str(&line);
+                added = true;
+            }
+            out.push_str(l);
+            out.push('\n');
+        }
+        if !added {
+            out.push_str(&line);
+        }
+        return Some(out);
+    }
+    let (_, start, end) = blocks(text).into_iter().find(|(k, _, _)| k == "include")?;
+    let mut out = String::new();
+    let mut done = false;
+    for (i, l) in text.lines().enumerate() {
+        if !done && i >= start && i < end && l.contains(old) {
+            out.push_str(&l.replacen(old, new, 1));
+            done = true;
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    done.then_some(out)
+}
+
+/// The shrunk text of one case, if it means the same afterwards (the same merged event, the
+/// same world rows, the same plan or error) and, when asked, is shorter; else `None`.
+fn shrink_one(rules: &RuleSet, c: &Loaded, plan: &Plan) -> Option<String> {
+    let full = layer(&plan.old.0, &c.file.event, false);
+    let world_before = canon(&layer(&plan.old.1, &c.file.world, true), true);
+    let mut text = c.text.clone();
+    if let Some((old, new)) = plan.swap {
+        text = swap_include(&text, old, new)?;
+    }
+    if !c.file.event.is_null() || plan.swap.is_some() {
+        let ev = stated_event(&plan.new.0, &full)?;
+        if !same(&ev, &c.file.event) {
+            text =
+                replace_block(&text, "event", Some(&ev), &["world", "settings", "expect"]).ok()?;
         }
     }
-    if !c.file.world.is_null() && !base.1.is_null() {
-        let w = world_diff(&base.1, &c.file.world);
+    if !c.file.world.is_null() && !plan.new.1.is_null() {
+        let w = world_diff(&plan.new.1, &c.file.world);
         if !same(&w, &c.file.world) {
             let w = (!is_empty(&w)).then_some(&w);
             text = replace_block(&text, "world", w, &["settings", "expect"]).ok()?;
         }
     }
-    let dbg = std::env::var_os("SHRINK_DEBUG").is_some();
-    if need_shorter && text.lines().count() >= c.text.lines().count() {
-        if dbg { eprintln!("{}: not shorter", c.path.display()); }
+    if text == c.text || plan.need_shorter && text.lines().count() >= c.text.lines().count() {
         return None;
     }
-    // The same meaning: the merged event unchanged, the same plan (or error).
-    let file: CaseFile = match serde_yaml::from_str(&text) { Ok(f) => f, Err(e) => { if dbg { eprintln!("{}: {e}\n{text}", c.path.display()); } return None; } };
-    if !same(&layer(&base.0, &file.event, false), &full) {
-        if dbg { eprintln!("{}: event differs", c.path.display()); }
+    let file: CaseFile = serde_yaml::from_str(&text).ok()?;
+    let event_after = layer(&plan.new.0, &file.event, false);
+    if !same(&canon(&event_after, false), &canon(&full, false)) {
         return None;
     }
-    let event = skladsync_engine::Event::from_document(&full).ok()?;
-    let world = RecordedWorld::from_value(&layer(&base.1, &file.world, true)).ok()?;
+    let world = layer(&plan.new.1, &file.world, true);
+    if !same(&canon(&world, true), &world_before) {
+        return None;
+    }
     let case = Case {
         doc: file.doc,
-        event,
-        event_doc: full,
-        world,
-        settings: layer(&base.2, &file.settings, false),
+        event: skladsync_engine::Event::from_document(&event_after).ok()?,
+        event_doc: event_after,
+        world: RecordedWorld::from_value(&world).ok()?,
+        settings: layer(&plan.new.2, &file.settings, false),
         expect: file.expect,
     };
-    let o = outcome(rules, &case);
-    if dbg && o != c.outcome { eprintln!("{}: outcome differs\n{o}\n{}", c.path.display(), c.outcome); }
-    (o == c.outcome).then_some(text)
+    (outcome(rules, &case) == c.outcome).then_some(text)
 }
 
-/// The fragment a case lays on top (its last include), as a path.
-fn top_fragment(c: &Loaded) -> Option<PathBuf> {
+/// The event `min` of `events` have in common: map keys at least `min` of them have (not
+/// null), and for anything else the value at least `min` (and two) of them share.
+pub(crate) fn common_event(events: &[&Value], min: usize) -> Value {
+    let objects: Vec<&Value> = events
+        .iter()
+        .copied()
+        .filter(|e| matches!(e, Value::Object(_)))
+        .collect();
+    if objects.len() >= min.max(1) {
+        let mut out = Map::default();
+        for k in keys_of(&objects) {
+            let subs: Vec<&Value> = objects
+                .iter()
+                .filter_map(|o| o.get_ref(&k).filter(|v| !v.is_null()))
+                .collect();
+            if subs.len() < min {
+                continue;
+            }
+            let c = common_event(&subs, min);
+            if !(c.is_null() || matches!(c, Value::Object(_)) && is_empty(&c)) {
+                out.insert(k.clone(), c);
+            }
+        }
+        return Value::object(out);
+    }
+    let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let entry = counts.entry(e.to_json()).or_insert((0, i));
+        entry.0 += 1;
+    }
+    let best = counts
+        .values()
+        .filter(|(n, _)| *n >= min.max(2))
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    match best {
+        Some((_, i)) => events.get(*i).map_or(Value::Null, |v| (*v).clone()),
+        None => Value::Null,
+    }
+}
+
+/// The keys of maps, in the order they first appear.
+fn keys_of(objects: &[&Value]) -> Vec<skladsync_engine::value::Str> {
+    let mut keys: Vec<skladsync_engine::value::Str> = Vec::new();
+    for o in objects {
+        if let Value::Object(m) = o {
+            for k in m.keys() {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// The world rows at least `min` of `worlds` hold (lists under any map key), in the order
+/// they first appear.
+pub(crate) fn common_world(worlds: &[&Value], min: usize) -> Value {
+    let lists: Vec<&[Value]> = worlds.iter().filter_map(|w| w.as_array()).collect();
+    if !lists.is_empty() {
+        let mut order: Vec<String> = Vec::new();
+        let mut rows: BTreeMap<String, (usize, Value)> = BTreeMap::new();
+        for list in &lists {
+            let mut mine: Vec<String> = Vec::new();
+            for item in list.iter() {
+                let key = item.to_json();
+                if mine.contains(&key) {
+                    continue;
+                }
+                mine.push(key.clone());
+                let entry = rows.entry(key.clone()).or_insert_with(|| {
+                    order.push(key);
+                    (0, item.clone())
+                });
+                entry.0 += 1;
+            }
+        }
+        let kept: Vec<Value> = order
+            .iter()
+            .filter_map(|k| {
+                rows.get(k)
+                    .filter(|(n, _)| *n >= min)
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        return if kept.is_empty() {
+            Value::Null
+        } else {
+            Value::array(kept)
+        };
+    }
+    let objects: Vec<&Value> = worlds
+        .iter()
+        .copied()
+        .filter(|e| matches!(e, Value::Object(_)))
+        .collect();
+    if objects.is_empty() {
+        // Scalars: the value at least `min` (and two) of them have.
+        let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (i, w) in worlds.iter().enumerate().filter(|(_, w)| !w.is_null()) {
+            counts.entry(w.to_json()).or_insert((0, i)).0 += 1;
+        }
+        let best = counts
+            .values()
+            .filter(|(n, _)| *n >= min.max(2))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        return best.map_or(Value::Null, |(_, i)| worlds[*i].clone());
+    }
+    let mut out = Map::default();
+    for k in keys_of(&objects) {
+        let subs: Vec<&Value> = objects.iter().filter_map(|o| o.get_ref(&k)).collect();
+        let c = common_world(&subs, min);
+        if !is_empty(&c) {
+            out.insert(k.clone(), c);
+        }
+    }
+    if out.is_empty() {
+        Value::Null
+    } else {
+        Value::object(out)
+    }
+}
+
+/// The fragment a case lays on top (its last include): the path, and as written.
+fn top_fragment(c: &Loaded) -> Option<(PathBuf, String)> {
     let rel = c.file.include.last()?;
     let p = dir_of(&c.path).join(rel);
-    Some(std::path::absolute(&p).unwrap_or(p))
+    Some((tidy(&std::path::absolute(&p).unwrap_or(p)), rel.clone()))
+}
+
+/// The `n`th shared fragment `case shrink --base` writes beside `frag` (`NAME.common.yaml`,
+/// `NAME.common-2.yaml`, …); none beside a shared fragment.
+fn common_path(frag: &Path, n: usize, kind: &str) -> Option<PathBuf> {
+    let name = frag.file_name()?.to_str()?;
+    if name.contains(".common") || name.contains(".shared") {
+        return None;
+    }
+    let stem = name
+        .strip_suffix(".yaml")
+        .or_else(|| name.strip_suffix(".yml"))?;
+    Some(frag.with_file_name(if n <= 1 {
+        format!("{stem}.{kind}.yaml")
+    } else {
+        format!("{stem}.{kind}-{n}.yaml")
+    }))
+}
+
+/// The `worlds/` folder beside a folder above `dir` (where the shared fragments live).
+fn worlds_dir(dir: &Path) -> Option<PathBuf> {
+    let abs = tidy(&std::path::absolute(dir).ok()?);
+    abs.ancestors()
+        .map(|a| a.join("worlds"))
+        .find(|w| w.is_dir())
+}
+
+/// The path of `to` relative to the folder `from` (both absolute and tidy).
+fn relative(from: &Path, to: &Path) -> String {
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_owned(); f.len() - common];
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+/// `p` without `.` and `dir/..` (lexically).
+fn tidy(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `rel` (an include as written) pointing at `new_name` in the same folder.
+fn sibling_rel(rel: &str, new_name: &str) -> String {
+    match rel.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{new_name}"),
+        None => new_name.to_owned(),
+    }
+}
+
+/// Cases rewritten: (index, new text).
+type Rewritten = Vec<(usize, String)>;
+
+/// A new shared fragment for the cases of one fragment.
+struct Gathered {
+    path: PathBuf,
+    text: String,
+    /// (case index, its rewritten text)
+    cases: Vec<(usize, String)>,
+}
+
+/// What most of the given cases of `frag` share beyond it, as a fragment beside it that
+/// includes it; the cases that keep their meaning over it include it instead. `None` when
+/// fewer than two cases would, or nothing is shared.
+fn gather(
+    rules: &RuleSet,
+    cases: &[Loaded],
+    bases: &[Option<(Value, Value, Value)>],
+    frag: Option<&Path>,
+    path: PathBuf,
+    users: &[usize],
+) -> Result<Option<Gathered>, String> {
+    let none = (Value::Null, Value::Null, Value::Null);
+    let name_of = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (name, frag_name) = (name_of(&path), frag.map(name_of).unwrap_or_default());
+    let mut members: Vec<usize> = users.to_vec();
+    let mut result: Option<(Value, Value, Rewritten)> = None;
+    // Round one: what half of them share; round two: what all that kept their plan share.
+    for round in 0..2 {
+        if members.len() < 2 {
+            return Ok(None);
+        }
+        let min = if round == 0 {
+            members.len().div_ceil(2)
+        } else {
+            members.len()
+        };
+        let fulls: Vec<Value> = members
+            .iter()
+            .map(|&i| {
+                layer(
+                    &bases[i].as_ref().unwrap_or(&none).0,
+                    &cases[i].file.event,
+                    false,
+                )
+            })
+            .collect();
+        let refs: Vec<&Value> = fulls.iter().collect();
+        let mut event = common_event(&refs, min);
+        if let Value::Object(m) = &mut event {
+            std::sync::Arc::make_mut(m).shift_remove("event");
+        }
+        let worlds: Vec<&Value> = members.iter().map(|&i| &cases[i].file.world).collect();
+        let world = common_world(&worlds, min);
+        if is_empty(&event) && is_empty(&world) {
+            return Ok(None);
+        }
+        let mut kept = Vec::new();
+        for &i in &members {
+            let (old, rel, new_rel) = match (&bases[i], frag) {
+                (Some(old), Some(_)) => {
+                    let Some((_, rel)) = top_fragment(&cases[i]) else {
+                        continue;
+                    };
+                    let new_rel = sibling_rel(&rel, &name);
+                    (old, rel, new_rel)
+                }
+                (None, None) => {
+                    let dir = tidy(
+                        &std::path::absolute(dir_of(&cases[i].path)).map_err(|e| e.to_string())?,
+                    );
+                    (&none, String::new(), relative(&dir, &path))
+                }
+                _ => continue,
+            };
+            let new = (
+                layer(&old.0, &event, false),
+                layer(&old.1, &world, true),
+                old.2.clone(),
+            );
+            let plan = Plan {
+                old,
+                new: &new,
+                swap: Some((&rel, &new_rel)),
+                need_shorter: true,
+            };
+            if let Some(text) = shrink_one(rules, &cases[i], &plan) {
+                kept.push((i, text));
+            }
+        }
+        members = kept.iter().map(|(i, _)| *i).collect();
+        result = Some((event, world, kept));
+    }
+    let Some((event, world, kept)) = result else {
+        return Ok(None);
+    };
+    if kept.len() < 2 {
+        return Ok(None);
+    }
+    let mut text = format!(
+        "# yaml-language-server: $schema={}\n",
+        super::case::schema_ref(&path)
+    );
+    if frag.is_some() {
+        text.push_str(&format!(
+            "doc: 'What most cases of {frag_name} share beyond it (gathered by `skladsync case shrink --base`); a case that includes this states only what differs.'\n"
+        ));
+        text.push_str(&format!("include: [{frag_name}]\n"));
+    } else {
+        text.push_str("doc: 'What most cases of this event in their folder share (gathered by `skladsync case shrink --base`); a case that includes this states only what differs.'\n");
+    }
+    let mut body = Map::default();
+    if !is_empty(&event) {
+        body.insert("event".into(), event);
+    }
+    if !is_empty(&world) {
+        body.insert("world".into(), world);
+    }
+    text.push_str(&serde_yaml::to_string(&Value::object(body)).map_err(|e| e.to_string())?);
+    Ok(Some(Gathered {
+        path,
+        text,
+        cases: kept,
+    }))
 }
 
 /// `skladsync case shrink`: exit 0 when done (or, with `--check`, when nothing would shrink).
@@ -355,7 +710,8 @@ fn shrink_inner(args: &CaseShrinkArgs) -> Result<ExitCode, String> {
     };
     let mut cases = Vec::new();
     for path in case_paths(&args.paths)? {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let file: CaseFile = match serde_yaml::from_str(&text) {
             Ok(f) => f,
             Err(e) => {
@@ -385,124 +741,146 @@ fn shrink_inner(args: &CaseShrinkArgs) -> Result<ExitCode, String> {
             Some(included_base(dir_of(&c.path), &c.file.include)?)
         });
     }
-    // Fragments with no event under them get one: what their cases' events share.
-    let mut new_fragments: BTreeMap<PathBuf, (Value, String)> = BTreeMap::default();
-    if args.base_event {
-        let mut users: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::default();
+    let verb = |now: &str, later: &str| {
+        if args.check {
+            later.to_owned()
+        } else {
+            now.to_owned()
+        }
+    };
+    // With --base: what most cases of a fragment share, gathered into a fragment beside it.
+    let mut gathered: Vec<Gathered> = Vec::new();
+    let mut texts: BTreeMap<usize, String> = BTreeMap::new();
+    if args.base {
+        // Cases of a fragment by that fragment; cases that include none by where a fragment
+        // of theirs would be: `worlds/FOLDER__EVENT.shared.yaml`.
+        let mut users: BTreeMap<(PathBuf, bool), Vec<usize>> = BTreeMap::new();
         for (i, c) in cases.iter().enumerate() {
-            if let (Some(frag), Some(base)) = (top_fragment(c), &bases[i]) {
-                if base.0.is_null() && c.file.event.as_object().is_some() {
-                    users.entry(frag).or_default().push(i);
-                }
+            if let (Some((frag, _)), Some(_)) = (top_fragment(c), &bases[i]) {
+                users.entry((frag, true)).or_default().push(i);
+            } else if c.file.include.is_empty() {
+                let (Some(worlds), Some(folder), Some(event)) = (
+                    worlds_dir(dir_of(&c.path)),
+                    std::path::absolute(dir_of(&c.path))
+                        .ok()
+                        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())),
+                    c.file.event.get_ref("event").and_then(Value::as_str),
+                ) else {
+                    continue;
+                };
+                let at = worlds.join(format!("{folder}__{event}.yaml"));
+                users.entry((at, false)).or_default().push(i);
             }
         }
-        for (frag, idx) in users {
-            if idx.len() < 2 {
-                continue;
-            }
-            let events: Vec<&Value> = idx.iter().map(|&i| &cases[i].file.event).collect();
-            let mut common = common_event(&events);
-            if let Value::Object(m) = &mut common {
-                std::sync::Arc::make_mut(m).shift_remove("event");
-            }
-            if is_empty(&common) {
-                continue;
-            }
-            let ftext = std::fs::read_to_string(&frag).map_err(|e| format!("{}: {e}", frag.display()))?;
-            let new_text = replace_block(&ftext, "event", Some(&common), &["world", "settings"])?;
-            // Every case of this fragment must keep its meaning over the new base.
-            let all_ok = idx.iter().all(|&i| {
-                let Some(old) = &bases[i] else { return false };
-                let base = (layer(&old.0, &common, false), old.1.clone(), old.2.clone());
-                shrink_one(&rules, &cases[i], &base, false).is_some()
-            });
-            if all_ok {
-                for &i in &idx {
-                    if let Some(b) = bases[i].as_mut() {
-                        b.0 = layer(&b.0, &common, false);
-                    }
+        for ((frag, real), idx) in users {
+            // Cluster by cluster: the cases the first shared fragment cannot carry may share
+            // another.
+            let mut rest = idx.clone();
+            for n in 1..=MAX_SHARED {
+                let kind = if real { "common" } else { "shared" };
+                let Some(path) = common_path(&frag, n, kind) else {
+                    break;
+                };
+                if path.exists() {
+                    continue;
                 }
-                new_fragments.insert(frag, (common, new_text));
-            } else {
-                eprintln!(
-                    "{}: not given a base event (a case of it would not keep its plan)",
-                    frag.display()
-                );
-            }
-        }
-    }
-    let mut would = 0usize;
-    let mut written: Vec<(usize, String)> = Vec::new();
-    for (i, c) in cases.iter().enumerate() {
-        let Some(base) = &bases[i] else { continue };
-        let before = c.text.lines().count();
-        let rebased = top_fragment(c).is_some_and(|f| new_fragments.contains_key(&f));
-        match shrink_one(&rules, c, base, !rebased) {
-            Some(text) if text == c.text => {}
-            Some(text) => {
-                would += 1;
+                let of = real.then_some(frag.as_path());
+                let Some(g) = gather(&rules, &cases, &bases, of, path, &rest)? else {
+                    break;
+                };
                 println!(
-                    "{} {}: {before} → {} lines",
-                    if args.check { "would shrink" } else { "shrunk" },
-                    c.path.display(),
-                    text.lines().count()
+                    "{} {}: what {} of {} cases over {} share",
+                    verb("wrote", "would write"),
+                    g.path.display(),
+                    g.cases.len(),
+                    rest.len(),
+                    frag.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default()
                 );
-                written.push((i, text));
+                rest.retain(|i| !g.cases.iter().any(|(j, _)| j == i));
+                for (i, text) in &g.cases {
+                    texts.insert(*i, text.clone());
+                }
+                gathered.push(g);
             }
-            None if rebased => {
-                return Err(format!(
-                    "{}: over the new base event it would not keep its plan",
-                    c.path.display()
-                ));
-            }
-            None => {}
         }
     }
-    for frag in new_fragments.keys() {
-        would += 1;
+    for (i, c) in cases.iter().enumerate() {
+        if texts.contains_key(&i) {
+            continue;
+        }
+        let Some(base) = &bases[i] else { continue };
+        let plan = Plan {
+            old: base,
+            new: base,
+            swap: None,
+            need_shorter: true,
+        };
+        if let Some(text) = shrink_one(&rules, c, &plan) {
+            texts.insert(i, text);
+        }
+    }
+    for (i, text) in &texts {
+        let c = &cases[*i];
         println!(
-            "{} {}: a base event its cases share",
-            if args.check { "would add to" } else { "added to" },
-            frag.display()
+            "{} {}: {} → {} lines",
+            verb("shrunk", "would shrink"),
+            c.path.display(),
+            c.text.lines().count(),
+            text.lines().count()
         );
     }
+    let changed = texts.len() + gathered.len();
     if args.check {
-        println!("{would} file(s) would change");
-        return Ok(if would > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        println!("{changed} file(s) would change");
+        return Ok(if changed > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
-    let mut old_fragments = Vec::new();
-    for (frag, (_, text)) in &new_fragments {
-        let old = std::fs::read_to_string(frag).map_err(|e| format!("{}: {e}", frag.display()))?;
-        old_fragments.push((frag.clone(), old));
-        std::fs::write(frag, text).map_err(|e| format!("{}: {e}", frag.display()))?;
+    let undo = |upto_cases: usize| -> Result<(), String> {
+        for g in &gathered {
+            std::fs::remove_file(&g.path).ok();
+        }
+        for (i, _) in texts.iter().take(upto_cases) {
+            let c = &cases[*i];
+            std::fs::write(&c.path, &c.text).map_err(|e| format!("{}: {e}", c.path.display()))?;
+        }
+        Ok(())
+    };
+    for g in &gathered {
+        if let Err(e) = std::fs::write(&g.path, &g.text) {
+            undo(0)?;
+            return Err(format!("{}: {e}", g.path.display()));
+        }
     }
-    for (i, text) in &written {
+    for (n, (i, text)) in texts.iter().enumerate() {
         let c = &cases[*i];
-        std::fs::write(&c.path, text).map_err(|e| format!("{}: {e}", c.path.display()))?;
+        if let Err(e) = std::fs::write(&c.path, text) {
+            undo(n)?;
+            return Err(format!("{}: {e}", c.path.display()));
+        }
     }
-    // Read back from disk, as the tests will: should any case (written or not) evaluate
-    // differently, every file this run wrote is put back as it was.
+    // Read back from disk, as the tests will: should any case evaluate differently, every
+    // file this run wrote is put back as it was.
     let mut moved = Vec::new();
     for c in &cases {
-        let text = std::fs::read_to_string(&c.path).map_err(|e| format!("{}: {e}", c.path.display()))?;
+        let text =
+            std::fs::read_to_string(&c.path).map_err(|e| format!("{}: {e}", c.path.display()))?;
         match outcome_of(&rules, &text, dir_of(&c.path)) {
             Ok(o) if o == c.outcome => {}
             _ => moved.push(c.path.display().to_string()),
         }
     }
     if !moved.is_empty() {
-        for (frag, text) in &old_fragments {
-            std::fs::write(frag, text).map_err(|e| format!("{}: {e}", frag.display()))?;
-        }
-        for (i, _) in &written {
-            let c = &cases[*i];
-            std::fs::write(&c.path, &c.text).map_err(|e| format!("{}: {e}", c.path.display()))?;
-        }
+        undo(texts.len())?;
         return Err(format!(
-            "read back, {} no longer evaluate(s) as before; every file is put back as it was",
+            "read back, {} would evaluate differently; every file is put back as it was",
             moved.join(", ")
         ));
     }
-    println!("{} file(s) changed", written.len() + new_fragments.len());
+    println!("{changed} file(s) changed");
     Ok(ExitCode::SUCCESS)
 }
