@@ -14,6 +14,9 @@ use crate::cli::CaseShrinkArgs;
 /// How many shared fragments `--base` writes beside one fragment at most.
 const MAX_SHARED: usize = 4;
 
+/// How many cases a shared fragment `--base` writes must carry at least.
+const MIN_SHARING: usize = 3;
+
 /// One case file as read.
 struct Loaded {
     path: PathBuf,
@@ -325,6 +328,7 @@ fn swap_include(text: &str, old: &str, new: &str) -> Option<String> {
 fn shrink_one(rules: &RuleSet, c: &Loaded, plan: &Plan) -> Option<String> {
     let full = layer(&plan.old.0, &c.file.event, false);
     let world_before = canon(&layer(&plan.old.1, &c.file.world, true), true);
+    let settings_full = layer(&plan.old.2, &c.file.settings, false);
     let mut text = c.text.clone();
     if let Some((old, new)) = plan.swap {
         text = swap_include(&text, old, new)?;
@@ -343,6 +347,18 @@ fn shrink_one(rules: &RuleSet, c: &Loaded, plan: &Plan) -> Option<String> {
             text = replace_block(&text, "world", w, &["settings", "expect"]).ok()?;
         }
     }
+    // Settings overrides merge as the event does (maps key by key, lists whole).
+    if !c.file.settings.is_null() && !plan.new.2.is_null() {
+        match event_diff(&plan.new.2, &settings_full) {
+            Some(d) if !same(&d, &c.file.settings) => {
+                let d = (!is_empty(&d)).then_some(&d);
+                text = replace_block(&text, "settings", d, &["expect"]).ok()?;
+            }
+            Some(_) => {}
+            None if same(&plan.new.2, &plan.old.2) => {}
+            None => return None,
+        }
+    }
     if text == c.text || plan.need_shorter && text.lines().count() >= c.text.lines().count() {
         return None;
     }
@@ -355,19 +371,24 @@ fn shrink_one(rules: &RuleSet, c: &Loaded, plan: &Plan) -> Option<String> {
     if !same(&canon(&world, true), &world_before) {
         return None;
     }
+    let settings = layer(&plan.new.2, &file.settings, false);
+    if !same(&canon(&settings, false), &canon(&settings_full, false)) {
+        return None;
+    }
     let case = Case {
         doc: file.doc,
         event: skladsync_engine::Event::from_document(&event_after).ok()?,
         event_doc: event_after,
         world: RecordedWorld::from_value(&world).ok()?,
-        settings: layer(&plan.new.2, &file.settings, false),
+        settings,
         expect: file.expect,
     };
     (outcome(rules, &case) == c.outcome).then_some(text)
 }
 
 /// The event `min` of `events` have in common: map keys at least `min` of them have (not
-/// null), and for anything else the value at least `min` (and two) of them share.
+/// null), and for anything else the value most of them share (at least two: a case with
+/// another value states its own, as it would anyway).
 pub(crate) fn common_event(events: &[&Value], min: usize) -> Value {
     let objects: Vec<&Value> = events
         .iter()
@@ -398,7 +419,7 @@ pub(crate) fn common_event(events: &[&Value], min: usize) -> Value {
     }
     let best = counts
         .values()
-        .filter(|(n, _)| *n >= min.max(2))
+        .filter(|(n, _)| *n >= 2)
         .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     match best {
         Some((_, i)) => events.get(*i).map_or(Value::Null, |v| (*v).clone()),
@@ -571,7 +592,7 @@ struct Gathered {
 
 /// What most of the given cases of `frag` share beyond it, as a fragment beside it that
 /// includes it; the cases that keep their meaning over it include it instead. `None` when
-/// fewer than two cases would, or nothing is shared.
+/// fewer than [`MIN_SHARING`] cases would, or nothing is shared.
 fn gather(
     rules: &RuleSet,
     cases: &[Loaded],
@@ -589,10 +610,10 @@ fn gather(
     };
     let (name, frag_name) = (name_of(&path), frag.map(name_of).unwrap_or_default());
     let mut members: Vec<usize> = users.to_vec();
-    let mut result: Option<(Value, Value, Rewritten)> = None;
+    let mut result: Option<(Value, Value, Value, Rewritten)> = None;
     // Round one: what half of them share; round two: what all that kept their plan share.
     for round in 0..2 {
-        if members.len() < 2 {
+        if members.len() < MIN_SHARING {
             return Ok(None);
         }
         let min = if round == 0 {
@@ -617,7 +638,19 @@ fn gather(
         }
         let worlds: Vec<&Value> = members.iter().map(|&i| &cases[i].file.world).collect();
         let world = common_world(&worlds, min);
-        if is_empty(&event) && is_empty(&world) {
+        let settings_full: Vec<Value> = members
+            .iter()
+            .map(|&i| {
+                layer(
+                    &bases[i].as_ref().unwrap_or(&none).2,
+                    &cases[i].file.settings,
+                    false,
+                )
+            })
+            .collect();
+        let refs: Vec<&Value> = settings_full.iter().collect();
+        let settings = common_event(&refs, min);
+        if is_empty(&event) && is_empty(&world) && is_empty(&settings) {
             return Ok(None);
         }
         let mut kept = Vec::new();
@@ -641,7 +674,7 @@ fn gather(
             let new = (
                 layer(&old.0, &event, false),
                 layer(&old.1, &world, true),
-                old.2.clone(),
+                layer(&old.2, &settings, false),
             );
             let plan = Plan {
                 old,
@@ -654,12 +687,12 @@ fn gather(
             }
         }
         members = kept.iter().map(|(i, _)| *i).collect();
-        result = Some((event, world, kept));
+        result = Some((event, world, settings, kept));
     }
-    let Some((event, world, kept)) = result else {
+    let Some((event, world, settings, kept)) = result else {
         return Ok(None);
     };
-    if kept.len() < 2 {
+    if kept.len() < MIN_SHARING {
         return Ok(None);
     }
     let mut text = format!(
@@ -680,6 +713,9 @@ fn gather(
     }
     if !is_empty(&world) {
         body.insert("world".into(), world);
+    }
+    if !is_empty(&settings) {
+        body.insert("settings".into(), settings);
     }
     text.push_str(&serde_yaml::to_string(&Value::object(body)).map_err(|e| e.to_string())?);
     Ok(Some(Gathered {
