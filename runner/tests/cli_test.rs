@@ -359,12 +359,15 @@ fn case_shrink_base_gathers_a_shared_fragment() {
     let dir = shop();
     std::fs::create_dir_all(dir.path().join("worlds")).expect("mkdir");
     std::fs::create_dir_all(dir.path().join("cases/big")).expect("mkdir");
+    let mut original = String::new();
     for (id, status) in [(21, "new"), (22, "new"), (23, "approved")] {
+        let path = dir.path().join(format!("cases/big/order_{id}.yaml"));
         std::fs::write(
-            dir.path().join(format!("cases/big/order_{id}.yaml")),
+            &path,
             format!("doc: Order {id}.\nevent:\n  event: order.changed\n  now: \"2024-05-01 10:00:00\"\n  order:\n    id: {id}\n    number: A-{id}\n    store: main\n    status: {status}\n    customer: {{id: 3, name: Ann, phone: \"+79031234567\"}}\n    items:\n      - {{sku: A-1, quantity: 2, price: 19.99, status: ok}}\n      - {{sku: C-3, quantity: 3, price: 0.1, status: new}}\n    payments:\n      - {{id: 1, amount: 10.5}}\n  statuses: [new, sent]\nworld:\n  entities:\n    wh.customer:\n      - {{id: cust-1, name: Ann, phone: \"+79031234567\"}}\n"),
         )
         .expect("write");
+        original = std::fs::read_to_string(&path).expect("read");
     }
     let (_, before, _) = skladsync(RUN, dir.path());
     let (code, stdout, stderr) = skladsync(
@@ -378,11 +381,17 @@ fn case_shrink_base_gathers_a_shared_fragment() {
         fragment.contains("name: Ann") && fragment.contains("sku: A-1"),
         "{fragment}"
     );
-    let case = std::fs::read_to_string(dir.path().join("cases/big/order_23.yaml")).expect("read");
-    assert_eq!(
-        case,
-        "doc: Order 23.\ninclude: [../../worlds/big__order.changed.shared.yaml]\nevent:\n  event: order.changed\n  order:\n    id: 23\n    number: A-23\n    status: approved\n"
+    let shrunk = "doc: Order 23.\ninclude: [../../worlds/big__order.changed.shared.yaml]\nevent:\n  event: order.changed\n  order:\n    id: 23\n    number: A-23\n    status: approved\n";
+    let case_path = dir.path().join("cases/big/order_23.yaml");
+    assert_eq!(std::fs::read_to_string(&case_path).expect("read"), shrunk);
+    // A case written whole again (say, by a merge) finds the shared fragment on its own.
+    std::fs::write(&case_path, &original).expect("write");
+    let (code, stdout, stderr) = skladsync(
+        &["case", "shrink", "cases/big", "--rules", "rules"],
+        dir.path(),
     );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(std::fs::read_to_string(&case_path).expect("read"), shrunk);
     let (_, after, _) = skladsync(RUN, dir.path());
     assert_eq!(after, before, "every case passes (or fails) as before");
     let (code, stdout, _) = skladsync(

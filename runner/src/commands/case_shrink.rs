@@ -582,6 +582,54 @@ fn sibling_rel(rel: &str, new_name: &str) -> String {
 /// Cases rewritten: (index, new text).
 type Rewritten = Vec<(usize, String)>;
 
+/// The shared fragments on disk a case could include instead of its last include (or, with
+/// none, in addition): (the include as written or "", the new include, the new include list).
+fn shared_candidates(c: &Loaded) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    if let Some((frag, rel)) = top_fragment(c) {
+        for n in 1..=MAX_SHARED {
+            let Some(path) = common_path(&frag, n, "common") else {
+                break;
+            };
+            if !path.is_file() {
+                continue;
+            }
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let new_rel = sibling_rel(&rel, &name);
+            let mut includes = c.file.include.clone();
+            includes.pop();
+            includes.push(new_rel.clone());
+            out.push((rel.clone(), new_rel, includes));
+        }
+    } else if c.file.include.is_empty() {
+        let dir = dir_of(&c.path);
+        let (Some(worlds), Some(folder), Some(event), Ok(abs)) = (
+            worlds_dir(dir),
+            std::path::absolute(dir)
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())),
+            c.file.event.get_ref("event").and_then(Value::as_str),
+            std::path::absolute(dir),
+        ) else {
+            return out;
+        };
+        let at = worlds.join(format!("{folder}__{event}.yaml"));
+        for n in 1..=MAX_SHARED {
+            let Some(path) = common_path(&at, n, "shared") else {
+                break;
+            };
+            if path.is_file() {
+                let new_rel = relative(&tidy(&abs), &path);
+                out.push((String::new(), new_rel.clone(), vec![new_rel]));
+            }
+        }
+    }
+    out
+}
+
 /// A new shared fragment for the cases of one fragment.
 struct Gathered {
     path: PathBuf,
@@ -846,14 +894,43 @@ fn shrink_inner(args: &CaseShrinkArgs) -> Result<ExitCode, String> {
         if texts.contains_key(&i) {
             continue;
         }
-        let Some(base) = &bases[i] else { continue };
-        let plan = Plan {
-            old: base,
-            new: base,
-            swap: None,
-            need_shorter: true,
+        let none = (Value::Null, Value::Null, Value::Null);
+        let base = bases[i].as_ref().unwrap_or(&none);
+        let mut best: Option<String> = None;
+        let mut consider = |text: Option<String>| {
+            if let Some(t) = text {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| t.lines().count() < b.lines().count())
+                {
+                    best = Some(t);
+                }
+            }
         };
-        if let Some(text) = shrink_one(&rules, c, &plan) {
+        if bases[i].is_some() {
+            let plan = Plan {
+                old: base,
+                new: base,
+                swap: None,
+                need_shorter: true,
+            };
+            consider(shrink_one(&rules, c, &plan));
+        }
+        // Shared fragments a run of --base wrote before (beside the case's fragment, or for
+        // a case of no fragment in worlds/): a case edited or added since may fit one.
+        for (rel, new_rel, includes) in shared_candidates(c) {
+            let Ok(new) = included_base(dir_of(&c.path), &includes) else {
+                continue;
+            };
+            let plan = Plan {
+                old: base,
+                new: &new,
+                swap: Some((&rel, &new_rel)),
+                need_shorter: true,
+            };
+            consider(shrink_one(&rules, c, &plan));
+        }
+        if let Some(text) = best {
             texts.insert(i, text);
         }
     }
