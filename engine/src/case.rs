@@ -93,8 +93,10 @@ struct Fragment {
 /// How deeply fragments may include fragments.
 const MAX_INCLUDE_DEPTH: usize = 8;
 
-/// Merges `over` onto `base`: maps key by key; lists joined when `join`, else replaced.
-fn layer(base: &Value, over: &Value, join: bool) -> Value {
+/// Merges `over` onto `base`: maps key by key; lists joined when `join`, else replaced; a
+/// null in `over` keeps the base value. (`event` and `settings` merge with `join = false`,
+/// `world` with `join = true`.)
+pub fn layer(base: &Value, over: &Value, join: bool) -> Value {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             let mut map = (**b).clone();
@@ -144,6 +146,12 @@ fn included(dir: &Path, include: &[String], depth: usize) -> Result<(Value, Valu
         );
     }
     Ok(acc)
+}
+
+/// The `(event, world, settings)` that the fragments `include` names (relative to `dir`)
+/// lay under a case, merged as for a case: what a case is merged over.
+pub fn included_base(dir: &Path, include: &[String]) -> Result<(Value, Value, Value), String> {
+    included(dir, include, 0)
 }
 
 impl CaseFile {

@@ -177,6 +177,31 @@ pub enum CaseCommand {
     /// fields to fill in, includes, an empty world; `skladsync test --update` records its
     /// plan.
     New(CaseNewArgs),
+    /// Rewrite cases to state only what differs from the fragments they include: the event
+    /// keeps the keys whose values differ from the included event (deep per map key, lists
+    /// whole), the world drops rows the fragments already hold. A case is rewritten only
+    /// when it evaluates to the same plan (or error) afterwards, read back from disk.
+    Shrink(CaseShrinkArgs),
+}
+
+/// `skladsync case shrink`.
+#[derive(Debug, Args)]
+pub struct CaseShrinkArgs {
+    /// Case files or folders of cases (`*.yaml`, walked).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Report what would shrink and write nothing; exit 1 when anything would.
+    #[arg(long)]
+    pub check: bool,
+    /// Also gather what most of the given cases of one fragment (last in their `include:`)
+    /// share — event keys and values, world rows — into a new fragment beside it,
+    /// `NAME.common.yaml`, which includes it; the cases that keep their plan over it include
+    /// it instead and shrink further. Skipped when that file exists.
+    #[arg(long)]
+    pub base: bool,
+    /// Rules and settings the cases are evaluated with (as for `skladsync test`).
+    #[command(flatten)]
+    pub rules: RuleArgs,
 }
 
 /// `skladsync case new`.

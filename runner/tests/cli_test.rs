@@ -277,3 +277,149 @@ fn case_new_writes_a_scaffold() {
     assert_eq!(code, 1);
     assert!(stderr.contains("did you mean `order.changed`?"), "{stderr}");
 }
+
+/// `case shrink` rewrites a case to state only what differs from its fragment (the event's
+/// differing keys, no world row the fragment holds), and the case gives the same plan; a
+/// case whose plan would move (a row it repeats on purpose: twice, the lookup of one
+/// customer is ambiguous) is left byte for byte. `--check` says so and exits 1, and nothing
+/// is left to do after a run.
+#[test]
+fn case_shrink_keeps_only_what_differs_and_never_the_plan() {
+    let dir = shop();
+    std::fs::create_dir_all(dir.path().join("worlds")).expect("mkdir");
+    let zed = "{id: cust-1, name: Zed, phone: \"+70000000000\"}";
+    let bob = "{id: cust-9, name: Bob, phone: \"+79990000000\"}";
+    std::fs::write(
+        dir.path().join("worlds/shop.yaml"),
+        format!("event:\n  order: {{number: A-8, store: main, status: approved, customer: {{id: 4, name: Bob, phone: \"+79990000000\"}}, items: [{{sku: A-1, quantity: 1, price: 100, status: ok}}]}}\n  statuses: [approved]\nworld:\n  entities:\n    wh.customer:\n      - {zed}\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("worlds/bob.yaml"),
+        format!("include: [shop.yaml]\nworld:\n  entities:\n    wh.customer:\n      - {bob}\n"),
+    )
+    .expect("write");
+    let reused = dir.path().join("cases/existing_customer_is_reused.yaml");
+    edit(
+        &reused,
+        "event:\n",
+        "include: [../worlds/shop.yaml]\nevent:\n",
+    );
+    edit(
+        &reused,
+        "      - {id: cust-9",
+        &format!("      - {zed}\n      - {{id: cust-9"),
+    );
+    // A rule for which a repeated row matters: it acts only when exactly one customer has
+    // the phone.
+    std::fs::write(
+        dir.path().join("rules/dupes.yaml"),
+        "rules:\n  - id: customers.counted\n    doc: Only when exactly one warehouse customer has the phone.\n    on: order.changed\n    when:\n      - check: 'len(lookup(\"wh\", \"customer\", {phone: order.customer.phone})) == 1'\n        skip: '\"not exactly one customer\"'\n    do:\n      - link: {kind: phone, shop: order.id, wh: order.customer.phone}\n",
+    )
+    .expect("write");
+    let twice = dir.path().join("cases/twice.yaml");
+    std::fs::write(
+        &twice,
+        format!("doc: Two customers with one phone.\ninclude: [../worlds/bob.yaml]\nevent:\n  event: order.changed\n  order: {{id: 9}}\nworld:\n  entities:\n    wh.customer:\n      - {bob}\nexpect: {{effects: []}}\n"),
+    )
+    .expect("write");
+    let (_, before, _) = skladsync(RUN, dir.path());
+    let reused_before = std::fs::read_to_string(&reused).expect("read");
+    let twice_before = std::fs::read_to_string(&twice).expect("read");
+
+    let shrink = ["case", "shrink", "cases", "--rules", "rules"];
+    let (code, stdout, stderr) = skladsync(&[&shrink[..], &["--check"]].concat(), dir.path());
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("would shrink cases/existing_customer_is_reused.yaml: 17 → "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("twice"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&reused).expect("read"),
+        reused_before,
+        "--check writes nothing"
+    );
+
+    let (code, stdout, stderr) = skladsync(&shrink, dir.path());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let after = std::fs::read_to_string(&reused).expect("read");
+    assert!(
+        after.starts_with("doc: The customer already exists on the warehouse side (same phone), so no customer is created.\ninclude: [../worlds/shop.yaml]\nevent:\n  event: order.changed\n  order:\n    id: 8\nworld:\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains("name: Bob") && !after.contains("Zed"),
+        "{after}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&twice).expect("read"),
+        twice_before,
+        "the case whose plan would change is left as it was"
+    );
+    // The same plans: every case passes or fails as before.
+    let (_, after_run, _) = skladsync(RUN, dir.path());
+    assert_eq!(after_run, before);
+    // Idempotent: nothing left to shrink.
+    let (code, stdout, _) = skladsync(&[&shrink[..], &["--check"]].concat(), dir.path());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.ends_with("0 file(s) would change\n"), "{stdout}");
+}
+
+/// `case shrink --base` gathers what cases of one event that include no fragment share into
+/// `worlds/FOLDER__EVENT.shared.yaml`; they include it, state only what differs and keep
+/// their plans.
+#[test]
+fn case_shrink_base_gathers_a_shared_fragment() {
+    let dir = shop();
+    std::fs::create_dir_all(dir.path().join("worlds")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("cases/big")).expect("mkdir");
+    let mut original = String::new();
+    for (id, status) in [(21, "new"), (22, "new"), (23, "approved")] {
+        let path = dir.path().join(format!("cases/big/order_{id}.yaml"));
+        std::fs::write(
+            &path,
+            format!("doc: Order {id}.\nevent:\n  event: order.changed\n  now: \"2024-05-01 10:00:00\"\n  order:\n    id: {id}\n    number: A-{id}\n    store: main\n    status: {status}\n    customer: {{id: 3, name: Ann, phone: \"+79031234567\"}}\n    items:\n      - {{sku: A-1, quantity: 2, price: 19.99, status: ok}}\n      - {{sku: C-3, quantity: 3, price: 0.1, status: new}}\n    payments:\n      - {{id: 1, amount: 10.5}}\n  statuses: [new, sent]\nworld:\n  entities:\n    wh.customer:\n      - {{id: cust-1, name: Ann, phone: \"+79031234567\"}}\n"),
+        )
+        .expect("write");
+        original = std::fs::read_to_string(&path).expect("read");
+    }
+    let (_, before, _) = skladsync(RUN, dir.path());
+    let (code, stdout, stderr) = skladsync(
+        &["case", "shrink", "cases/big", "--base", "--rules", "rules"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let shared = dir.path().join("worlds/big__order.changed.shared.yaml");
+    let fragment = std::fs::read_to_string(&shared).unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    assert!(
+        fragment.contains("name: Ann") && fragment.contains("sku: A-1"),
+        "{fragment}"
+    );
+    let shrunk = "doc: Order 23.\ninclude: [../../worlds/big__order.changed.shared.yaml]\nevent:\n  event: order.changed\n  order:\n    id: 23\n    number: A-23\n    status: approved\n";
+    let case_path = dir.path().join("cases/big/order_23.yaml");
+    assert_eq!(std::fs::read_to_string(&case_path).expect("read"), shrunk);
+    // A case written whole again (say, by a merge) finds the shared fragment on its own.
+    std::fs::write(&case_path, &original).expect("write");
+    let (code, stdout, stderr) = skladsync(
+        &["case", "shrink", "cases/big", "--rules", "rules"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(std::fs::read_to_string(&case_path).expect("read"), shrunk);
+    let (_, after, _) = skladsync(RUN, dir.path());
+    assert_eq!(after, before, "every case passes (or fails) as before");
+    let (code, stdout, _) = skladsync(
+        &[
+            "case",
+            "shrink",
+            "cases/big",
+            "--base",
+            "--check",
+            "--rules",
+            "rules",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "idempotent: {stdout}");
+}

@@ -8,7 +8,7 @@ use crate::cli::CaseNewArgs;
 
 /// The relative path from the case's folder to `schema/case.schema.json`, found by walking
 /// up from the case to a folder that has `schema/case.schema.json`.
-fn schema_ref(case: &Path) -> String {
+pub(crate) fn schema_ref(case: &Path) -> String {
     let dir = case.parent().unwrap_or(Path::new(""));
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut up = String::new();
@@ -187,10 +187,13 @@ fn from_recording(args: &CaseNewArgs, rules: &skladsync_engine::RuleSet, from: &
         return ExitCode::from(1);
     }
     println!(
-        "wrote {} from {}:{line}; say what it shows in `doc:`, trim the world to what matters, \
-         and `skladsync test {}` checks the rules still make that plan",
+        "wrote {} from {}:{line}; say what it shows in `doc:`, add `include:` of shared \
+         fragments and `skladsync case shrink {}` drops what they already say (it keeps the \
+         plan), trim the world to what matters, and `skladsync test {}` checks the rules \
+         still make that plan",
         args.path.display(),
         file.display(),
+        args.path.display(),
         args.path.display()
     );
     ExitCode::SUCCESS

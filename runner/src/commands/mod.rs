@@ -1,6 +1,7 @@
 //! Carrying out the commands of [`crate::cli`].
 
 mod case;
+mod case_shrink;
 mod check;
 mod demo;
 mod diff;
@@ -48,6 +49,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Relink(args) => ops::relink(&args),
         Command::Completions(args) => ops::completions(&args),
         Command::Man(args) => ops::man(&args),
+        Command::Case(crate::cli::CaseCommand::Shrink(args)) => case_shrink::shrink(&args),
     }
 }
 
