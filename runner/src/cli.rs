@@ -396,8 +396,20 @@ pub enum Format {
 pub struct PlanArgs {
     /// The event file (YAML or JSON): a map with `event` (its name), optionally `now`, and
     /// the event's fields.
+    #[arg(long, required_unless_present = "live")]
+    pub event: Option<PathBuf>,
+    /// A read-only dry run against the live accounts: what the rules would do with the CRM
+    /// order `--order N` as it is now (lookups answered by the real APIs and the state;
+    /// nothing written to either system). Through the running daemon when there is one,
+    /// else with the config's credentials and state.
+    #[arg(long, requires = "order", conflicts_with_all = ["event", "world"])]
+    pub live: bool,
+    /// The CRM order id (`--live`).
     #[arg(long)]
-    pub event: PathBuf,
+    pub order: Option<i64>,
+    /// The runner's config (`--live`).
+    #[arg(long, default_value = "skladsync.yaml")]
+    pub config: PathBuf,
     /// The recorded world file (YAML or JSON): `entities`, `links`, `reference`.
     #[arg(long)]
     pub world: Option<PathBuf>,

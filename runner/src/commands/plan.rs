@@ -9,6 +9,13 @@ use crate::tooling::corpus;
 
 /// Exit 0 with the plan on stdout; 1 when the rules or the inputs are bad.
 pub fn run(args: &PlanArgs) -> ExitCode {
+    if args.live {
+        return live(args);
+    }
+    let Some(event_path) = args.event.as_ref() else {
+        eprintln!("error: give --event FILE (or --live --order N)");
+        return ExitCode::from(1);
+    };
     let color = super::use_color(args.rules.color);
     let rules = match super::load_rules(&args.rules) {
         Ok((rules, warnings)) => {
@@ -23,10 +30,10 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         }
     };
     // An event file, or a case file (its world and settings overrides are used too).
-    let case = match super::read_value(&args.event).and_then(|doc| {
-        corpus::item_from_value(args.event.display().to_string(), &doc)
+    let case = match super::read_value(event_path).and_then(|doc| {
+        corpus::item_from_value(event_path.display().to_string(), &doc)
             .map(|i| i.case)
-            .map_err(|e| format!("{}: {e}", args.event.display()))
+            .map_err(|e| format!("{}: {e}", event_path.display()))
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -35,7 +42,7 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         }
     };
     if let Err(e) = rules.check_event(&case.event.name) {
-        eprintln!("error: {}: {e}", args.event.display());
+        eprintln!("error: {}: {e}", event_path.display());
         return ExitCode::from(1);
     }
     let event = case.event;
@@ -70,4 +77,121 @@ pub fn run(args: &PlanArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `plan --live --order N`: through the running daemon (`GET /admin/plan`), or with a daemon
+/// of this process that opens no listener and applies nothing.
+fn live(args: &PlanArgs) -> ExitCode {
+    let Some(order) = args.order else {
+        eprintln!("error: --live needs --order N");
+        return ExitCode::from(1);
+    };
+    let config = match crate::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = rt.block_on(async {
+        // A daemon that was killed leaves its address behind: then it is done here.
+        let through_daemon = match running_daemon(&config.state.path) {
+            Some((base, token)) => Some(from_daemon(&base, &token, order).await),
+            None => None,
+        };
+        match through_daemon {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(daemon_err)) => here(&config, order)
+                .await
+                .map_err(|e| format!("{daemon_err}; and here: {e}")),
+            None => here(&config, order).await,
+        }
+    });
+    let v = match answer {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
+        eprintln!("error: CRM order {order}: {e}");
+        return ExitCode::from(1);
+    }
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&v["plan"]).unwrap_or_default() + "\n",
+        Format::Yaml => match serde_json::from_value::<skladsync_engine::Plan>(v["plan"].clone()) {
+            Ok(plan) => plan.to_yaml(),
+            Err(e) => {
+                eprintln!("error: the daemon's answer is not a plan: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
+}
+
+/// The dry run in this process: a daemon that opens no listener, records nothing and is never
+/// run (the state must be free: no daemon running on it).
+async fn here(config: &crate::config::Config, order: i64) -> Result<serde_json::Value, String> {
+    let mut quiet = config.clone();
+    quiet.webhooks.enabled = false;
+    quiet.http.enabled = false;
+    quiet.record.enabled = false;
+    let daemon = crate::daemon::Daemon::new(quiet)
+        .await
+        .map_err(|e| e.to_string())?;
+    let run = daemon
+        .dry_run_order(order)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(run.to_json())
+}
+
+/// The running daemon's operator address and token, from the file it writes beside the state
+/// (`status_url` is `…/status/<token>`).
+fn running_daemon(state: &std::path::Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(crate::daemon::status_file(state)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = v.get("status_url")?.as_str()?;
+    let i = url.rfind("/status/")?;
+    Some((
+        url[..i].to_string(),
+        url[i + "/status/".len()..].to_string(),
+    ))
+}
+
+async fn from_daemon(base: &str, token: &str, order: i64) -> Result<serde_json::Value, String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(format!("{base}/admin/plan"))
+        .query(&[("order", order)])
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("the running daemon ({base}): {}", e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "the running daemon ({base}) answered {}",
+            resp.status()
+        ));
+    }
+    resp.json()
+        .await
+        .map_err(|e| format!("the running daemon ({base}): {}", e.without_url()))
 }

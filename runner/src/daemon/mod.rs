@@ -190,6 +190,25 @@ pub(crate) struct Inner {
     recordings: Option<Arc<crate::recording::Recordings>>,
 }
 
+/// A dry run of one event: the event document and the plan (or why there is none).
+#[derive(Debug)]
+pub struct DryRun {
+    /// The event as `plan --event` takes it.
+    pub event: Json,
+    /// The plan, or the evaluation error.
+    pub outcome: Result<skladsync_engine::Plan, String>,
+}
+
+impl DryRun {
+    /// `{event, plan}` or `{event, error}`.
+    pub fn to_json(&self) -> Json {
+        match &self.outcome {
+            Ok(plan) => json!({"event": self.event, "plan": plan}),
+            Err(e) => json!({"event": self.event, "error": e}),
+        }
+    }
+}
+
 /// The sync daemon. Cheap to clone.
 #[derive(Clone)]
 pub struct Daemon {
@@ -641,6 +660,75 @@ impl Daemon {
         let mut item = item;
         item.plan = true;
         self.apply_plan(seq, item, outbox, built.after).await
+    }
+
+    /// What the rules would do with CRM order `id` as it is now: the `crm.order.changed` event
+    /// built from the live order as if it had changed with no field named, evaluated with the
+    /// live rule set, its lookups answered by the two APIs and the state. Nothing is applied
+    /// and nothing is written (`skladsync plan --live --order N`).
+    pub async fn dry_run_order(&self, id: i64) -> Result<DryRun, DaemonError> {
+        let work = Work::CrmOrder {
+            id,
+            changes: Vec::new(),
+            created: false,
+            deleted: false,
+            stub: Json::Null,
+        };
+        let built = match self.build(&work).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Ok(DryRun {
+                    event: Json::Null,
+                    outcome: Err("no rule listens to crm.order.changed".into()),
+                })
+            }
+            Err(e) => {
+                return Ok(DryRun {
+                    event: Json::Null,
+                    outcome: Err(format!("the order could not be read: {e}")),
+                })
+            }
+        };
+        let live = self.live();
+        let (rules, settings) = (live.rules.clone(), live.settings.clone());
+        let world = LiveWorld::new(
+            self.inner.systems.clone(),
+            self.inner.state.clone(),
+            self.inner.refs.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let limits = self.inner.config.limits.clone();
+        let event = built.event;
+        let doc = crate::recording::case_line(
+            String::new(),
+            &event,
+            &Value::Null,
+            Json::Null,
+            Err(String::new()),
+        )["event"]
+            .clone();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            rules.evaluate_with(
+                &event,
+                &world,
+                EvalOptions {
+                    settings: Some(&settings),
+                    max_effects: limits.max_effects,
+                    max_bytes: u64::try_from(limits.max_eval_bytes.0).unwrap_or(u64::MAX),
+                    ..EvalOptions::default()
+                },
+            )
+        })
+        .await;
+        let outcome = match evaluated {
+            Ok(Ok(plan)) => Ok(plan),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(join) => Err(format!("evaluation stopped: {join}")),
+        };
+        Ok(DryRun {
+            event: doc,
+            outcome,
+        })
     }
 
     /// Records one evaluation (`record:`): a plan, or an error that repeats (a failed lookup

@@ -218,7 +218,8 @@ pub(super) fn spawn(
     if role.operator {
         app = app
             .merge(super::ops::routes())
-            .route("/admin/reload", post(admin_reload));
+            .route("/admin/reload", post(admin_reload))
+            .route("/admin/plan", get(admin_plan));
     }
     let app = app
         .layer(DefaultBodyLimit::max(limits.max_body.0))
@@ -457,8 +458,8 @@ async fn status(
     }
 }
 
-/// Whether `Authorization: Bearer <token>` names the operator token (`admin.token`) or the
-/// webhook secret.
+/// Whether `Authorization: Bearer <token>` names the admin token (`admin.token`), the operator
+/// token (`http.operator_token`) or the webhook secret.
 fn operator_ok(daemon: &Daemon, headers: &axum::http::HeaderMap) -> bool {
     let Some(given) = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -470,7 +471,9 @@ fn operator_ok(daemon: &Daemon, headers: &axum::http::HeaderMap) -> bool {
         return false;
     };
     let admin = daemon.inner.config.admin.token.expose();
-    (!admin.is_empty() && same(admin, given)) || secret_ok(daemon, given)
+    (!admin.is_empty() && same(admin, given))
+        || secret_ok(daemon, given)
+        || daemon.operator_ok(given)
 }
 
 /// Compares two secrets without stopping at the first difference.
@@ -504,6 +507,33 @@ async fn admin_reload(
         }
         Err(e) => {
             tracing::error!(error = %e, "reload failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// `GET /admin/plan?order=N` (operator token): what the rules would do with CRM order N now,
+/// nothing applied (`skladsync plan --live`).
+async fn admin_plan(
+    State(daemon): State<Daemon>,
+    headers: axum::http::HeaderMap,
+    query: Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !operator_ok(&daemon, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(id) = query.get("order").and_then(|s| s.parse::<i64>().ok()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "give ?order=<CRM order id>"})),
+        )
+            .into_response();
+    };
+    match daemon.dry_run_order(id).await {
+        Ok(run) => axum::Json(run.to_json()).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "dry run failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
