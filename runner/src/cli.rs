@@ -530,6 +530,10 @@ pub struct DemoArgs {
     /// Keep the demo's files (settings, config, state) in this directory.
     #[arg(long)]
     pub keep: Option<PathBuf>,
+    /// Record every evaluation into this directory (`record:`, docs/runner.md): replay it
+    /// with `skladsync test DIR` or `skladsync diff --corpus DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
     /// Print the runner's log too.
     #[arg(long)]
     pub verbose: bool,

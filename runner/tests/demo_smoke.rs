@@ -17,6 +17,8 @@ fn the_demo_runs_and_prints_the_summary() {
         .arg("demo")
         .arg("--keep")
         .arg(keep.path())
+        .arg("--record")
+        .arg(keep.path().join("recordings"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("RUST_LOG")
         .output()
@@ -52,6 +54,61 @@ fn the_demo_runs_and_prints_the_summary() {
     // The kept config holds the emulators' credentials: owner-only.
     #[cfg(unix)]
     assert_eq!(mode(&keep.path().join("skladsync.yaml")), 0o600);
+
+    // The demo's recording replays: under the same rules, `diff` finds no plan changed and
+    // `test` finds every recorded plan again.
+    let rules = skladsync_runner::demo::rules_dir(std::path::Path::new("rules"));
+    let rec = keep.path().join("recordings");
+    let settings = keep.path().join("settings.yaml");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_skladsync"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run skladsync");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run(&[
+        "diff".as_ref(),
+        "--base".as_ref(),
+        rules.as_os_str(),
+        "--corpus".as_ref(),
+        rec.as_os_str(),
+        "--rules".as_ref(),
+        rules.as_os_str(),
+        "--settings".as_ref(),
+        settings.as_os_str(),
+        "--color".as_ref(),
+        "never".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no plan changed"), "{out}");
+    let events: usize = out
+        .split("no plan changed (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(events >= 10, "only {events} events recorded: {out}");
+    let (code, out) = run(&[
+        "test".as_ref(),
+        rec.as_os_str(),
+        "--rules".as_ref(),
+        rules.as_os_str(),
+        "--settings".as_ref(),
+        settings.as_os_str(),
+        "--color".as_ref(),
+        "never".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{events} passed, 0 failed")), "{out}");
 }
 
 #[test]

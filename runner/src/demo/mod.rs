@@ -182,19 +182,23 @@ async fn run_in(
     let config_path = dir.join("skladsync.yaml");
     let state_dir = dir.join("state");
     let _ = std::fs::remove_dir_all(&state_dir);
+    let mut yaml = lab.config_yaml(
+        &rules,
+        &settings,
+        &state_dir,
+        "{crm_poll: 1s, reconcile: 1s, stock: 1s, purchase_prices: 1h, retry_min: 200ms, retry_max: 2s}",
+        50,
+    );
+    if let Some(rec) = &args.record {
+        let rec = std::path::absolute(rec).unwrap_or_else(|_| rec.clone());
+        yaml.push_str(&format!(
+            "record:\n  enabled: true\n  dir: {}\n",
+            serde_json::to_string(&rec.display().to_string()).unwrap_or_default()
+        ));
+    }
     // The config holds the emulators' credentials: owner-only from the start.
-    crate::config::write_private(
-        &config_path,
-        lab.config_yaml(
-            &rules,
-            &settings,
-            &state_dir,
-            "{crm_poll: 1s, reconcile: 1s, stock: 1s, purchase_prices: 1h, retry_min: 200ms, retry_max: 2s}",
-            50,
-        )
-        .as_bytes(),
-    )
-    .map_err(|e| DemoError::Io(format!("{}: {e}", config_path.display())))?;
+    crate::config::write_private(&config_path, yaml.as_bytes())
+        .map_err(|e| DemoError::Io(format!("{}: {e}", config_path.display())))?;
     let config = Config::load(&config_path)?;
     let daemon = Daemon::new(config).await?;
     daemon.start_up().await?;
