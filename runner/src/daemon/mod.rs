@@ -60,6 +60,7 @@ use crate::clients::moysklad::{self as ms_client, Auth, MoyskladClient, Moysklad
 use crate::clients::retailcrm::{self as crm_client, RetailcrmClient};
 use crate::config::Config;
 use crate::state::{InboxItem, JournalEntry, Outbox, Parked, StateError, SyncState, Work};
+use crate::world::catalogue::CatalogueMirror;
 use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
@@ -132,6 +133,8 @@ pub(crate) struct Inner {
     systems: Systems,
     state: SyncState,
     refs: Arc<ReferenceCache>,
+    /// The assortment by externalCode (item matching without requests).
+    catalogue: Arc<CatalogueMirror>,
     applier: Applier,
     stats: Arc<Stats>,
     listened: BTreeSet<String>,
@@ -271,6 +274,7 @@ impl Daemon {
             .flat_map(|r| r.on.into_iter())
             .collect();
         let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
+        let catalogue = Arc::new(CatalogueMirror::new(config.intervals.reference_ttl.0));
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let applier = Applier {
@@ -290,6 +294,7 @@ impl Daemon {
                 systems,
                 state,
                 refs,
+                catalogue,
                 applier,
                 stats,
                 listened,
@@ -513,6 +518,7 @@ impl Daemon {
             self.inner.systems.clone(),
             state.clone(),
             self.inner.refs.clone(),
+            self.inner.catalogue.clone(),
             tokio::runtime::Handle::current(),
         );
         let event = built.event;

@@ -124,6 +124,12 @@ impl Daemon {
             queued += n;
             state.set_cursor(&name, &json!(max))?;
         }
+        // The catalogue mirror: what changed in the assortment since its last read.
+        match self.inner.catalogue.refresh(ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(items = n, "catalogue mirror refreshed"),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the catalogue mirror"),
+        }
         Ok(queued)
     }
 

@@ -16,6 +16,7 @@
 //!
 //! [`RuleSet::evaluate`]: skladsync_engine::RuleSet::evaluate
 
+pub mod catalogue;
 pub mod lookups;
 mod reference;
 
@@ -29,6 +30,7 @@ use skladsync_engine::{Value, World, WorldError};
 use crate::clients::moysklad::MoyskladClient;
 use crate::clients::retailcrm::RetailcrmClient;
 use crate::state::SyncState;
+use catalogue::{Answer, CatalogueMirror};
 
 /// The two API clients.
 #[derive(Clone, Debug)]
@@ -81,6 +83,7 @@ pub struct LiveWorld {
     systems: Systems,
     state: SyncState,
     refs: Arc<ReferenceCache>,
+    catalogue: Arc<CatalogueMirror>,
     handle: tokio::runtime::Handle,
     cache: Mutex<HashMap<String, Value>>,
 }
@@ -102,17 +105,20 @@ pub fn from_json(v: &serde_json::Value) -> Value {
 }
 
 impl LiveWorld {
-    /// A world over the clients and the state, blocking on `handle` for each lookup.
+    /// A world over the clients and the state, blocking on `handle` for each lookup; item
+    /// matching by `externalCode` is answered from `catalogue` when it holds the item.
     pub fn new(
         systems: Systems,
         state: SyncState,
         refs: Arc<ReferenceCache>,
+        catalogue: Arc<CatalogueMirror>,
         handle: tokio::runtime::Handle,
     ) -> Self {
         LiveWorld {
             systems,
             state,
             refs,
+            catalogue,
             handle,
             cache: Mutex::new(HashMap::new()),
         }
@@ -142,6 +148,27 @@ impl LiveWorld {
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.handle.block_on(f)
     }
+
+    /// A МойСклад lookup; the assortment by `externalCode` from the catalogue mirror when it
+    /// holds the item (loading it first if need be), else from МойСклад.
+    fn ms_find(
+        &self,
+        entity: &str,
+        filter: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<serde_json::Value>, WorldError> {
+        let Some(code) = catalogue::mirrored_code(entity, filter) else {
+            return self.block_on(lookups::ms_find(&self.systems.ms, entity, filter));
+        };
+        if let Err(e) = self.block_on(self.catalogue.ensure_loaded(&self.systems.ms)) {
+            tracing::warn!(error = %e, "cannot load the catalogue mirror; asking МойСклад");
+        }
+        if let Answer::Rows(rows) = self.catalogue.find(code) {
+            return Ok(rows);
+        }
+        let rows = self.block_on(lookups::ms_find(&self.systems.ms, entity, filter))?;
+        self.catalogue.learn(&rows);
+        Ok(rows)
+    }
 }
 
 impl World for LiveWorld {
@@ -156,9 +183,7 @@ impl World for LiveWorld {
         );
         let found = self.cached(key, || {
             let rows = match system {
-                "moysklad" => {
-                    self.block_on(lookups::ms_find(&self.systems.ms, entity, &json_filter))?
-                }
+                "moysklad" => self.ms_find(entity, &json_filter)?,
                 "crm" => {
                     self.block_on(lookups::crm_find(&self.systems.crm, entity, &json_filter))?
                 }
