@@ -106,13 +106,11 @@ fn phone(i: usize) -> String {
 }
 
 /// Seeds the generated catalogue in both systems.
-fn seed_catalogue(lab: &Lab, offers: usize, stock: bool) {
-    let store = lab.shop.stores.get("main").cloned().unwrap_or_default();
+fn seed_catalogue(lab: &Lab, offers: usize) {
     let mut crm_offers = Vec::with_capacity(offers);
     for i in 0..offers {
         let code = offer_code(i);
-        let p = lab
-            .ms
+        lab.ms
             .seed(
                 "product",
                 json!({"name": format!("Товар {i}"), "externalCode": code, "code": code,
@@ -120,12 +118,6 @@ fn seed_catalogue(lab: &Lab, offers: usize, stock: bool) {
                        "salePrices": [{"value": 100_000 + i as i64, "priceType": {"name": "Цена продажи"}}]}),
             )
             .expect("seed product");
-        if stock {
-            let id = p["id"].as_str().expect("product id").to_string();
-            lab.ms
-                .seed_stock(&store, &id, (i % 17) as f64 + 1.0, 50_000.0)
-                .expect("seed stock");
-        }
         crm_offers.push(json!({"externalId": code, "xmlId": code, "name": format!("Товар {i}"),
             "article": format!("ART-{i}"), "site": "shop-main", "price": 1000 + i,
             "product": {"externalId": code, "name": format!("Товар {i}"), "type": "product"},
@@ -405,7 +397,7 @@ async fn run_upload(size: &Size) -> Rig {
         size.orders, size.customers, size.offers
     );
     let lab = lab().await;
-    seed_catalogue(&lab, size.offers, false);
+    seed_catalogue(&lab, size.offers);
     let ids: HashSet<i64> = seed_orders(&lab, size, 0, size.orders, true)
         .into_iter()
         .collect();
@@ -594,7 +586,7 @@ async fn run_footprint(size: &Size) {
     println!("== footprint: the skladsync binary, {offers}-offer catalogue with stock");
     let lab = lab().await;
     let t = Instant::now();
-    seed_catalogue(&lab, offers, true);
+    seed_big_catalogue(&lab, offers);
     println!("  (seeded in {:.0} s)", t.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(&lab, dir.path());
@@ -672,6 +664,69 @@ async fn run_footprint(size: &Size) {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Seeds `offers` products with stock on the main store: one through the emulator, the rest
+/// copied into its state dump (seeding one by one is quadratic in the emulator).
+fn seed_big_catalogue(lab: &Lab, offers: usize) {
+    let store = lab.shop.stores.get("main").cloned().unwrap_or_default();
+    let tpl = lab
+        .ms
+        .seed(
+            "product",
+            json!({"name": "Шаблон", "externalCode": "tpl-code", "code": "tpl-code", "article": "ART-tpl",
+                   "salePrices": [{"value": 100_000, "priceType": {"name": "Цена продажи"}}]}),
+        )
+        .expect("seed product");
+    let tpl_id = tpl["id"].as_str().expect("id").to_string();
+    lab.ms
+        .seed_stock(&store, &tpl_id, 3.0, 50_000.0)
+        .expect("seed stock");
+    let mut dump = lab.ms.state_json().expect("dump");
+    let stored = dump["entities"]["product"][&tpl_id].clone();
+    let stored_text = stored.to_string();
+    let stock_tpl = dump["stock"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["assortment"] == tpl_id.as_str()))
+        .cloned()
+        .expect("stock row");
+    let changed_key = format!("{store}|{tpl_id}");
+    let changed_at = dump["stock_changes"][&changed_key].clone();
+    let mut products = serde_json::Map::new();
+    let mut stock = Vec::with_capacity(offers);
+    let mut crm_offers = Vec::with_capacity(offers);
+    for i in 0..offers {
+        let id = format!("b0000000-0000-4000-8000-{i:012}");
+        let code = offer_code(i);
+        let text = stored_text
+            .replace(&tpl_id, &id)
+            .replace("tpl-code", &code)
+            .replace("ART-tpl", &format!("ART-{i}"))
+            .replace("Шаблон", &format!("Товар {i}"));
+        products.insert(id.clone(), serde_json::from_str(&text).expect("product"));
+        let mut st = stock_tpl.clone();
+        st["assortment"] = json!(id);
+        st["quantity"] = json!((i % 17) as f64 + 1.0);
+        stock.push(st);
+        dump["stock_changes"][format!("{store}|{id}")] = changed_at.clone();
+        crm_offers.push(json!({"externalId": code, "xmlId": code, "name": format!("Товар {i}"),
+            "article": format!("ART-{i}"), "site": "shop-main", "price": 1000 + i,
+            "product": {"externalId": code, "name": format!("Товар {i}"), "type": "product"},
+            "stores": {"main": 0}}));
+    }
+    if let Some(m) = dump["entities"]["product"].as_object_mut() {
+        m.extend(products);
+    }
+    if let Some(a) = dump["stock"].as_array_mut() {
+        a.extend(stock);
+    }
+    lab.ms.load_state(dump).expect("load state");
+    lab.crm
+        .seed(&Seed {
+            offers: crm_offers,
+            ..Seed::default()
+        })
+        .expect("seed CRM offers");
 }
 
 async fn lab_small() -> Lab {
