@@ -62,8 +62,9 @@ async fn item_matching_is_answered_from_the_mirror_and_falls_back_for_what_it_la
         ClientConfig::new(Auth::basic(LOGIN, PASSWORD)).base_url(ms.base_url()),
     )
     .expect("client");
-    let crm = RetailcrmClient::new(CrmConfig::new("http://127.0.0.1:9", "unused").expect("crm config"))
-        .expect("crm client");
+    let crm =
+        RetailcrmClient::new(CrmConfig::new("http://127.0.0.1:9", "unused").expect("crm config"))
+            .expect("crm client");
     let systems = Systems {
         crm,
         ms: client.clone(),
@@ -116,8 +117,11 @@ async fn item_matching_is_answered_from_the_mirror_and_falls_back_for_what_it_la
 
     // An item created after the load is not in the mirror: the lookup asks МойСклад and finds
     // it (never a wrong "not found"); then it is held.
-    ms.create("product", json!({"name": "Новинка", "externalCode": "fresh"}))
-        .expect("create");
+    ms.create(
+        "product",
+        json!({"name": "Новинка", "externalCode": "fresh"}),
+    )
+    .expect("create");
     ms.clear_requests();
     let w = world(&catalogue);
     let fresh = tokio::task::spawn_blocking(move || {
@@ -163,7 +167,10 @@ async fn item_matching_is_answered_from_the_mirror_and_falls_back_for_what_it_la
     )
     .expect("rename");
     let changed = catalogue.refresh(&client).await.expect("refresh");
-    assert!(changed >= 1, "the renamed product came back from the refresh");
+    assert!(
+        changed >= 1,
+        "the renamed product came back from the refresh"
+    );
     ms.clear_requests();
     let w = world(&catalogue);
     let (old, new) = tokio::task::spawn_blocking(move || {
@@ -182,4 +189,3 @@ async fn item_matching_is_answered_from_the_mirror_and_falls_back_for_what_it_la
         "only the old code (no longer held) was asked for"
     );
 }
-

@@ -171,6 +171,10 @@ pub struct Applier {
     pub stats: Arc<Stats>,
     /// Set when the daemon stops: plans end between two effects.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// CRM orders read ahead of their turn (our CRM writes drop what they may change).
+    pub orders: Arc<crate::daemon::prefetch::OrderPrefetch>,
+    /// Lookups gathered across waiting orders (our МойСклад writes drop what they may change).
+    pub lookups: Arc<crate::world::prefetch::LookupPrefetch>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -370,6 +374,21 @@ impl Applier {
         auto_key: &str,
     ) -> Result<Json, ApplyError> {
         match &effect.action {
+            Action::Create { system, entity, .. } if system == "crm" => {
+                self.orders.crm_write(entity, None, true);
+            }
+            Action::Update {
+                system, entity, id, ..
+            }
+            | Action::Delete {
+                system, entity, id, ..
+            } if system == "crm" => {
+                let id = resolve(id, results).ok().map(|v| to_json(&v));
+                self.orders.crm_write(entity, id.as_ref(), false);
+            }
+            _ => {}
+        }
+        match &effect.action {
             Action::Create {
                 system,
                 entity,
@@ -379,9 +398,13 @@ impl Applier {
             } => {
                 let body = to_json(&resolve(body, results)?);
                 let parent = body.get("parent").cloned();
-                let answer = self
+                let created = self
                     .create(system, entity, key.as_deref(), auto_key, body)
-                    .await?;
+                    .await;
+                if system == "moysklad" {
+                    self.lookups.ms_wrote(entity, created.as_ref().ok());
+                }
+                let answer = created?;
                 self.note_parent_write(system, entity, parent.as_ref())
                     .await?;
                 self.stats.effect("create", system, entity);
@@ -398,7 +421,9 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let answer = match system.as_str() {
                     "moysklad" => {
-                        let a = moysklad::update(&self.systems.ms, entity, &id, body).await?;
+                        let updated = moysklad::update(&self.systems.ms, entity, &id, body).await;
+                        self.lookups.ms_wrote(entity, updated.as_ref().ok());
+                        let a = updated?;
                         self.note_own_write(entity, &a)?;
                         a
                     }
@@ -415,7 +440,10 @@ impl Applier {
             } => {
                 let id = to_json(&resolve(id, results)?);
                 let answer = match system.as_str() {
-                    "moysklad" => moysklad::delete(&self.systems.ms, entity, &id).await?,
+                    "moysklad" => {
+                        self.lookups.ms_wrote(entity, None);
+                        moysklad::delete(&self.systems.ms, entity, &id).await?
+                    }
                     "crm" => crm::delete(&self.systems.crm, entity, &id).await?,
                     other => return Err(unknown_system(other)),
                 };

@@ -41,11 +41,12 @@ mod crm;
 mod events;
 mod icml;
 mod moysklad;
+pub mod prefetch;
 mod stock;
 mod version;
 mod webhook;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -285,6 +286,8 @@ impl Daemon {
             journal: config.journal.limits(),
             stats: stats.clone(),
             stop: stop.clone(),
+            orders: Arc::default(),
+            lookups: Arc::default(),
         };
         Ok(Daemon {
             inner: Arc::new(Inner {
@@ -466,6 +469,49 @@ impl Daemon {
         Ok(seen.len())
     }
 
+    /// Before an order event: the lookups learned for it, asked for every order read ahead
+    /// in one request per lookup kind (see `world::prefetch`).
+    async fn gather_lookups(&self, name: &str, event: &skladsync_engine::Event) {
+        let templates = self.inner.applier.lookups.templates(name);
+        if templates.is_empty() {
+            return;
+        }
+        let mut orders = self.inner.applier.orders.held();
+        if let Some(o) = event.payload.to_serde_json().get("order") {
+            orders.push(o.clone());
+        }
+        if orders.len() < 2 {
+            return;
+        }
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for t in templates {
+            let Some(("order", rest)) = t.path.split_first().map(|(h, r)| (h.as_str(), r)) else {
+                continue;
+            };
+            let values = groups
+                .entry((t.entity.clone(), t.field.clone()))
+                .or_default();
+            for o in &orders {
+                if let Some(v) = crate::world::prefetch::at(o, rest)
+                    .and_then(crate::world::prefetch::scalar_text)
+                {
+                    values.push(v);
+                }
+            }
+        }
+        for ((entity, field), values) in groups {
+            if let Err(e) = self
+                .inner
+                .applier
+                .lookups
+                .gather(&self.inner.systems.ms, &entity, &field, &values)
+                .await
+            {
+                tracing::debug!(error = %e, %entity, %field, "cannot gather lookups; one by one");
+            }
+        }
+    }
+
     /// Processes one inbox item: build the event, evaluate, apply.
     async fn process(&self, seq: u64) -> Result<(), DaemonError> {
         let _one = self.inner.processing.lock().await;
@@ -514,14 +560,21 @@ impl Daemon {
         self.inner.stats.event(&name);
         let rules = self.inner.rules.clone();
         let settings = self.inner.settings.clone();
+        let order_event = name == "crm.order.changed";
+        if order_event {
+            self.gather_lookups(&name, &built.event).await;
+        }
+        let recorded: crate::world::Recorded = Arc::default();
         let world = LiveWorld::new(
             self.inner.systems.clone(),
             state.clone(),
             self.inner.refs.clone(),
             self.inner.catalogue.clone(),
             tokio::runtime::Handle::current(),
-        );
+        )
+        .with_prefetch(self.inner.applier.lookups.clone(), recorded.clone());
         let event = built.event;
+        let payload = order_event.then(|| event.payload.to_serde_json());
         let limits = self.inner.config.limits.clone();
         let evaluated = tokio::task::spawn_blocking(move || {
             rules.evaluate_with(
@@ -536,6 +589,10 @@ impl Daemon {
             )
         })
         .await;
+        if let Some(payload) = payload {
+            let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
+            self.inner.applier.lookups.learn(&name, &payload, &made);
+        }
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {

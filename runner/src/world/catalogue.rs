@@ -285,9 +285,15 @@ mod tests {
             None
         );
         assert_eq!(
-            mirrored_code("assortment", &f(json!({"externalCode": "x", "type": "variant"}))),
+            mirrored_code(
+                "assortment",
+                &f(json!({"externalCode": "x", "type": "variant"}))
+            ),
             None
         );
-        assert_eq!(mirrored_code("assortment", &f(json!({"externalCode": 5}))), None);
+        assert_eq!(
+            mirrored_code("assortment", &f(json!({"externalCode": 5}))),
+            None
+        );
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod catalogue;
 pub mod lookups;
+pub mod prefetch;
 mod reference;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::clients::moysklad::MoyskladClient;
 use crate::clients::retailcrm::RetailcrmClient;
 use crate::state::SyncState;
 use catalogue::{Answer, CatalogueMirror};
+use prefetch::LookupPrefetch;
 
 /// The two API clients.
 #[derive(Clone, Debug)]
@@ -84,9 +86,13 @@ pub struct LiveWorld {
     state: SyncState,
     refs: Arc<ReferenceCache>,
     catalogue: Arc<CatalogueMirror>,
+    prefetch: Option<(Arc<LookupPrefetch>, Recorded)>,
     handle: tokio::runtime::Handle,
     cache: Mutex<HashMap<String, Value>>,
 }
+
+/// The single-field МойСклад lookups an evaluation made: (entity, field, value).
+pub type Recorded = Arc<Mutex<Vec<(String, String, String)>>>;
 
 impl std::fmt::Debug for LiveWorld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,9 +125,18 @@ impl LiveWorld {
             state,
             refs,
             catalogue,
+            prefetch: None,
             handle,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Answers single-field МойСклад lookups from `prefetch` when it holds them, and records
+    /// every such lookup in `recorded` (for [`LookupPrefetch::learn`]).
+    #[must_use]
+    pub fn with_prefetch(mut self, prefetch: Arc<LookupPrefetch>, recorded: Recorded) -> Self {
+        self.prefetch = Some((prefetch, recorded));
+        self
     }
 
     fn cached(
@@ -157,6 +172,18 @@ impl LiveWorld {
         filter: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Vec<serde_json::Value>, WorldError> {
         let Some(code) = catalogue::mirrored_code(entity, filter) else {
+            if let (Some((p, recorded)), Some((field, value))) =
+                (&self.prefetch, prefetch::single(filter))
+            {
+                recorded.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    entity.to_string(),
+                    field.to_string(),
+                    value.clone(),
+                ));
+                if let Some(rows) = p.answer(entity, field, &value) {
+                    return Ok(rows);
+                }
+            }
             return self.block_on(lookups::ms_find(&self.systems.ms, entity, filter));
         };
         if let Err(e) = self.block_on(self.catalogue.ensure_loaded(&self.systems.ms)) {
