@@ -18,6 +18,8 @@
 //! - `footprint`: the `skladsync` binary in its own process against a catalogue of
 //!   `BACKLOG_STOCK_OFFERS` offers (100 000): its resident memory idle and during a stock pass.
 //!
+//! `BACKLOG_VERBOSE=1` lists every МойСклад GET with its query.
+//!
 //! Each run stops after `BACKLOG_TIMEOUT` seconds (600) and says how far it got.
 //!
 //! Run: `cargo bench -p skladsync-runner --bench backlog`; small:
@@ -30,10 +32,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skladsync_emulators::retailcrm::Seed;
+use skladsync_runner::clients::moysklad::{Auth, ClientConfig, MoyskladClient};
 use skladsync_runner::config::Config;
 use skladsync_runner::daemon::Daemon;
-use skladsync_runner::demo::lab::{Lab, LabOptions, CRM_MANAGER_KEY};
+use skladsync_runner::demo::lab::{Lab, LabOptions, CRM_MANAGER_KEY, MS_LOGIN, MS_PASSWORD};
 use skladsync_runner::demo::{rules_dir, write_settings};
+use skladsync_runner::world::catalogue::CatalogueMirror;
 
 /// retailCRM's limit, requests per second.
 const CRM_RPS: f64 = 10.0;
@@ -118,10 +122,12 @@ fn seed_catalogue(lab: &Lab, offers: usize) {
                        "salePrices": [{"value": 100_000 + i as i64, "priceType": {"name": "Цена продажи"}}]}),
             )
             .expect("seed product");
-        crm_offers.push(json!({"externalId": code, "xmlId": code, "name": format!("Товар {i}"),
+        crm_offers.push(
+            json!({"externalId": code, "xmlId": code, "name": format!("Товар {i}"),
             "article": format!("ART-{i}"), "site": "shop-main", "price": 1000 + i,
             "product": {"externalId": code, "name": format!("Товар {i}"), "type": "product"},
-            "stores": {"main": 0}}));
+            "stores": {"main": 0}}),
+        );
     }
     lab.crm
         .seed(&Seed {
@@ -182,9 +188,10 @@ fn seed_orders(lab: &Lab, size: &Size, first: usize, count: usize, status_new: b
 
 /// The CRM order's МойСклад id (ORD-UPLOAD-05), when written back.
 fn linked(order: &Value) -> bool {
-    order["customFields"]
-        .as_object()
-        .is_some_and(|m| m.iter().any(|(k, v)| k.starts_with("moysklad") && v.as_str().is_some_and(|s| !s.is_empty())))
+    order["customFields"].as_object().is_some_and(|m| {
+        m.iter()
+            .any(|(k, v)| k.starts_with("moysklad") && v.as_str().is_some_and(|s| !s.is_empty()))
+    })
 }
 
 #[derive(Default, Debug)]
@@ -227,7 +234,15 @@ fn crm_kind(method: &str, path: &str) -> String {
 
 fn counts(lab: &Lab) -> Counts {
     let mut c = Counts::default();
+    let verbose = std::env::var("BACKLOG_VERBOSE").is_ok_and(|v| v == "1");
     for r in lab.ms.requests() {
+        if verbose && r.method == "GET" {
+            println!(
+                "    МойСклад GET {}?{}",
+                r.path,
+                r.query.as_deref().unwrap_or("")
+            );
+        }
         c.ms += 1;
         if r.status == 429 {
             c.ms_429 += 1;
@@ -418,7 +433,10 @@ async fn run_upload(size: &Size) -> Rig {
     let done = wait_until(size.timeout, || {
         let n = linked_now();
         if last_report.elapsed() > Duration::from_secs(30) {
-            println!("  … {n} linked after {:.0} s", started.elapsed().as_secs_f64());
+            println!(
+                "  … {n} linked after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         n == ids.len()
@@ -446,7 +464,8 @@ async fn run_upload(size: &Size) -> Rig {
     // batchable were batched: the catalogue read once (pages of 1 000), the counterparty
     // searches in filters of 100 values, the new counterparties and the orders in bulk POSTs.
     let n_orders = size.orders;
-    let crm_floor_req = div_ceil(n_orders, CRM_HISTORY_PAGE) + div_ceil(n_orders, CRM_ORDERS_PAGE) + n_orders;
+    let crm_floor_req =
+        div_ceil(n_orders, CRM_HISTORY_PAGE) + div_ceil(n_orders, CRM_ORDERS_PAGE) + n_orders;
     let new_customers = size.customers.min(n_orders) / 2;
     let ms_floor_req = div_ceil(size.offers, MS_PAGE)
         + div_ceil(size.customers.min(n_orders), MS_FILTER_VALUES)
@@ -475,8 +494,16 @@ async fn run_status(size: &Size, rig: &Rig) {
         .filter(|o| o["number"].as_str().is_some_and(|n| n.starts_with("B-")) && linked(o))
         .filter_map(|o| Some((o["id"].as_i64()?, o["number"].as_str()?.to_string())))
         .collect();
-    println!("== status: {} status changes of uploaded orders", uploaded.len());
-    let target = lab.shop.states.get("client-confirmed").cloned().unwrap_or_default();
+    println!(
+        "== status: {} status changes of uploaded orders",
+        uploaded.len()
+    );
+    let target = lab
+        .shop
+        .states
+        .get("client-confirmed")
+        .cloned()
+        .unwrap_or_default();
     lab.ms.clear_requests();
     lab.crm.clear_requests();
     let started = Instant::now();
@@ -492,7 +519,11 @@ async fn run_status(size: &Size, rig: &Rig) {
             .list("customerorder")
             .iter()
             .filter(|o| o["name"].as_str().is_some_and(|n| names.contains(n)))
-            .filter(|o| o["state"]["meta"]["href"].as_str().is_some_and(|h| h.ends_with(&target)))
+            .filter(|o| {
+                o["state"]["meta"]["href"]
+                    .as_str()
+                    .is_some_and(|h| h.ends_with(&target))
+            })
             .count()
     };
     let done = wait_until(size.timeout, || moved() == names.len()).await;
@@ -515,7 +546,10 @@ async fn run_status(size: &Size, rig: &Rig) {
         "  floor: retailCRM {crm_req} requests = {fc:.1} s, МойСклад {ms_req} = {fm:.1} s, + half a poll → {fl:.1} s; ratio {:.1} ×",
         wall / fl.max(1e-9)
     );
-    println!("  429s: МойСклад {}, retailCRM refused {}", c.ms_429, c.crm_refused);
+    println!(
+        "  429s: МойСклад {}, retailCRM refused {}",
+        c.ms_429, c.crm_refused
+    );
 }
 
 async fn run_steady(size: &Size, rig: &Rig) {
@@ -534,12 +568,14 @@ async fn run_steady(size: &Size, rig: &Rig) {
         let c = n % size.customers;
         let created = Instant::now();
         manager
-            .create_order(json!({"externalId": format!("S-{n}"), "number": format!("S-{n}"),
+            .create_order(
+                json!({"externalId": format!("S-{n}"), "number": format!("S-{n}"),
                 "site": "shop-main", "orderMethod": "shopping-cart", "status": "new",
                 "customer": {"externalId": format!("bc{c}")},
                 "firstName": format!("Клиент{c}"), "lastName": "Тестов", "phone": phone(c),
                 "shipmentStore": "main",
-                "items": [{"offer": {"xmlId": offer_code(n % size.offers)}, "quantity": 1}]}))
+                "items": [{"offer": {"xmlId": offer_code(n % size.offers)}, "quantity": 1}]}),
+            )
             .expect("create order");
         let name = format!("S-{n}");
         let mut seen = None;
@@ -642,6 +678,23 @@ async fn run_footprint(size: &Size) {
     let _ = child.kill();
     let _ = child.wait();
 
+    // The catalogue mirror of this catalogue (what an order backlog on it would hold).
+    let client = MoyskladClient::new(
+        ClientConfig::new(Auth::basic(MS_LOGIN, MS_PASSWORD)).base_url(lab.ms.base_url()),
+    )
+    .expect("client");
+    let mirror = CatalogueMirror::new(Duration::from_secs(600));
+    let rss0 = vm(None, "VmRSS:");
+    let t = Instant::now();
+    mirror.ensure_loaded(&client).await.expect("mirror");
+    println!(
+        "  catalogue mirror: {} items, {:.1} MB of row text, loaded in {:.0} s; bench RSS grew {:.1} MB",
+        mirror.len(),
+        mirror.bytes() as f64 / 1e6,
+        t.elapsed().as_secs_f64(),
+        vm(None, "VmRSS:").saturating_sub(rss0) as f64 / 1024.0
+    );
+
     // Idle from a fresh start on the demo shop only (no big catalogue).
     let small = lab_small().await;
     let dir2 = tempfile::tempdir().expect("tempdir");
@@ -709,10 +762,12 @@ fn seed_big_catalogue(lab: &Lab, offers: usize) {
         st["quantity"] = json!((i % 17) as f64 + 1.0);
         stock.push(st);
         dump["stock_changes"][format!("{store}|{id}")] = changed_at.clone();
-        crm_offers.push(json!({"externalId": code, "xmlId": code, "name": format!("Товар {i}"),
+        crm_offers.push(
+            json!({"externalId": code, "xmlId": code, "name": format!("Товар {i}"),
             "article": format!("ART-{i}"), "site": "shop-main", "price": 1000 + i,
             "product": {"externalId": code, "name": format!("Товар {i}"), "type": "product"},
-            "stores": {"main": 0}}));
+            "stores": {"main": 0}}),
+        );
     }
     if let Some(m) = dump["entities"]["product"].as_object_mut() {
         m.extend(products);

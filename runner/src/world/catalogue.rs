@@ -11,7 +11,8 @@
 //!   asks МойСклад as before (and what it finds joins the mirror). The mirror only saves the
 //!   requests whose answer it already holds.
 //! - Rows are kept without the deprecated stock fields of the assortment list (`stock`,
-//!   `reserve`, `inTransit`, `quantity`: stock comes from the stock reports).
+//!   `reserve`, `inTransit`, `quantity`: stock comes from the stock reports), as compact JSON
+//!   text (a parsed row takes several times its text in memory), parsed again when used.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,8 +31,10 @@ struct Mirror {
     loaded: Option<Instant>,
     /// The newest `updated` seen (`YYYY-MM-DD HH:MM:SS`), where the next refresh starts.
     watermark: Option<String>,
-    /// Rows by `externalCode`, in the API's order.
-    by_code: HashMap<String, Vec<Value>>,
+    /// Rows by `externalCode`, in the API's order: (id, the row as JSON text).
+    by_code: HashMap<String, Vec<(String, Box<str>)>>,
+    /// Bytes of row text held.
+    bytes: usize,
     /// `externalCode` by id (to replace or drop an item).
     code_of: HashMap<String, String>,
 }
@@ -40,7 +43,10 @@ impl Mirror {
     fn remove_id(&mut self, id: &str) {
         if let Some(code) = self.code_of.remove(id) {
             if let Some(rows) = self.by_code.get_mut(&code) {
-                rows.retain(|r| r.get("id").and_then(Value::as_str) != Some(id));
+                let before: usize = rows.iter().map(|(_, t)| t.len()).sum();
+                rows.retain(|(rid, _)| rid != id);
+                let after: usize = rows.iter().map(|(_, t)| t.len()).sum();
+                self.bytes = self.bytes.saturating_sub(before - after);
                 if rows.is_empty() {
                     self.by_code.remove(&code);
                 }
@@ -74,8 +80,10 @@ impl Mirror {
             // The assortment list leaves archived items out; so does the mirror.
             return;
         }
-        self.code_of.insert(id, code.clone());
-        self.by_code.entry(code).or_default().push(row);
+        let text: Box<str> = row.to_string().into();
+        self.bytes += text.len();
+        self.code_of.insert(id.clone(), code.clone());
+        self.by_code.entry(code).or_default().push((id, text));
     }
 }
 
@@ -127,6 +135,11 @@ impl CatalogueMirror {
         self.lock().code_of.len()
     }
 
+    /// Bytes of row text the mirror holds.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// Whether the mirror holds no item.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -147,7 +160,11 @@ impl CatalogueMirror {
             m.insert(r);
         }
         m.loaded = Some(Instant::now());
-        tracing::debug!(items = m.code_of.len(), "catalogue mirror loaded");
+        tracing::info!(
+            items = m.code_of.len(),
+            bytes = m.bytes,
+            "catalogue mirror loaded"
+        );
         *self.lock() = m;
         Ok(())
     }
@@ -160,7 +177,12 @@ impl CatalogueMirror {
             return Answer::Unknown;
         }
         match m.by_code.get(code) {
-            Some(rows) if !rows.is_empty() => Answer::Rows(rows.clone()),
+            Some(rows) if !rows.is_empty() => {
+                let parsed: Result<Vec<Value>, _> =
+                    rows.iter().map(|(_, t)| serde_json::from_str(t)).collect();
+                // Text this mirror wrote always parses; if not, ask МойСклад.
+                parsed.map_or(Answer::Unknown, Answer::Rows)
+            }
             _ => Answer::Unknown,
         }
     }
@@ -271,6 +293,12 @@ mod tests {
         c.forget("2");
         assert_eq!(c.find("red"), Answer::Unknown);
         assert_eq!(c.len(), 1);
+        assert_eq!(c.bytes(), {
+            let Answer::Rows(rows) = c.find("a2") else {
+                panic!("a2")
+            };
+            rows[0].to_string().len()
+        });
     }
 
     #[test]
