@@ -451,7 +451,10 @@ async fn run_upload(size: &Size) -> Rig {
     while started.elapsed() < size.timeout {
         let n = linked_in_state();
         if last_report.elapsed() > Duration::from_secs(30) {
-            println!("  … {n} linked after {:.0} s", started.elapsed().as_secs_f64());
+            println!(
+                "  … {n} linked after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         if n == ids.len() && linked_now() == ids.len() {
