@@ -154,10 +154,13 @@ impl CatalogueMirror {
         if self.fresh() {
             return Ok(());
         }
-        let rows = ms.list_all("assortment", &ListQuery::new()).await?;
+        // Page by page, so that only one page is ever held parsed.
+        let mut pages = ms.pages("assortment", &ListQuery::new())?;
         let mut m = Mirror::default();
-        for r in rows {
-            m.insert(r);
+        while let Some(page) = pages.next().await? {
+            for r in page.rows {
+                m.insert(r);
+            }
         }
         m.loaded = Some(Instant::now());
         tracing::info!(
