@@ -139,6 +139,8 @@ async fn apply(
         journal: JournalLimits::default(),
         stats: Arc::new(Stats::default()),
         stop: Arc::new(AtomicBool::new(false)),
+        orders: Arc::default(),
+        lookups: Arc::default(),
     };
     let seq = state
         .enqueue(skladsync_runner::state::Work::SettingsSaved, 0)

@@ -184,6 +184,10 @@ pub struct Applier {
     pub stats: Arc<Stats>,
     /// Set when the daemon stops: plans end between two effects.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// CRM orders read ahead of their turn (our CRM writes drop what they may change).
+    pub orders: Arc<crate::daemon::prefetch::OrderPrefetch>,
+    /// Lookups gathered across waiting orders (our МойСклад writes drop what they may change).
+    pub lookups: Arc<crate::world::prefetch::LookupPrefetch>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -391,6 +395,21 @@ impl Applier {
         auto_key: &str,
     ) -> Result<Json, ApplyError> {
         match &effect.action {
+            Action::Create { system, entity, .. } if system == "crm" => {
+                self.orders.crm_write(entity, None, true);
+            }
+            Action::Update {
+                system, entity, id, ..
+            }
+            | Action::Delete {
+                system, entity, id, ..
+            } if system == "crm" => {
+                let id = resolve(id, results).ok().map(|v| to_json(&v));
+                self.orders.crm_write(entity, id.as_ref(), false);
+            }
+            _ => {}
+        }
+        match &effect.action {
             Action::Create {
                 system,
                 entity,
@@ -400,9 +419,13 @@ impl Applier {
             } => {
                 let body = to_json(&resolve(body, results)?);
                 let parent = body.get("parent").cloned();
-                let answer = self
+                let created = self
                     .create(system, entity, key.as_deref(), auto_key, body.clone())
-                    .await?;
+                    .await;
+                if system == "moysklad" {
+                    self.lookups.ms_wrote(entity, created.as_ref().ok());
+                }
+                let answer = created?;
                 if let Some(id) = answer.get("id") {
                     self.note_written(system, entity, id, &body)?;
                 }
@@ -422,8 +445,10 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let answer = match system.as_str() {
                     "moysklad" => {
-                        let a =
-                            moysklad::update(&self.systems.ms, entity, &id, body.clone()).await?;
+                        let updated =
+                            moysklad::update(&self.systems.ms, entity, &id, body.clone()).await;
+                        self.lookups.ms_wrote(entity, updated.as_ref().ok());
+                        let a = updated?;
                         self.note_own_write(entity, &a)?;
                         a
                     }
@@ -442,6 +467,7 @@ impl Applier {
                 let id = to_json(&resolve(id, results)?);
                 let answer = match system.as_str() {
                     "moysklad" => {
+                        self.lookups.ms_wrote(entity, None);
                         let answer = moysklad::delete(&self.systems.ms, entity, &id).await?;
                         // Our own deletion: the audit poll must not report it back (МойСклад
                         // sends no webhook for it either).

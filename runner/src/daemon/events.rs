@@ -1,7 +1,7 @@
 //! Building events from inbox work: the entity is read as it is now, in the shape the
 //! contract gives (docs/contract.md, "Events").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value as Json};
 use skladsync_engine::Event;
@@ -84,6 +84,68 @@ pub(super) fn push_status(list: &mut Vec<String>, status: &str) {
 }
 
 impl Daemon {
+    /// Reads order `id` together with the next orders waiting in the inbox (one page of
+    /// `orders?filter[ids][]=…`) and keeps them for their turn. Nothing happens when no other
+    /// order waits (the single read is as cheap) or the read fails (each is read alone then).
+    async fn prefetch_orders(&self, id: i64) {
+        let crm = &self.inner.systems.crm;
+        let page = usize::try_from(crm.config().page_limit)
+            .unwrap_or(100)
+            .max(1);
+        let Ok(inbox) = self.inner.state.inbox() else {
+            return;
+        };
+        let mut wanted: Vec<(i64, Option<i64>)> = Vec::new();
+        for (_, item) in inbox {
+            if wanted.len() >= page {
+                break;
+            }
+            if item.parked.is_some() {
+                continue;
+            }
+            if let Work::CrmOrder {
+                id: other,
+                changes,
+                deleted: false,
+                ..
+            } = &item.work
+            {
+                if *other == id || !self.inner.applier.orders.holds(*other) {
+                    wanted.push((*other, super::prefetch::newest_history(changes)));
+                }
+            }
+        }
+        if !wanted.iter().any(|(o, _)| *o == id) {
+            return;
+        }
+        if wanted.len() < 2 {
+            return;
+        }
+        let ids: Vec<i64> = wanted.iter().map(|(o, _)| *o).collect();
+        let rows = match crm
+            .list_all(
+                EntityKind::Order,
+                &json!({ "ids": ids }),
+                &WriteOptions::default(),
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the waiting orders in a page; one by one");
+                return;
+            }
+        };
+        let history: HashMap<i64, Option<i64>> = wanted.into_iter().collect();
+        for row in rows {
+            if let Some(rid) = row.get("id").and_then(Json::as_i64) {
+                if let Some(h) = history.get(&rid) {
+                    self.inner.applier.orders.put(rid, *h, row);
+                }
+            }
+        }
+    }
+
     /// Builds the event of a piece of work; `None` when there is nothing to evaluate.
     pub(super) async fn build(&self, work: &Work) -> Result<Option<Built>, BuildError> {
         let crm = &self.inner.systems.crm;
@@ -112,17 +174,28 @@ impl Daemon {
                 if !self.listens("crm.order.changed") {
                     return Ok(None);
                 }
-                let order = match crm
-                    .fetch(
-                        EntityKind::Order,
-                        &EntityRef::Id(*id),
-                        &WriteOptions::default(),
-                    )
-                    .await
-                {
-                    Ok(o) => o,
-                    Err(e) if e.is_not_found() => return Ok(None),
-                    Err(e) => return Err(e.into()),
+                let history = super::prefetch::newest_history(changes);
+                let ahead = match self.inner.applier.orders.take(*id, history) {
+                    Some(o) => Some(o),
+                    None => {
+                        self.prefetch_orders(*id).await;
+                        self.inner.applier.orders.take(*id, history)
+                    }
+                };
+                let order = match ahead {
+                    Some(o) => o,
+                    None => match crm
+                        .fetch(
+                            EntityKind::Order,
+                            &EntityRef::Id(*id),
+                            &WriteOptions::default(),
+                        )
+                        .await
+                    {
+                        Ok(o) => o,
+                        Err(e) if e.is_not_found() => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    },
                 };
                 let mut statuses = match state.order_statuses(*id)? {
                     Some(s) => s,

@@ -43,12 +43,13 @@ mod events;
 mod icml;
 mod moysklad;
 mod ops;
+pub mod prefetch;
 mod reload;
 mod stock;
 mod version;
 mod webhook;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,7 @@ use crate::clients::moysklad::{self as ms_client, Auth, MoyskladClient, Moysklad
 use crate::clients::retailcrm::{self as crm_client, RetailcrmClient};
 use crate::config::Config;
 use crate::state::{InboxItem, JournalEntry, Outbox, Parked, StateError, SyncState, Work};
+use crate::world::catalogue::CatalogueMirror;
 use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
@@ -152,6 +154,8 @@ pub(crate) struct Inner {
     systems: Systems,
     state: SyncState,
     refs: Arc<ReferenceCache>,
+    /// The assortment by externalCode (item matching without requests).
+    catalogue: Arc<CatalogueMirror>,
     applier: Applier,
     stats: Arc<Stats>,
     webhook_url: Option<String>,
@@ -328,6 +332,7 @@ impl Daemon {
         let live = reload::Live::new(rules, &connection, rules_version, since);
         let recordings = recordings(&config, &state)?;
         let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
+        let catalogue = Arc::new(CatalogueMirror::new(config.intervals.reference_ttl.0));
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let applier = Applier {
@@ -338,6 +343,8 @@ impl Daemon {
             journal: config.journal.limits(),
             stats: stats.clone(),
             stop: stop.clone(),
+            orders: Arc::default(),
+            lookups: Arc::default(),
         };
         Ok(Daemon {
             inner: Arc::new(Inner {
@@ -349,6 +356,7 @@ impl Daemon {
                 systems,
                 state,
                 refs,
+                catalogue,
                 applier,
                 stats,
                 webhook_url,
@@ -538,6 +546,49 @@ impl Daemon {
         Ok(seen.len())
     }
 
+    /// Before an order event: the lookups learned for it, asked for every order read ahead
+    /// in one request per lookup kind (see `world::prefetch`).
+    async fn gather_lookups(&self, name: &str, event: &skladsync_engine::Event) {
+        let templates = self.inner.applier.lookups.templates(name);
+        if templates.is_empty() {
+            return;
+        }
+        let mut orders = self.inner.applier.orders.held();
+        if let Some(o) = event.payload.to_serde_json().get("order") {
+            orders.push(o.clone());
+        }
+        if orders.len() < 2 {
+            return;
+        }
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for t in templates {
+            let Some(("order", rest)) = t.path.split_first().map(|(h, r)| (h.as_str(), r)) else {
+                continue;
+            };
+            let values = groups
+                .entry((t.entity.clone(), t.field.clone()))
+                .or_default();
+            for o in &orders {
+                if let Some(v) = crate::world::prefetch::at(o, rest)
+                    .and_then(crate::world::prefetch::scalar_text)
+                {
+                    values.push(v);
+                }
+            }
+        }
+        for ((entity, field), values) in groups {
+            if let Err(e) = self
+                .inner
+                .applier
+                .lookups
+                .gather(&self.inner.systems.ms, &entity, &field, &values)
+                .await
+            {
+                tracing::debug!(error = %e, %entity, %field, "cannot gather lookups; one by one");
+            }
+        }
+    }
+
     /// Processes one inbox item: build the event, evaluate, apply.
     async fn process(&self, seq: u64) -> Result<(), DaemonError> {
         let _one = self.inner.processing.lock().await;
@@ -589,13 +640,21 @@ impl Daemon {
         let rules = live.rules.clone();
         let settings = live.settings.clone();
         let rules_version = live.version.clone();
+        let order_event = name == "crm.order.changed";
+        if order_event {
+            self.gather_lookups(&name, &built.event).await;
+        }
+        let recorded: crate::world::Recorded = Arc::default();
         let world = LiveWorld::new(
             self.inner.systems.clone(),
             state.clone(),
             self.inner.refs.clone(),
+            self.inner.catalogue.clone(),
             tokio::runtime::Handle::current(),
-        );
+        )
+        .with_prefetch(self.inner.applier.lookups.clone(), recorded.clone());
         let event = built.event;
+        let payload = order_event.then(|| event.payload.to_serde_json());
         let limits = self.inner.config.limits.clone();
         let record = self.inner.recordings.is_some();
         let evaluated = tokio::task::spawn_blocking(move || {
@@ -624,6 +683,10 @@ impl Daemon {
             }
             r
         });
+        if let Some(payload) = payload {
+            let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
+            self.inner.applier.lookups.learn(&name, &payload, &made);
+        }
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {
@@ -695,6 +758,7 @@ impl Daemon {
             self.inner.systems.clone(),
             self.inner.state.clone(),
             self.inner.refs.clone(),
+            self.inner.catalogue.clone(),
             tokio::runtime::Handle::current(),
         );
         let limits = self.inner.config.limits.clone();

@@ -165,6 +165,12 @@ impl Daemon {
             state.set_cursor(&name, &json!(max))?;
             self.inner.observed.caught_up(&name);
         }
+        // The catalogue mirror: what changed in the assortment since its last read.
+        match self.inner.catalogue.refresh(ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(items = n, "catalogue mirror refreshed"),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the catalogue mirror"),
+        }
         Ok(queued)
     }
 

@@ -377,6 +377,10 @@ pub(super) fn works_of(daemon: &Daemon, body: &Json, request_id: Option<&str>) -
             Some("DELETE") => "deleted",
             _ => continue,
         };
+        if matches!(entity, "product" | "variant" | "service" | "bundle") {
+            // The catalogue mirror asks МойСклад again the next time this item is matched.
+            daemon.inner.catalogue.forget(id);
+        }
         if !daemon.listens(&format!("moysklad.{entity}.{action}")) {
             continue;
         }

@@ -16,7 +16,9 @@
 //!
 //! [`RuleSet::evaluate`]: skladsync_engine::RuleSet::evaluate
 
+pub mod catalogue;
 pub mod lookups;
+pub mod prefetch;
 mod reference;
 
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ use skladsync_engine::{Value, World, WorldError};
 use crate::clients::moysklad::MoyskladClient;
 use crate::clients::retailcrm::RetailcrmClient;
 use crate::state::SyncState;
+use catalogue::{Answer, CatalogueMirror};
+use prefetch::LookupPrefetch;
 
 /// The two API clients.
 #[derive(Clone, Debug)]
@@ -81,9 +85,14 @@ pub struct LiveWorld {
     systems: Systems,
     state: SyncState,
     refs: Arc<ReferenceCache>,
+    catalogue: Arc<CatalogueMirror>,
+    prefetch: Option<(Arc<LookupPrefetch>, Recorded)>,
     handle: tokio::runtime::Handle,
     cache: Mutex<HashMap<String, Value>>,
 }
+
+/// The single-field МойСклад lookups an evaluation made: (entity, field, value).
+pub type Recorded = Arc<Mutex<Vec<(String, String, String)>>>;
 
 impl std::fmt::Debug for LiveWorld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,20 +111,32 @@ pub fn from_json(v: &serde_json::Value) -> Value {
 }
 
 impl LiveWorld {
-    /// A world over the clients and the state, blocking on `handle` for each lookup.
+    /// A world over the clients and the state, blocking on `handle` for each lookup; item
+    /// matching by `externalCode` is answered from `catalogue` when it holds the item.
     pub fn new(
         systems: Systems,
         state: SyncState,
         refs: Arc<ReferenceCache>,
+        catalogue: Arc<CatalogueMirror>,
         handle: tokio::runtime::Handle,
     ) -> Self {
         LiveWorld {
             systems,
             state,
             refs,
+            catalogue,
+            prefetch: None,
             handle,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Answers single-field МойСклад lookups from `prefetch` when it holds them, and records
+    /// every such lookup in `recorded` (for [`LookupPrefetch::learn`]).
+    #[must_use]
+    pub fn with_prefetch(mut self, prefetch: Arc<LookupPrefetch>, recorded: Recorded) -> Self {
+        self.prefetch = Some((prefetch, recorded));
+        self
     }
 
     fn cached(
@@ -180,6 +201,39 @@ impl LiveWorld {
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.handle.block_on(f)
     }
+
+    /// A МойСклад lookup; the assortment by `externalCode` from the catalogue mirror when it
+    /// holds the item (loading it first if need be), else from МойСклад.
+    fn ms_find(
+        &self,
+        entity: &str,
+        filter: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<serde_json::Value>, WorldError> {
+        let Some(code) = catalogue::mirrored_code(entity, filter) else {
+            if let (Some((p, recorded)), Some((field, value))) =
+                (&self.prefetch, prefetch::single(filter))
+            {
+                recorded.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    entity.to_string(),
+                    field.to_string(),
+                    value.clone(),
+                ));
+                if let Some(rows) = p.answer(entity, field, &value) {
+                    return Ok(rows);
+                }
+            }
+            return self.block_on(lookups::ms_find(&self.systems.ms, entity, filter));
+        };
+        if let Err(e) = self.block_on(self.catalogue.ensure_loaded(&self.systems.ms)) {
+            tracing::warn!(error = %e, "cannot load the catalogue mirror; asking МойСклад");
+        }
+        if let Answer::Rows(rows) = self.catalogue.find(code) {
+            return Ok(rows);
+        }
+        let rows = self.block_on(lookups::ms_find(&self.systems.ms, entity, filter))?;
+        self.catalogue.learn(&rows);
+        Ok(rows)
+    }
 }
 
 impl World for LiveWorld {
@@ -194,9 +248,7 @@ impl World for LiveWorld {
         );
         let found = self.cached(key, || {
             let rows = match system {
-                "moysklad" => {
-                    self.block_on(lookups::ms_find(&self.systems.ms, entity, &json_filter))?
-                }
+                "moysklad" => self.ms_find(entity, &json_filter)?,
                 "crm" => {
                     self.block_on(lookups::crm_find(&self.systems.crm, entity, &json_filter))?
                 }

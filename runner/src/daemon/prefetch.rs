@@ -1,0 +1,142 @@
+//! Full CRM orders read in pages (issue 13, lever b): when the worker needs an order that is
+//! not at hand, it reads it together with the other orders waiting in the inbox, one
+//! `GET /orders?filter[ids][]=…` for up to a page of them, instead of one `GET /orders/{id}`
+//! each.
+//!
+//! A prefetched order stands for "the order as it is now" only while nothing can have changed
+//! it: it is used once, within [`MAX_AGE`], and only if its inbox item has gained no history
+//! entry since the read; our own writes to retailCRM drop what they may touch (the order
+//! written, the orders of the customer written, everything on any other write).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+/// How long a prefetched order may wait for its turn.
+pub const MAX_AGE: Duration = Duration::from_secs(120);
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    /// The newest history entry id of the order's inbox item when it was read.
+    history: Option<i64>,
+    order: Json,
+}
+
+/// Orders read ahead of their turn.
+#[derive(Debug, Default)]
+pub struct OrderPrefetch {
+    entries: Mutex<HashMap<i64, Entry>>,
+}
+
+/// The newest history entry id among `changes`.
+pub fn newest_history(changes: &[Json]) -> Option<i64> {
+    changes
+        .iter()
+        .filter_map(|c| c.get("id").and_then(Json::as_i64))
+        .max()
+}
+
+impl OrderPrefetch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps an order read ahead (`history`: the newest history entry id of its inbox item).
+    pub fn put(&self, id: i64, history: Option<i64>, order: Json) {
+        self.lock().insert(
+            id,
+            Entry {
+                at: Instant::now(),
+                history,
+                order,
+            },
+        );
+    }
+
+    /// Takes the order read ahead, if it may still stand for the order now.
+    pub fn take(&self, id: i64, history: Option<i64>) -> Option<Json> {
+        let e = self.lock().remove(&id)?;
+        (e.at.elapsed() < MAX_AGE && e.history >= history).then_some(e.order)
+    }
+
+    /// The orders held (fresh ones), for the lookups gathered ahead.
+    pub fn held(&self) -> Vec<Json> {
+        self.lock()
+            .values()
+            .filter(|e| e.at.elapsed() < MAX_AGE)
+            .map(|e| e.order.clone())
+            .collect()
+    }
+
+    /// Whether an order is held.
+    pub fn holds(&self, id: i64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    /// How many orders are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// We are about to write `entity` `id` in retailCRM (`create`: a new one): drops what the
+    /// write may change.
+    pub fn crm_write(&self, entity: &str, id: Option<&Json>, create: bool) {
+        let numeric = id.and_then(|v| match v {
+            Json::Number(n) => n.as_i64(),
+            Json::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        let mut m = self.lock();
+        match (entity, numeric, create) {
+            // A new order or customer changes no other order.
+            ("order" | "customer" | "customer_corporate", _, true) => {}
+            ("order", Some(id), false) => {
+                m.remove(&id);
+            }
+            ("customer" | "customer_corporate", Some(cid), false) => {
+                m.retain(|_, e| e.order.pointer("/customer/id").and_then(Json::as_i64) != Some(cid))
+            }
+            _ => m.clear(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_order_read_ahead_is_used_once_and_only_while_unchanged() {
+        let p = OrderPrefetch::default();
+        p.put(1, Some(10), json!({"id": 1, "customer": {"id": 7}}));
+        p.put(2, Some(20), json!({"id": 2, "customer": {"id": 8}}));
+        p.put(3, Some(30), json!({"id": 3, "customer": {"id": 7}}));
+        p.put(4, None, json!({"id": 4}));
+        assert_eq!(
+            p.take(1, Some(10)),
+            Some(json!({"id": 1, "customer": {"id": 7}}))
+        );
+        assert_eq!(p.take(1, Some(10)), None, "used once");
+        // Its item gained a history entry since the read: read again.
+        assert_eq!(p.take(2, Some(21)), None);
+        // Our write to a customer drops that customer's orders; to an order, that order.
+        p.crm_write("customer", Some(&json!(7)), false);
+        assert!(!p.holds(3));
+        p.put(5, None, json!({"id": 5}));
+        p.crm_write("order", Some(&json!("5")), false);
+        assert!(!p.holds(5) && p.holds(4));
+        p.crm_write("order", None, true);
+        assert!(p.holds(4), "a new order changes no other");
+        p.crm_write("payment", Some(&json!(1)), true);
+        assert!(p.is_empty(), "any other write drops everything");
+    }
+}

@@ -1,0 +1,330 @@
+//! The catalogue mirror: МойСклад's assortment by `externalCode`, kept in memory so that item
+//! matching (`lookup("moysklad", "assortment", {externalCode: …})`) costs no request.
+//!
+//! - It is loaded on the first such lookup (the whole `GET /entity/assortment`, pages of 1 000:
+//!   5 requests for a 5 000-offer catalogue), and loaded again when older than its maximum age
+//!   (the runner's `intervals.reference_ttl`), which is how archived and deleted items leave it.
+//! - The reconciliation poll brings in what changed since the last load or refresh
+//!   (`updated>=`), one request per poll; a webhook about a product, variant, service or bundle
+//!   drops that item, so the next lookup of its code asks МойСклад again.
+//! - A code the mirror does not hold is never answered "not found" from memory: the lookup
+//!   asks МойСклад as before (and what it finds joins the mirror). The mirror only saves the
+//!   requests whose answer it already holds.
+//! - Rows are kept without the deprecated stock fields of the assortment list (`stock`,
+//!   `reserve`, `inTransit`, `quantity`: stock comes from the stock reports), as compact JSON
+//!   text (a parsed row takes several times its text in memory), parsed again when used.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::clients::moysklad::{ListQuery, MoyskladClient, MoyskladError};
+
+/// Fields of assortment rows that are not kept (stock figures, stale as soon as read).
+const STOCK_FIELDS: &[&str] = &["stock", "reserve", "inTransit", "quantity"];
+
+#[derive(Debug, Default)]
+struct Mirror {
+    /// When the whole assortment was last read.
+    loaded: Option<Instant>,
+    /// The newest `updated` seen (`YYYY-MM-DD HH:MM:SS`), where the next refresh starts.
+    watermark: Option<String>,
+    /// Rows by `externalCode`, in the API's order: (id, the row as JSON text).
+    by_code: HashMap<String, Vec<(String, Box<str>)>>,
+    /// Bytes of row text held.
+    bytes: usize,
+    /// `externalCode` by id (to replace or drop an item).
+    code_of: HashMap<String, String>,
+}
+
+impl Mirror {
+    fn remove_id(&mut self, id: &str) {
+        if let Some(code) = self.code_of.remove(id) {
+            if let Some(rows) = self.by_code.get_mut(&code) {
+                let before: usize = rows.iter().map(|(_, t)| t.len()).sum();
+                rows.retain(|(rid, _)| rid != id);
+                let after: usize = rows.iter().map(|(_, t)| t.len()).sum();
+                self.bytes = self.bytes.saturating_sub(before - after);
+                if rows.is_empty() {
+                    self.by_code.remove(&code);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, mut row: Value) {
+        let (Some(id), Some(code)) = (
+            row.get("id").and_then(Value::as_str).map(str::to_string),
+            row.get("externalCode")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        ) else {
+            return;
+        };
+        if let Some(updated) = row.get("updated").and_then(Value::as_str) {
+            let u: String = updated.chars().take(19).collect();
+            if self.watermark.as_ref().is_none_or(|w| u > *w) {
+                self.watermark = Some(u);
+            }
+        }
+        if let Some(o) = row.as_object_mut() {
+            for f in STOCK_FIELDS {
+                o.remove(*f);
+            }
+        }
+        self.remove_id(&id);
+        let archived = row.get("archived").and_then(Value::as_bool) == Some(true);
+        if archived {
+            // The assortment list leaves archived items out; so does the mirror.
+            return;
+        }
+        let text: Box<str> = row.to_string().into();
+        self.bytes += text.len();
+        self.code_of.insert(id.clone(), code.clone());
+        self.by_code.entry(code).or_default().push((id, text));
+    }
+}
+
+/// The mirror; shared by every evaluation of a daemon.
+#[derive(Debug)]
+pub struct CatalogueMirror {
+    max_age: Duration,
+    mirror: Mutex<Mirror>,
+    /// Held while the whole assortment is being read (one load at a time).
+    loading: tokio::sync::Mutex<()>,
+}
+
+/// What the mirror says about a code.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// The rows with this `externalCode` (never empty).
+    Rows(Vec<Value>),
+    /// The mirror does not hold it: ask МойСклад.
+    Unknown,
+}
+
+impl CatalogueMirror {
+    /// An empty mirror, loaded again when older than `max_age`.
+    pub fn new(max_age: Duration) -> Self {
+        CatalogueMirror {
+            max_age,
+            mirror: Mutex::new(Mirror::default()),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        self.mirror.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fresh(&self) -> bool {
+        self.lock()
+            .loaded
+            .is_some_and(|t| t.elapsed() < self.max_age)
+    }
+
+    /// Whether the whole assortment has been read at least once.
+    pub fn loaded(&self) -> bool {
+        self.lock().loaded.is_some()
+    }
+
+    /// How many items the mirror holds.
+    pub fn len(&self) -> usize {
+        self.lock().code_of.len()
+    }
+
+    /// Bytes of row text the mirror holds.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Whether the mirror holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the whole assortment when the mirror is empty or too old.
+    pub async fn ensure_loaded(&self, ms: &MoyskladClient) -> Result<(), MoyskladError> {
+        if self.fresh() {
+            return Ok(());
+        }
+        let _one = self.loading.lock().await;
+        if self.fresh() {
+            return Ok(());
+        }
+        // Page by page, so that only one page is ever held parsed.
+        let mut pages = ms.pages("assortment", &ListQuery::new())?;
+        let mut m = Mirror::default();
+        while let Some(page) = pages.next().await? {
+            for r in page.rows {
+                m.insert(r);
+            }
+        }
+        m.loaded = Some(Instant::now());
+        tracing::info!(
+            items = m.code_of.len(),
+            bytes = m.bytes,
+            "catalogue mirror loaded"
+        );
+        *self.lock() = m;
+        Ok(())
+    }
+
+    /// The rows with `externalCode` `code`, as `GET /entity/assortment?filter=externalCode=…`
+    /// answers (stock fields aside), when the mirror holds it.
+    pub fn find(&self, code: &str) -> Answer {
+        let m = self.lock();
+        if m.loaded.is_none() {
+            return Answer::Unknown;
+        }
+        match m.by_code.get(code) {
+            Some(rows) if !rows.is_empty() => {
+                let parsed: Result<Vec<Value>, _> =
+                    rows.iter().map(|(_, t)| serde_json::from_str(t)).collect();
+                // Text this mirror wrote always parses; if not, ask МойСклад.
+                parsed.map_or(Answer::Unknown, Answer::Rows)
+            }
+            _ => Answer::Unknown,
+        }
+    }
+
+    /// Rows read from МойСклад outside the mirror (a lookup's answer): kept.
+    pub fn learn(&self, rows: &[Value]) {
+        let mut m = self.lock();
+        if m.loaded.is_none() {
+            return;
+        }
+        for r in rows {
+            m.insert(r.clone());
+        }
+    }
+
+    /// Drops an item (a webhook said it changed or is gone).
+    pub fn forget(&self, id: &str) {
+        self.lock().remove_id(id);
+    }
+
+    /// Brings in what changed since the last load or refresh (one request per page; nothing
+    /// when the mirror was never loaded).
+    pub async fn refresh(&self, ms: &MoyskladClient) -> Result<usize, MoyskladError> {
+        let since = {
+            let m = self.lock();
+            if m.loaded.is_none() {
+                return Ok(0);
+            }
+            m.watermark.clone()
+        };
+        let Some(since) = since else {
+            return Ok(0);
+        };
+        // `updated>=` and archived ones too, so that an archived item leaves the mirror.
+        let q = ListQuery::new()
+            .updated_since(&since)
+            .filter_raw("archived=true;archived=false");
+        let rows = ms.list_all("assortment", &q).await?;
+        let n = rows.len();
+        let mut m = self.lock();
+        for r in rows {
+            m.insert(r);
+        }
+        Ok(n)
+    }
+}
+
+/// The `externalCode` of a lookup filter that the mirror can answer: exactly
+/// `{externalCode: "<text>"}`.
+pub fn mirrored_code<'a>(
+    entity: &str,
+    filter: &'a serde_json::Map<String, Value>,
+) -> Option<&'a str> {
+    if entity != "assortment" || filter.len() != 1 {
+        return None;
+    }
+    filter
+        .get("externalCode")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(id: &str, code: &str, ty: &str, updated: &str) -> Value {
+        json!({"id": id, "externalCode": code, "updated": updated, "archived": false,
+               "meta": {"type": ty}, "stock": 5.0, "quantity": 5.0})
+    }
+
+    #[test]
+    fn answers_only_what_it_holds_and_tracks_changes() {
+        let c = CatalogueMirror::new(Duration::from_secs(600));
+        // Not loaded: nothing is answered from memory.
+        assert_eq!(c.find("a"), Answer::Unknown);
+        {
+            let mut m = c.lock();
+            m.insert(row("1", "a", "product", "2026-12-01 10:00:00.000"));
+            m.insert(row("2", "red", "variant", "2026-12-01 11:00:00.000"));
+            m.insert(row("3", "red", "product", "2026-12-01 09:00:00.000"));
+            m.loaded = Some(Instant::now());
+        }
+        let Answer::Rows(a) = c.find("a") else {
+            panic!("a is mirrored")
+        };
+        assert_eq!(a[0]["id"], "1");
+        assert!(a[0].get("stock").is_none(), "stock figures are not kept");
+        let Answer::Rows(red) = c.find("red") else {
+            panic!("red is mirrored")
+        };
+        assert_eq!(red.len(), 2);
+        // A code it does not hold is unknown, never "not found".
+        assert_eq!(c.find("b"), Answer::Unknown);
+        assert_eq!(c.lock().watermark.as_deref(), Some("2026-12-01 11:00:00"));
+        // An item whose code changed moves; an archived one leaves; a forgotten one too.
+        c.learn(&[row("1", "a2", "product", "2026-12-02 10:00:00")]);
+        assert_eq!(c.find("a"), Answer::Unknown);
+        assert!(matches!(c.find("a2"), Answer::Rows(_)));
+        let mut archived = row("3", "red", "product", "2026-12-02 11:00:00");
+        archived["archived"] = json!(true);
+        c.learn(&[archived]);
+        let Answer::Rows(red) = c.find("red") else {
+            panic!("the variant is still there")
+        };
+        assert_eq!(red.len(), 1);
+        c.forget("2");
+        assert_eq!(c.find("red"), Answer::Unknown);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.bytes(), {
+            let Answer::Rows(rows) = c.find("a2") else {
+                panic!("a2")
+            };
+            rows[0].to_string().len()
+        });
+    }
+
+    #[test]
+    fn only_a_lone_external_code_of_the_assortment_is_mirrored() {
+        let f = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            mirrored_code("assortment", &f(json!({"externalCode": "x"}))),
+            Some("x")
+        );
+        assert_eq!(
+            mirrored_code("product", &f(json!({"externalCode": "x"}))),
+            None
+        );
+        assert_eq!(
+            mirrored_code(
+                "assortment",
+                &f(json!({"externalCode": "x", "type": "variant"}))
+            ),
+            None
+        );
+        assert_eq!(
+            mirrored_code("assortment", &f(json!({"externalCode": 5}))),
+            None
+        );
+    }
+}
