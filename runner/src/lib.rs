@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fleet;
 pub mod icml;
 pub mod ops;
 pub mod recording;

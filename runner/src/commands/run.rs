@@ -54,6 +54,11 @@ pub(super) async fn shutdown_signal() {
 /// Runs the daemon until SIGTERM / Ctrl-C. Exit 0 after a clean stop, 1 on a start-up error.
 pub fn run(args: &RunArgs) -> ExitCode {
     init_logging_as("info", args.log_format);
+    // --- tenants (issue 15, item 1): a config with `pairs:` runs a fleet ---
+    // (A file that cannot be read: `Config::load` below says what is wrong.)
+    if let Ok(true) = crate::fleet::declares_pairs(&args.config) {
+        return run_fleet(args);
+    }
     let config = match Config::load(&args.config) {
         Ok(mut c) => {
             c.receiver.take_over |= args.take_over;
@@ -104,6 +109,41 @@ pub fn run(args: &RunArgs) -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+/// Runs a fleet (a config with `pairs:`) until SIGTERM / Ctrl-C.
+fn run_fleet(args: &RunArgs) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::error!("{e}");
+        if args.log_format == LogFormat::Text {
+            eprintln!("error: {e}");
+        }
+        ExitCode::from(1)
+    };
+    let config = match crate::fleet::FleetConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Some(w) = crate::config::credential_exposure(&args.config) {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = rt.block_on(async {
+        #[cfg(unix)]
+        let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let fleet = crate::fleet::Fleet::new(config).await?;
+        fleet.run(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }
 

@@ -431,6 +431,25 @@ pub struct Config {
     /// Operator access to the daemon's HTTP endpoints (`POST /admin/reload`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Many account pairs in one runner (a fleet): the directory of pair files. Without it
+    /// the config is one pair (`default`), as before.
+    #[serde(default)]
+    pub pairs: Option<PairsConfig>,
+}
+
+/// The pairs of a multi-pair runner (see `docs/runner.md`, "Many pairs in one runner").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairsConfig {
+    /// The directory of pair files, `<id>.yaml` each, read over this config.
+    pub dir: PathBuf,
+    /// Pick up pair files added, changed or removed while running (default on).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Operator access.
@@ -508,6 +527,9 @@ impl Config {
         }
         if let Some(p) = cfg.record.dir.as_mut() {
             rebase(p);
+        }
+        if let Some(p) = cfg.pairs.as_mut() {
+            rebase(&mut p.dir);
         }
         cfg.check()?;
         Ok(cfg)

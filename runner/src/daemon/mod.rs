@@ -70,6 +70,8 @@ use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 pub use events::AfterCommit;
 pub use ops::{MetricsError, Observed};
 pub use reload::ReloadOutcome;
+pub(crate) use webhook::serve as serve_http;
+pub use webhook::ReceiverStats;
 
 /// Work that fails for a reason retrying will not fix is given up after this many tries.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -192,6 +194,35 @@ pub(crate) struct Inner {
     stop: Arc<AtomicBool>,
     /// Where evaluated events are recorded (`record:`), when on.
     recordings: Option<Arc<crate::recording::Recordings>>,
+    /// The pair served, when a fleet hosts this daemon (no listener, status file or SIGHUP
+    /// handler of its own: the fleet has them).
+    pair: Option<String>,
+}
+
+/// How a daemon is reached over HTTP.
+#[derive(Clone, Debug)]
+pub enum Hosting {
+    /// Listeners of its own (`webhooks.listen`, `http.listen`): the single-pair daemon.
+    Own,
+    /// Served under `/pairs/<pair>` by a fleet's one shared server at `addr` (public base
+    /// URL `public_url`): no listener of its own.
+    Shared {
+        /// The pair id.
+        pair: String,
+        /// Where the shared server listens.
+        addr: std::net::SocketAddr,
+        /// The shared server's public base URL (what МойСклад is given).
+        public_url: String,
+    },
+}
+
+impl Hosting {
+    fn shared_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Hosting::Own => None,
+            Hosting::Shared { addr, .. } => Some(*addr),
+        }
+    }
 }
 
 /// A dry run of one event: the event document and the plan (or why there is none).
@@ -230,13 +261,20 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Loads the rules, opens the state, binds the webhook receiver and builds the clients.
     pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let (rules, warnings) =
-            reload::load(&config).map_err(|d| DaemonError::Rules(d.render(false)))?;
-        if !warnings.is_empty() {
-            tracing::warn!("rule warnings:\n{}", warnings.render(false));
-        }
-        let rules_version = reload::version_of(&config);
         let state = open_state(&config.state.path).await?;
+        Daemon::hosted(config, state, Hosting::Own).await
+    }
+
+    /// Loads the rules and builds the clients over an open state; binds listeners of its own
+    /// with [`Hosting::Own`], none when a fleet's shared server serves it.
+    pub async fn hosted(
+        config: Config,
+        state: SyncState,
+        hosting: Hosting,
+    ) -> Result<Daemon, DaemonError> {
+        let rules_version = reload::version_of(&config);
+        let rules = reload::load_shared(&config, &rules_version)
+            .map_err(|d| DaemonError::Rules(d.render(false)))?;
 
         let instance_id = instance_id(&state)?;
         let bind = |addr: std::net::SocketAddr| async move {
@@ -248,7 +286,24 @@ impl Daemon {
                 .map_err(|source| DaemonError::Listen { addr, source })?;
             Ok::<_, DaemonError>((l, local))
         };
-        let (listener, receiver_addr, webhook_url, secret) = if config.webhooks.enabled {
+        let (listener, receiver_addr, webhook_url, secret) = if let Hosting::Shared {
+            pair,
+            addr,
+            public_url,
+        } = &hosting
+        {
+            // --- tenants (issue 15, item 1): the fleet's server routes `/pairs/<id>/…` here ---
+            if config.webhooks.enabled {
+                let secret = webhook_secret(&config, &state)?;
+                let url = format!(
+                    "{}/pairs/{pair}/moysklad/webhook/{secret}/{instance_id}",
+                    public_url.trim_end_matches('/')
+                );
+                (None, Some(*addr), Some(url), Some(secret))
+            } else {
+                (None, None, None, None)
+            }
+        } else if config.webhooks.enabled {
             let (l, local) = bind(config.webhooks.listen).await?;
             let public = config
                 .webhooks
@@ -268,6 +323,9 @@ impl Daemon {
         // webhook listener carries it when both have the same address ---
         let (ops_listener, operator_addr) = match config.operator_listen() {
             None => (None, None),
+            Some(_) if matches!(hosting, Hosting::Shared { .. }) => {
+                (None, hosting.shared_addr())
+            }
             // The same address (port 0 set in `http.listen` asks for a port of its own).
             Some(addr)
                 if config.webhooks.enabled
@@ -329,7 +387,7 @@ impl Daemon {
             .filter(|v| v.get("version").and_then(Json::as_str) == Some(rules_version.as_str()))
             .and_then(|v| v.get("since").and_then(Json::as_i64))
             .unwrap_or_else(now_ms);
-        let live = reload::Live::new(rules, &connection, rules_version, since);
+        let live = reload::Live::shared(rules, &connection, rules_version, since);
         let recordings = recordings(&config, &state)?;
         let refs = Arc::new(ReferenceCache::new(config.intervals.reference_ttl.0));
         let catalogue = Arc::new(CatalogueMirror::new(config.intervals.reference_ttl.0));
@@ -376,8 +434,34 @@ impl Daemon {
                 crm_tz,
                 stop,
                 recordings,
+                pair: match hosting {
+                    Hosting::Own => None,
+                    Hosting::Shared { pair, .. } => Some(pair),
+                },
             }),
         })
+    }
+
+    /// The pair this daemon serves in a fleet (`None`: a single-pair daemon).
+    pub fn pair(&self) -> Option<&str> {
+        self.inner.pair.as_deref()
+    }
+
+    /// The webhook URL this daemon registers in МойСклад (with its secret: never log it).
+    pub fn webhook_url(&self) -> Option<&str> {
+        self.inner.webhook_url.as_deref()
+    }
+
+    /// The routes a fleet's shared server serves for this pair under `/pairs/<id>`: the
+    /// webhooks, `/status/<secret>`, the operator routes and the admin routes.
+    pub(crate) fn pair_router(&self) -> axum::Router {
+        webhook::router(
+            self.clone(),
+            webhook::Role {
+                webhooks: true,
+                operator: true,
+            },
+        )
     }
 
     /// The state.
@@ -1141,7 +1225,9 @@ impl Daemon {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         // Reloads are heard from the start on (start-up may take a while).
-        tasks.extend(self.spawn_sighup(stop_rx.clone()));
+        if self.inner.pair.is_none() {
+            tasks.extend(self.spawn_sighup(stop_rx.clone()));
+        }
         tasks.extend(self.spawn_watcher(stop_rx.clone()));
         if let Err(e) = self.start_up().await {
             let _ = stop_tx.send(true);
@@ -1183,6 +1269,10 @@ impl Daemon {
     /// Writes [`status_file`] (owner-only): how `skladsync journal` and `status` reach this
     /// daemon while it holds the state (sled allows one process).
     fn write_status_file(&self) -> Option<std::path::PathBuf> {
+        if self.inner.pair.is_some() {
+            // The fleet writes one for all its pairs.
+            return None;
+        }
         let (addr, secret) = (
             self.inner.receiver_addr?,
             self.inner.webhook_secret.as_ref()?,

@@ -38,8 +38,9 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    /// The live set made of loaded rules, with the runner's `connection` settings.
-    pub fn new(rules: RuleSet, connection: &Json, version: String, since: i64) -> Live {
+    /// The live set made of loaded rules (shared with the other pairs that use the same
+    /// version: see [`load_shared`]), with the runner's `connection` settings.
+    pub fn shared(rules: Arc<RuleSet>, connection: &Json, version: String, since: i64) -> Live {
         let settings = rules.settings_with(&super::from_json(connection));
         let listened = rules
             .rules()
@@ -47,7 +48,7 @@ impl Live {
             .flat_map(|r| r.on.into_iter())
             .collect();
         Live {
-            rules: Arc::new(rules),
+            rules,
             settings,
             listened,
             version,
@@ -78,6 +79,38 @@ pub(crate) fn load(config: &Config) -> Result<(RuleSet, Diagnostics), Diagnostic
         &config.rules.layers,
         settings_path.as_deref(),
     )
+}
+
+/// The compiled rule sets in use in this process, by version: the pairs of a fleet that use
+/// the same rules, layers, settings file and limits share one.
+static COMPILED: std::sync::Mutex<Option<std::collections::HashMap<String, std::sync::Weak<RuleSet>>>> =
+    std::sync::Mutex::new(None);
+
+/// [`load`], shared by version `version` (see [`version_of`]): a set another pair already
+/// compiled from the same files is reused (its warnings were logged when it was loaded).
+pub(crate) fn load_shared(config: &Config, version: &str) -> Result<Arc<RuleSet>, Diagnostics> {
+    let cached = |version: &str| {
+        let mut map = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+        let map = map.get_or_insert_with(Default::default);
+        map.retain(|_, w| w.strong_count() > 0);
+        map.get(version).and_then(std::sync::Weak::upgrade)
+    };
+    if let Some(rules) = cached(version) {
+        return Ok(rules);
+    }
+    let (rules, warnings) = load(config)?;
+    if !warnings.is_empty() {
+        tracing::warn!("rule warnings:\n{}", warnings.render(false));
+    }
+    let rules = Arc::new(rules);
+    let mut map = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+    let map = map.get_or_insert_with(Default::default);
+    // Another pair may have compiled the same version meanwhile: keep the first.
+    if let Some(first) = map.get(version).and_then(std::sync::Weak::upgrade) {
+        return Ok(first);
+    }
+    map.insert(version.to_string(), Arc::downgrade(&rules));
+    Ok(rules)
 }
 
 /// One line per diagnostic: `file:line:col error[CODE]: message`.
@@ -177,7 +210,7 @@ impl Daemon {
         let config = self.inner.config.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let version = version_of(&config);
-            (load(&config), version)
+            (load_shared(&config, &version), version)
         })
         .await;
         let (loaded, version) = match loaded {
@@ -189,7 +222,7 @@ impl Daemon {
             }
         };
         let current = self.live();
-        let (rules, warnings) = match loaded {
+        let rules = match loaded {
             Ok(x) => x,
             Err(diags) => {
                 let lines = diagnostic_lines(&diags);
@@ -223,15 +256,12 @@ impl Daemon {
                 });
             }
         };
-        if !warnings.is_empty() {
-            tracing::warn!("rule warnings:\n{}", warnings.render(false));
-        }
         *self.inner.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if version == current.version {
             tracing::info!(%trigger, %version, "rules reloaded: no change");
             return Ok(ReloadOutcome::Unchanged { version });
         }
-        let live = Live::new(rules, &self.inner.connection, version.clone(), now_ms());
+        let live = Live::shared(rules, &self.inner.connection, version.clone(), now_ms());
         {
             // Between two items: the item in progress (and its plan) finishes first.
             let _between = self.inner.processing.lock().await;

@@ -207,6 +207,13 @@ pub(super) fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let limits = daemon.inner.config.receiver.clone();
     let stats = daemon.inner.receiver_stats.clone();
+    let app = router(daemon, role);
+    tokio::spawn(serve(listener, app, limits, stats, stop))
+}
+
+/// The routes `role` serves, with the body limit.
+pub(super) fn router(daemon: Daemon, role: Role) -> Router {
+    let limits = daemon.inner.config.receiver.clone();
     let mut app = Router::new()
         .route("/status/{secret}", get(status))
         .merge(super::icml::routes());
@@ -221,15 +228,13 @@ pub(super) fn spawn(
             .route("/admin/reload", post(admin_reload))
             .route("/admin/plan", get(admin_plan));
     }
-    let app = app
-        .layer(DefaultBodyLimit::max(limits.max_body.0))
-        .with_state(daemon);
-    tokio::spawn(serve(listener, app, limits, stats, stop))
+    app.layer(DefaultBodyLimit::max(limits.max_body.0))
+        .with_state(daemon)
 }
 
 /// The accept loop: admits connections under the cap and serves each with hyper's HTTP/1
 /// server and the limits around the router.
-async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: ReceiverConfig,

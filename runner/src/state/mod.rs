@@ -68,6 +68,96 @@ fn gone_key(work: &Work) -> Option<String> {
     }
 }
 
+/// The pair a single-pair config serves (and the pair whose state is a single-pair state
+/// directory as it is).
+pub const DEFAULT_PAIR: &str = "default";
+
+/// Whether `id` may name a pair: 1 to 64 of `a-z`, `0-9`, `-`, `_`, starting with a letter or
+/// a digit (it appears in URLs, file names, tree names and metric labels).
+pub fn pair_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// **The seam between the runner and its store, per pair.** Opens the state of account pair
+/// `pair` as the state config describes it (`DEFAULT_PAIR` for a single-pair config).
+///
+/// sled: every pair of the process lives in the one database at `state.path` (one file lock,
+/// one flusher thread, one page cache), pair `default` in the default tree (so a single-pair
+/// state directory opens as the `default` pair unchanged), any other pair in the tree
+/// `pair/<id>`. A store shared by several runners (PostgreSQL) adds its arm here.
+pub async fn open_pair_state(
+    config: &crate::config::StateConfig,
+    pair: &str,
+) -> Result<SyncState, StateError> {
+    if !pair_id_ok(pair) {
+        return Err(StateError::Db(format!(
+            "{pair:?} is not a pair id (1 to 64 of a-z, 0-9, - and _)"
+        )));
+    }
+    let path = config.path.clone();
+    let pair = pair.to_string();
+    let state = tokio::task::spawn_blocking(move || -> Result<SyncState, StateError> {
+        let state = SyncState::new(Arc::new(SledStore::open_pair(&path, &pair)?));
+        state.migrate()?;
+        Ok(state)
+    })
+    .await
+    .map_err(|e| StateError::Db(format!("opening the state stopped: {e}")))??;
+    Ok(state)
+}
+
+/// **Where a runner decides whether it may serve a pair.** With sled the process owns the
+/// state directory, so it may serve every pair in it, for as long as it runs: the lease is
+/// granted at once and never lost. A store shared by several runners (PostgreSQL) makes this
+/// a lease with a lease time and renewal; when it is lost, [`PairLease::lost`] completes and
+/// the runner stops the pair the way a shutdown does (the item in progress finishes between
+/// two effects, queued work stays in the store for the runner that takes the pair over).
+/// `Ok(None)`: another runner holds the pair now.
+pub async fn acquire_pair(
+    config: &crate::config::StateConfig,
+    pair: &str,
+) -> Result<Option<PairLease>, StateError> {
+    let _ = (config, pair);
+    Ok(Some(PairLease::held()))
+}
+
+/// A runner's right to serve one pair (see [`acquire_pair`]).
+#[derive(Debug)]
+pub struct PairLease {
+    lost: tokio::sync::watch::Receiver<bool>,
+    /// Keeps the lease held (a store with real leases drops or flips it when the lease goes).
+    _holder: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl PairLease {
+    /// A lease that is never lost (sled).
+    pub fn held() -> PairLease {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        PairLease {
+            lost: rx,
+            _holder: Arc::new(tx),
+        }
+    }
+
+    /// Completes when the lease is lost (never, for a lease that is always held).
+    pub async fn lost(&mut self) {
+        loop {
+            if *self.lost.borrow() {
+                return;
+            }
+            if self.lost.changed().await.is_err() {
+                // The holder is gone without saying the lease was lost: held for good.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// What the state layer can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

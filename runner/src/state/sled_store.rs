@@ -19,16 +19,33 @@
 //! created. A state written before the marker existed is recognised by its keys and gets it.
 
 use std::cell::Cell;
-use std::path::Path;
-use std::sync::Once;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once, Weak};
 
 use serde_json::{json, Value};
 
 use super::{BatchOp, Entries, StateError, Store};
 
-/// State in a sled database directory.
+/// State in a sled database directory: the database's default tree (pair `default`, the
+/// single-pair layout), or the tree `pair/<id>` of one pair in a multi-pair runner.
 pub struct SledStore {
-    db: sled::Db,
+    /// The database (kept open while any pair's store uses it).
+    db: Arc<sled::Db>,
+    /// This pair's tree in it.
+    tree: sled::Tree,
+}
+
+/// The databases this process has open, by path: every pair of a multi-pair runner is a tree
+/// of the one database (one file lock, one flusher thread, one page cache for all pairs).
+static OPEN: Mutex<Option<HashMap<PathBuf, Weak<sled::Db>>>> = Mutex::new(None);
+
+/// The tree of pair `pair` (the default tree for [`super::DEFAULT_PAIR`]).
+fn pair_tree(db: &sled::Db, pair: &str) -> Result<sled::Tree, StateError> {
+    if pair == super::DEFAULT_PAIR {
+        return Ok((**db).clone());
+    }
+    db.open_tree(format!("pair/{pair}")).map_err(db_err)
 }
 
 impl std::fmt::Debug for SledStore {
@@ -451,17 +468,45 @@ impl SledStore {
         let db = open_sled(path)?;
         check_marker(path, &db, found)?;
         tighten(path)?;
-        Ok(SledStore { db })
+        let tree = (*db).clone();
+        Ok(SledStore {
+            db: Arc::new(db),
+            tree,
+        })
+    }
+
+    /// The store of pair `pair` in the database at `path`, shared by every pair this process
+    /// opens there: opened (and checked, as [`SledStore::open`] does) by the first pair,
+    /// closed when the last pair's store is dropped. Pair `default` is the default tree, so a
+    /// single-pair state directory is the `default` pair of a multi-pair runner as it is.
+    pub fn open_pair(path: &Path, pair: &str) -> Result<Self, StateError> {
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        let map = open.get_or_insert_with(HashMap::new);
+        map.retain(|_, w| w.strong_count() > 0);
+        let shared = match map.get(&key).and_then(Weak::upgrade) {
+            Some(db) => db,
+            None => {
+                let fresh = SledStore::open(path)?;
+                let db = fresh.db;
+                // Canonical once it exists (the first open creates it).
+                let key = std::fs::canonicalize(path).unwrap_or(key);
+                map.insert(key, Arc::downgrade(&db));
+                db
+            }
+        };
+        let tree = pair_tree(&shared, pair)?;
+        Ok(SledStore { db: shared, tree })
     }
 }
 
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.db.get(key).map_err(db_err)?.map(|v| v.to_vec()))
+        Ok(self.tree.get(key).map_err(db_err)?.map(|v| v.to_vec()))
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {
-        self.db
+        self.tree
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(db_err))
             .collect()
@@ -475,7 +520,7 @@ impl Store for SledStore {
                 None => batch.remove(k),
             }
         }
-        self.db.apply_batch(batch).map_err(db_err)
+        self.tree.apply_batch(batch).map_err(db_err)
     }
 
     fn flush(&self) -> Result<(), StateError> {

@@ -1,0 +1,606 @@
+//! Many account pairs in one runner: a **fleet** of per-pair daemons behind one HTTP server.
+//!
+//! A pair is a retailCRM account and a МойСклад account synced with each other. Each pair is
+//! one [`Daemon`] with its own config (its pair file over the base config, see
+//! [`config`]): credentials and API clients (so its own rate-limit budgets), rules layers and
+//! settings, webhook secret, intervals, journal, links, inbox and plans (its own tree of the
+//! state), its own worker and schedules (timers: an idle pair costs no thread). One pair's
+//! slow API, failures or runaway rule hold only its own tasks: every pair has its own worker,
+//! evaluations run on the blocking pool, and no lock is shared between pairs.
+//!
+//! What is shared: the one HTTP server (webhooks of every pair under `/pairs/<id>/…`), the
+//! state database (a tree per pair), compiled rule sets (pairs whose rules, layers, settings
+//! file and limits have the same content hash share one), the process.
+//!
+//! Pairs come from `<pairs.dir>/<id>.yaml` files; the directory is watched (and read again on
+//! SIGHUP and `POST /admin/pairs/rescan`): a file added starts its pair, a file changed
+//! restarts it with the new config, a file removed stops it. `PUT /admin/pairs/<id>` and
+//! `DELETE /admin/pairs/<id>` (admin token) write and remove those files.
+//!
+//! Stopping a pair is what stopping a daemon is: the item in progress finishes between two
+//! effects, queued work stays in its state for the next start. Before a pair starts, the
+//! runner asks the store whether it may serve it ([`crate::state::acquire_pair`]); a lease
+//! lost later stops the pair the same way.
+
+pub mod config;
+mod http;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::daemon::{Daemon, DaemonError, Hosting};
+use crate::state::{acquire_pair, open_pair_state, pair_id_ok};
+
+pub use config::{declares_pairs, FleetConfig, FleetConfigError};
+
+/// How long the pairs directory must be quiet before it is read again after a change.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How often a pair that failed to start is tried again (its file unchanged).
+const RETRY_FAILED: Duration = Duration::from_secs(60);
+
+/// What can stop the fleet from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The base config or the pairs directory is not usable.
+    #[error(transparent)]
+    Config(#[from] FleetConfigError),
+    /// The shared server could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A pair that runs.
+struct Running {
+    daemon: Daemon,
+    /// Its routes (under `/pairs/<id>` on the shared server).
+    router: axum::Router,
+    /// The digest of the pair file it was started from.
+    digest: String,
+    /// Stops it.
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<Result<(), DaemonError>>>>,
+}
+
+impl Running {
+    /// Whether its daemon ended (stopped, or failed after starting).
+    fn finished(&self) -> bool {
+        self.task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|t| t.is_finished())
+    }
+}
+
+/// A pair that could not start (or stopped on an error), shown on `/pairs` and `/readyz`.
+#[derive(Clone, Debug)]
+struct Failed {
+    digest: String,
+    error: String,
+    at: std::time::Instant,
+}
+
+pub(crate) struct Inner {
+    config: FleetConfig,
+    /// Where the shared server listens.
+    addr: std::net::SocketAddr,
+    public_url: String,
+    running: std::sync::RwLock<BTreeMap<String, Arc<Running>>>,
+    failed: Mutex<BTreeMap<String, Failed>>,
+    /// One rescan at a time.
+    rescanning: tokio::sync::Mutex<()>,
+    listener: Mutex<Option<tokio::net::TcpListener>>,
+    stats: Arc<crate::daemon::ReceiverStats>,
+}
+
+/// The fleet. Cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one pair is doing, for `/pairs` and tests.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PairStatus {
+    /// The pair id.
+    pub id: String,
+    /// Running (else it failed: see `error`).
+    pub running: bool,
+    /// Why it is not running.
+    pub error: Option<String>,
+    /// The version of its rules.
+    pub rules_version: Option<String>,
+}
+
+impl Fleet {
+    /// Reads the base config and binds the shared server; no pair runs yet.
+    pub async fn new(config: FleetConfig) -> Result<Fleet, FleetError> {
+        let addr = config.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| FleetError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| FleetError::Listen { addr, source })?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        if let Err(e) = std::fs::create_dir_all(&config.pairs.dir) {
+            return Err(FleetConfigError::Read {
+                path: config.pairs.dir.display().to_string(),
+                source: e,
+            }
+            .into());
+        }
+        Ok(Fleet {
+            inner: Arc::new(Inner {
+                config,
+                addr: local,
+                public_url,
+                running: Default::default(),
+                failed: Default::default(),
+                rescanning: tokio::sync::Mutex::new(()),
+                listener: Mutex::new(Some(listener)),
+                stats: Arc::default(),
+            }),
+        })
+    }
+
+    /// Where the shared server listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.inner.addr
+    }
+
+    /// The daemon of a running pair.
+    pub fn pair(&self, id: &str) -> Option<Daemon> {
+        self.running_pair(id).map(|r| r.daemon.clone())
+    }
+
+    fn running_pair(&self, id: &str) -> Option<Arc<Running>> {
+        self.inner
+            .running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every pair known (running or failed), by id.
+    pub fn pairs(&self) -> Vec<PairStatus> {
+        let mut out: BTreeMap<String, PairStatus> = BTreeMap::new();
+        for (id, r) in self
+            .inner
+            .running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let finished = r.finished();
+            out.insert(
+                id.clone(),
+                PairStatus {
+                    id: id.clone(),
+                    running: !finished,
+                    error: finished.then(|| "stopped".to_string()),
+                    rules_version: Some(r.daemon.rules_version()),
+                },
+            );
+        }
+        for (id, f) in self
+            .inner
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out.entry(id.clone()).or_insert_with(|| PairStatus {
+                id: id.clone(),
+                running: false,
+                error: Some(f.error.clone()),
+                rules_version: None,
+            });
+        }
+        out.into_values().collect()
+    }
+
+    /// The pair files in the directory: id → text. Files that are not `<id>.yaml` with a
+    /// valid id are skipped (logged).
+    fn read_dir(&self) -> BTreeMap<String, String> {
+        let dir = &self.inner.config.pairs.dir;
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the pairs directory");
+                return out;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let (Some(stem), Some(ext)) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) else {
+                continue;
+            };
+            if !(ext == "yaml" || ext == "yml") || stem.starts_with('.') {
+                continue;
+            }
+            if !pair_id_ok(stem) {
+                tracing::warn!(file = %path.display(), "not a pair file name (<id>.yaml, id of a-z, 0-9, - and _): skipped");
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    out.insert(stem.to_string(), text);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read a pair file: skipped")
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads the pairs directory and makes the running pairs match it: new files start their
+    /// pair, changed files restart it, removed files stop it. Returns the pairs' status.
+    pub async fn rescan(&self) -> Vec<PairStatus> {
+        let _one = self.inner.rescanning.lock().await;
+        let files = self.read_dir();
+        let running: Vec<(String, String, bool)> = self
+            .inner
+            .running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, r)| (id.clone(), r.digest.clone(), r.finished()))
+            .collect();
+        // Stopped: removed, changed, or ended on their own.
+        for (id, digest, finished) in &running {
+            let wanted = files.get(id).map(|t| digest_of(t));
+            if wanted.as_deref() != Some(digest.as_str()) || *finished {
+                self.stop_pair(id).await;
+            }
+        }
+        self.inner
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| files.contains_key(id));
+        for (id, text) in &files {
+            if self.running_pair(id).is_some() {
+                continue;
+            }
+            let digest = digest_of(text);
+            let retry = self
+                .inner
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .is_none_or(|f| f.digest != digest || f.at.elapsed() >= RETRY_FAILED);
+            if !retry {
+                continue;
+            }
+            match self.start_pair(id, text, digest.clone()).await {
+                Ok(()) => {
+                    self.inner
+                        .failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(id);
+                }
+                Err(error) => {
+                    tracing::error!(pair = %id, %error, "the pair cannot start");
+                    self.inner
+                        .failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            id.clone(),
+                            Failed {
+                                digest,
+                                error,
+                                at: std::time::Instant::now(),
+                            },
+                        );
+                }
+            }
+        }
+        self.pairs()
+    }
+
+    /// Starts pair `id` from its file's text.
+    async fn start_pair(&self, id: &str, text: &str, digest: String) -> Result<(), String> {
+        let config = self.inner.config.pair_config(id, text)?;
+        let Some(mut lease) = acquire_pair(&config.state, id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Err("another runner serves this pair".into());
+        };
+        let state = open_pair_state(&config.state, id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let hosting = Hosting::Shared {
+            pair: id.to_string(),
+            addr: self.inner.addr,
+            public_url: self.inner.public_url.clone(),
+        };
+        let daemon = Daemon::hosted(config, state, hosting)
+            .await
+            .map_err(|e| e.to_string())?;
+        let router = daemon.pair_router();
+        let (stop, mut stop_rx) = watch::channel(false);
+        let pair = id.to_string();
+        let d = daemon.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                tokio::select! {
+                    _ = lease.lost() => {
+                        tracing::warn!(%pair, "the lease on the pair is lost: stopping it");
+                    }
+                    _ = stop_rx.wait_for(|s| *s) => {}
+                }
+            };
+            let r = d.run(shutdown).await;
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "a pair stopped on an error");
+            }
+            r
+        });
+        tracing::info!(pair = %id, "pair started");
+        self.inner
+            .running
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.to_string(),
+                Arc::new(Running {
+                    daemon,
+                    router,
+                    digest,
+                    stop,
+                    task: Mutex::new(Some(task)),
+                }),
+            );
+        Ok(())
+    }
+
+    /// Stops pair `id` (the item in progress finishes; queued work stays queued).
+    async fn stop_pair(&self, id: &str) {
+        let Some(r) = self
+            .inner
+            .running
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+        else {
+            return;
+        };
+        let _ = r.stop.send(true);
+        let task = r.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(task) = task else {
+            return;
+        };
+        match task.await {
+            Ok(Ok(())) => tracing::info!(pair = %id, "pair stopped"),
+            Ok(Err(e)) => {
+                // A pair that ended on an error: kept as failed until its file changes (or
+                // the next retry).
+                self.inner
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        id.to_string(),
+                        Failed {
+                            digest: r.digest.clone(),
+                            error: e.to_string(),
+                            at: std::time::Instant::now(),
+                        },
+                    );
+            }
+            Err(e) => tracing::error!(pair = %id, error = %e, "pair task failed"),
+        }
+    }
+
+    /// Writes the pair file of `id` (owner-only) after checking that it makes a valid config.
+    pub fn put_pair_file(&self, id: &str, text: &str) -> Result<(), String> {
+        if !pair_id_ok(id) {
+            return Err(format!(
+                "{id:?} is not a pair id (1 to 64 of a-z, 0-9, - and _)"
+            ));
+        }
+        self.inner.config.pair_config(id, text)?;
+        let path = self.inner.config.pairs.dir.join(format!("{id}.yaml"));
+        // Written beside and renamed: the watcher never reads half a file.
+        let tmp = self.inner.config.pairs.dir.join(format!(".{id}.yaml.new"));
+        crate::config::write_private(&tmp, text.as_bytes()).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+    }
+
+    /// Removes the pair file of `id`; `false` when there was none.
+    pub fn remove_pair_file(&self, id: &str) -> Result<bool, String> {
+        if !pair_id_ok(id) {
+            return Ok(false);
+        }
+        let mut removed = false;
+        for ext in ["yaml", "yml"] {
+            let path = self.inner.config.pairs.dir.join(format!("{id}.{ext}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs until `shutdown` completes: the shared server, the pairs, the directory watcher.
+    /// At the end every pair stops the way a daemon does (queued work stays queued).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), FleetError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        if let Some(listener) = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let app = http::router(self.clone());
+            tasks.push(tokio::spawn(crate::daemon::serve_http(
+                listener,
+                app,
+                self.inner.config.receiver.clone(),
+                self.inner.stats.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(self.spawn_rescans(stop_rx.clone()));
+        let pairs = self.rescan().await;
+        tracing::info!(
+            addr = %self.inner.addr,
+            pairs = pairs.len(),
+            running = pairs.iter().filter(|p| p.running).count(),
+            "skladsync fleet is running"
+        );
+        shutdown.await;
+        tracing::info!("stopping every pair: items in progress finish; queued work stays queued");
+        let _ = stop_tx.send(true);
+        let ids: Vec<String> = self
+            .inner
+            .running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        // Stopped together: each finishes its item in progress.
+        let mut stops = tokio::task::JoinSet::new();
+        for id in ids {
+            let f = self.clone();
+            stops.spawn(async move { f.stop_pair(&id).await });
+        }
+        while stops.join_next().await.is_some() {}
+        for t in tasks {
+            let _ = t.await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Reads the pairs directory again when it changes (with `pairs.watch`), on SIGHUP (which
+    /// also reloads every pair's rules), and every [`RETRY_FAILED`] (pairs that failed).
+    fn spawn_rescans(&self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        use notify::{RecursiveMode, Watcher};
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = if self.inner.config.pairs.watch {
+            let handler = move |ev: notify::Result<notify::Event>| {
+                if let Ok(ev) = ev {
+                    if !ev.kind.is_access() {
+                        let _ = tx.send(());
+                    }
+                }
+            };
+            match notify::recommended_watcher(handler) {
+                Ok(mut w) => {
+                    if let Err(e) = w.watch(&self.inner.config.pairs.dir, RecursiveMode::NonRecursive)
+                    {
+                        tracing::error!(error = %e, "cannot watch the pairs directory: rescan by SIGHUP or POST /admin/pairs/rescan");
+                    }
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch the pairs directory: rescan by SIGHUP or POST /admin/pairs/rescan");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        #[cfg(unix)]
+        let mut hup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            loop {
+                #[cfg(unix)]
+                let hup_recv = async {
+                    match hup.as_mut() {
+                        Some(h) => {
+                            h.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hup_recv = std::future::pending::<()>();
+                let mut reload = false;
+                tokio::select! {
+                    got = rx.recv() => {
+                        if got.is_none() { return }
+                        // Debounce: until the directory is quiet.
+                        loop {
+                            tokio::select! {
+                                got = rx.recv() => if got.is_none() { return },
+                                _ = tokio::time::sleep(DEBOUNCE) => break,
+                                _ = stop.changed() => return,
+                            }
+                        }
+                    }
+                    _ = hup_recv => reload = true,
+                    _ = tokio::time::sleep(RETRY_FAILED) => {}
+                    _ = stop.changed() => return,
+                }
+                if reload {
+                    let daemons: Vec<Daemon> = fleet
+                        .inner
+                        .running
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .values()
+                        .map(|r| r.daemon.clone())
+                        .collect();
+                    for d in daemons {
+                        if let Err(e) = d.reload("SIGHUP").await {
+                            tracing::error!(pair = ?d.pair(), error = %e, "reload failed");
+                        }
+                    }
+                }
+                fleet.rescan().await;
+            }
+        })
+    }
+}
+
+/// A digest of a pair file's text (a changed file restarts its pair).
+fn digest_of(text: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes())
+        .simple()
+        .to_string()
+}
