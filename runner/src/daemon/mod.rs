@@ -323,9 +323,7 @@ impl Daemon {
         // webhook listener carries it when both have the same address ---
         let (ops_listener, operator_addr) = match config.operator_listen() {
             None => (None, None),
-            Some(_) if matches!(hosting, Hosting::Shared { .. }) => {
-                (None, hosting.shared_addr())
-            }
+            Some(_) if matches!(hosting, Hosting::Shared { .. }) => (None, hosting.shared_addr()),
             // The same address (port 0 set in `http.listen` asks for a port of its own).
             Some(addr)
                 if config.webhooks.enabled

@@ -83,8 +83,9 @@ pub(crate) fn load(config: &Config) -> Result<(RuleSet, Diagnostics), Diagnostic
 
 /// The compiled rule sets in use in this process, by version: the pairs of a fleet that use
 /// the same rules, layers, settings file and limits share one.
-static COMPILED: std::sync::Mutex<Option<std::collections::HashMap<String, std::sync::Weak<RuleSet>>>> =
-    std::sync::Mutex::new(None);
+static COMPILED: std::sync::Mutex<
+    Option<std::collections::HashMap<String, std::sync::Weak<RuleSet>>>,
+> = std::sync::Mutex::new(None);
 
 /// [`load`], shared by version `version` (see [`version_of`]): a set another pair already
 /// compiled from the same files is reused (its warnings were logged when it was loaded).

@@ -330,7 +330,9 @@ mod tests {
         }
         let e = f.pair_config("p", "- a list").expect_err("list");
         assert!(e.contains("mapping"), "{e}");
-        let e = f.pair_config("p", "crm: {rate_limit: 0}").expect_err("bad value");
+        let e = f
+            .pair_config("p", "crm: {rate_limit: 0}")
+            .expect_err("bad value");
         assert!(e.starts_with("pair p:"), "{e}");
     }
 }

@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::json;
 use tower::ServiceExt;
@@ -31,23 +31,31 @@ use super::Fleet;
 pub(super) fn router(fleet: Fleet) -> Router {
     let max_body = fleet.inner.config.receiver.max_body.0;
     Router::new()
-        .route("/pairs/{pair}/{*rest}", any(to_pair))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/pairs", get(list))
         .route("/admin/pairs/rescan", post(rescan))
         .route("/admin/pairs/{pair}", put(put_pair).delete(delete_pair))
+        // `/pairs/<id>/…`: matched by hand, so that the pair's router sees no path
+        // parameters of this one.
+        .fallback(to_pair)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(fleet)
 }
 
-/// `/pairs/<id>/<rest>`: the pair's own router, with the path it knows (`/<rest>`).
-async fn to_pair(
-    State(fleet): State<Fleet>,
-    Path((pair, rest)): Path<(String, String)>,
-    req: Request,
-) -> Response {
+/// `/pairs/<id>/<rest>`: the pair's own router, with the path it knows (`/<rest>`); anything
+/// else is 404.
+async fn to_pair(State(fleet): State<Fleet>, req: Request) -> Response {
+    let Some((pair, rest)) = req
+        .uri()
+        .path()
+        .strip_prefix("/pairs/")
+        .and_then(|p| p.split_once('/'))
+        .map(|(pair, rest)| (pair.to_string(), rest.to_string()))
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let Some(router) = fleet.running_pair(&pair).map(|r| r.router.clone()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -107,6 +115,8 @@ async fn readyz(State(fleet): State<Fleet>) -> Response {
         for p in f.pairs() {
             if let Some(e) = p.error {
                 why.entry(p.id.clone()).or_default().push(e);
+            } else if p.starting && !p.running {
+                why.entry(p.id.clone()).or_default().push("starting".into());
             } else if let Some(d) = f.pair(&p.id) {
                 let reasons = d.not_ready();
                 if !reasons.is_empty() {
@@ -253,8 +263,7 @@ async fn put_pair(
     if !allowed(&fleet, &headers, true) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, fleet.inner.config.receiver.max_body.0).await
-    else {
+    let Ok(bytes) = axum::body::to_bytes(body, fleet.inner.config.receiver.max_body.0).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
     let Ok(text) = String::from_utf8(bytes.to_vec()) else {

@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     public_url: String,
     running: std::sync::RwLock<BTreeMap<String, Arc<Running>>>,
     failed: Mutex<BTreeMap<String, Failed>>,
+    /// Pairs being started (id → digest of their file).
+    starting: Mutex<BTreeMap<String, String>>,
     /// One rescan at a time.
     rescanning: tokio::sync::Mutex<()>,
     listener: Mutex<Option<tokio::net::TcpListener>>,
@@ -122,8 +124,10 @@ impl std::fmt::Debug for Fleet {
 pub struct PairStatus {
     /// The pair id.
     pub id: String,
-    /// Running (else it failed: see `error`).
+    /// Running.
     pub running: bool,
+    /// Being started.
+    pub starting: bool,
     /// Why it is not running.
     pub error: Option<String>,
     /// The version of its rules.
@@ -158,6 +162,7 @@ impl Fleet {
                 public_url,
                 running: Default::default(),
                 failed: Default::default(),
+                starting: Default::default(),
                 rescanning: tokio::sync::Mutex::new(()),
                 listener: Mutex::new(Some(listener)),
                 stats: Arc::default(),
@@ -200,6 +205,7 @@ impl Fleet {
                 PairStatus {
                     id: id.clone(),
                     running: !finished,
+                    starting: false,
                     error: finished.then(|| "stopped".to_string()),
                     rules_version: Some(r.daemon.rules_version()),
                 },
@@ -215,9 +221,26 @@ impl Fleet {
             out.entry(id.clone()).or_insert_with(|| PairStatus {
                 id: id.clone(),
                 running: false,
+                starting: false,
                 error: Some(f.error.clone()),
                 rules_version: None,
             });
+        }
+        for id in self
+            .inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+        {
+            let p = out.entry(id.clone()).or_insert_with(|| PairStatus {
+                id: id.clone(),
+                running: false,
+                starting: true,
+                error: None,
+                rules_version: None,
+            });
+            p.starting = true;
         }
         out.into_values().collect()
     }
@@ -262,7 +285,8 @@ impl Fleet {
     }
 
     /// Reads the pairs directory and makes the running pairs match it: new files start their
-    /// pair, changed files restart it, removed files stop it. Returns the pairs' status.
+    /// pair (in the background: see [`Fleet::pairs`]), changed files restart it, removed
+    /// files stop it. Returns the pairs' status.
     pub async fn rescan(&self) -> Vec<PairStatus> {
         let _one = self.inner.rescanning.lock().await;
         let files = self.read_dir();
@@ -286,45 +310,60 @@ impl Fleet {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, _| files.contains_key(id));
-        for (id, text) in &files {
-            if self.running_pair(id).is_some() {
+        for (id, text) in files {
+            let digest = digest_of(&text);
+            if self.running_pair(&id).is_some() {
                 continue;
             }
-            let digest = digest_of(text);
             let retry = self
                 .inner
                 .failed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(id)
+                .get(&id)
                 .is_none_or(|f| f.digest != digest || f.at.elapsed() >= RETRY_FAILED);
             if !retry {
                 continue;
             }
-            match self.start_pair(id, text, digest.clone()).await {
-                Ok(()) => {
-                    self.inner
-                        .failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(id);
-                }
-                Err(error) => {
-                    tracing::error!(pair = %id, %error, "the pair cannot start");
-                    self.inner
-                        .failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(
-                            id.clone(),
+            // Started in the background, each on its own: a pair whose API is slow to answer
+            // at start (the CRM time zone, webhook registration) holds no other pair.
+            if self
+                .inner
+                .starting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), digest.clone())
+                .is_some()
+            {
+                continue;
+            }
+            let fleet = self.clone();
+            tokio::spawn(async move {
+                let started = fleet.start_pair(&id, &text, digest.clone()).await;
+                fleet
+                    .inner
+                    .starting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                let mut failed = fleet.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
+                match started {
+                    Ok(()) => {
+                        failed.remove(&id);
+                    }
+                    Err(error) => {
+                        tracing::error!(pair = %id, %error, "the pair cannot start");
+                        failed.insert(
+                            id,
                             Failed {
                                 digest,
                                 error,
                                 at: std::time::Instant::now(),
                             },
                         );
+                    }
                 }
-            }
+            });
         }
         self.pairs()
     }
@@ -528,7 +567,8 @@ impl Fleet {
             };
             match notify::recommended_watcher(handler) {
                 Ok(mut w) => {
-                    if let Err(e) = w.watch(&self.inner.config.pairs.dir, RecursiveMode::NonRecursive)
+                    if let Err(e) =
+                        w.watch(&self.inner.config.pairs.dir, RecursiveMode::NonRecursive)
                     {
                         tracing::error!(error = %e, "cannot watch the pairs directory: rescan by SIGHUP or POST /admin/pairs/rescan");
                     }
@@ -543,8 +583,7 @@ impl Fleet {
             None
         };
         #[cfg(unix)]
-        let mut hup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let fleet = self.clone();
         tokio::spawn(async move {
             let _watcher = watcher;
