@@ -89,6 +89,10 @@ pub struct TargetArgs {
         hide_env_values = true
     )]
     pub status_url: Option<String>,
+    /// The account pair to read, in a runner that serves many (`pairs:` in its config);
+    /// `default` is the pair of a single-pair config.
+    #[arg(long, value_name = "ID", default_value = "default")]
+    pub pair: String,
 }
 
 /// Journal levels, least serious first.

@@ -26,7 +26,9 @@ fn target(args: &TargetArgs) -> Result<Target, OpsError> {
     } else {
         None
     };
-    Target::from_config(config, args.state.as_deref(), args.status_url.clone())
+    let mut t = Target::from_config(config, args.state.as_deref(), args.status_url.clone())?;
+    t.pair = args.pair.clone();
+    Ok(t)
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {

@@ -450,6 +450,14 @@ impl Daemon {
         self.inner.webhook_url.as_deref()
     }
 
+    /// The path of this daemon's `/status/<secret>` (with its secret: never log it).
+    pub(crate) fn status_path(&self) -> Option<String> {
+        self.inner
+            .webhook_secret
+            .as_ref()
+            .map(|s| format!("/status/{s}"))
+    }
+
     /// The routes a fleet's shared server serves for this pair under `/pairs/<id>`: the
     /// webhooks, `/status/<secret>`, the operator routes and the admin routes.
     pub(crate) fn pair_router(&self) -> axum::Router {

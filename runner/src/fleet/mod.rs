@@ -346,6 +346,9 @@ impl Fleet {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
+                if started.is_ok() {
+                    fleet.write_status_file();
+                }
                 let mut failed = fleet.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
                 match started {
                     Ok(()) => {
@@ -365,7 +368,46 @@ impl Fleet {
                 }
             });
         }
+        self.write_status_file();
         self.pairs()
+    }
+
+    /// Writes `<state>.daemon.json` (owner-only): how `skladsync journal --pair ID` and
+    /// `status --pair ID` reach each running pair while the fleet holds the state.
+    fn write_status_file(&self) {
+        let addr = self.inner.addr;
+        let host = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let pairs: serde_json::Map<String, serde_json::Value> = self
+            .inner
+            .running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, r)| {
+                let path = r.daemon.status_path()?;
+                Some((
+                    id.clone(),
+                    serde_json::Value::String(format!(
+                        "http://{host}:{}/pairs/{id}{path}",
+                        addr.port()
+                    )),
+                ))
+            })
+            .collect();
+        let body = serde_json::json!({
+            "pid": std::process::id(),
+            "status_url": pairs.get(crate::state::DEFAULT_PAIR),
+            "pairs": pairs,
+        });
+        let file = crate::daemon::status_file(&self.inner.config.state.path);
+        if let Err(e) = crate::config::write_private(&file, body.to_string().as_bytes()) {
+            tracing::warn!(path = %file.display(), error = %e, "cannot write the status file: `skladsync journal` needs --status-url while the fleet runs");
+        }
     }
 
     /// Starts pair `id` from its file's text.
@@ -548,6 +590,7 @@ impl Fleet {
         for t in tasks {
             let _ = t.await;
         }
+        let _ = std::fs::remove_file(crate::daemon::status_file(&self.inner.config.state.path));
         tracing::info!("stopped");
         Ok(())
     }

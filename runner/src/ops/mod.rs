@@ -56,6 +56,8 @@ pub struct Target {
     pub status_url: Option<String>,
     /// How much journal is kept (the config's `journal:`).
     pub limits: JournalLimits,
+    /// The account pair (`default`: a single-pair runner's).
+    pub pair: String,
 }
 
 impl Target {
@@ -97,6 +99,7 @@ impl Target {
             state,
             status_url,
             limits,
+            pair: crate::state::DEFAULT_PAIR.to_string(),
         })
     }
 
@@ -105,14 +108,25 @@ impl Target {
         if let Some(url) = &self.status_url {
             return fetch(url).await;
         }
-        match read_state(&self.state, self.limits) {
+        match read_pair_state(&self.state, &self.pair, self.limits) {
             Ok(v) => Ok(v),
             Err(e) if e.is_in_use() => {
                 let file = crate::daemon::status_file(&self.state);
-                let url = std::fs::read_to_string(&file)
+                let written = std::fs::read_to_string(&file)
                     .ok()
                     .and_then(|t| serde_json::from_str::<Json>(&t).ok())
-                    .and_then(|v| v.get("status_url").and_then(Json::as_str).map(String::from))
+                    .unwrap_or(Json::Null);
+                // A fleet lists its pairs (`pairs`); a single-pair daemon is `default`.
+                let url = written
+                    .get("pairs")
+                    .and_then(|p| p.get(&self.pair))
+                    .or_else(|| {
+                        (self.pair == crate::state::DEFAULT_PAIR)
+                            .then(|| written.get("status_url"))
+                            .flatten()
+                    })
+                    .and_then(Json::as_str)
+                    .map(String::from)
                     .ok_or_else(|| OpsError::NoAddress(self.state.display().to_string()))?;
                 fetch(&url).await
             }
@@ -158,6 +172,11 @@ async fn fetch(url: &str) -> Result<Json, OpsError> {
 
 /// The status built from the state directory (opened, read, closed).
 pub fn read_state(path: &Path, limits: JournalLimits) -> Result<Json, StateError> {
+    read_pair_state(path, crate::state::DEFAULT_PAIR, limits)
+}
+
+/// [`read_state`] of one pair of a multi-pair runner's state.
+pub fn read_pair_state(path: &Path, pair: &str, limits: JournalLimits) -> Result<Json, StateError> {
     if !path.join("db").is_file() {
         return Err(StateError::Damaged {
             path: path.display().to_string(),
@@ -165,7 +184,11 @@ pub fn read_state(path: &Path, limits: JournalLimits) -> Result<Json, StateError
             remedy: "Check state.path of the config, or --state.".into(),
         });
     }
-    let state = SyncState::open(path)?;
+    let state = if pair == crate::state::DEFAULT_PAIR {
+        SyncState::open(path)?
+    } else {
+        crate::state::open_pair_state_blocking(path, pair)?
+    };
     let journal = state.journal_entries(limits, crate::daemon::now_ms())?;
     let inbox = state.inbox()?;
     let cursors = state.cursors()?;

@@ -101,13 +101,23 @@ pub async fn open_pair_state(
     }
     let path = config.path.clone();
     let pair = pair.to_string();
-    let state = tokio::task::spawn_blocking(move || -> Result<SyncState, StateError> {
-        let state = SyncState::new(Arc::new(SledStore::open_pair(&path, &pair)?));
-        state.migrate()?;
-        Ok(state)
-    })
-    .await
-    .map_err(|e| StateError::Db(format!("opening the state stopped: {e}")))??;
+    tokio::task::spawn_blocking(move || open_pair_state_blocking(&path, &pair))
+        .await
+        .map_err(|e| StateError::Db(format!("opening the state stopped: {e}")))?
+}
+
+/// The sled arm of [`open_pair_state`], for the operator commands (no runtime needed).
+pub fn open_pair_state_blocking(
+    path: &std::path::Path,
+    pair: &str,
+) -> Result<SyncState, StateError> {
+    if !pair_id_ok(pair) {
+        return Err(StateError::Db(format!(
+            "{pair:?} is not a pair id (1 to 64 of a-z, 0-9, - and _)"
+        )));
+    }
+    let state = SyncState::new(Arc::new(SledStore::open_pair(path, pair)?));
+    state.migrate()?;
     Ok(state)
 }
 
