@@ -263,6 +263,27 @@ async fn one_runner_syncs_three_pairs_and_a_fourth_added_at_runtime() {
         "client-confirmed"
     );
 
+    // A pair file changed: the pair restarts with it (here: beta drops its layer).
+    let beta_before = fleet.pair("beta").expect("beta").rules_version();
+    let beta_plain = files[1]
+        .1
+        .replacen(&format!("layers: [{}]", quote(&layer)), "layers: []", 1);
+    assert_ne!(beta_plain, files[1].1);
+    std::fs::write(pairs.join(".beta.yaml.new"), beta_plain).expect("beta");
+    std::fs::rename(pairs.join(".beta.yaml.new"), pairs.join("beta.yaml")).expect("rename");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fleet
+        .pair("beta")
+        .is_none_or(|d| d.rules_version() == beta_before)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "beta restarts with its changed file: {:?}",
+            fleet.pairs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // A fourth pair, added while the fleet runs: its file is picked up.
     assert!(order_names(&labs[3]).is_empty());
     let delta = pair_file(&labs[3], dir.path(), "delta", "tag: delta\n", &[&layer], "");
