@@ -484,3 +484,80 @@ async fn a_pair_with_slow_or_failing_apis_does_not_hold_another_pair() {
     );
     // The runtime drops the fleet (the slow pair's request would take ten minutes).
 }
+
+/// Resident memory of this process (Linux), in KiB.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A measurement, not a check (run by hand: `cargo test -p skladsync-runner --test
+/// fleet_pairs idle_pairs -- --ignored --nocapture`): the memory an idle pair costs and the
+/// requests idle pairs make, with realistic intervals. The pairs share one lab's accounts
+/// (no order is in an upload status, so nothing is written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints figures"]
+async fn idle_pairs_footprint() {
+    const N: usize = 100;
+    let lab = Lab::start(LabOptions {
+        crm_rate: None,
+        ms_limits: false,
+        seed: true,
+    })
+    .await
+    .expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_base(dir.path());
+    let text = std::fs::read_to_string(&config).expect("base").replace(
+        support::INTERVALS,
+        "{crm_poll: 30s, reconcile: 5m, stock: 10m, purchase_prices: 1h}",
+    );
+    std::fs::write(&config, text).expect("base");
+    let pairs = dir.path().join("pairs");
+    let settings = dir.path().join("idle.settings.yaml");
+    std::fs::write(
+        &settings,
+        render(support::SETTINGS, &lab.shop.placeholders())
+            .replace("upload_statuses: []", "upload_statuses: [no-such-status]"),
+    )
+    .expect("settings");
+    let (fleet, _stop, _task) = start_fleet(&config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib().expect("rss");
+    for i in 0..N {
+        let text = format!(
+            "crm: {{url: {crm}, api_key: {CRM_KEY}}}\n\
+             moysklad: {{url: {ms}, login: {MS_LOGIN}, password: {MS_PASSWORD}}}\n\
+             rules: {{settings: {settings}}}\n\
+             webhooks: {{register: false}}\n",
+            crm = quote(Path::new(&lab.crm.base_url())),
+            ms = quote(Path::new(&lab.ms.base_url())),
+            settings = quote(&settings),
+        );
+        std::fs::write(pairs.join(format!("p{i:04}.yaml")), text).expect("pair");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while fleet.pairs().iter().filter(|p| p.running).count() < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            fleet.pairs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the start-up work (the first polls, the settings event, the first stock pass) end.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let after = rss_kib().expect("rss");
+    let (crm0, ms0) = (lab.crm.requests().len(), lab.ms.requests().len());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (crm1, ms1) = (lab.crm.requests().len(), lab.ms.requests().len());
+    println!(
+        "{N} idle pairs: RSS {before} KiB -> {after} KiB, {:.1} KiB per pair; \
+         in 10 s idle: {} CRM requests, {} МойСклад requests (crm_poll 30 s: about {} expected)",
+        (after.saturating_sub(before)) as f64 / N as f64,
+        crm1 - crm0,
+        ms1 - ms0,
+        N * 10 / 30 * 3,
+    );
+}

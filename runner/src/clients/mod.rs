@@ -6,6 +6,29 @@ pub mod retailcrm;
 
 use std::sync::Arc;
 
+/// The HTTP clients (connection pools, TLS configuration) of this process, by the settings
+/// they were built with: every API client built with the same settings shares one, so that a
+/// runner serving many account pairs holds one pool per API host, not one per pair.
+/// Credentials are never part of a shared client: they go with each request.
+static SHARED_HTTP: std::sync::Mutex<Option<std::collections::HashMap<String, reqwest::Client>>> =
+    std::sync::Mutex::new(None);
+
+/// The shared HTTP client of the settings `key` (which must name every setting `build` uses),
+/// built once.
+pub(crate) fn shared_http(
+    key: String,
+    build: impl FnOnce() -> reqwest::Result<reqwest::Client>,
+) -> reqwest::Result<reqwest::Client> {
+    let mut map = SHARED_HTTP.lock().unwrap_or_else(|p| p.into_inner());
+    let map = map.get_or_insert_with(Default::default);
+    if let Some(c) = map.get(&key) {
+        return Ok(c.clone());
+    }
+    let c = build()?;
+    map.insert(key, c.clone());
+    Ok(c)
+}
+
 /// A function told about every HTTP attempt a client makes: the endpoint class (a short,
 /// bounded label such as `entity/customerorder` or `orders`, never an id) and the status
 /// (`None`: no response at all). The daemon counts them for `/metrics` and `/readyz`.

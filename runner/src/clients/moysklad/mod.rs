@@ -409,16 +409,24 @@ impl MoyskladClient {
                 "timeouts must be more than zero".into(),
             ));
         }
-        let http = reqwest::Client::builder()
-            .gzip(true)
-            .default_headers(default_headers)
-            .user_agent(config.user_agent.clone())
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            // МойСклад: do not keep idle connections longer than 30 s.
-            .pool_idle_timeout(Duration::from_secs(25))
-            .build()
-            .map_err(|e| MoyskladError::Config(format!("HTTP client: {e}")))?;
+        // Shared by every client with the same settings (the credentials go with each
+        // request).
+        let key = format!(
+            "moysklad {:?} {:?} {:?}",
+            config.user_agent, config.timeout, config.connect_timeout
+        );
+        let http = crate::clients::shared_http(key, || {
+            reqwest::Client::builder()
+                .gzip(true)
+                .default_headers(default_headers)
+                .user_agent(config.user_agent.clone())
+                .timeout(config.timeout)
+                .connect_timeout(config.connect_timeout)
+                // МойСклад: do not keep idle connections longer than 30 s.
+                .pool_idle_timeout(Duration::from_secs(25))
+                .build()
+        })
+        .map_err(|e| MoyskladError::Config(format!("HTTP client: {e}")))?;
         Ok(MoyskladClient {
             inner: Arc::new(Inner {
                 http,

@@ -208,12 +208,19 @@ impl Transport {
         if config.timeout.is_zero() || config.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be more than zero".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .gzip(true)
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        // Shared by every client with the same settings (the API key goes with each request).
+        let key = format!(
+            "retailcrm {:?} {:?}",
+            config.timeout, config.connect_timeout
+        );
+        let http = crate::clients::shared_http(key, || {
+            reqwest::Client::builder()
+                .timeout(config.timeout)
+                .connect_timeout(config.connect_timeout)
+                .gzip(true)
+                .build()
+        })
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         let pacer = config.requests_per_second.map(|n| Pacer::new(n.get()));
         Ok(Self {
             http,
