@@ -561,3 +561,102 @@ async fn idle_pairs_footprint() {
         N * 10 / 30 * 3,
     );
 }
+
+/// `skladsync status --json` of one pair, through the binary.
+fn status_of(config: &Path, pair: &str) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(["status", "--json", "--pair", pair, "--config"])
+        .arg(config)
+        .output()
+        .expect("status runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skladsync_run_with_pairs_runs_them_and_status_reads_one_pair() {
+    use std::io::{BufRead, BufReader};
+    let lab = Lab::start(LabOptions::default()).await.expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_base(dir.path());
+    let pairs = dir.path().join("pairs");
+    std::fs::write(
+        pairs.join("shop-1.yaml"),
+        pair_file(&lab, dir.path(), "shop-1", "", &[], ""),
+    )
+    .expect("pair");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // Drained while the runner runs (a full pipe would block it).
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    let addr = tokio::task::spawn_blocking(move || {
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+            if line.contains("fleet is running") {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    return rest.split_whitespace().next().map(str::to_string);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("reader");
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        panic!("the runner did not report its address");
+    };
+    let http = reqwest::Client::new();
+    let mut ready = 0;
+    for _ in 0..300 {
+        ready = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if ready == 200 && order_names(&lab) == ["A-1001", "A-1002"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The runner holds the state: `status --pair` reads the pair from the runner.
+    let c = config.clone();
+    let live = tokio::task::spawn_blocking(move || status_of(&c, "shop-1"))
+        .await
+        .expect("status");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit = child.wait().expect("wait");
+    assert_eq!(ready, 200);
+    assert_eq!(order_names(&lab), ["A-1001", "A-1002"]);
+    assert_eq!(live["source"], "daemon", "{live}");
+    assert!(exit.success(), "{exit:?}");
+    // Stopped: the pair's state is read from the state directory.
+    let stopped = tokio::task::spawn_blocking(move || status_of(&config, "shop-1"))
+        .await
+        .expect("status");
+    assert_eq!(stopped["source"], "state", "{stopped}");
+    assert!(
+        stopped["links_by_kind"]["order"].as_u64() >= Some(2),
+        "{stopped}"
+    );
+}
