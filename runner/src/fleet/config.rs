@@ -210,6 +210,14 @@ impl FleetConfig {
                 }
             }
         }
+        let own_icml_path = m
+            .get("icml")
+            .and_then(Yaml::as_mapping)
+            .is_some_and(|i| i.contains_key("path"));
+        let own_record_dir = m
+            .get("record")
+            .and_then(Yaml::as_mapping)
+            .is_some_and(|r| r.contains_key("dir"));
         rebase_paths(m, &self.pairs.dir);
         let mut merged = self.base.clone();
         merge(&mut merged, pair);
@@ -226,6 +234,22 @@ impl FleetConfig {
             .map_err(|e| format!("pair {id}: {e}"))?;
         config.state = self.state.clone();
         config.pairs = None;
+        // Files a pair writes are its own.
+        if config.icml.enabled && !own_icml_path {
+            return Err(format!(
+                "pair {id}: icml.path must be set in the pair file (each pair writes its own catalogue)"
+            ));
+        }
+        if !own_record_dir {
+            let beside = self
+                .state
+                .path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("recordings")
+                .join(id);
+            config.record.dir = Some(beside);
+        }
         Ok(config)
     }
 }
@@ -334,5 +358,25 @@ mod tests {
             .pair_config("p", "crm: {rate_limit: 0}")
             .expect_err("bad value");
         assert!(e.starts_with("pair p:"), "{e}");
+        let e = f
+            .pair_config("p", "icml: {enabled: true, secret: aaaaaaaaaaaaaaaaaaaa}")
+            .expect_err("shared catalogue file");
+        assert!(e.contains("icml.path"), "{e}");
+    }
+
+    #[test]
+    fn recordings_of_a_pair_go_to_its_own_folder() {
+        let c = fleet().pair_config("shop-1", "").expect("pair");
+        assert_eq!(
+            c.record.dir.as_deref(),
+            Some(Path::new("/etc/s/recordings/shop-1"))
+        );
+        let c = fleet()
+            .pair_config("shop-1", "record: {dir: mine}")
+            .expect("pair");
+        assert_eq!(
+            c.record.dir.as_deref(),
+            Some(Path::new("/etc/s/pairs/mine"))
+        );
     }
 }
