@@ -99,6 +99,10 @@ pub(crate) struct Inner {
     failed: Mutex<BTreeMap<String, Failed>>,
     /// Pairs being started (id → digest of their file).
     starting: Mutex<BTreeMap<String, String>>,
+    /// The open state of every pair with a file: a pair restarted (its file changed) goes on
+    /// with the same state handle, so nothing from before the restart (a request still in
+    /// flight) writes through a second one.
+    states: Mutex<BTreeMap<String, crate::state::SyncState>>,
     /// One rescan at a time.
     rescanning: tokio::sync::Mutex<()>,
     listener: Mutex<Option<tokio::net::TcpListener>>,
@@ -163,6 +167,7 @@ impl Fleet {
                 running: Default::default(),
                 failed: Default::default(),
                 starting: Default::default(),
+                states: Default::default(),
                 rescanning: tokio::sync::Mutex::new(()),
                 listener: Mutex::new(Some(listener)),
                 stats: Arc::default(),
@@ -310,6 +315,12 @@ impl Fleet {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, _| files.contains_key(id));
+        // A pair whose file is gone lets go of its state (kept in the database).
+        self.inner
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| files.contains_key(id));
         for (id, text) in files {
             let digest = digest_of(&text);
             if self.running_pair(&id).is_some() {
@@ -419,9 +430,27 @@ impl Fleet {
         else {
             return Err("another runner serves this pair".into());
         };
-        let state = open_pair_state(&config.state, id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let known = self
+            .inner
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        let state = match known {
+            Some(s) => s,
+            None => {
+                let s = open_pair_state(&config.state, id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.inner
+                    .states
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_string(), s.clone());
+                s
+            }
+        };
         let hosting = Hosting::Shared {
             pair: id.to_string(),
             addr: self.inner.addr,
@@ -589,6 +618,14 @@ impl Fleet {
         while stops.join_next().await.is_some() {}
         for t in tasks {
             let _ = t.await;
+        }
+        // Every pair stopped: the state database closes with the last handle.
+        for (_, state) in
+            std::mem::take(&mut *self.inner.states.lock().unwrap_or_else(|p| p.into_inner()))
+        {
+            if let Err(e) = state.flush() {
+                tracing::error!(error = %e, "cannot flush a pair's state");
+            }
         }
         let _ = std::fs::remove_file(crate::daemon::status_file(&self.inner.config.state.path));
         tracing::info!("stopped");
