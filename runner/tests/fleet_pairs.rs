@@ -193,11 +193,16 @@ async fn one_runner_syncs_three_pairs_and_a_fourth_added_at_runtime() {
             "{pair}: {t:?}"
         );
     }
+    let (alpha_d, beta_d) = (
+        fleet.pair("alpha").expect("alpha"),
+        fleet.pair("beta").expect("beta"),
+    );
     assert_ne!(
-        fleet.pair("beta").expect("beta").rules_version(),
-        fleet.pair("alpha").expect("alpha").rules_version(),
+        beta_d.rules_version(),
+        alpha_d.rules_version(),
         "a layer is part of the rules version"
     );
+    assert!(!beta_d.shares_rules_with(&alpha_d));
 
     // Webhooks are routed by pair and secret on the one server.
     let alpha = fleet.pair("alpha").expect("alpha");
@@ -468,6 +473,13 @@ async fn a_pair_with_slow_or_failing_apis_does_not_hold_another_pair() {
         order_names(&slow).is_empty(),
         "the slow pair is still waiting"
     );
+    // The same rules content (the labs are seeded alike): one compiled rule set for both.
+    let (s, q) = (
+        fleet.pair("slow").expect("slow"),
+        fleet.pair("quick").expect("quick"),
+    );
+    assert_eq!(s.rules_version(), q.rules_version());
+    assert!(s.shares_rules_with(&q));
     assert!(
         failing.crm.faults().injected() > 0,
         "the failing pair failed"

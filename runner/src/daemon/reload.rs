@@ -188,6 +188,12 @@ impl Daemon {
             .clone()
     }
 
+    /// Whether this daemon evaluates with the very rule set `other` uses (pairs of a fleet
+    /// whose rules have the same version share one compiled set).
+    pub fn shares_rules_with(&self, other: &Daemon) -> bool {
+        Arc::ptr_eq(&self.live().rules, &other.live().rules)
+    }
+
     /// When the live version became live (unix ms).
     pub fn rules_since(&self) -> i64 {
         self.live().since
