@@ -40,7 +40,9 @@
 //! come back as rules find the entities again. See `docs/runner.md`.
 
 mod journal;
+pub mod lease;
 mod memory;
+mod pg_store;
 mod sled_store;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,7 @@ use serde_json::Value;
 
 pub use journal::{JournalEntry, JournalLimits};
 pub use memory::MemoryStore;
+pub use pg_store::{Fence, LeaseAttempt, PgDatabase, PgStore, SCHEMA_VERSION};
 pub use sled_store::SledStore;
 
 /// How long a МойСклад deletion is remembered (`msgone/…`): far longer than a webhook
@@ -97,6 +100,36 @@ pub enum StateError {
         /// What to do about it.
         remedy: String,
     },
+    /// The state backend is configured wrongly (a bad PostgreSQL URL).
+    #[error("state: {0}")]
+    Config(String),
+    /// The PostgreSQL schema was written by a newer skladsync.
+    #[error(
+        "the state database has schema version {found}, newer than this skladsync knows \
+         ({known}): run the skladsync version that migrated it (or a newer one); an older \
+         runner never writes to a newer schema"
+    )]
+    NewerSchema {
+        /// The version found in `skladsync_migrations`.
+        found: i32,
+        /// The newest version this runner knows.
+        known: i32,
+    },
+    /// The pair's lease was taken over by another runner: nothing was written.
+    #[error(
+        "the lease of pair {pair:?} was lost (held under epoch {epoch}, now {holder:?} holds \
+         it under epoch {now_epoch}): nothing was written; another runner works on the pair"
+    )]
+    LeaseLost {
+        /// The pair.
+        pair: String,
+        /// The epoch this store held.
+        epoch: i64,
+        /// Who holds it now (empty: nobody).
+        holder: String,
+        /// The epoch now.
+        now_epoch: i64,
+    },
     /// The state directory could not be prepared.
     #[error("state directory {path}: {source}")]
     Io {
@@ -132,6 +165,59 @@ pub trait Store: Send + Sync {
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StateError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), StateError>;
+    /// The PostgreSQL store behind this one, if it is one (its lease).
+    fn pg(&self) -> Option<&PgStore> {
+        None
+    }
+}
+
+/// The pair id of a config that declares one pair of accounts (today's single-pair config).
+pub const DEFAULT_PAIR: &str = "default";
+
+/// Whether `pair` can name a pair: 1 to 100 of ASCII letters, digits, `.`, `_`, `-`, not
+/// starting with a dot (it names a directory with sled).
+pub fn valid_pair_id(pair: &str) -> bool {
+    (1..=100).contains(&pair.len())
+        && !pair.starts_with('.')
+        && pair
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Where sled keeps the state of a pair: `state.path` for [`DEFAULT_PAIR`] (as always), else
+/// `<state.path>.pairs/<pair>` beside it.
+pub fn sled_pair_path(config: &crate::config::StateConfig, pair: &str) -> std::path::PathBuf {
+    if pair == DEFAULT_PAIR {
+        return config.path.clone();
+    }
+    let mut name = config.path.file_name().unwrap_or_default().to_os_string();
+    name.push(".pairs");
+    config.path.with_file_name(name).join(pair)
+}
+
+/// Opens the state of one account pair as the config says: sled (`state.path`, or a
+/// directory per pair beside it, see [`sled_pair_path`]) or PostgreSQL (`state.url`, every
+/// pair in one database, keys scoped by the pair id; the connections are shared by every
+/// pair of one URL in this process). [`DEFAULT_PAIR`] is the pair of a single-pair config.
+///
+/// A PostgreSQL state is not bound to a lease yet: take one with [`PgStore::acquire`]
+/// (through [`SyncState::pg`]) before working on the pair, or use [`lease::PairLease`].
+pub fn open_pair_state(
+    config: &crate::config::StateConfig,
+    pair: &str,
+) -> Result<SyncState, StateError> {
+    if !valid_pair_id(pair) {
+        return Err(StateError::Config(format!(
+            "{pair:?} cannot name a pair: use 1 to 100 letters, digits, `.`, `_` or `-`"
+        )));
+    }
+    match config.backend {
+        crate::config::StateBackend::Sled => SyncState::open(&sled_pair_path(config, pair)),
+        crate::config::StateBackend::Postgres => {
+            let db = PgDatabase::open(config.url.expose(), config.pool)?;
+            SyncState::open_pg(&db, pair)
+        }
+    }
 }
 
 /// A link: the same thing in several systems (`{kind, crm: 7, moysklad: "…"}`).
@@ -579,6 +665,18 @@ impl SyncState {
     /// A state in memory (tests).
     pub fn in_memory() -> Self {
         Self::new(Arc::new(MemoryStore::default()))
+    }
+
+    /// The PostgreSQL store behind this state, if it is one (its lease).
+    pub fn pg(&self) -> Option<&PgStore> {
+        self.store.pg()
+    }
+
+    /// Opens the state of one pair in a PostgreSQL database (schema migrated).
+    pub fn open_pg(db: &PgDatabase, pair: &str) -> Result<Self, StateError> {
+        let state = Self::new(Arc::new(db.store(pair)));
+        state.migrate()?;
+        Ok(state)
     }
 
     fn guard(&self) -> MutexGuard<'_, ()> {
