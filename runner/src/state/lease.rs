@@ -44,12 +44,22 @@ impl PairLease {
     pub async fn take(
         state: &SyncState,
         ttl: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Option<PairLease>, StateError> {
+        Self::take_as(state, runner_id(), ttl, stop).await
+    }
+
+    /// Like [`PairLease::take`], for a holder of another name (tests of two runners in one
+    /// process).
+    pub async fn take_as(
+        state: &SyncState,
+        holder: &str,
+        ttl: Duration,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Option<PairLease>, StateError> {
         let Some(store) = state.pg().cloned() else {
             return Ok(None);
         };
-        let holder = runner_id();
         let mut told = false;
         loop {
             match store.acquire(holder, ttl)? {

@@ -5,7 +5,7 @@
 //!
 //! | table | what |
 //! |---|---|
-//! | `skladsync_migrations (version, applied_at, by)` | the schema versions applied |
+//! | `skladsync_migrations (version, applied_at, applied_by)` | the schema versions applied |
 //! | `skladsync_state (pair, key, value)` | the key-value state of every pair; primary key `(pair, key)` |
 //! | `skladsync_leases (pair, holder, epoch, expires_at)` | who works on a pair, under which fencing token, until when |
 //!
@@ -401,7 +401,7 @@ async fn run(c: &mut Client, op: Op) -> Result<Answer, StateError> {
             let tx = c.transaction().await.map_err(pg_err)?;
             tx.execute(
                 "insert into skladsync_leases (pair, holder, epoch, expires_at) \
-                 values ($1, '', 0, '-infinity') on conflict (pair) do nothing",
+                 values ($1, '', 0, 'epoch') on conflict (pair) do nothing",
                 &[&pair],
             )
             .await
@@ -468,7 +468,7 @@ async fn run(c: &mut Client, op: Op) -> Result<Answer, StateError> {
         }
         Op::Release { pair, fence } => {
             c.execute(
-                "update skladsync_leases set expires_at = '-infinity' \
+                "update skladsync_leases set expires_at = 'epoch' \
                  where pair = $1 and holder = $2 and epoch = $3",
                 &[&pair, &fence.holder, &fence.epoch],
             )
@@ -492,7 +492,7 @@ async fn migrate(c: &mut Client) -> Result<(), StateError> {
         "create table if not exists skladsync_migrations (
              version integer primary key,
              applied_at timestamptz not null default now(),
-             by text not null
+             applied_by text not null
          )",
     )
     .await
@@ -516,7 +516,7 @@ async fn migrate(c: &mut Client) -> Result<(), StateError> {
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
         tx.batch_execute(sql).await.map_err(pg_err)?;
         tx.execute(
-            "insert into skladsync_migrations (version, by) values ($1, $2)",
+            "insert into skladsync_migrations (version, applied_by) values ($1, $2)",
             &[version, &by],
         )
         .await
