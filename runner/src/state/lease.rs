@@ -89,9 +89,15 @@ impl PairLease {
                     }
                     let wait = Duration::from_millis(u64::try_from(expires_in_ms).unwrap_or(0))
                         .clamp(Duration::from_millis(200), ttl / 3);
+                    // A stop whose sender is gone never fires.
+                    let stopped = async {
+                        if stop.wait_for(|s| *s).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = stop.wait_for(|s| *s) => return Ok(None),
+                        () = stopped => return Ok(None),
                     }
                 }
             }
