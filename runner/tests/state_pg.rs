@@ -296,3 +296,41 @@ async fn a_lease_waits_for_its_holder_and_notices_when_it_is_lost() {
     taken.release();
     drop(lease);
 }
+
+#[tokio::test]
+async fn a_runner_of_this_machine_that_is_gone_is_taken_over_at_once() {
+    let url = database("gone");
+    let state = SyncState::open_pg(&PgDatabase::connect(&url, 1).expect("db"), "p").expect("s");
+    // A process of this machine that has ended.
+    let mut child = std::process::Command::new("true").spawn().expect("true");
+    let pid = child.id();
+    child.wait().expect("wait");
+    let me = skladsync_runner::state::lease::runner_id();
+    let host = me.split('/').next().expect("host");
+    let dead = format!("{host}/{pid}/deadbeef");
+    assert!(skladsync_runner::state::lease::holder_is_gone(&dead));
+    assert!(!skladsync_runner::state::lease::holder_is_gone(me));
+    // Another machine's runner is never taken for gone.
+    assert!(!skladsync_runner::state::lease::holder_is_gone(&format!(
+        "elsewhere-{host}/{pid}/deadbeef"
+    )));
+    sql(
+        &url,
+        &format!(
+            "insert into skladsync_leases values ('p', '{dead}', 7, now() + interval '1 hour')"
+        ),
+    )
+    .await;
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let lease = tokio::time::timeout(
+        Duration::from_secs(10),
+        PairLease::take(&state, Duration::from_secs(30), stop),
+    )
+    .await
+    .expect("not waited out")
+    .expect("take")
+    .expect("taken");
+    assert_eq!(state.pg().expect("pg").fence().expect("fence").epoch, 8);
+    state.set_cursor("c", &json!(1)).expect("commit");
+    lease.release();
+}

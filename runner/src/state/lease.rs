@@ -11,20 +11,41 @@ use tokio::sync::watch;
 
 use super::{LeaseAttempt, PgStore, StateError, SyncState};
 
-/// This process's name as a lease holder: host, process id and a random part (a runner
-/// restarted on the same host is another holder).
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// This process's name as a lease holder: `<host>/<pid>/<random>` (a runner restarted on
+/// the same host is another holder).
 pub fn runner_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "host".into());
         let random = uuid::Uuid::new_v4().simple().to_string();
-        format!("{host}/{}/{}", std::process::id(), &random[..8])
+        format!("{}/{}/{}", host(), std::process::id(), &random[..8])
     })
+}
+
+/// Whether `holder` names a runner of this machine whose process is gone (killed, crashed):
+/// its lease need not be waited out. A process id in use by this very process (a container
+/// restarted with the same pid) is gone too, the random part telling them apart; on systems
+/// without `/proc` nothing is known to be gone.
+pub fn holder_is_gone(holder: &str) -> bool {
+    let mut parts = holder.splitn(3, '/');
+    let (Some(h), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if h != host() || holder == runner_id() || !std::path::Path::new("/proc/self").exists() {
+        return false;
+    }
+    pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// A lease held on a pair.
@@ -61,8 +82,9 @@ impl PairLease {
             return Ok(None);
         };
         let mut told = false;
+        let mut gone: Option<String> = None;
         loop {
-            match store.acquire(holder, ttl)? {
+            match store.acquire_from(holder, ttl, gone.as_deref())? {
                 LeaseAttempt::Taken(fence) => {
                     tracing::info!(pair = store.pair(), epoch = fence.epoch, holder, "lease taken");
                     let (tx, lost) = watch::channel(false);
@@ -78,6 +100,11 @@ impl PairLease {
                     holder: other,
                     expires_in_ms,
                 } => {
+                    if holder_is_gone(&other) && gone.as_deref() != Some(other.as_str()) {
+                        tracing::info!(pair = store.pair(), holder = %other, "the runner holding the lease is gone: taking the pair over");
+                        gone = Some(other);
+                        continue;
+                    }
                     if !told {
                         tracing::info!(
                             pair = store.pair(),

@@ -100,6 +100,7 @@ enum Op {
         pair: String,
         holder: String,
         ttl_ms: i64,
+        dead: Option<String>,
     },
     Renew {
         pair: String,
@@ -397,6 +398,7 @@ async fn run(c: &mut Client, op: Op) -> Result<Answer, StateError> {
             pair,
             holder,
             ttl_ms,
+            dead,
         } => {
             let tx = c.transaction().await.map_err(pg_err)?;
             tx.execute(
@@ -424,7 +426,11 @@ async fn run(c: &mut Client, op: Op) -> Result<Answer, StateError> {
                 }));
             };
             let (current, epoch, left): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
-            if left > 0 && !current.is_empty() && current != holder {
+            if left > 0
+                && !current.is_empty()
+                && current != holder
+                && dead.as_ref() != Some(&current)
+            {
                 tx.rollback().await.map_err(pg_err)?;
                 return Ok(Answer::Lease(LeaseAttempt::Held {
                     holder: current,
@@ -562,10 +568,22 @@ impl PgStore {
     /// Tries to take the pair's lease for `holder` for `ttl`: free, expired or already this
     /// holder's. Taken, the store's writes are fenced by it.
     pub fn acquire(&self, holder: &str, ttl: Duration) -> Result<LeaseAttempt, StateError> {
+        self.acquire_from(holder, ttl, None)
+    }
+
+    /// Like [`PgStore::acquire`], and also takes the lease from `dead` before it expires:
+    /// a holder known to be gone (a runner of this machine whose process is no more).
+    pub fn acquire_from(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        dead: Option<&str>,
+    ) -> Result<LeaseAttempt, StateError> {
         match self.db.call(Op::Acquire {
             pair: self.pair.clone(),
             holder: holder.to_string(),
             ttl_ms: ms(ttl),
+            dead: dead.map(str::to_string),
         })? {
             Answer::Lease(a) => {
                 if let LeaseAttempt::Taken(f) = &a {
