@@ -7,11 +7,28 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{order_by_number, start, Rig};
+use skladsync_runner::demo::lab::LabOptions;
+use support::{order_by_number, start, start_on, Backend, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_flows_to_moysklad_and_status_shipment_and_stock_come_back() {
-    let rig: Rig = start(support::fixture_rules(), true).await;
+    order_flow(Backend::Sled).await;
+}
+
+/// The same with the state in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flows_to_moysklad_and_back_with_the_state_in_postgresql() {
+    order_flow(Backend::Postgres).await;
+}
+
+async fn order_flow(backend: Backend) {
+    let rig: Rig = start_on(
+        support::fixture_rules(),
+        true,
+        LabOptions::default(),
+        backend,
+    )
+    .await;
     let lab = &rig.lab;
     let d = &rig.daemon;
 
