@@ -12,9 +12,7 @@ use skladsync_runner::config::Config;
 use skladsync_runner::daemon::Daemon;
 use skladsync_runner::demo::lab::{Lab, LabOptions};
 use skladsync_runner::demo::{rules_dir, write_settings};
-use support::{
-    document_counts, duplicates, order_by_number, use_backend, Backend, Rig, INTERVALS,
-};
+use support::{document_counts, duplicates, order_by_number, use_backend, Backend, Rig, INTERVALS};
 use tokio::sync::watch;
 
 async fn start(backend: Backend) -> Rig {

@@ -332,7 +332,10 @@ async fn random_kills(backend: Backend) {
     if backend == Backend::Postgres {
         // Every runner that got to work held the pair's lease, and a killed one's lease
         // was taken over at once (the kills leave no time to wait a lease out).
-        assert!(leases >= starts && starts > kills / 2, "{leases} leases, {starts} starts");
+        assert!(
+            leases >= starts && starts > kills / 2,
+            "{leases} leases, {starts} starts"
+        );
         assert!(
             log_text.contains("the runner holding the lease is gone"),
             "no lease taken over from a killed runner"

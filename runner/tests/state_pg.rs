@@ -77,7 +77,11 @@ async fn the_store_orders_scans_applies_batches_and_keeps_pairs_apart() {
         .collect();
     assert_eq!(
         keys,
-        vec![b"p/\x01".to_vec(), b"p/\x7f".to_vec(), b"p/\xff\x00".to_vec()]
+        vec![
+            b"p/\x01".to_vec(),
+            b"p/\x7f".to_vec(),
+            b"p/\xff\x00".to_vec()
+        ]
     );
     // The other pair sees none of it.
     assert!(b.scan_prefix(b"").expect("scan").is_empty());
@@ -150,8 +154,8 @@ async fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
 
 #[tokio::test]
 async fn a_bad_url_and_an_unreachable_server_are_clear_errors() {
-    let err = open_pair_state(&config("postgres://x@127.0.0.1:notaport/db"), "p")
-        .expect_err("bad url");
+    let err =
+        open_pair_state(&config("postgres://x@127.0.0.1:notaport/db"), "p").expect_err("bad url");
     assert!(matches!(err, StateError::Config(_)), "{err:?}");
     // A port nobody listens on (this cluster's port + nothing: bind and drop one).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -170,15 +174,24 @@ async fn a_runner_whose_lease_was_taken_over_cannot_commit() {
     let url = database("fencing");
     // Two runners: each its own connections to the one database, one pair.
     let first = SyncState::open_pg(&PgDatabase::connect(&url, 1).expect("db"), "shop").expect("a");
-    let second =
-        SyncState::open_pg(&PgDatabase::connect(&url, 1).expect("db"), "shop").expect("b");
+    let second = SyncState::open_pg(&PgDatabase::connect(&url, 1).expect("db"), "shop").expect("b");
     let ttl = Duration::from_secs(30);
-    let fa = match first.pg().expect("pg").acquire("runner-a", ttl).expect("acquire") {
+    let fa = match first
+        .pg()
+        .expect("pg")
+        .acquire("runner-a", ttl)
+        .expect("acquire")
+    {
         LeaseAttempt::Taken(f) => f,
         other => panic!("{other:?}"),
     };
     // Held: the second runner does not get it.
-    match second.pg().expect("pg").acquire("runner-b", ttl).expect("acquire") {
+    match second
+        .pg()
+        .expect("pg")
+        .acquire("runner-b", ttl)
+        .expect("acquire")
+    {
         LeaseAttempt::Held {
             holder,
             expires_in_ms,
@@ -196,7 +209,12 @@ async fn a_runner_whose_lease_was_taken_over_cannot_commit() {
         "update skladsync_leases set expires_at = now() - interval '1 second'",
     )
     .await;
-    let fb = match second.pg().expect("pg").acquire("runner-b", ttl).expect("acquire") {
+    let fb = match second
+        .pg()
+        .expect("pg")
+        .acquire("runner-b", ttl)
+        .expect("acquire")
+    {
         LeaseAttempt::Taken(f) => f,
         other => panic!("{other:?}"),
     };
@@ -204,10 +222,7 @@ async fn a_runner_whose_lease_was_taken_over_cannot_commit() {
 
     // The first wakes up: a plan's progress and its link, in one batch, refused whole.
     let seq = first.enqueue(Work::SettingsSaved, 0);
-    assert!(
-        matches!(seq, Err(StateError::LeaseLost { .. })),
-        "{seq:?}"
-    );
+    assert!(matches!(seq, Err(StateError::LeaseLost { .. })), "{seq:?}");
     let err = first
         .link_done(5, 0, &link(2, "m2"), &json!({"id": "m2"}))
         .expect_err("fenced");
@@ -225,7 +240,10 @@ async fn a_runner_whose_lease_was_taken_over_cannot_commit() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(second.linked("order", "crm", &json!(2)).expect("read").is_none());
+    assert!(second
+        .linked("order", "crm", &json!(2))
+        .expect("read")
+        .is_none());
     assert!(second.plan(5).expect("read").is_none());
     assert_eq!(second.inbox_len().expect("len"), 0);
     // Its renewal says so.
@@ -239,7 +257,11 @@ async fn a_runner_whose_lease_was_taken_over_cannot_commit() {
     // A clean stop lets go at once: the first may take it back without waiting.
     second.pg().expect("pg").release().expect("release");
     assert!(matches!(
-        first.pg().expect("pg").acquire("runner-a", ttl).expect("acquire"),
+        first
+            .pg()
+            .expect("pg")
+            .acquire("runner-a", ttl)
+            .expect("acquire"),
         LeaseAttempt::Taken(_)
     ));
     assert!(matches!(
@@ -268,7 +290,9 @@ async fn a_lease_waits_for_its_holder_and_notices_when_it_is_lost() {
     });
     tokio::time::sleep(ttl * 2).await;
     assert!(!waiting.is_finished(), "taken while renewed");
-    first.set_cursor("c", &json!(1)).expect("the holder commits");
+    first
+        .set_cursor("c", &json!(1))
+        .expect("the holder commits");
     // Another runner takes the pair over (the holder stalled): the holder notices.
     let mut lost = lease.lost();
     sql(

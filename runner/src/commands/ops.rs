@@ -343,12 +343,10 @@ pub fn relink(args: &RelinkArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     // PostgreSQL: the pair's lease, or the daemon holding it is still running.
-    let lease = match state.pg().map(|pg| {
-        pg.acquire(
-            crate::state::lease::runner_id(),
-            config.state.lease.0,
-        )
-    }) {
+    let lease = match state
+        .pg()
+        .map(|pg| pg.acquire(crate::state::lease::runner_id(), config.state.lease.0))
+    {
         None => None,
         Some(Ok(crate::state::LeaseAttempt::Taken(_))) => state.pg().cloned().map(LetGo),
         Some(Ok(crate::state::LeaseAttempt::Held { holder, .. })) => {

@@ -348,10 +348,7 @@ impl StateConfig {
         }
         let lease = self.lease.0;
         if lease < Duration::from_secs(3) || lease > Duration::from_secs(3600) {
-            out.push(format!(
-                "state.lease must be 3s to 1h (is {})",
-                self.lease
-            ));
+            out.push(format!("state.lease must be 3s to 1h (is {})", self.lease));
         }
         out
     }

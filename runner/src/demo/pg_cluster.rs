@@ -66,7 +66,10 @@ fn bin_dir() -> Result<PathBuf, ClusterError> {
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, b)| b).ok_or(ClusterError::NotInstalled)
+    found
+        .pop()
+        .map(|(_, b)| b)
+        .ok_or(ClusterError::NotInstalled)
 }
 
 fn is_root() -> bool {
@@ -146,10 +149,16 @@ impl PgCluster {
         }
         cluster.watchdog()?;
         let mut initdb = cluster.server_cmd("initdb");
-        initdb
-            .arg("-D")
-            .arg(cluster.data())
-            .args(["-A", "trust", "-U", USER, "-E", "UTF8", "--locale=C", "--no-sync"]);
+        initdb.arg("-D").arg(cluster.data()).args([
+            "-A",
+            "trust",
+            "-U",
+            USER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
         run(initdb, "initdb")?;
         let mut last = None;
         for _ in 0..3 {
@@ -239,7 +248,11 @@ impl PgCluster {
         let db = format!(
             "{}_{}",
             name.chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+                .map(|c| if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                })
                 .take(40)
                 .collect::<String>(),
             N.fetch_add(1, Ordering::SeqCst)

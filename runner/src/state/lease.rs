@@ -86,7 +86,12 @@ impl PairLease {
         loop {
             match store.acquire_from(holder, ttl, gone.as_deref())? {
                 LeaseAttempt::Taken(fence) => {
-                    tracing::info!(pair = store.pair(), epoch = fence.epoch, holder, "lease taken");
+                    tracing::info!(
+                        pair = store.pair(),
+                        epoch = fence.epoch,
+                        holder,
+                        "lease taken"
+                    );
                     let (tx, lost) = watch::channel(false);
                     let renewal = tokio::spawn(renew(store.clone(), ttl, tx));
                     return Ok(Some(PairLease {

@@ -167,7 +167,11 @@ impl std::fmt::Debug for PgDatabase {
 
 fn pg_err(e: tokio_postgres::Error) -> StateError {
     match e.as_db_error() {
-        Some(db) => StateError::Db(format!("postgresql: {}: {}", db.code().code(), db.message())),
+        Some(db) => StateError::Db(format!(
+            "postgresql: {}: {}",
+            db.code().code(),
+            db.message()
+        )),
         None => StateError::Db(format!("postgresql: {e}")),
     }
 }
