@@ -676,6 +676,47 @@ mod tests {
     }
 
     #[test]
+    fn the_state_backend_is_sled_by_default_and_postgres_takes_its_url_from_the_environment() {
+        let none = |_: &str| None;
+        let base = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY" => Some("k".to_string()),
+            "SKLADSYNC_MS_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let cfg = Config::from_yaml(MIN, Path::new("/etc/x"), &base).unwrap();
+        assert_eq!(cfg.state.backend, StateBackend::Sled);
+        assert_eq!(cfg.state.lease.0, Duration::from_secs(30));
+        let pg = MIN.replace(
+            "state: {path: st}",
+            "state: {path: st, backend: postgres, lease: 10s, pool: 2}",
+        );
+        // No URL: refused, naming the variables.
+        let err = Config::from_yaml(&pg, Path::new("/etc/x"), &base).unwrap_err();
+        assert!(err.contains("state.backend: postgres needs state.url"), "{err}");
+        let env = |k: &str| match k {
+            "SKLADSYNC_STATE_URL" => Some("postgres://u:pw-secret@db/x".to_string()),
+            other => base(other),
+        };
+        let cfg = Config::from_yaml(&pg, Path::new("/etc/x"), &env).unwrap();
+        assert_eq!(cfg.state.backend, StateBackend::Postgres);
+        assert_eq!(cfg.state.url.expose(), "postgres://u:pw-secret@db/x");
+        assert_eq!(cfg.state.lease.0, Duration::from_secs(10));
+        assert_eq!(cfg.state.pool, 2);
+        assert!(!format!("{cfg:?}").contains("pw-secret"));
+        // Out of range, a url without the backend, an unknown backend.
+        let bad = MIN.replace(
+            "state: {path: st}",
+            "state: {path: st, url: 'postgres://db/x', lease: 1s, pool: 0}",
+        );
+        let err = Config::from_yaml(&bad, Path::new("/etc/x"), &base).unwrap_err();
+        for want in ["state.url is set but state.backend is sled", "state.pool", "state.lease"] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+        let unknown = MIN.replace("state: {path: st}", "state: {path: st, backend: mysql}");
+        assert!(Config::from_yaml(&unknown, Path::new("/etc/x"), &none).is_err());
+    }
+
+    #[test]
     fn secrets_come_from_files_named_by_file_variables() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("crm_api_key");
