@@ -692,7 +692,10 @@ mod tests {
         );
         // No URL: refused, naming the variables.
         let err = Config::from_yaml(&pg, Path::new("/etc/x"), &base).unwrap_err();
-        assert!(err.contains("state.backend: postgres needs state.url"), "{err}");
+        assert!(
+            err.contains("state.backend: postgres needs state.url"),
+            "{err}"
+        );
         let env = |k: &str| match k {
             "SKLADSYNC_STATE_URL" => Some("postgres://u:pw-secret@db/x".to_string()),
             other => base(other),
@@ -709,7 +712,11 @@ mod tests {
             "state: {path: st, url: 'postgres://db/x', lease: 1s, pool: 0}",
         );
         let err = Config::from_yaml(&bad, Path::new("/etc/x"), &base).unwrap_err();
-        for want in ["state.url is set but state.backend is sled", "state.pool", "state.lease"] {
+        for want in [
+            "state.url is set but state.backend is sled",
+            "state.pool",
+            "state.lease",
+        ] {
             assert!(err.contains(want), "{want} in {err}");
         }
         let unknown = MIN.replace("state: {path: st}", "state: {path: st, backend: mysql}");
