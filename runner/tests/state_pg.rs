@@ -358,3 +358,27 @@ async fn a_runner_of_this_machine_that_is_gone_is_taken_over_at_once() {
     state.set_cursor("c", &json!(1)).expect("commit");
     lease.release();
 }
+
+#[tokio::test]
+async fn a_connection_the_server_closed_is_opened_again() {
+    let url = database("reconnect");
+    let db = PgDatabase::connect(&url, 1).expect("db");
+    let store = db.store("p");
+    store
+        .apply(vec![(b"k".to_vec(), Some(b"v".to_vec()))])
+        .expect("apply");
+    // The server ends every skladsync connection (a restart, an administrator).
+    sql(
+        &url,
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where application_name = 'skladsync' and pid <> pg_backend_pid()",
+    )
+    .await;
+    // A read goes through on a new connection.
+    assert_eq!(store.get(b"k").expect("get"), Some(b"v".to_vec()));
+    // So do writes after it.
+    store
+        .apply(vec![(b"k".to_vec(), Some(b"w".to_vec()))])
+        .expect("apply");
+    assert_eq!(store.get(b"k").expect("get"), Some(b"w".to_vec()));
+}

@@ -82,6 +82,7 @@ const MIGRATION_LOCK: i64 = 0x736b_6c61_6473_796e; // "skladsyn"
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One request to a connection thread.
+#[derive(Clone)]
 enum Op {
     Get {
         pair: String,
@@ -112,6 +113,13 @@ enum Op {
         fence: Fence,
     },
     Migrate,
+}
+
+impl Op {
+    /// Whether repeating it changes nothing.
+    fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. } | Op::Scan { .. } | Op::Migrate)
+    }
 }
 
 /// What a connection thread answers.
@@ -267,22 +275,46 @@ fn worker(config: tokio_postgres::Config, jobs: Arc<Mutex<Receiver<Job>>>) {
             }
         };
         let answer = rt.block_on(async {
-            if client.as_ref().is_none_or(Client::is_closed) {
-                client = None;
-                let (c, conn) = config.connect(NoTls).await.map_err(|e| {
-                    StateError::Db(format!("cannot connect to PostgreSQL: {}", pg_err(e)))
-                })?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::warn!(error = %pg_err(e), "PostgreSQL connection ended");
-                    }
-                });
-                client = Some(c);
+            // The connection task runs only while a job does: let it notice a connection
+            // the server closed in between (a restart, an idle timeout).
+            tokio::task::yield_now().await;
+            // A read is tried once more on a new connection when the old one turns out dead;
+            // a write is not (its outcome may be unknown): it fails, and the runner retries
+            // its work as after any state error.
+            let tries = if job.op.is_read() { 2 } else { 1 };
+            let mut last = Err(StateError::Db("no PostgreSQL connection".into()));
+            let mut op = Some(job.op);
+            for attempt in 0..tries {
+                // The last try takes the job itself (a write is never copied).
+                let this = if attempt + 1 < tries {
+                    op.clone()
+                } else {
+                    op.take()
+                };
+                let Some(this) = this else {
+                    break;
+                };
+                if client.as_ref().is_none_or(Client::is_closed) {
+                    client = None;
+                    let (c, conn) = config.connect(NoTls).await.map_err(|e| {
+                        StateError::Db(format!("cannot connect to PostgreSQL: {}", pg_err(e)))
+                    })?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::warn!(error = %pg_err(e), "PostgreSQL connection ended");
+                        }
+                    });
+                    client = Some(c);
+                }
+                let Some(c) = client.as_mut() else {
+                    break;
+                };
+                last = run(c, this).await;
+                if last.is_ok() || !c.is_closed() {
+                    break;
+                }
             }
-            let Some(c) = client.as_mut() else {
-                return Err(StateError::Db("no PostgreSQL connection".into()));
-            };
-            run(c, job.op).await
+            last
         });
         let _ = job.reply.send(answer);
     }
