@@ -1817,6 +1817,29 @@ mod tests {
     }
 
     #[test]
+    fn pair_ids_and_their_sled_directories() {
+        for ok in ["default", "shop-1", "a.b_c", "X9"] {
+            assert!(valid_pair_id(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "../x", "щ", &"x".repeat(101)] {
+            assert!(!valid_pair_id(bad), "{bad}");
+        }
+        let c = crate::config::StateConfig::sled("/var/lib/skladsync/state".into());
+        assert_eq!(
+            sled_pair_path(&c, DEFAULT_PAIR),
+            std::path::Path::new("/var/lib/skladsync/state")
+        );
+        assert_eq!(
+            sled_pair_path(&c, "shop-2"),
+            std::path::Path::new("/var/lib/skladsync/state.pairs/shop-2")
+        );
+        assert!(matches!(
+            open_pair_state(&c, "../escape"),
+            Err(StateError::Config(_))
+        ));
+    }
+
+    #[test]
     fn dedupe_keys_expire() {
         let s = SyncState::in_memory();
         assert!(!s.request_seen("r1", 0).unwrap());
