@@ -126,7 +126,14 @@ impl PgCluster {
         let bin = bin_dir()?;
         let as_postgres = is_root();
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        // As root the server runs as `postgres`, who must reach the directory: /tmp (a
+        // TMPDIR under /root would not do).
+        let base = if as_postgres {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
             "skladsync-pg-{}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst),
