@@ -248,6 +248,13 @@ async fn a_daemon_that_loses_its_lease_stops_and_leaves_its_queue() {
         )
         .expect("enqueue");
     let running = tokio::spawn(d.clone().run(std::future::pending()));
+    // Running: its status file is written once its tasks are up.
+    let status = skladsync_runner::daemon::status_file(&config.state.path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !status.exists() {
+        assert!(std::time::Instant::now() < deadline, "the daemon never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Another runner takes the pair over (this one stalled past its lease).
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
