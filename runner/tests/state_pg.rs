@@ -276,19 +276,45 @@ async fn a_lease_waits_for_its_holder_and_notices_when_it_is_lost() {
     let url = database("lease");
     let first = SyncState::open_pg(&PgDatabase::connect(&url, 1).expect("db"), "p").expect("a");
     let second = SyncState::open_pg(&PgDatabase::connect(&url, 1).expect("db"), "p").expect("b");
-    let ttl = Duration::from_secs(3);
+    // Renewed every 2 s: a loaded machine may be late by a few seconds without losing it.
+    let ttl = Duration::from_secs(6);
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let lease = PairLease::take_as(&first, "runner-a", ttl, stop.clone())
         .await
         .expect("take")
         .expect("taken");
-    // The second waits while the first renews: still waiting after two lease times.
+    // The second waits while the first renews: still waiting after the first renewed twice.
     let waiting = tokio::spawn({
         let second = second.clone();
         let stop = stop.clone();
         async move { PairLease::take_as(&second, "runner-b", ttl, stop).await }
     });
-    tokio::time::sleep(ttl * 2).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let expiry = || async {
+        client
+            .query_one(
+                "select (extract(epoch from expires_at) * 1000)::bigint from skladsync_leases",
+                &[],
+            )
+            .await
+            .expect("lease row")
+            .get::<_, i64>(0)
+    };
+    let mut seen = expiry().await;
+    let mut renewals = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while renewals < 2 {
+        assert!(std::time::Instant::now() < deadline, "never renewed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = expiry().await;
+        if now > seen {
+            renewals += 1;
+            seen = now;
+        }
+    }
     assert!(!waiting.is_finished(), "taken while renewed");
     first
         .set_cursor("c", &json!(1))
@@ -300,7 +326,7 @@ async fn a_lease_waits_for_its_holder_and_notices_when_it_is_lost() {
         "update skladsync_leases set holder = 'intruder', epoch = epoch + 1",
     )
     .await;
-    tokio::time::timeout(Duration::from_secs(10), lost.wait_for(|l| *l))
+    tokio::time::timeout(Duration::from_secs(30), lost.wait_for(|l| *l))
         .await
         .expect("noticed within the lease time")
         .expect("lost");
@@ -309,7 +335,7 @@ async fn a_lease_waits_for_its_holder_and_notices_when_it_is_lost() {
         Err(StateError::LeaseLost { .. })
     ));
     // The intruder's lease expires without renewal: the waiting runner gets it.
-    let taken = tokio::time::timeout(Duration::from_secs(20), waiting)
+    let taken = tokio::time::timeout(Duration::from_secs(60), waiting)
         .await
         .expect("taken after the intruder's lease ran out")
         .expect("task")
@@ -371,7 +397,8 @@ async fn a_connection_the_server_closed_is_opened_again() {
     sql(
         &url,
         "select pg_terminate_backend(pid) from pg_stat_activity \
-         where application_name = 'skladsync' and pid <> pg_backend_pid()",
+         where application_name = 'skladsync' and datname = current_database() \
+         and pid <> pg_backend_pid()",
     )
     .await;
     // A read goes through on a new connection.
