@@ -243,7 +243,10 @@ async fn a_daemon_that_loses_its_lease_stops_and_leaves_its_queue() {
     let queued = d
         .state()
         .enqueue_all(
-            vec![skladsync_runner::state::Work::StockPass { full: true }],
+            // A problem: never merged with other work (a stock pass would be).
+            vec![skladsync_runner::state::Work::Problem {
+                problem: json!({"code": "TEST", "text": "waits an hour"}),
+            }],
             support::now() + 3_600_000,
         )
         .expect("enqueue");
