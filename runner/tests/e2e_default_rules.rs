@@ -12,10 +12,10 @@ use skladsync_runner::config::Config;
 use skladsync_runner::daemon::Daemon;
 use skladsync_runner::demo::lab::{Lab, LabOptions};
 use skladsync_runner::demo::{rules_dir, write_settings};
-use support::{document_counts, duplicates, order_by_number, Rig, INTERVALS};
+use support::{document_counts, duplicates, order_by_number, use_backend, Backend, Rig, INTERVALS};
 use tokio::sync::watch;
 
-async fn start() -> Rig {
+async fn start(backend: Backend) -> Rig {
     let lab = Lab::start(LabOptions::default()).await.expect("lab");
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = rules_dir(Path::new("rules"));
@@ -27,9 +27,11 @@ async fn start() -> Rig {
         lab.config_yaml(&rules, &settings, &dir.path().join("state"), INTERVALS, 100),
     )
     .expect("config");
+    use_backend(&config, backend, "default_rules");
     let daemon = Daemon::new(Config::load(&config).expect("config"))
         .await
         .expect("daemon");
+    assert_eq!(daemon.state().pg().is_some(), backend == Backend::Postgres);
     daemon.start_up().await.expect("start up");
     let (stop, rx) = watch::channel(false);
     let receiver = daemon.spawn_receiver(rx);
@@ -58,7 +60,17 @@ fn state_ref(lab: &Lab, status: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_rules_sync_an_order_both_ways_and_stock_back() {
-    let rig = start().await;
+    both_ways(Backend::Sled).await;
+}
+
+/// The same with the state in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_rules_sync_both_ways_with_the_state_in_postgresql() {
+    both_ways(Backend::Postgres).await;
+}
+
+async fn both_ways(backend: Backend) {
+    let rig = start(backend).await;
     let lab = &rig.lab;
     let d = &rig.daemon;
 

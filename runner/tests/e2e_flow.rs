@@ -7,11 +7,28 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{order_by_number, start, Rig};
+use skladsync_runner::demo::lab::LabOptions;
+use support::{order_by_number, start, start_on, Backend, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_flows_to_moysklad_and_status_shipment_and_stock_come_back() {
-    let rig: Rig = start(support::fixture_rules(), true).await;
+    order_flow(Backend::Sled).await;
+}
+
+/// The same with the state in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flows_to_moysklad_and_back_with_the_state_in_postgresql() {
+    order_flow(Backend::Postgres).await;
+}
+
+async fn order_flow(backend: Backend) {
+    let rig: Rig = start_on(
+        support::fixture_rules(),
+        true,
+        LabOptions::default(),
+        backend,
+    )
+    .await;
     let lab = &rig.lab;
     let d = &rig.daemon;
 
@@ -203,5 +220,83 @@ async fn a_lost_webhook_is_caught_by_the_reconciliation_poll() {
     d.cycle().await.expect("cycle");
     let a1001 = order_by_number(lab, "A-1001");
     assert_eq!(lab.crm.order(a1001).expect("order")["status"], "assembling");
+    rig.stop().await;
+}
+
+/// A daemon whose lease on the pair is taken over stops working on it: `run` ends with
+/// `LeaseLost`, nothing more is written, and the queued work stays in the database for the
+/// runner that holds the pair now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_loses_its_lease_stops_and_leaves_its_queue() {
+    let rig: Rig = start_on(
+        support::fixture_rules(),
+        false,
+        LabOptions::default(),
+        Backend::Postgres,
+    )
+    .await;
+    let d = rig.daemon.clone();
+    let config = skladsync_runner::config::Config::load(&rig.dir.path().join("skladsync.yaml"))
+        .expect("config");
+    let url = config.state.url.expose().to_string();
+    // Work waiting, a plan not started: far in the future, so nobody takes it.
+    let queued = d
+        .state()
+        .enqueue_all(
+            // A problem: never merged with other work (a stock pass would be).
+            vec![skladsync_runner::state::Work::Problem {
+                problem: json!({"code": "TEST", "text": "waits an hour"}),
+            }],
+            support::now() + 3_600_000,
+        )
+        .expect("enqueue");
+    let running = tokio::spawn(d.clone().run(std::future::pending()));
+    // Running: its status file is written once its tasks are up.
+    let status = skladsync_runner::daemon::status_file(&config.state.path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !status.exists() {
+        assert!(std::time::Instant::now() < deadline, "the daemon never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another runner takes the pair over (this one stalled past its lease).
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "update skladsync_leases set holder = 'another-runner', epoch = epoch + 1, \
+             expires_at = now() + interval '1 hour'",
+        )
+        .await
+        .expect("take over");
+    let ended = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the daemon stopped within the lease time")
+        .expect("task");
+    assert!(
+        matches!(ended, Err(skladsync_runner::daemon::DaemonError::LeaseLost)),
+        "{ended:?}"
+    );
+    // Fenced: this runner's state refuses writes.
+    assert!(matches!(
+        d.state().set_cursor("x", &json!(1)),
+        Err(skladsync_runner::state::StateError::LeaseLost { .. })
+    ));
+    // The queue is still there for the new holder.
+    let other = skladsync_runner::state::SyncState::open_pg(
+        &skladsync_runner::state::PgDatabase::connect(&url, 1).expect("db"),
+        "default",
+    )
+    .expect("state");
+    let seqs: Vec<u64> = other
+        .inbox()
+        .expect("inbox")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    for s in queued {
+        assert!(seqs.contains(&s), "{s} in {seqs:?}");
+    }
     rig.stop().await;
 }

@@ -17,7 +17,7 @@ mod scripted;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ use skladsync_runner::clients::moysklad::{
     self as ms, Auth, LimitConfig, MoyskladClient, RetryPolicy as MsRetry,
 };
 use skladsync_runner::clients::retailcrm::{self as crm, RetailcrmClient, RetryPolicy};
-use skladsync_runner::state::{JournalLimits, Link, Outbox, SyncState};
+use skladsync_runner::demo::pg_cluster::PgCluster;
+use skladsync_runner::state::{JournalLimits, Link, Outbox, PgDatabase, SyncState};
 use skladsync_runner::world::{ReferenceCache, Systems};
 
 fn root() -> PathBuf {
@@ -128,9 +129,10 @@ async fn apply(
     script: &Script,
     plan: &Plan,
     fault: Option<(u64, Fault)>,
+    new_state: &dyn Fn() -> SyncState,
 ) -> End {
     script.reset(fault);
-    let state = SyncState::in_memory();
+    let state = new_state();
     let applier = Applier {
         systems: systems.clone(),
         state: state.clone(),
@@ -200,18 +202,47 @@ fn idempotent(write: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_at_every_write_of_every_case_ends_as_the_run_without_faults() {
+    fault_at_every_write(&SyncState::in_memory, true).await;
+}
+
+/// The same with the state in PostgreSQL (a pair of its own for every run, one database):
+/// one fault at every write, the kinds taking turns (every kind at a third of the writes),
+/// to keep within the test-time budget (each run's state calls are round trips).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_at_every_write_ends_as_without_faults_with_the_state_in_postgresql() {
+    let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let db = PgDatabase::connect(&cluster.database("plan_faults").expect("database"), 2)
+        .expect("database");
+    let n = AtomicUsize::new(0);
+    fault_at_every_write(
+        &|| {
+            let pair = format!("run-{}", n.fetch_add(1, Ordering::SeqCst));
+            SyncState::open_pg(&db, &pair).expect("state")
+        },
+        false,
+    )
+    .await;
+}
+
+/// Every kind of fault at every write (`every_kind`), or one kind per write in turn.
+async fn fault_at_every_write(new_state: &dyn Fn() -> SyncState, every_kind: bool) {
     let script = Script::default();
     let addr = scripted::serve(script.clone()).await;
     let systems = systems(&format!("http://{addr}"));
     let plans = plans();
     let (mut runs, mut writes_total, mut problems) = (0usize, 0u64, Vec::new());
     for (name, plan) in &plans {
-        let clean = apply(&systems, &script, plan, None).await;
+        let clean = apply(&systems, &script, plan, None, new_state).await;
         let writes = script.writes();
         writes_total += writes;
         for k in 1..=writes {
-            for fault in Fault::ALL {
-                let end = apply(&systems, &script, plan, Some((k, fault))).await;
+            let kinds: Vec<Fault> = if every_kind {
+                Fault::ALL.to_vec()
+            } else {
+                vec![Fault::ALL[usize::try_from(k).unwrap_or(0) % Fault::ALL.len()]]
+            };
+            for fault in kinds {
+                let end = apply(&systems, &script, plan, Some((k, fault)), new_state).await;
                 runs += 1;
                 assert!(script.fired(), "{name}: write {k} ({fault:?}) never came");
                 if end != clean {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use skladsync_emulators::faults::{Fault, FaultPlan};
 use skladsync_runner::demo::lab::{Lab, LabOptions};
-use support::{duplicates, fixture_rules, order_by_number, write_config};
+use support::{duplicates, fixture_rules, order_by_number, use_backend, write_config, Backend};
 
 /// xorshift64*: reproducible random delays.
 struct Rng(u64);
@@ -137,6 +137,17 @@ fn unmet(lab: &Lab, e: &Expect) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_runner_at_random_points_loses_no_change_and_duplicates_nothing() {
+    random_kills(Backend::Sled).await;
+}
+
+/// The same with the state in PostgreSQL: each new runner takes the pair's lease from the
+/// one killed before it (gone: not waited out) and resumes its plans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_runner_with_the_state_in_postgresql_loses_nothing_and_duplicates_nothing() {
+    random_kills(Backend::Postgres).await;
+}
+
+async fn random_kills(backend: Backend) {
     let seed = std::env::var("SKLADSYNC_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -197,6 +208,7 @@ async fn killing_the_runner_at_random_points_loses_no_change_and_duplicates_noth
         .expect("config")
         .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
     std::fs::write(&config, text).expect("config");
+    use_backend(&config, backend, "crash");
     let log = dir.path().join("runner.log");
 
     // Managers keep working while the runner is killed: a new CRM order, a CRM status change
@@ -295,6 +307,11 @@ async fn killing_the_runner_at_random_points_loses_no_change_and_duplicates_noth
         .status();
     let status = child.wait().expect("wait");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if !left.is_empty() {
+        // Kept for a look: the whole log (and the sled state).
+        eprintln!("the run's directory is kept: {}", dir.path().display());
+        std::mem::forget(dir);
+    }
     assert!(
         left.is_empty(),
         "lost changes after {kills} kills (seed {seed}): {left:?}\n--- log tail ---\n{}",
@@ -310,6 +327,22 @@ async fn killing_the_runner_at_random_points_loses_no_change_and_duplicates_noth
     assert!(dups.is_empty(), "duplicates (seed {seed}): {dups:?}");
     assert!(unmet(&lab, &expect).is_empty());
     assert!(!log_text.contains("panicked"), "the runner panicked");
+    let starts = log_text.matches("skladsync is running").count();
+    let leases = log_text.matches("lease taken").count();
+    if backend == Backend::Postgres {
+        // Every runner that got to work held the pair's lease, and a killed one's lease
+        // was taken over at once (the kills leave no time to wait a lease out).
+        assert!(
+            leases >= starts && starts > kills / 2,
+            "{leases} leases, {starts} starts"
+        );
+        assert!(
+            log_text.contains("the runner holding the lease is gone"),
+            "no lease taken over from a killed runner"
+        );
+    } else {
+        assert_eq!(leases, 0);
+    }
     eprintln!(
         "{kills} kills; {} runner starts; {} interrupted plans resumed; {} creates with an unknown outcome found by key; documents {:?}",
         log_text.matches("skladsync is running").count(),

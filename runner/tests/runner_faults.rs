@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skladsync_emulators::faults::{Fault, FaultPlan, Faults, PlanId, Trigger};
 use skladsync_runner::demo::lab::{Lab, LabOptions};
-use support::{duplicates, fixture_rules, order_by_number, start_with, Rig};
+use support::{duplicates, fixture_rules, order_by_number, start_on, Backend, Rig};
 
 /// The fault kinds, in the order [`faulty`] adds them.
 const KINDS: [&str; 5] = ["429", "503", "500", "dropped", "commit-then-drop"];
@@ -129,8 +129,9 @@ async fn round(rig: &Rig) {
 /// МойСклад, a full stock pass; then rounds until the state stops changing.
 async fn scenario(
     fault_seed: Option<u64>,
+    backend: Backend,
 ) -> (Value, Vec<String>, BTreeMap<&'static str, u64>, u64) {
-    let rig = start_with(
+    let rig = start_on(
         fixture_rules(),
         true,
         LabOptions {
@@ -138,6 +139,7 @@ async fn scenario(
             ms_limits: false,
             seed: true,
         },
+        backend,
     )
     .await;
     let lab = &rig.lab;
@@ -228,15 +230,25 @@ async fn scenario(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_converge_to_the_same_state_without_duplicates() {
-    let (clean, clean_dups, _, clean_failures) = scenario(None).await;
+    converge(Backend::Sled, &[11, 2024]).await;
+}
+
+/// The same with the state in PostgreSQL (one fault seed: the runtime budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_converge_without_duplicates_with_the_state_in_postgresql() {
+    converge(Backend::Postgres, &[11]).await;
+}
+
+async fn converge(backend: Backend, seeds: &[u64]) {
+    let (clean, clean_dups, _, clean_failures) = scenario(None, backend).await;
     assert!(clean_dups.is_empty(), "{clean_dups:?}");
     assert_eq!(clean_failures, 0);
     // The clean run did what the scenario asks.
     let text = clean.to_string();
     assert!(text.contains("\"shipped\":true"), "{text}");
     assert!(text.contains("assembling"), "{text}");
-    for seed in [11_u64, 2024] {
-        let (faulty, dups, injected, failures) = scenario(Some(seed)).await;
+    for &seed in seeds {
+        let (faulty, dups, injected, failures) = scenario(Some(seed), backend).await;
         eprintln!(
             "fault seed {seed}: faults injected {injected:?}, {failures} effects failed and were retried"
         );

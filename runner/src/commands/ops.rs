@@ -335,7 +335,7 @@ pub fn relink(args: &RelinkArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };
-    let state = match crate::state::SyncState::open(&config.state.path) {
+    let state = match crate::state::open_pair_state_sync(&config.state, crate::state::DEFAULT_PAIR) {
         Ok(s) => s,
         Err(e) if e.is_in_use() => {
             return fail(format!(
@@ -344,6 +344,22 @@ pub fn relink(args: &RelinkArgs) -> ExitCode {
         }
         Err(e) => return fail(e),
     };
+    // PostgreSQL: the pair's lease, or the daemon holding it is still running.
+    let lease = match state
+        .pg()
+        .map(|pg| pg.acquire(crate::state::lease::runner_id(), config.state.lease.0))
+    {
+        None => None,
+        Some(Ok(crate::state::LeaseAttempt::Taken(_))) => state.pg().cloned().map(LetGo),
+        Some(Ok(crate::state::LeaseAttempt::Held { holder, .. })) => {
+            return fail(format!(
+                "the pair's lease is held by {holder:?}: relink rewrites the link store, stop \
+                 the daemon first"
+            ))
+        }
+        Some(Err(e)) => return fail(e),
+    };
+    let _lease = lease;
     let systems = match crate::daemon::systems_of(&config, None, None) {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -383,6 +399,17 @@ pub fn relink(args: &RelinkArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A lease taken for one command, let go when it ends (however it ends).
+struct LetGo(crate::state::PgStore);
+
+impl Drop for LetGo {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.release() {
+            eprintln!("warning: the pair's lease could not be let go ({e}); it expires by itself");
+        }
+    }
 }
 
 /// `skladsync completions <shell>`.

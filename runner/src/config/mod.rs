@@ -11,6 +11,7 @@
 //! | `SKLADSYNC_WEBHOOK_SECRET` | the secret in the webhook path |
 //! | `SKLADSYNC_OPERATOR_TOKEN` | the token of the operator pages and `/metrics` |
 //! | `SKLADSYNC_ADMIN_TOKEN` | the operator token of `POST /admin/reload` |
+//! | `SKLADSYNC_STATE_URL` | the PostgreSQL connection string of `state.backend: postgres` |
 //!
 //! Each variable may instead name a file holding the value: `SKLADSYNC_CRM_API_KEY_FILE=
 //! /run/secrets/crm_api_key` (Docker secrets, systemd `LoadCredential=`); surrounding
@@ -264,12 +265,93 @@ impl Default for RulesConfig {
     }
 }
 
-/// The state directory.
+/// Where the state is kept: sled (the default, one machine) or PostgreSQL (several runners
+/// sharing pairs).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// Where sled keeps the state (created owner-only).
+    /// Where sled keeps the state (created owner-only). With PostgreSQL only the daemon's
+    /// status file is written beside it (`<path>.daemon.json`).
     pub path: PathBuf,
+    /// `sled` (default) or `postgres`.
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// The PostgreSQL connection string (`postgres://user:password@host:5432/db` or
+    /// `host=… user=… dbname=…`), or `SKLADSYNC_STATE_URL` / `SKLADSYNC_STATE_URL_FILE`.
+    /// Never logged.
+    #[serde(default)]
+    pub url: Secret,
+    /// PostgreSQL connections (each on a thread of its own).
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+    /// How long a runner's lease on a pair lasts without renewal (PostgreSQL): another runner
+    /// takes the pair over this long after the holder died. Renewed every third of it.
+    #[serde(default = "default_lease")]
+    pub lease: Interval,
+}
+
+/// The state backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// An embedded sled database in `state.path` (one runner).
+    #[default]
+    Sled,
+    /// A PostgreSQL database (`state.url`), shared by any number of runners and pairs.
+    Postgres,
+}
+
+fn default_pool() -> usize {
+    4
+}
+
+fn default_lease() -> Interval {
+    Interval(Duration::from_secs(30))
+}
+
+impl StateConfig {
+    /// The sled state at `path` (what a config with only `state.path` means).
+    pub fn sled(path: PathBuf) -> Self {
+        StateConfig {
+            path,
+            backend: StateBackend::Sled,
+            url: Secret::default(),
+            pool: default_pool(),
+            lease: default_lease(),
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.backend {
+            StateBackend::Sled => {
+                if !self.url.is_empty() {
+                    out.push(
+                        "state.url is set but state.backend is sled: add `backend: postgres` \
+                         or drop the url"
+                            .to_string(),
+                    );
+                }
+            }
+            StateBackend::Postgres => {
+                if self.url.is_empty() {
+                    out.push(
+                        "state.backend: postgres needs state.url (or SKLADSYNC_STATE_URL, \
+                         SKLADSYNC_STATE_URL_FILE)"
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        if !(1..=64).contains(&self.pool) {
+            out.push(format!("state.pool must be 1 to 64 (is {})", self.pool));
+        }
+        let lease = self.lease.0;
+        if lease < Duration::from_secs(3) || lease > Duration::from_secs(3600) {
+            out.push(format!("state.lease must be 3s to 1h (is {})", self.lease));
+        }
+        out
+    }
 }
 
 /// How often things run.
@@ -509,6 +591,7 @@ impl Config {
         set(&mut cfg.icml.secret, "SKLADSYNC_ICML_SECRET");
         set(&mut cfg.http.operator_token, "SKLADSYNC_OPERATOR_TOKEN");
         set(&mut cfg.admin.token, "SKLADSYNC_ADMIN_TOKEN");
+        set(&mut cfg.state.url, "SKLADSYNC_STATE_URL");
         if !unreadable.is_empty() {
             return Err(unreadable.join("\n"));
         }
@@ -546,6 +629,7 @@ impl Config {
             }
         }
         problems.extend(self.icml.problems());
+        problems.extend(self.state.problems());
         problems.extend(self.record.problems());
         problems.extend(self.http.problems());
         if !self.admin.token.is_empty() && self.admin.token.expose().chars().count() < 16 {
@@ -611,6 +695,54 @@ mod tests {
                 "{key} in the example config"
             );
         }
+    }
+
+    #[test]
+    fn the_state_backend_is_sled_by_default_and_postgres_takes_its_url_from_the_environment() {
+        let none = |_: &str| None;
+        let base = |k: &str| match k {
+            "SKLADSYNC_CRM_API_KEY" => Some("k".to_string()),
+            "SKLADSYNC_MS_TOKEN" => Some("t".to_string()),
+            _ => None,
+        };
+        let cfg = Config::from_yaml(MIN, Path::new("/etc/x"), &base).unwrap();
+        assert_eq!(cfg.state.backend, StateBackend::Sled);
+        assert_eq!(cfg.state.lease.0, Duration::from_secs(30));
+        let pg = MIN.replace(
+            "state: {path: st}",
+            "state: {path: st, backend: postgres, lease: 10s, pool: 2}",
+        );
+        // No URL: refused, naming the variables.
+        let err = Config::from_yaml(&pg, Path::new("/etc/x"), &base).unwrap_err();
+        assert!(
+            err.contains("state.backend: postgres needs state.url"),
+            "{err}"
+        );
+        let env = |k: &str| match k {
+            "SKLADSYNC_STATE_URL" => Some("postgres://u:pw-secret@db/x".to_string()),
+            other => base(other),
+        };
+        let cfg = Config::from_yaml(&pg, Path::new("/etc/x"), &env).unwrap();
+        assert_eq!(cfg.state.backend, StateBackend::Postgres);
+        assert_eq!(cfg.state.url.expose(), "postgres://u:pw-secret@db/x");
+        assert_eq!(cfg.state.lease.0, Duration::from_secs(10));
+        assert_eq!(cfg.state.pool, 2);
+        assert!(!format!("{cfg:?}").contains("pw-secret"));
+        // Out of range, a url without the backend, an unknown backend.
+        let bad = MIN.replace(
+            "state: {path: st}",
+            "state: {path: st, url: 'postgres://db/x', lease: 1s, pool: 0}",
+        );
+        let err = Config::from_yaml(&bad, Path::new("/etc/x"), &base).unwrap_err();
+        for want in [
+            "state.url is set but state.backend is sled",
+            "state.pool",
+            "state.lease",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+        let unknown = MIN.replace("state: {path: st}", "state: {path: st, backend: mysql}");
+        assert!(Config::from_yaml(&unknown, Path::new("/etc/x"), &none).is_err());
     }
 
     #[test]

@@ -132,6 +132,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The lease on the pair was lost (PostgreSQL state): another runner took it over.
+    #[error(
+        "the lease on the pair was lost to another runner (this one stalled or lost the \
+         database for a whole state.lease): stopped; queued work stays in the state"
+    )]
+    LeaseLost,
     /// The webhook receiver or the operator server could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -197,6 +203,8 @@ pub(crate) struct Inner {
     /// The pair served, when a fleet hosts this daemon (no listener, status file or SIGHUP
     /// handler of its own: the fleet has them).
     pair: Option<String>,
+    /// The lease on the pair (PostgreSQL state): let go at a clean stop.
+    lease: Mutex<Option<crate::state::lease::PairLease>>,
 }
 
 /// How a daemon is reached over HTTP.
@@ -261,12 +269,13 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Loads the rules, opens the state, binds the webhook receiver and builds the clients.
     pub async fn new(config: Config) -> Result<Daemon, DaemonError> {
-        let state = open_state(&config.state.path).await?;
+        let state = open_state(&config.state).await?;
         Daemon::hosted(config, state, Hosting::Own).await
     }
 
     /// Loads the rules and builds the clients over an open state; binds listeners of its own
-    /// with [`Hosting::Own`], none when a fleet's shared server serves it.
+    /// with [`Hosting::Own`], none when a fleet's shared server serves it. With the state in
+    /// PostgreSQL it first takes the pair's lease (waiting while another runner holds it).
     pub async fn hosted(
         config: Config,
         state: SyncState,
@@ -275,6 +284,14 @@ impl Daemon {
         let rules_version = reload::version_of(&config);
         let rules = reload::load_shared(&config, &rules_version)
             .map_err(|d| DaemonError::Rules(d.render(false)))?;
+        // --- PostgreSQL lease (issue 15, item 3): taken before anything is written ---
+        let lease = crate::state::lease::PairLease::take(
+            &state,
+            config.state.lease.0,
+            watch::channel(false).1,
+        )
+        .await?;
+        // --- end lease ---
 
         let instance_id = instance_id(&state)?;
         let bind = |addr: std::net::SocketAddr| async move {
@@ -428,6 +445,7 @@ impl Daemon {
                 wake: Notify::new(),
                 processing: tokio::sync::Mutex::new(()),
                 stopping: AtomicBool::new(false),
+                lease: Mutex::new(lease),
                 auth_problems: Mutex::new(Default::default()),
                 crm_tz,
                 stop,
@@ -1255,7 +1273,27 @@ impl Daemon {
         tasks.push(tokio::spawn(self.clone().icml_schedule(stop_rx.clone())));
         let sidecar = self.write_status_file();
         tracing::info!(receiver = ?self.inner.receiver_addr, operator = ?self.inner.operator_addr, "skladsync is running");
-        shutdown.await;
+        // A lost lease (PostgreSQL: another runner took the pair over) stops the work on the
+        // pair like a shutdown; what is queued stays in the shared state for the new holder.
+        let mut lost = self
+            .inner
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(crate::state::lease::PairLease::lost);
+        let lease_lost = async {
+            match lost.as_mut() {
+                Some(l) => {
+                    let _ = l.wait_for(|lost| *lost).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let lost_lease = tokio::select! {
+            () = shutdown => false,
+            () = lease_lost => true,
+        };
         tracing::info!("stopping: finishing the item in progress; queued work stays queued");
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.stop.store(true, Ordering::SeqCst);
@@ -1267,7 +1305,19 @@ impl Daemon {
         if let Some(f) = sidecar {
             let _ = std::fs::remove_file(f);
         }
+        let lease = self
+            .inner
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if lost_lease {
+            return Err(DaemonError::LeaseLost);
+        }
         self.inner.state.flush()?;
+        if let Some(l) = lease {
+            l.release();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -1493,12 +1543,13 @@ pub fn systems_of(
 /// journal` and `status` open it for a moment when no daemon runs.
 const STATE_BUSY_WAIT: Duration = Duration::from_secs(5);
 
-/// Opens the state; while another process has it open, tries again for
-/// [`STATE_BUSY_WAIT`] (an operator command reading it briefly), then fails.
-async fn open_state(path: &std::path::Path) -> Result<SyncState, StateError> {
+/// Opens the state (sled or PostgreSQL, as the config says); while another process has a
+/// sled state open, tries again for [`STATE_BUSY_WAIT`] (an operator command reading it
+/// briefly), then fails.
+async fn open_state(config: &crate::config::StateConfig) -> Result<SyncState, StateError> {
     let deadline = tokio::time::Instant::now() + STATE_BUSY_WAIT;
     loop {
-        match SyncState::open(path) {
+        match crate::state::open_pair_state(config, crate::state::DEFAULT_PAIR).await {
             Err(e) if e.is_in_use() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -12,6 +12,7 @@
 
 pub mod examples;
 pub mod lab;
+pub mod pg_cluster;
 pub mod shop;
 mod summary;
 

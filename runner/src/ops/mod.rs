@@ -58,6 +58,9 @@ pub struct Target {
     pub limits: JournalLimits,
     /// The account pair (`default`: a single-pair runner's).
     pub pair: String,
+    /// The config keeps the state in PostgreSQL (`state.backend: postgres`): the status is
+    /// read from the running daemon (its status file beside `state.path`, or `--status-url`).
+    pub postgres: bool,
 }
 
 impl Target {
@@ -70,6 +73,7 @@ impl Target {
     ) -> Result<Target, OpsError> {
         let mut limits = JournalConfig::default().limits();
         let mut state_dir = state.map(Path::to_path_buf);
+        let mut postgres = false;
         if let Some(path) = config {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| OpsError::Config(format!("cannot read {}: {e}", path.display())))?;
@@ -80,6 +84,11 @@ impl Target {
                     .map_err(|e| OpsError::Config(format!("{}: journal: {e}", path.display())))?;
                 limits = j.limits();
             }
+            postgres = doc
+                .get("state")
+                .and_then(|s| s.get("backend"))
+                .and_then(serde_yaml::Value::as_str)
+                == Some("postgres");
             if state_dir.is_none() {
                 let p = doc
                     .get("state")
@@ -100,6 +109,7 @@ impl Target {
             status_url,
             limits,
             pair: crate::state::DEFAULT_PAIR.to_string(),
+            postgres,
         })
     }
 
@@ -108,7 +118,17 @@ impl Target {
         if let Some(url) = &self.status_url {
             return fetch(url).await;
         }
-        match read_pair_state(&self.state, &self.pair, self.limits) {
+        let read = if self.postgres {
+            // The daemon holding the pair answers (no credentials are read here).
+            Err(StateError::Damaged {
+                path: self.state.display().to_string(),
+                problem: "is in use by another process (the state is in PostgreSQL)".into(),
+                remedy: String::new(),
+            })
+        } else {
+            read_pair_state(&self.state, &self.pair, self.limits)
+        };
+        match read {
             Ok(v) => Ok(v),
             Err(e) if e.is_in_use() => {
                 let file = crate::daemon::status_file(&self.state);

@@ -40,7 +40,9 @@
 //! come back as rules find the entities again. See `docs/runner.md`.
 
 mod journal;
+pub mod lease;
 mod memory;
+mod pg_store;
 mod sled_store;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,7 @@ use serde_json::Value;
 
 pub use journal::{JournalEntry, JournalLimits};
 pub use memory::MemoryStore;
+pub use pg_store::{Fence, LeaseAttempt, PgDatabase, PgStore, SCHEMA_VERSION};
 pub use sled_store::SledStore;
 
 /// How long a МойСклад deletion is remembered (`msgone/…`): far longer than a webhook
@@ -89,19 +92,14 @@ pub fn pair_id_ok(id: &str) -> bool {
 /// sled: every pair of the process lives in the one database at `state.path` (one file lock,
 /// one flusher thread, one page cache), pair `default` in the default tree (so a single-pair
 /// state directory opens as the `default` pair unchanged), any other pair in the tree
-/// `pair/<id>`. A store shared by several runners (PostgreSQL) adds its arm here.
+/// `pair/<id>`. PostgreSQL: see [`open_pair_state_sync`].
 pub async fn open_pair_state(
     config: &crate::config::StateConfig,
     pair: &str,
 ) -> Result<SyncState, StateError> {
-    if !pair_id_ok(pair) {
-        return Err(StateError::Db(format!(
-            "{pair:?} is not a pair id (1 to 64 of a-z, 0-9, - and _)"
-        )));
-    }
-    let path = config.path.clone();
+    let config = config.clone();
     let pair = pair.to_string();
-    tokio::task::spawn_blocking(move || open_pair_state_blocking(&path, &pair))
+    tokio::task::spawn_blocking(move || open_pair_state_sync(&config, &pair))
         .await
         .map_err(|e| StateError::Db(format!("opening the state stopped: {e}")))?
 }
@@ -197,6 +195,36 @@ pub enum StateError {
         /// What to do about it.
         remedy: String,
     },
+    /// The state backend is configured wrongly (a bad PostgreSQL URL).
+    #[error("state: {0}")]
+    Config(String),
+    /// The PostgreSQL schema was written by a newer skladsync.
+    #[error(
+        "the state database has schema version {found}, newer than this skladsync knows \
+         ({known}): run the skladsync version that migrated it (or a newer one); an older \
+         runner never writes to a newer schema"
+    )]
+    NewerSchema {
+        /// The version found in `skladsync_migrations`.
+        found: i32,
+        /// The newest version this runner knows.
+        known: i32,
+    },
+    /// The pair's lease was taken over by another runner: nothing was written.
+    #[error(
+        "the lease of pair {pair:?} was lost (held under epoch {epoch}, now {holder:?} holds \
+         it under epoch {now_epoch}): nothing was written; another runner works on the pair"
+    )]
+    LeaseLost {
+        /// The pair.
+        pair: String,
+        /// The epoch this store held.
+        epoch: i64,
+        /// Who holds it now (empty: nobody).
+        holder: String,
+        /// The epoch now.
+        now_epoch: i64,
+    },
     /// The state directory could not be prepared.
     #[error("state directory {path}: {source}")]
     Io {
@@ -232,6 +260,36 @@ pub trait Store: Send + Sync {
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StateError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), StateError>;
+    /// The PostgreSQL store behind this one, if it is one (its lease).
+    fn pg(&self) -> Option<&PgStore> {
+        None
+    }
+}
+
+/// The synchronous body of [`open_pair_state`] (operator commands, tests, a blocking task):
+/// sled as [`open_pair_state_blocking`] opens it, or PostgreSQL (`state.url`, every pair in one
+/// database, keys scoped by the pair id; the connections are shared by every pair of one URL
+/// in this process).
+///
+/// A PostgreSQL state is not bound to a lease yet: take one with [`PgStore::acquire`]
+/// (through [`SyncState::pg`]) before working on the pair, or use [`lease::PairLease`] (the
+/// daemon does, in `Daemon::hosted`).
+pub fn open_pair_state_sync(
+    config: &crate::config::StateConfig,
+    pair: &str,
+) -> Result<SyncState, StateError> {
+    if !pair_id_ok(pair) {
+        return Err(StateError::Config(format!(
+            "{pair:?} cannot name a pair: use 1 to 64 of a-z, 0-9, `-` and `_`"
+        )));
+    }
+    match config.backend {
+        crate::config::StateBackend::Sled => open_pair_state_blocking(&config.path, pair),
+        crate::config::StateBackend::Postgres => {
+            let db = PgDatabase::open(config.url.expose(), config.pool)?;
+            SyncState::open_pg(&db, pair)
+        }
+    }
 }
 
 /// A link: the same thing in several systems (`{kind, crm: 7, moysklad: "…"}`).
@@ -679,6 +737,18 @@ impl SyncState {
     /// A state in memory (tests).
     pub fn in_memory() -> Self {
         Self::new(Arc::new(MemoryStore::default()))
+    }
+
+    /// The PostgreSQL store behind this state, if it is one (its lease).
+    pub fn pg(&self) -> Option<&PgStore> {
+        self.store.pg()
+    }
+
+    /// Opens the state of one pair in a PostgreSQL database (schema migrated).
+    pub fn open_pg(db: &PgDatabase, pair: &str) -> Result<Self, StateError> {
+        let state = Self::new(Arc::new(db.store(pair)));
+        state.migrate()?;
+        Ok(state)
     }
 
     fn guard(&self) -> MutexGuard<'_, ()> {
@@ -1816,6 +1886,17 @@ mod tests {
         let t = SyncState::in_memory();
         let big: Vec<Work> = (0..5).map(|i| ms(&format!("x{i}"), "updated")).collect();
         assert!(t.enqueue_bounded(big, 0, 3).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_bad_pair_id_is_refused_before_anything_opens() {
+        let dir = std::env::temp_dir().join(format!("skladsync-pairid-{}", std::process::id()));
+        let c = crate::config::StateConfig::sled(dir.clone());
+        assert!(matches!(
+            open_pair_state_sync(&c, "../escape"),
+            Err(StateError::Config(_))
+        ));
+        assert!(!dir.exists(), "nothing created for a refused pair id");
     }
 
     #[test]
