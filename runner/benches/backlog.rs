@@ -24,6 +24,8 @@
 //!
 //! Run: `cargo bench -p skladsync-runner --bench backlog`; small:
 //! `BACKLOG_ORDERS=100 BACKLOG_STOCK_OFFERS=10000 cargo bench -p skladsync-runner --bench backlog`.
+//! The footprint of the shipped binary (the release profile: optimised and stripped):
+//! `BACKLOG_RUNS=footprint cargo bench --profile release -p skladsync-runner --bench backlog`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -641,6 +643,11 @@ async fn run_steady(size: &Size, rig: &Rig) {
 async fn run_footprint(size: &Size) {
     let offers = size.stock_offers;
     println!("== footprint: the skladsync binary, {offers}-offer catalogue with stock");
+    let bin = env!("CARGO_BIN_EXE_skladsync");
+    println!(
+        "  ({bin}, {:.1} MB)",
+        std::fs::metadata(bin).map_or(0, |m| m.len()) as f64 / 1e6
+    );
     let lab = lab().await;
     let t = Instant::now();
     seed_big_catalogue(&lab, offers);
