@@ -290,8 +290,14 @@ async fn default_modes_hide_empty_rows_and_variants_are_rows_of_their_own() {
 async fn report_pages_add_up_to_the_whole_report() {
     let (_ms, c, _shop) = setup().await;
     for (name, q) in [
-        ("all", ListQuery::new().filter_raw("stockMode=all;quantityMode=all")),
-        ("all by product", ListQuery::new().param("groupBy", "product")),
+        (
+            "all",
+            ListQuery::new().filter_raw("stockMode=all;quantityMode=all"),
+        ),
+        (
+            "all by product",
+            ListQuery::new().param("groupBy", "product"),
+        ),
         ("bystore", ListQuery::new().filter_eq("stockMode", "all")),
         ("bystore, nonEmpty", ListQuery::new()),
     ] {

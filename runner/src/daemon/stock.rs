@@ -103,10 +103,17 @@ struct Builder {
 
 impl Builder {
     fn key(&mut self, k: &str) -> Str {
-        self.keys.entry(k.to_string()).or_insert_with(|| Str::from(k)).clone()
+        self.keys
+            .entry(k.to_string())
+            .or_insert_with(|| Str::from(k))
+            .clone()
     }
 
-    fn object(&mut self, fields: &Map<String, Json>, f: impl Fn(&mut Self, &str, &Json) -> Value) -> Value {
+    fn object(
+        &mut self,
+        fields: &Map<String, Json>,
+        f: impl Fn(&mut Self, &str, &Json) -> Value,
+    ) -> Value {
         let mut map = EngineMap::with_capacity_and_hasher(fields.len(), Hasher::default());
         for (k, v) in fields {
             let key = self.key(k);
@@ -186,10 +193,7 @@ impl Daemon {
                 external_code: take("externalCode"),
                 archived: take("archived"),
                 name: take("name"),
-                product: r
-                    .get("product")
-                    .and_then(href_id)
-                    .map(str::to_string),
+                product: r.get("product").and_then(href_id).map(str::to_string),
             };
             assortment.insert(id, item);
         })
