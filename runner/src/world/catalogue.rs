@@ -30,6 +30,9 @@ use crate::clients::moysklad::{ListQuery, MoyskladClient, MoyskladError};
 /// Fields of assortment rows that are not kept (stock figures, stale as soon as read).
 const STOCK_FIELDS: &[&str] = &["stock", "reserve", "inTransit", "quantity"];
 
+/// A row's JSON text, deflated.
+type Deflated = Box<[u8]>;
+
 #[derive(Debug, Default)]
 struct Mirror {
     /// When the whole assortment was last read.
@@ -37,7 +40,7 @@ struct Mirror {
     /// The newest `updated` seen (`YYYY-MM-DD HH:MM:SS`), where the next refresh starts.
     watermark: Option<String>,
     /// Rows by `externalCode`, in the API's order: (id, the row as deflated JSON text).
-    by_code: HashMap<String, Vec<(String, Box<[u8]>)>>,
+    by_code: HashMap<String, Vec<(String, Deflated)>>,
     /// Bytes of (deflated) row text held.
     bytes: usize,
     /// `externalCode` by id (to replace or drop an item).
