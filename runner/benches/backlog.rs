@@ -18,12 +18,15 @@
 //! - `footprint`: the `skladsync` binary in its own process against a catalogue of
 //!   `BACKLOG_STOCK_OFFERS` offers (100 000): its resident memory idle and during a stock pass.
 //!
-//! `BACKLOG_VERBOSE=1` lists every МойСклад GET with its query.
+//! `BACKLOG_VERBOSE=1` lists every МойСклад GET with its query. `BACKLOG_DAEMON_LOG` is the
+//! footprint daemon's `RUST_LOG` (`warn`); `BACKLOG_DAEMON_LOG_COPY=<file>` keeps its log.
 //!
 //! Each run stops after `BACKLOG_TIMEOUT` seconds (600) and says how far it got.
 //!
 //! Run: `cargo bench -p skladsync-runner --bench backlog`; small:
 //! `BACKLOG_ORDERS=100 BACKLOG_STOCK_OFFERS=10000 cargo bench -p skladsync-runner --bench backlog`.
+//! The footprint of the shipped binary (the release profile: optimised and stripped):
+//! `BACKLOG_RUNS=footprint cargo bench --profile release -p skladsync-runner --bench backlog`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -325,6 +328,18 @@ fn vm(pid: Option<u32>, field: &str) -> u64 {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// What the resident memory of a process is: heap and other anonymous memory, mapped files
+/// (the binary's own pages among them), threads.
+fn rss_parts(pid: u32) -> String {
+    let mb = |f: &str| vm(Some(pid), f) as f64 / 1024.0;
+    format!(
+        "anonymous {:.1} MB, files {:.1} MB, {} threads",
+        mb("RssAnon:"),
+        mb("RssFile:"),
+        vm(Some(pid), "Threads:")
+    )
 }
 
 struct Rig {
@@ -641,6 +656,11 @@ async fn run_steady(size: &Size, rig: &Rig) {
 async fn run_footprint(size: &Size) {
     let offers = size.stock_offers;
     println!("== footprint: the skladsync binary, {offers}-offer catalogue with stock");
+    let bin = env!("CARGO_BIN_EXE_skladsync");
+    println!(
+        "  ({bin}, {:.1} MB)",
+        std::fs::metadata(bin).map_or(0, |m| m.len()) as f64 / 1e6
+    );
     let lab = lab().await;
     let t = Instant::now();
     seed_big_catalogue(&lab, offers);
@@ -654,7 +674,10 @@ async fn run_footprint(size: &Size) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skladsync"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BACKLOG_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -693,11 +716,15 @@ async fn run_footprint(size: &Size) {
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
     println!(
-        "  idle after the pass: RSS {:.1} MB",
-        vm(Some(pid), "VmRSS:") as f64 / 1024.0
+        "  idle after the pass: RSS {:.1} MB ({})",
+        vm(Some(pid), "VmRSS:") as f64 / 1024.0,
+        rss_parts(pid)
     );
     let _ = child.kill();
     let _ = child.wait();
+    if let Ok(keep) = std::env::var("BACKLOG_DAEMON_LOG_COPY") {
+        let _ = std::fs::copy(dir.path().join("daemon.log"), keep);
+    }
 
     // The catalogue mirror of this catalogue (what an order backlog on it would hold).
     let client = MoyskladClient::new(
@@ -732,8 +759,9 @@ async fn run_footprint(size: &Size) {
         .expect("spawn skladsync");
     tokio::time::sleep(Duration::from_secs(20)).await;
     println!(
-        "  idle on the demo shop (20 s after start): RSS {:.1} MB, VmHWM {:.1} MB",
+        "  idle on the demo shop (20 s after start): RSS {:.1} MB ({}), VmHWM {:.1} MB",
         vm(Some(child.id()), "VmRSS:") as f64 / 1024.0,
+        rss_parts(child.id()),
         vm(Some(child.id()), "VmHWM:") as f64 / 1024.0
     );
     let _ = child.kill();

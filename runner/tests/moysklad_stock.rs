@@ -282,3 +282,38 @@ async fn default_modes_hide_empty_rows_and_variants_are_rows_of_their_own() {
         "no mugs on metro: hidden by stockMode=nonEmpty"
     );
 }
+
+/// Both reports read in pages of 2 (the client follows `offset` until `meta.size`) give the
+/// rows of one big page, in the same order, with groupBy=product too. (The emulator renders
+/// only the page asked for.)
+#[tokio::test]
+async fn report_pages_add_up_to_the_whole_report() {
+    let (_ms, c, _shop) = setup().await;
+    for (name, q) in [
+        (
+            "all",
+            ListQuery::new().filter_raw("stockMode=all;quantityMode=all"),
+        ),
+        (
+            "all by product",
+            ListQuery::new().param("groupBy", "product"),
+        ),
+        ("bystore", ListQuery::new().filter_eq("stockMode", "all")),
+        ("bystore, nonEmpty", ListQuery::new()),
+    ] {
+        let read = |q: ListQuery| {
+            let c = c.clone();
+            async move {
+                if name.starts_with("bystore") {
+                    c.stock_by_store(&q).await.expect("bystore")
+                } else {
+                    c.stock_all(&q).await.expect("all")
+                }
+            }
+        };
+        let whole = read(q.clone()).await;
+        let paged = read(q.limit(2)).await;
+        assert!(whole.len() > 2, "{name}: more than one page of 2");
+        assert_eq!(paged, whole, "{name}");
+    }
+}

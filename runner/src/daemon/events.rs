@@ -324,8 +324,17 @@ impl Daemon {
                 if rows.is_empty() && !*full {
                     return Ok(None);
                 }
+                // The rows are engine values already (see stock.rs): no JSON copy of the pass.
+                use skladsync_engine::value::{Map, Value};
+                let mut payload = Map::default();
+                payload.insert("rows".into(), Value::array(rows));
+                payload.insert("full".into(), Value::Bool(*full));
                 Ok(Some(Built {
-                    event: event("stock.pass", json!({"rows": rows, "full": full})),
+                    event: Event {
+                        name: "stock.pass".to_string(),
+                        payload: Value::object(payload),
+                        now: Some(event_now_ms()),
+                    },
                     after: AfterCommit::Stock(digests),
                 }))
             }

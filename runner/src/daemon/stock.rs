@@ -4,27 +4,162 @@
 //!
 //! A full pass carries every row. Between full passes only rows that changed since the last
 //! pass that was applied are carried: the runner keeps a digest per assortment item.
+//!
+//! Memory: the reports and the assortment are read a page at a time and only what the rows
+//! need is kept of them (per item its external code, name, archived flag and product; per
+//! item its cost); every `meta` of a row keeps `href` and `type` only. Each row is turned into
+//! the engine's values as soon as its page is read (no second copy of the pass as JSON), the
+//! `meta` of a store shared by every row that names it. The rows themselves are held whole:
+//! one event carries the whole pass (see docs/contract.md, `stock.pass`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::{json, Value as Json};
+use serde_json::{json, Map, Value as Json};
+use skladsync_engine::value::{Hasher, Map as EngineMap, Str, Value};
 
 use crate::apply::ApplyError;
-use crate::clients::moysklad::{id_from_href, ListQuery};
+use crate::clients::moysklad::{id_from_href, ListQuery, Pages};
 
 use super::Daemon;
 
-fn href_id(v: &Json) -> Option<String> {
+fn href_id(v: &Json) -> Option<&str> {
     v.pointer("/meta/href")
         .and_then(Json::as_str)
         .and_then(id_from_href)
-        .map(str::to_string)
 }
 
-fn digest(v: &Json) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, v.to_string().as_bytes())
+/// The digest of a row: the same as of `Json::Object(row)` (its JSON text).
+fn digest(row: &Map<String, Json>) -> String {
+    let text = serde_json::to_vec(row).unwrap_or_default();
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &text)
         .simple()
         .to_string()
+}
+
+/// What a stock row needs of an assortment item.
+#[derive(Debug)]
+struct Item {
+    external_code: Json,
+    archived: Json,
+    name: Json,
+    /// A variant's product id.
+    product: Option<String>,
+}
+
+/// `meta` with `href` and `type` only (what rules read of it: the id and the kind).
+fn compact_meta(meta: Option<&Json>) -> Json {
+    let mut m = Map::new();
+    for k in ["href", "type"] {
+        if let Some(v) = meta.and_then(|m| m.get(k)) {
+            m.insert(k.to_string(), v.clone());
+        }
+    }
+    Json::Object(m)
+}
+
+/// A by-store report row with compact `meta`s (the row's and each store's).
+fn compact_row(row: &Json) -> Map<String, Json> {
+    let mut out = Map::new();
+    if let Some(fields) = row.as_object() {
+        for (k, v) in fields {
+            let v = match (k.as_str(), v) {
+                ("meta", m) => compact_meta(Some(m)),
+                ("stockByStore", Json::Array(stores)) => Json::Array(
+                    stores
+                        .iter()
+                        .map(|s| match s.as_object() {
+                            Some(fields) => Json::Object(
+                                fields
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        let v = if k == "meta" {
+                                            compact_meta(Some(v))
+                                        } else {
+                                            v.clone()
+                                        };
+                                        (k.clone(), v)
+                                    })
+                                    .collect(),
+                            ),
+                            None => s.clone(),
+                        })
+                        .collect(),
+                ),
+                _ => v.clone(),
+            };
+            out.insert(k.clone(), v);
+        }
+    }
+    out
+}
+
+/// Turns compact rows into engine values, sharing what repeats from row to row (keys, the
+/// `meta` of each store, store names).
+#[derive(Default)]
+struct Builder {
+    keys: HashMap<String, Str>,
+    shared: HashMap<String, Value>,
+}
+
+impl Builder {
+    fn key(&mut self, k: &str) -> Str {
+        self.keys
+            .entry(k.to_string())
+            .or_insert_with(|| Str::from(k))
+            .clone()
+    }
+
+    fn object(
+        &mut self,
+        fields: &Map<String, Json>,
+        f: impl Fn(&mut Self, &str, &Json) -> Value,
+    ) -> Value {
+        let mut map = EngineMap::with_capacity_and_hasher(fields.len(), Hasher::default());
+        for (k, v) in fields {
+            let key = self.key(k);
+            map.insert(key, f(self, k, v));
+        }
+        Value::object(map)
+    }
+
+    /// A value shared by every row where it repeats (by its text).
+    fn shared(&mut self, v: &Json) -> Value {
+        let text = v.to_string();
+        if let Some(x) = self.shared.get(&text) {
+            return x.clone();
+        }
+        let x = Value::from_json(v);
+        self.shared.insert(text, x.clone());
+        x
+    }
+
+    fn row(&mut self, row: &Map<String, Json>) -> Value {
+        self.object(row, |b, k, v| match (k, v) {
+            ("stockByStore", Json::Array(stores)) => Value::array(
+                stores
+                    .iter()
+                    .map(|s| match s.as_object() {
+                        Some(fields) => b.object(fields, |b, k, v| match k {
+                            "meta" | "name" => b.shared(v),
+                            _ => Value::from_json(v),
+                        }),
+                        None => Value::from_json(s),
+                    })
+                    .collect(),
+            ),
+            _ => Value::from_json(v),
+        })
+    }
+}
+
+/// Every row of `pages`, one page at a time.
+async fn each_row(mut pages: Pages, mut f: impl FnMut(Json)) -> Result<(), ApplyError> {
+    while let Some(page) = pages.next().await? {
+        for r in page.rows {
+            f(r);
+        }
+    }
+    Ok(())
 }
 
 impl Daemon {
@@ -32,68 +167,146 @@ impl Daemon {
     pub(super) async fn stock_rows(
         &self,
         full: bool,
-    ) -> Result<(Vec<Json>, BTreeMap<String, String>), ApplyError> {
+    ) -> Result<(Vec<Value>, BTreeMap<String, String>), ApplyError> {
         let ms = &self.inner.systems.ms;
-        let by_store = ms
-            .stock_by_store(&ListQuery::new().filter_eq("stockMode", "all"))
-            .await?;
-        let all = ms
-            .stock_all(
+        let mut cost: HashMap<String, Json> = HashMap::new();
+        each_row(
+            ms.stock_all_pages(
                 &ListQuery::new()
                     .filter_eq("stockMode", "all")
                     .filter_eq("quantityMode", "all"),
-            )
-            .await?;
-        let cost: HashMap<String, Json> = all
-            .iter()
-            .filter_map(|r| Some((href_id(r)?, r.get("price").cloned().unwrap_or(json!(0)))))
-            .collect();
-        let assortment: HashMap<String, Json> = ms
-            .list_all("assortment", &ListQuery::new())
-            .await?
-            .into_iter()
-            .filter_map(|r| Some((r.get("id")?.as_str()?.to_string(), r)))
-            .collect();
+            ),
+            |r| {
+                if let Some(id) = href_id(&r) {
+                    cost.insert(id.to_string(), r.get("price").cloned().unwrap_or(json!(0)));
+                }
+            },
+        )
+        .await?;
+        let mut assortment: HashMap<String, Item> = HashMap::new();
+        each_row(ms.pages("assortment", &ListQuery::new())?, |mut r| {
+            let Some(id) = r.get("id").and_then(Json::as_str).map(str::to_string) else {
+                return;
+            };
+            let mut take = |k: &str| r.get_mut(k).map(Json::take).unwrap_or(Json::Null);
+            let item = Item {
+                external_code: take("externalCode"),
+                archived: take("archived"),
+                name: take("name"),
+                product: r.get("product").and_then(href_id).map(str::to_string),
+            };
+            assortment.insert(id, item);
+        })
+        .await?;
         let previous = self.inner.state.stock_digests()?;
         let mut rows = Vec::new();
+        let mut builder = Builder::default();
         let mut digests = BTreeMap::new();
-        for mut row in by_store {
-            let Some(id) = href_id(&row) else { continue };
-            let kind = row
-                .pointer("/meta/type")
-                .and_then(Json::as_str)
-                .unwrap_or("product")
-                .to_string();
-            let a = assortment.get(&id);
-            let field = |k: &str| a.and_then(|a| a.get(k)).cloned().unwrap_or(Json::Null);
-            let mut asrt = json!({
-                "id": id,
-                "type": kind,
-                "externalCode": field("externalCode"),
-                "archived": a.and_then(|a| a.get("archived")).cloned().unwrap_or(json!(false)),
-                "name": field("name"),
-            });
-            if kind == "variant" {
-                let product_id = a.and_then(|a| a.get("product")).and_then(href_id);
-                let product_code = product_id
-                    .as_ref()
-                    .and_then(|p| assortment.get(p))
-                    .and_then(|p| p.get("externalCode"))
-                    .cloned()
-                    .unwrap_or(Json::Null);
-                asrt["product"] = json!({"id": product_id, "externalCode": product_code});
-            }
-            if let Some(m) = row.as_object_mut() {
-                m.insert("assortment".into(), asrt);
-                m.insert("cost".into(), cost.get(&id).cloned().unwrap_or(json!(0)));
-            }
-            let d = digest(&row);
-            let changed = previous.get(&id) != Some(&d);
-            digests.insert(id, d);
-            if full || changed {
-                rows.push(row);
-            }
-        }
+        each_row(
+            ms.stock_by_store_pages(&ListQuery::new().filter_eq("stockMode", "all")),
+            |raw| {
+                let Some(id) = href_id(&raw).map(str::to_string) else {
+                    return;
+                };
+                let mut row = compact_row(&raw);
+                drop(raw);
+                let kind = row
+                    .get("meta")
+                    .and_then(|m| m.get("type"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("product")
+                    .to_string();
+                let a = assortment.get(&id);
+                let archived = match a.map(|a| &a.archived) {
+                    None | Some(Json::Null) => json!(false),
+                    Some(v) => v.clone(),
+                };
+                let mut asrt = json!({
+                    "id": id,
+                    "type": kind,
+                    "externalCode": a.map(|a| a.external_code.clone()).unwrap_or(Json::Null),
+                    "archived": archived,
+                    "name": a.map(|a| a.name.clone()).unwrap_or(Json::Null),
+                });
+                if kind == "variant" {
+                    let product_id = a.and_then(|a| a.product.clone());
+                    let product_code = product_id
+                        .as_ref()
+                        .and_then(|p| assortment.get(p))
+                        .map(|p| p.external_code.clone())
+                        .unwrap_or(Json::Null);
+                    asrt["product"] = json!({"id": product_id, "externalCode": product_code});
+                }
+                row.insert("assortment".into(), asrt);
+                row.insert("cost".into(), cost.get(&id).cloned().unwrap_or(json!(0)));
+                let d = digest(&row);
+                let changed = previous.get(&id) != Some(&d);
+                digests.insert(id, d);
+                if full || changed {
+                    rows.push(builder.row(&row));
+                }
+            },
+        )
+        .await?;
         Ok((rows, digests))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_row(item: &str, store_stock: f64) -> Json {
+        let base = "https://api.moysklad.ru/api/remap/1.2/entity";
+        let meta = |ty: &str, id: &str| {
+            json!({"href": format!("{base}/{ty}/{id}"), "metadataHref": format!("{base}/{ty}/metadata"),
+                   "type": ty, "mediaType": "application/json"})
+        };
+        json!({
+            "meta": meta("product", item),
+            "stockByStore": [
+                {"meta": meta("store", "s1"), "name": "Основной склад", "stock": store_stock, "reserve": 1.0, "inTransit": 0.0},
+                {"meta": meta("store", "s2"), "name": "Второй склад", "stock": 0.0, "reserve": 0.0, "inTransit": 2.0}
+            ]
+        })
+    }
+
+    #[test]
+    fn rows_keep_href_and_type_of_every_meta_and_all_figures() {
+        let raw = report_row("p1", 5.0);
+        let row = compact_row(&raw);
+        let base = "https://api.moysklad.ru/api/remap/1.2/entity";
+        assert_eq!(
+            Json::Object(row),
+            json!({
+                "meta": {"href": format!("{base}/product/p1"), "type": "product"},
+                "stockByStore": [
+                    {"meta": {"href": format!("{base}/store/s1"), "type": "store"}, "name": "Основной склад",
+                     "stock": 5.0, "reserve": 1.0, "inTransit": 0.0},
+                    {"meta": {"href": format!("{base}/store/s2"), "type": "store"}, "name": "Второй склад",
+                     "stock": 0.0, "reserve": 0.0, "inTransit": 2.0}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn rows_become_engine_values_sharing_each_stores_meta() {
+        let mut b = Builder::default();
+        let a = compact_row(&report_row("p1", 5.0));
+        let c = compact_row(&report_row("p2", 7.0));
+        let (va, vc) = (b.row(&a), b.row(&c));
+        // The same values as a plain conversion…
+        assert_eq!(va, Value::from_json(&Json::Object(a)));
+        assert_eq!(vc, Value::from_json(&Json::Object(c)));
+        // …with the store's meta held once for both rows.
+        let store_meta = |v: &Value| match v.get_ref("stockByStore") {
+            Some(Value::Array(stores)) => match stores[0].get_ref("meta") {
+                Some(Value::Object(m)) => m.clone(),
+                other => panic!("no store meta: {other:?}"),
+            },
+            other => panic!("no stockByStore: {other:?}"),
+        };
+        assert!(std::sync::Arc::ptr_eq(&store_meta(&va), &store_meta(&vc)));
     }
 }

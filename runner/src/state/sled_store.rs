@@ -286,7 +286,10 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// sled's `open`, its errors and panics turned into [`StateError::Damaged`].
 fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
-    let config = sled::Config::new().path(path).flush_every_ms(Some(200));
+    let config = sled::Config::new()
+        .path(path)
+        .flush_every_ms(Some(200))
+        .cache_capacity(SLED_CACHE_BYTES);
     // sled lets go of its file lock only when its background flusher has let go of the
     // database too, a moment after the last handle is dropped: a database just closed (the
     // one made to create the state, or a previous open in this process) may still be locked
@@ -303,6 +306,11 @@ fn open_sled(path: &Path) -> Result<sled::Db, StateError> {
         }
     }
 }
+
+/// sled's page cache (its default is 1 GiB, which it fills as pages are read and written: the
+/// daemon's resident memory grew with the state). The state's hot part (inbox, outbox, ids,
+/// digests) is small; a miss reads the page from the OS's file cache.
+const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long an open waits for a lock that sled may still hold.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -313,17 +313,28 @@ pub async fn all_offers(
     crm: &RetailcrmClient,
     filter: &Value,
 ) -> Result<Vec<Value>, retailcrm::Error> {
-    let limit = crm.config().page_limit;
     let mut out = Vec::new();
+    each_offer_page(crm, filter, |items| out.extend(items)).await?;
+    Ok(out)
+}
+
+/// Every page of `store/offers` matching `filter`, handed to `f` one at a time.
+pub async fn each_offer_page(
+    crm: &RetailcrmClient,
+    filter: &Value,
+    mut f: impl FnMut(Vec<Value>),
+) -> Result<(), retailcrm::Error> {
+    let limit = crm.config().page_limit;
     let mut page = 1;
     loop {
         let p = crm
             .store_offers(filter, retailcrm::PageRequest::new(page, limit))
             .await?;
         let empty = p.items.is_empty();
-        out.extend(p.items);
-        if empty || !p.pagination.has_more() {
-            return Ok(out);
+        let more = p.pagination.has_more();
+        f(p.items);
+        if empty || !more {
+            return Ok(());
         }
         page += 1;
     }

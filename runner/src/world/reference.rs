@@ -34,24 +34,7 @@ pub async fn load(systems: &Systems, name: &str) -> Result<Option<Value>, WorldE
             .map_err(crm_err)?,
         "crm.users" => Value::Array(crm.users_all(&json!({})).await.map_err(crm_err)?),
         "crm.custom_fields" => Value::Array(crm.custom_fields(None).await.map_err(crm_err)?),
-        "crm.offers" => {
-            let offers = super::lookups::all_offers(crm, &json!({}))
-                .await
-                .map_err(crm_err)?;
-            let mut by_xml = Map::new();
-            for o in offers {
-                if let Some(x) = o.get("xmlId").and_then(Value::as_str) {
-                    let mut small = Map::new();
-                    for k in ["id", "xmlId", "active", "externalId"] {
-                        if let Some(v) = o.get(k) {
-                            small.insert(k.to_string(), v.clone());
-                        }
-                    }
-                    by_xml.insert(x.to_string(), Value::Object(small));
-                }
-            }
-            Value::Object(by_xml)
-        }
+        "crm.offers" => offers_by_xml_id(crm).await.map_err(crm_err)?,
         other => {
             if let Some(entity) = other.strip_prefix("moysklad.attributes.") {
                 Value::Array(ms.attributes(entity).await.map_err(ms_err)?)
@@ -72,6 +55,29 @@ pub async fn load(systems: &Systems, name: &str) -> Result<Option<Value>, WorldE
         }
     };
     Ok(Some(v))
+}
+
+/// `crm.offers`: `{xmlId: {id, xmlId, active, externalId}}` of every offer, read a page at a
+/// time (only those four fields of a page are kept).
+async fn offers_by_xml_id(
+    crm: &crate::clients::retailcrm::RetailcrmClient,
+) -> Result<Value, crate::clients::retailcrm::Error> {
+    let mut by_xml = Map::new();
+    super::lookups::each_offer_page(crm, &json!({}), |offers| {
+        for o in offers {
+            if let Some(x) = o.get("xmlId").and_then(Value::as_str) {
+                let mut small = Map::new();
+                for k in ["id", "xmlId", "active", "externalId"] {
+                    if let Some(v) = o.get(k) {
+                        small.insert(k.to_string(), v.clone());
+                    }
+                }
+                by_xml.insert(x.to_string(), Value::Object(small));
+            }
+        }
+    })
+    .await?;
+    Ok(Value::Object(by_xml))
 }
 
 async fn list(

@@ -14,7 +14,7 @@
 //!
 //! Only products and variants hold stock; services and bundles never appear.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 
@@ -65,23 +65,63 @@ pub struct Table {
     pub cells: BTreeMap<(String, String), Cell>,
 }
 
+/// The cells of a [`Table`] grouped by assortment item, so that one item's totals cost its own
+/// cells only (a report over a big catalogue is then linear in the catalogue, not quadratic).
+struct ByItem<'a> {
+    cells: HashMap<&'a str, Vec<(&'a str, Cell)>>,
+}
+
+impl<'a> ByItem<'a> {
+    fn new(t: &'a Table) -> Self {
+        let mut cells: HashMap<&str, Vec<(&str, Cell)>> = HashMap::new();
+        for ((s, a), c) in &t.cells {
+            cells.entry(a.as_str()).or_default().push((s.as_str(), *c));
+        }
+        ByItem { cells }
+    }
+
+    fn total(&self, assortment: &str, stores: Option<&BTreeSet<String>>) -> Cell {
+        let mut c = Cell::default();
+        for (s, cell) in self.cells.get(assortment).into_iter().flatten() {
+            if stores.is_none_or(|set| set.contains(*s)) {
+                c.add(cell);
+            }
+        }
+        c
+    }
+}
+
+/// Unit costs of every seeded item: `(quantity, value)` over its seeds with stock.
+struct Costs<'a> {
+    seeded: HashMap<&'a str, (f64, f64)>,
+}
+
+impl<'a> Costs<'a> {
+    fn new(state: &'a State) -> Self {
+        let mut seeded: HashMap<&str, (f64, f64)> = HashMap::new();
+        for s in state.stock.iter().filter(|s| s.quantity > 0.0) {
+            let e = seeded.entry(s.assortment.as_str()).or_default();
+            e.0 += s.quantity;
+            e.1 += s.quantity * s.cost;
+        }
+        Costs { seeded }
+    }
+
+    /// The same as [`cost_price`].
+    fn price(&self, state: &State, assortment: &str) -> f64 {
+        match self.seeded.get(assortment) {
+            Some((qty, value)) if *qty > 0.0 => (value / qty).round(),
+            _ => unseeded_cost(state, assortment),
+        }
+    }
+}
+
 impl Table {
     /// Totals of one assortment item over all stores (unassigned reserve included).
     pub fn total(&self, assortment: &str) -> Cell {
         let mut c = Cell::default();
         for ((_, a), cell) in &self.cells {
             if a == assortment {
-                c.add(cell);
-            }
-        }
-        c
-    }
-
-    /// Totals of one assortment item over the given stores.
-    pub fn total_in(&self, assortment: &str, stores: &BTreeSet<String>) -> Cell {
-        let mut c = Cell::default();
-        for ((s, a), cell) in &self.cells {
-            if a == assortment && stores.contains(s) {
                 c.add(cell);
             }
         }
@@ -199,6 +239,12 @@ pub fn cost_price(state: &State, assortment: &str) -> f64 {
     if qty > 0.0 {
         return (value / qty).round();
     }
+    unseeded_cost(state, assortment)
+}
+
+/// The cost of an item without seeded stock: its `buyPrice` (a variant's falls back to its
+/// product's).
+fn unseeded_cost(state: &State, assortment: &str) -> f64 {
     let buy = |v: &Value| v["buyPrice"]["value"].as_f64();
     if let Some(p) = state.get("product", assortment) {
         return buy(p).unwrap_or(0.0);
@@ -322,46 +368,48 @@ fn row_meta(state: &State, item: &Value, with_supplier: bool) -> Value {
     m
 }
 
-/// `GET report/stock/all`.
+/// `GET report/stock/all`. Only the rows of the page asked for are rendered (`meta.size`
+/// still counts every row the filter keeps).
 pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Value, MsError> {
     let f = parse_stock_filter(q, "all")?;
     let (limit, offset) = paging(q)?;
     let group_by_product = q.iter().any(|(k, v)| k == "groupBy" && v == "product");
     let links = Links::compute(state);
     let table = compute(state, &links);
-    let stores_all: BTreeSet<String> = table.cells.keys().map(|(s, _)| s.clone()).collect();
-    let stores = f.stores.clone().unwrap_or(stores_all);
-    let mut rows = Vec::new();
+    let by_item = ByItem::new(&table);
+    let costs = Costs::new(state);
+    let stores = f.stores.as_ref();
+    let mut variants: HashMap<&str, Vec<&str>> = HashMap::new();
+    if group_by_product {
+        for v in state.all("variant") {
+            if let (Some(p), Some(vid)) = (v["product"]["meta"]["href"].as_str(), v["id"].as_str())
+            {
+                variants.entry(id_of(p)).or_default().push(vid);
+            }
+        }
+    }
+    let mut size = 0;
+    let mut page = Vec::new();
     for item in stocked_items(state) {
         let ty = item["meta"]["type"].as_str().unwrap_or("");
-        let id = item["id"].as_str().unwrap_or("").to_string();
+        let id = item["id"].as_str().unwrap_or("");
         if group_by_product && ty == "variant" {
             continue;
         }
         if let Some(items) = &f.items {
-            if !items.contains(&id) {
+            if !items.contains(id) {
                 continue;
             }
         }
-        let mut cell = if f.stores.is_some() {
-            table.total_in(&id, &stores)
-        } else {
-            table.total(&id)
-        };
-        if group_by_product {
-            for v in state.all("variant") {
-                if v["product"]["meta"]["href"].as_str().map(id_of) == Some(id.as_str()) {
-                    let vid = v["id"].as_str().unwrap_or("");
-                    let c = if f.stores.is_some() {
-                        table.total_in(vid, &stores)
-                    } else {
-                        table.total(vid)
-                    };
-                    cell.add(&c);
-                }
-            }
+        let mut cell = by_item.total(id, stores);
+        for vid in variants.get(id).into_iter().flatten() {
+            cell.add(&by_item.total(vid, stores));
         }
         if !mode_ok(&f.stock_mode, cell.stock) || !mode_ok(&f.quantity_mode, cell.quantity()) {
+            continue;
+        }
+        size += 1;
+        if size <= offset || page.len() >= limit {
             continue;
         }
         let sale_price = item["salePrices"]
@@ -377,7 +425,7 @@ pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Va
             "quantity": cell.quantity(),
             "name": item["name"],
             "code": item.get("code").cloned().unwrap_or(json!("")),
-            "price": cost_price(state, &id),
+            "price": costs.price(state, id),
             "salePrice": sale_price,
             "externalCode": item["externalCode"],
             "stockDays": 0
@@ -385,10 +433,8 @@ pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Va
         if let Some(a) = item.get("article") {
             row["article"] = a.clone();
         }
-        rows.push(row);
+        page.push(row);
     }
-    let size = rows.len();
-    let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
     Ok(json!({
         "context": state.context(),
         "meta": collection_meta(url, q, "stock", size, limit, offset),
@@ -396,46 +442,39 @@ pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Va
     }))
 }
 
-/// `GET report/stock/bystore`.
+/// `GET report/stock/bystore`. Only the rows of the page asked for are rendered.
 pub fn report_by_store(state: &State, url: &str, q: &[(String, String)]) -> Result<Value, MsError> {
     let f = parse_stock_filter(q, "nonEmpty")?;
     let (limit, offset) = paging(q)?;
     let links = Links::compute(state);
     let table = compute(state, &links);
-    let stores: Vec<&Value> = state
+    let stores: Vec<(&str, &Value)> = state
         .all("store")
-        .filter(|s| {
-            let id = s["id"].as_str().unwrap_or("");
-            f.stores.as_ref().is_none_or(|set| set.contains(id))
-        })
+        .map(|s| (s["id"].as_str().unwrap_or(""), s))
+        .filter(|(id, _)| f.stores.as_ref().is_none_or(|set| set.contains(*id)))
         .collect();
-    let mut rows = Vec::new();
+    let mut size = 0;
+    let mut page = Vec::new();
+    let mut cells = Vec::with_capacity(stores.len());
     for item in stocked_items(state) {
-        let id = item["id"].as_str().unwrap_or("").to_string();
+        let id = item["id"].as_str().unwrap_or("");
         if let Some(items) = &f.items {
-            if !items.contains(&id) {
+            if !items.contains(id) {
                 continue;
             }
         }
-        let mut per_store = Vec::new();
+        cells.clear();
         let mut any_stock = false;
         let mut total = Cell::default();
-        for s in &stores {
-            let sid = s["id"].as_str().unwrap_or("").to_string();
+        for (sid, _) in &stores {
             let cell = table
                 .cells
-                .get(&(sid.clone(), id.clone()))
+                .get(&(sid.to_string(), id.to_string()))
                 .copied()
                 .unwrap_or_default();
             any_stock |= cell.stock != 0.0;
             total.add(&cell);
-            per_store.push(json!({
-                "meta": state.entity_meta("store", &sid),
-                "name": s["name"],
-                "stock": cell.stock,
-                "reserve": cell.reserve,
-                "inTransit": cell.in_transit
-            }));
+            cells.push(cell);
         }
         let keep = match f.stock_mode.as_str() {
             "nonEmpty" => any_stock,
@@ -444,13 +483,28 @@ pub fn report_by_store(state: &State, url: &str, q: &[(String, String)]) -> Resu
         if !keep {
             continue;
         }
-        rows.push(json!({
+        size += 1;
+        if size <= offset || page.len() >= limit {
+            continue;
+        }
+        let per_store: Vec<Value> = stores
+            .iter()
+            .zip(&cells)
+            .map(|((sid, s), cell)| {
+                json!({
+                    "meta": state.entity_meta("store", sid),
+                    "name": s["name"],
+                    "stock": cell.stock,
+                    "reserve": cell.reserve,
+                    "inTransit": cell.in_transit
+                })
+            })
+            .collect();
+        page.push(json!({
             "meta": row_meta(state, item, false),
             "stockByStore": per_store
         }));
     }
-    let size = rows.len();
-    let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
     Ok(json!({
         "context": state.context(),
         "meta": collection_meta(url, q, "stockbystore", size, limit, offset),

@@ -1,8 +1,10 @@
 //! Catalog and stock (`store/*`), reference books, users, custom fields and tasks.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Map, Value};
 
-use super::model::{as_f64, as_i64, as_string, next, num, Failure, State};
+use super::model::{as_f64, as_i64, as_string, next, num, Failure, Offer, State};
 use super::orders::{check_filters, find_order, user_exists};
 use super::params::strings;
 
@@ -86,6 +88,19 @@ pub(crate) fn upload_inventories(
             format!("This collection should contain {max_batch} elements or less."),
         ));
     }
+    // Offers by id, externalId and xmlId (the first offer of each), built once per batch.
+    let mut by_id: HashMap<i64, usize> = HashMap::new();
+    let mut by_external: HashMap<&str, usize> = HashMap::new();
+    let mut by_xml: HashMap<&str, usize> = HashMap::new();
+    for (i, x) in st.offers.iter().enumerate() {
+        by_id.entry(x.id).or_insert(i);
+        if let Some(e) = x.external_id.as_deref() {
+            by_external.entry(e).or_insert(i);
+        }
+        if let Some(e) = x.xml_id.as_deref() {
+            by_xml.entry(e).or_insert(i);
+        }
+    }
     let mut plan: Vec<(usize, Vec<StoreRow>)> = Vec::new();
     let mut not_found = Vec::new();
     for (i, o) in list.iter().enumerate() {
@@ -116,15 +131,11 @@ pub(crate) fn upload_inventories(
             ));
         }
         let pos = if let Some(id) = as_i64(o.get("id")) {
-            st.offers.iter().position(|x| x.id == id)
+            by_id.get(&id).copied()
         } else if let Some(x) = as_string(o.get("externalId")) {
-            st.offers
-                .iter()
-                .position(|f| f.external_id.as_deref() == Some(x.as_str()))
+            by_external.get(x.as_str()).copied()
         } else if let Some(x) = as_string(o.get("xmlId")) {
-            st.offers
-                .iter()
-                .position(|f| f.xml_id.as_deref() == Some(x.as_str()))
+            by_xml.get(x.as_str()).copied()
         } else {
             return Err(Failure::entity(
                 &format!("offers[{i}]"),
@@ -272,8 +283,26 @@ const OFFER_FILTERS: &[&str] = &[
     "sinceId",
 ];
 
-/// `GET store/offers`.
-pub(crate) fn offers(st: &State, f: &Map<String, Value>) -> Result<Vec<Value>, Failure> {
+/// `GET store/offers` rows of one page, and how many rows the filter keeps: only the page is
+/// rendered (a catalogue of 100 000 offers read page by page stays linear).
+pub(crate) fn offers_page(
+    st: &State,
+    f: &Map<String, Value>,
+    skip: usize,
+    take: usize,
+) -> Result<(Vec<Value>, usize), Failure> {
+    let all = offers_matching(st, f)?;
+    let total = all.len();
+    let rows = all
+        .into_iter()
+        .skip(skip)
+        .take(take)
+        .map(|o| render_offer(o, true))
+        .collect();
+    Ok((rows, total))
+}
+
+fn offers_matching<'a>(st: &'a State, f: &Map<String, Value>) -> Result<Vec<&'a Offer>, Failure> {
     check_filters(f, OFFER_FILTERS)?;
     let has = |key: &str, val: Option<&str>| match f.get(key) {
         None => true,
@@ -294,7 +323,6 @@ pub(crate) fn offers(st: &State, f: &Map<String, Value>) -> Result<Vec<Value>, F
                     .and_then(Value::as_str)
                     .is_none_or(|n| o.name.to_lowercase().contains(&n.to_lowercase()))
         })
-        .map(|o| render_offer(o, true))
         .collect())
 }
 

@@ -535,7 +535,19 @@ fn get_v5(st: &State, ctx: &Ctx<'_>, rest: &[&str]) -> Result<(u16, Value), Fail
             Ok(one("customField", c.clone()))
         }
         ["store", "inventories"] => page(catalog::inventories(st, &p.filter())?, "offers", p),
-        ["store", "offers"] => page(catalog::offers(st, &p.filter())?, "offers", p),
+        ["store", "offers"] => {
+            let (limit, n) = p.paging()?;
+            let (rows, total) = catalog::offers_page(st, &p.filter(), (n - 1) * limit, limit)?;
+            let mut m = Map::new();
+            m.insert("success".into(), json!(true));
+            m.insert(
+                "pagination".into(),
+                json!({"limit": limit, "totalCount": total, "currentPage": n,
+                       "totalPageCount": total.div_ceil(limit)}),
+            );
+            m.insert("offers".into(), Value::Array(rows));
+            Ok((200, Value::Object(m)))
+        }
         ["store", "products"] => page(catalog::products(st, &p.filter())?, "products", p),
         ["tasks"] => page(catalog::tasks(st, &p.filter())?, "tasks", p),
         ["tasks", id] => {

@@ -1078,6 +1078,27 @@ impl MoyskladClient {
         self.all_pages("report/stock/bystore", query, w).await
     }
 
+    /// The pages of `report/stock/all` (weight 5 each), fetched one at a time.
+    pub fn stock_all_pages(&self, query: &ListQuery) -> Pages {
+        self.report_pages("report/stock/all", query)
+    }
+
+    /// The pages of `report/stock/bystore` (weight 5 each), fetched one at a time.
+    pub fn stock_by_store_pages(&self, query: &ListQuery) -> Pages {
+        self.report_pages("report/stock/bystore", query)
+    }
+
+    fn report_pages(&self, path: &str, query: &ListQuery) -> Pages {
+        Pages {
+            client: self.clone(),
+            path: path.to_string(),
+            query: query.clone(),
+            weight: self.inner.limiter.config().stock_report_weight,
+            offset: query.get_offset(),
+            done: false,
+        }
+    }
+
     /// A short current-stock report (a flat array, not paged). Use `query.param("stockType",
     /// …)`, `param("changedSince", …)`, `param("include", "zeroLines")` and
     /// `filter_raw("assortmentId=<id1>,<id2>")`.
