@@ -130,6 +130,17 @@ fn one(v: Option<Value>) -> Result<Value, ApplyError> {
     }
 }
 
+/// The collection a create may share with others in a bulk POST (`entity/<type>`): a base
+/// entity that takes a `syncId`, with one in the body (so a repeated element is harmless).
+pub fn bulk_path(entity: &str, body: &Value) -> Option<String> {
+    let (base, sub) = split(entity);
+    let ok = sub.is_none()
+        && syncable(base)
+        && ms_safe(base)
+        && body.get("syncId").is_some_and(Value::is_string);
+    ok.then(|| format!("entity/{base}"))
+}
+
 /// Creates an entity. `webhook_url` fills a webhook's missing `url`.
 pub async fn create(
     ms: &MoyskladClient,

@@ -74,6 +74,17 @@ pub use reload::ReloadOutcome;
 /// Work that fails for a reason retrying will not fix is given up after this many tries.
 pub const MAX_ATTEMPTS: u32 = 10;
 
+/// The most CRM order items whose plans are applied side by side.
+const WAVE: usize = 50;
+
+/// An item evaluated and its plan recorded, to apply.
+struct Ready {
+    seq: u64,
+    item: InboxItem,
+    outbox: Outbox,
+    after: AfterCommit,
+}
+
 /// How long webhook `requestId`s are remembered.
 const DEDUPE_TTL_MS: i64 = 48 * 3600 * 1000;
 
@@ -345,6 +356,7 @@ impl Daemon {
             stop: stop.clone(),
             orders: Arc::default(),
             lookups: Arc::default(),
+            batch: Arc::default(),
         };
         Ok(Daemon {
             inner: Arc::new(Inner {
@@ -523,7 +535,9 @@ impl Daemon {
                     continue;
                 }
                 if item.not_before <= now {
-                    due.push((seq, matches!(item.work, Work::StockPass { .. })));
+                    let stock = matches!(item.work, Work::StockPass { .. });
+                    let order = matches!(item.work, Work::CrmOrder { .. });
+                    due.push((seq, stock, order.then_some(subject).flatten()));
                 } else if let Some(s) = subject {
                     // Not due yet: what comes after it for the same subject waits too.
                     held.insert(s);
@@ -534,13 +548,35 @@ impl Daemon {
             }
             // A stock pass is heavy (reports weigh 5 units a page) and comes again anyway:
             // within a round, orders and the rest go first.
-            due.sort_by_key(|(_, stock)| *stock);
-            for (seq, _) in due {
+            due.sort_by_key(|(_, stock, _)| *stock);
+            // CRM orders (one item per subject) are processed in waves: evaluated in turn,
+            // their plans applied side by side (see `process_wave`); the rest one by one.
+            let mut wave: Vec<u64> = Vec::new();
+            let mut wave_subjects: HashSet<String> = HashSet::new();
+            for (seq, _, order) in due {
                 if self.inner.stopping.load(Ordering::SeqCst) {
                     break 'rounds;
                 }
+                if let Some(subject) = order {
+                    if !wave_subjects.insert(subject) {
+                        // A second item of a subject: the next round.
+                        continue;
+                    }
+                    seen.insert(seq);
+                    wave.push(seq);
+                    if wave.len() >= WAVE {
+                        self.process_wave(&std::mem::take(&mut wave)).await?;
+                    }
+                    continue;
+                }
+                if !wave.is_empty() {
+                    self.process_wave(&std::mem::take(&mut wave)).await?;
+                }
                 seen.insert(seq);
                 self.process(seq).await?;
+            }
+            if !wave.is_empty() {
+                self.process_wave(&wave).await?;
             }
         }
         Ok(seen.len())
@@ -594,27 +630,94 @@ impl Daemon {
         let _one = self.inner.processing.lock().await;
         // Claimed, then read as it is now: nothing merges into it from here on.
         let Some(item) = self.inner.state.claim(seq)? else {
-            self.inner.state.release();
+            self.inner.state.release_one(seq);
             return Ok(());
         };
-        let r = self.process_locked(seq, item).await;
-        self.inner.state.release();
+        let r = match self.prepare(seq, item).await {
+            Ok(Some(ready)) => {
+                self.apply_plan(ready.seq, ready.item, ready.outbox, ready.after)
+                    .await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.inner.state.release_one(seq);
         r
     }
 
-    async fn process_locked(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
+    /// Processes several inbox items of different subjects: each is evaluated in turn (its
+    /// plan recorded, as [`Daemon::process`] does), then the plans are applied side by side,
+    /// so that their МойСклад creates of one type go in one bulk POST (see `apply::batch`).
+    /// Plans stay per event; each item ends as it would alone.
+    async fn process_wave(&self, seqs: &[u64]) -> Result<(), DaemonError> {
+        let _one = self.inner.processing.lock().await;
+        let state = &self.inner.state;
+        let mut claimed = Vec::new();
+        let mut ready = Vec::new();
+        let mut failed = None;
+        for &seq in seqs {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let item = match state.claim(seq) {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    state.release_one(seq);
+                    continue;
+                }
+                Err(e) => {
+                    state.release_one(seq);
+                    failed = Some(e.into());
+                    break;
+                }
+            };
+            claimed.push(seq);
+            match self.prepare(seq, item).await {
+                Ok(Some(r)) => ready.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        // Plans already recorded are applied even if a later item could not be prepared.
+        let applied = futures_util::future::join_all(
+            ready
+                .into_iter()
+                .map(|r| self.apply_plan(r.seq, r.item, r.outbox, r.after)),
+        )
+        .await;
+        for seq in claimed {
+            state.release_one(seq);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        applied.into_iter().collect()
+    }
+
+    /// Builds and evaluates a claimed item, and records its plan: the plan to apply, or
+    /// `None` when the item is finished (nothing to do) or put back (parked, retried later).
+    /// An item with a recorded plan is resumed.
+    async fn prepare(&self, seq: u64, item: InboxItem) -> Result<Option<Ready>, DaemonError> {
         let state = &self.inner.state;
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
         if let Some(ob) = state.plan(seq)? {
             tracing::info!(%subject, event = %ob.plan.event, done = ob.done.len(), "resuming a plan");
-            return self.apply_plan(seq, item, ob, AfterCommit::Nothing).await;
+            return Ok(Some(Ready {
+                seq,
+                item,
+                outbox: ob,
+                after: AfterCommit::Nothing,
+            }));
         }
         let built = match self.build(&item.work).await {
             Ok(Some(b)) => b,
             Ok(None) => {
                 tracing::debug!(%subject, "nothing to evaluate");
                 state.finish_item(seq)?;
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 let give_up = gives_up(e.class());
@@ -630,7 +733,7 @@ impl Daemon {
                 if e.class() == FailureClass::Auth {
                     self.auth_problem(&e)?;
                 }
-                return self.retry_later(seq, item, give_up, text);
+                return self.retry_later(seq, item, give_up, text).map(|()| None);
             }
         };
         let name = built.event.name.clone();
@@ -701,13 +804,13 @@ impl Daemon {
                         json!({"work": subject, "event": name}),
                         Json::Null,
                     )?;
-                    return self.retry_later(seq, item, false, text);
+                    return self.retry_later(seq, item, false, text).map(|()| None);
                 }
-                return self.park(seq, item, &name, text);
+                return self.park(seq, item, &name, text).map(|()| None);
             }
             Err(join) => {
                 let text = format!("evaluation stopped: {join}");
-                return self.park(seq, item, &name, text);
+                return self.park(seq, item, &name, text).map(|()| None);
             }
         };
         tracing::info!(%subject, event = %name, effects = plan.effects.len(), "evaluated");
@@ -722,7 +825,12 @@ impl Daemon {
         state.start_plan(&outbox)?;
         let mut item = item;
         item.plan = true;
-        self.apply_plan(seq, item, outbox, built.after).await
+        Ok(Some(Ready {
+            seq,
+            item,
+            outbox,
+            after: built.after,
+        }))
     }
 
     /// What the rules would do with CRM order `id` as it is now: the `crm.order.changed` event
