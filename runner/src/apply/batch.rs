@@ -31,7 +31,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::clients::moysklad::{ApiError, MoyskladClient, MoyskladError};
 
 /// How long the first create of a batch waits for others.
-pub const WINDOW: Duration = Duration::from_millis(150);
+pub const WINDOW: Duration = Duration::from_millis(500);
 
 /// The most creates in one POST (МойСклад takes up to 1 000 elements).
 pub const MAX: usize = 1000;

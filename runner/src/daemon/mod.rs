@@ -77,6 +77,13 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// The most CRM order items whose plans are applied side by side.
 const WAVE: usize = 50;
 
+/// Past this many inbox items the CRM history is polled [`BACKLOG_POLL_FACTOR`] times less
+/// often.
+const BACKLOG_ITEMS: usize = WAVE;
+
+/// How much longer the CRM poll waits while a backlog drains.
+const BACKLOG_POLL_FACTOR: u32 = 4;
+
 /// An item evaluated and its plan recorded, to apply.
 struct Ready {
     seq: u64,
@@ -141,6 +148,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// A plan applied alongside others stopped without an outcome (a panic).
+    #[error("{0}")]
+    Internal(String),
     /// The webhook receiver or the operator server could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -646,18 +656,34 @@ impl Daemon {
     }
 
     /// Processes several inbox items of different subjects: each is evaluated in turn (its
-    /// plan recorded, as [`Daemon::process`] does), then the plans are applied side by side,
-    /// so that their МойСклад creates of one type go in one bulk POST (see `apply::batch`).
-    /// Plans stay per event; each item ends as it would alone.
+    /// plan recorded, as [`Daemon::process`] does) while the plans before it are applied, at
+    /// most [`WAVE`] side by side, so that their МойСклад creates of one type go in one bulk
+    /// POST (see `apply::batch`). Plans stay per event; each item ends as it would alone.
     async fn process_wave(&self, seqs: &[u64]) -> Result<(), DaemonError> {
         let _one = self.inner.processing.lock().await;
         let state = &self.inner.state;
-        let mut claimed = Vec::new();
-        let mut ready = Vec::new();
-        let mut failed = None;
+        let mut applying: tokio::task::JoinSet<Result<(), DaemonError>> =
+            tokio::task::JoinSet::new();
+        let mut failed: Option<DaemonError> = None;
+        let mut note = |r: Result<Result<(), DaemonError>, tokio::task::JoinError>| {
+            let e = match r {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(join) => DaemonError::Internal(format!("applying a plan stopped: {join}")),
+            };
+            failed.get_or_insert(e);
+        };
         for &seq in seqs {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 break;
+            }
+            while applying.len() >= WAVE {
+                if let Some(r) = applying.join_next().await {
+                    note(r);
+                }
+            }
+            while let Some(r) = applying.try_join_next() {
+                note(r);
             }
             let item = match state.claim(seq) {
                 Ok(Some(item)) => item,
@@ -667,34 +693,35 @@ impl Daemon {
                 }
                 Err(e) => {
                     state.release_one(seq);
-                    failed = Some(e.into());
+                    note(Ok(Err(e.into())));
                     break;
                 }
             };
-            claimed.push(seq);
             match self.prepare(seq, item).await {
-                Ok(Some(r)) => ready.push(r),
-                Ok(None) => {}
+                Ok(Some(r)) => {
+                    let d = self.clone();
+                    applying.spawn(async move {
+                        let done = d.apply_plan(r.seq, r.item, r.outbox, r.after).await;
+                        d.inner.state.release_one(r.seq);
+                        done
+                    });
+                }
+                Ok(None) => state.release_one(seq),
                 Err(e) => {
-                    failed = Some(e);
+                    state.release_one(seq);
+                    note(Ok(Err(e)));
                     break;
                 }
             }
         }
         // Plans already recorded are applied even if a later item could not be prepared.
-        let applied = futures_util::future::join_all(
-            ready
-                .into_iter()
-                .map(|r| self.apply_plan(r.seq, r.item, r.outbox, r.after)),
-        )
-        .await;
-        for seq in claimed {
-            state.release_one(seq);
+        while let Some(r) = applying.join_next().await {
+            note(r);
         }
-        if let Some(e) = failed {
-            return Err(e);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        applied.into_iter().collect()
     }
 
     /// Builds and evaluates a claimed item, and records its plan: the plan to apply, or
@@ -1358,8 +1385,20 @@ impl Daemon {
                 }
                 _ = stop.changed() => return,
             }
+            // While a backlog drains, what the poll brings waits behind it anyway: poll less
+            // often and leave retailCRM's budget (10 requests/s) to the backlog's writes.
+            let backlog = self
+                .inner
+                .state
+                .inbox_len()
+                .is_ok_and(|n| n > BACKLOG_ITEMS);
+            let wait = if backlog {
+                every.saturating_mul(BACKLOG_POLL_FACTOR)
+            } else {
+                every
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }

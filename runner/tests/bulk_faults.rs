@@ -1,0 +1,275 @@
+//! Bulk creates under faults: the plans of several waiting orders are applied side by side and
+//! their МойСклад creates go in bulk POSTs. A bulk POST that fails as a whole (5xx, or
+//! committed and its answer lost), and one element refused inside a bulk answer, end in the
+//! same state as the fault-free run: nothing missing, nothing twice.
+
+#[path = "fixtures/e2e/support.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skladsync_emulators::faults::{Fault, FaultPlan};
+use skladsync_emulators::retailcrm::Seed;
+use skladsync_runner::config::Config;
+use skladsync_runner::daemon::Daemon;
+use skladsync_runner::demo::lab::{Lab, LabOptions};
+use skladsync_runner::demo::{rules_dir, write_settings};
+use support::{duplicates, Rig, INTERVALS};
+use tokio::sync::watch;
+
+/// New orders seeded on top of the sample shop's: two per customer, one customer already a
+/// МойСклад counterparty, two not (their counterparty is created once, by whichever of their
+/// orders comes first).
+const ORDERS: usize = 6;
+
+async fn start() -> Rig {
+    let lab = Lab::start(LabOptions {
+        crm_rate: None,
+        ms_limits: false,
+        seed: true,
+    })
+    .await
+    .expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir(Path::new("rules"));
+    let settings = dir.path().join("settings.yaml");
+    write_settings(&rules, None, &lab, &settings).expect("settings");
+    let config = dir.path().join("skladsync.yaml");
+    std::fs::write(
+        &config,
+        lab.config_yaml(&rules, &settings, &dir.path().join("state"), INTERVALS, 100),
+    )
+    .expect("config");
+    seed(&lab);
+    let daemon = Daemon::new(Config::load(&config).expect("config"))
+        .await
+        .expect("daemon");
+    daemon.start_up().await.expect("start up");
+    let (stop, rx) = watch::channel(false);
+    let receiver = daemon.spawn_receiver(rx);
+    Rig {
+        lab,
+        daemon,
+        stop,
+        receiver,
+        dir,
+    }
+}
+
+fn phone(c: usize) -> String {
+    format!("+7900555{c:04}")
+}
+
+fn seed(lab: &Lab) {
+    let offers: Vec<&String> = lab.shop.assortment.keys().take(3).collect();
+    let mut customers = Vec::new();
+    for c in 0..3 {
+        customers.push(json!({"externalId": format!("bulk{c}"), "site": "shop-main",
+            "firstName": format!("Клиент{c}"), "lastName": "Пакетов",
+            "email": format!("bulk{c}@example.ru"), "phones": [{"number": phone(c)}]}));
+        if c == 0 {
+            lab.ms
+                .seed(
+                    "counterparty",
+                    json!({"name": "Пакетов Клиент0", "companyType": "individual",
+                           "phone": phone(0), "email": "bulk0@example.ru"}),
+                )
+                .expect("seed counterparty");
+        }
+    }
+    let orders: Vec<Value> = (0..ORDERS)
+        .map(|n| {
+            let c = n % 3;
+            let items: Vec<Value> = offers
+                .iter()
+                .enumerate()
+                .map(|(k, x)| json!({"offer": {"xmlId": x}, "quantity": 1 + k}))
+                .collect();
+            json!({"externalId": format!("P-{n}"), "number": format!("P-{n}"), "site": "shop-main",
+                   "orderMethod": "shopping-cart", "statusPath": ["new"],
+                   "customer": {"externalId": format!("bulk{c}")},
+                   "firstName": format!("Клиент{c}"), "lastName": "Пакетов", "phone": phone(c),
+                   "email": format!("bulk{c}@example.ru"), "shipmentStore": "main", "items": items})
+        })
+        .collect();
+    lab.crm
+        .seed(&Seed {
+            customers,
+            orders,
+            ..Seed::default()
+        })
+        .expect("seed CRM orders");
+}
+
+/// What the two systems hold, МойСклад ids replaced by names.
+fn normalized(lab: &Lab) -> Value {
+    let cps: std::collections::BTreeMap<String, String> = lab
+        .ms
+        .list("counterparty")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_string(),
+                c["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let agent = |o: &Value| {
+        let href = o["agent"]["meta"]["href"].as_str().unwrap_or_default();
+        let id = href.rsplit('/').next().unwrap_or_default();
+        cps.get(id).cloned().unwrap_or_default()
+    };
+    let mut orders: Vec<Value> = lab
+        .ms
+        .list("customerorder")
+        .iter()
+        .map(|o| {
+            json!({"name": o["name"], "agent": agent(o), "sum": o["sum"],
+                   "positions": o["positions"]["rows"].as_array().map_or(0, Vec::len)})
+        })
+        .collect();
+    orders.sort_by_key(|o| o["name"].to_string());
+    let mut names: Vec<String> = cps.into_values().collect();
+    names.sort();
+    let mut linked: Vec<Value> = lab
+        .crm
+        .orders()
+        .iter()
+        .map(|o| {
+            let ms = o["customFields"].as_object().is_some_and(|m| {
+                m.iter().any(|(k, v)| {
+                    k.starts_with("moysklad") && v.as_str().is_some_and(|s| !s.is_empty())
+                })
+            });
+            json!([o["number"], ms])
+        })
+        .collect();
+    linked.sort_by_key(Value::to_string);
+    json!({"ms_orders": orders, "counterparties": names, "crm_linked": linked})
+}
+
+/// How many `POST entity/<entity>` МойСклад answered.
+fn posts(lab: &Lab, entity: &str) -> usize {
+    let path = format!("/api/remap/1.2/entity/{entity}");
+    lab.ms
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .count()
+}
+
+/// The seeded orders (`P-…`) in МойСклад.
+fn ms_orders(lab: &Lab) -> Vec<String> {
+    lab.ms
+        .list("customerorder")
+        .iter()
+        .filter_map(|o| o["name"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with("P-"))
+        .collect()
+}
+
+enum Faulty {
+    None,
+    /// The first bulk POST of orders fails as a whole (503, past the client's retries); the
+    /// first bulk POST of counterparties commits and loses its answer.
+    Request,
+    /// One order is refused inside the bulk answer once.
+    Element,
+}
+
+async fn scenario(faulty: Faulty) -> (Value, Vec<String>, usize, usize) {
+    let rig = start().await;
+    let lab = &rig.lab;
+    let expected = ORDERS;
+    match faulty {
+        Faulty::None => {}
+        Faulty::Request => {
+            lab.ms.faults().add(
+                FaultPlan::new(Fault::ServerError { status: 503 })
+                    .path_prefix("/api/remap/1.2/entity/customerorder")
+                    .writes_only()
+                    .times(12),
+            );
+            lab.ms.faults().add(
+                FaultPlan::new(Fault::CommitThenDrop)
+                    .path_prefix("/api/remap/1.2/entity/counterparty")
+                    .writes_only()
+                    .times(1),
+            );
+        }
+        Faulty::Element => lab
+            .ms
+            .refuse_creates("customerorder", "name", json!("P-3"), 1),
+    }
+    rig.daemon.cycle().await.expect("cycle");
+    rig.settle().await;
+    if matches!(faulty, Faulty::Element) {
+        // The refused element alone is missing; the others of its bulk POST were created.
+        let mut names = ms_orders(lab);
+        names.sort();
+        assert!(!names.contains(&"P-3".to_string()), "{names:?}");
+        assert_eq!(names.len(), expected - 1, "{names:?}");
+    }
+    let mut last = Value::Null;
+    let mut quiet = 0;
+    for _ in 0..200 {
+        let _ = rig.daemon.cycle().await;
+        rig.settle().await;
+        let now = normalized(lab);
+        let waiting = rig.daemon.state().inbox().expect("inbox").len();
+        if now == last && waiting == 0 && ms_orders(lab).len() >= expected {
+            quiet += 1;
+            if quiet >= 2 {
+                break;
+            }
+        } else {
+            quiet = 0;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let injected = lab.ms.faults().injected();
+    let order_posts = posts(lab, "customerorder");
+    let dups = duplicates(lab);
+    let state = normalized(lab);
+    rig.stop().await;
+    (state, dups, order_posts, usize::try_from(injected).unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_posts_under_faults_end_like_the_fault_free_run() {
+    let (clean, dups, order_posts, _) = scenario(Faulty::None).await;
+    assert!(dups.is_empty(), "{dups:?}");
+    let orders = clean["ms_orders"].as_array().map_or(0, Vec::len);
+    let seeded = clean["ms_orders"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|o| o["name"].as_str().is_some_and(|n| n.starts_with("P-"))).count());
+    assert_eq!(seeded, ORDERS, "{clean}");
+    // The orders went in bulk: fewer POSTs than orders.
+    assert!(
+        order_posts < orders,
+        "{order_posts} POSTs for {orders} orders"
+    );
+    // One counterparty per customer, although two orders of each wanted it, and both of a
+    // customer's orders name it.
+    for c in 0..3 {
+        let name = format!("Клиент{c}");
+        let cps = clean["counterparties"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|n| n.as_str().is_some_and(|n| n.contains(&name))).count());
+        assert_eq!(cps, 1, "{clean}");
+        let agents = clean["ms_orders"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|o| o["agent"].as_str().is_some_and(|n| n.contains(&name))).count());
+        assert_eq!(agents, 2, "{clean}");
+    }
+    let (faulty, dups, _, injected) = scenario(Faulty::Request).await;
+    assert!(injected > 0, "no fault happened");
+    assert!(dups.is_empty(), "duplicates after failed bulk POSTs: {dups:?}");
+    assert_eq!(faulty, clean, "failed bulk POSTs ended elsewhere");
+    let (faulty, dups, _, _) = scenario(Faulty::Element).await;
+    assert!(dups.is_empty(), "duplicates after a refused element: {dups:?}");
+    assert_eq!(faulty, clean, "a refused element ended elsewhere");
+}
