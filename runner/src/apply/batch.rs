@@ -31,7 +31,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::clients::moysklad::{ApiError, MoyskladClient, MoyskladError};
 
 /// How long the first create of a batch waits for others.
-pub const WINDOW: Duration = Duration::from_millis(500);
+pub const WINDOW: Duration = Duration::from_secs(2);
 
 /// The most creates in one POST (МойСклад takes up to 1 000 elements).
 pub const MAX: usize = 1000;
@@ -62,7 +62,11 @@ impl BatchError {
 }
 
 struct Pending {
+    /// The element of a bulk POST.
     body: Value,
+    /// The request made when it goes alone: `POST entity/<type>` of the object, or for an
+    /// update `PUT entity/<type>/<id>` without its `meta`.
+    alone: (reqwest::Method, String, Value),
     tx: oneshot::Sender<Answer>,
 }
 
@@ -161,10 +165,34 @@ impl Batcher {
 
     /// Creates `body` at `path` (`entity/<type>`), alone or in a batch with other creates.
     pub async fn create(&self, ms: &MoyskladClient, path: &str, body: Value) -> Answer {
+        let alone = (reqwest::Method::POST, path.to_string(), body.clone());
+        self.submit(ms, path, body, alone).await
+    }
+
+    /// Updates the entity `id` of `path` (`entity/<type>`) with `body`: alone a `PUT`, in a
+    /// batch an element with the entity's `meta` (МойСклад updates the elements that carry
+    /// one).
+    pub async fn update(&self, ms: &MoyskladClient, path: &str, id: &str, body: Value) -> Answer {
+        let entity = path.trim_start_matches("entity/");
+        let mut element = body.clone();
+        if let Some(m) = element.as_object_mut() {
+            m.insert("meta".into(), ms.meta(entity, id));
+        }
+        let alone = (reqwest::Method::PUT, format!("{path}/{id}"), body);
+        self.submit(ms, path, element, alone).await
+    }
+
+    async fn submit(
+        &self,
+        ms: &MoyskladClient,
+        path: &str,
+        body: Value,
+        alone: (reqwest::Method, String, Value),
+    ) -> Answer {
         let (tx, rx) = oneshot::channel();
         let lead = self.with(|i| {
             let q = i.queues.entry(path.to_string()).or_default();
-            q.push(Pending { body, tx });
+            q.push(Pending { body, alone, tx });
             q.len() == 1
         });
         let waiting = Waiting::new(self);
@@ -226,7 +254,12 @@ impl Batcher {
         let mut slot_of: Vec<usize> = Vec::with_capacity(batch.len());
         let mut by_sync: HashMap<String, usize> = HashMap::new();
         for p in &batch {
-            let sync = p.body.get("syncId").and_then(Value::as_str);
+            // Updates (with `meta`) all go; creates with one syncId go once.
+            let sync = p
+                .body
+                .get("syncId")
+                .and_then(Value::as_str)
+                .filter(|_| p.body.get("meta").is_none());
             let slot = match sync.and_then(|s| by_sync.get(s)) {
                 Some(&slot) => slot,
                 None => {
@@ -242,9 +275,10 @@ impl Batcher {
         }
         self.sent.fetch_add(1, Relaxed);
         self.elements.fetch_add(bodies.len() as u64, Relaxed);
-        let answers: Vec<Answer> = if bodies.len() == 1 {
+        let answers: Vec<Answer> = if let ([p], 1) = (batch.as_slice(), bodies.len()) {
+            let (method, alone_path, body) = &p.alone;
             let one = ms
-                .request(reqwest::Method::POST, path, &[], bodies.first())
+                .request(method.clone(), alone_path, &[], Some(body))
                 .await;
             vec![match one {
                 Ok(Some(v)) => Ok(v),

@@ -449,8 +449,17 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let answer = match system.as_str() {
                     "moysklad" => {
-                        let updated =
-                            moysklad::update(&self.systems.ms, entity, &id, body.clone()).await;
+                        let updated = match moysklad::bulk_update(entity, &id, &body) {
+                            Some((path, own)) => self
+                                .batch
+                                .update(&self.systems.ms, &path, &own, body.clone())
+                                .await
+                                .map_err(|e| ApplyError::MoyskladBatch(e.error().clone())),
+                            None => {
+                                moysklad::update(&self.systems.ms, entity, &id, body.clone())
+                                    .await
+                            }
+                        };
                         self.lookups.ms_wrote(entity, updated.as_ref().ok());
                         let a = updated?;
                         self.note_own_write(entity, &a)?;

@@ -75,11 +75,11 @@ pub use reload::ReloadOutcome;
 pub const MAX_ATTEMPTS: u32 = 10;
 
 /// The most CRM order items whose plans are applied side by side.
-const WAVE: usize = 50;
+const WAVE: usize = 100;
 
 /// Past this many inbox items the CRM history is polled [`BACKLOG_POLL_FACTOR`] times less
 /// often.
-const BACKLOG_ITEMS: usize = WAVE;
+const BACKLOG_ITEMS: usize = 50;
 
 /// How much longer the CRM poll waits while a backlog drains.
 const BACKLOG_POLL_FACTOR: u32 = 4;
