@@ -429,6 +429,11 @@ impl MoyskladEmulator {
         });
     }
 
+    /// How many injected refusals ([`MoyskladEmulator::refuse_creates`]) have not fired yet.
+    pub fn refusals_left(&self) -> u32 {
+        self.shared.state().refusals.iter().map(|r| r.times).sum()
+    }
+
     /// Creates an entity as the first user would in the МойСклад UI: webhooks fire.
     pub fn create(&self, entity: &str, body: Value) -> Result<Value, EmulatorError> {
         let mut state = self.shared.state();
