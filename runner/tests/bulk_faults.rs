@@ -287,3 +287,68 @@ async fn bulk_posts_under_faults_end_like_the_fault_free_run() {
     assert!(dups.is_empty(), "duplicates after a refused element: {dups:?}");
     assert_eq!(faulty, clean, "a refused element ended elsewhere");
 }
+
+/// Updates of plans applied side by side go as elements of one bulk POST (with the entity's
+/// `meta`), change what a PUT changes, and each gets its entity back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_side_by_side_go_in_one_bulk_post() {
+    let rig = start().await;
+    let lab = &rig.lab;
+    rig.daemon.cycle().await.expect("cycle");
+    rig.settle().await;
+    let ids: Vec<String> = ms_orders_ids(lab);
+    assert!(ids.len() >= 2);
+    let ms = skladsync_runner::clients::moysklad::MoyskladClient::new(
+        skladsync_runner::clients::moysklad::ClientConfig::new(
+            skladsync_runner::clients::moysklad::Auth::basic(
+                skladsync_runner::demo::lab::MS_LOGIN,
+                skladsync_runner::demo::lab::MS_PASSWORD,
+            ),
+        )
+        .base_url(lab.ms.base_url()),
+    )
+    .expect("client");
+    lab.ms.clear_requests();
+    let batcher = skladsync_runner::apply::batch::Batcher::default();
+    // Two plans being applied.
+    let (_a, _b) = (batcher.active(), batcher.active());
+    let (x, y) = tokio::join!(
+        batcher.update(&ms, "entity/customerorder", &ids[0], json!({"description": "bulk 0"})),
+        batcher.update(&ms, "entity/customerorder", &ids[1], json!({"description": "bulk 1"})),
+    );
+    let x = x.expect("first update");
+    let y = y.expect("second update");
+    assert_eq!((x["id"].as_str(), x["description"].as_str()), (Some(ids[0].as_str()), Some("bulk 0")));
+    assert_eq!((y["id"].as_str(), y["description"].as_str()), (Some(ids[1].as_str()), Some("bulk 1")));
+    let writes: Vec<(String, String)> = lab
+        .ms
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![("POST".to_string(), "/api/remap/1.2/entity/customerorder".to_string())]
+    );
+    for (id, d) in [(&ids[0], "bulk 0"), (&ids[1], "bulk 1")] {
+        let o = lab
+            .ms
+            .list("customerorder")
+            .into_iter()
+            .find(|o| o["id"] == id.as_str())
+            .expect("order");
+        assert_eq!(o["description"], d);
+    }
+    assert_eq!(posts(lab, "counterparty"), 0);
+    rig.stop().await;
+}
+
+fn ms_orders_ids(lab: &Lab) -> Vec<String> {
+    lab.ms
+        .list("customerorder")
+        .iter()
+        .filter(|o| o["name"].as_str().is_some_and(|n| n.starts_with("P-")))
+        .filter_map(|o| o["id"].as_str().map(str::to_string))
+        .collect()
+}

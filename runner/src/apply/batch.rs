@@ -176,7 +176,8 @@ impl Batcher {
         let entity = path.trim_start_matches("entity/");
         let mut element = body.clone();
         if let Some(m) = element.as_object_mut() {
-            m.insert("meta".into(), ms.meta(entity, id));
+            // `meta` itself, not the `{"meta": …}` a reference is.
+            m.insert("meta".into(), ms.meta(entity, id)["meta"].clone());
         }
         let alone = (reqwest::Method::PUT, format!("{path}/{id}"), body);
         self.submit(ms, path, element, alone).await
