@@ -84,6 +84,37 @@ const BACKLOG_ITEMS: usize = 50;
 /// How much longer the CRM poll waits while a backlog drains.
 const BACKLOG_POLL_FACTOR: u32 = 4;
 
+/// The МойСклад creates of a plan still to apply: `(entity, body)`.
+fn ms_creates(outbox: &Outbox) -> Vec<(String, Json)> {
+    outbox
+        .plan
+        .effects
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !outbox.done.contains_key(i))
+        .filter_map(|(_, e)| match &e.action {
+            skladsync_engine::Action::Create {
+                system,
+                entity,
+                body,
+                ..
+            } if system == "moysklad" => Some((entity.clone(), body.to_serde_json())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How preparing an item ended.
+enum Prepared {
+    /// Its plan is recorded: apply it.
+    Ready(Ready),
+    /// Finished, parked or put back for later.
+    Finished,
+    /// Evaluated while plans that may change its lookups were applied: nothing recorded,
+    /// evaluate it again once they are done.
+    Conflict(InboxItem),
+}
+
 /// An item evaluated and its plan recorded, to apply.
 struct Ready {
     seq: u64,
@@ -660,32 +691,43 @@ impl Daemon {
     /// most [`WAVE`] side by side, so that their МойСклад creates of one type go in one bulk
     /// POST (see `apply::batch`). Plans stay per event; each item ends as it would alone.
     async fn process_wave(&self, seqs: &[u64]) -> Result<(), DaemonError> {
+        type Applied = (u64, Result<(), DaemonError>);
         let _one = self.inner.processing.lock().await;
         let state = &self.inner.state;
-        let mut applying: tokio::task::JoinSet<Result<(), DaemonError>> =
-            tokio::task::JoinSet::new();
+        let mut applying: tokio::task::JoinSet<Applied> = tokio::task::JoinSet::new();
+        // The МойСклад creates of the plans being applied, by item.
+        let mut creates: std::collections::HashMap<u64, Vec<(String, Json)>> = std::collections::HashMap::new();
         let mut failed: Option<DaemonError> = None;
-        let mut note = |r: Result<Result<(), DaemonError>, tokio::task::JoinError>| {
+        fn note(
+            r: Result<Applied, tokio::task::JoinError>,
+            creates: &mut std::collections::HashMap<u64, Vec<(String, Json)>>,
+            failed: &mut Option<DaemonError>,
+        ) {
             let e = match r {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => e,
+                Ok((seq, done)) => {
+                    creates.remove(&seq);
+                    match done {
+                        Ok(()) => return,
+                        Err(e) => e,
+                    }
+                }
                 Err(join) => DaemonError::Internal(format!("applying a plan stopped: {join}")),
             };
             failed.get_or_insert(e);
-        };
+        }
         for &seq in seqs {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 break;
             }
             while applying.len() >= WAVE {
                 if let Some(r) = applying.join_next().await {
-                    note(r);
+                    note(r, &mut creates, &mut failed);
                 }
             }
             while let Some(r) = applying.try_join_next() {
-                note(r);
+                note(r, &mut creates, &mut failed);
             }
-            let item = match state.claim(seq) {
+            let mut item = match state.claim(seq) {
                 Ok(Some(item)) => item,
                 Ok(None) => {
                     state.release_one(seq);
@@ -693,30 +735,48 @@ impl Daemon {
                 }
                 Err(e) => {
                     state.release_one(seq);
-                    note(Ok(Err(e.into())));
+                    failed.get_or_insert(e.into());
                     break;
                 }
             };
-            match self.prepare(seq, item).await {
+            let ready = loop {
+                let beside: Vec<(String, Json)> = creates.values().flatten().cloned().collect();
+                let beside = (!beside.is_empty()).then_some(beside.as_slice());
+                match self.prepare_beside(seq, item, beside).await {
+                    Ok(Prepared::Ready(r)) => break Ok(Some(r)),
+                    Ok(Prepared::Finished) => break Ok(None),
+                    Ok(Prepared::Conflict(back)) => {
+                        // As one at a time: after the plans beside it.
+                        item = back;
+                        while let Some(r) = applying.join_next().await {
+                            note(r, &mut creates, &mut failed);
+                        }
+                        creates.clear();
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match ready {
                 Ok(Some(r)) => {
+                    creates.insert(seq, ms_creates(&r.outbox));
                     let d = self.clone();
                     applying.spawn(async move {
                         let done = d.apply_plan(r.seq, r.item, r.outbox, r.after).await;
                         d.inner.state.release_one(r.seq);
-                        done
+                        (r.seq, done)
                     });
                 }
                 Ok(None) => state.release_one(seq),
                 Err(e) => {
                     state.release_one(seq);
-                    note(Ok(Err(e)));
+                    failed.get_or_insert(e);
                     break;
                 }
             }
         }
         // Plans already recorded are applied even if a later item could not be prepared.
         while let Some(r) = applying.join_next().await {
-            note(r);
+            note(r, &mut creates, &mut failed);
         }
         match failed {
             Some(e) => Err(e),
@@ -728,11 +788,30 @@ impl Daemon {
     /// `None` when the item is finished (nothing to do) or put back (parked, retried later).
     /// An item with a recorded plan is resumed.
     async fn prepare(&self, seq: u64, item: InboxItem) -> Result<Option<Ready>, DaemonError> {
+        match self.prepare_beside(seq, item, None).await? {
+            Prepared::Ready(r) => Ok(Some(r)),
+            Prepared::Finished => Ok(None),
+            // Without plans beside it nothing conflicts.
+            Prepared::Conflict(_) => Ok(None),
+        }
+    }
+
+    /// [`Daemon::prepare`] while the plans whose МойСклад creates are `beside` are being
+    /// applied: if the rules looked up something one of those creates may make (a lookup of
+    /// its type and field with the value the created body has), the evaluation may have missed
+    /// it, so its plan is not recorded and the item comes back as a conflict, to be evaluated
+    /// again once those plans are done (as one at a time would have seen it).
+    async fn prepare_beside(
+        &self,
+        seq: u64,
+        item: InboxItem,
+        beside: Option<&[(String, Json)]>,
+    ) -> Result<Prepared, DaemonError> {
         let state = &self.inner.state;
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
         if let Some(ob) = state.plan(seq)? {
             tracing::info!(%subject, event = %ob.plan.event, done = ob.done.len(), "resuming a plan");
-            return Ok(Some(Ready {
+            return Ok(Prepared::Ready(Ready {
                 seq,
                 item,
                 outbox: ob,
@@ -744,7 +823,7 @@ impl Daemon {
             Ok(None) => {
                 tracing::debug!(%subject, "nothing to evaluate");
                 state.finish_item(seq)?;
-                return Ok(None);
+                return Ok(Prepared::Finished);
             }
             Err(e) => {
                 let give_up = gives_up(e.class());
@@ -760,7 +839,7 @@ impl Daemon {
                 if e.class() == FailureClass::Auth {
                     self.auth_problem(&e)?;
                 }
-                return self.retry_later(seq, item, give_up, text).map(|()| None);
+                return self.retry_later(seq, item, give_up, text).map(|()| Prepared::Finished);
             }
         };
         let name = built.event.name.clone();
@@ -813,8 +892,8 @@ impl Daemon {
             }
             r
         });
+        let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(payload) = payload {
-            let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
             self.inner.applier.lookups.learn(&name, &payload, &made);
         }
         let plan = match evaluated {
@@ -831,15 +910,21 @@ impl Daemon {
                         json!({"work": subject, "event": name}),
                         Json::Null,
                     )?;
-                    return self.retry_later(seq, item, false, text).map(|()| None);
+                    return self.retry_later(seq, item, false, text).map(|()| Prepared::Finished);
                 }
-                return self.park(seq, item, &name, text).map(|()| None);
+                return self.park(seq, item, &name, text).map(|()| Prepared::Finished);
             }
             Err(join) => {
                 let text = format!("evaluation stopped: {join}");
-                return self.park(seq, item, &name, text).map(|()| None);
+                return self.park(seq, item, &name, text).map(|()| Prepared::Finished);
             }
         };
+        if let Some(beside) = beside {
+            if crate::world::prefetch::may_find(&made, beside) {
+                tracing::debug!(%subject, event = %name, "a plan beside may create what the rules looked up: evaluated again after it");
+                return Ok(Prepared::Conflict(item));
+            }
+        }
         tracing::info!(%subject, event = %name, effects = plan.effects.len(), "evaluated");
         let outbox = Outbox {
             seq,
@@ -852,7 +937,7 @@ impl Daemon {
         state.start_plan(&outbox)?;
         let mut item = item;
         item.plan = true;
-        Ok(Some(Ready {
+        Ok(Prepared::Ready(Ready {
             seq,
             item,
             outbox,
