@@ -203,9 +203,9 @@ impl Batcher {
         drop(waiting);
         match rx.await {
             Ok(a) => a,
-            Err(_) => Err(BatchError::Request(Arc::new(MoyskladError::InvalidRequest(
-                "the batch of this create was abandoned".into(),
-            )))),
+            Err(_) => Err(BatchError::Request(Arc::new(
+                MoyskladError::InvalidRequest("the batch of this create was abandoned".into()),
+            ))),
         }
     }
 
@@ -304,9 +304,10 @@ impl Batcher {
             }
         };
         for (p, slot) in batch.into_iter().zip(slot_of) {
-            let a = answers.get(slot).cloned().unwrap_or_else(|| {
-                Err(BatchError::Request(Arc::new(empty_answer(path))))
-            });
+            let a = answers
+                .get(slot)
+                .cloned()
+                .unwrap_or_else(|| Err(BatchError::Request(Arc::new(empty_answer(path)))));
             let _ = p.tx.send(a);
         }
     }

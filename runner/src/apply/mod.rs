@@ -456,8 +456,7 @@ impl Applier {
                                 .await
                                 .map_err(|e| ApplyError::MoyskladBatch(e.error().clone())),
                             None => {
-                                moysklad::update(&self.systems.ms, entity, &id, body.clone())
-                                    .await
+                                moysklad::update(&self.systems.ms, entity, &id, body.clone()).await
                             }
                         };
                         self.lookups.ms_wrote(entity, updated.as_ref().ok());

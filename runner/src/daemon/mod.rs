@@ -696,7 +696,8 @@ impl Daemon {
         let state = &self.inner.state;
         let mut applying: tokio::task::JoinSet<Applied> = tokio::task::JoinSet::new();
         // The МойСклад creates of the plans being applied, by item.
-        let mut creates: std::collections::HashMap<u64, Vec<(String, Json)>> = std::collections::HashMap::new();
+        let mut creates: std::collections::HashMap<u64, Vec<(String, Json)>> =
+            std::collections::HashMap::new();
         let mut failed: Option<DaemonError> = None;
         fn note(
             r: Result<Applied, tokio::task::JoinError>,
@@ -839,7 +840,9 @@ impl Daemon {
                 if e.class() == FailureClass::Auth {
                     self.auth_problem(&e)?;
                 }
-                return self.retry_later(seq, item, give_up, text).map(|()| Prepared::Finished);
+                return self
+                    .retry_later(seq, item, give_up, text)
+                    .map(|()| Prepared::Finished);
             }
         };
         let name = built.event.name.clone();
@@ -910,13 +913,19 @@ impl Daemon {
                         json!({"work": subject, "event": name}),
                         Json::Null,
                     )?;
-                    return self.retry_later(seq, item, false, text).map(|()| Prepared::Finished);
+                    return self
+                        .retry_later(seq, item, false, text)
+                        .map(|()| Prepared::Finished);
                 }
-                return self.park(seq, item, &name, text).map(|()| Prepared::Finished);
+                return self
+                    .park(seq, item, &name, text)
+                    .map(|()| Prepared::Finished);
             }
             Err(join) => {
                 let text = format!("evaluation stopped: {join}");
-                return self.park(seq, item, &name, text).map(|()| Prepared::Finished);
+                return self
+                    .park(seq, item, &name, text)
+                    .map(|()| Prepared::Finished);
             }
         };
         if let Some(beside) = beside {

@@ -270,6 +270,37 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_create_beside_conflicts_with_lookups_it_may_answer() {
+        let creates = vec![(
+            "counterparty".to_string(),
+            json!({"name": "Петров Иван", "phone": "+7 900 555-00-01", "email": "p@x.ru"}),
+        )];
+        let by = |e: &str, f: &str, v: &str| vec![(e.to_string(), f.to_string(), v.to_string())];
+        // The created body has the looked-up value (spaces and punctuation ignored).
+        assert!(may_find(
+            &by("counterparty", "phone", "+79005550001"),
+            &creates
+        ));
+        assert!(may_find(&by("counterparty", "email", "P@X.RU"), &creates));
+        // Another value, another field's value, another type: no.
+        assert!(!may_find(
+            &by("counterparty", "phone", "+79005550002"),
+            &creates
+        ));
+        assert!(!may_find(
+            &by("counterparty", "inn", "+79005550001"),
+            &creates
+        ));
+        assert!(!may_find(
+            &by("customerorder", "phone", "+79005550001"),
+            &creates
+        ));
+        // A lookup of several fields of the type: it may.
+        assert!(may_find(&by("counterparty", "", ""), &creates));
+        assert!(!may_find(&[], &creates));
+    }
+
+    #[test]
     fn learns_where_a_lookup_value_comes_from() {
         let p = LookupPrefetch::default();
         let order = json!({"id": 42, "phone": "+79001234567", "customer": {"email": "a@b.ru"}});
