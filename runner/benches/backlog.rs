@@ -496,12 +496,17 @@ async fn run_upload(size: &Size) -> Rig {
     );
     print_counts(&c, n);
     // The floor: retailCRM must be asked for the history (pages of 100), the orders in full
-    // (pages by ids), and written to once per order (ORD-UPLOAD-05); МойСклад, if everything
+    // (pages by ids), and written to once per order (ORD-UPLOAD-05) and once per customer of
+    // the orders (the default rules write the counterparty's id to the CRM customer,
+    // CPTY-SEARCH-04; retailCRM has no bulk edit of customers); МойСклад, if everything
     // batchable were batched: the catalogue read once (pages of 1 000), the counterparty
     // searches in filters of 100 values, the new counterparties and the orders in bulk POSTs.
     let n_orders = size.orders;
-    let crm_floor_req =
-        div_ceil(n_orders, CRM_HISTORY_PAGE) + div_ceil(n_orders, CRM_ORDERS_PAGE) + n_orders;
+    let customers_written = size.customers.min(n_orders);
+    let crm_floor_req = div_ceil(n_orders, CRM_HISTORY_PAGE)
+        + div_ceil(n_orders, CRM_ORDERS_PAGE)
+        + n_orders
+        + customers_written;
     let new_customers = size.customers.min(n_orders) / 2;
     let ms_floor_req = div_ceil(size.offers, MS_PAGE)
         + div_ceil(size.customers.min(n_orders), MS_FILTER_VALUES)
@@ -510,7 +515,7 @@ async fn run_upload(size: &Size) -> Rig {
     let (fc, fm) = floor(crm_floor_req, ms_floor_req, MS_WEIGHT);
     let fl = fc.max(fm);
     println!(
-        "  floor: retailCRM {crm_floor_req} requests = {fc:.1} s; МойСклад {ms_floor_req} requests = {fm:.1} s → {fl:.1} s"
+        "  floor: retailCRM {crm_floor_req} requests ({n_orders} order and {customers_written} customer write-backs, history and order pages) = {fc:.1} s; МойСклад {ms_floor_req} requests = {fm:.1} s → {fl:.1} s"
     );
     println!("  ratio: {:.1} × floor", wall / fl.max(1e-9));
     println!("  duplicates: {}", duplicates(lab));

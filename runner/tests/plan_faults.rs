@@ -143,6 +143,7 @@ async fn apply(
         stop: Arc::new(AtomicBool::new(false)),
         orders: Arc::default(),
         lookups: Arc::default(),
+        batch: Arc::default(),
     };
     let seq = state
         .enqueue(skladsync_runner::state::Work::SettingsSaved, 0)

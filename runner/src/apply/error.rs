@@ -12,6 +12,10 @@ pub enum ApplyError {
     /// МойСклад refused or could not be reached.
     #[error(transparent)]
     Moysklad(#[from] MoyskladError),
+    /// МойСклад refused a create sent in a bulk POST, or the bulk POST failed (the same
+    /// error for every create it carried).
+    #[error(transparent)]
+    MoyskladBatch(std::sync::Arc<MoyskladError>),
     /// retailCRM refused or could not be reached.
     #[error(transparent)]
     Crm(#[from] retailcrm::Error),
@@ -24,6 +28,22 @@ pub enum ApplyError {
     /// The state store failed.
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+fn ms_class(e: &MoyskladError) -> FailureClass {
+    match e {
+        MoyskladError::Connect { .. }
+        | MoyskladError::NoResponse { .. }
+        | MoyskladError::RateLimited { .. }
+        | MoyskladError::Decode { .. } => FailureClass::Transient,
+        MoyskladError::Api { status, .. } => match *status {
+            401 | 403 => FailureClass::Auth,
+            s if s >= 500 || s == 429 => FailureClass::Transient,
+            _ => FailureClass::Refused,
+        },
+        MoyskladError::InvalidRequest(_) => FailureClass::Invalid,
+        _ => FailureClass::Refused,
+    }
 }
 
 /// What kind of failure it is.
@@ -52,22 +72,22 @@ impl FailureClass {
 }
 
 impl ApplyError {
+    /// The МойСклад error inside, if it is one.
+    pub fn moysklad(&self) -> Option<&MoyskladError> {
+        match self {
+            ApplyError::Moysklad(e) => Some(e),
+            ApplyError::MoyskladBatch(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The class of the failure.
     pub fn class(&self) -> FailureClass {
+        if let Some(e) = self.moysklad() {
+            return ms_class(e);
+        }
         match self {
-            ApplyError::Moysklad(e) => match e {
-                MoyskladError::Connect { .. }
-                | MoyskladError::NoResponse { .. }
-                | MoyskladError::RateLimited { .. }
-                | MoyskladError::Decode { .. } => FailureClass::Transient,
-                MoyskladError::Api { status, .. } => match *status {
-                    401 | 403 => FailureClass::Auth,
-                    s if s >= 500 || s == 429 => FailureClass::Transient,
-                    _ => FailureClass::Refused,
-                },
-                MoyskladError::InvalidRequest(_) => FailureClass::Invalid,
-                _ => FailureClass::Refused,
-            },
+            ApplyError::Moysklad(e) => ms_class(e),
             ApplyError::Crm(e) => match e.status() {
                 Some(401 | 403) => FailureClass::Auth,
                 Some(s) if s >= 500 || s == 429 => FailureClass::Transient,
@@ -79,7 +99,9 @@ impl ApplyError {
                 },
             },
             ApplyError::Invalid(_) => FailureClass::Invalid,
-            ApplyError::Answer(_) | ApplyError::State(_) => FailureClass::Transient,
+            ApplyError::Answer(_) | ApplyError::State(_) | ApplyError::MoyskladBatch(_) => {
+                FailureClass::Transient
+            }
         }
     }
 
@@ -87,6 +109,7 @@ impl ApplyError {
     pub fn outcome_unknown(&self) -> bool {
         match self {
             ApplyError::Moysklad(e) => e.is_no_response(),
+            ApplyError::MoyskladBatch(e) => e.is_no_response(),
             ApplyError::Crm(e) => e.is_outcome_unknown(),
             _ => false,
         }
@@ -95,7 +118,7 @@ impl ApplyError {
     /// The system concerned.
     pub fn system(&self) -> &'static str {
         match self {
-            ApplyError::Moysklad(_) => "moysklad",
+            ApplyError::Moysklad(_) | ApplyError::MoyskladBatch(_) => "moysklad",
             ApplyError::Crm(_) => "crm",
             _ => "runner",
         }
@@ -117,6 +140,10 @@ impl ApplyError {
 
     /// The API's own error, for the journal (`raw`).
     pub fn raw(&self) -> Value {
+        if let Some(e) = self.moysklad() {
+            let errors = serde_json::to_value(e.errors()).unwrap_or(Value::Null);
+            return json!({"status": e.status(), "errors": errors});
+        }
         match self {
             ApplyError::Moysklad(e) => {
                 let errors = serde_json::to_value(e.errors()).unwrap_or(Value::Null);

@@ -41,6 +41,7 @@
 //! Links are effects too, placed by rules after the creates they name; since a reference
 //! to a failed create fails the link, a link is written only after its entities exist.
 
+pub mod batch;
 mod crm;
 mod error;
 mod moysklad;
@@ -188,6 +189,8 @@ pub struct Applier {
     pub orders: Arc<crate::daemon::prefetch::OrderPrefetch>,
     /// Lookups gathered across waiting orders (our МойСклад writes drop what they may change).
     pub lookups: Arc<crate::world::prefetch::LookupPrefetch>,
+    /// Creates of plans applied at the same time, gathered into bulk POSTs.
+    pub batch: Arc<batch::Batcher>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -266,6 +269,7 @@ impl Applier {
     /// effects, or abandons the effect in flight after [`STOP_GRACE`] (its outcome is then
     /// unknown, and the next run looks it up by its key before repeating it).
     pub async fn apply(&self, run: &PlanRun, outbox: Outbox) -> Result<Outcome, StateError> {
+        let _active = self.batch.active();
         let mut results: HashMap<String, Value> = HashMap::new();
         let mut optional_failures = Vec::new();
         let seq = outbox.seq;
@@ -445,8 +449,16 @@ impl Applier {
                 let body = to_json(&resolve(body, results)?);
                 let answer = match system.as_str() {
                     "moysklad" => {
-                        let updated =
-                            moysklad::update(&self.systems.ms, entity, &id, body.clone()).await;
+                        let updated = match moysklad::bulk_update(entity, &id, &body) {
+                            Some((path, own)) => self
+                                .batch
+                                .update(&self.systems.ms, &path, &own, body.clone())
+                                .await
+                                .map_err(|e| ApplyError::MoyskladBatch(e.error().clone())),
+                            None => {
+                                moysklad::update(&self.systems.ms, entity, &id, body.clone()).await
+                            }
+                        };
                         self.lookups.ms_wrote(entity, updated.as_ref().ok());
                         let a = updated?;
                         self.note_own_write(entity, &a)?;
@@ -619,6 +631,8 @@ impl Applier {
         mut body: Json,
     ) -> Result<Json, ApplyError> {
         let k = key.unwrap_or(auto_key).to_string();
+        // Plans are applied side by side: two creates with one key never run at once.
+        let _hold = self.batch.hold_key(&k).await;
         let target = format!("{system}.{entity}");
         let native = match system {
             "moysklad" => {
@@ -655,15 +669,22 @@ impl Applier {
             },
         )?;
         let sent = match system {
-            "moysklad" => {
-                moysklad::create(
-                    &self.systems.ms,
-                    entity,
-                    body.clone(),
-                    self.webhook_url.as_deref(),
-                )
-                .await
-            }
+            "moysklad" => match moysklad::bulk_path(entity, &body) {
+                Some(path) => self
+                    .batch
+                    .create(&self.systems.ms, &path, body.clone())
+                    .await
+                    .map_err(|e| ApplyError::MoyskladBatch(e.error().clone())),
+                None => {
+                    moysklad::create(
+                        &self.systems.ms,
+                        entity,
+                        body.clone(),
+                        self.webhook_url.as_deref(),
+                    )
+                    .await
+                }
+            },
             _ => crm::create(&self.systems.crm, entity, body.clone()).await,
         };
         match sent {

@@ -130,6 +130,29 @@ fn one(v: Option<Value>) -> Result<Value, ApplyError> {
     }
 }
 
+/// The collection a create may share with others in a bulk POST (`entity/<type>`): a base
+/// entity that takes a `syncId`, with one in the body (so a repeated element is harmless).
+pub fn bulk_path(entity: &str, body: &Value) -> Option<String> {
+    let (base, sub) = split(entity);
+    let ok = sub.is_none()
+        && syncable(base)
+        && ms_safe(base)
+        && body.get("syncId").is_some_and(Value::is_string);
+    ok.then(|| format!("entity/{base}"))
+}
+
+/// The collection and id of an update that may share a bulk POST with others: a base entity
+/// of the types that take a `syncId` (documents, counterparties, goods), a plain id, an
+/// object body.
+pub fn bulk_update(entity: &str, id: &Value, body: &Value) -> Option<(String, String)> {
+    let (base, sub) = split(entity);
+    if sub.is_some() || !syncable(base) || !ms_safe(base) || !body.is_object() {
+        return None;
+    }
+    let own = need_id(Some(id), "id", entity).ok()?;
+    Some((format!("entity/{base}"), own))
+}
+
 /// Creates an entity. `webhook_url` fills a webhook's missing `url`.
 pub async fn create(
     ms: &MoyskladClient,

@@ -199,6 +199,21 @@ impl Daemon {
                 };
                 let mut statuses = match state.order_statuses(*id)? {
                     Some(s) => s,
+                    // The order's creation is in this item (a `created` record carries the
+                    // order as created): every status it has held since is in `changes`
+                    // (added below), so its history need not be read (one request per new
+                    // order less).
+                    None if *created => {
+                        let mut s = Vec::new();
+                        let first = changes
+                            .iter()
+                            .filter(|c| c.get("created").and_then(Json::as_bool) == Some(true))
+                            .find_map(|c| c.pointer("/order/status").and_then(Json::as_str));
+                        if let Some(code) = first {
+                            push_status(&mut s, code);
+                        }
+                        s
+                    }
                     None => {
                         let mut s = Vec::new();
                         for c in crm.order_status_history(&EntityRef::Id(*id)).await? {

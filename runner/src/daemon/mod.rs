@@ -76,6 +76,55 @@ pub use webhook::ReceiverStats;
 /// Work that fails for a reason retrying will not fix is given up after this many tries.
 pub const MAX_ATTEMPTS: u32 = 10;
 
+/// The most CRM order items whose plans are applied side by side.
+const WAVE: usize = 100;
+
+/// Past this many inbox items the CRM history is polled [`BACKLOG_POLL_FACTOR`] times less
+/// often.
+const BACKLOG_ITEMS: usize = 50;
+
+/// How much longer the CRM poll waits while a backlog drains.
+const BACKLOG_POLL_FACTOR: u32 = 4;
+
+/// The МойСклад creates of a plan still to apply: `(entity, body)`.
+fn ms_creates(outbox: &Outbox) -> Vec<(String, Json)> {
+    outbox
+        .plan
+        .effects
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !outbox.done.contains_key(i))
+        .filter_map(|(_, e)| match &e.action {
+            skladsync_engine::Action::Create {
+                system,
+                entity,
+                body,
+                ..
+            } if system == "moysklad" => Some((entity.clone(), body.to_serde_json())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How preparing an item ended.
+enum Prepared {
+    /// Its plan is recorded: apply it.
+    Ready(Ready),
+    /// Finished, parked or put back for later.
+    Finished,
+    /// Evaluated while plans that may change its lookups were applied: nothing recorded,
+    /// evaluate it again once they are done.
+    Conflict(InboxItem),
+}
+
+/// An item evaluated and its plan recorded, to apply.
+struct Ready {
+    seq: u64,
+    item: InboxItem,
+    outbox: Outbox,
+    after: AfterCommit,
+}
+
 /// How long webhook `requestId`s are remembered.
 const DEDUPE_TTL_MS: i64 = 48 * 3600 * 1000;
 
@@ -138,6 +187,9 @@ pub enum DaemonError {
          database for a whole state.lease): stopped; queued work stays in the state"
     )]
     LeaseLost,
+    /// A plan applied alongside others stopped without an outcome (a panic).
+    #[error("{0}")]
+    Internal(String),
     /// The webhook receiver or the operator server could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -418,6 +470,7 @@ impl Daemon {
             stop: stop.clone(),
             orders: Arc::default(),
             lookups: Arc::default(),
+            batch: Arc::default(),
         };
         Ok(Daemon {
             inner: Arc::new(Inner {
@@ -631,7 +684,9 @@ impl Daemon {
                     continue;
                 }
                 if item.not_before <= now {
-                    due.push((seq, matches!(item.work, Work::StockPass { .. })));
+                    let stock = matches!(item.work, Work::StockPass { .. });
+                    let order = matches!(item.work, Work::CrmOrder { .. });
+                    due.push((seq, stock, order.then_some(subject).flatten()));
                 } else if let Some(s) = subject {
                     // Not due yet: what comes after it for the same subject waits too.
                     held.insert(s);
@@ -642,13 +697,35 @@ impl Daemon {
             }
             // A stock pass is heavy (reports weigh 5 units a page) and comes again anyway:
             // within a round, orders and the rest go first.
-            due.sort_by_key(|(_, stock)| *stock);
-            for (seq, _) in due {
+            due.sort_by_key(|(_, stock, _)| *stock);
+            // CRM orders (one item per subject) are processed in waves: evaluated in turn,
+            // their plans applied side by side (see `process_wave`); the rest one by one.
+            let mut wave: Vec<u64> = Vec::new();
+            let mut wave_subjects: HashSet<String> = HashSet::new();
+            for (seq, _, order) in due {
                 if self.inner.stopping.load(Ordering::SeqCst) {
                     break 'rounds;
                 }
+                if let Some(subject) = order {
+                    if !wave_subjects.insert(subject) {
+                        // A second item of a subject: the next round.
+                        continue;
+                    }
+                    seen.insert(seq);
+                    wave.push(seq);
+                    if wave.len() >= WAVE {
+                        self.process_wave(&std::mem::take(&mut wave)).await?;
+                    }
+                    continue;
+                }
+                if !wave.is_empty() {
+                    self.process_wave(&std::mem::take(&mut wave)).await?;
+                }
                 seen.insert(seq);
                 self.process(seq).await?;
+            }
+            if !wave.is_empty() {
+                self.process_wave(&wave).await?;
             }
         }
         Ok(seen.len())
@@ -702,27 +779,160 @@ impl Daemon {
         let _one = self.inner.processing.lock().await;
         // Claimed, then read as it is now: nothing merges into it from here on.
         let Some(item) = self.inner.state.claim(seq)? else {
-            self.inner.state.release();
+            self.inner.state.release_one(seq);
             return Ok(());
         };
-        let r = self.process_locked(seq, item).await;
-        self.inner.state.release();
+        let r = match self.prepare(seq, item).await {
+            Ok(Some(ready)) => {
+                self.apply_plan(ready.seq, ready.item, ready.outbox, ready.after)
+                    .await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.inner.state.release_one(seq);
         r
     }
 
-    async fn process_locked(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
+    /// Processes several inbox items of different subjects: each is evaluated in turn (its
+    /// plan recorded, as [`Daemon::process`] does) while the plans before it are applied, at
+    /// most [`WAVE`] side by side, so that their МойСклад creates of one type go in one bulk
+    /// POST (see `apply::batch`). Plans stay per event; each item ends as it would alone.
+    async fn process_wave(&self, seqs: &[u64]) -> Result<(), DaemonError> {
+        type Applied = (u64, Result<(), DaemonError>);
+        let _one = self.inner.processing.lock().await;
+        let state = &self.inner.state;
+        let mut applying: tokio::task::JoinSet<Applied> = tokio::task::JoinSet::new();
+        // The МойСклад creates of the plans being applied, by item.
+        let mut creates: std::collections::HashMap<u64, Vec<(String, Json)>> =
+            std::collections::HashMap::new();
+        let mut failed: Option<DaemonError> = None;
+        fn note(
+            r: Result<Applied, tokio::task::JoinError>,
+            creates: &mut std::collections::HashMap<u64, Vec<(String, Json)>>,
+            failed: &mut Option<DaemonError>,
+        ) {
+            let e = match r {
+                Ok((seq, done)) => {
+                    creates.remove(&seq);
+                    match done {
+                        Ok(()) => return,
+                        Err(e) => e,
+                    }
+                }
+                Err(join) => DaemonError::Internal(format!("applying a plan stopped: {join}")),
+            };
+            failed.get_or_insert(e);
+        }
+        for &seq in seqs {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            while applying.len() >= WAVE {
+                if let Some(r) = applying.join_next().await {
+                    note(r, &mut creates, &mut failed);
+                }
+            }
+            while let Some(r) = applying.try_join_next() {
+                note(r, &mut creates, &mut failed);
+            }
+            let mut item = match state.claim(seq) {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    state.release_one(seq);
+                    continue;
+                }
+                Err(e) => {
+                    state.release_one(seq);
+                    failed.get_or_insert(e.into());
+                    break;
+                }
+            };
+            let ready = loop {
+                let beside: Vec<(String, Json)> = creates.values().flatten().cloned().collect();
+                let beside = (!beside.is_empty()).then_some(beside.as_slice());
+                match self.prepare_beside(seq, item, beside).await {
+                    Ok(Prepared::Ready(r)) => break Ok(Some(r)),
+                    Ok(Prepared::Finished) => break Ok(None),
+                    Ok(Prepared::Conflict(back)) => {
+                        // As one at a time: after the plans beside it.
+                        item = back;
+                        while let Some(r) = applying.join_next().await {
+                            note(r, &mut creates, &mut failed);
+                        }
+                        creates.clear();
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match ready {
+                Ok(Some(r)) => {
+                    creates.insert(seq, ms_creates(&r.outbox));
+                    let d = self.clone();
+                    applying.spawn(async move {
+                        let done = d.apply_plan(r.seq, r.item, r.outbox, r.after).await;
+                        d.inner.state.release_one(r.seq);
+                        (r.seq, done)
+                    });
+                }
+                Ok(None) => state.release_one(seq),
+                Err(e) => {
+                    state.release_one(seq);
+                    failed.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        // Plans already recorded are applied even if a later item could not be prepared.
+        while let Some(r) = applying.join_next().await {
+            note(r, &mut creates, &mut failed);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Builds and evaluates a claimed item, and records its plan: the plan to apply, or
+    /// `None` when the item is finished (nothing to do) or put back (parked, retried later).
+    /// An item with a recorded plan is resumed.
+    async fn prepare(&self, seq: u64, item: InboxItem) -> Result<Option<Ready>, DaemonError> {
+        match self.prepare_beside(seq, item, None).await? {
+            Prepared::Ready(r) => Ok(Some(r)),
+            Prepared::Finished => Ok(None),
+            // Without plans beside it nothing conflicts.
+            Prepared::Conflict(_) => Ok(None),
+        }
+    }
+
+    /// [`Daemon::prepare`] while the plans whose МойСклад creates are `beside` are being
+    /// applied: if the rules looked up something one of those creates may make (a lookup of
+    /// its type and field with the value the created body has), the evaluation may have missed
+    /// it, so its plan is not recorded and the item comes back as a conflict, to be evaluated
+    /// again once those plans are done (as one at a time would have seen it).
+    async fn prepare_beside(
+        &self,
+        seq: u64,
+        item: InboxItem,
+        beside: Option<&[(String, Json)]>,
+    ) -> Result<Prepared, DaemonError> {
         let state = &self.inner.state;
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
         if let Some(ob) = state.plan(seq)? {
             tracing::info!(%subject, event = %ob.plan.event, done = ob.done.len(), "resuming a plan");
-            return self.apply_plan(seq, item, ob, AfterCommit::Nothing).await;
+            return Ok(Prepared::Ready(Ready {
+                seq,
+                item,
+                outbox: ob,
+                after: AfterCommit::Nothing,
+            }));
         }
         let built = match self.build(&item.work).await {
             Ok(Some(b)) => b,
             Ok(None) => {
                 tracing::debug!(%subject, "nothing to evaluate");
                 state.finish_item(seq)?;
-                return Ok(());
+                return Ok(Prepared::Finished);
             }
             Err(e) => {
                 let give_up = gives_up(e.class());
@@ -738,7 +948,9 @@ impl Daemon {
                 if e.class() == FailureClass::Auth {
                     self.auth_problem(&e)?;
                 }
-                return self.retry_later(seq, item, give_up, text);
+                return self
+                    .retry_later(seq, item, give_up, text)
+                    .map(|()| Prepared::Finished);
             }
         };
         let name = built.event.name.clone();
@@ -791,8 +1003,8 @@ impl Daemon {
             }
             r
         });
+        let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(payload) = payload {
-            let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
             self.inner.applier.lookups.learn(&name, &payload, &made);
         }
         let plan = match evaluated {
@@ -809,15 +1021,27 @@ impl Daemon {
                         json!({"work": subject, "event": name}),
                         Json::Null,
                     )?;
-                    return self.retry_later(seq, item, false, text);
+                    return self
+                        .retry_later(seq, item, false, text)
+                        .map(|()| Prepared::Finished);
                 }
-                return self.park(seq, item, &name, text);
+                return self
+                    .park(seq, item, &name, text)
+                    .map(|()| Prepared::Finished);
             }
             Err(join) => {
                 let text = format!("evaluation stopped: {join}");
-                return self.park(seq, item, &name, text);
+                return self
+                    .park(seq, item, &name, text)
+                    .map(|()| Prepared::Finished);
             }
         };
+        if let Some(beside) = beside {
+            if crate::world::prefetch::may_find(&made, beside) {
+                tracing::debug!(%subject, event = %name, "a plan beside may create what the rules looked up: evaluated again after it");
+                return Ok(Prepared::Conflict(item));
+            }
+        }
         tracing::info!(%subject, event = %name, effects = plan.effects.len(), "evaluated");
         let outbox = Outbox {
             seq,
@@ -830,7 +1054,12 @@ impl Daemon {
         state.start_plan(&outbox)?;
         let mut item = item;
         item.plan = true;
-        self.apply_plan(seq, item, outbox, built.after).await
+        Ok(Prepared::Ready(Ready {
+            seq,
+            item,
+            outbox,
+            after: built.after,
+        }))
     }
 
     /// What the rules would do with CRM order `id` as it is now: the `crm.order.changed` event
@@ -1396,8 +1625,20 @@ impl Daemon {
                 }
                 _ = stop.changed() => return,
             }
+            // While a backlog drains, what the poll brings waits behind it anyway: poll less
+            // often and leave retailCRM's budget (10 requests/s) to the backlog's writes.
+            let backlog = self
+                .inner
+                .state
+                .inbox_len()
+                .is_ok_and(|n| n > BACKLOG_ITEMS);
+            let wait = if backlog {
+                every.saturating_mul(BACKLOG_POLL_FACTOR)
+            } else {
+                every
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }

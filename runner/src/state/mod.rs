@@ -624,7 +624,7 @@ pub struct SyncState {
     /// Serializes read-modify-write sequences (inbox merges, links, journal).
     lock: Arc<Mutex<()>>,
     /// The inbox item being processed: new work is never merged into it.
-    busy: Arc<Mutex<Option<u64>>>,
+    busy: Arc<Mutex<std::collections::BTreeSet<u64>>>,
     /// How many items the inbox holds (counted once, then kept up to date under `lock`), and
     /// when it was last counted from the store.
     inbox_len: Arc<Mutex<InboxCount>>,
@@ -690,7 +690,7 @@ impl SyncState {
         SyncState {
             store,
             lock: Arc::new(Mutex::new(())),
-            busy: Arc::new(Mutex::new(None)),
+            busy: Arc::new(Mutex::new(Default::default())),
             inbox_len: Arc::default(),
         }
     }
@@ -908,23 +908,35 @@ impl SyncState {
             .map(|v| v.first().copied().unwrap_or_default())
     }
 
-    fn busy(&self) -> Option<u64> {
-        *self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    fn busy(&self) -> std::collections::BTreeSet<u64> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Marks an item as being processed and reads it as it is now: from this moment new work
     /// of its subject goes to a new item (so nothing merged into it can be lost when it is
-    /// finished).
+    /// finished). Several items (of different subjects) may be claimed at once.
     pub fn claim(&self, seq: u64) -> Result<Option<InboxItem>, StateError> {
         let _g = self.guard();
-        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = Some(seq);
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq);
         self.read(&seq_key(seq))
     }
 
-    /// Ends the processing of the claimed item.
+    /// Ends the processing of every claimed item.
     pub fn release(&self) {
         let _g = self.guard();
-        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Ends the processing of one claimed item.
+    pub fn release_one(&self, seq: u64) {
+        let _g = self.guard();
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&seq);
     }
 
     /// Queues several pieces of work in one durable batch.
@@ -1017,7 +1029,7 @@ impl SyncState {
                     None => self.read::<u64>(format!("inboxsubj/{s}").as_bytes())?,
                 },
             }
-            .filter(|seq| Some(*seq) != busy);
+            .filter(|seq| !busy.contains(seq));
             let merged = match existing {
                 Some(seq) => {
                     let item = match pending.remove(&seq) {
@@ -1159,7 +1171,7 @@ impl SyncState {
         let mut ops = Vec::new();
         let mut dropped = Vec::new();
         for (seq, expected) in items {
-            if Some(*seq) == busy || Some(*seq) == outbox {
+            if busy.contains(seq) || Some(*seq) == outbox {
                 continue;
             }
             if self.read::<InboxItem>(&seq_key(*seq))?.as_ref() != Some(expected) {

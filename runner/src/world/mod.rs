@@ -210,9 +210,16 @@ impl LiveWorld {
         filter: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Vec<serde_json::Value>, WorldError> {
         let Some(code) = catalogue::mirrored_code(entity, filter) else {
-            if let (Some((p, recorded)), Some((field, value))) =
-                (&self.prefetch, prefetch::single(filter))
-            {
+            let single = prefetch::single(filter);
+            if let (Some((_, recorded)), None) = (&self.prefetch, &single) {
+                // Not one field: recorded as a lookup of the type (see `prefetch::may_find`).
+                recorded.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    entity.to_string(),
+                    String::new(),
+                    String::new(),
+                ));
+            }
+            if let (Some((p, recorded)), Some((field, value))) = (&self.prefetch, single) {
                 recorded.lock().unwrap_or_else(|e| e.into_inner()).push((
                     entity.to_string(),
                     field.to_string(),

@@ -77,6 +77,23 @@ pub fn single(filter: &Map<String, Json>) -> Option<(&str, String)> {
     Some((k.as_str(), scalar_text(v)?))
 }
 
+/// Whether a create among `creates` (`(entity, body)`) may make a row one of `lookups`
+/// (`(entity, field, value)`, as recorded by an evaluation) would find: same entity type and
+/// the body's field loosely the value. A lookup of several fields (recorded with an empty
+/// field) may find any create of its type.
+pub fn may_find(lookups: &[(String, String, String)], creates: &[(String, Json)]) -> bool {
+    lookups.iter().any(|(entity, field, value)| {
+        creates.iter().any(|(e, body)| {
+            e == entity
+                && (field.is_empty()
+                    || body
+                        .get(field)
+                        .and_then(scalar_text)
+                        .is_some_and(|t| loose(&t) == loose(value)))
+        })
+    })
+}
+
 fn loose(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric())
@@ -119,6 +136,10 @@ impl LookupPrefetch {
     pub fn learn(&self, event: &str, root: &Json, lookups: &[(String, String, String)]) {
         let mut found = Vec::new();
         for (entity, field, value) in lookups {
+            if field.is_empty() {
+                // A lookup of several fields: nothing to gather.
+                continue;
+            }
             let mut paths = Vec::new();
             find_paths(root, value, &mut Vec::new(), &mut paths);
             for path in paths {
@@ -247,6 +268,37 @@ impl LookupPrefetch {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_create_beside_conflicts_with_lookups_it_may_answer() {
+        let creates = vec![(
+            "counterparty".to_string(),
+            json!({"name": "Петров Иван", "phone": "+7 900 555-00-01", "email": "p@x.ru"}),
+        )];
+        let by = |e: &str, f: &str, v: &str| vec![(e.to_string(), f.to_string(), v.to_string())];
+        // The created body has the looked-up value (spaces and punctuation ignored).
+        assert!(may_find(
+            &by("counterparty", "phone", "+79005550001"),
+            &creates
+        ));
+        assert!(may_find(&by("counterparty", "email", "P@X.RU"), &creates));
+        // Another value, another field's value, another type: no.
+        assert!(!may_find(
+            &by("counterparty", "phone", "+79005550002"),
+            &creates
+        ));
+        assert!(!may_find(
+            &by("counterparty", "inn", "+79005550001"),
+            &creates
+        ));
+        assert!(!may_find(
+            &by("customerorder", "phone", "+79005550001"),
+            &creates
+        ));
+        // A lookup of several fields of the type: it may.
+        assert!(may_find(&by("counterparty", "", ""), &creates));
+        assert!(!may_find(&[], &creates));
+    }
 
     #[test]
     fn learns_where_a_lookup_value_comes_from() {

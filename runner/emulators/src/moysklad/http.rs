@@ -911,7 +911,10 @@ fn create_or_bulk(state: &mut State, r: &Req<'_>, ty: &str) -> Result<Out, MsErr
                         }
                         state.update(ty, &id, &patch, &r.ctx)
                     }
-                    None => state.create(ty, item, &r.ctx),
+                    None => match state.refused(ty, item) {
+                        Some(e) => Err(e),
+                        None => state.create(ty, item, &r.ctx),
+                    },
                 };
                 match res {
                     Ok((stored, ev)) => {
@@ -932,6 +935,9 @@ fn create_or_bulk(state: &mut State, r: &Req<'_>, ty: &str) -> Result<Out, MsErr
             Ok(Out::with_events(Some(Value::Array(body)), events))
         }
         body => {
+            if let Some(e) = state.refused(ty, body) {
+                return Err(e);
+            }
             let (stored, ev) = state.create(ty, body, &r.ctx)?;
             let v = state.render(&stored, &expand, &Links::compute(state));
             Ok(Out::with_events(Some(v), ev.into_iter().collect()))

@@ -417,6 +417,23 @@ impl MoyskladEmulator {
         sample::seed(self)
     }
 
+    /// Fault injection: the next `times` API creates of `entity` whose `field` equals `value`
+    /// are refused with error 1999 (alone: HTTP 500; in a bulk POST: that element's place in
+    /// the answer, the others created), nothing stored.
+    pub fn refuse_creates(&self, entity: &str, field: &str, value: Value, times: u32) {
+        self.shared.state().refusals.push(state::Refusal {
+            entity: entity.to_string(),
+            field: field.to_string(),
+            value,
+            times,
+        });
+    }
+
+    /// How many injected refusals ([`MoyskladEmulator::refuse_creates`]) have not fired yet.
+    pub fn refusals_left(&self) -> u32 {
+        self.shared.state().refusals.iter().map(|r| r.times).sum()
+    }
+
     /// Creates an entity as the first user would in the МойСклад UI: webhooks fire.
     pub fn create(&self, entity: &str, body: Value) -> Result<Value, EmulatorError> {
         let mut state = self.shared.state();

@@ -210,6 +210,39 @@ pub struct State {
     /// The audit: one context per change (request or UI action), oldest first.
     #[serde(default)]
     pub audit: Vec<super::audit::AuditContext>,
+    /// Injected refusals of creates (fault injection, see [`Refusal`]); not part of a dump.
+    #[serde(skip)]
+    pub refusals: Vec<Refusal>,
+}
+
+/// An injected refusal: the next `times` creates of `entity` whose `field` is `value` are
+/// refused with МойСклад error 1999 (HTTP 500, "an unexpected error"), nothing stored. In a
+/// bulk POST the refusal takes that element's place in the answer, as the real service
+/// reports a failed element; the other elements are created.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// The entity type (`customerorder`).
+    pub entity: String,
+    /// The field compared (`name`).
+    pub field: String,
+    /// The value that is refused.
+    pub value: Value,
+    /// How many more creates to refuse.
+    pub times: u32,
+}
+
+impl State {
+    /// Whether a create of `ty` with `body` is refused (and counts it).
+    pub fn refused(&mut self, ty: &str, body: &Value) -> Option<MsError> {
+        let r = self
+            .refusals
+            .iter_mut()
+            .find(|r| r.times > 0 && r.entity == ty && body.get(&r.field) == Some(&r.value))?;
+        r.times -= 1;
+        Some(errors::unknown_error(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        ))
+    }
 }
 
 /// Id of the account's main group (отдел «Основной»), which owns every entity.
@@ -244,6 +277,7 @@ impl State {
             counters: BTreeMap::new(),
             price_types: default_price_types(),
             audit: Vec::new(),
+            refusals: Vec::new(),
         }
     }
 
