@@ -578,22 +578,38 @@ impl PendingRef {
 /// [`Value::deeper_than`] by a plain walk of `v` met at `depth`: `None` once `steps` run
 /// out (the caller walks again remembering what was seen). Recurses at most `max + 1` deep.
 fn deeper_plain(v: &Value, depth: usize, max: usize, steps: &mut u32) -> Option<bool> {
-    let children: &mut dyn Iterator<Item = &Value> = match v {
-        Value::Array(a) => &mut a.iter(),
-        Value::Object(o) => &mut o.values(),
-        Value::Ref(r) if r.known.is_some() => &mut r.known.iter(),
-        _ => return Some(false),
-    };
-    if depth > max {
-        return Some(true);
-    }
-    for child in children {
-        *steps = steps.checked_sub(1)?;
-        if deeper_plain(child, depth + 1, max, steps)? {
-            return Some(true);
+    // Scalars are counted as steps but not visited: only containers recurse.
+    fn children<'v>(
+        items: impl Iterator<Item = &'v Value>,
+        depth: usize,
+        max: usize,
+        steps: &mut u32,
+    ) -> Option<bool> {
+        for child in items {
+            *steps = steps.checked_sub(1)?;
+            let nested = match child {
+                Value::Array(_) | Value::Object(_) => true,
+                Value::Ref(r) => r.known.is_some(),
+                _ => false,
+            };
+            if nested && deeper_plain(child, depth + 1, max, steps)? {
+                return Some(true);
+            }
         }
+        Some(false)
     }
-    Some(false)
+    if depth > max {
+        return Some(
+            matches!(v, Value::Array(_) | Value::Object(_))
+                || matches!(v, Value::Ref(r) if r.known.is_some()),
+        );
+    }
+    match v {
+        Value::Array(a) => children(a.iter(), depth, max, steps),
+        Value::Object(o) => children(o.values(), depth, max, steps),
+        Value::Ref(r) => children(r.known.iter(), depth, max, steps),
+        _ => Some(false),
+    }
 }
 
 /// Resolves a possibly negative index against a length.

@@ -163,29 +163,55 @@ fn digits(args: &[Value]) -> Result<Value, String> {
 fn format(args: &[Value]) -> Result<Value, String> {
     let pattern = want_str(args, 0, "format()'s pattern")?;
     let mut values = args.iter().skip(1);
-    let mut out = String::with_capacity(pattern.len() + 16);
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            ('{', Some('{')) => {
-                chars.next();
+    let room: usize = args
+        .iter()
+        .skip(1)
+        .map(|v| v.as_str().map_or(16, str::len))
+        .sum();
+    let mut out = String::with_capacity(pattern.len() + room);
+    // Copies the text between braces whole; `{{` and `}}` are braces, `{}` the next value,
+    // any other brace itself.
+    let mut rest = pattern;
+    while let Some(at) = rest.find(['{', '}']) {
+        out.push_str(&rest[..at]);
+        let bytes = rest.as_bytes();
+        match (bytes[at], bytes.get(at + 1)) {
+            (b'{', Some(b'{')) => {
                 out.push('{');
+                rest = &rest[at + 2..];
             }
-            ('}', Some('}')) => {
-                chars.next();
+            (b'}', Some(b'}')) => {
                 out.push('}');
+                rest = &rest[at + 2..];
             }
-            ('{', Some('}')) => {
-                chars.next();
+            (b'{', Some(b'}')) => {
                 let v = values.next().ok_or_else(|| {
                     format!("the pattern {pattern:?} has more `{{}}` than values")
                 })?;
-                out.push_str(&v.to_text());
+                push_text(&mut out, v);
+                rest = &rest[at + 2..];
             }
-            _ => out.push(c),
+            (brace, _) => {
+                out.push(char::from(brace));
+                rest = &rest[at + 1..];
+            }
         }
     }
+    out.push_str(rest);
     Ok(Value::from(out))
+}
+
+/// Appends [`Value::to_text`] of a value, without building it apart for texts and numbers.
+fn push_text(out: &mut String, v: &Value) {
+    use std::fmt::Write;
+    match v {
+        Value::Null => {}
+        Value::Str(s) => out.push_str(s),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        other => out.push_str(&other.to_text()),
+    }
 }
 
 fn string(args: &[Value]) -> Result<Value, String> {
