@@ -390,22 +390,76 @@ impl<'a> Ctx<'a> {
         let Some(f) = prog.funcs.get(i as usize) else {
             return Ok(Value::Null);
         };
+        if f.body.is_none() {
+            return Ok(Value::Null);
+        }
+        // A call whose arguments are the same in every rule of the evaluation is computed
+        // once (and again only if it reads the world and the plan changed since).
+        if args.iter().all(event_level) {
+            return self.call_user_remembered(i, f.pure, args, frame);
+        }
+        self.call_user_now(i, args, frame)
+    }
+
+    /// [`Ctx::call_user`] of a call with event-level arguments: the remembered result if
+    /// there is one still valid, else the call's result, remembered.
+    #[inline(never)]
+    fn call_user_remembered(
+        &mut self,
+        i: u32,
+        pure: bool,
+        args: &'a [CExpr],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
+        let mut given = Vec::with_capacity(args.len());
+        for a in args {
+            given.push(self.eval(a, frame)?);
+        }
+        let version = self.plan.version();
+        let remembered = |m: &super::Memo| {
+            m.func == i
+                && m.args.len() == given.len()
+                && m.args.iter().zip(&given).all(|(a, b)| same_arg(a, b))
+        };
+        if let Some(m) = self.memo.iter().find(|m| remembered(m)) {
+            if pure || m.version == version {
+                return Ok(m.result.clone());
+            }
+        }
+        let result = self.call_user_with(i, given.clone())?;
+        let version = self.plan.version();
+        self.memo.retain(|m| !remembered(m));
+        self.memo.push(super::Memo {
+            func: i,
+            args: given,
+            version,
+            result: result.clone(),
+        });
+        Ok(result)
+    }
+
+    /// Calls user function `i` with its arguments' values.
+    fn call_user_with(&mut self, i: u32, values: Vec<Value>) -> Result<Value, Fail> {
+        let prog = self.prog;
+        let Some(f) = prog.funcs.get(i as usize) else {
+            return Ok(Value::Null);
+        };
         let Some(body) = &f.body else {
             return Ok(Value::Null);
         };
         let mut slots = self.spare_frames.pop().unwrap_or_default();
         slots.clear();
-        slots.resize(f.frame_size.max(args.len() as u32) as usize, None);
-        for (i, a) in args.iter().enumerate() {
-            match self.eval(a, frame) {
-                Ok(v) => slots[i] = Some(v),
-                Err(e) => {
-                    slots.clear();
-                    self.spare_frames.push(slots);
-                    return Err(e);
-                }
-            }
+        slots.resize(f.frame_size.max(values.len() as u32) as usize, None);
+        for (slot, v) in slots.iter_mut().zip(values) {
+            *slot = Some(v);
         }
+        self.run_user_body(body, slots)
+    }
+
+    /// Evaluates a user function's body in a frame of its own (`slots`, arguments first).
+    #[inline]
+    fn run_user_body(&mut self, body: &'a CExpr, slots: Vec<Option<Value>>) -> Result<Value, Fail> {
+        let prog = self.prog;
         let mut callee = Frame {
             slots,
             lets: &prog.empty_lets,
@@ -422,6 +476,64 @@ impl<'a> Ctx<'a> {
         slots.clear();
         self.spare_frames.push(slots);
         result
+    }
+
+    /// [`Ctx::call_user`] without remembering.
+    fn call_user_now(
+        &mut self,
+        i: u32,
+        args: &'a [CExpr],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
+        let prog = self.prog;
+        let Some(f) = prog.funcs.get(i as usize) else {
+            return Ok(Value::Null);
+        };
+        let Some(body) = &f.body else {
+            return Ok(Value::Null);
+        };
+        let mut slots = self.spare_frames.pop().unwrap_or_default();
+        slots.clear();
+        slots.resize(f.frame_size.max(args.len() as u32) as usize, None);
+        for (i, a) in args.iter().enumerate() {
+            match self.eval(a, frame) {
+                Ok(v) => slots[i] = Some(v),
+                Err(e) => {
+                    slots.clear();
+                    self.spare_frames.push(slots);
+                    return Err(e);
+                }
+            }
+        }
+        self.run_user_body(body, slots)
+    }
+}
+
+/// Whether an argument is the same wherever it is evaluated in one evaluation: a literal,
+/// a global (`order`, `settings`) or keys below one.
+fn event_level(e: &CExpr) -> bool {
+    match &e.node {
+        Node::Const(_) | Node::Global(_) => true,
+        Node::Path(base, segs) => {
+            matches!(base.node, Node::Global(_)) && segs.iter().all(|s| matches!(s, Seg::Key(..)))
+        }
+        _ => false,
+    }
+}
+
+/// Whether two arguments of a remembered call are the same value: the same shared list,
+/// object or pending result, or equal scalars of the same type (so a function that looks
+/// at the type of its argument sees the same thing).
+fn same_arg(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Int(x), Value::Int(y)) => x == y,
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Array(x), Value::Array(y)) => std::sync::Arc::ptr_eq(x, y),
+        (Value::Object(x), Value::Object(y)) => std::sync::Arc::ptr_eq(x, y),
+        (Value::Ref(x), Value::Ref(y)) => std::sync::Arc::ptr_eq(x, y),
+        _ => false,
     }
 }
 
