@@ -428,16 +428,16 @@ impl Value {
 
     fn add_weight(&self, cap: u64, total: &mut u64) {
         match self {
-            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Dec(_) => *total += 8,
-            Value::Str(s) => *total += s.len() as u64 + 2,
-            Value::Ref(r) => *total += 16 + r.name.len() as u64 + 8 * r.path.len() as u64,
             Value::Array(a) => {
                 *total += 2 + a.len() as u64;
                 for v in a.iter() {
                     if *total > cap {
                         return;
                     }
-                    v.add_weight(cap, total);
+                    match v.scalar_weight() {
+                        Some(w) => *total += w,
+                        None => v.add_weight(cap, total),
+                    }
                 }
             }
             Value::Object(o) => {
@@ -447,9 +447,24 @@ impl Value {
                         return;
                     }
                     *total += k.len() as u64 + 4;
-                    v.add_weight(cap, total);
+                    match v.scalar_weight() {
+                        Some(w) => *total += w,
+                        None => v.add_weight(cap, total),
+                    }
                 }
             }
+            other => *total += other.scalar_weight().unwrap_or(0),
+        }
+    }
+
+    /// The weight of a value that is not a list or object (those are walked).
+    #[inline]
+    fn scalar_weight(&self) -> Option<u64> {
+        match self {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Dec(_) => Some(8),
+            Value::Str(s) => Some(s.len() as u64 + 2),
+            Value::Ref(r) => Some(16 + r.name.len() as u64 + 8 * r.path.len() as u64),
+            Value::Array(_) | Value::Object(_) => None,
         }
     }
 

@@ -115,6 +115,86 @@ fn split(args: &[Value]) -> Result<Value, String> {
     }))
 }
 
+/// `first(split(text, sep))` and `last(split(text, sep))` as one call (the compiler fuses
+/// them, [`split_end`]): the one part wanted is found without building the others. Errors
+/// and the memory counted are those of `split`.
+pub(crate) fn split_ends() -> &'static [Builtin; 2] {
+    static ENDS: std::sync::OnceLock<[Builtin; 2]> = std::sync::OnceLock::new();
+    ENDS.get_or_init(|| {
+        use LambdaArg::None as NoLambda;
+        let mut ends = [
+            builtin!(
+                Family::String,
+                "split",
+                "first(split(text, separator))",
+                "The first part of `split(text, separator)`.",
+                [],
+                2,
+                2,
+                NoLambda,
+                Imp::Pure(split_first)
+            ),
+            builtin!(
+                Family::String,
+                "split",
+                "last(split(text, separator))",
+                "The last part of `split(text, separator)`.",
+                [],
+                2,
+                2,
+                NoLambda,
+                Imp::Pure(split_last)
+            ),
+        ];
+        for b in &mut ends {
+            b.size = Size::Before(split_size);
+        }
+        ends
+    })
+}
+
+/// The fused form of `first(split(…))` (`last` false) or `last(split(…))` (`last` true).
+pub(crate) fn split_end(last: bool) -> &'static Builtin {
+    let [first_end, last_end] = split_ends();
+    if last {
+        last_end
+    } else {
+        first_end
+    }
+}
+
+fn split_first(args: &[Value]) -> Result<Value, String> {
+    split_part(args, false)
+}
+
+fn split_last(args: &[Value]) -> Result<Value, String> {
+    split_part(args, true)
+}
+
+/// The first or last item `split(args)` would give, by the same rules.
+fn split_part(args: &[Value], last: bool) -> Result<Value, String> {
+    if arg(args, 0).is_null() {
+        return Ok(Value::Null);
+    }
+    let text = want_str(args, 0, "split()'s text")?;
+    let sep = want_str(args, 1, "split()'s separator")?;
+    if sep.is_empty() {
+        let c = if last {
+            text.chars().next_back()
+        } else {
+            text.chars().next()
+        };
+        return Ok(c.map_or(Value::Null, |c| Value::from(c.to_string())));
+    }
+    let part = match (sep.as_bytes(), last) {
+        ([b], false) if b.is_ascii() => text.split(char::from(*b)).next(),
+        ([b], true) if b.is_ascii() => text.rsplit(char::from(*b)).next(),
+        (_, false) => text.split(sep).next(),
+        (_, true) => text.rsplit(sep).next(),
+    };
+    Ok(part.map_or(Value::Null, Value::str))
+}
+
 fn join(args: &[Value]) -> Result<Value, String> {
     let items = list_or_null(args, 0, "join()'s list")?;
     let sep = want_str(args, 1, "join()'s separator")?;
