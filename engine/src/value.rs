@@ -552,7 +552,16 @@ impl Value {
                 }
                 let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
                 for (k, v) in o {
-                    map.insert(intern::key(k), Value::from_json(v));
+                    // The keys of a `serde_json` object are distinct: no lookup is needed.
+                    use indexmap::map::raw_entry_v1::RawEntryMut;
+                    use indexmap::map::RawEntryApiV1;
+                    use std::hash::BuildHasher;
+                    let hash = Hasher::default().hash_one(k.as_str());
+                    if let RawEntryMut::Vacant(slot) =
+                        map.raw_entry_mut_v1().from_hash(hash, |_| false)
+                    {
+                        slot.insert_hashed_nocheck(hash, intern::key(k), Value::from_json(v));
+                    }
                 }
                 Value::object(map)
             }
