@@ -226,11 +226,7 @@ impl<'a> Ctx<'a> {
         for seg in segs {
             let next: Option<Value> = match seg {
                 Seg::Key(k, hash) => match cur {
-                    Value::Object(o) => match o
-                        .raw_entry_v1()
-                        .from_hash(*hash, |key| intern::same(key, k))
-                        .map(|(_, v)| v)
-                    {
+                    Value::Object(o) => match key_of(o, k, *hash) {
                         Some(v) => {
                             // Borrow into the object when we can; it lives in `root` or `owned`.
                             if owned.is_none() {
@@ -545,17 +541,36 @@ fn walk_keys(root: &Value, segs: &[Seg]) -> Option<Value> {
 
 static NULL: Value = Value::Null;
 
+/// The most entries of an object whose keys are first compared by pointer, in order, before
+/// its hash table is asked.
+const SMALL_OBJECT: usize = 8;
+
+/// The value of key `k` (with `hash`, its hash under the maps' hasher) in an object. Keys
+/// that rules name and keys of documents are interned ([`intern`]), so in a small object
+/// the key is usually found by comparing pointers, without probing the hash table; the
+/// table answers otherwise (a key not interned, or not there).
+#[inline]
+fn key_of<'m>(o: &'m Map, k: &str, hash: u64) -> Option<&'m Value> {
+    if o.len() <= SMALL_OBJECT {
+        for (key, v) in o.iter() {
+            if std::ptr::eq(key.as_ptr(), k.as_ptr()) && key.len() == k.len() {
+                return Some(v);
+            }
+        }
+    }
+    o.raw_entry_v1()
+        .from_hash(hash, |key| intern::same(key, k))
+        .map(|(_, v)| v)
+}
+
 /// Walks key steps by reference; a missing key gives a reference to null.
 fn walk_keys_ref<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
     let mut cur = root;
     for seg in segs {
         let Seg::Key(k, hash) = seg else { return None };
         match cur {
-            Value::Object(o) => match o
-                .raw_entry_v1()
-                .from_hash(*hash, |key| intern::same(key, k))
-            {
-                Some((_, v)) => cur = v,
+            Value::Object(o) => match key_of(o, k, *hash) {
+                Some(v) => cur = v,
                 None => return Some(&NULL),
             },
             Value::Ref(_) => return None,
