@@ -428,16 +428,16 @@ impl Value {
 
     fn add_weight(&self, cap: u64, total: &mut u64) {
         match self {
-            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Dec(_) => *total += 8,
-            Value::Str(s) => *total += s.len() as u64 + 2,
-            Value::Ref(r) => *total += 16 + r.name.len() as u64 + 8 * r.path.len() as u64,
             Value::Array(a) => {
                 *total += 2 + a.len() as u64;
                 for v in a.iter() {
                     if *total > cap {
                         return;
                     }
-                    v.add_weight(cap, total);
+                    match v.scalar_weight() {
+                        Some(w) => *total += w,
+                        None => v.add_weight(cap, total),
+                    }
                 }
             }
             Value::Object(o) => {
@@ -447,9 +447,24 @@ impl Value {
                         return;
                     }
                     *total += k.len() as u64 + 4;
-                    v.add_weight(cap, total);
+                    match v.scalar_weight() {
+                        Some(w) => *total += w,
+                        None => v.add_weight(cap, total),
+                    }
                 }
             }
+            other => *total += other.scalar_weight().unwrap_or(0),
+        }
+    }
+
+    /// The weight of a value that is not a list or object (those are walked).
+    #[inline]
+    fn scalar_weight(&self) -> Option<u64> {
+        match self {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Dec(_) => Some(8),
+            Value::Str(s) => Some(s.len() as u64 + 2),
+            Value::Ref(r) => Some(16 + r.name.len() as u64 + 8 * r.path.len() as u64),
+            Value::Array(_) | Value::Object(_) => None,
         }
     }
 
@@ -537,7 +552,16 @@ impl Value {
                 }
                 let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
                 for (k, v) in o {
-                    map.insert(intern::key(k), Value::from_json(v));
+                    // The keys of a `serde_json` object are distinct: no lookup is needed.
+                    use indexmap::map::raw_entry_v1::RawEntryMut;
+                    use indexmap::map::RawEntryApiV1;
+                    use std::hash::BuildHasher;
+                    let hash = Hasher::default().hash_one(k.as_str());
+                    if let RawEntryMut::Vacant(slot) =
+                        map.raw_entry_mut_v1().from_hash(hash, |_| false)
+                    {
+                        slot.insert_hashed_nocheck(hash, intern::key(k), Value::from_json(v));
+                    }
                 }
                 Value::object(map)
             }
@@ -578,22 +602,38 @@ impl PendingRef {
 /// [`Value::deeper_than`] by a plain walk of `v` met at `depth`: `None` once `steps` run
 /// out (the caller walks again remembering what was seen). Recurses at most `max + 1` deep.
 fn deeper_plain(v: &Value, depth: usize, max: usize, steps: &mut u32) -> Option<bool> {
-    let children: &mut dyn Iterator<Item = &Value> = match v {
-        Value::Array(a) => &mut a.iter(),
-        Value::Object(o) => &mut o.values(),
-        Value::Ref(r) if r.known.is_some() => &mut r.known.iter(),
-        _ => return Some(false),
-    };
-    if depth > max {
-        return Some(true);
-    }
-    for child in children {
-        *steps = steps.checked_sub(1)?;
-        if deeper_plain(child, depth + 1, max, steps)? {
-            return Some(true);
+    // Scalars are counted as steps but not visited: only containers recurse.
+    fn children<'v>(
+        items: impl Iterator<Item = &'v Value>,
+        depth: usize,
+        max: usize,
+        steps: &mut u32,
+    ) -> Option<bool> {
+        for child in items {
+            *steps = steps.checked_sub(1)?;
+            let nested = match child {
+                Value::Array(_) | Value::Object(_) => true,
+                Value::Ref(r) => r.known.is_some(),
+                _ => false,
+            };
+            if nested && deeper_plain(child, depth + 1, max, steps)? {
+                return Some(true);
+            }
         }
+        Some(false)
     }
-    Some(false)
+    if depth > max {
+        return Some(
+            matches!(v, Value::Array(_) | Value::Object(_))
+                || matches!(v, Value::Ref(r) if r.known.is_some()),
+        );
+    }
+    match v {
+        Value::Array(a) => children(a.iter(), depth, max, steps),
+        Value::Object(o) => children(o.values(), depth, max, steps),
+        Value::Ref(r) => children(r.known.iter(), depth, max, steps),
+        _ => Some(false),
+    }
 }
 
 /// Resolves a possibly negative index against a length.

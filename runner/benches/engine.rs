@@ -5,13 +5,15 @@
 //! parsing the same document, for a ~4 KB order and a ~60 KB order with 200 items, with the
 //! conversion of the parsed `serde_json` document into engine values (what the daemon does
 //! with an order it read) counted: `ratio` is evaluation / parse, `ratio+conv` is
-//! (conversion + evaluation) / parse; the target is ≤ 1.0 for both.
+//! (conversion + evaluation) / parse; the target is ≤ 1.0 for both. `ratio+deser` is
+//! (reading the text straight into engine values + evaluation) / parse: what the daemon would
+//! spend if it deserialised API answers into `Value` instead of parsing and converting.
 //!
 //! `SKLADSYNC_BENCH_MS` sets the time spent on each figure (default 1500). The machine's load
 //! moves these times a lot; for exact, repeatable counts run one part alone under callgrind:
-//! `SKLADSYNC_BENCH_PROFILE=200:eval:6` (or `:conv:`, `:parse:`; `4` for the small order)
-//! runs only that part that many times, so the difference between 6 and 1 runs, divided by
-//! 5, is the instructions of one.
+//! `SKLADSYNC_BENCH_PROFILE=200:eval:6` (or `:conv:`, `:deser:`, `:parse:`; `4` for the
+//! small order) runs only that part that many times, so the difference between 6 and 1 runs,
+//! divided by 5, is the instructions of one.
 //!
 //! The rules directory is `rules/` at the repository root (override with
 //! `SKLADSYNC_BENCH_RULES`); the event is a `crm.order.changed` of a new order in an upload
@@ -222,8 +224,17 @@ fn main() {
     let merged = rules.settings_with(&settings_overrides());
     println!();
     println!(
-        "{:<28}{:>8}{:>10}{:>10}{:>10}{:>8}{:>12}{:>9}",
-        "document", "bytes", "parse µs", "conv µs", "eval µs", "ratio", "ratio+conv", "effects"
+        "{:<28}{:>8}{:>10}{:>10}{:>10}{:>10}{:>8}{:>12}{:>13}{:>9}",
+        "document",
+        "bytes",
+        "parse µs",
+        "conv µs",
+        "deser µs",
+        "eval µs",
+        "ratio",
+        "ratio+conv",
+        "ratio+deser",
+        "effects"
     );
     for (label, items) in [
         ("order, 4 items (~4 KB)", 4usize),
@@ -269,6 +280,7 @@ fn main() {
                 match what.as_str() {
                     "conv" => drop(black_box(Value::from_json(&json))),
                     "parse" => drop(black_box(serde_json::from_str::<serde_json::Value>(&text))),
+                    "deser" => drop(black_box(serde_json::from_str::<Value>(&text))),
                     _ => drop(black_box(
                         rules
                             .evaluate_with(&event, &world, opts())
@@ -286,26 +298,32 @@ fn main() {
         // What the runner does with the order it read: the parsed document converted into
         // engine values (`Value::from_json`, as the daemon builds its events).
         let conv = measure(budget, || Value::from_json(&json));
+        // The other way to get there: the order's text read straight into engine values
+        // (`Value`'s own `Deserialize`), no `serde_json::Value` in between.
+        let deser = measure(budget, || serde_json::from_str::<Value>(&text).map(|_| ()));
         let eval = measure(budget, || {
             rules
                 .evaluate_with(&event, &world, opts())
                 .map(|p| p.effects.len())
         });
         println!(
-            "{:<28}{:>8}{:>10.1}{:>10.1}{:>10.1}{:>8.2}{:>12.2}{:>9}",
+            "{:<28}{:>8}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>8.2}{:>12.2}{:>13.2}{:>9}",
             label,
             text.len(),
             parse.as_secs_f64() * 1e6,
             conv.as_secs_f64() * 1e6,
+            deser.as_secs_f64() * 1e6,
             eval.as_secs_f64() * 1e6,
             eval.as_secs_f64() / parse.as_secs_f64(),
             (eval + conv).as_secs_f64() / parse.as_secs_f64(),
+            (eval + deser).as_secs_f64() / parse.as_secs_f64(),
             plan.effects.len()
         );
     }
     println!(
         "\nratio = evaluation / serde_json parse of the same document; ratio+conv = (conversion \
-         of the parsed document into engine values + evaluation) / parse (target ≤ 1.0)"
+         of the parsed document into engine values + evaluation) / parse (target ≤ 1.0); \
+         ratio+deser = (the text read straight into engine values + evaluation) / parse"
     );
     stock_pass(&rules, &root, budget);
 }

@@ -180,7 +180,7 @@ impl Compiler<'_> {
                 }
             }
         };
-        CExpr { node, loc }
+        fuse_split_end(CExpr { node, loc })
     }
 
     fn unknown_name(&mut self, name: &str, span: Span, o: &Origin, scope: &Scope) {
@@ -650,4 +650,49 @@ fn looks_like_text(text: &str) -> bool {
 fn quote_hint(text: &str) -> String {
     let t = text.trim().replace('"', "\\\"");
     format!("help: values are expressions; to write the text itself, quote it: '\"{t}\"'")
+}
+
+/// `first(split(t, s))` and `last(split(t, s))` become one call that builds only the part
+/// wanted (`ms_id_of`'s `last(split(href, "/"))` runs for every position of an order). The
+/// call keeps the place of `split`, so its errors point where they did.
+fn fuse_split_end(e: CExpr) -> CExpr {
+    let CExpr {
+        node: Node::Call(outer, args, None),
+        loc,
+    } = e
+    else {
+        return e;
+    };
+    let fusable = matches!(outer.name, "first" | "last")
+        && matches!(
+            &*args,
+            [CExpr { node: Node::Call(inner, inner_args, None), .. }]
+                if funcs::lookup("split").is_some_and(|split| std::ptr::eq(*inner, split))
+                    && inner_args.len() == 2
+        );
+    if !fusable {
+        return CExpr {
+            node: Node::Call(outer, args, None),
+            loc,
+        };
+    }
+    let last = outer.name == "last";
+    match args.into_vec().pop() {
+        Some(CExpr {
+            node: Node::Call(_, inner_args, None),
+            loc: inner_loc,
+        }) => CExpr {
+            node: Node::Call(funcs::split_end(last), inner_args, None),
+            loc: inner_loc,
+        },
+        // (not reached: checked above)
+        Some(other) => CExpr {
+            node: Node::Call(outer, vec![other].into_boxed_slice(), None),
+            loc,
+        },
+        None => CExpr {
+            node: Node::Call(outer, Box::new([]), None),
+            loc,
+        },
+    }
 }

@@ -22,6 +22,9 @@ pub(crate) struct PlanBuilder {
     names: HashMap<Str, u32>,
     links: Vec<(Str, IndexMap<String, Value>)>,
     created: Vec<Created>,
+    /// Counts the changes to `links` and `created` (what lookups of the same evaluation
+    /// see of the plan): a value computed from the world stays valid while it is unchanged.
+    version: u64,
 }
 
 /// An entity created earlier in the plan.
@@ -47,7 +50,13 @@ impl PlanBuilder {
             names: HashMap::new(),
             links: Vec::new(),
             created: Vec::new(),
+            version: 0,
         }
+    }
+
+    /// Changes whenever what lookups see of the plan (its creations and links) changes.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// How many effects the plan has so far.
@@ -71,6 +80,7 @@ impl PlanBuilder {
     }
 
     fn rollback(&mut self, m: Mark) {
+        self.version += 1;
         for e in self.effects.drain(m.effects..) {
             let name = match &e.action {
                 Action::Create { name, .. } | Action::Update { name, .. } => name.clone(),
@@ -574,6 +584,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     })),
                 );
             }
+            cx.plan.version += 1;
             cx.plan.created.push(Created {
                 system: system.clone(),
                 entity: entity.clone(),
@@ -652,6 +663,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             for (system, e) in ids {
                 values.insert(system.to_string(), cx.eval(e, frame)?);
             }
+            cx.plan.version += 1;
             cx.plan.links.push((kind.clone(), values.clone()));
             push_effect(
                 cx,

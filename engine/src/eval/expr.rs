@@ -226,11 +226,7 @@ impl<'a> Ctx<'a> {
         for seg in segs {
             let next: Option<Value> = match seg {
                 Seg::Key(k, hash) => match cur {
-                    Value::Object(o) => match o
-                        .raw_entry_v1()
-                        .from_hash(*hash, |key| intern::same(key, k))
-                        .map(|(_, v)| v)
-                    {
+                    Value::Object(o) => match key_of(o, k, *hash) {
                         Some(v) => {
                             // Borrow into the object when we can; it lives in `root` or `owned`.
                             if owned.is_none() {
@@ -390,22 +386,76 @@ impl<'a> Ctx<'a> {
         let Some(f) = prog.funcs.get(i as usize) else {
             return Ok(Value::Null);
         };
+        if f.body.is_none() {
+            return Ok(Value::Null);
+        }
+        // A call whose arguments are the same in every rule of the evaluation is computed
+        // once (and again only if it reads the world and the plan changed since).
+        if args.iter().all(event_level) {
+            return self.call_user_remembered(i, f.pure, args, frame);
+        }
+        self.call_user_now(i, args, frame)
+    }
+
+    /// [`Ctx::call_user`] of a call with event-level arguments: the remembered result if
+    /// there is one still valid, else the call's result, remembered.
+    #[inline(never)]
+    fn call_user_remembered(
+        &mut self,
+        i: u32,
+        pure: bool,
+        args: &'a [CExpr],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
+        let mut given = Vec::with_capacity(args.len());
+        for a in args {
+            given.push(self.eval(a, frame)?);
+        }
+        let version = self.plan.version();
+        let remembered = |m: &super::Memo| {
+            m.func == i
+                && m.args.len() == given.len()
+                && m.args.iter().zip(&given).all(|(a, b)| same_arg(a, b))
+        };
+        if let Some(m) = self.memo.iter().find(|m| remembered(m)) {
+            if pure || m.version == version {
+                return Ok(m.result.clone());
+            }
+        }
+        let result = self.call_user_with(i, given.clone())?;
+        let version = self.plan.version();
+        self.memo.retain(|m| !remembered(m));
+        self.memo.push(super::Memo {
+            func: i,
+            args: given,
+            version,
+            result: result.clone(),
+        });
+        Ok(result)
+    }
+
+    /// Calls user function `i` with its arguments' values.
+    fn call_user_with(&mut self, i: u32, values: Vec<Value>) -> Result<Value, Fail> {
+        let prog = self.prog;
+        let Some(f) = prog.funcs.get(i as usize) else {
+            return Ok(Value::Null);
+        };
         let Some(body) = &f.body else {
             return Ok(Value::Null);
         };
         let mut slots = self.spare_frames.pop().unwrap_or_default();
         slots.clear();
-        slots.resize(f.frame_size.max(args.len() as u32) as usize, None);
-        for (i, a) in args.iter().enumerate() {
-            match self.eval(a, frame) {
-                Ok(v) => slots[i] = Some(v),
-                Err(e) => {
-                    slots.clear();
-                    self.spare_frames.push(slots);
-                    return Err(e);
-                }
-            }
+        slots.resize(f.frame_size.max(values.len() as u32) as usize, None);
+        for (slot, v) in slots.iter_mut().zip(values) {
+            *slot = Some(v);
         }
+        self.run_user_body(body, slots)
+    }
+
+    /// Evaluates a user function's body in a frame of its own (`slots`, arguments first).
+    #[inline]
+    fn run_user_body(&mut self, body: &'a CExpr, slots: Vec<Option<Value>>) -> Result<Value, Fail> {
+        let prog = self.prog;
         let mut callee = Frame {
             slots,
             lets: &prog.empty_lets,
@@ -423,6 +473,64 @@ impl<'a> Ctx<'a> {
         self.spare_frames.push(slots);
         result
     }
+
+    /// [`Ctx::call_user`] without remembering.
+    fn call_user_now(
+        &mut self,
+        i: u32,
+        args: &'a [CExpr],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
+        let prog = self.prog;
+        let Some(f) = prog.funcs.get(i as usize) else {
+            return Ok(Value::Null);
+        };
+        let Some(body) = &f.body else {
+            return Ok(Value::Null);
+        };
+        let mut slots = self.spare_frames.pop().unwrap_or_default();
+        slots.clear();
+        slots.resize(f.frame_size.max(args.len() as u32) as usize, None);
+        for (i, a) in args.iter().enumerate() {
+            match self.eval(a, frame) {
+                Ok(v) => slots[i] = Some(v),
+                Err(e) => {
+                    slots.clear();
+                    self.spare_frames.push(slots);
+                    return Err(e);
+                }
+            }
+        }
+        self.run_user_body(body, slots)
+    }
+}
+
+/// Whether an argument is the same wherever it is evaluated in one evaluation: a literal,
+/// a global (`order`, `settings`) or keys below one.
+fn event_level(e: &CExpr) -> bool {
+    match &e.node {
+        Node::Const(_) | Node::Global(_) => true,
+        Node::Path(base, segs) => {
+            matches!(base.node, Node::Global(_)) && segs.iter().all(|s| matches!(s, Seg::Key(..)))
+        }
+        _ => false,
+    }
+}
+
+/// Whether two arguments of a remembered call are the same value: the same shared list,
+/// object or pending result, or equal scalars of the same type (so a function that looks
+/// at the type of its argument sees the same thing).
+fn same_arg(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Int(x), Value::Int(y)) => x == y,
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Array(x), Value::Array(y)) => std::sync::Arc::ptr_eq(x, y),
+        (Value::Object(x), Value::Object(y)) => std::sync::Arc::ptr_eq(x, y),
+        (Value::Ref(x), Value::Ref(y)) => std::sync::Arc::ptr_eq(x, y),
+        _ => false,
+    }
 }
 
 /// Walks key steps by reference. `None` when a pending reference is met (the slow path
@@ -433,17 +541,36 @@ fn walk_keys(root: &Value, segs: &[Seg]) -> Option<Value> {
 
 static NULL: Value = Value::Null;
 
+/// The most entries of an object whose keys are first compared by pointer, in order, before
+/// its hash table is asked.
+const SMALL_OBJECT: usize = 8;
+
+/// The value of key `k` (with `hash`, its hash under the maps' hasher) in an object. Keys
+/// that rules name and keys of documents are interned ([`intern`]), so in a small object
+/// the key is usually found by comparing pointers, without probing the hash table; the
+/// table answers otherwise (a key not interned, or not there).
+#[inline]
+fn key_of<'m>(o: &'m Map, k: &str, hash: u64) -> Option<&'m Value> {
+    if o.len() <= SMALL_OBJECT {
+        for (key, v) in o.iter() {
+            if std::ptr::eq(key.as_ptr(), k.as_ptr()) && key.len() == k.len() {
+                return Some(v);
+            }
+        }
+    }
+    o.raw_entry_v1()
+        .from_hash(hash, |key| intern::same(key, k))
+        .map(|(_, v)| v)
+}
+
 /// Walks key steps by reference; a missing key gives a reference to null.
 fn walk_keys_ref<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
     let mut cur = root;
     for seg in segs {
         let Seg::Key(k, hash) = seg else { return None };
         match cur {
-            Value::Object(o) => match o
-                .raw_entry_v1()
-                .from_hash(*hash, |key| intern::same(key, k))
-            {
-                Some((_, v)) => cur = v,
+            Value::Object(o) => match key_of(o, k, *hash) {
+                Some(v) => cur = v,
                 None => return Some(&NULL),
             },
             Value::Ref(_) => return None,

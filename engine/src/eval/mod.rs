@@ -259,6 +259,20 @@ pub(crate) struct Ctx<'a> {
     pub trace: Option<&'a mut Trace>,
     /// Slot vectors of finished function calls, reused so calls do not allocate.
     pub spare_frames: Vec<Vec<Option<Value>>>,
+    /// Results of calls of user functions with event-level arguments (see
+    /// [`Memo`]), so that `c2m_lines(order)` in three rules is computed once.
+    pub memo: Vec<Memo>,
+}
+
+/// The result of a call of a user function whose arguments are all event-level (globals,
+/// key paths below them, literals): within one evaluation such a call gives the same
+/// result again, as long as the function reads nothing of the world (it is pure) or the
+/// part of the plan that lookups see has not changed since (`version`).
+pub(crate) struct Memo {
+    pub func: u32,
+    pub args: Vec<Value>,
+    pub version: u64,
+    pub result: Value,
 }
 
 /// The slots of a rule, flow or function being evaluated.
@@ -397,6 +411,7 @@ impl<'a> Ctx<'a> {
             subject: None,
             trace,
             spare_frames: Vec::new(),
+            memo: Vec::new(),
         }
     }
 

@@ -407,16 +407,31 @@ fn entries(args: &[Value]) -> Result<Value, String> {
 }
 
 fn merge(args: &[Value]) -> Result<Value, String> {
-    let room = args.iter().map(|a| a.as_object().map_or(0, Map::len)).sum();
-    let mut map = Map::with_capacity_and_hasher(room, Hasher::default());
+    let mut map: Option<Map> = None;
     for i in 0..args.len() {
-        if let Some(o) = object_arg(args, i, "merge")? {
-            for (k, v) in o.iter() {
-                map.insert(k.clone(), v.clone());
+        let Some(o) = object_arg(args, i, "merge")? else {
+            continue;
+        };
+        match &mut map {
+            // The first object is copied whole (its keys keep their hashes): only the
+            // later ones are inserted key by key.
+            None => {
+                let room: usize = args[i + 1..]
+                    .iter()
+                    .map(|a| a.as_object().map_or(0, Map::len))
+                    .sum();
+                let mut first = o.clone();
+                first.reserve(room);
+                map = Some(first);
+            }
+            Some(map) => {
+                for (k, v) in o.iter() {
+                    map.insert(k.clone(), v.clone());
+                }
             }
         }
     }
-    Ok(Value::object(map))
+    Ok(Value::object(map.unwrap_or_default()))
 }
 
 fn key_list(args: &[Value], i: usize, name: &str) -> Result<Vec<String>, String> {

@@ -27,6 +27,7 @@ mod string;
 mod world;
 
 pub use date::{parse_datetime, MILLIS_FORMAT};
+pub(crate) use string::split_end;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

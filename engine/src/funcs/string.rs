@@ -115,6 +115,86 @@ fn split(args: &[Value]) -> Result<Value, String> {
     }))
 }
 
+/// `first(split(text, sep))` and `last(split(text, sep))` as one call (the compiler fuses
+/// them, [`split_end`]): the one part wanted is found without building the others. Errors
+/// and the memory counted are those of `split`.
+pub(crate) fn split_ends() -> &'static [Builtin; 2] {
+    static ENDS: std::sync::OnceLock<[Builtin; 2]> = std::sync::OnceLock::new();
+    ENDS.get_or_init(|| {
+        use LambdaArg::None as NoLambda;
+        let mut ends = [
+            builtin!(
+                Family::String,
+                "split",
+                "first(split(text, separator))",
+                "The first part of `split(text, separator)`.",
+                [],
+                2,
+                2,
+                NoLambda,
+                Imp::Pure(split_first)
+            ),
+            builtin!(
+                Family::String,
+                "split",
+                "last(split(text, separator))",
+                "The last part of `split(text, separator)`.",
+                [],
+                2,
+                2,
+                NoLambda,
+                Imp::Pure(split_last)
+            ),
+        ];
+        for b in &mut ends {
+            b.size = Size::Before(split_size);
+        }
+        ends
+    })
+}
+
+/// The fused form of `first(split(…))` (`last` false) or `last(split(…))` (`last` true).
+pub(crate) fn split_end(last: bool) -> &'static Builtin {
+    let [first_end, last_end] = split_ends();
+    if last {
+        last_end
+    } else {
+        first_end
+    }
+}
+
+fn split_first(args: &[Value]) -> Result<Value, String> {
+    split_part(args, false)
+}
+
+fn split_last(args: &[Value]) -> Result<Value, String> {
+    split_part(args, true)
+}
+
+/// The first or last item `split(args)` would give, by the same rules.
+fn split_part(args: &[Value], last: bool) -> Result<Value, String> {
+    if arg(args, 0).is_null() {
+        return Ok(Value::Null);
+    }
+    let text = want_str(args, 0, "split()'s text")?;
+    let sep = want_str(args, 1, "split()'s separator")?;
+    if sep.is_empty() {
+        let c = if last {
+            text.chars().next_back()
+        } else {
+            text.chars().next()
+        };
+        return Ok(c.map_or(Value::Null, |c| Value::from(c.to_string())));
+    }
+    let part = match (sep.as_bytes(), last) {
+        ([b], false) if b.is_ascii() => text.split(char::from(*b)).next(),
+        ([b], true) if b.is_ascii() => text.rsplit(char::from(*b)).next(),
+        (_, false) => text.split(sep).next(),
+        (_, true) => text.rsplit(sep).next(),
+    };
+    Ok(part.map_or(Value::Null, Value::str))
+}
+
 fn join(args: &[Value]) -> Result<Value, String> {
     let items = list_or_null(args, 0, "join()'s list")?;
     let sep = want_str(args, 1, "join()'s separator")?;
@@ -163,29 +243,55 @@ fn digits(args: &[Value]) -> Result<Value, String> {
 fn format(args: &[Value]) -> Result<Value, String> {
     let pattern = want_str(args, 0, "format()'s pattern")?;
     let mut values = args.iter().skip(1);
-    let mut out = String::with_capacity(pattern.len() + 16);
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            ('{', Some('{')) => {
-                chars.next();
+    let room: usize = args
+        .iter()
+        .skip(1)
+        .map(|v| v.as_str().map_or(16, str::len))
+        .sum();
+    let mut out = String::with_capacity(pattern.len() + room);
+    // Copies the text between braces whole; `{{` and `}}` are braces, `{}` the next value,
+    // any other brace itself.
+    let mut rest = pattern;
+    while let Some(at) = rest.find(['{', '}']) {
+        out.push_str(&rest[..at]);
+        let bytes = rest.as_bytes();
+        match (bytes[at], bytes.get(at + 1)) {
+            (b'{', Some(b'{')) => {
                 out.push('{');
+                rest = &rest[at + 2..];
             }
-            ('}', Some('}')) => {
-                chars.next();
+            (b'}', Some(b'}')) => {
                 out.push('}');
+                rest = &rest[at + 2..];
             }
-            ('{', Some('}')) => {
-                chars.next();
+            (b'{', Some(b'}')) => {
                 let v = values.next().ok_or_else(|| {
                     format!("the pattern {pattern:?} has more `{{}}` than values")
                 })?;
-                out.push_str(&v.to_text());
+                push_text(&mut out, v);
+                rest = &rest[at + 2..];
             }
-            _ => out.push(c),
+            (brace, _) => {
+                out.push(char::from(brace));
+                rest = &rest[at + 1..];
+            }
         }
     }
+    out.push_str(rest);
     Ok(Value::from(out))
+}
+
+/// Appends [`Value::to_text`] of a value, without building it apart for texts and numbers.
+fn push_text(out: &mut String, v: &Value) {
+    use std::fmt::Write;
+    match v {
+        Value::Null => {}
+        Value::Str(s) => out.push_str(s),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        other => out.push_str(&other.to_text()),
+    }
 }
 
 fn string(args: &[Value]) -> Result<Value, String> {
