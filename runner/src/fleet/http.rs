@@ -110,12 +110,15 @@ async fn healthz() -> Response {
 
 async fn readyz(State(fleet): State<Fleet>) -> Response {
     let f = fleet.clone();
+    let shared = fleet.inner.config.state.backend == crate::config::StateBackend::Postgres;
     let why = tokio::task::spawn_blocking(move || {
         let mut why: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for p in f.pairs() {
             if let Some(e) = p.error {
                 why.entry(p.id.clone()).or_default().push(e);
-            } else if p.starting && !p.running {
+            } else if p.starting && !p.running && !shared {
+                // (With the state in PostgreSQL a pair being started is mostly a pair another
+                // runner holds, this one waiting for its lease: a standby is ready.)
                 why.entry(p.id.clone()).or_default().push("starting".into());
             } else if let Some(d) = f.pair(&p.id) {
                 let reasons = d.not_ready();

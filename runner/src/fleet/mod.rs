@@ -97,8 +97,11 @@ pub(crate) struct Inner {
     public_url: String,
     running: std::sync::RwLock<BTreeMap<String, Arc<Running>>>,
     failed: Mutex<BTreeMap<String, Failed>>,
-    /// Pairs being started (id → digest of their file).
-    starting: Mutex<BTreeMap<String, String>>,
+    /// Pairs being started (id → digest of their file, and what stops the start: it waits
+    /// for the pair's lease while another runner holds the pair).
+    starting: Mutex<BTreeMap<String, (String, watch::Sender<bool>)>>,
+    /// Wakes the rescans: a pair ended on a lost lease, or gave up waiting for one.
+    kick: tokio::sync::Notify,
     /// The open state of every pair with a file: a pair restarted (its file changed) goes on
     /// with the same state handle, so nothing from before the restart (a request still in
     /// flight) writes through a second one.
@@ -167,6 +170,7 @@ impl Fleet {
                 running: Default::default(),
                 failed: Default::default(),
                 starting: Default::default(),
+                kick: tokio::sync::Notify::new(),
                 states: Default::default(),
                 rescanning: tokio::sync::Mutex::new(()),
                 listener: Mutex::new(Some(listener)),
@@ -310,6 +314,19 @@ impl Fleet {
                 self.stop_pair(id).await;
             }
         }
+        // Waiting for the lease of a pair whose file changed or went away: given up (the
+        // changed file starts again, in this rescan or the next).
+        for (id, (digest, stop)) in self
+            .inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if files.get(id).map(|t| digest_of(t)).as_deref() != Some(digest.as_str()) {
+                let _ = stop.send(true);
+            }
+        }
         self.inner
             .failed
             .lock()
@@ -338,32 +355,42 @@ impl Fleet {
             }
             // Started in the background, each on its own: a pair whose API is slow to answer
             // at start (the CRM time zone, webhook registration) holds no other pair.
-            if self
-                .inner
-                .starting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), digest.clone())
-                .is_some()
+            let (stop, stop_rx) = watch::channel(false);
             {
-                continue;
+                let mut starting = self
+                    .inner
+                    .starting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if starting.contains_key(&id) {
+                    continue;
+                }
+                starting.insert(id.clone(), (digest.clone(), stop));
             }
             let fleet = self.clone();
             tokio::spawn(async move {
-                let started = fleet.start_pair(&id, &text, digest.clone()).await;
+                let started = fleet
+                    .start_pair(&id, &text, digest.clone(), stop_rx)
+                    .await;
                 fleet
                     .inner
                     .starting
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
-                if started.is_ok() {
+                if matches!(started, Ok(true)) {
                     fleet.write_status_file();
                 }
                 let mut failed = fleet.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
                 match started {
-                    Ok(()) => {
+                    Ok(true) => {
                         failed.remove(&id);
+                    }
+                    Ok(false) => {
+                        // Gave up waiting for the lease (file changed or removed, or the
+                        // fleet stops): whatever the file says now is started by a rescan.
+                        drop(failed);
+                        fleet.inner.kick.notify_one();
                     }
                     Err(error) => {
                         tracing::error!(pair = %id, %error, "the pair cannot start");
@@ -421,8 +448,18 @@ impl Fleet {
         }
     }
 
-    /// Starts pair `id` from its file's text.
-    async fn start_pair(&self, id: &str, text: &str, digest: String) -> Result<(), String> {
+    /// Starts pair `id` from its file's text: `Ok(false)` when `stop` turned true while it
+    /// waited for the pair's lease (PostgreSQL: another runner holds the pair; the wait costs
+    /// one lease query every third of the lease time at most, see [`PairLease::take`]).
+    ///
+    /// [`PairLease::take`]: crate::state::lease::PairLease::take
+    async fn start_pair(
+        &self,
+        id: &str,
+        text: &str,
+        digest: String,
+        stop_wait: watch::Receiver<bool>,
+    ) -> Result<bool, String> {
         let config = self.inner.config.pair_config(id, text)?;
         let Some(mut lease) = acquire_pair(&config.state, id)
             .await
@@ -456,13 +493,16 @@ impl Fleet {
             addr: self.inner.addr,
             public_url: self.inner.public_url.clone(),
         };
-        let daemon = Daemon::hosted(config, state, hosting)
-            .await
-            .map_err(|e| e.to_string())?;
+        let daemon = match Daemon::hosted_until(config, state, hosting, stop_wait).await {
+            Ok(d) => d,
+            Err(DaemonError::NotStarted) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
         let router = daemon.pair_router();
         let (stop, mut stop_rx) = watch::channel(false);
         let pair = id.to_string();
         let d = daemon.clone();
+        let fleet = self.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 tokio::select! {
@@ -473,8 +513,12 @@ impl Fleet {
                 }
             };
             let r = d.run(shutdown).await;
-            if let Err(e) = &r {
-                tracing::error!(error = %e, "a pair stopped on an error");
+            match &r {
+                // Another runner took the pair over (this one stalled or lost the database
+                // for a lease time): back to waiting for the lease at once.
+                Err(DaemonError::LeaseLost) => fleet.inner.kick.notify_one(),
+                Err(e) => tracing::error!(error = %e, "a pair stopped on an error"),
+                Ok(()) => {}
             }
             r
         });
@@ -493,7 +537,7 @@ impl Fleet {
                     task: Mutex::new(Some(task)),
                 }),
             );
-        Ok(())
+        Ok(true)
     }
 
     /// Stops pair `id` (the item in progress finishes; queued work stays queued).
@@ -514,6 +558,17 @@ impl Fleet {
         };
         match task.await {
             Ok(Ok(())) => tracing::info!(pair = %id, "pair stopped"),
+            Ok(Err(DaemonError::LeaseLost)) => {
+                // Not a failure: the pair goes back to waiting for its lease (the next
+                // rescan, woken at once). Its state handle is fenced by the lost lease for
+                // good; a new one is opened for the next lease.
+                tracing::info!(pair = %id, "pair stopped: its lease went to another runner");
+                self.inner
+                    .states
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
+            }
             Ok(Err(e)) => {
                 // A pair that ended on an error: kept as failed until its file changes (or
                 // the next retry).
@@ -601,6 +656,15 @@ impl Fleet {
         shutdown.await;
         tracing::info!("stopping every pair: items in progress finish; queued work stays queued");
         let _ = stop_tx.send(true);
+        for (_, stop) in self
+            .inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            let _ = stop.send(true);
+        }
         let ids: Vec<String> = self
             .inner
             .running
@@ -693,6 +757,7 @@ impl Fleet {
                         }
                     }
                     _ = hup_recv => reload = true,
+                    _ = fleet.inner.kick.notified() => {}
                     _ = tokio::time::sleep(RETRY_FAILED) => {}
                     _ = stop.changed() => return,
                 }

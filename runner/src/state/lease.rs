@@ -82,9 +82,34 @@ impl PairLease {
             return Ok(None);
         };
         let mut told = false;
+        let mut unreachable = false;
         let mut gone: Option<String> = None;
         loop {
-            match store.acquire_from(holder, ttl, gone.as_deref())? {
+            // One query a try, on the blocking pool (a standby runner waits on many pairs at
+            // once; none of them holds a runtime thread for its round trip).
+            let attempt = {
+                let (s, h, g) = (store.clone(), holder.to_string(), gone.clone());
+                tokio::task::spawn_blocking(move || s.acquire_from(&h, ttl, g.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| Err(StateError::Db(format!("lease query failed: {e}"))))
+            };
+            let attempt = match attempt {
+                Ok(a) => a,
+                Err(e) => {
+                    // The database out of reach (restarting, a network cut): the pair is
+                    // not ours either way; tried again every third of the lease time.
+                    if !unreachable {
+                        tracing::warn!(pair = store.pair(), error = %e, "cannot ask for the lease of the pair: trying again");
+                        unreachable = true;
+                    }
+                    if wait_or_stop(&mut stop, ttl / 3).await {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+            };
+            unreachable = false;
+            match attempt {
                 LeaseAttempt::Taken(fence) => {
                     tracing::info!(
                         pair = store.pair(),
@@ -121,15 +146,8 @@ impl PairLease {
                     }
                     let wait = Duration::from_millis(u64::try_from(expires_in_ms).unwrap_or(0))
                         .clamp(Duration::from_millis(200), ttl / 3);
-                    // A stop whose sender is gone never fires.
-                    let stopped = async {
-                        if stop.wait_for(|s| *s).await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        () = stopped => return Ok(None),
+                    if wait_or_stop(&mut stop, wait).await {
+                        return Ok(None);
                     }
                 }
             }
@@ -159,6 +177,20 @@ impl PairLease {
 impl Drop for PairLease {
     fn drop(&mut self) {
         self.renewal.abort();
+    }
+}
+
+/// Sleeps `wait`; `true` when `stop` turned true first (a stop whose sender is gone never
+/// fires).
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    let stopped = async {
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        () = stopped => true,
     }
 }
 
