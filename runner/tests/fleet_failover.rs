@@ -1,0 +1,334 @@
+//! Failover between runners (issue 15, items 3 and 4): two `skladsync run` processes with the
+//! same config serve 50 pairs from one pairs directory, the state in one PostgreSQL database.
+//! Each pair is served by the runner holding its lease; the other waits. One runner is killed
+//! (SIGKILL) while it has pairs with work in progress; the other takes them over and every
+//! pair finishes there: every order in МойСклад exactly once, every link written, the sample
+//! payment once, and an order created after the kill synced too. The runners' logs show that
+//! no lease epoch of a pair was ever taken twice (the fencing token: two runners never held
+//! one pair at once) and that the survivor took over every pair of the killed runner.
+//!
+//! Each pair has its own МойСклад and retailCRM emulators in this test process (the sample
+//! shop: two uploadable orders each); every request is slowed a little so that the kill lands
+//! in the middle of plans.
+
+#[path = "fixtures/e2e/support.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use skladsync_emulators::faults::{Fault, FaultPlan};
+use skladsync_runner::demo::lab::{Lab, LabOptions, CRM_KEY, MS_LOGIN, MS_PASSWORD};
+use skladsync_runner::demo::pg_cluster::PgCluster;
+use skladsync_runner::demo::shop::render;
+use skladsync_runner::state::{PgDatabase, SyncState};
+
+const PAIRS: usize = 50;
+
+fn quote(p: &str) -> String {
+    serde_json::to_string(p).expect("json")
+}
+
+/// The base config both runners share: PostgreSQL state with a short lease, the test rules.
+fn write_base(dir: &Path, url: &str) -> PathBuf {
+    let base = format!(
+        "crm: {{url: 'http://127.0.0.1:9', api_key: none, rate_limit: 100, history_start: beginning}}\n\
+         moysklad: {{url: 'http://127.0.0.1:9', login: none, password: none}}\n\
+         rules: {{dir: {rules}}}\n\
+         state: {{path: state, backend: postgres, url: {url}, lease: 3s}}\n\
+         intervals: {intervals}\n\
+         webhooks: {{listen: '127.0.0.1:0'}}\n\
+         pairs: {{dir: pairs}}\n",
+        rules = quote(&support::fixture_rules().display().to_string()),
+        url = quote(url),
+        intervals = support::INTERVALS,
+    );
+    let path = dir.join("skladsync.yaml");
+    std::fs::write(&path, base).expect("base config");
+    std::fs::create_dir_all(dir.join("pairs")).expect("pairs dir");
+    path
+}
+
+fn write_pair(lab: &Lab, dir: &Path, id: &str) {
+    let settings = dir.join(format!("{id}.settings.yaml"));
+    std::fs::write(
+        &settings,
+        render(support::SETTINGS, &lab.shop.placeholders()),
+    )
+    .expect("settings");
+    let text = format!(
+        "crm: {{url: {crm}, api_key: {CRM_KEY}}}\n\
+         moysklad: {{url: {ms}, login: {MS_LOGIN}, password: {MS_PASSWORD}}}\n\
+         rules: {{settings: {settings}}}\n",
+        crm = quote(&lab.crm.base_url()),
+        ms = quote(&lab.ms.base_url()),
+        settings = quote(&settings.display().to_string()),
+    );
+    std::fs::write(dir.join("pairs").join(format!("{id}.yaml")), text).expect("pair file");
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start skladsync run")
+}
+
+fn read(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// The last lines of a log, for failure messages.
+fn tail(log: &Path, n: usize) -> String {
+    let text = read(log);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `name=value` of a log line (quotes taken off).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let rest = line.split(&format!(" {name}=")).nth(1)?;
+    Some(rest.split_whitespace().next()?.trim_matches('"'))
+}
+
+/// Every "lease taken" of a log: (pair, epoch), in order.
+fn takes(log: &str) -> Vec<(String, i64)> {
+    log.lines()
+        .filter(|l| l.contains("lease taken"))
+        .filter_map(|l| {
+            Some((
+                field(l, "pair")?.to_string(),
+                field(l, "epoch")?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn ms_names(lab: &Lab) -> Vec<String> {
+    let mut names: Vec<String> = lab
+        .ms
+        .list("customerorder")
+        .iter()
+        .filter_map(|o| o["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// What does not hold yet for one pair: its МойСклад orders are exactly `want`, each once,
+/// and the sample payment (A-1002's 32 899.50 ₽) exists once.
+fn unmet(lab: &Lab, want: &[&str]) -> Option<String> {
+    let names = ms_names(lab);
+    let sums: Vec<i64> = lab
+        .ms
+        .list("paymentin")
+        .iter()
+        .filter_map(|p| p["sum"].as_f64())
+        .map(|s| s.round() as i64)
+        .collect();
+    (names != want || sums != [3_289_950])
+        .then(|| format!("МойСклад orders {names:?} (want {want:?}), payments {sums:?}"))
+}
+
+fn kill9(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
+    let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.database("failover").expect("a test database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_base(dir.path(), &url);
+    let mut labs = Vec::new();
+    for i in 0..PAIRS {
+        let lab = Lab::start(LabOptions::default()).await.expect("lab");
+        for faults in [lab.crm.faults(), lab.ms.faults()] {
+            faults.add(FaultPlan::new(Fault::Latency {
+                delay: Duration::from_millis(30),
+            }));
+        }
+        write_pair(&lab, dir.path(), &format!("shop-{i}"));
+        labs.push(lab);
+    }
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = spawn(&config, &log_a);
+    let mut b = spawn(&config, &log_b);
+
+    // Killed once runner A works on its pairs (an order of one of them arrived) and before
+    // it finished them all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done_at_kill: Vec<bool> = loop {
+        let uploaded: usize = labs.iter().map(|l| ms_names(l).len()).sum();
+        let a_held: Vec<usize> = takes(&read(&log_a))
+            .iter()
+            .filter_map(|(p, _)| p.strip_prefix("shop-")?.parse().ok())
+            .collect();
+        let a_orders: Vec<usize> = a_held.iter().map(|&n| ms_names(&labs[n]).len()).collect();
+        let a_holds = a_held.len();
+        if a_orders.iter().any(|&n| n > 0) && a_orders.iter().any(|&n| n < 2) {
+            // Which pairs were finished at the kill (read before it: a pair counted as
+            // unfinished may finish in between, never the other way round).
+            let done = labs
+                .iter()
+                .map(|l| unmet(l, &["A-1001", "A-1002"]).is_none())
+                .collect();
+            kill9(&mut a);
+            break done;
+        }
+        if tokio::time::Instant::now() > deadline {
+            kill9(&mut a);
+            kill9(&mut b);
+            panic!(
+                "the runners did not get going ({uploaded} orders uploaded, runner A took {a_holds} leases)\n--- A ---\n{}\n--- B ---\n{}",
+                tail(&log_a, 40),
+                tail(&log_b, 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let b_at_kill = read(&log_b);
+    let a_log = read(&log_a);
+    let a_pairs: BTreeSet<String> = takes(&a_log).into_iter().map(|(p, _)| p).collect();
+    let in_progress: Vec<&String> = a_pairs
+        .iter()
+        .filter(|p| {
+            p.strip_prefix("shop-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| !done_at_kill[n])
+        })
+        .collect();
+
+    // New work after the kill, for every pair: synced by the survivor.
+    for lab in &labs {
+        lab.crm
+            .as_manager(12)
+            .create_order(json!({
+                "number": "K-1", "site": "shop-main", "status": "new",
+                "firstName": "Клиент", "lastName": "Поздний",
+                "phone": "+79020000001", "shipmentStore": "main",
+                "items": [{"offer": {"xmlId": "lamp-arc"}, "quantity": 1}],
+            }))
+            .expect("order");
+    }
+    let want = ["A-1001", "A-1002", "K-1"];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let open: Vec<String> = labs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| unmet(l, &want).map(|u| format!("shop-{i}: {u}")))
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            kill9(&mut b);
+            panic!(
+                "{} pair(s) unfinished on the surviving runner:\n{}\n--- A (killed) ---\n{}\n--- B ---\n{}",
+                open.len(),
+                open.join("\n"),
+                tail(&log_a, 30),
+                tail(&log_b, 60)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || {
+        let out = b.wait();
+        (out, b)
+    });
+    let (exit, _) = tokio::time::timeout(Duration::from_secs(30), stopped)
+        .await
+        .expect("the survivor stops within 30 s")
+        .expect("wait");
+    let b_log = read(&log_b);
+
+    // Every order linked in the shared state, to the МойСклад order of its number.
+    let db = PgDatabase::open(&url, 1).expect("database");
+    for (i, lab) in labs.iter().enumerate() {
+        let state = SyncState::open_pg(&db, &format!("shop-{i}")).expect("state");
+        let links = state.links().expect("links");
+        for number in want {
+            let crm_id = support::order_by_number(lab, number);
+            let ms_id = lab
+                .ms
+                .list("customerorder")
+                .into_iter()
+                .find(|o| o["name"] == number)
+                .and_then(|o| o["id"].as_str().map(str::to_string));
+            let linked = links
+                .iter()
+                .find(|l| l.kind == "order" && l.ids.get("crm") == Some(&json!(crm_id)))
+                .and_then(|l| l.ids.get("moysklad").and_then(|v| v.as_str()))
+                .map(str::to_string);
+            assert_eq!(linked, ms_id, "shop-{i} {number}: the link");
+        }
+        assert!(
+            support::duplicates(lab).is_empty(),
+            "shop-{i}: duplicates {:?}",
+            support::duplicates(lab)
+        );
+    }
+
+    // The leases: no epoch of a pair taken twice (by either runner), epochs growing; before
+    // the kill each pair was taken by one runner only; every pair of the killed runner taken
+    // over by the survivor, under a newer epoch.
+    let (a_takes, b_before, b_all) = (takes(&a_log), takes(&b_at_kill), takes(&b_log));
+    let mut epochs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (p, e) in a_takes.iter().chain(b_all.iter()) {
+        epochs.entry(p.clone()).or_default().push(*e);
+    }
+    for (p, es) in &mut epochs {
+        let n = es.len();
+        es.sort_unstable();
+        es.dedup();
+        assert_eq!(es.len(), n, "{p}: a lease epoch was taken twice: {es:?}");
+    }
+    let b_before: BTreeSet<String> = b_before.into_iter().map(|(p, _)| p).collect();
+    assert!(
+        a_pairs.is_disjoint(&b_before),
+        "pairs taken by both runners before the kill: {:?}",
+        a_pairs.intersection(&b_before).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        a_pairs.len() + b_before.len(),
+        PAIRS,
+        "every pair served by one runner before the kill"
+    );
+    for p in &a_pairs {
+        let a_max = a_takes.iter().filter(|(q, _)| q == p).map(|(_, e)| *e).max();
+        let b_max = b_all.iter().filter(|(q, _)| q == p).map(|(_, e)| *e).max();
+        assert!(
+            b_max > a_max,
+            "{p}: not taken over by the survivor (A epoch {a_max:?}, B {b_max:?})"
+        );
+    }
+    assert!(
+        !in_progress.is_empty(),
+        "the killed runner had no pair with work in progress (A served {} pairs)",
+        a_pairs.len()
+    );
+    assert!(exit.is_ok_and(|s| s.success()), "the survivor stops cleanly");
+    eprintln!(
+        "runner A served {} pairs ({} unfinished at the kill), B {} before the kill",
+        a_pairs.len(),
+        in_progress.len(),
+        b_before.len()
+    );
+}
