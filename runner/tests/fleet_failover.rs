@@ -332,3 +332,102 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
         b_before.len()
     );
 }
+
+/// A pair whose lease goes to another runner while this one lives (it stalled, or lost the
+/// database for a lease time): the fleet stops the pair and at once waits for the lease
+/// again, not as a failed pair retried a minute later; the lease let go, it takes the pair
+/// back and syncs what came meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_pair_whose_lease_is_lost_waits_for_it_again_and_resumes() {
+    use skladsync_runner::fleet::{Fleet, FleetConfig};
+    use skladsync_runner::state::lease::runner_id;
+    use skladsync_runner::state::LeaseAttempt;
+
+    let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.database("lease_lost").expect("a test database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_base(dir.path(), &url);
+    let lab = Lab::start(LabOptions::default()).await.expect("lab");
+    write_pair(&lab, dir.path(), "p");
+    let fleet = Fleet::new(FleetConfig::load(&config).expect("base config"))
+        .await
+        .expect("fleet");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let f = fleet.clone();
+    let task = tokio::spawn(async move {
+        f.run(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("fleet run");
+    });
+    let status = |fleet: &Fleet| fleet.pairs().into_iter().find(|p| p.id == "p");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ms_names(&lab) != ["A-1001", "A-1002"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pair did not sync: {:?}",
+            status(&fleet)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Another runner takes the lease over.
+    let db = PgDatabase::open(&url, 1).expect("database");
+    let thief = db.store("p");
+    let taken = tokio::task::spawn_blocking(move || {
+        let a = thief.acquire_from("runner-b", Duration::from_secs(3), Some(runner_id()));
+        (a, thief)
+    })
+    .await
+    .expect("acquire");
+    let (attempt, thief) = taken;
+    assert!(
+        matches!(attempt, Ok(LeaseAttempt::Taken(_))),
+        "{attempt:?}"
+    );
+    // The fleet stops the pair and waits for the lease: starting, no error.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status(&fleet).expect("the pair is known");
+        if s.starting && !s.running && s.error.is_none() && fleet.pair("p").is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pair did not go back to waiting for its lease: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Work comes while the other runner holds the pair; then it lets go.
+    lab.crm
+        .as_manager(12)
+        .create_order(json!({
+            "number": "K-1", "site": "shop-main", "status": "new",
+            "firstName": "Клиент", "lastName": "Поздний",
+            "phone": "+79020000001", "shipmentStore": "main",
+            "items": [{"offer": {"xmlId": "lamp-arc"}, "quantity": 1}],
+        }))
+        .expect("order");
+    tokio::task::spawn_blocking(move || thief.release())
+        .await
+        .expect("release")
+        .expect("released");
+    // Taken back within a lease query (a third of the lease time), well before the minute
+    // after which a failed pair is tried again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ms_names(&lab) != ["A-1001", "A-1002", "K-1"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pair was not taken back: {:?}, МойСклад {:?}",
+            status(&fleet),
+            ms_names(&lab)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the fleet stops")
+        .expect("fleet task");
+}
