@@ -39,6 +39,10 @@ pub use config::{declares_pairs, FleetConfig, FleetConfigError};
 /// How long the pairs directory must be quiet before it is read again after a change.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// How often a runner on PostgreSQL looks for webhooks other runners relayed for the pairs it
+/// serves (one query for all of them): the latency a relayed webhook adds at most.
+const RELAY_POLL: Duration = Duration::from_secs(1);
+
 /// How often a pair that failed to start is tried again (its file unchanged).
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 
@@ -102,6 +106,9 @@ pub(crate) struct Inner {
     starting: Mutex<BTreeMap<String, (String, watch::Sender<bool>)>>,
     /// Wakes the rescans: a pair ended on a lost lease, or gave up waiting for one.
     kick: tokio::sync::Notify,
+    /// The configs of pairs waiting for their lease (another runner serves them): webhooks
+    /// for them are relayed ([`Fleet::relay_webhook`]).
+    waiting: Mutex<BTreeMap<String, crate::config::Config>>,
     /// The open state of every pair with a file: a pair restarted (its file changed) goes on
     /// with the same state handle, so nothing from before the restart (a request still in
     /// flight) writes through a second one.
@@ -171,6 +178,7 @@ impl Fleet {
                 failed: Default::default(),
                 starting: Default::default(),
                 kick: tokio::sync::Notify::new(),
+                waiting: Default::default(),
                 states: Default::default(),
                 rescanning: tokio::sync::Mutex::new(()),
                 listener: Mutex::new(Some(listener)),
@@ -493,7 +501,18 @@ impl Fleet {
             addr: self.inner.addr,
             public_url: self.inner.public_url.clone(),
         };
-        let daemon = match Daemon::hosted_until(config, state, hosting, stop_wait).await {
+        self.inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), config.clone());
+        let hosted = Daemon::hosted_until(config, state, hosting, stop_wait).await;
+        self.inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let daemon = match hosted {
             Ok(d) => d,
             Err(DaemonError::NotStarted) => return Ok(false),
             Err(e) => return Err(e.to_string()),
@@ -646,6 +665,9 @@ impl Fleet {
             )));
         }
         tasks.push(self.spawn_rescans(stop_rx.clone()));
+        if self.inner.config.state.backend == crate::config::StateBackend::Postgres {
+            tasks.push(tokio::spawn(self.clone().drain_relayed(stop_rx.clone())));
+        }
         let pairs = self.rescan().await;
         tracing::info!(
             addr = %self.inner.addr,
@@ -780,6 +802,153 @@ impl Fleet {
             }
         })
     }
+}
+
+impl Fleet {
+    /// A МойСклад webhook for pair `id`, which this runner does not serve (another runner
+    /// holds its lease; PostgreSQL): checked as the serving runner checks it (the pair's
+    /// secret, from its config or the shared state, and instance id) and kept in the shared
+    /// state ([`SyncState::relay`](crate::state::SyncState::relay)) for the serving runner to
+    /// queue. `None`: this runner knows no such waiting pair (the caller answers 404).
+    pub(crate) async fn relay_webhook(
+        &self,
+        id: &str,
+        secret: &str,
+        instance: Option<&str>,
+        body: &[u8],
+        request_id: Option<String>,
+    ) -> Option<axum::http::StatusCode> {
+        use axum::http::StatusCode;
+        let config = self
+            .inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Some(StatusCode::BAD_REQUEST);
+        };
+        let pair = id.to_string();
+        let secret = secret.to_string();
+        let instance = instance.map(str::to_string);
+        let relayed = tokio::task::spawn_blocking(move || -> Result<bool, crate::state::StateError> {
+            let db = crate::state::PgDatabase::open(config.state.url.expose(), config.state.pool)?;
+            // A store bound to no lease: the relay key is written by no other runner.
+            let state = crate::state::SyncState::new(Arc::new(db.store(&pair)));
+            let expected = if config.webhooks.secret.is_empty() {
+                match state.misc("webhook_secret")? {
+                    Some(serde_json::Value::String(s)) => s,
+                    _ => return Ok(false),
+                }
+            } else {
+                config.webhooks.secret.expose().to_string()
+            };
+            if secret.is_empty() || !same(&secret, &expected) {
+                return Ok(false);
+            }
+            if let Some(i) = &instance {
+                if state.misc("instance_id")? != Some(serde_json::Value::String(i.clone())) {
+                    return Ok(false);
+                }
+            }
+            state.relay(&crate::state::Relayed {
+                body,
+                request_id,
+                at: crate::daemon::now_ms(),
+            })?;
+            Ok(true)
+        })
+        .await;
+        Some(match relayed {
+            Ok(Ok(true)) => {
+                tracing::debug!(pair = %id, "webhook for a pair another runner serves: relayed");
+                StatusCode::OK
+            }
+            Ok(Ok(false)) => StatusCode::NOT_FOUND,
+            Ok(Err(e)) => {
+                tracing::error!(pair = %id, error = %e, "cannot relay a webhook; МойСклад will retry");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Err(e) => {
+                tracing::error!(pair = %id, error = %e, "relaying a webhook failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        })
+    }
+
+    /// Queues the webhooks other runners relayed for the pairs this one serves: one query for
+    /// all of them every [`RELAY_POLL`]; each queued, then removed under the pair's lease.
+    async fn drain_relayed(self, mut stop: watch::Receiver<bool>) {
+        let state = &self.inner.config.state;
+        let (url, pool) = (state.url.expose().to_string(), state.pool);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RELAY_POLL) => {}
+                _ = stop.changed() => return,
+            }
+            let serving: BTreeMap<String, Daemon> = self
+                .inner
+                .running
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, r)| !r.finished())
+                .map(|(id, r)| (id.clone(), r.daemon.clone()))
+                .collect();
+            if serving.is_empty() {
+                continue;
+            }
+            let drained = tokio::task::spawn_blocking({
+                let (url, ids) = (url.clone(), serving.keys().cloned().collect::<Vec<_>>());
+                move || -> Result<usize, crate::state::StateError> {
+                    let db = crate::state::PgDatabase::open(&url, pool)?;
+                    let rows = db.scan_pairs(&ids, crate::state::RELAY_PREFIX)?;
+                    let mut n = 0;
+                    for (pair, key, value) in rows {
+                        let Some(d) = serving.get(&pair) else { continue };
+                        match serde_json::from_slice::<crate::state::Relayed>(&value) {
+                            Ok(r) => match d.queue_notification(&r.body, r.request_id.as_deref()) {
+                                Ok(Some(_)) => {}
+                                // The inbox full: left for a later round.
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    tracing::warn!(%pair, error = %e, "cannot queue a relayed webhook: kept for the next round");
+                                    continue;
+                                }
+                            },
+                            Err(e) => {
+                                tracing::warn!(%pair, error = %e, "a relayed webhook is unreadable: dropped (the reconciliation poll finds its change)");
+                            }
+                        }
+                        // Queued (or unreadable): removed; a crash before this queues it
+                        // again, which the requestId dedupe or the subject merge absorbs.
+                        if let Err(e) = d.state().unrelay(&key) {
+                            tracing::warn!(%pair, error = %e, "cannot remove a relayed webhook");
+                        }
+                        n += 1;
+                    }
+                    Ok(n)
+                }
+            })
+            .await;
+            match drained {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::debug!(webhooks = n, "relayed webhooks queued"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the relayed webhooks"),
+                Err(e) => tracing::warn!(error = %e, "reading the relayed webhooks failed"),
+            }
+        }
+    }
+}
+
+/// Constant-time comparison of two secrets.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// A digest of a pair file's text (a changed file restarts its pair).
