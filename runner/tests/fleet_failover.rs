@@ -34,6 +34,10 @@ fn quote(p: &str) -> String {
 
 /// The base config both runners share: PostgreSQL state with a short lease, the test rules.
 fn write_base(dir: &Path, url: &str) -> PathBuf {
+    write_base_with(dir, url, support::INTERVALS)
+}
+
+fn write_base_with(dir: &Path, url: &str, intervals: &str) -> PathBuf {
     let base = format!(
         "crm: {{url: 'http://127.0.0.1:9', api_key: none, rate_limit: 100, history_start: beginning}}\n\
          moysklad: {{url: 'http://127.0.0.1:9', login: none, password: none}}\n\
@@ -44,7 +48,6 @@ fn write_base(dir: &Path, url: &str) -> PathBuf {
          pairs: {{dir: pairs}}\n",
         rules = quote(&support::fixture_rules().display().to_string()),
         url = quote(url),
-        intervals = support::INTERVALS,
     );
     let path = dir.join("skladsync.yaml");
     std::fs::write(&path, base).expect("base config");
@@ -430,4 +433,136 @@ async fn a_fleet_pair_whose_lease_is_lost_waits_for_it_again_and_resumes() {
         .await
         .expect("the fleet stops")
         .expect("fleet task");
+}
+
+/// The address a runner's log says it listens on.
+fn addr_of(log: &Path) -> Option<String> {
+    read(log)
+        .lines()
+        .find(|l| l.contains("fleet is running"))
+        .and_then(|l| field(l, "addr"))
+        .map(str::to_string)
+}
+
+/// A МойСклад webhook may reach the runner that does not serve its pair (behind a load
+/// balancer): that runner checks it (the pair's secret and instance id) and relays it
+/// through the shared state; the serving runner queues it and syncs the change. The
+/// reconciliation poll is an hour here and the account's webhook registrations are removed,
+/// so the relayed webhook is the only way the serving runner learns of the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_at_the_runner_not_serving_the_pair_is_relayed_to_the_one_that_does() {
+    let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.database("relay").expect("a test database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_base_with(
+        dir.path(),
+        &url,
+        "{crm_poll: 300ms, reconcile: 1h, stock: 1h, purchase_prices: 1h, retry_min: 50ms, retry_max: 500ms}",
+    );
+    let lab = Lab::start(LabOptions::default()).await.expect("lab");
+    write_pair(&lab, dir.path(), "p");
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = spawn(&config, &log_a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while ms_names(&lab) != ["A-1001", "A-1002"] {
+        if tokio::time::Instant::now() > deadline {
+            kill9(&mut a);
+            panic!("runner A did not sync the pair\n{}", tail(&log_a, 40));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = spawn(&config, &log_b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let b_addr = loop {
+        let log = read(&log_b);
+        if let Some(addr) = addr_of(&log_b).filter(|_| log.contains("waiting for it")) {
+            break addr;
+        }
+        if tokio::time::Instant::now() > deadline {
+            kill9(&mut a);
+            kill9(&mut b);
+            panic!("runner B did not stand by\n{}", tail(&log_b, 40));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // No delivery to runner A: МойСклад's registrations removed.
+    for hook in lab.ms.list("webhook") {
+        if let Some(id) = hook["id"].as_str() {
+            lab.ms.delete("webhook", id).expect("webhook removed");
+        }
+    }
+    // A manager completes A-1001 in МойСклад.
+    let order = lab
+        .ms
+        .list("customerorder")
+        .into_iter()
+        .find(|o| o["name"] == "A-1001")
+        .expect("A-1001 in МойСклад");
+    let id = order["id"].as_str().expect("id").to_string();
+    let state = json!({"meta": {
+        "href": format!("{}/entity/customerorder/metadata/states/{}", lab.ms.base_url(), lab.shop.states["complete"]),
+        "type": "state", "mediaType": "application/json"}});
+    lab.ms
+        .update("customerorder", &id, json!({"state": state}))
+        .expect("state changed");
+    let db = PgDatabase::open(&url, 1).expect("database");
+    let shared = SyncState::new(std::sync::Arc::new(db.store("p")));
+    let secret = shared.misc("webhook_secret").expect("misc")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("the pair's webhook secret");
+    let instance = shared.misc("instance_id").expect("misc")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("the pair's instance id");
+    let body = json!({"events": [{
+        "meta": {"type": "customerorder", "href": format!("{}/entity/customerorder/{id}", lab.ms.base_url())},
+        "action": "UPDATE", "updatedFields": ["state"],
+    }]});
+    let http = reqwest::Client::new();
+    let post = |path: String| {
+        let (http, body) = (http.clone(), body.clone());
+        async move {
+            http.post(path)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let wrong = post(format!("http://{b_addr}/pairs/p/moysklad/webhook/not-the-secret/{instance}?requestId=r-0")).await;
+    let relayed = post(format!("http://{b_addr}/pairs/p/moysklad/webhook/{secret}/{instance}?requestId=r-1")).await;
+    let crm_id = support::order_by_number(&lab, "A-1001");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut status = json!(null);
+    while relayed == 200 && tokio::time::Instant::now() < deadline {
+        status = lab.crm.order(crm_id).map(|o| o["status"].clone()).unwrap_or_default();
+        if status == json!("complete") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for child in [&mut a, &mut b] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = a.wait();
+        let _ = b.wait();
+    })
+    .await;
+    assert_eq!(wrong, 404, "a webhook with a wrong secret is refused");
+    assert_eq!(relayed, 200, "the standby runner accepts the webhook\n{}", tail(&log_b, 20));
+    assert_eq!(
+        status,
+        json!("complete"),
+        "the serving runner did not sync the relayed change\n--- A ---\n{}\n--- B ---\n{}",
+        tail(&log_a, 30),
+        tail(&log_b, 20)
+    );
+    // Queued and removed: nothing is left relayed.
+    let left = db
+        .scan_pairs(&["p".to_string()], skladsync_runner::state::RELAY_PREFIX)
+        .expect("scan");
+    assert!(left.is_empty(), "relayed webhooks left: {}", left.len());
 }
