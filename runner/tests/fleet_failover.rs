@@ -67,15 +67,35 @@ fn write_pair(lab: &Lab, dir: &Path, id: &str) {
          moysklad: {{url: {ms}, login: {MS_LOGIN}, password: {MS_PASSWORD}}}\n\
          rules: {{settings: {settings}}}\n",
         crm = quote(&lab.crm.base_url()),
-        ms = quote(&lab.ms.base_url()),
+        ms = quote(lab.ms.base_url()),
         settings = quote(&settings.display().to_string()),
     );
     std::fs::write(dir.join("pairs").join(format!("{id}.yaml")), text).expect("pair file");
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
+/// A runner process: killed (SIGKILL) and reaped when dropped, so that a failing test
+/// leaves none behind.
+struct Runner(Child);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Runner {
+    /// SIGTERM: a clean stop.
+    fn term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+    }
+}
+
+fn spawn(config: &Path, log: &Path) -> Runner {
     let log = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_skladsync"))
+    let child = Command::new(env!("CARGO_BIN_EXE_skladsync"))
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
@@ -83,7 +103,8 @@ fn spawn(config: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start skladsync run")
+        .expect("start skladsync run");
+    Runner(child)
 }
 
 fn read(log: &Path) -> String {
@@ -142,11 +163,21 @@ fn unmet(lab: &Lab, want: &[&str]) -> Option<String> {
         .then(|| format!("МойСклад orders {names:?} (want {want:?}), payments {sums:?}"))
 }
 
-fn kill9(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+/// Waits (bounded) for a runner told to stop; `None` if it did not.
+async fn stopped_within(runner: &mut Runner, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = runner.0.try_wait() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn kill9(runner: &mut Runner) {
+    let _ = runner.0.kill();
+    let _ = runner.0.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,17 +280,8 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &b.id().to_string()])
-        .status();
-    let stopped = tokio::task::spawn_blocking(move || {
-        let out = b.wait();
-        (out, b)
-    });
-    let (exit, _) = tokio::time::timeout(Duration::from_secs(30), stopped)
-        .await
-        .expect("the survivor stops within 30 s")
-        .expect("wait");
+    b.term();
+    let exit = stopped_within(&mut b, Duration::from_secs(30)).await;
     let b_log = read(&log_b);
 
     // Every order linked in the shared state, to the МойСклад order of its number.
@@ -315,7 +337,11 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
         "every pair served by one runner before the kill"
     );
     for p in &a_pairs {
-        let a_max = a_takes.iter().filter(|(q, _)| q == p).map(|(_, e)| *e).max();
+        let a_max = a_takes
+            .iter()
+            .filter(|(q, _)| q == p)
+            .map(|(_, e)| *e)
+            .max();
         let b_max = b_all.iter().filter(|(q, _)| q == p).map(|(_, e)| *e).max();
         assert!(
             b_max > a_max,
@@ -327,7 +353,10 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
         "the killed runner had no pair with work in progress (A served {} pairs)",
         a_pairs.len()
     );
-    assert!(exit.is_ok_and(|s| s.success()), "the survivor stops cleanly");
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the survivor stops cleanly: {exit:?}"
+    );
     eprintln!(
         "runner A served {} pairs ({} unfinished at the kill), B {} before the kill",
         a_pairs.len(),
@@ -385,10 +414,7 @@ async fn a_fleet_pair_whose_lease_is_lost_waits_for_it_again_and_resumes() {
     .await
     .expect("acquire");
     let (attempt, thief) = taken;
-    assert!(
-        matches!(attempt, Ok(LeaseAttempt::Taken(_))),
-        "{attempt:?}"
-    );
+    assert!(matches!(attempt, Ok(LeaseAttempt::Taken(_))), "{attempt:?}");
     // The fleet stops the pair and waits for the lease: starting, no error.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -507,10 +533,14 @@ async fn a_webhook_at_the_runner_not_serving_the_pair_is_relayed_to_the_one_that
         .expect("state changed");
     let db = PgDatabase::open(&url, 1).expect("database");
     let shared = SyncState::new(std::sync::Arc::new(db.store("p")));
-    let secret = shared.misc("webhook_secret").expect("misc")
+    let secret = shared
+        .misc("webhook_secret")
+        .expect("misc")
         .and_then(|v| v.as_str().map(str::to_string))
         .expect("the pair's webhook secret");
-    let instance = shared.misc("instance_id").expect("misc")
+    let instance = shared
+        .misc("instance_id")
+        .expect("misc")
         .and_then(|v| v.as_str().map(str::to_string))
         .expect("the pair's instance id");
     let body = json!({"events": [{
@@ -529,30 +559,39 @@ async fn a_webhook_at_the_runner_not_serving_the_pair_is_relayed_to_the_one_that
                 .unwrap_or(0)
         }
     };
-    let wrong = post(format!("http://{b_addr}/pairs/p/moysklad/webhook/not-the-secret/{instance}?requestId=r-0")).await;
-    let relayed = post(format!("http://{b_addr}/pairs/p/moysklad/webhook/{secret}/{instance}?requestId=r-1")).await;
+    let wrong = post(format!(
+        "http://{b_addr}/pairs/p/moysklad/webhook/not-the-secret/{instance}?requestId=r-0"
+    ))
+    .await;
+    let relayed = post(format!(
+        "http://{b_addr}/pairs/p/moysklad/webhook/{secret}/{instance}?requestId=r-1"
+    ))
+    .await;
     let crm_id = support::order_by_number(&lab, "A-1001");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut status = json!(null);
     while relayed == 200 && tokio::time::Instant::now() < deadline {
-        status = lab.crm.order(crm_id).map(|o| o["status"].clone()).unwrap_or_default();
+        status = lab
+            .crm
+            .order(crm_id)
+            .map(|o| o["status"].clone())
+            .unwrap_or_default();
         if status == json!("complete") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for child in [&mut a, &mut b] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-    }
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = a.wait();
-        let _ = b.wait();
-    })
-    .await;
+    a.term();
+    b.term();
+    stopped_within(&mut a, Duration::from_secs(30)).await;
+    stopped_within(&mut b, Duration::from_secs(30)).await;
     assert_eq!(wrong, 404, "a webhook with a wrong secret is refused");
-    assert_eq!(relayed, 200, "the standby runner accepts the webhook\n{}", tail(&log_b, 20));
+    assert_eq!(
+        relayed,
+        200,
+        "the standby runner accepts the webhook\n{}",
+        tail(&log_b, 20)
+    );
     assert_eq!(
         status,
         json!("complete"),

@@ -302,13 +302,12 @@ impl Daemon {
         let rules = reload::load_shared(&config, &rules_version)
             .map_err(|d| DaemonError::Rules(d.render(false)))?;
         // --- PostgreSQL lease (issue 15, item 3): taken before anything is written ---
-        let lease = match crate::state::lease::PairLease::take(&state, config.state.lease.0, stop)
-            .await?
-        {
-            Some(l) => Some(l),
-            None if state.pg().is_some() => return Err(DaemonError::NotStarted),
-            None => None,
-        };
+        let lease =
+            match crate::state::lease::PairLease::take(&state, config.state.lease.0, stop).await? {
+                Some(l) => Some(l),
+                None if state.pg().is_some() => return Err(DaemonError::NotStarted),
+                None => None,
+            };
         // --- end lease ---
 
         let instance_id = instance_id(&state)?;

@@ -105,7 +105,7 @@ async fn not_served(fleet: &Fleet, pair: &str, rest: &str, req: Request) -> Resp
             .map(|(_, v)| v.to_string())
     });
     let (secret, instance) = (secret.to_string(), instance.map(str::to_string));
-    let max = usize::try_from(fleet.inner.config.receiver.max_body.0).unwrap_or(usize::MAX);
+    let max = fleet.inner.config.receiver.max_body.0;
     let Ok(body) = axum::body::to_bytes(req.into_body(), max).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };

@@ -377,9 +377,7 @@ impl Fleet {
             }
             let fleet = self.clone();
             tokio::spawn(async move {
-                let started = fleet
-                    .start_pair(&id, &text, digest.clone(), stop_rx)
-                    .await;
+                let started = fleet.start_pair(&id, &text, digest.clone(), stop_rx).await;
                 fleet
                     .inner
                     .starting
@@ -832,34 +830,36 @@ impl Fleet {
         let pair = id.to_string();
         let secret = secret.to_string();
         let instance = instance.map(str::to_string);
-        let relayed = tokio::task::spawn_blocking(move || -> Result<bool, crate::state::StateError> {
-            let db = crate::state::PgDatabase::open(config.state.url.expose(), config.state.pool)?;
-            // A store bound to no lease: the relay key is written by no other runner.
-            let state = crate::state::SyncState::new(Arc::new(db.store(&pair)));
-            let expected = if config.webhooks.secret.is_empty() {
-                match state.misc("webhook_secret")? {
-                    Some(serde_json::Value::String(s)) => s,
-                    _ => return Ok(false),
-                }
-            } else {
-                config.webhooks.secret.expose().to_string()
-            };
-            if secret.is_empty() || !same(&secret, &expected) {
-                return Ok(false);
-            }
-            if let Some(i) = &instance {
-                if state.misc("instance_id")? != Some(serde_json::Value::String(i.clone())) {
+        let relayed =
+            tokio::task::spawn_blocking(move || -> Result<bool, crate::state::StateError> {
+                let db =
+                    crate::state::PgDatabase::open(config.state.url.expose(), config.state.pool)?;
+                // A store bound to no lease: the relay key is written by no other runner.
+                let state = crate::state::SyncState::new(Arc::new(db.store(&pair)));
+                let expected = if config.webhooks.secret.is_empty() {
+                    match state.misc("webhook_secret")? {
+                        Some(serde_json::Value::String(s)) => s,
+                        _ => return Ok(false),
+                    }
+                } else {
+                    config.webhooks.secret.expose().to_string()
+                };
+                if secret.is_empty() || !same(&secret, &expected) {
                     return Ok(false);
                 }
-            }
-            state.relay(&crate::state::Relayed {
-                body,
-                request_id,
-                at: crate::daemon::now_ms(),
-            })?;
-            Ok(true)
-        })
-        .await;
+                if let Some(i) = &instance {
+                    if state.misc("instance_id")? != Some(serde_json::Value::String(i.clone())) {
+                        return Ok(false);
+                    }
+                }
+                state.relay(&crate::state::Relayed {
+                    body,
+                    request_id,
+                    at: crate::daemon::now_ms(),
+                })?;
+                Ok(true)
+            })
+            .await;
         Some(match relayed {
             Ok(Ok(true)) => {
                 tracing::debug!(pair = %id, "webhook for a pair another runner serves: relayed");

@@ -130,11 +130,14 @@ impl Op {
     }
 }
 
+/// Rows of many pairs: (pair, key, value).
+pub type PairEntries = Vec<(String, Vec<u8>, Vec<u8>)>;
+
 /// What a connection thread answers.
 enum Answer {
     Value(Option<Vec<u8>>),
     Entries(Entries),
-    PairEntries(Vec<(String, Vec<u8>, Vec<u8>)>),
+    PairEntries(PairEntries),
     Done,
     Lease(LeaseAttempt),
     Renewed(bool),
@@ -254,11 +257,7 @@ impl PgDatabase {
     /// The rows under `prefix` of every pair of `pairs`, in one query: (pair, key, value),
     /// by pair and key. (The webhooks relayed by runners that do not serve a pair: one query
     /// a round for all the pairs a runner serves.)
-    pub fn scan_pairs(
-        &self,
-        pairs: &[String],
-        prefix: &[u8],
-    ) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_pairs(&self, pairs: &[String], prefix: &[u8]) -> Result<PairEntries, StateError> {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
