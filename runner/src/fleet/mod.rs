@@ -21,6 +21,17 @@
 //! effects, queued work stays in its state for the next start. Before a pair starts, the
 //! runner asks the store whether it may serve it ([`crate::state::acquire_pair`]); a lease
 //! lost later stops the pair the same way.
+//!
+//! **Several runners, one database** (state in PostgreSQL): every runner starts every pair
+//! of the directory; the daemon of a pair first takes the pair's lease
+//! ([`Daemon::hosted_until`]), so a pair another runner serves waits in the background (one
+//! lease query every third of the lease time at most; the wait is given up when its file
+//! changes or goes away, or the fleet stops). A pair whose lease is lost (taken over after
+//! this runner stalled or lost the database for a lease time) stops and at once waits for
+//! the lease again, with a new state handle (the old one stays fenced). A МойСклад webhook for
+//! a pair this runner waits for is checked and relayed through the shared state
+//! (`Fleet::relay_webhook`); the serving runner queues relayed webhooks of all its pairs
+//! with one query a second.
 
 pub mod config;
 mod http;
