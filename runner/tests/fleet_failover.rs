@@ -197,44 +197,54 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
         write_pair(&lab, dir.path(), &format!("shop-{i}"));
         labs.push(lab);
     }
-    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let mut a = spawn(&config, &log_a);
-    let mut b = spawn(&config, &log_b);
-
-    // Killed once runner A works on its pairs (an order of one of them arrived) and before
-    // it finished them all.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let done_at_kill: Vec<bool> = loop {
-        let uploaded: usize = labs.iter().map(|l| ms_names(l).len()).sum();
-        let a_held: Vec<usize> = takes(&read(&log_a))
+    // Started together: whoever asks first serves a pair.
+    let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+    let mut runners = [spawn(&config, &logs[0]), spawn(&config, &logs[1])];
+    let held = |log: &Path| -> Vec<usize> {
+        takes(&read(log))
             .iter()
             .filter_map(|(p, _)| p.strip_prefix("shop-")?.parse().ok())
+            .collect()
+    };
+
+    // The victim: the runner serving more pairs, once every pair is served, it is at work on
+    // them and has not finished them all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (victim, done_at_kill): (usize, Vec<bool>) = loop {
+        let pairs = [held(&logs[0]), held(&logs[1])];
+        let bigger = usize::from(pairs[1].len() > pairs[0].len());
+        let orders: Vec<usize> = pairs[bigger]
+            .iter()
+            .map(|&n| ms_names(&labs[n]).len())
             .collect();
-        let a_orders: Vec<usize> = a_held.iter().map(|&n| ms_names(&labs[n]).len()).collect();
-        let a_holds = a_held.len();
-        if a_orders.iter().any(|&n| n > 0) && a_orders.iter().any(|&n| n < 2) {
+        let working = pairs[0].len() + pairs[1].len() >= PAIRS
+            // A quarter of its orders uploaded: plans in flight on many of its pairs.
+            && orders.iter().sum::<usize>() * 2 >= orders.len()
+            && orders.iter().any(|&n| n < 2);
+        if let Some(r) = working.then_some(bigger) {
             // Which pairs were finished at the kill (read before it: a pair counted as
             // unfinished may finish in between, never the other way round).
             let done = labs
                 .iter()
                 .map(|l| unmet(l, &["A-1001", "A-1002"]).is_none())
                 .collect();
-            kill9(&mut a);
-            break done;
+            kill9(&mut runners[r]);
+            break (r, done);
         }
         if tokio::time::Instant::now() > deadline {
-            kill9(&mut a);
-            kill9(&mut b);
+            let uploaded: usize = labs.iter().map(|l| ms_names(l).len()).sum();
             panic!(
-                "the runners did not get going ({uploaded} orders uploaded, runner A took {a_holds} leases)\n--- A ---\n{}\n--- B ---\n{}",
-                tail(&log_a, 40),
-                tail(&log_b, 40)
+                "the runners did not get going ({uploaded} orders uploaded)\n--- A ---\n{}\n--- B ---\n{}",
+                tail(&logs[0], 40),
+                tail(&logs[1], 40)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let b_at_kill = read(&log_b);
-    let a_log = read(&log_a);
+    let survivor = 1 - victim;
+    let (log_a, log_b) = (&logs[victim], &logs[survivor]);
+    let b_at_kill = read(log_b);
+    let a_log = read(log_a);
     let a_pairs: BTreeSet<String> = takes(&a_log).into_iter().map(|(p, _)| p).collect();
     let in_progress: Vec<&String> = a_pairs
         .iter()
@@ -257,59 +267,75 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
             }))
             .expect("order");
     }
+    // Every pair finished: its orders in МойСклад once, the payment once, and every order
+    // linked in the shared state to the МойСклад order of its number.
     let want = ["A-1001", "A-1002", "K-1"];
+    let db = PgDatabase::open(&url, 1).expect("database");
+    let links_unmet = |i: usize, lab: &Lab| -> Option<String> {
+        let state = SyncState::new(std::sync::Arc::new(db.store(&format!("shop-{i}"))));
+        let links = state.links().expect("links");
+        let wrong: Vec<String> = want
+            .iter()
+            .filter_map(|number| {
+                let crm_id = lab
+                    .crm
+                    .orders()
+                    .iter()
+                    .find(|o| o["number"] == *number)
+                    .and_then(|o| o["id"].as_i64())?;
+                let ms_id = lab
+                    .ms
+                    .list("customerorder")
+                    .into_iter()
+                    .find(|o| o["name"] == *number)
+                    .and_then(|o| o["id"].as_str().map(str::to_string));
+                let linked = links
+                    .iter()
+                    .find(|l| l.kind == "order" && l.ids.get("crm") == Some(&json!(crm_id)))
+                    .and_then(|l| l.ids.get("moysklad").and_then(|v| v.as_str()))
+                    .map(str::to_string);
+                (ms_id.is_none() || linked != ms_id)
+                    .then(|| format!("{number} linked to {linked:?}, in МойСклад {ms_id:?}"))
+            })
+            .collect();
+        (!wrong.is_empty()).then(|| wrong.join(", "))
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let open: Vec<String> = labs
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| unmet(l, &want).map(|u| format!("shop-{i}: {u}")))
+            .filter_map(|(i, l)| {
+                unmet(l, &want)
+                    .or_else(|| links_unmet(i, l))
+                    .map(|u| format!("shop-{i}: {u}"))
+            })
             .collect();
         if open.is_empty() {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            kill9(&mut b);
             panic!(
-                "{} pair(s) unfinished on the surviving runner:\n{}\n--- A (killed) ---\n{}\n--- B ---\n{}",
+                "{} pair(s) unfinished on the surviving runner:\n{}\n--- killed runner ---\n{}\n--- survivor ---\n{}",
                 open.len(),
                 open.join("\n"),
-                tail(&log_a, 30),
-                tail(&log_b, 60)
+                tail(log_a, 30),
+                tail(log_b, 60)
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    b.term();
-    let exit = stopped_within(&mut b, Duration::from_secs(30)).await;
-    let b_log = read(&log_b);
-
-    // Every order linked in the shared state, to the МойСклад order of its number.
-    let db = PgDatabase::open(&url, 1).expect("database");
     for (i, lab) in labs.iter().enumerate() {
-        let state = SyncState::open_pg(&db, &format!("shop-{i}")).expect("state");
-        let links = state.links().expect("links");
-        for number in want {
-            let crm_id = support::order_by_number(lab, number);
-            let ms_id = lab
-                .ms
-                .list("customerorder")
-                .into_iter()
-                .find(|o| o["name"] == number)
-                .and_then(|o| o["id"].as_str().map(str::to_string));
-            let linked = links
-                .iter()
-                .find(|l| l.kind == "order" && l.ids.get("crm") == Some(&json!(crm_id)))
-                .and_then(|l| l.ids.get("moysklad").and_then(|v| v.as_str()))
-                .map(str::to_string);
-            assert_eq!(linked, ms_id, "shop-{i} {number}: the link");
-        }
         assert!(
             support::duplicates(lab).is_empty(),
             "shop-{i}: duplicates {:?}",
             support::duplicates(lab)
         );
     }
+    let b = &mut runners[survivor];
+    b.term();
+    let exit = stopped_within(b, Duration::from_secs(30)).await;
+    let b_log = read(log_b);
 
     // The leases: no epoch of a pair taken twice (by either runner), epochs growing; before
     // the kill each pair was taken by one runner only; every pair of the killed runner taken
@@ -358,7 +384,7 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
         "the survivor stops cleanly: {exit:?}"
     );
     eprintln!(
-        "runner A served {} pairs ({} unfinished at the kill), B {} before the kill",
+        "the killed runner served {} pairs ({} unfinished at the kill), the survivor {} before the kill",
         a_pairs.len(),
         in_progress.len(),
         b_before.len()
@@ -559,6 +585,13 @@ async fn a_webhook_at_the_runner_not_serving_the_pair_is_relayed_to_the_one_that
                 .unwrap_or(0)
         }
     };
+    // A standby is ready (its pair waits for the lease held by A).
+    let ready = http
+        .get(format!("http://{b_addr}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
     let wrong = post(format!(
         "http://{b_addr}/pairs/p/moysklad/webhook/not-the-secret/{instance}?requestId=r-0"
     ))
@@ -585,6 +618,7 @@ async fn a_webhook_at_the_runner_not_serving_the_pair_is_relayed_to_the_one_that
     b.term();
     stopped_within(&mut a, Duration::from_secs(30)).await;
     stopped_within(&mut b, Duration::from_secs(30)).await;
+    assert_eq!(ready, 200, "the standby's /readyz");
     assert_eq!(wrong, 404, "a webhook with a wrong secret is refused");
     assert_eq!(
         relayed,
