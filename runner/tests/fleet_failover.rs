@@ -94,8 +94,18 @@ impl Runner {
 }
 
 fn spawn(config: &Path, log: &Path) -> Runner {
+    spawn_on(config, log, None)
+}
+
+/// A runner as if on machine `host` (its lease holder name): a runner of another machine is
+/// not known to be gone when killed, its leases are waited out.
+fn spawn_on(config: &Path, log: &Path, host: Option<&str>) -> Runner {
     let log = std::fs::File::create(log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_skladsync"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skladsync"));
+    if let Some(h) = host {
+        command.env("SKLADSYNC_RUNNER_HOST", h);
+    }
+    let child = command
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
@@ -199,7 +209,12 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
     }
     // Started together: whoever asks first serves a pair.
     let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
-    let mut runners = [spawn(&config, &logs[0]), spawn(&config, &logs[1])];
+    // As on two machines: the killed runner's leases run out (3 s) before the other takes
+    // its pairs.
+    let mut runners = [
+        spawn_on(&config, &logs[0], Some("machine-a")),
+        spawn_on(&config, &logs[1], Some("machine-b")),
+    ];
     let held = |log: &Path| -> Vec<usize> {
         takes(&read(log))
             .iter()
@@ -375,6 +390,10 @@ async fn two_runners_fifty_pairs_one_killed_every_pair_finishes_on_the_other() {
         );
     }
     assert!(
+        !b_log.contains("holding the lease is gone"),
+        "the survivor took pairs without waiting out their leases"
+    );
+    assert!(
         !in_progress.is_empty(),
         "the killed runner had no pair with work in progress (A served {} pairs)",
         a_pairs.len()
@@ -433,14 +452,23 @@ async fn a_fleet_pair_whose_lease_is_lost_waits_for_it_again_and_resumes() {
     // Another runner takes the lease over.
     let db = PgDatabase::open(&url, 1).expect("database");
     let thief = db.store("p");
+    // (Asked again while the lease row is locked by one of the fleet's writes: skipped.)
     let taken = tokio::task::spawn_blocking(move || {
-        let a = thief.acquire_from("runner-b", Duration::from_secs(3), Some(runner_id()));
-        (a, thief)
+        let mut last = None;
+        for _ in 0..100 {
+            let a = thief.acquire_from("runner-b", Duration::from_secs(3), Some(runner_id()));
+            if matches!(a, Ok(LeaseAttempt::Taken(_))) {
+                return (None, thief);
+            }
+            last = Some(format!("{a:?}"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (last, thief)
     })
     .await
     .expect("acquire");
-    let (attempt, thief) = taken;
-    assert!(matches!(attempt, Ok(LeaseAttempt::Taken(_))), "{attempt:?}");
+    let (refused, thief) = taken;
+    assert!(refused.is_none(), "the lease was not taken: {refused:?}");
     // The fleet stops the pair and waits for the lease: starting, no error.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {

@@ -11,7 +11,17 @@ use tokio::sync::watch;
 
 use super::{LeaseAttempt, PgStore, StateError, SyncState};
 
+/// This machine's name in lease holders: `SKLADSYNC_RUNNER_HOST` when set (containers of
+/// several machines that share one host name, whose process ids mean nothing to each other),
+/// else the host name.
 fn host() -> String {
+    if let Some(h) = std::env::var("SKLADSYNC_RUNNER_HOST")
+        .ok()
+        .map(|h| h.trim().replace('/', "_"))
+        .filter(|h| !h.is_empty())
+    {
+        return h;
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
