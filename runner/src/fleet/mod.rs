@@ -835,6 +835,10 @@ impl Fleet {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()?;
+        if config.state.backend != crate::config::StateBackend::Postgres {
+            // sled: the pair is starting in this very runner; nothing is shared to relay to.
+            return Some(StatusCode::SERVICE_UNAVAILABLE);
+        }
         let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
             return Some(StatusCode::BAD_REQUEST);
         };
