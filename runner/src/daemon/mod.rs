@@ -138,9 +138,6 @@ pub enum DaemonError {
          database for a whole state.lease): stopped; queued work stays in the state"
     )]
     LeaseLost,
-    /// Told to stop while it waited for the pair's lease (another runner holds the pair).
-    #[error("stopped while waiting for the lease on the pair (another runner holds it)")]
-    NotStarted,
     /// The webhook receiver or the operator server could not listen.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -150,6 +147,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// Told to stop while it waited for the pair's lease (another runner holds the pair).
+    #[error("stopped while waiting for the lease on the pair (another runner holds it)")]
+    NotStarted,
 }
 
 pub(crate) struct Inner {
