@@ -199,6 +199,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// Told to stop while it waited for the pair's lease (another runner holds the pair).
+    #[error("stopped while waiting for the lease on the pair (another runner holds it)")]
+    NotStarted,
 }
 
 pub(crate) struct Inner {
@@ -333,16 +336,30 @@ impl Daemon {
         state: SyncState,
         hosting: Hosting,
     ) -> Result<Daemon, DaemonError> {
+        // Never stopped: the sender is gone at once, so the wait for the lease never ends
+        // on it.
+        Daemon::hosted_until(config, state, hosting, watch::channel(false).1).await
+    }
+
+    /// Like [`Daemon::hosted`], and gives up waiting for the pair's lease when `stop` turns
+    /// true ([`DaemonError::NotStarted`]): a fleet whose pair file changed or went away, or
+    /// that stops, while another runner holds the pair.
+    pub async fn hosted_until(
+        config: Config,
+        state: SyncState,
+        hosting: Hosting,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Daemon, DaemonError> {
         let rules_version = reload::version_of(&config);
         let rules = reload::load_shared(&config, &rules_version)
             .map_err(|d| DaemonError::Rules(d.render(false)))?;
         // --- PostgreSQL lease (issue 15, item 3): taken before anything is written ---
-        let lease = crate::state::lease::PairLease::take(
-            &state,
-            config.state.lease.0,
-            watch::channel(false).1,
-        )
-        .await?;
+        let lease =
+            match crate::state::lease::PairLease::take(&state, config.state.lease.0, stop).await? {
+                Some(l) => Some(l),
+                None if state.pg().is_some() => return Err(DaemonError::NotStarted),
+                None => None,
+            };
         // --- end lease ---
 
         let instance_id = instance_id(&state)?;

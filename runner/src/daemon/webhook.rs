@@ -579,24 +579,8 @@ async fn receive(
     let request_id = query.get("requestId").cloned();
     let d = daemon.clone();
     let queued =
-        tokio::task::spawn_blocking(move || -> Result<Option<usize>, crate::state::StateError> {
-            let now = now_ms();
-            if let Some(r) = &request_id {
-                if d.state().request_seen(r, now)? {
-                    return Ok(Some(0));
-                }
-            }
-            let works = works_of(&d, &json, request_id.as_deref());
-            let n = works.len();
-            if !d.enqueue_bounded(works)? {
-                return Ok(None);
-            }
-            if let Some(r) = &request_id {
-                d.state().mark_request(r, now + DEDUPE_TTL_MS)?;
-            }
-            Ok(Some(n))
-        })
-        .await;
+        tokio::task::spawn_blocking(move || d.queue_notification(&json, request_id.as_deref()))
+            .await;
     match queued {
         Ok(Ok(Some(n))) => {
             tracing::debug!(events = n, "webhook queued");
@@ -623,6 +607,31 @@ async fn receive(
 }
 
 impl Daemon {
+    /// Queues the work of a МойСклад notification (received here, or relayed by a runner that
+    /// does not serve the pair): `Some(events queued)` (0 for a `requestId` seen before),
+    /// `None` when the inbox is full and nothing was queued.
+    pub fn queue_notification(
+        &self,
+        body: &Json,
+        request_id: Option<&str>,
+    ) -> Result<Option<usize>, crate::state::StateError> {
+        let now = now_ms();
+        if let Some(r) = request_id {
+            if self.state().request_seen(r, now)? {
+                return Ok(Some(0));
+            }
+        }
+        let works = works_of(self, body, request_id);
+        let n = works.len();
+        if !self.enqueue_bounded(works)? {
+            return Ok(None);
+        }
+        if let Some(r) = request_id {
+            self.state().mark_request(r, now + DEDUPE_TTL_MS)?;
+        }
+        Ok(Some(n))
+    }
+
     /// Queues webhook or poll work unless the inbox is full (`max_inbox`): `false` means
     /// nothing was queued, and the caller keeps what it would lose (the webhook answers 503
     /// so МойСклад retries; a poll does not move its cursor). Work that merges into waiting

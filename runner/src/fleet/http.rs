@@ -57,7 +57,7 @@ async fn to_pair(State(fleet): State<Fleet>, req: Request) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     let Some(router) = fleet.running_pair(&pair).map(|r| r.router.clone()) else {
-        return StatusCode::NOT_FOUND.into_response();
+        return not_served(&fleet, &pair, &rest, req).await;
     };
     let (mut parts, body) = req.into_parts();
     let path_and_query = match parts.uri.query() {
@@ -71,6 +71,50 @@ async fn to_pair(State(fleet): State<Fleet>, req: Request) -> Response {
     match router.oneshot(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(never) => match never {},
+    }
+}
+
+/// A request for a pair this runner does not serve: a МойСклад webhook for a pair another
+/// runner serves (this one waits for its lease) is relayed to it through the shared state;
+/// anything else for such a pair is 503 (served elsewhere), for an unknown pair 404.
+async fn not_served(fleet: &Fleet, pair: &str, rest: &str, req: Request) -> Response {
+    let segs: Vec<&str> = rest.split('/').collect();
+    let webhook = match segs.as_slice() {
+        ["moysklad", "webhook", secret] => Some((*secret, None)),
+        ["moysklad", "webhook", secret, instance] => Some((*secret, Some(*instance))),
+        _ => None,
+    };
+    let waiting = fleet
+        .inner
+        .waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(pair);
+    let Some((secret, instance)) = webhook.filter(|_| req.method() == axum::http::Method::POST)
+    else {
+        return if waiting {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        } else {
+            StatusCode::NOT_FOUND.into_response()
+        };
+    };
+    let request_id = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "requestId")
+            .map(|(_, v)| v.to_string())
+    });
+    let (secret, instance) = (secret.to_string(), instance.map(str::to_string));
+    let max = fleet.inner.config.receiver.max_body.0;
+    let Ok(body) = axum::body::to_bytes(req.into_body(), max).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match fleet
+        .relay_webhook(pair, &secret, instance.as_deref(), &body, request_id)
+        .await
+    {
+        Some(status) => status.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
@@ -110,12 +154,15 @@ async fn healthz() -> Response {
 
 async fn readyz(State(fleet): State<Fleet>) -> Response {
     let f = fleet.clone();
+    let shared = fleet.inner.config.state.backend == crate::config::StateBackend::Postgres;
     let why = tokio::task::spawn_blocking(move || {
         let mut why: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for p in f.pairs() {
             if let Some(e) = p.error {
                 why.entry(p.id.clone()).or_default().push(e);
-            } else if p.starting && !p.running {
+            } else if p.starting && !p.running && !shared {
+                // (With the state in PostgreSQL a pair being started is mostly a pair another
+                // runner holds, this one waiting for its lease: a standby is ready.)
                 why.entry(p.id.clone()).or_default().push("starting".into());
             } else if let Some(d) = f.pair(&p.id) {
                 let reasons = d.not_ready();

@@ -21,6 +21,17 @@
 //! effects, queued work stays in its state for the next start. Before a pair starts, the
 //! runner asks the store whether it may serve it ([`crate::state::acquire_pair`]); a lease
 //! lost later stops the pair the same way.
+//!
+//! **Several runners, one database** (state in PostgreSQL): every runner starts every pair
+//! of the directory; the daemon of a pair first takes the pair's lease
+//! ([`Daemon::hosted_until`]), so a pair another runner serves waits in the background (one
+//! lease query every third of the lease time at most; the wait is given up when its file
+//! changes or goes away, or the fleet stops). A pair whose lease is lost (taken over after
+//! this runner stalled or lost the database for a lease time) stops and at once waits for
+//! the lease again, with a new state handle (the old one stays fenced). A МойСклад webhook for
+//! a pair this runner waits for is checked and relayed through the shared state
+//! (`Fleet::relay_webhook`); the serving runner queues relayed webhooks of all its pairs
+//! with one query a second.
 
 pub mod config;
 mod http;
@@ -38,6 +49,10 @@ pub use config::{declares_pairs, FleetConfig, FleetConfigError};
 
 /// How long the pairs directory must be quiet before it is read again after a change.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How often a runner on PostgreSQL looks for webhooks other runners relayed for the pairs it
+/// serves (one query for all of them): the latency a relayed webhook adds at most.
+const RELAY_POLL: Duration = Duration::from_secs(1);
 
 /// How often a pair that failed to start is tried again (its file unchanged).
 const RETRY_FAILED: Duration = Duration::from_secs(60);
@@ -97,8 +112,14 @@ pub(crate) struct Inner {
     public_url: String,
     running: std::sync::RwLock<BTreeMap<String, Arc<Running>>>,
     failed: Mutex<BTreeMap<String, Failed>>,
-    /// Pairs being started (id → digest of their file).
-    starting: Mutex<BTreeMap<String, String>>,
+    /// Pairs being started (id → digest of their file, and what stops the start: it waits
+    /// for the pair's lease while another runner holds the pair).
+    starting: Mutex<BTreeMap<String, (String, watch::Sender<bool>)>>,
+    /// Wakes the rescans: a pair ended on a lost lease, or gave up waiting for one.
+    kick: tokio::sync::Notify,
+    /// The configs of pairs waiting for their lease (another runner serves them): webhooks
+    /// for them are relayed ([`Fleet::relay_webhook`]).
+    waiting: Mutex<BTreeMap<String, crate::config::Config>>,
     /// The open state of every pair with a file: a pair restarted (its file changed) goes on
     /// with the same state handle, so nothing from before the restart (a request still in
     /// flight) writes through a second one.
@@ -167,6 +188,8 @@ impl Fleet {
                 running: Default::default(),
                 failed: Default::default(),
                 starting: Default::default(),
+                kick: tokio::sync::Notify::new(),
+                waiting: Default::default(),
                 states: Default::default(),
                 rescanning: tokio::sync::Mutex::new(()),
                 listener: Mutex::new(Some(listener)),
@@ -310,6 +333,19 @@ impl Fleet {
                 self.stop_pair(id).await;
             }
         }
+        // Waiting for the lease of a pair whose file changed or went away: given up (the
+        // changed file starts again, in this rescan or the next).
+        for (id, (digest, stop)) in self
+            .inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if files.get(id).map(|t| digest_of(t)).as_deref() != Some(digest.as_str()) {
+                let _ = stop.send(true);
+            }
+        }
         self.inner
             .failed
             .lock()
@@ -338,32 +374,40 @@ impl Fleet {
             }
             // Started in the background, each on its own: a pair whose API is slow to answer
             // at start (the CRM time zone, webhook registration) holds no other pair.
-            if self
-                .inner
-                .starting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), digest.clone())
-                .is_some()
+            let (stop, stop_rx) = watch::channel(false);
             {
-                continue;
+                let mut starting = self
+                    .inner
+                    .starting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if starting.contains_key(&id) {
+                    continue;
+                }
+                starting.insert(id.clone(), (digest.clone(), stop));
             }
             let fleet = self.clone();
             tokio::spawn(async move {
-                let started = fleet.start_pair(&id, &text, digest.clone()).await;
+                let started = fleet.start_pair(&id, &text, digest.clone(), stop_rx).await;
                 fleet
                     .inner
                     .starting
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
-                if started.is_ok() {
+                if matches!(started, Ok(true)) {
                     fleet.write_status_file();
                 }
                 let mut failed = fleet.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
                 match started {
-                    Ok(()) => {
+                    Ok(true) => {
                         failed.remove(&id);
+                    }
+                    Ok(false) => {
+                        // Gave up waiting for the lease (file changed or removed, or the
+                        // fleet stops): whatever the file says now is started by a rescan.
+                        drop(failed);
+                        fleet.inner.kick.notify_one();
                     }
                     Err(error) => {
                         tracing::error!(pair = %id, %error, "the pair cannot start");
@@ -421,8 +465,18 @@ impl Fleet {
         }
     }
 
-    /// Starts pair `id` from its file's text.
-    async fn start_pair(&self, id: &str, text: &str, digest: String) -> Result<(), String> {
+    /// Starts pair `id` from its file's text: `Ok(false)` when `stop` turned true while it
+    /// waited for the pair's lease (PostgreSQL: another runner holds the pair; the wait costs
+    /// one lease query every third of the lease time at most, see [`PairLease::take`]).
+    ///
+    /// [`PairLease::take`]: crate::state::lease::PairLease::take
+    async fn start_pair(
+        &self,
+        id: &str,
+        text: &str,
+        digest: String,
+        stop_wait: watch::Receiver<bool>,
+    ) -> Result<bool, String> {
         let config = self.inner.config.pair_config(id, text)?;
         let Some(mut lease) = acquire_pair(&config.state, id)
             .await
@@ -456,13 +510,27 @@ impl Fleet {
             addr: self.inner.addr,
             public_url: self.inner.public_url.clone(),
         };
-        let daemon = Daemon::hosted(config, state, hosting)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), config.clone());
+        let hosted = Daemon::hosted_until(config, state, hosting, stop_wait).await;
+        self.inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let daemon = match hosted {
+            Ok(d) => d,
+            Err(DaemonError::NotStarted) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
         let router = daemon.pair_router();
         let (stop, mut stop_rx) = watch::channel(false);
         let pair = id.to_string();
         let d = daemon.clone();
+        let fleet = self.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 tokio::select! {
@@ -473,8 +541,12 @@ impl Fleet {
                 }
             };
             let r = d.run(shutdown).await;
-            if let Err(e) = &r {
-                tracing::error!(error = %e, "a pair stopped on an error");
+            match &r {
+                // Another runner took the pair over (this one stalled or lost the database
+                // for a lease time): back to waiting for the lease at once.
+                Err(DaemonError::LeaseLost) => fleet.inner.kick.notify_one(),
+                Err(e) => tracing::error!(error = %e, "a pair stopped on an error"),
+                Ok(()) => {}
             }
             r
         });
@@ -493,7 +565,7 @@ impl Fleet {
                     task: Mutex::new(Some(task)),
                 }),
             );
-        Ok(())
+        Ok(true)
     }
 
     /// Stops pair `id` (the item in progress finishes; queued work stays queued).
@@ -514,6 +586,17 @@ impl Fleet {
         };
         match task.await {
             Ok(Ok(())) => tracing::info!(pair = %id, "pair stopped"),
+            Ok(Err(DaemonError::LeaseLost)) => {
+                // Not a failure: the pair goes back to waiting for its lease (the next
+                // rescan, woken at once). Its state handle is fenced by the lost lease for
+                // good; a new one is opened for the next lease.
+                tracing::info!(pair = %id, "pair stopped: its lease went to another runner");
+                self.inner
+                    .states
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
+            }
             Ok(Err(e)) => {
                 // A pair that ended on an error: kept as failed until its file changes (or
                 // the next retry).
@@ -591,6 +674,9 @@ impl Fleet {
             )));
         }
         tasks.push(self.spawn_rescans(stop_rx.clone()));
+        if self.inner.config.state.backend == crate::config::StateBackend::Postgres {
+            tasks.push(tokio::spawn(self.clone().drain_relayed(stop_rx.clone())));
+        }
         let pairs = self.rescan().await;
         tracing::info!(
             addr = %self.inner.addr,
@@ -601,6 +687,15 @@ impl Fleet {
         shutdown.await;
         tracing::info!("stopping every pair: items in progress finish; queued work stays queued");
         let _ = stop_tx.send(true);
+        for (_, stop) in self
+            .inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            let _ = stop.send(true);
+        }
         let ids: Vec<String> = self
             .inner
             .running
@@ -693,6 +788,7 @@ impl Fleet {
                         }
                     }
                     _ = hup_recv => reload = true,
+                    _ = fleet.inner.kick.notified() => {}
                     _ = tokio::time::sleep(RETRY_FAILED) => {}
                     _ = stop.changed() => return,
                 }
@@ -715,6 +811,159 @@ impl Fleet {
             }
         })
     }
+}
+
+impl Fleet {
+    /// A МойСклад webhook for pair `id`, which this runner does not serve (another runner
+    /// holds its lease; PostgreSQL): checked as the serving runner checks it (the pair's
+    /// secret, from its config or the shared state, and instance id) and kept in the shared
+    /// state ([`SyncState::relay`](crate::state::SyncState::relay)) for the serving runner to
+    /// queue. `None`: this runner knows no such waiting pair (the caller answers 404).
+    pub(crate) async fn relay_webhook(
+        &self,
+        id: &str,
+        secret: &str,
+        instance: Option<&str>,
+        body: &[u8],
+        request_id: Option<String>,
+    ) -> Option<axum::http::StatusCode> {
+        use axum::http::StatusCode;
+        let config = self
+            .inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        if config.state.backend != crate::config::StateBackend::Postgres {
+            // sled: the pair is starting in this very runner; nothing is shared to relay to.
+            return Some(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Some(StatusCode::BAD_REQUEST);
+        };
+        let pair = id.to_string();
+        let secret = secret.to_string();
+        let instance = instance.map(str::to_string);
+        let relayed =
+            tokio::task::spawn_blocking(move || -> Result<bool, crate::state::StateError> {
+                let db =
+                    crate::state::PgDatabase::open(config.state.url.expose(), config.state.pool)?;
+                // A store bound to no lease: the relay key is written by no other runner.
+                let state = crate::state::SyncState::new(Arc::new(db.store(&pair)));
+                let expected = if config.webhooks.secret.is_empty() {
+                    match state.misc("webhook_secret")? {
+                        Some(serde_json::Value::String(s)) => s,
+                        _ => return Ok(false),
+                    }
+                } else {
+                    config.webhooks.secret.expose().to_string()
+                };
+                if secret.is_empty() || !same(&secret, &expected) {
+                    return Ok(false);
+                }
+                if let Some(i) = &instance {
+                    if state.misc("instance_id")? != Some(serde_json::Value::String(i.clone())) {
+                        return Ok(false);
+                    }
+                }
+                state.relay(&crate::state::Relayed {
+                    body,
+                    request_id,
+                    at: crate::daemon::now_ms(),
+                })?;
+                Ok(true)
+            })
+            .await;
+        Some(match relayed {
+            Ok(Ok(true)) => {
+                tracing::debug!(pair = %id, "webhook for a pair another runner serves: relayed");
+                StatusCode::OK
+            }
+            Ok(Ok(false)) => StatusCode::NOT_FOUND,
+            Ok(Err(e)) => {
+                tracing::error!(pair = %id, error = %e, "cannot relay a webhook; МойСклад will retry");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Err(e) => {
+                tracing::error!(pair = %id, error = %e, "relaying a webhook failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        })
+    }
+
+    /// Queues the webhooks other runners relayed for the pairs this one serves: one query for
+    /// all of them every [`RELAY_POLL`]; each queued, then removed under the pair's lease.
+    async fn drain_relayed(self, mut stop: watch::Receiver<bool>) {
+        let state = &self.inner.config.state;
+        let (url, pool) = (state.url.expose().to_string(), state.pool);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RELAY_POLL) => {}
+                _ = stop.changed() => return,
+            }
+            let serving: BTreeMap<String, Daemon> = self
+                .inner
+                .running
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, r)| !r.finished())
+                .map(|(id, r)| (id.clone(), r.daemon.clone()))
+                .collect();
+            if serving.is_empty() {
+                continue;
+            }
+            let drained = tokio::task::spawn_blocking({
+                let (url, ids) = (url.clone(), serving.keys().cloned().collect::<Vec<_>>());
+                move || -> Result<usize, crate::state::StateError> {
+                    let db = crate::state::PgDatabase::open(&url, pool)?;
+                    let rows = db.scan_pairs(&ids, crate::state::RELAY_PREFIX)?;
+                    let mut n = 0;
+                    for (pair, key, value) in rows {
+                        let Some(d) = serving.get(&pair) else { continue };
+                        match serde_json::from_slice::<crate::state::Relayed>(&value) {
+                            Ok(r) => match d.queue_notification(&r.body, r.request_id.as_deref()) {
+                                Ok(Some(_)) => {}
+                                // The inbox full: left for a later round.
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    tracing::warn!(%pair, error = %e, "cannot queue a relayed webhook: kept for the next round");
+                                    continue;
+                                }
+                            },
+                            Err(e) => {
+                                tracing::warn!(%pair, error = %e, "a relayed webhook is unreadable: dropped (the reconciliation poll finds its change)");
+                            }
+                        }
+                        // Queued (or unreadable): removed; a crash before this queues it
+                        // again, which the requestId dedupe or the subject merge absorbs.
+                        if let Err(e) = d.state().unrelay(&key) {
+                            tracing::warn!(%pair, error = %e, "cannot remove a relayed webhook");
+                        }
+                        n += 1;
+                    }
+                    Ok(n)
+                }
+            })
+            .await;
+            match drained {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::debug!(webhooks = n, "relayed webhooks queued"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the relayed webhooks"),
+                Err(e) => tracing::warn!(error = %e, "reading the relayed webhooks failed"),
+            }
+        }
+    }
+}
+
+/// Constant-time comparison of two secrets.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// A digest of a pair file's text (a changed file restarts its pair).

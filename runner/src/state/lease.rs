@@ -11,7 +11,17 @@ use tokio::sync::watch;
 
 use super::{LeaseAttempt, PgStore, StateError, SyncState};
 
+/// This machine's name in lease holders: `SKLADSYNC_RUNNER_HOST` when set (containers of
+/// several machines that share one host name, whose process ids mean nothing to each other),
+/// else the host name.
 fn host() -> String {
+    if let Some(h) = std::env::var("SKLADSYNC_RUNNER_HOST")
+        .ok()
+        .map(|h| h.trim().replace('/', "_"))
+        .filter(|h| !h.is_empty())
+    {
+        return h;
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -82,9 +92,34 @@ impl PairLease {
             return Ok(None);
         };
         let mut told = false;
+        let mut unreachable = false;
         let mut gone: Option<String> = None;
         loop {
-            match store.acquire_from(holder, ttl, gone.as_deref())? {
+            // One query a try, on the blocking pool (a standby runner waits on many pairs at
+            // once; none of them holds a runtime thread for its round trip).
+            let attempt = {
+                let (s, h, g) = (store.clone(), holder.to_string(), gone.clone());
+                tokio::task::spawn_blocking(move || s.acquire_from(&h, ttl, g.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| Err(StateError::Db(format!("lease query failed: {e}"))))
+            };
+            let attempt = match attempt {
+                Ok(a) => a,
+                Err(e) => {
+                    // The database out of reach (restarting, a network cut): the pair is
+                    // not ours either way; tried again every third of the lease time.
+                    if !unreachable {
+                        tracing::warn!(pair = store.pair(), error = %e, "cannot ask for the lease of the pair: trying again");
+                        unreachable = true;
+                    }
+                    if wait_or_stop(&mut stop, ttl / 3).await {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+            };
+            unreachable = false;
+            match attempt {
                 LeaseAttempt::Taken(fence) => {
                     tracing::info!(
                         pair = store.pair(),
@@ -121,15 +156,8 @@ impl PairLease {
                     }
                     let wait = Duration::from_millis(u64::try_from(expires_in_ms).unwrap_or(0))
                         .clamp(Duration::from_millis(200), ttl / 3);
-                    // A stop whose sender is gone never fires.
-                    let stopped = async {
-                        if stop.wait_for(|s| *s).await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        () = stopped => return Ok(None),
+                    if wait_or_stop(&mut stop, wait).await {
+                        return Ok(None);
                     }
                 }
             }
@@ -159,6 +187,20 @@ impl PairLease {
 impl Drop for PairLease {
     fn drop(&mut self) {
         self.renewal.abort();
+    }
+}
+
+/// Sleeps `wait`; `true` when `stop` turned true first (a stop whose sender is gone never
+/// fires).
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    let stopped = async {
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        () = stopped => true,
     }
 }
 

@@ -29,6 +29,7 @@
 //! | `written/<system>.<entity>/<id>` | the fields skladsync last wrote to an entity, with the time of each (`fetch("runner", "written", …)`) |
 //! | `msgone/<entity>/<id>` | a МойСклад deletion already queued (from a webhook, the audit poll or a 404) or made by us, with its expiry: the same deletion is never queued twice |
 //! | `stock/<assortment id>` | a digest of the last stock row sent |
+//! | `relay/<ms><uuid>` | a МойСклад webhook received by a runner that does not serve the pair (PostgreSQL), for the one that does to queue ([`Relayed`]): a key of its own (receive time, big-endian, and a random UUID), so writing it never touches a key the serving runner writes |
 //! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence, the format marker (`misc/format`), the CRM account's time zone |
 //!
 //! # Rebuilding lost state
@@ -1510,6 +1511,42 @@ impl SyncState {
     pub fn set_misc(&self, name: &str, value: &Value) -> Result<(), StateError> {
         self.put(format!("misc/{name}").as_bytes(), value)
     }
+
+    // --- relayed webhooks -------------------------------------------------------------------
+
+    /// Keeps a webhook this runner received for a pair another runner serves (`relay/…`):
+    /// one insert under a key of its own, so it needs no lease and never meets a write of
+    /// the serving runner (which queues it and removes it, see [`SyncState::unrelay`]).
+    pub fn relay(&self, relayed: &Relayed) -> Result<(), StateError> {
+        let mut key = RELAY_PREFIX.to_vec();
+        key.extend_from_slice(&relayed.at.to_be_bytes());
+        key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        self.store
+            .apply(vec![(key, Some(serde_json::to_vec(relayed)?))])
+    }
+
+    /// Removes a relayed webhook once it is queued (under this store's lease).
+    pub fn unrelay(&self, key: &[u8]) -> Result<(), StateError> {
+        if !key.starts_with(RELAY_PREFIX) {
+            return Ok(());
+        }
+        self.remove(key)
+    }
+}
+
+/// The key prefix of relayed webhooks.
+pub const RELAY_PREFIX: &[u8] = b"relay/";
+
+/// A МойСклад webhook received by a runner that does not serve its pair: kept in the shared
+/// state until the serving runner queues it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Relayed {
+    /// The notification's body.
+    pub body: Value,
+    /// Its `requestId` (the dedupe key), when МойСклад sent one.
+    pub request_id: Option<String>,
+    /// When it was received (unix ms).
+    pub at: i64,
 }
 
 #[cfg(test)]

@@ -112,20 +112,32 @@ enum Op {
         pair: String,
         fence: Fence,
     },
+    /// The rows of a key prefix of many pairs at once.
+    ScanPairs {
+        pairs: Vec<String>,
+        prefix: Vec<u8>,
+    },
     Migrate,
 }
 
 impl Op {
     /// Whether repeating it changes nothing.
     fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. } | Op::Scan { .. } | Op::Migrate)
+        matches!(
+            self,
+            Op::Get { .. } | Op::Scan { .. } | Op::ScanPairs { .. } | Op::Migrate
+        )
     }
 }
+
+/// Rows of many pairs: (pair, key, value).
+pub type PairEntries = Vec<(String, Vec<u8>, Vec<u8>)>;
 
 /// What a connection thread answers.
 enum Answer {
     Value(Option<Vec<u8>>),
     Entries(Entries),
+    PairEntries(PairEntries),
     Done,
     Lease(LeaseAttempt),
     Renewed(bool),
@@ -240,6 +252,22 @@ impl PgDatabase {
         answer
             .recv()
             .map_err(|_| StateError::Db("the PostgreSQL connection thread stopped".into()))?
+    }
+
+    /// The rows under `prefix` of every pair of `pairs`, in one query: (pair, key, value),
+    /// by pair and key. (The webhooks relayed by runners that do not serve a pair: one query
+    /// a round for all the pairs a runner serves.)
+    pub fn scan_pairs(&self, pairs: &[String], prefix: &[u8]) -> Result<PairEntries, StateError> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.call(Op::ScanPairs {
+            pairs: pairs.to_vec(),
+            prefix: prefix.to_vec(),
+        })? {
+            Answer::PairEntries(e) => Ok(e),
+            _ => Err(unexpected()),
+        }
     }
 
     /// The store of one pair in this database (not bound to a lease yet).
@@ -517,6 +545,22 @@ async fn run(c: &mut Client, op: Op) -> Result<Answer, StateError> {
             .await
             .map_err(pg_err)?;
             Ok(Answer::Done)
+        }
+        Op::ScanPairs { pairs, prefix } => {
+            let end = prefix_end(&prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
+            let rows = c
+                .query(
+                    "select pair, key, value from skladsync_state where pair = any($1) \
+                     and key >= $2 and key < $3 order by pair, key",
+                    &[&pairs, &prefix, &end],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(Answer::PairEntries(
+                rows.into_iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect(),
+            ))
         }
         Op::Migrate => migrate(c).await.map(|()| Answer::Done),
     }
