@@ -65,6 +65,7 @@ use crate::clients::retailcrm::{self as crm_client, RetailcrmClient};
 use crate::config::Config;
 use crate::state::{InboxItem, JournalEntry, Outbox, Parked, StateError, SyncState, Work};
 use crate::world::catalogue::CatalogueMirror;
+use crate::world::prefetch::IdSource;
 use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
@@ -774,6 +775,67 @@ impl Daemon {
         }
     }
 
+    /// Before an order event: the fetches by id learned for it, asked for every order read
+    /// ahead in one request per entity type, `filter=id=…;id=…` (see `world::prefetch`). The
+    /// ids come from the orders or from the links read by values of the orders, as the
+    /// evaluations that taught them did.
+    async fn gather_fetches(&self, name: &str, event: &skladsync_engine::Event) {
+        let templates = self.inner.applier.lookups.fetch_templates(name);
+        if templates.is_empty() {
+            return;
+        }
+        let mut orders = self.inner.applier.orders.held();
+        if let Some(o) = event.payload.to_serde_json().get("order") {
+            orders.push(o.clone());
+        }
+        if orders.len() < 2 {
+            return;
+        }
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for t in templates {
+            let values = groups.entry(t.entity.clone()).or_default();
+            let (path, link) = match &t.source {
+                IdSource::Event(path) => (path, None),
+                IdSource::Link {
+                    kind,
+                    system,
+                    path,
+                    field,
+                } => (path, Some((kind, system, field))),
+            };
+            let Some(("order", rest)) = path.split_first().map(|(h, r)| (h.as_str(), r)) else {
+                continue;
+            };
+            for o in &orders {
+                let Some(v) = crate::world::prefetch::at(o, rest) else {
+                    continue;
+                };
+                let id = match link {
+                    None => crate::world::prefetch::scalar_text(v),
+                    Some((kind, system, field)) => match self.inner.state.linked(kind, system, v) {
+                        Ok(Some(l)) => l
+                            .to_json()
+                            .get(field.as_str())
+                            .and_then(crate::world::prefetch::scalar_text),
+                        _ => None,
+                    },
+                };
+                values.extend(id);
+            }
+        }
+        for (entity, ids) in groups {
+            if let Err(e) = self
+                .inner
+                .applier
+                .lookups
+                .gather_fetches(&self.inner.systems.ms, &entity, &ids)
+                .await
+            {
+                tracing::debug!(error = %e, %entity, "cannot gather fetches; one by one");
+            }
+        }
+    }
+
     /// Processes one inbox item: build the event, evaluate, apply.
     async fn process(&self, seq: u64) -> Result<(), DaemonError> {
         let _one = self.inner.processing.lock().await;
@@ -963,8 +1025,10 @@ impl Daemon {
         let order_event = name == "crm.order.changed";
         if order_event {
             self.gather_lookups(&name, &built.event).await;
+            self.gather_fetches(&name, &built.event).await;
         }
         let recorded: crate::world::Recorded = Arc::default();
+        let fetch_log: crate::world::FetchRecorded = Arc::default();
         let world = LiveWorld::new(
             self.inner.systems.clone(),
             state.clone(),
@@ -972,7 +1036,8 @@ impl Daemon {
             self.inner.catalogue.clone(),
             tokio::runtime::Handle::current(),
         )
-        .with_prefetch(self.inner.applier.lookups.clone(), recorded.clone());
+        .with_prefetch(self.inner.applier.lookups.clone(), recorded.clone())
+        .with_fetch_log(fetch_log.clone());
         let event = built.event;
         let payload = order_event.then(|| event.payload.to_serde_json());
         let limits = self.inner.config.limits.clone();
@@ -1006,6 +1071,11 @@ impl Daemon {
         let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(payload) = payload {
             self.inner.applier.lookups.learn(&name, &payload, &made);
+            let read = std::mem::take(&mut *fetch_log.lock().unwrap_or_else(|p| p.into_inner()));
+            self.inner
+                .applier
+                .lookups
+                .learn_fetches(&name, &payload, &read);
         }
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
