@@ -107,6 +107,52 @@ fn ms_creates(outbox: &Outbox) -> Vec<(String, Json)> {
         .collect()
 }
 
+/// The МойСклад updates and deletes of a plan still to apply: `(entity type, id)`, the id
+/// `None` when not known before the plan runs (a result of an earlier effect); a write to a
+/// collection of an entity (`counterparty.accounts`) counts as a change of its parent.
+fn ms_changes(outbox: &Outbox) -> Vec<(String, Option<String>)> {
+    outbox
+        .plan
+        .effects
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !outbox.done.contains_key(i))
+        .filter_map(|(_, e)| match &e.action {
+            skladsync_engine::Action::Update {
+                system, entity, id, ..
+            }
+            | skladsync_engine::Action::Delete {
+                system, entity, id, ..
+            } if system == "moysklad" => Some((entity, id.to_serde_json())),
+            skladsync_engine::Action::Create {
+                system,
+                entity,
+                body,
+                ..
+            } if system == "moysklad" && entity.contains('.') => Some((
+                entity,
+                json!({"parent": body.to_serde_json().get("parent")}),
+            )),
+            _ => None,
+        })
+        .map(|(entity, id)| match entity.split_once('.') {
+            Some((base, _)) => (
+                base.to_string(),
+                id.get("parent").and_then(crate::world::lookups::ms_id),
+            ),
+            None => (entity.clone(), crate::world::lookups::ms_id(&id)),
+        })
+        .collect()
+}
+
+/// What the plans being applied beside an evaluation will write to МойСклад: creates
+/// `(entity, body)` and changes `(entity type, id)` (see [`ms_creates`], [`ms_changes`]).
+#[derive(Clone, Copy)]
+struct Beside<'a> {
+    creates: &'a [(String, Json)],
+    changes: &'a [(String, Option<String>)],
+}
+
 /// How preparing an item ended.
 enum Prepared {
     /// Its plan is recorded: apply it.
@@ -865,13 +911,13 @@ impl Daemon {
         let _one = self.inner.processing.lock().await;
         let state = &self.inner.state;
         let mut applying: tokio::task::JoinSet<Applied> = tokio::task::JoinSet::new();
-        // The МойСклад creates of the plans being applied, by item.
-        let mut creates: std::collections::HashMap<u64, Vec<(String, Json)>> =
-            std::collections::HashMap::new();
+        // The МойСклад creates and changes of the plans being applied, by item.
+        type Writes = (Vec<(String, Json)>, Vec<(String, Option<String>)>);
+        let mut creates: std::collections::HashMap<u64, Writes> = std::collections::HashMap::new();
         let mut failed: Option<DaemonError> = None;
         fn note(
             r: Result<Applied, tokio::task::JoinError>,
-            creates: &mut std::collections::HashMap<u64, Vec<(String, Json)>>,
+            creates: &mut std::collections::HashMap<u64, Writes>,
             failed: &mut Option<DaemonError>,
         ) {
             let e = match r {
@@ -911,8 +957,14 @@ impl Daemon {
                 }
             };
             let ready = loop {
-                let beside: Vec<(String, Json)> = creates.values().flatten().cloned().collect();
-                let beside = (!beside.is_empty()).then_some(beside.as_slice());
+                let made: Vec<(String, Json)> =
+                    creates.values().flat_map(|w| w.0.iter().cloned()).collect();
+                let changed: Vec<(String, Option<String>)> =
+                    creates.values().flat_map(|w| w.1.iter().cloned()).collect();
+                let beside = (!made.is_empty() || !changed.is_empty()).then_some(Beside {
+                    creates: &made,
+                    changes: &changed,
+                });
                 match self.prepare_beside(seq, item, beside).await {
                     Ok(Prepared::Ready(r)) => break Ok(Some(r)),
                     Ok(Prepared::Finished) => break Ok(None),
@@ -929,7 +981,7 @@ impl Daemon {
             };
             match ready {
                 Ok(Some(r)) => {
-                    creates.insert(seq, ms_creates(&r.outbox));
+                    creates.insert(seq, (ms_creates(&r.outbox), ms_changes(&r.outbox)));
                     let d = self.clone();
                     applying.spawn(async move {
                         let done = d.apply_plan(r.seq, r.item, r.outbox, r.after).await;
@@ -976,7 +1028,7 @@ impl Daemon {
         &self,
         seq: u64,
         item: InboxItem,
-        beside: Option<&[(String, Json)]>,
+        beside: Option<Beside<'_>>,
     ) -> Result<Prepared, DaemonError> {
         let state = &self.inner.state;
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
@@ -1071,12 +1123,14 @@ impl Daemon {
         let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(payload) = payload {
             self.inner.applier.lookups.learn(&name, &payload, &made);
-            let read = std::mem::take(&mut *fetch_log.lock().unwrap_or_else(|p| p.into_inner()));
+            let read = fetch_log.lock().unwrap_or_else(|p| p.into_inner());
             self.inner
                 .applier
                 .lookups
                 .learn_fetches(&name, &payload, &read);
         }
+        let fetched =
+            std::mem::take(&mut fetch_log.lock().unwrap_or_else(|p| p.into_inner()).fetches);
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {
@@ -1107,8 +1161,12 @@ impl Daemon {
             }
         };
         if let Some(beside) = beside {
-            if crate::world::prefetch::may_find(&made, beside) {
+            if crate::world::prefetch::may_find(&made, beside.creates) {
                 tracing::debug!(%subject, event = %name, "a plan beside may create what the rules looked up: evaluated again after it");
+                return Ok(Prepared::Conflict(item));
+            }
+            if crate::world::prefetch::may_change(&fetched, beside.changes) {
+                tracing::debug!(%subject, event = %name, "a plan beside may change what the rules fetched: evaluated again after it");
                 return Ok(Prepared::Conflict(item));
             }
         }

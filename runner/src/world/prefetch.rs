@@ -133,6 +133,28 @@ pub fn may_find(lookups: &[(String, String, String)], creates: &[(String, Json)]
     })
 }
 
+/// Whether a change among `changes` (`(entity type, id)`, the id `None` when unknown) may
+/// change what one of `fetches` (`(entity, id)`, as recorded by an evaluation) read: the
+/// entity itself, or for a document (read with its agent, positions' assortment and
+/// customer order expanded) any entity of those types.
+pub fn may_change(fetches: &[(String, String)], changes: &[(String, Option<String>)]) -> bool {
+    const EMBEDDED: &[&str] = &[
+        "counterparty",
+        "customerorder",
+        "product",
+        "variant",
+        "service",
+        "bundle",
+    ];
+    fetches.iter().any(|(entity, id)| {
+        let document = entity != "counterparty" && !super::lookups::ms_expand(entity).is_empty();
+        changes.iter().any(|(e, changed)| {
+            (e == entity && changed.as_ref().is_none_or(|c| c == id))
+                || (document && e != entity && EMBEDDED.contains(&e.as_str()))
+        })
+    })
+}
+
 fn loose(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric())
@@ -506,6 +528,90 @@ mod tests {
         // A lookup of several fields of the type: it may.
         assert!(may_find(&by("counterparty", "", ""), &creates));
         assert!(!may_find(&[], &creates));
+    }
+
+    #[test]
+    fn a_change_beside_conflicts_with_fetches_it_may_change() {
+        let f = |e: &str, id: &str| vec![(e.to_string(), id.to_string())];
+        let c = |e: &str, id: Option<&str>| vec![(e.to_string(), id.map(str::to_string))];
+        assert!(may_change(
+            &f("counterparty", "a"),
+            &c("counterparty", Some("a"))
+        ));
+        assert!(may_change(
+            &f("counterparty", "a"),
+            &c("counterparty", None)
+        ));
+        assert!(!may_change(
+            &f("counterparty", "a"),
+            &c("counterparty", Some("b"))
+        ));
+        assert!(!may_change(
+            &f("counterparty", "a"),
+            &c("customerorder", None)
+        ));
+        // A document is read with its agent expanded.
+        assert!(may_change(
+            &f("customerorder", "o"),
+            &c("counterparty", Some("a"))
+        ));
+        assert!(!may_change(
+            &f("customerorder", "o"),
+            &c("customerorder", Some("p"))
+        ));
+        assert!(!may_change(&[], &c("counterparty", None)));
+    }
+
+    #[test]
+    fn learns_where_a_fetch_id_comes_from() {
+        let p = LookupPrefetch::default();
+        let payload = json!({"order": {"id": 42, "customer": {"id": 7},
+            "customFields": {"moyskladexternalid": "11111111-2222-3333-4444-555555555555"}}});
+        let cp = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+        let log = FetchLog {
+            fetches: vec![
+                ("counterparty".into(), cp.into()),
+                (
+                    "customerorder".into(),
+                    "11111111-2222-3333-4444-555555555555".into(),
+                ),
+                (
+                    "demand".into(),
+                    "ffffffff-0000-0000-0000-000000000000".into(),
+                ),
+            ],
+            links: vec![(
+                "customer".into(),
+                "crm".into(),
+                json!(7),
+                json!({"kind": "customer", "crm": 7, "moysklad": cp}),
+            )],
+        };
+        p.learn_fetches("crm.order.changed", &payload, &log);
+        let t = p.fetch_templates("crm.order.changed");
+        assert!(
+            t.contains(&FetchTemplate {
+                entity: "counterparty".into(),
+                source: IdSource::Link {
+                    kind: "customer".into(),
+                    system: "crm".into(),
+                    path: vec!["order".into(), "customer".into(), "id".into()],
+                    field: "moysklad".into(),
+                },
+            }),
+            "{t:?}"
+        );
+        assert!(t.contains(&FetchTemplate {
+            entity: "customerorder".into(),
+            source: IdSource::Event(vec![
+                "order".into(),
+                "customFields".into(),
+                "moyskladexternalid".into()
+            ]),
+        }));
+        // An id from neither (a demand of a fetched order): nothing learned.
+        assert!(!t.iter().any(|t| t.entity == "demand"));
+        assert_eq!(t.len(), 2, "{t:?}");
     }
 
     #[test]
