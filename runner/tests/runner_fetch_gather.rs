@@ -203,6 +203,19 @@ async fn a_gathered_row_is_what_a_read_by_id_returns() {
     assert!(p
         .fetched("counterparty", "00000000-0000-0000-0000-000000000000")
         .is_none());
+    // Asking again for what was not found sends nothing.
+    let n = p
+        .gather_fetches(
+            &client,
+            "counterparty",
+            &[
+                archived.clone(),
+                "00000000-0000-0000-0000-000000000000".into(),
+            ],
+        )
+        .await
+        .expect("gathered");
+    assert_eq!((n, ms.requests().len()), (0, 1), "not asked again");
     for id in &ids {
         let by_id = client
             .get_opt("counterparty", id, &ms_expand("counterparty"))

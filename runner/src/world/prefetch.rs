@@ -89,6 +89,8 @@ struct Inner {
     answers: HashMap<Key, (Instant, Vec<Json>)>,
     fetch_templates: HashMap<String, BTreeSet<FetchTemplate>>,
     fetched: HashMap<(String, String), (Instant, Json)>,
+    /// Ids asked and not found (or not kept): not asked again for [`MAX_AGE`].
+    missed: HashMap<(String, String), Instant>,
 }
 
 /// Learned lookups and gathered answers, shared by the worker, the evaluations and the
@@ -396,6 +398,14 @@ impl LookupPrefetch {
         }
     }
 
+    /// Whether `id` was asked lately and not found (its fetches ask МойСклад one by one).
+    fn missed(&self, entity: &str, id: &str) -> bool {
+        self.lock()
+            .missed
+            .get(&(entity.to_string(), id.to_string()))
+            .is_some_and(|at| at.elapsed() < MAX_AGE)
+    }
+
     /// Asks МойСклад, in one request, `entity` by the `ids` not yet answered (at most
     /// [`MAX_VALUES`], UUIDs only) — `filter=id=…;id=…` with the expansions a read by id
     /// has — and keeps each row found. An id not in the answer is not answered (it may be
@@ -412,7 +422,10 @@ impl LookupPrefetch {
             if wanted.len() >= MAX_VALUES {
                 break;
             }
-            if uuid_like(id) && !wanted.contains(&id.as_str()) && self.fetched(entity, id).is_none()
+            if uuid_like(id)
+                && !wanted.contains(&id.as_str())
+                && self.fetched(entity, id).is_none()
+                && !self.missed(entity, id)
             {
                 wanted.push(id);
             }
@@ -445,6 +458,12 @@ impl LookupPrefetch {
         }
         let n = found.len();
         let mut m = self.lock();
+        m.missed.retain(|_, at| at.elapsed() < MAX_AGE);
+        for id in &wanted {
+            if !found.iter().any(|(f, _)| f == id) {
+                m.missed.insert((entity.to_string(), id.to_string()), asked);
+            }
+        }
         for (id, row) in found {
             m.fetched.insert((entity.to_string(), id), (asked, row));
         }
