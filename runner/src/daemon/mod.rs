@@ -65,6 +65,7 @@ use crate::clients::retailcrm::{self as crm_client, RetailcrmClient};
 use crate::config::Config;
 use crate::state::{InboxItem, JournalEntry, Outbox, Parked, StateError, SyncState, Work};
 use crate::world::catalogue::CatalogueMirror;
+use crate::world::prefetch::IdSource;
 use crate::world::{from_json, LiveWorld, ReferenceCache, Systems};
 
 pub use events::AfterCommit;
@@ -104,6 +105,52 @@ fn ms_creates(outbox: &Outbox) -> Vec<(String, Json)> {
             _ => None,
         })
         .collect()
+}
+
+/// The МойСклад updates and deletes of a plan still to apply: `(entity type, id)`, the id
+/// `None` when not known before the plan runs (a result of an earlier effect); a write to a
+/// collection of an entity (`counterparty.accounts`) counts as a change of its parent.
+fn ms_changes(outbox: &Outbox) -> Vec<(String, Option<String>)> {
+    outbox
+        .plan
+        .effects
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !outbox.done.contains_key(i))
+        .filter_map(|(_, e)| match &e.action {
+            skladsync_engine::Action::Update {
+                system, entity, id, ..
+            }
+            | skladsync_engine::Action::Delete {
+                system, entity, id, ..
+            } if system == "moysklad" => Some((entity, id.to_serde_json())),
+            skladsync_engine::Action::Create {
+                system,
+                entity,
+                body,
+                ..
+            } if system == "moysklad" && entity.contains('.') => Some((
+                entity,
+                json!({"parent": body.to_serde_json().get("parent")}),
+            )),
+            _ => None,
+        })
+        .map(|(entity, id)| match entity.split_once('.') {
+            Some((base, _)) => (
+                base.to_string(),
+                id.get("parent").and_then(crate::world::lookups::ms_id),
+            ),
+            None => (entity.clone(), crate::world::lookups::ms_id(&id)),
+        })
+        .collect()
+}
+
+/// What the plans being applied beside an evaluation will write to МойСклад: creates
+/// `(entity, body)` and changes `(entity type, id)` (see [`ms_creates`], [`ms_changes`]).
+#[derive(Clone, Copy)]
+struct Beside<'a> {
+    creates: &'a [(String, Json)],
+    changes: &'a [(String, Option<String>)],
 }
 
 /// How preparing an item ended.
@@ -791,6 +838,67 @@ impl Daemon {
         }
     }
 
+    /// Before an order event: the fetches by id learned for it, asked for every order read
+    /// ahead in one request per entity type, `filter=id=…;id=…` (see `world::prefetch`). The
+    /// ids come from the orders or from the links read by values of the orders, as the
+    /// evaluations that taught them did.
+    async fn gather_fetches(&self, name: &str, event: &skladsync_engine::Event) {
+        let templates = self.inner.applier.lookups.fetch_templates(name);
+        if templates.is_empty() {
+            return;
+        }
+        let mut orders = self.inner.applier.orders.held();
+        if let Some(o) = event.payload.to_serde_json().get("order") {
+            orders.push(o.clone());
+        }
+        if orders.len() < 2 {
+            return;
+        }
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for t in templates {
+            let values = groups.entry(t.entity.clone()).or_default();
+            let (path, link) = match &t.source {
+                IdSource::Event(path) => (path, None),
+                IdSource::Link {
+                    kind,
+                    system,
+                    path,
+                    field,
+                } => (path, Some((kind, system, field))),
+            };
+            let Some(("order", rest)) = path.split_first().map(|(h, r)| (h.as_str(), r)) else {
+                continue;
+            };
+            for o in &orders {
+                let Some(v) = crate::world::prefetch::at(o, rest) else {
+                    continue;
+                };
+                let id = match link {
+                    None => crate::world::prefetch::scalar_text(v),
+                    Some((kind, system, field)) => match self.inner.state.linked(kind, system, v) {
+                        Ok(Some(l)) => l
+                            .to_json()
+                            .get(field.as_str())
+                            .and_then(crate::world::prefetch::scalar_text),
+                        _ => None,
+                    },
+                };
+                values.extend(id);
+            }
+        }
+        for (entity, ids) in groups {
+            if let Err(e) = self
+                .inner
+                .applier
+                .lookups
+                .gather_fetches(&self.inner.systems.ms, &entity, &ids)
+                .await
+            {
+                tracing::debug!(error = %e, %entity, "cannot gather fetches; one by one");
+            }
+        }
+    }
+
     /// Processes one inbox item: build the event, evaluate, apply.
     async fn process(&self, seq: u64) -> Result<(), DaemonError> {
         let _one = self.inner.processing.lock().await;
@@ -820,13 +928,13 @@ impl Daemon {
         let _one = self.inner.processing.lock().await;
         let state = &self.inner.state;
         let mut applying: tokio::task::JoinSet<Applied> = tokio::task::JoinSet::new();
-        // The МойСклад creates of the plans being applied, by item.
-        let mut creates: std::collections::HashMap<u64, Vec<(String, Json)>> =
-            std::collections::HashMap::new();
+        // The МойСклад creates and changes of the plans being applied, by item.
+        type Writes = (Vec<(String, Json)>, Vec<(String, Option<String>)>);
+        let mut creates: std::collections::HashMap<u64, Writes> = std::collections::HashMap::new();
         let mut failed: Option<DaemonError> = None;
         fn note(
             r: Result<Applied, tokio::task::JoinError>,
-            creates: &mut std::collections::HashMap<u64, Vec<(String, Json)>>,
+            creates: &mut std::collections::HashMap<u64, Writes>,
             failed: &mut Option<DaemonError>,
         ) {
             let e = match r {
@@ -866,8 +974,14 @@ impl Daemon {
                 }
             };
             let ready = loop {
-                let beside: Vec<(String, Json)> = creates.values().flatten().cloned().collect();
-                let beside = (!beside.is_empty()).then_some(beside.as_slice());
+                let made: Vec<(String, Json)> =
+                    creates.values().flat_map(|w| w.0.iter().cloned()).collect();
+                let changed: Vec<(String, Option<String>)> =
+                    creates.values().flat_map(|w| w.1.iter().cloned()).collect();
+                let beside = (!made.is_empty() || !changed.is_empty()).then_some(Beside {
+                    creates: &made,
+                    changes: &changed,
+                });
                 match self.prepare_beside(seq, item, beside).await {
                     Ok(Prepared::Ready(r)) => break Ok(Some(r)),
                     Ok(Prepared::Finished) => break Ok(None),
@@ -884,7 +998,7 @@ impl Daemon {
             };
             match ready {
                 Ok(Some(r)) => {
-                    creates.insert(seq, ms_creates(&r.outbox));
+                    creates.insert(seq, (ms_creates(&r.outbox), ms_changes(&r.outbox)));
                     let d = self.clone();
                     applying.spawn(async move {
                         let done = d.apply_plan(r.seq, r.item, r.outbox, r.after).await;
@@ -931,7 +1045,7 @@ impl Daemon {
         &self,
         seq: u64,
         item: InboxItem,
-        beside: Option<&[(String, Json)]>,
+        beside: Option<Beside<'_>>,
     ) -> Result<Prepared, DaemonError> {
         let state = &self.inner.state;
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
@@ -980,8 +1094,10 @@ impl Daemon {
         let order_event = name == "crm.order.changed";
         if order_event {
             self.gather_lookups(&name, &built.event).await;
+            self.gather_fetches(&name, &built.event).await;
         }
         let recorded: crate::world::Recorded = Arc::default();
+        let fetch_log: crate::world::FetchRecorded = Arc::default();
         let world = LiveWorld::new(
             self.inner.systems.clone(),
             state.clone(),
@@ -989,7 +1105,8 @@ impl Daemon {
             self.inner.catalogue.clone(),
             tokio::runtime::Handle::current(),
         )
-        .with_prefetch(self.inner.applier.lookups.clone(), recorded.clone());
+        .with_prefetch(self.inner.applier.lookups.clone(), recorded.clone())
+        .with_fetch_log(fetch_log.clone());
         let event = built.event;
         let payload = order_event.then(|| event.payload.to_serde_json());
         let limits = self.inner.config.limits.clone();
@@ -1023,7 +1140,14 @@ impl Daemon {
         let made = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(payload) = payload {
             self.inner.applier.lookups.learn(&name, &payload, &made);
+            let read = fetch_log.lock().unwrap_or_else(|p| p.into_inner());
+            self.inner
+                .applier
+                .lookups
+                .learn_fetches(&name, &payload, &read);
         }
+        let fetched =
+            std::mem::take(&mut fetch_log.lock().unwrap_or_else(|p| p.into_inner()).fetches);
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {
@@ -1054,8 +1178,12 @@ impl Daemon {
             }
         };
         if let Some(beside) = beside {
-            if crate::world::prefetch::may_find(&made, beside) {
+            if crate::world::prefetch::may_find(&made, beside.creates) {
                 tracing::debug!(%subject, event = %name, "a plan beside may create what the rules looked up: evaluated again after it");
+                return Ok(Prepared::Conflict(item));
+            }
+            if crate::world::prefetch::may_change(&fetched, beside.changes) {
+                tracing::debug!(%subject, event = %name, "a plan beside may change what the rules fetched: evaluated again after it");
                 return Ok(Prepared::Conflict(item));
             }
         }

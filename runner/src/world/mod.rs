@@ -87,12 +87,16 @@ pub struct LiveWorld {
     refs: Arc<ReferenceCache>,
     catalogue: Arc<CatalogueMirror>,
     prefetch: Option<(Arc<LookupPrefetch>, Recorded)>,
+    fetch_log: Option<FetchRecorded>,
     handle: tokio::runtime::Handle,
     cache: Mutex<HashMap<String, Value>>,
 }
 
 /// The single-field МойСклад lookups an evaluation made: (entity, field, value).
 pub type Recorded = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// What an evaluation read by id (for [`LookupPrefetch::learn_fetches`]).
+pub type FetchRecorded = Arc<Mutex<prefetch::FetchLog>>;
 
 impl std::fmt::Debug for LiveWorld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +130,7 @@ impl LiveWorld {
             refs,
             catalogue,
             prefetch: None,
+            fetch_log: None,
             handle,
             cache: Mutex::new(HashMap::new()),
         }
@@ -137,6 +142,39 @@ impl LiveWorld {
     pub fn with_prefetch(mut self, prefetch: Arc<LookupPrefetch>, recorded: Recorded) -> Self {
         self.prefetch = Some((prefetch, recorded));
         self
+    }
+
+    /// Answers МойСклад fetches by id from the prefetch given to [`LiveWorld::with_prefetch`]
+    /// when it holds them, and records every such fetch and every link read in `log`.
+    #[must_use]
+    pub fn with_fetch_log(mut self, log: FetchRecorded) -> Self {
+        self.fetch_log = Some(log);
+        self
+    }
+
+    fn log(&self) -> Option<std::sync::MutexGuard<'_, prefetch::FetchLog>> {
+        self.fetch_log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `fetch("moysklad", entity, id)`: from a gathered answer when one is held.
+    fn ms_get(
+        &self,
+        entity: &str,
+        id: &serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, WorldError> {
+        if let (Some(id), Some((p, _))) = (lookups::ms_id(id), &self.prefetch) {
+            if let Some(mut log) = self.log() {
+                log.fetches.push((entity.to_string(), id.clone()));
+            }
+            if self.fetch_log.is_some() {
+                if let Some(row) = p.fetched(entity, &id) {
+                    return Ok(Some(row));
+                }
+            }
+        }
+        self.block_on(lookups::ms_fetch(&self.systems.ms, entity, id))
     }
 
     fn cached(
@@ -272,8 +310,7 @@ impl World for LiveWorld {
         self.cached(key, || {
             let got = match system {
                 "moysklad" => {
-                    let got =
-                        self.block_on(lookups::ms_fetch(&self.systems.ms, entity, &id_json))?;
+                    let got = self.ms_get(entity, &id_json)?;
                     self.note_ms_read(entity, got.as_ref());
                     got
                 }
@@ -290,6 +327,14 @@ impl World for LiveWorld {
             .state
             .linked(kind, system, &to_json(id))
             .map_err(|e| WorldError(format!("link store: {e}")))?;
+        if let Some(mut log) = self.log() {
+            log.links.push((
+                kind.to_string(),
+                system.to_string(),
+                to_json(id),
+                link.as_ref().map(|l| l.to_json()).unwrap_or_default(),
+            ));
+        }
         Ok(link.map(|l| from_json(&l.to_json())).unwrap_or_default())
     }
 

@@ -46,10 +46,51 @@ pub struct Template {
 
 type Key = (String, String, String);
 
+/// Where a fetch by id took its id from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IdSource {
+    /// The value at this path of the event payload.
+    Event(Vec<String>),
+    /// `linked(kind, system, <value at path>)[field]`.
+    Link {
+        /// The link kind.
+        kind: String,
+        /// The side the link was read by.
+        system: String,
+        /// The path of the id it was read by.
+        path: Vec<String>,
+        /// The link's side holding the fetched id.
+        field: String,
+    },
+}
+
+/// A fetch by id learned: `fetch("moysklad", entity, <id from source>)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FetchTemplate {
+    /// The МойСклад entity.
+    pub entity: String,
+    /// Where the id comes from.
+    pub source: IdSource,
+}
+
+/// What an evaluation read by id: МойСклад fetches `(entity, id)` and links
+/// `(kind, system, id it was read by, the link as rules saw it)`.
+#[derive(Debug, Default)]
+pub struct FetchLog {
+    /// `fetch("moysklad", entity, id)`, the id as text.
+    pub fetches: Vec<(String, String)>,
+    /// `linked(kind, system, id)` and its answer (`null` when none).
+    pub links: Vec<(String, String, Json, Json)>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     templates: HashMap<String, BTreeSet<Template>>,
     answers: HashMap<Key, (Instant, Vec<Json>)>,
+    fetch_templates: HashMap<String, BTreeSet<FetchTemplate>>,
+    fetched: HashMap<(String, String), (Instant, Json)>,
+    /// Ids asked and not found (or not kept): not asked again for [`MAX_AGE`].
+    missed: HashMap<(String, String), Instant>,
 }
 
 /// Learned lookups and gathered answers, shared by the worker, the evaluations and the
@@ -94,6 +135,28 @@ pub fn may_find(lookups: &[(String, String, String)], creates: &[(String, Json)]
     })
 }
 
+/// Whether a change among `changes` (`(entity type, id)`, the id `None` when unknown) may
+/// change what one of `fetches` (`(entity, id)`, as recorded by an evaluation) read: the
+/// entity itself, or for a document (read with its agent, positions' assortment and
+/// customer order expanded) any entity of those types.
+pub fn may_change(fetches: &[(String, String)], changes: &[(String, Option<String>)]) -> bool {
+    const EMBEDDED: &[&str] = &[
+        "counterparty",
+        "customerorder",
+        "product",
+        "variant",
+        "service",
+        "bundle",
+    ];
+    fetches.iter().any(|(entity, id)| {
+        let document = entity != "counterparty" && !super::lookups::ms_expand(entity).is_empty();
+        changes.iter().any(|(e, changed)| {
+            (e == entity && changed.as_ref().is_none_or(|c| c == id))
+                || (document && e != entity && EMBEDDED.contains(&e.as_str()))
+        })
+    })
+}
+
 fn loose(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric())
@@ -119,6 +182,33 @@ fn find_paths(v: &Json, want: &str, path: &mut Vec<String>, out: &mut Vec<Vec<St
             }
         }
     }
+}
+
+/// Whether an id is the shape of a МойСклад id (a UUID): only those are asked in a filter
+/// (`id=` takes UUIDs; anything else would fail the whole request).
+pub fn uuid_like(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Whether a row read in a list holds every row of its expanded collections (an expanded
+/// `positions` / `accounts` / `contactpersons` cut short is not what a read by id gives).
+fn whole(row: &Json) -> bool {
+    let Some(m) = row.as_object() else {
+        return false;
+    };
+    m.values().all(|v| {
+        let (Some(size), Some(rows)) = (
+            v.pointer("/meta/size").and_then(Json::as_u64),
+            v.get("rows").and_then(Json::as_array),
+        ) else {
+            return true;
+        };
+        u64::try_from(rows.len()).is_ok_and(|n| n >= size)
+    })
 }
 
 /// The value at `path` in `v`.
@@ -237,11 +327,170 @@ impl LookupPrefetch {
         Ok(n)
     }
 
+    /// Learns, from one evaluation of `event` over `root`, which of its МойСклад fetches by id
+    /// took their id from the event or from a link read by a value of the event.
+    pub fn learn_fetches(&self, event: &str, root: &Json, log: &FetchLog) {
+        let mut found = Vec::new();
+        for (entity, id) in &log.fetches {
+            let mut paths = Vec::new();
+            find_paths(root, id, &mut Vec::new(), &mut paths);
+            for path in paths {
+                found.push(FetchTemplate {
+                    entity: entity.clone(),
+                    source: IdSource::Event(path),
+                });
+            }
+            for (kind, system, by, link) in &log.links {
+                let Some(link) = link.as_object() else {
+                    continue;
+                };
+                let Some(by) = scalar_text(by) else { continue };
+                for (field, v) in link {
+                    if field == "kind" || scalar_text(v).as_deref() != Some(id.as_str()) {
+                        continue;
+                    }
+                    let mut paths = Vec::new();
+                    find_paths(root, &by, &mut Vec::new(), &mut paths);
+                    for path in paths {
+                        found.push(FetchTemplate {
+                            entity: entity.clone(),
+                            source: IdSource::Link {
+                                kind: kind.clone(),
+                                system: system.clone(),
+                                path,
+                                field: field.clone(),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        self.lock()
+            .fetch_templates
+            .entry(event.to_string())
+            .or_default()
+            .extend(found);
+    }
+
+    /// The fetches by id learned for an event.
+    pub fn fetch_templates(&self, event: &str) -> Vec<FetchTemplate> {
+        self.lock()
+            .fetch_templates
+            .get(event)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A gathered answer to `fetch("moysklad", entity, id)`.
+    pub fn fetched(&self, entity: &str, id: &str) -> Option<Json> {
+        let key = (entity.to_string(), id.to_string());
+        let mut m = self.lock();
+        match m.fetched.get(&key) {
+            Some((at, row)) if at.elapsed() < MAX_AGE => Some(row.clone()),
+            Some(_) => {
+                m.fetched.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Whether `id` was asked lately and not found (its fetches ask МойСклад one by one).
+    fn missed(&self, entity: &str, id: &str) -> bool {
+        self.lock()
+            .missed
+            .get(&(entity.to_string(), id.to_string()))
+            .is_some_and(|at| at.elapsed() < MAX_AGE)
+    }
+
+    /// Asks МойСклад, in one request, `entity` by the `ids` not yet answered (at most
+    /// [`MAX_VALUES`], UUIDs only) — `filter=id=…;id=…` with the expansions a read by id
+    /// has — and keeps each row found. An id not in the answer is not answered (it may be
+    /// archived or deleted, which a read by id still returns): its fetch asks МойСклад.
+    /// Returns how many ids were answered.
+    pub async fn gather_fetches(
+        &self,
+        ms: &MoyskladClient,
+        entity: &str,
+        ids: &[String],
+    ) -> Result<usize, MoyskladError> {
+        let mut wanted: Vec<&str> = Vec::new();
+        for id in ids {
+            if wanted.len() >= MAX_VALUES {
+                break;
+            }
+            if uuid_like(id)
+                && !wanted.contains(&id.as_str())
+                && self.fetched(entity, id).is_none()
+                && !self.missed(entity, id)
+            {
+                wanted.push(id);
+            }
+        }
+        if wanted.len() < 2 {
+            return Ok(0);
+        }
+        let mut q = ListQuery::new();
+        for id in &wanted {
+            q = q.filter_eq("id", id);
+        }
+        let expand = super::lookups::ms_expand(entity);
+        if !expand.is_empty() {
+            q = q.expand(&expand.join(","));
+        }
+        let asked = Instant::now();
+        let rows = ms.list_all(entity, &q).await?;
+        let mut found = Vec::new();
+        for r in rows {
+            let id = r.get("id").and_then(Json::as_str).map(str::to_string);
+            match id {
+                Some(id) if wanted.contains(&id.as_str()) => {
+                    if whole(&r) {
+                        found.push((id, r));
+                    }
+                }
+                // A row not asked for: nothing from this answer is used.
+                _ => return Ok(0),
+            }
+        }
+        let n = found.len();
+        let mut m = self.lock();
+        m.missed.retain(|_, at| at.elapsed() < MAX_AGE);
+        for id in &wanted {
+            if !found.iter().any(|(f, _)| f == id) {
+                m.missed.insert((entity.to_string(), id.to_string()), asked);
+            }
+        }
+        for (id, row) in found {
+            m.fetched.insert((entity.to_string(), id), (asked, row));
+        }
+        Ok(n)
+    }
+
     /// The runner wrote МойСклад `entity` (its answer: the entity as it is now; `None` for a
     /// delete): drops the answers it may change.
     pub fn ms_wrote(&self, entity: &str, row: Option<&Json>) {
-        let entity = entity.split('/').next().unwrap_or(entity);
         let mut m = self.lock();
+        // Fetches by id: the entity written; the whole type for a write to one of its
+        // collections (`counterparty.accounts`, expanded in its reads) or a delete; and
+        // every document of another type (their reads expand agent, state, positions,
+        // customerOrder: the written entity may be one of them).
+        let (base, nested) = match entity.split_once('.') {
+            Some((b, _)) => (b, true),
+            None => (entity.split('/').next().unwrap_or(entity), false),
+        };
+        let written = row.and_then(|r| r.get("id")).and_then(Json::as_str);
+        m.fetched.retain(|(e, id), _| {
+            if e == base {
+                !nested && written.is_some_and(|w| w != id)
+            } else {
+                super::lookups::ms_expand(e).is_empty() || e == "counterparty"
+            }
+        });
+        let entity = entity.split('/').next().unwrap_or(entity);
         let Some(row) = row else {
             m.answers.retain(|(e, _, _), _| e != entity);
             return;
@@ -298,6 +547,90 @@ mod tests {
         // A lookup of several fields of the type: it may.
         assert!(may_find(&by("counterparty", "", ""), &creates));
         assert!(!may_find(&[], &creates));
+    }
+
+    #[test]
+    fn a_change_beside_conflicts_with_fetches_it_may_change() {
+        let f = |e: &str, id: &str| vec![(e.to_string(), id.to_string())];
+        let c = |e: &str, id: Option<&str>| vec![(e.to_string(), id.map(str::to_string))];
+        assert!(may_change(
+            &f("counterparty", "a"),
+            &c("counterparty", Some("a"))
+        ));
+        assert!(may_change(
+            &f("counterparty", "a"),
+            &c("counterparty", None)
+        ));
+        assert!(!may_change(
+            &f("counterparty", "a"),
+            &c("counterparty", Some("b"))
+        ));
+        assert!(!may_change(
+            &f("counterparty", "a"),
+            &c("customerorder", None)
+        ));
+        // A document is read with its agent expanded.
+        assert!(may_change(
+            &f("customerorder", "o"),
+            &c("counterparty", Some("a"))
+        ));
+        assert!(!may_change(
+            &f("customerorder", "o"),
+            &c("customerorder", Some("p"))
+        ));
+        assert!(!may_change(&[], &c("counterparty", None)));
+    }
+
+    #[test]
+    fn learns_where_a_fetch_id_comes_from() {
+        let p = LookupPrefetch::default();
+        let payload = json!({"order": {"id": 42, "customer": {"id": 7},
+            "customFields": {"moyskladexternalid": "11111111-2222-3333-4444-555555555555"}}});
+        let cp = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+        let log = FetchLog {
+            fetches: vec![
+                ("counterparty".into(), cp.into()),
+                (
+                    "customerorder".into(),
+                    "11111111-2222-3333-4444-555555555555".into(),
+                ),
+                (
+                    "demand".into(),
+                    "ffffffff-0000-0000-0000-000000000000".into(),
+                ),
+            ],
+            links: vec![(
+                "customer".into(),
+                "crm".into(),
+                json!(7),
+                json!({"kind": "customer", "crm": 7, "moysklad": cp}),
+            )],
+        };
+        p.learn_fetches("crm.order.changed", &payload, &log);
+        let t = p.fetch_templates("crm.order.changed");
+        assert!(
+            t.contains(&FetchTemplate {
+                entity: "counterparty".into(),
+                source: IdSource::Link {
+                    kind: "customer".into(),
+                    system: "crm".into(),
+                    path: vec!["order".into(), "customer".into(), "id".into()],
+                    field: "moysklad".into(),
+                },
+            }),
+            "{t:?}"
+        );
+        assert!(t.contains(&FetchTemplate {
+            entity: "customerorder".into(),
+            source: IdSource::Event(vec![
+                "order".into(),
+                "customFields".into(),
+                "moyskladexternalid".into()
+            ]),
+        }));
+        // An id from neither (a demand of a fetched order): nothing learned.
+        assert!(!t.iter().any(|t| t.entity == "demand"));
+        assert_eq!(t.len(), 2, "{t:?}");
     }
 
     #[test]

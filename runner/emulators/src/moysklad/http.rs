@@ -842,8 +842,18 @@ fn main_group(state: &State) -> Value {
 }
 
 /// Refuses a filter on a field the type cannot be filtered by (1034), as the API does,
-/// instead of answering no rows.
+/// instead of answering no rows; the UUID fields (`id`, `accountId`, `syncId`) take only
+/// `=` and `!=` (the "Фильтрация" columns).
 fn check_filter(ty: &str, params: &ListParams) -> Result<(), MsError> {
+    if let Some(c) = params.filter.iter().find(|c| {
+        matches!(c.field.as_str(), "id" | "accountId" | "syncId")
+            && !matches!(c.op, super::query::Op::Eq | super::query::Op::Ne)
+    }) {
+        return Err(errors::filter_error(&format!(
+            "оператор не поддерживается для поля '{}'",
+            c.field
+        )));
+    }
     match params
         .filter
         .iter()
