@@ -107,6 +107,25 @@ fn ms_creates(outbox: &Outbox) -> Vec<(String, Json)> {
         .collect()
 }
 
+/// The links a plan still to apply will write: `(kind, system, id as text)` for every system
+/// of every `link` effect whose id is known before the plan runs.
+fn plan_links(outbox: &Outbox) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (i, e) in outbox.plan.effects.iter().enumerate() {
+        if outbox.done.contains_key(&i) {
+            continue;
+        }
+        if let skladsync_engine::Action::Link { kind, ids } = &e.action {
+            for (system, id) in ids {
+                if let Some(id) = crate::state::id_text(&id.to_serde_json()) {
+                    out.push((kind.clone(), system.clone(), id));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The МойСклад updates and deletes of a plan still to apply: `(entity type, id)`, the id
 /// `None` when not known before the plan runs (a result of an earlier effect); a write to a
 /// collection of an entity (`counterparty.accounts`) counts as a change of its parent.
@@ -151,6 +170,8 @@ fn ms_changes(outbox: &Outbox) -> Vec<(String, Option<String>)> {
 struct Beside<'a> {
     creates: &'a [(String, Json)],
     changes: &'a [(String, Option<String>)],
+    /// The links they will write: `(kind, system, id as text)`, one per system of a link.
+    links: &'a [(String, String, String)],
 }
 
 /// How preparing an item ended.
@@ -929,7 +950,11 @@ impl Daemon {
         let state = &self.inner.state;
         let mut applying: tokio::task::JoinSet<Applied> = tokio::task::JoinSet::new();
         // The МойСклад creates and changes of the plans being applied, by item.
-        type Writes = (Vec<(String, Json)>, Vec<(String, Option<String>)>);
+        type Writes = (
+            Vec<(String, Json)>,
+            Vec<(String, Option<String>)>,
+            Vec<(String, String, String)>,
+        );
         let mut creates: std::collections::HashMap<u64, Writes> = std::collections::HashMap::new();
         let mut failed: Option<DaemonError> = None;
         fn note(
@@ -978,10 +1003,14 @@ impl Daemon {
                     creates.values().flat_map(|w| w.0.iter().cloned()).collect();
                 let changed: Vec<(String, Option<String>)> =
                     creates.values().flat_map(|w| w.1.iter().cloned()).collect();
-                let beside = (!made.is_empty() || !changed.is_empty()).then_some(Beside {
-                    creates: &made,
-                    changes: &changed,
-                });
+                let linking: Vec<(String, String, String)> =
+                    creates.values().flat_map(|w| w.2.iter().cloned()).collect();
+                let beside = (!made.is_empty() || !changed.is_empty() || !linking.is_empty())
+                    .then_some(Beside {
+                        creates: &made,
+                        changes: &changed,
+                        links: &linking,
+                    });
                 match self.prepare_beside(seq, item, beside).await {
                     Ok(Prepared::Ready(r)) => break Ok(Some(r)),
                     Ok(Prepared::Finished) => break Ok(None),
@@ -998,7 +1027,14 @@ impl Daemon {
             };
             match ready {
                 Ok(Some(r)) => {
-                    creates.insert(seq, (ms_creates(&r.outbox), ms_changes(&r.outbox)));
+                    creates.insert(
+                        seq,
+                        (
+                            ms_creates(&r.outbox),
+                            ms_changes(&r.outbox),
+                            plan_links(&r.outbox),
+                        ),
+                    );
                     let d = self.clone();
                     applying.spawn(async move {
                         let done = d.apply_plan(r.seq, r.item, r.outbox, r.after).await;
@@ -1146,8 +1182,10 @@ impl Daemon {
                 .lookups
                 .learn_fetches(&name, &payload, &read);
         }
-        let fetched =
-            std::mem::take(&mut fetch_log.lock().unwrap_or_else(|p| p.into_inner()).fetches);
+        let (fetched, links_read) = {
+            let mut log = fetch_log.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut log.fetches), std::mem::take(&mut log.links))
+        };
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
             Ok(Err(e)) => {
@@ -1184,6 +1222,21 @@ impl Daemon {
             }
             if crate::world::prefetch::may_change(&fetched, beside.changes) {
                 tracing::debug!(%subject, event = %name, "a plan beside may change what the rules fetched: evaluated again after it");
+                return Ok(Prepared::Conflict(item));
+            }
+            // A link the rules read (found or not) that a plan beside writes: one at a time
+            // would have seen it written (two orders of one customer: the second must use the
+            // counterparty the first links, not create another).
+            let relinked = links_read.iter().any(|(kind, system, id, _)| {
+                crate::state::id_text(id).is_some_and(|id| {
+                    beside
+                        .links
+                        .iter()
+                        .any(|(k, s, i)| k == kind && s == system && *i == id)
+                })
+            });
+            if relinked {
+                tracing::debug!(%subject, event = %name, "a plan beside writes a link the rules read: evaluated again after it");
                 return Ok(Prepared::Conflict(item));
             }
         }
