@@ -179,7 +179,7 @@ fn kind(method: &str, path: &str) -> String {
         .split('/')
         .filter(|s| !s.is_empty())
         .take_while(|s| {
-            !(s.len() >= 32 && s.contains('-')) && !s.chars().all(|c| c.is_ascii_digit())
+            !(s.chars().all(|c| c.is_ascii_digit()) || (s.len() >= 32 && s.contains('-')))
         })
         .collect();
     format!("{method} {}", parts.join("/"))
