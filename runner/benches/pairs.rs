@@ -755,11 +755,12 @@ async fn run(
     }
 }
 
+/// The median of sorted latencies (as printed per run).
 fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    v[(v.len() - 1) / 2]
+    v[((v.len() - 1) as f64 * 0.5).round() as usize]
 }
 
 fn main() {
