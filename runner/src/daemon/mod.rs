@@ -418,10 +418,9 @@ impl Daemon {
         hosting: Hosting,
         stop: watch::Receiver<bool>,
     ) -> Result<Daemon, DaemonError> {
-        let rules_version = reload::version_of(&config);
-        let rules = reload::load_shared(&config, &rules_version)
-            .map_err(|d| DaemonError::Rules(d.render(false)))?;
-        // --- PostgreSQL lease (issue 15, item 3): taken before anything is written ---
+        // --- PostgreSQL lease (issue 15, item 3): taken before anything is written, and
+        // before the rules are compiled, so that a pair waiting for its lease on a standby
+        // runner costs no compiled rule set ---
         let lease =
             match crate::state::lease::PairLease::take(&state, config.state.lease.0, stop).await? {
                 Some(l) => Some(l),
@@ -429,6 +428,9 @@ impl Daemon {
                 None => None,
             };
         // --- end lease ---
+        let rules_version = reload::version_of(&config);
+        let rules = reload::load_shared(&config, &rules_version)
+            .map_err(|d| DaemonError::Rules(d.render(false)))?;
 
         let instance_id = instance_id(&state)?;
         let bind = |addr: std::net::SocketAddr| async move {
@@ -1184,7 +1186,10 @@ impl Daemon {
         }
         let (fetched, links_read) = {
             let mut log = fetch_log.lock().unwrap_or_else(|p| p.into_inner());
-            (std::mem::take(&mut log.fetches), std::mem::take(&mut log.links))
+            (
+                std::mem::take(&mut log.fetches),
+                std::mem::take(&mut log.links),
+            )
         };
         let plan = match evaluated {
             Ok(Ok(plan)) => plan,
