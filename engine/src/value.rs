@@ -662,6 +662,31 @@ pub(crate) fn number_from_f64(f: f64) -> Value {
     if !f.is_finite() {
         return Value::Null;
     }
+    short_decimal(f).unwrap_or_else(|| number_from_f64_text(f))
+}
+
+/// [`number_from_f64`] of a float with at most six decimals and a small mantissa (prices,
+/// quantities, weights: nearly every float of an API answer), without writing and reading
+/// its text: the decimal `m / 10^scale` of the smallest `scale` whose `m` reads back as
+/// exactly `f` is the float's shortest round-trip text. (`m` below 2^40 keeps the float's
+/// rounding far finer than `10^-scale`, so no other `m` of that scale reads back as `f`.)
+fn short_decimal(f: f64) -> Option<Value> {
+    const POWERS: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+    const LIMIT: f64 = (1u64 << 40) as f64;
+    for (scale, p) in (0u32..).zip(POWERS) {
+        let m = (f * p).round();
+        if m.abs() >= LIMIT {
+            return None;
+        }
+        if m / p == f {
+            return Some(Value::number(Decimal::new(m as i64, scale)));
+        }
+    }
+    None
+}
+
+/// [`number_from_f64`] by way of the float's shortest round-trip text.
+fn number_from_f64_text(f: f64) -> Value {
     // Written on the stack when it fits (it does for every price and quantity): this runs
     // for every number with a fraction of every document read.
     use std::io::Write;
@@ -943,6 +968,39 @@ mod tests {
     fn floats_keep_their_decimal_text() {
         let v: Value = serde_json::from_str("[19.99, 0.1, 1e3, 12345678901234567890]").unwrap();
         assert_eq!(v.to_json(), "[19.99,0.1,1000,12345678901234567890]");
+    }
+
+    #[test]
+    fn floats_read_without_text_as_with_it() {
+        let mut floats = vec![
+            0.0, -0.0, 0.1, 0.2, 0.3, 0.1 + 0.2, 1.0 / 3.0, 2.0 / 3.0, 19.99, -19.99, 199.99,
+            120.5, 1e-7, 1e-6, 0.000_001_5, 123_456.789, 1e15, 1e15 + 0.5, 1e12 + 0.25,
+            1_099_511_627_775.0, 1_099_511_627_776.5, 1e300, -1e-300, 4.35e-5,
+        ];
+        for i in -3000..3000 {
+            let i = f64::from(i);
+            floats.extend([i / 100.0, i * 0.1, i * 0.01, i / 7.0, i * 1.37, 199.99 + i]);
+        }
+        let mut fast = 0;
+        for f in floats {
+            let slow = number_from_f64_text(f);
+            let got = number_from_f64(f);
+            assert_eq!(got.to_text(), slow.to_text(), "{f}");
+            assert_eq!(got.type_name(), slow.type_name(), "{f}");
+            assert_eq!(
+                matches!(got, Value::Int(_)),
+                matches!(slow, Value::Int(_)),
+                "{f}"
+            );
+            if let (Value::Dec(a), Value::Dec(b)) = (&got, &slow) {
+                assert_eq!(a.scale(), b.scale(), "{f}");
+                assert_eq!(a.mantissa(), b.mantissa(), "{f}");
+            }
+            fast += usize::from(short_decimal(f).is_some());
+        }
+        // The fast way is the one taken for prices and quantities.
+        assert!(fast > 20_000, "{fast}");
+        assert_eq!(short_decimal(1.0 / 3.0), None);
     }
 
     #[test]
