@@ -540,15 +540,43 @@ impl Value {
 
     /// Converts a `serde_json::Value`.
     pub fn from_json(v: &serde_json::Value) -> Value {
+        Value::from_json_like(v, None)
+    }
+
+    /// [`Value::from_json`], given what the value before it in the same list became (its
+    /// `like`): an object with the same keys in the same order as that one (the items of an
+    /// order, the rows of an answer) takes its keys and their table from it, so its keys are
+    /// neither interned nor hashed again; its values are converted the same way, each given
+    /// the value of its key in `like`.
+    fn from_json_like(v: &serde_json::Value, like: Option<&Value>) -> Value {
         match v {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(*b),
             serde_json::Value::Number(n) => number_from_json(n),
             serde_json::Value::String(s) => Value::str(s),
-            serde_json::Value::Array(a) => Value::array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Array(a) => {
+                let mut items: Vec<Value> = Vec::with_capacity(a.len());
+                for v in a {
+                    let item = Value::from_json_like(v, items.last());
+                    items.push(item);
+                }
+                Value::array(items)
+            }
             serde_json::Value::Object(o) => {
                 if let Some(r) = ref_from_object_json(o) {
                     return r;
+                }
+                if let Some(Value::Object(shape)) = like {
+                    if shape.len() == o.len()
+                        && shape.keys().zip(o.keys()).all(|(a, b)| **a == **b)
+                    {
+                        let mut map = (**shape).clone();
+                        for ((_, slot), (_, v)) in map.iter_mut().zip(o) {
+                            let value = Value::from_json_like(v, Some(slot));
+                            *slot = value;
+                        }
+                        return Value::object(map);
+                    }
                 }
                 let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
                 for (k, v) in o {
@@ -560,7 +588,11 @@ impl Value {
                     if let RawEntryMut::Vacant(slot) =
                         map.raw_entry_mut_v1().from_hash(hash, |_| false)
                     {
-                        slot.insert_hashed_nocheck(hash, intern::key(k), Value::from_json(v));
+                        slot.insert_hashed_nocheck(
+                            hash,
+                            intern::key(k),
+                            Value::from_json_like(v, None),
+                        );
                     }
                 }
                 Value::object(map)
@@ -1001,6 +1033,47 @@ mod tests {
         // The fast way is the one taken for prices and quantities.
         assert!(fast > 20_000, "{fast}");
         assert_eq!(short_decimal(1.0 / 3.0), None);
+    }
+
+    #[test]
+    fn lists_of_one_shape_convert_as_read() {
+        // Objects of one shape (taking their keys from the one before), of other shapes,
+        // pending references among them, nested lists of objects, ids as keys.
+        let text = r#"[
+            {"id": 1, "offer": {"xmlId": "a", "price": 19.99}, "tags": [{"k": 1}, {"k": 2}]},
+            {"id": 2, "offer": {"xmlId": "b", "price": 5}, "tags": [{"k": 3}, {"x": 4}]},
+            {"id": 3, "offer": {"price": 1, "xmlId": "c"}, "tags": []},
+            {"id": 4, "offer": {"$ref": "ms_order.meta"}, "tags": null},
+            {"id": 5, "offer": {"$ref": "ms_order.meta"}, "tags": [{"k": {"$ref": "x.y"}}]},
+            {"$ref": "ms_order.rows.1"},
+            {"$ref": ""},
+            {"$ref": "ms_order.rows.2"},
+            {"301": {"id": 301}, "302": {"id": 302}},
+            {"301": {"id": 303}, "302": {"id": 304}},
+            {"id": 6},
+            {"id": 7, "offer": null, "tags": "none"},
+            [{"a": 1}, {"a": 2}],
+            [{"a": 3}]
+        ]"#;
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        let converted = Value::from_json(&json);
+        let read: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(converted.to_json(), read.to_json());
+        assert_eq!(converted.to_json(), json.to_string());
+        let items = converted.as_array().unwrap();
+        assert!(matches!(items[3].get("offer"), Value::Ref(_)));
+        assert!(matches!(items[4].get("tags").index(0).get("k"), Value::Ref(_)));
+        assert!(matches!(items[5], Value::Ref(_)));
+        assert!(matches!(items[6], Value::Object(_)));
+        assert!(matches!(items[7], Value::Ref(_)));
+        // Keys are found (by pointer and by hash) in objects that took their keys from the
+        // one before.
+        assert_eq!(items[1].get("offer").get("xmlId"), Value::str("b"));
+        assert_eq!(items[2].get("offer").get("xmlId"), Value::str("c"));
+        assert_eq!(items[9].get("302").get("id"), Value::Int(304));
+        assert_eq!(items[1].get("tags").index(1).get("x"), Value::Int(4));
+        let key = |v: &Value, i: usize| v.as_object().unwrap().get_index(i).unwrap().0.clone();
+        assert!(Arc::ptr_eq(&key(&items[1], 1), &intern::key("offer")));
     }
 
     #[test]
