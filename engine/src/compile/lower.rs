@@ -174,7 +174,20 @@ impl Compiler<'_> {
                             ObjKey::Computed(_) => None,
                         })
                         .collect::<Vec<_>>();
-                    Node::Record(fields.into_boxed_slice())
+                    let mut shape = crate::value::Map::with_capacity_and_hasher(
+                        fields.len(),
+                        crate::value::Hasher::default(),
+                    );
+                    for (k, h, _) in &fields {
+                        use indexmap::map::raw_entry_v1::RawEntryMut;
+                        use indexmap::map::RawEntryApiV1;
+                        if let RawEntryMut::Vacant(slot) =
+                            shape.raw_entry_mut_v1().from_hash(*h, |_| false)
+                        {
+                            slot.insert_hashed_nocheck(*h, k.clone(), Value::Null);
+                        }
+                    }
+                    Node::Record(fields.into_boxed_slice(), Box::new(shape))
                 } else {
                     Node::Object(out.into_boxed_slice())
                 }

@@ -33,8 +33,10 @@ pub(crate) enum Node {
     CallUser(u32, Box<[CExpr]>),
     Array(Box<[CExpr]>),
     Object(Box<[(ObjKey, CExpr)]>),
-    /// An object literal whose keys are all fixed and distinct, with their hashes.
-    Record(Box<[(Str, u64, CExpr)]>),
+    /// An object literal whose keys are all fixed and distinct, with their hashes, and the
+    /// object it builds with every value null: each evaluation starts from a copy of it (its
+    /// keys and their table), so no key is hashed or inserted.
+    Record(Box<[(Str, u64, CExpr)]>, Box<crate::value::Map>),
     Template(u32, Box<[(Str, CExpr)]>),
 }
 

@@ -117,17 +117,13 @@ impl<'a> Ctx<'a> {
                 }
                 Ok(Value::object(map))
             }
-            Node::Record(fields) => {
+            Node::Record(fields, shape) => {
                 self.charge(fields.len() as u64 * ENTRY_BYTES, e.loc)?;
-                let mut map = Map::with_capacity_and_hasher(fields.len(), Hasher::default());
-                for (k, hash, v) in fields.iter() {
-                    let value = self.eval(v, frame)?;
-                    // Keys are distinct (checked when compiling): no lookup is needed.
-                    if let indexmap::map::raw_entry_v1::RawEntryMut::Vacant(slot) =
-                        map.raw_entry_mut_v1().from_hash(*hash, |_| false)
-                    {
-                        slot.insert_hashed_nocheck(*hash, k.clone(), value);
-                    }
+                // The keys and their table come from the literal's own empty object; the
+                // values are evaluated in order into it.
+                let mut map: Map = (**shape).clone();
+                for ((_, slot), (_, _, v)) in map.iter_mut().zip(fields.iter()) {
+                    *slot = self.eval(v, frame)?;
                 }
                 Ok(Value::object(map))
             }
