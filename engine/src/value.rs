@@ -567,8 +567,7 @@ impl Value {
                     return r;
                 }
                 if let Some(Value::Object(shape)) = like {
-                    if shape.len() == o.len()
-                        && shape.keys().zip(o.keys()).all(|(a, b)| **a == **b)
+                    if shape.len() == o.len() && shape.keys().zip(o.keys()).all(|(a, b)| **a == **b)
                     {
                         let mut map = (**shape).clone();
                         for ((_, slot), (_, v)) in map.iter_mut().zip(o) {
@@ -1005,9 +1004,30 @@ mod tests {
     #[test]
     fn floats_read_without_text_as_with_it() {
         let mut floats = vec![
-            0.0, -0.0, 0.1, 0.2, 0.3, 0.1 + 0.2, 1.0 / 3.0, 2.0 / 3.0, 19.99, -19.99, 199.99,
-            120.5, 1e-7, 1e-6, 0.000_001_5, 123_456.789, 1e15, 1e15 + 0.5, 1e12 + 0.25,
-            1_099_511_627_775.0, 1_099_511_627_776.5, 1e300, -1e-300, 4.35e-5,
+            0.0,
+            -0.0,
+            0.1,
+            0.2,
+            0.3,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            2.0 / 3.0,
+            19.99,
+            -19.99,
+            199.99,
+            120.5,
+            1e-7,
+            1e-6,
+            0.000_001_5,
+            123_456.789,
+            1e15,
+            1e15 + 0.5,
+            1e12 + 0.25,
+            1_099_511_627_775.0,
+            1_099_511_627_776.5,
+            1e300,
+            -1e-300,
+            4.35e-5,
         ];
         for i in -3000..3000 {
             let i = f64::from(i);
@@ -1062,7 +1082,10 @@ mod tests {
         assert_eq!(converted.to_json(), json.to_string());
         let items = converted.as_array().unwrap();
         assert!(matches!(items[3].get("offer"), Value::Ref(_)));
-        assert!(matches!(items[4].get("tags").index(0).get("k"), Value::Ref(_)));
+        assert!(matches!(
+            items[4].get("tags").index(0).get("k"),
+            Value::Ref(_)
+        ));
         assert!(matches!(items[5], Value::Ref(_)));
         assert!(matches!(items[6], Value::Object(_)));
         assert!(matches!(items[7], Value::Ref(_)));
