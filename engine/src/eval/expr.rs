@@ -50,14 +50,19 @@ impl<'a> Ctx<'a> {
                 for (slot, a) in values.iter_mut().zip(args.iter()) {
                     *slot = self.eval(a, frame)?;
                 }
-                let values: &[Value] = values;
                 match f.imp {
                     Imp::Pure(fun) => {
                         if let Size::Before(size) = f.size {
                             let bytes = size(values, self.bytes_left);
                             self.charge(bytes, e.loc)?;
                         }
-                        let v = fun(values).map_err(|m| {
+                        // The arguments are this call's own: a built-in that can use them
+                        // in place is given them.
+                        let v = match f.owned {
+                            Some(owned) => owned(values),
+                            None => fun(values),
+                        };
+                        let v = v.map_err(|m| {
                             self.error(EvalErrorKind::Type, e.loc, format!("{}(): {m}", f.name))
                         })?;
                         if let Size::Result = f.size {

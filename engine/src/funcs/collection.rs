@@ -1,6 +1,7 @@
 //! Lists and objects.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::{
     arg, list_or_null, short, want_array, want_int, Builtin, Family, Imp, LambdaArg, Size,
@@ -17,6 +18,13 @@ pub(super) fn builtins() -> Vec<Builtin> {
             "entries" => Size::Before(entries_size),
             "chunks" => Size::Before(chunks_size),
             "compact" => Size::Before(compact_size),
+            _ => continue,
+        };
+    }
+    for b in &mut all {
+        b.owned = match b.name {
+            "merge" => Some(merge_owned),
+            "compact" => Some(compact_owned),
             _ => continue,
         };
     }
@@ -432,6 +440,57 @@ fn merge(args: &[Value]) -> Result<Value, String> {
         }
     }
     Ok(Value::object(map.unwrap_or_default()))
+}
+
+/// [`merge`] taking its arguments: the first object, when nothing else holds it (an object
+/// literal, the result of a call), is added to in place.
+fn merge_owned(args: &mut [Value]) -> Result<Value, String> {
+    for i in 0..args.len() {
+        object_arg(args, i, "merge")?;
+    }
+    let Some(first) = args.iter().position(|a| matches!(a, Value::Object(_))) else {
+        return Ok(Value::object(Map::default()));
+    };
+    let room: usize = args[first + 1..]
+        .iter()
+        .map(|a| a.as_object().map_or(0, Map::len))
+        .sum();
+    let Value::Object(o) = std::mem::take(&mut args[first]) else {
+        return merge(args);
+    };
+    let mut map = Arc::try_unwrap(o).unwrap_or_else(|shared| (*shared).clone());
+    map.reserve(room);
+    for a in &args[first + 1..] {
+        if let Value::Object(o) = a {
+            for (k, v) in o.iter() {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(Value::object(map))
+}
+
+/// [`compact`] taking its argument: an object or list that nothing else holds loses its
+/// nulls in place.
+fn compact_owned(args: &mut [Value]) -> Result<Value, String> {
+    match args.first_mut() {
+        Some(Value::Object(o)) if o.values().any(Value::is_null) => {
+            if let Some(map) = Arc::get_mut(o) {
+                map.retain(|_, v| !v.is_null());
+                return Ok(std::mem::take(&mut args[0]));
+            }
+            compact(args)
+        }
+        Some(Value::Array(items)) if items.iter().any(Value::is_null) => {
+            if let Some(items) = Arc::get_mut(items) {
+                items.retain(|v| !v.is_null());
+                return Ok(std::mem::take(&mut args[0]));
+            }
+            compact(args)
+        }
+        Some(Value::Object(_) | Value::Array(_)) => Ok(std::mem::take(&mut args[0])),
+        _ => compact(args),
+    }
 }
 
 fn key_list(args: &[Value], i: usize, name: &str) -> Result<Vec<String>, String> {

@@ -16,6 +16,7 @@ macro_rules! builtin {
             reads_world: false,
             imp: $imp,
             size: $crate::funcs::Size::Result,
+            owned: None,
         }
     };
 }
@@ -79,6 +80,11 @@ impl Family {
 
 /// A plain function: values in, value out, no context.
 pub(crate) type PureFn = fn(&[Value]) -> Result<Value, String>;
+
+/// A pure built-in given its arguments to keep: an object or list argument that nothing else
+/// holds is changed in place rather than copied. Gives what the [`PureFn`] of the same
+/// built-in gives.
+pub(crate) type OwnedFn = fn(&mut [Value]) -> Result<Value, String>;
 /// A function that needs the evaluation context (a lambda, the world, the clock).
 pub(crate) type CtxFn = fn(&mut Call<'_, '_>, &[Value]) -> Result<Value, Fail>;
 
@@ -152,6 +158,8 @@ pub struct Builtin {
     pub(crate) imp: Imp,
     /// How the memory budget accounts for it (pure built-ins only).
     pub(crate) size: Size,
+    /// The same function taking its arguments, where the evaluator has them to give.
+    pub(crate) owned: Option<OwnedFn>,
 }
 
 impl std::fmt::Debug for Builtin {

@@ -62,3 +62,35 @@ fn names_are_unique() {
     names.dedup();
     assert_eq!(before, names.len());
 }
+
+#[test]
+fn merge_and_compact_change_in_place_only_what_nothing_else_holds() {
+    let world = example_world();
+    let eval = |text: &str| {
+        Expression::compile(text)
+            .map_err(|d| d.render(false))
+            .and_then(|e| e.eval(&world, Some(NOW)).map_err(|e| e.to_string()))
+    };
+    // Objects and lists built in the call (nothing else holds them): changed in place.
+    assert_eq!(
+        eval("map([1], i => [compact(merge({a: i, b: null}, {c: i, a: 2}, null)), compact([i, null, 2])])"),
+        eval("[[{a: 2, c: 1}, [1, 2]]]")
+    );
+    // Held by a lambda's parameter and by the list: copied, the original unchanged.
+    assert_eq!(
+        eval("map([{x: 1, n: null}], o => [merge(o, {y: 2}), compact(o), o, compact([o, null])])"),
+        eval("[[{x: 1, n: null, y: 2}, {x: 1}, {x: 1, n: null}, [{x: 1, n: null}]]]")
+    );
+    assert_eq!(
+        eval("map([1], i => merge(null, {a: i}, null))"),
+        eval("[{a: 1}]")
+    );
+    assert_eq!(eval("map([1], i => merge(null, null))"), eval("[{}]"));
+    let bad = eval("map([1], i => merge({a: i}, 3))").unwrap_err();
+    assert!(
+        bad.contains("merge() needs an object, got number 3"),
+        "{bad}"
+    );
+    let bad = eval("map([1], i => compact(i))").unwrap_err();
+    assert!(bad.contains("compact() needs an object or a list"), "{bad}");
+}
