@@ -446,7 +446,7 @@ impl<'a> Ctx<'a> {
         };
         let mut slots = self.spare_frames.pop().unwrap_or_default();
         slots.clear();
-        slots.resize(f.frame_size.max(values.len() as u32) as usize, None);
+        slots.resize_with(f.frame_size.max(values.len() as u32) as usize, || None);
         for (slot, v) in slots.iter_mut().zip(values) {
             *slot = Some(v);
         }
@@ -491,7 +491,7 @@ impl<'a> Ctx<'a> {
         };
         let mut slots = self.spare_frames.pop().unwrap_or_default();
         slots.clear();
-        slots.resize(f.frame_size.max(args.len() as u32) as usize, None);
+        slots.resize_with(f.frame_size.max(args.len() as u32) as usize, || None);
         for (i, a) in args.iter().enumerate() {
             match self.eval(a, frame) {
                 Ok(v) => slots[i] = Some(v),
