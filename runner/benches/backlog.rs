@@ -283,9 +283,19 @@ fn print_counts(c: &Counts, per: usize) {
     }
 }
 
-/// retailCRM's requests per 10 s of the run, by kind, and the orders linked by then: where
-/// its budget went.
-fn print_timeline(lab: &Lab, started: Instant, progress: &[(f64, usize)]) {
+/// What the upload run's wait loop saw once a second.
+struct Sample {
+    at: f64,
+    linked: usize,
+    /// МойСклад requests so far.
+    ms: usize,
+    /// Process CPU so far.
+    cpu_ms: u64,
+}
+
+/// retailCRM's requests per 10 s of the run, by kind, with the orders linked by then, and
+/// МойСклад's requests and the process CPU in each step: where the budgets went.
+fn print_timeline(lab: &Lab, started: Instant, progress: &[Sample]) {
     const STEP: f64 = 10.0;
     let kinds = [
         ("order edits", "POST orders/{id}/edit"),
@@ -314,20 +324,26 @@ fn print_timeline(lab: &Lab, started: Instant, progress: &[(f64, usize)]) {
             .entry(name)
             .or_insert(0) += 1;
     }
-    println!("  retailCRM per {STEP:.0} s (requests by kind; orders linked at the end of the step):");
+    println!("  retailCRM per {STEP:.0} s (requests by kind; orders linked at the end of the step; МойСклад requests and process CPU in the step):");
+    let at = |t: f64| {
+        progress
+            .iter()
+            .take_while(|s| s.at <= t)
+            .last()
+            .map_or((0, 0, 0), |s| (s.linked, s.ms, s.cpu_ms))
+    };
     for (step, by) in &rows {
         let end = (*step + 1) as f64 * STEP;
-        let linked = progress
-            .iter()
-            .take_while(|(t, _)| *t <= end)
-            .last()
-            .map_or(0, |(_, n)| *n);
+        let (linked, ms, cpu) = at(end);
+        let (_, ms0, cpu0) = at(end - STEP);
         let total: usize = by.values().sum();
         let parts: Vec<String> = by.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!(
-            "    {:>4.0}–{:<4.0} s: {total:>4}  linked {linked:>5}  ({})",
+            "    {:>4.0}–{:<4.0} s: {total:>4}  linked {linked:>5}  МойСклад {:>3}  CPU {:>4.1} s  ({})",
             end - STEP,
             end,
+            ms.saturating_sub(ms0),
+            cpu.saturating_sub(cpu0) as f64 / 1000.0,
             parts.join(", ")
         );
     }
@@ -514,10 +530,15 @@ async fn run_upload(size: &Size) -> Rig {
     };
     let mut last_report = Instant::now();
     let mut done = false;
-    let mut progress: Vec<(f64, usize)> = Vec::new();
+    let mut progress: Vec<Sample> = Vec::new();
     while started.elapsed() < size.timeout {
         let n = linked_in_state();
-        progress.push((started.elapsed().as_secs_f64(), n));
+        progress.push(Sample {
+            at: started.elapsed().as_secs_f64(),
+            linked: n,
+            ms: lab.ms.requests().len(),
+            cpu_ms: cpu_ms() - cpu0,
+        });
         if last_report.elapsed() > Duration::from_secs(30) {
             println!(
                 "  … {n} linked after {:.0} s",

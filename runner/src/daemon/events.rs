@@ -100,7 +100,9 @@ impl Daemon {
             if wanted.len() >= page {
                 break;
             }
-            if item.parked.is_some() {
+            // A parked item waits; an item holding a plan was evaluated already (its plan is
+            // being applied) and is not built again: neither needs its order read.
+            if item.parked.is_some() || item.plan {
                 continue;
             }
             if let Work::CrmOrder {
@@ -162,7 +164,7 @@ impl Daemon {
             if wanted.len() >= page {
                 break;
             }
-            if item.parked.is_some() {
+            if item.parked.is_some() || item.plan {
                 continue;
             }
             if let Work::CrmCustomer {

@@ -433,6 +433,8 @@ pub(crate) struct Inner {
     /// The CRM history has been polled once since the start (the first stock pass waits for
     /// it: a backlog it finds goes first).
     crm_polled: watch::Sender<bool>,
+    /// A reload waits for the item in progress: a wave takes no new order meanwhile.
+    reload_waiting: AtomicBool,
     stopping: AtomicBool,
     /// When an authorisation problem was last queued, per system.
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -705,6 +707,7 @@ impl Daemon {
                 wake: Notify::new(),
                 processing: tokio::sync::Mutex::new(()),
                 crm_polled: watch::channel(false).0,
+                reload_waiting: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 lease: Mutex::new(lease),
                 auth_problems: Mutex::new(Default::default()),
@@ -1112,7 +1115,13 @@ impl Daemon {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 break;
             }
-            if until.is_some_and(|t| now_ms() >= t) {
+            // A stock pass held back long enough, or a reload waiting: no new order (the
+            // rest wait for the next round).
+            // (At least one is taken: every call makes progress.)
+            if taken > 0
+                && (until.is_some_and(|t| now_ms() >= t)
+                    || self.inner.reload_waiting.load(Ordering::SeqCst))
+            {
                 break;
             }
             taken += 1;
