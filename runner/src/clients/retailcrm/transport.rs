@@ -222,29 +222,36 @@ impl Pacer {
         }
         // The second: fewer than `n` under way or answered within the last second.
         loop {
-            let wait = {
-                let mut st = self.lock();
-                let now = Instant::now();
-                while st
-                    .answered
-                    .front()
-                    .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
-                {
-                    st.answered.pop_front();
-                }
-                if st.in_flight + st.answered.len() < self.per_second {
-                    st.in_flight += 1;
-                    return Permit { pacer: self };
-                }
-                match st.answered.front() {
-                    Some(t) => (*t + Duration::from_secs(1))
-                        .saturating_duration_since(now)
-                        .max(Duration::from_millis(1)),
-                    None => IN_FLIGHT_RECHECK,
-                }
-            };
-            tokio::time::sleep(wait).await;
+            match self.try_take() {
+                Ok(permit) => return permit,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
         }
+    }
+
+    /// A permit if fewer than `n` requests are under way or were answered within the last
+    /// second; else how long to wait before looking again.
+    fn try_take(&self) -> Result<Permit<'_>, Duration> {
+        let second = Duration::from_secs(1);
+        let mut st = self.lock();
+        let now = Instant::now();
+        while st
+            .answered
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
+        {
+            st.answered.pop_front();
+        }
+        if st.in_flight + st.answered.len() < self.per_second {
+            st.in_flight += 1;
+            return Ok(Permit { pacer: self });
+        }
+        Err(match st.answered.front() {
+            Some(t) => (*t + second)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+            None => IN_FLIGHT_RECHECK,
+        })
     }
 }
 
