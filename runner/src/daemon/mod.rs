@@ -934,7 +934,8 @@ impl Daemon {
                     let done = self.process_wave(&wave, stock_held_until).await?;
                     seen.extend(wave[..done].iter().copied());
                     if done < wave.len() {
-                        // A stock pass held back waited long enough: a new round.
+                        // A stock pass held back waited long enough, or a reload waits:
+                        // a new round.
                         continue 'rounds;
                     }
                 }
