@@ -45,16 +45,22 @@ async fn orders_waiting_at_start_go_before_the_first_stock_pass_which_still_runs
         .await
     });
 
-    // Until the stock pass has sent the stock to retailCRM (bounded).
+    // Until the stock pass has sent the stock to retailCRM and an order was written back
+    // (bounded).
     let stock = |path: &str| path.contains("/store/");
+    let write_back = |r: &skladsync_emulators::retailcrm::RecordedRequest| {
+        r.method == "POST" && r.path.starts_with("/api/v5/orders/") && r.path.ends_with("/edit")
+    };
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(120)
-        && !lab
-            .crm
-            .requests()
+    while started.elapsed() < Duration::from_secs(120) {
+        let requests = lab.crm.requests();
+        if requests
             .iter()
             .any(|r| r.path.ends_with("store/inventories/upload"))
-    {
+            && requests.iter().any(write_back)
+        {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = tx.send(());
@@ -65,9 +71,7 @@ async fn orders_waiting_at_start_go_before_the_first_stock_pass_which_still_runs
     let write_backs: Vec<usize> = requests
         .iter()
         .enumerate()
-        .filter(|(_, r)| {
-            r.method == "POST" && r.path.starts_with("/api/v5/orders/") && r.path.ends_with("/edit")
-        })
+        .filter(|(_, r)| write_back(r))
         .map(|(i, _)| i)
         .collect();
     assert!(
