@@ -18,7 +18,8 @@
 //! - `footprint`: the `skladsync` binary in its own process against a catalogue of
 //!   `BACKLOG_STOCK_OFFERS` offers (100 000): its resident memory idle and during a stock pass.
 //!
-//! `BACKLOG_VERBOSE=1` lists every МойСклад GET with its query. `BACKLOG_DAEMON_LOG` is the
+//! `BACKLOG_VERBOSE=1` lists every МойСклад GET with its query; `BACKLOG_LOG=<filter>` writes
+//! the daemon's log (a `RUST_LOG` filter) to stderr. `BACKLOG_DAEMON_LOG` is the
 //! footprint daemon's `RUST_LOG` (`warn`); `BACKLOG_DAEMON_LOG_COPY=<file>` keeps its log.
 //!
 //! Each run stops after `BACKLOG_TIMEOUT` seconds (600) and says how far it got.
@@ -282,6 +283,72 @@ fn print_counts(c: &Counts, per: usize) {
     }
 }
 
+/// What the upload run's wait loop saw once a second.
+struct Sample {
+    at: f64,
+    linked: usize,
+    /// МойСклад requests so far.
+    ms: usize,
+    /// Process CPU so far.
+    cpu_ms: u64,
+}
+
+/// retailCRM's requests per 10 s of the run, by kind, with the orders linked by then, and
+/// МойСклад's requests and the process CPU in each step: where the budgets went.
+fn print_timeline(lab: &Lab, started: Instant, progress: &[Sample]) {
+    const STEP: f64 = 10.0;
+    let kinds = [
+        ("order edits", "POST orders/{id}/edit"),
+        ("customer edits", "POST customers/{id}/edit"),
+        ("order pages", "GET orders"),
+        ("order history", "GET orders/history"),
+        ("customer history", "GET customers/history"),
+    ];
+    let mut rows: BTreeMap<usize, BTreeMap<&str, usize>> = BTreeMap::new();
+    for (at, r) in lab.crm.requests_timed() {
+        let t = at.saturating_duration_since(started).as_secs_f64();
+        let k = crm_kind(&r.method, &r.path);
+        let name = if r.status == 503 || r.status == 429 {
+            "refused"
+        } else if k.contains("store/") {
+            "stock"
+        } else {
+            kinds
+                .iter()
+                .find(|(_, kind)| *kind == k)
+                .map_or("other", |(n, _)| *n)
+        };
+        *rows
+            .entry((t / STEP) as usize)
+            .or_default()
+            .entry(name)
+            .or_insert(0) += 1;
+    }
+    println!("  retailCRM per {STEP:.0} s (requests by kind; orders linked at the end of the step; МойСклад requests and process CPU in the step):");
+    let at = |t: f64| {
+        progress
+            .iter()
+            .take_while(|s| s.at <= t)
+            .last()
+            .map_or((0, 0, 0), |s| (s.linked, s.ms, s.cpu_ms))
+    };
+    for (step, by) in &rows {
+        let end = (*step + 1) as f64 * STEP;
+        let (linked, ms, cpu) = at(end);
+        let (_, ms0, cpu0) = at(end - STEP);
+        let total: usize = by.values().sum();
+        let parts: Vec<String> = by.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "    {:>4.0}–{:<4.0} s: {total:>4}  linked {linked:>5}  МойСклад {:>3}  CPU {:>4.1} s  ({})",
+            end - STEP,
+            end,
+            ms.saturating_sub(ms0),
+            cpu.saturating_sub(cpu0) as f64 / 1000.0,
+            parts.join(", ")
+        );
+    }
+}
+
 /// Seconds the unavoidable requests take at the two limits (the systems run in parallel).
 fn floor(crm_requests: usize, ms_requests: usize, ms_units_weight: f64) -> (f64, f64) {
     let crm = crm_requests as f64 / CRM_RPS;
@@ -463,8 +530,15 @@ async fn run_upload(size: &Size) -> Rig {
     };
     let mut last_report = Instant::now();
     let mut done = false;
+    let mut progress: Vec<Sample> = Vec::new();
     while started.elapsed() < size.timeout {
         let n = linked_in_state();
+        progress.push(Sample {
+            at: started.elapsed().as_secs_f64(),
+            linked: n,
+            ms: lab.ms.requests().len(),
+            cpu_ms: cpu_ms() - cpu0,
+        });
         if last_report.elapsed() > Duration::from_secs(30) {
             println!(
                 "  … {n} linked after {:.0} s",
@@ -495,6 +569,7 @@ async fn run_upload(size: &Size) -> Rig {
         cpu as f64 / n.max(1) as f64
     );
     print_counts(&c, n);
+    print_timeline(lab, started, &progress);
     // The floor: retailCRM must be asked for the history (pages of 100), the orders in full
     // (pages by ids), and written to once per order (ORD-UPLOAD-05) and once per customer of
     // the orders (the default rules write the counterparty's id to the CRM customer,
@@ -857,6 +932,13 @@ fn cpu_ms() -> u64 {
 }
 
 fn main() {
+    // `BACKLOG_LOG=<filter>` (e.g. `skladsync_runner::daemon=debug`): the daemon's log on stderr.
+    if let Ok(filter) = std::env::var("BACKLOG_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let size = Size::from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

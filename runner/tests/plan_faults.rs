@@ -142,6 +142,7 @@ async fn apply(
         stats: Arc::new(Stats::default()),
         stop: Arc::new(AtomicBool::new(false)),
         orders: Arc::default(),
+        customers: Arc::default(),
         lookups: Arc::default(),
         batch: Arc::default(),
     };

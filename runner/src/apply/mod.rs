@@ -187,6 +187,8 @@ pub struct Applier {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// CRM orders read ahead of their turn (our CRM writes drop what they may change).
     pub orders: Arc<crate::daemon::prefetch::OrderPrefetch>,
+    /// CRM customers read ahead of their turn (our CRM writes drop what they may change).
+    pub customers: Arc<crate::daemon::prefetch::CustomerPrefetch>,
     /// Lookups gathered across waiting orders (our МойСклад writes drop what they may change).
     pub lookups: Arc<crate::world::prefetch::LookupPrefetch>,
     /// Creates of plans applied at the same time, gathered into bulk POSTs.
@@ -401,6 +403,7 @@ impl Applier {
         match &effect.action {
             Action::Create { system, entity, .. } if system == "crm" => {
                 self.orders.crm_write(entity, None, true);
+                self.customers.crm_write(entity, None, true);
             }
             Action::Update {
                 system, entity, id, ..
@@ -410,6 +413,7 @@ impl Applier {
             } if system == "crm" => {
                 let id = resolve(id, results).ok().map(|v| to_json(&v));
                 self.orders.crm_write(entity, id.as_ref(), false);
+                self.customers.crm_write(entity, id.as_ref(), false);
             }
             _ => {}
         }

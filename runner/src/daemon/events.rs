@@ -100,7 +100,9 @@ impl Daemon {
             if wanted.len() >= page {
                 break;
             }
-            if item.parked.is_some() {
+            // A parked item waits; an item holding a plan was evaluated already (its plan is
+            // being applied) and is not built again: neither needs its order read.
+            if item.parked.is_some() || item.plan {
                 continue;
             }
             if let Work::CrmOrder {
@@ -141,6 +143,64 @@ impl Daemon {
             if let Some(rid) = row.get("id").and_then(Json::as_i64) {
                 if let Some(h) = history.get(&rid) {
                     self.inner.applier.orders.put(rid, *h, row);
+                }
+            }
+        }
+    }
+
+    /// Reads customer `id` together with the next customers waiting in the inbox (one page of
+    /// `customers?filter[ids][]=…`) and keeps them for their turn, as [`Self::prefetch_orders`]
+    /// does for orders.
+    async fn prefetch_customers(&self, id: i64) {
+        let crm = &self.inner.systems.crm;
+        let page = usize::try_from(crm.config().page_limit)
+            .unwrap_or(100)
+            .max(1);
+        let Ok(inbox) = self.inner.state.inbox() else {
+            return;
+        };
+        let mut wanted: Vec<(i64, Option<i64>)> = Vec::new();
+        for (_, item) in inbox {
+            if wanted.len() >= page {
+                break;
+            }
+            if item.parked.is_some() || item.plan {
+                continue;
+            }
+            if let Work::CrmCustomer {
+                id: other,
+                corporate: false,
+                changes,
+            } = &item.work
+            {
+                if *other == id || !self.inner.applier.customers.holds(*other) {
+                    wanted.push((*other, super::prefetch::newest_history(changes)));
+                }
+            }
+        }
+        if !wanted.iter().any(|(c, _)| *c == id) || wanted.len() < 2 {
+            return;
+        }
+        let ids: Vec<i64> = wanted.iter().map(|(c, _)| *c).collect();
+        let rows = match crm
+            .list_all(
+                EntityKind::Customer,
+                &json!({ "ids": ids }),
+                &WriteOptions::default(),
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the waiting customers in a page; one by one");
+                return;
+            }
+        };
+        let history: HashMap<i64, Option<i64>> = wanted.into_iter().collect();
+        for row in rows {
+            if let Some(rid) = row.get("id").and_then(Json::as_i64) {
+                if let Some(h) = history.get(&rid) {
+                    self.inner.applier.customers.put(rid, *h, row);
                 }
             }
         }
@@ -259,13 +319,28 @@ impl Daemon {
                 if !self.listens(name) {
                     return Ok(None);
                 }
-                let customer = match crm
-                    .fetch(kind, &EntityRef::Id(*id), &WriteOptions::default())
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) if e.is_not_found() => return Ok(None),
-                    Err(e) => return Err(e.into()),
+                let history = super::prefetch::newest_history(changes);
+                let ahead = if *corporate {
+                    None
+                } else {
+                    match self.inner.applier.customers.take(*id, history) {
+                        Some(c) => Some(c),
+                        None => {
+                            self.prefetch_customers(*id).await;
+                            self.inner.applier.customers.take(*id, history)
+                        }
+                    }
+                };
+                let customer = match ahead {
+                    Some(c) => c,
+                    None => match crm
+                        .fetch(kind, &EntityRef::Id(*id), &WriteOptions::default())
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) if e.is_not_found() => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    },
                 };
                 Ok(Some(Built {
                     event: event(name, json!({"customer": customer, "changes": changes})),

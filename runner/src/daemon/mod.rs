@@ -87,6 +87,83 @@ const BACKLOG_ITEMS: usize = 50;
 /// How much longer the CRM poll waits while a backlog drains.
 const BACKLOG_POLL_FACTOR: u32 = 4;
 
+/// While a backlog drains, the CRM poll waits at least the time retailCRM's budget (10
+/// requests/s) needs for one request per waiting item: what a poll finds is done after the
+/// round in progress anyway.
+const BACKLOG_POLL_PER_ITEM: Duration = Duration::from_millis(100);
+
+/// The longest the CRM poll waits while a backlog drains.
+const BACKLOG_POLL_MAX: Duration = Duration::from_secs(30);
+
+/// How long the CRM poll waits when `waiting` items are in the inbox (`every`: `crm_poll`).
+fn crm_poll_wait(every: Duration, waiting: usize) -> Duration {
+    if waiting <= BACKLOG_ITEMS {
+        return every;
+    }
+    let per_item = BACKLOG_POLL_PER_ITEM
+        .saturating_mul(u32::try_from(waiting).unwrap_or(u32::MAX))
+        .min(BACKLOG_POLL_MAX);
+    every.saturating_mul(BACKLOG_POLL_FACTOR).max(per_item)
+}
+
+/// How long a queued stock pass waits, at most, while CRM orders are due (they go first: a
+/// pass is heavy on both budgets and comes again anyway).
+const STOCK_DEFER_MAX_MS: i64 = 5 * 60 * 1000;
+
+/// How long the first stock pass waits, at most, for the first CRM history poll (a backlog it
+/// finds goes first).
+const FIRST_STOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// An item due in a round of [`Daemon::drain`], as the scheduler sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Due {
+    seq: u64,
+    kind: DueKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DueKind {
+    /// A CRM order (its subject): processed in a wave.
+    Order(String),
+    /// A stock pass, queued at (unix ms).
+    Stock { queued_at: i64 },
+    /// The settings were saved: before anything evaluated under them.
+    Settings,
+    /// Anything else (customers, МойСклад changes, problems).
+    Other,
+}
+
+/// What a round does, in which order: the settings first; a stock pass that has waited
+/// [`STOCK_DEFER_MAX_MS`] next (the bound on how long orders can hold it back); then the CRM
+/// orders (one wave, their plans applied side by side, so that retailCRM's budget stays busy
+/// with their writes); then the rest in the order queued; a stock pass last, and not at all
+/// while CRM orders are due (it waits for a round without them, or for its bound). Returns
+/// the round and, when a stock pass was held back, when it stops waiting.
+fn schedule_round(due: Vec<Due>, now: i64) -> (Vec<Due>, Option<i64>) {
+    let orders = due.iter().any(|d| matches!(d.kind, DueKind::Order(_)));
+    let mut held_until: Option<i64> = None;
+    let mut round: Vec<(u8, Due)> = Vec::with_capacity(due.len());
+    for d in due {
+        let turn = match d.kind {
+            DueKind::Settings => 0,
+            DueKind::Stock { queued_at } if now - queued_at >= STOCK_DEFER_MAX_MS => 1,
+            DueKind::Order(_) => 2,
+            DueKind::Other => 3,
+            DueKind::Stock { queued_at } => {
+                if orders {
+                    let until = queued_at + STOCK_DEFER_MAX_MS;
+                    held_until = Some(held_until.map_or(until, |t| t.min(until)));
+                    continue;
+                }
+                4
+            }
+        };
+        round.push((turn, d));
+    }
+    round.sort_by_key(|(turn, _)| *turn);
+    (round.into_iter().map(|(_, d)| d).collect(), held_until)
+}
+
 /// The МойСклад creates of a plan still to apply: `(entity, body)`.
 fn ms_creates(outbox: &Outbox) -> Vec<(String, Json)> {
     outbox
@@ -182,7 +259,46 @@ enum Prepared {
     Finished,
     /// Evaluated while plans that may change its lookups were applied: nothing recorded,
     /// evaluate it again once they are done.
-    Conflict(InboxItem),
+    Conflict(InboxItem, Reads),
+}
+
+/// What an evaluation read that plans applied beside it may change.
+#[derive(Debug, Default)]
+struct Reads {
+    /// МойСклад lookups `(entity, field, value)`.
+    looked_up: Vec<(String, String, String)>,
+    /// МойСклад fetches by id `(entity, id)`.
+    fetched: Vec<(String, String)>,
+    /// Links read `(kind, system, id, answer)`.
+    links: Vec<(String, String, Json, Json)>,
+}
+
+impl Reads {
+    /// Why plans with these creates, changes and links may change what was read, if they may.
+    fn clash(
+        &self,
+        creates: &[(String, Json)],
+        changes: &[(String, Option<String>)],
+        links: &[(String, String, String)],
+    ) -> Option<&'static str> {
+        if crate::world::prefetch::may_find(&self.looked_up, creates) {
+            return Some("a plan beside may create what the rules looked up");
+        }
+        if crate::world::prefetch::may_change(&self.fetched, changes) {
+            return Some("a plan beside may change what the rules fetched");
+        }
+        // A link the rules read (found or not) that a plan beside writes: one at a time
+        // would have seen it written (two orders of one customer: the second must use the
+        // counterparty the first links, not create another).
+        let relinked = self.links.iter().any(|(kind, system, id, _)| {
+            crate::state::id_text(id).is_some_and(|id| {
+                links
+                    .iter()
+                    .any(|(k, s, i)| k == kind && s == system && *i == id)
+            })
+        });
+        relinked.then_some("a plan beside writes a link the rules read")
+    }
 }
 
 /// An item evaluated and its plan recorded, to apply.
@@ -314,6 +430,11 @@ pub(crate) struct Inner {
     wake: Notify,
     /// One item is processed at a time.
     processing: tokio::sync::Mutex<()>,
+    /// The CRM history has been polled once since the start (the first stock pass waits for
+    /// it: a backlog it finds goes first).
+    crm_polled: watch::Sender<bool>,
+    /// A reload waits for the item in progress: a wave takes no new order meanwhile.
+    reload_waiting: AtomicBool,
     stopping: AtomicBool,
     /// When an authorisation problem was last queued, per system.
     auth_problems: Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -556,6 +677,7 @@ impl Daemon {
             stats: stats.clone(),
             stop: stop.clone(),
             orders: Arc::default(),
+            customers: Arc::default(),
             lookups: Arc::default(),
             batch: Arc::default(),
         };
@@ -584,6 +706,8 @@ impl Daemon {
                 observed,
                 wake: Notify::new(),
                 processing: tokio::sync::Mutex::new(()),
+                crm_polled: watch::channel(false).0,
+                reload_waiting: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 lease: Mutex::new(lease),
                 auth_problems: Mutex::new(Default::default()),
@@ -771,48 +895,56 @@ impl Daemon {
                     continue;
                 }
                 if item.not_before <= now {
-                    let stock = matches!(item.work, Work::StockPass { .. });
-                    let order = matches!(item.work, Work::CrmOrder { .. });
-                    due.push((seq, stock, order.then_some(subject).flatten()));
+                    let kind = match (&item.work, subject) {
+                        (Work::CrmOrder { .. }, Some(subject)) => DueKind::Order(subject),
+                        (Work::StockPass { .. }, _) => DueKind::Stock {
+                            queued_at: item.queued_at,
+                        },
+                        (Work::SettingsSaved, _) => DueKind::Settings,
+                        _ => DueKind::Other,
+                    };
+                    due.push(Due { seq, kind });
                 } else if let Some(s) = subject {
                     // Not due yet: what comes after it for the same subject waits too.
                     held.insert(s);
                 }
             }
+            let (due, stock_held_until) = schedule_round(due, now);
             if due.is_empty() {
                 break;
             }
-            // A stock pass is heavy (reports weigh 5 units a page) and comes again anyway:
-            // within a round, orders and the rest go first.
-            due.sort_by_key(|(_, stock, _)| *stock);
-            // CRM orders (one item per subject) are processed in waves: evaluated in turn,
+            // CRM orders (one item per subject) are processed in one wave: evaluated in turn,
             // their plans applied side by side (see `process_wave`); the rest one by one.
             let mut wave: Vec<u64> = Vec::new();
             let mut wave_subjects: HashSet<String> = HashSet::new();
-            for (seq, _, order) in due {
+            for d in due {
                 if self.inner.stopping.load(Ordering::SeqCst) {
                     break 'rounds;
                 }
-                if let Some(subject) = order {
+                if let DueKind::Order(subject) = d.kind {
                     if !wave_subjects.insert(subject) {
                         // A second item of a subject: the next round.
                         continue;
                     }
-                    seen.insert(seq);
-                    wave.push(seq);
-                    if wave.len() >= WAVE {
-                        self.process_wave(&std::mem::take(&mut wave)).await?;
-                    }
+                    wave.push(d.seq);
                     continue;
                 }
                 if !wave.is_empty() {
-                    self.process_wave(&std::mem::take(&mut wave)).await?;
+                    let wave = std::mem::take(&mut wave);
+                    let done = self.process_wave(&wave, stock_held_until).await?;
+                    seen.extend(wave[..done].iter().copied());
+                    if done < wave.len() {
+                        // A stock pass held back waited long enough, or a reload waits:
+                        // a new round.
+                        continue 'rounds;
+                    }
                 }
-                seen.insert(seq);
-                self.process(seq).await?;
+                seen.insert(d.seq);
+                self.process(d.seq).await?;
             }
             if !wave.is_empty() {
-                self.process_wave(&wave).await?;
+                let done = self.process_wave(&wave, stock_held_until).await?;
+                seen.extend(wave[..done].iter().copied());
             }
         }
         Ok(seen.len())
@@ -946,7 +1078,10 @@ impl Daemon {
     /// plan recorded, as [`Daemon::process`] does) while the plans before it are applied, at
     /// most [`WAVE`] side by side, so that their МойСклад creates of one type go in one bulk
     /// POST (see `apply::batch`). Plans stay per event; each item ends as it would alone.
-    async fn process_wave(&self, seqs: &[u64]) -> Result<(), DaemonError> {
+    ///
+    /// When `until` (unix ms) is reached, no further item is taken: returns how many of
+    /// `seqs` were taken (the rest wait for the next round).
+    async fn process_wave(&self, seqs: &[u64], until: Option<i64>) -> Result<usize, DaemonError> {
         type Applied = (u64, Result<(), DaemonError>);
         let _one = self.inner.processing.lock().await;
         let state = &self.inner.state;
@@ -976,10 +1111,21 @@ impl Daemon {
             };
             failed.get_or_insert(e);
         }
+        let mut taken = 0;
         for &seq in seqs {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 break;
             }
+            // A stock pass held back long enough, or a reload waiting: no new order (the
+            // rest wait for the next round).
+            // (At least one is taken: every call makes progress.)
+            if taken > 0
+                && (until.is_some_and(|t| now_ms() >= t)
+                    || self.inner.reload_waiting.load(Ordering::SeqCst))
+            {
+                break;
+            }
+            taken += 1;
             while applying.len() >= WAVE {
                 if let Some(r) = applying.join_next().await {
                     note(r, &mut creates, &mut failed);
@@ -1016,13 +1162,22 @@ impl Daemon {
                 match self.prepare_beside(seq, item, beside).await {
                     Ok(Prepared::Ready(r)) => break Ok(Some(r)),
                     Ok(Prepared::Finished) => break Ok(None),
-                    Ok(Prepared::Conflict(back)) => {
-                        // As one at a time: after the plans beside it.
+                    Ok(Prepared::Conflict(back, reads)) => {
+                        // As one at a time: after the plans beside it that may change what
+                        // it read (the others go on being applied).
                         item = back;
-                        while let Some(r) = applying.join_next().await {
-                            note(r, &mut creates, &mut failed);
+                        while creates
+                            .values()
+                            .any(|w| reads.clash(&w.0, &w.1, &w.2).is_some())
+                        {
+                            match applying.join_next().await {
+                                Some(r) => note(r, &mut creates, &mut failed),
+                                None => {
+                                    creates.clear();
+                                    break;
+                                }
+                            }
                         }
-                        creates.clear();
                     }
                     Err(e) => break Err(e),
                 }
@@ -1058,7 +1213,7 @@ impl Daemon {
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(taken),
         }
     }
 
@@ -1070,7 +1225,7 @@ impl Daemon {
             Prepared::Ready(r) => Ok(Some(r)),
             Prepared::Finished => Ok(None),
             // Without plans beside it nothing conflicts.
-            Prepared::Conflict(_) => Ok(None),
+            Prepared::Conflict(..) => Ok(None),
         }
     }
 
@@ -1221,28 +1376,14 @@ impl Daemon {
             }
         };
         if let Some(beside) = beside {
-            if crate::world::prefetch::may_find(&made, beside.creates) {
-                tracing::debug!(%subject, event = %name, "a plan beside may create what the rules looked up: evaluated again after it");
-                return Ok(Prepared::Conflict(item));
-            }
-            if crate::world::prefetch::may_change(&fetched, beside.changes) {
-                tracing::debug!(%subject, event = %name, "a plan beside may change what the rules fetched: evaluated again after it");
-                return Ok(Prepared::Conflict(item));
-            }
-            // A link the rules read (found or not) that a plan beside writes: one at a time
-            // would have seen it written (two orders of one customer: the second must use the
-            // counterparty the first links, not create another).
-            let relinked = links_read.iter().any(|(kind, system, id, _)| {
-                crate::state::id_text(id).is_some_and(|id| {
-                    beside
-                        .links
-                        .iter()
-                        .any(|(k, s, i)| k == kind && s == system && *i == id)
-                })
-            });
-            if relinked {
-                tracing::debug!(%subject, event = %name, "a plan beside writes a link the rules read: evaluated again after it");
-                return Ok(Prepared::Conflict(item));
+            let reads = Reads {
+                looked_up: made,
+                fetched,
+                links: links_read,
+            };
+            if let Some(why) = reads.clash(beside.creates, beside.changes, beside.links) {
+                tracing::debug!(%subject, event = %name, "{why}: evaluated again after it");
+                return Ok(Prepared::Conflict(item, reads));
             }
         }
         tracing::info!(%subject, event = %name, effects = plan.effects.len(), "evaluated");
@@ -1828,21 +1969,31 @@ impl Daemon {
                 }
                 _ = stop.changed() => return,
             }
+            self.inner.crm_polled.send_replace(true);
             // While a backlog drains, what the poll brings waits behind it anyway: poll less
             // often and leave retailCRM's budget (10 requests/s) to the backlog's writes.
-            let backlog = self
-                .inner
-                .state
-                .inbox_len()
-                .is_ok_and(|n| n > BACKLOG_ITEMS);
-            let wait = if backlog {
-                every.saturating_mul(BACKLOG_POLL_FACTOR)
-            } else {
-                every
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+            let waiting = self.inner.state.inbox_len().unwrap_or(0);
+            let wait = crm_poll_wait(every, waiting);
+            let started = tokio::time::Instant::now();
+            // A long wait ends early once the backlog is worked off (then `crm_poll` applies).
+            loop {
+                let left = wait.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
+                    _ = stop.changed() => return,
+                }
+                if started.elapsed() >= every
+                    && self
+                        .inner
+                        .state
+                        .inbox_len()
+                        .is_ok_and(|n| n <= BACKLOG_ITEMS)
+                {
+                    break;
+                }
             }
         }
     }
@@ -1876,6 +2027,13 @@ impl Daemon {
         let every = self.inner.config.intervals.stock.0;
         let full_every = self.inner.config.intervals.purchase_prices.0;
         let mut last_full: Option<tokio::time::Instant> = None;
+        // The first pass waits for the first CRM history poll (at most FIRST_STOCK_WAIT): the
+        // orders it finds go before the pass (see `schedule_round`), not behind it.
+        let mut polled = self.inner.crm_polled.subscribe();
+        tokio::select! {
+            _ = tokio::time::timeout(FIRST_STOCK_WAIT, polled.wait_for(|p| *p)) => {}
+            _ = stop.changed() => return,
+        }
         loop {
             if *stop.borrow() {
                 return;
@@ -2102,3 +2260,76 @@ fn instance_id(state: &SyncState) -> Result<String, StateError> {
     Ok(s)
 }
 // --- end receiver ---
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(seq: u64) -> Due {
+        Due {
+            seq,
+            kind: DueKind::Order(format!("crm.order/{seq}")),
+        }
+    }
+
+    fn stock(seq: u64, queued_at: i64) -> Due {
+        Due {
+            seq,
+            kind: DueKind::Stock { queued_at },
+        }
+    }
+
+    fn other(seq: u64) -> Due {
+        Due {
+            seq,
+            kind: DueKind::Other,
+        }
+    }
+
+    #[test]
+    fn the_crm_poll_waits_longer_the_bigger_the_backlog() {
+        let every = Duration::from_secs(2);
+        assert_eq!(crm_poll_wait(every, 0), every);
+        assert_eq!(crm_poll_wait(every, BACKLOG_ITEMS), every);
+        assert_eq!(crm_poll_wait(every, 60), Duration::from_secs(8));
+        assert_eq!(crm_poll_wait(every, 200), Duration::from_secs(20));
+        assert_eq!(crm_poll_wait(every, 1_000), BACKLOG_POLL_MAX);
+        // Never shorter than the interval configured.
+        assert_eq!(
+            crm_poll_wait(Duration::from_secs(60), 1_000),
+            Duration::from_secs(240)
+        );
+    }
+
+    fn seqs(round: &[Due]) -> Vec<u64> {
+        round.iter().map(|d| d.seq).collect()
+    }
+
+    #[test]
+    fn orders_go_first_and_hold_a_stock_pass_back_for_a_bounded_time() {
+        let now = 1_000_000_000;
+        // A stock pass queued before a backlog of orders: it waits while orders are due.
+        let due = vec![
+            stock(1, now - 1_000),
+            other(2),
+            order(3),
+            order(4),
+            Due {
+                seq: 5,
+                kind: DueKind::Settings,
+            },
+        ];
+        let (round, held) = schedule_round(due, now);
+        assert_eq!(seqs(&round), [5, 3, 4, 2]);
+        assert_eq!(held, Some(now - 1_000 + STOCK_DEFER_MAX_MS));
+        // Without orders due, the pass runs (last).
+        let (round, held) = schedule_round(vec![stock(1, now - 1_000), other(2)], now);
+        assert_eq!(seqs(&round), [2, 1]);
+        assert_eq!(held, None);
+        // Held back long enough, it goes before the orders: no starvation.
+        let due = vec![order(3), stock(1, now - STOCK_DEFER_MAX_MS), order(4)];
+        let (round, held) = schedule_round(due, now);
+        assert_eq!(seqs(&round), [1, 3, 4]);
+        assert_eq!(held, None);
+    }
+}

@@ -109,10 +109,77 @@ impl OrderPrefetch {
     }
 }
 
+/// CRM customers read ahead of their turn (`GET /customers?filter[ids][]=…`, a page for the
+/// customers waiting in the inbox), on the terms orders are: used once, within [`MAX_AGE`],
+/// only if the customer's inbox item has gained no history entry since the read, and dropped
+/// by our own retailCRM writes that may change them (the customer written; every customer on
+/// any write of something else, a new order among them).
+#[derive(Debug, Default)]
+pub struct CustomerPrefetch {
+    held: OrderPrefetch,
+}
+
+impl CustomerPrefetch {
+    /// Keeps a customer read ahead (`history`: the newest history entry id of its inbox item).
+    pub fn put(&self, id: i64, history: Option<i64>, customer: Json) {
+        self.held.put(id, history, customer);
+    }
+
+    /// Takes the customer read ahead, if it may still stand for the customer now.
+    pub fn take(&self, id: i64, history: Option<i64>) -> Option<Json> {
+        self.held.take(id, history)
+    }
+
+    /// Whether a customer is held.
+    pub fn holds(&self, id: i64) -> bool {
+        self.held.holds(id)
+    }
+
+    /// We are about to write `entity` `id` in retailCRM (`create`: a new one): drops what the
+    /// write may change.
+    pub fn crm_write(&self, entity: &str, id: Option<&Json>, create: bool) {
+        let numeric = id.and_then(|v| match v {
+            Json::Number(n) => n.as_i64(),
+            Json::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        let mut m = self.held.lock();
+        match (entity, numeric, create) {
+            // A new customer changes no other customer.
+            ("customer", _, true) => {}
+            ("customer", Some(id), false) => {
+                m.remove(&id);
+            }
+            _ => m.clear(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_customer_read_ahead_is_dropped_by_our_writes_that_may_change_it() {
+        let p = CustomerPrefetch::default();
+        p.put(1, Some(10), json!({"id": 1}));
+        p.put(2, Some(20), json!({"id": 2}));
+        p.put(3, Some(30), json!({"id": 3}));
+        // A newer history entry: the read no longer stands for the customer.
+        assert_eq!(p.take(1, Some(11)), None);
+        // Writing customer 2 drops it only; a new customer drops nothing.
+        p.crm_write("customer", Some(&json!(2)), false);
+        p.crm_write("customer", None, true);
+        assert!(!p.holds(2));
+        assert!(p.holds(3));
+        // Any other write (an order, which may touch its customer) drops every customer.
+        p.crm_write("order", Some(&json!(7)), false);
+        assert!(!p.holds(3));
+        p.put(4, None, json!({"id": 4}));
+        assert_eq!(p.take(4, None), Some(json!({"id": 4})));
+        assert_eq!(p.take(4, None), None, "used once");
+    }
 
     #[test]
     fn an_order_read_ahead_is_used_once_and_only_while_unchanged() {

@@ -270,8 +270,20 @@ impl Daemon {
         }
         let live = Live::shared(rules, &self.inner.connection, version.clone(), now_ms());
         {
-            // Between two items: the item in progress (and its plan) finishes first.
+            // Between two items: the item in progress (and its plan) finishes first; a wave of
+            // orders takes no new one meanwhile.
+            struct Waiting<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            self.inner
+                .reload_waiting
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let waiting = Waiting(&self.inner.reload_waiting);
             let _between = self.inner.processing.lock().await;
+            drop(waiting);
             *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
         }
         tracing::info!(%trigger, from = %current.version, to = %version, "new rules loaded");

@@ -86,6 +86,8 @@ fn prune(q: &mut VecDeque<Instant>, now: Instant) {
 pub(crate) struct Inner {
     pub state: State,
     pub requests: Vec<RecordedRequest>,
+    /// When each of `requests` was received (same order).
+    pub request_times: Vec<Instant>,
     pub rate_limited: u64,
     /// The most requests received with one key in any one second (refused ones included).
     pub peak_per_second: usize,
@@ -176,6 +178,7 @@ pub(crate) async fn handle(
     };
     let (status, body) = {
         let mut inner = shared.lock();
+        let received = Instant::now();
         let result = process(&mut inner, &shared.config, &method, &segments, &rec);
         let (status, body) = match result {
             Ok(ok) => ok,
@@ -183,6 +186,7 @@ pub(crate) async fn handle(
         };
         rec.status = status;
         inner.requests.push(rec);
+        inner.request_times.push(received);
         (status, body)
     };
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -410,9 +410,22 @@ impl RetailcrmEmulator {
         self.shared.lock().requests.clone()
     }
 
+    /// The recorded requests with the moment each was received.
+    pub fn requests_timed(&self) -> Vec<(std::time::Instant, RecordedRequest)> {
+        let inner = self.shared.lock();
+        inner
+            .request_times
+            .iter()
+            .copied()
+            .zip(inner.requests.iter().cloned())
+            .collect()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
-        self.shared.lock().requests.clear();
+        let mut inner = self.shared.lock();
+        inner.requests.clear();
+        inner.request_times.clear();
     }
 
     /// How many requests the emulated rate limit refused.

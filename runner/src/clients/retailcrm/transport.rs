@@ -138,46 +138,120 @@ pub fn flatten_query(prefix: &str, value: &Value, out: &mut Vec<(String, String)
     }
 }
 
-/// A shared pacing gate: at most one request per `interval`, no bursts.
+/// A shared pacing gate: requests spaced at least `1 s / n` apart (no bursts), and never more
+/// than `n` of them that may land in one second where retailCRM counts them.
 ///
-/// retailCRM counts requests per key per second where they arrive, and requests sent evenly
-/// at exactly `1 s / n` apart arrive unevenly (one delayed request and `n + 1` of them land
-/// in one second). The gate therefore spaces them [`PACING_MARGIN`] wider: `n` requests take
-/// 1.1 s, so any second holds at most `n` even when each arrives up to 100 ms late.
+/// retailCRM counts requests per key in a second where they arrive, and requests sent evenly
+/// `1 s / n` apart arrive unevenly (one delayed request and `n + 1` of them land in one
+/// second). Where a request is counted lies between the moment it is sent and the moment its
+/// answer is in, so the gate counts, when a request wants to go, the requests still under way
+/// and those answered within the last second: only when fewer than `n` are can it be sent.
+/// Any `n + 1` requests then arrive at least a second apart (the last one sent found one of
+/// the others answered a second before), whatever the network and the server's queue did:
+/// retailCRM never refuses one for the rate, and the pace is `n` per second plus a request's
+/// time per `n` requests (a fixed margin of 10 % used to cost a tenth of the budget and still
+/// let a request delayed more than the margin through to a refusal).
 #[derive(Debug)]
 pub(crate) struct Pacer {
+    per_second: usize,
     interval: Duration,
-    next: Mutex<Option<Instant>>,
+    state: Mutex<PacerState>,
 }
 
-/// How much wider than `1 s / n` the gate spaces requests (see [`Pacer`]).
-pub(crate) const PACING_MARGIN: Duration = Duration::from_millis(100);
+#[derive(Debug, Default)]
+struct PacerState {
+    /// The earliest slot of the next request (spacing; slots are handed out in turn).
+    next: Option<Instant>,
+    /// Requests sent and not answered yet.
+    in_flight: usize,
+    /// When the requests answered within the last second were answered, oldest first.
+    answered: std::collections::VecDeque<Instant>,
+}
+
+/// How long a request waits, at most, before looking again at requests under way (they free
+/// their place when answered).
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(10);
+
+/// A request's place in the gate: the request is under way until this is dropped (after the
+/// whole answer is read, or the request was given up).
+#[derive(Debug)]
+pub(crate) struct Permit<'a> {
+    pacer: &'a Pacer,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut st = self.pacer.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        st.answered.push_back(Instant::now());
+    }
+}
 
 impl Pacer {
     pub fn new(per_second: u32) -> Self {
+        let n = per_second.max(1);
         Self {
-            interval: (Duration::from_secs(1) + PACING_MARGIN) / per_second.max(1),
-            next: Mutex::new(None),
+            per_second: n as usize,
+            interval: Duration::from_secs(1) / n,
+            state: Mutex::new(PacerState::default()),
         }
     }
 
-    /// Waits for this request's slot.
-    pub async fn acquire(&self) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        // A poisoned lock only means another task panicked mid-update of plain counters and
+        // instants; they are still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for this request's slot; the request counts as under way until the permit is
+    /// dropped.
+    pub async fn acquire(&self) -> Permit<'_> {
+        // Spacing: slots in turn, `1 s / n` apart.
         let wait = {
-            // A poisoned lock only means another task panicked mid-update of an Instant;
-            // the value is still a valid slot.
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.lock();
             let now = Instant::now();
-            let slot = match *next {
+            let slot = match st.next {
                 Some(t) if t > now => t,
                 _ => now,
             };
-            *next = Some(slot + self.interval);
+            st.next = Some(slot + self.interval);
             slot - now
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        // The second: fewer than `n` under way or answered within the last second.
+        loop {
+            match self.try_take() {
+                Ok(permit) => return permit,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// A permit if fewer than `n` requests are under way or were answered within the last
+    /// second; else how long to wait before looking again.
+    fn try_take(&self) -> Result<Permit<'_>, Duration> {
+        let second = Duration::from_secs(1);
+        let mut st = self.lock();
+        let now = Instant::now();
+        while st
+            .answered
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
+        {
+            st.answered.pop_front();
+        }
+        if st.in_flight + st.answered.len() < self.per_second {
+            st.in_flight += 1;
+            return Ok(Permit { pacer: self });
+        }
+        Err(match st.answered.front() {
+            Some(t) => (*t + second)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+            None => IN_FLIGHT_RECHECK,
+        })
     }
 }
 
@@ -251,21 +325,24 @@ impl Transport {
         let mut pending: Option<Error> = None;
         loop {
             attempt += 1;
-            if let Some(p) = &self.pacer {
-                match (deadline, pending.take()) {
-                    (Some(d), Some(failure)) => {
-                        if tokio::time::timeout_at(d, p.acquire()).await.is_err() {
-                            return Err(failure);
-                        }
-                    }
-                    _ => p.acquire().await,
-                }
-            }
+            let permit = match &self.pacer {
+                Some(p) => match (deadline, pending.take()) {
+                    (Some(d), Some(failure)) => match tokio::time::timeout_at(d, p.acquire()).await
+                    {
+                        Ok(permit) => Some(permit),
+                        Err(_) => return Err(failure),
+                    },
+                    _ => Some(p.acquire().await),
+                },
+                None => None,
+            };
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.config.timeout);
             let left = deadline.saturating_duration_since(Instant::now());
             let outcome = self
                 .try_once(call, &url, &path, attempt, left.max(MIN_ATTEMPT))
                 .await;
+            // Answered (or given up): the request leaves the gate's count of those under way.
+            drop(permit);
             match outcome {
                 Outcome::Done(result) => return result,
                 Outcome::Retry(failure) => {
@@ -464,13 +541,44 @@ mod tests {
         let pacer = Pacer::new(100);
         let start = Instant::now();
         for _ in 0..5 {
-            pacer.acquire().await;
+            drop(pacer.acquire().await);
         }
         assert!(
             start.elapsed() >= Duration::from_millis(40),
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn the_pacer_lets_no_more_than_n_requests_into_one_second() {
+        // Ten requests under way: the eleventh waits, however long they take, and goes a
+        // second after the first of them is answered (lower bounds only: sleeping
+        // guarantees them), so retailCRM never counts eleven in one second.
+        let pacer = std::sync::Arc::new(Pacer::new(10));
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            held.push(pacer.acquire().await);
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let p = pacer.clone();
+        let eleventh = tokio::spawn(async move {
+            let permit = p.acquire().await;
+            let _ = tx.send(Instant::now());
+            drop(permit);
+        });
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert!(rx.try_recv().is_err(), "sent while ten were under way");
+        let answered = Instant::now();
+        held.truncate(9);
+        let sent = rx.await.expect("the eleventh request goes");
+        assert!(
+            sent >= answered + Duration::from_secs(1),
+            "sent {:?} after an answer",
+            sent - answered
+        );
+        eleventh.await.expect("task");
+        drop(held);
     }
 
     #[test]

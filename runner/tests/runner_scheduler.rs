@@ -1,0 +1,99 @@
+//! Order work first (issue 13): a backlog of CRM orders waiting at start goes before the first
+//! stock pass (heavy on both budgets), and the stock pass still runs once the orders are done.
+//! The daemon runs as `skladsync run` would, against both emulators at the real limits.
+
+#[path = "fixtures/e2e/support.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use skladsync_runner::config::Config;
+use skladsync_runner::daemon::Daemon;
+use skladsync_runner::demo::lab::{Lab, LabOptions};
+use skladsync_runner::demo::{rules_dir, write_settings};
+use support::INTERVALS;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_waiting_at_start_go_before_the_first_stock_pass_which_still_runs() {
+    let lab = Lab::start(LabOptions {
+        crm_rate: Some(10),
+        ms_limits: true,
+        seed: true,
+    })
+    .await
+    .expect("lab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir(Path::new("rules"));
+    let settings = dir.path().join("settings.yaml");
+    write_settings(&rules, None, &lab, &settings).expect("settings");
+    let config = dir.path().join("skladsync.yaml");
+    std::fs::write(
+        &config,
+        lab.config_yaml(&rules, &settings, &dir.path().join("state"), INTERVALS, 10),
+    )
+    .expect("config");
+    let daemon = Daemon::new(Config::load(&config).expect("config"))
+        .await
+        .expect("daemon");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let d = daemon.clone();
+    let task = tokio::spawn(async move {
+        d.run(async {
+            let _ = rx.await;
+        })
+        .await
+    });
+
+    // Until the stock pass has sent the stock to retailCRM and an order was written back
+    // (bounded).
+    let stock = |path: &str| path.contains("/store/");
+    let write_back = |r: &skladsync_emulators::retailcrm::RecordedRequest| {
+        r.method == "POST" && r.path.starts_with("/api/v5/orders/") && r.path.ends_with("/edit")
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let requests = lab.crm.requests();
+        if requests
+            .iter()
+            .any(|r| r.path.ends_with("store/inventories/upload"))
+            && requests.iter().any(write_back)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = tx.send(());
+    task.await.expect("daemon task").expect("daemon run");
+
+    let requests = lab.crm.requests();
+    let first_stock = requests.iter().position(|r| stock(&r.path));
+    let write_backs: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| write_back(r))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        first_stock.is_some(),
+        "the stock pass ran: {:?}",
+        requests.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    assert!(
+        !write_backs.is_empty(),
+        "the orders waiting at start were written back"
+    );
+    assert!(
+        lab.ms
+            .list("customerorder")
+            .iter()
+            .any(|o| o["name"] == "A-1001"),
+        "the sample orders reached МойСклад"
+    );
+    // The orders found by the first CRM poll were uploaded before the stock pass began.
+    assert!(
+        write_backs.iter().all(|i| Some(*i) < first_stock),
+        "order write-backs at {write_backs:?}, the stock pass from {first_stock:?}"
+    );
+    assert_eq!(lab.crm.rate_limited(), 0, "retailCRM refused requests");
+}
