@@ -219,7 +219,8 @@ async fn each_row(mut pages: Pages, mut f: impl FnMut(Json)) -> Result<(), Apply
 }
 
 impl Daemon {
-    /// The rows of a stock pass and the digests of every row.
+    /// The rows of a stock pass and the digests of the rows that changed since they were last
+    /// recorded.
     pub(super) async fn stock_rows(
         &self,
         full: bool,
@@ -297,7 +298,10 @@ impl Daemon {
                 row.insert("cost".into(), cost.get(&id).cloned().unwrap_or(json!(0)));
                 let d = digest(&row);
                 let changed = previous.get(&id) != Some(&d);
-                digests.insert(id, d);
+                if changed {
+                    // Only what changed is recorded again (the rest is recorded already).
+                    digests.insert(id, d);
+                }
                 if full || changed {
                     rows.push(builder.row(&row));
                 }
