@@ -74,8 +74,11 @@ pub struct Table {
 /// new version, so an answer is always what the state is now.
 #[derive(Default)]
 pub(crate) struct ReportCache {
-    kept: Mutex<Option<(u64, HashMap<String, Arc<dyn Any + Send + Sync>>)>>,
+    kept: Mutex<Option<(u64, Computed)>>,
 }
+
+/// What was computed for one version, by cache key.
+type Computed = HashMap<String, Arc<dyn Any + Send + Sync>>;
 
 impl Clone for ReportCache {
     /// A copy of the state computes its own.
@@ -127,7 +130,7 @@ impl ReportCache {
                 map.insert(key.to_string(), t.clone());
             }
             _ => {
-                let mut map: HashMap<String, Arc<dyn Any + Send + Sync>> = HashMap::new();
+                let mut map = Computed::new();
                 map.insert(key.to_string(), t.clone());
                 *kept = Some((version, map));
             }
