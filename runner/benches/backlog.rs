@@ -20,7 +20,9 @@
 //!
 //! `BACKLOG_VERBOSE=1` lists every МойСклад GET with its query; `BACKLOG_LOG=<filter>` writes
 //! the daemon's log (a `RUST_LOG` filter) to stderr. `BACKLOG_DAEMON_LOG` is the
-//! footprint daemon's `RUST_LOG` (`warn`); `BACKLOG_DAEMON_LOG_COPY=<file>` keeps its log.
+//! footprint daemon's `RUST_LOG` (`warn`); `BACKLOG_DAEMON_LOG_COPY=<file>` keeps its log;
+//! `BACKLOG_EVAL_BYTES` its `limits.max_eval_bytes` (`1024MiB`: a pass over 100 000 rows needs
+//! more than the default 128 MiB).
 //!
 //! Each run stops after `BACKLOG_TIMEOUT` seconds (600) and says how far it got.
 //!
@@ -747,6 +749,14 @@ async fn run_footprint(size: &Size) {
     println!("  (seeded in {:.0} s)", t.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(&lab, dir.path());
+    // The default rules build about 1.3 KB of values per row (counted by the engine's budget):
+    // a pass over 100 000 rows needs more than the default 128 MiB (`limits.max_eval_bytes`),
+    // as an operator with such a catalogue would set it.
+    let eval_bytes = std::env::var("BACKLOG_EVAL_BYTES").unwrap_or_else(|_| "1024MiB".into());
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("limits:\n  max_eval_bytes: {eval_bytes}\n"));
+    std::fs::write(&config, text).expect("config");
+    println!("  (limits.max_eval_bytes: {eval_bytes})");
     // The first stock pass runs at start: let the daemon settle first, then queue a full pass
     // by restarting is not possible from outside, so the pass at start is the one measured
     // and idle is measured after it (and after the catalogue export) has finished.
@@ -775,10 +785,20 @@ async fn run_footprint(size: &Size) {
     let mut peak_rss = 0;
     let mut last_change = Instant::now();
     let mut last = 0;
+    let mut shown = Instant::now();
     while started.elapsed() < size.timeout {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        peak_rss = peak_rss.max(vm(Some(pid), "VmRSS:"));
+        let rss = vm(Some(pid), "VmRSS:");
+        peak_rss = peak_rss.max(rss);
         let u = uploads(&lab);
+        if shown.elapsed() >= Duration::from_secs(15) {
+            shown = Instant::now();
+            println!(
+                "  {:>4.0} s: RSS {:.1} MB, {u} inventory uploads",
+                started.elapsed().as_secs_f64(),
+                rss as f64 / 1024.0
+            );
+        }
         if u != last {
             last = u;
             last_change = Instant::now();

@@ -82,11 +82,11 @@ impl ReceiverConfig {
     }
 }
 
-/// A size in bytes: a number, or a number with `B`, `KiB`, `MiB`, `KB`, `MB`.
+/// A size in bytes: a number, or a number with `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteSize(pub usize);
 
-/// Reads `1048576`, `512KiB`, `1MiB`, `1MB`.
+/// Reads `1048576`, `512KiB`, `1MiB`, `1GiB`, `1MB`.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -98,8 +98,10 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
         "" | "B" => 1,
         "KiB" | "K" => 1024,
         "MiB" | "M" => 1024 * 1024,
+        "GiB" | "G" => 1 << 30,
         "KB" => 1000,
         "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
         other => return Err(format!("unknown size unit {other:?} in {text:?}")),
     };
     n.checked_mul(mult)
@@ -166,7 +168,9 @@ mod tests {
         assert_eq!(parse_bytes("1MiB"), Ok(1024 * 1024));
         assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
         assert_eq!(parse_bytes("1000"), Ok(1000));
-        assert!(parse_bytes("1 GiB").is_err());
+        // docs/runner.md names GiB for `limits.max_eval_bytes` (it was refused).
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert!(parse_bytes("1 TiB").is_err());
         assert!(parse_bytes("lots").is_err());
     }
 

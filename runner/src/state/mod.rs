@@ -62,6 +62,9 @@ pub use sled_store::SledStore;
 /// takes to arrive or the audit poll to look back, so neither reports it a second time.
 pub const GONE_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
+/// Stock digests written in one batch (see [`SyncState::set_stock_digests`]).
+pub const STOCK_DIGESTS_BATCH: usize = 1_000;
+
 /// The `msgone/…` key of a deletion work item.
 fn gone_key(work: &Work) -> Option<String> {
     match work {
@@ -1488,7 +1491,11 @@ impl SyncState {
             .collect())
     }
 
-    /// Replaces stock digests (one batch).
+    /// Records stock digests, [`STOCK_DIGESTS_BATCH`] to a batch. One batch of every digest
+    /// of a 100 000-row pass took sled 435 MB, kept after the pass (in batches of 1 000: 37
+    /// MB). Batches are enough: a digest says a row was sent, and they are recorded after the
+    /// pass's plan is applied, so a crash between two batches only leaves some rows to be sent
+    /// again by the next pass (an inventory upload of the same figures changes nothing).
     pub fn set_stock_digests(&self, digests: &BTreeMap<String, String>) -> Result<(), StateError> {
         let mut ops = Vec::new();
         for (id, d) in digests {
@@ -1496,6 +1503,9 @@ impl SyncState {
                 format!("stock/{id}").into_bytes(),
                 Some(serde_json::to_vec(d)?),
             ));
+            if ops.len() >= STOCK_DIGESTS_BATCH {
+                self.store.apply(std::mem::take(&mut ops))?;
+            }
         }
         self.commit(ops)
     }

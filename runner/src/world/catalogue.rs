@@ -234,8 +234,8 @@ impl CatalogueMirror {
         self.lock().remove_id(id);
     }
 
-    /// Brings in what changed since the last load or refresh (one request per page; nothing
-    /// when the mirror was never loaded).
+    /// Brings in what changed since the last load or refresh (one request per page, each
+    /// page taken in as it is read; nothing when the mirror was never loaded).
     pub async fn refresh(&self, ms: &MoyskladClient) -> Result<usize, MoyskladError> {
         let since = {
             let m = self.lock();
@@ -251,11 +251,28 @@ impl CatalogueMirror {
         let q = ListQuery::new()
             .updated_since(&since)
             .filter_raw("archived=true;archived=false");
-        let rows = ms.list_all("assortment", &q).await?;
-        let n = rows.len();
+        // Page by page, so that only one page is ever held parsed: every item of the account
+        // can have changed (an import stamps them all with one `updated`), and holding them
+        // all parsed took a 100 000-item mirror over 1 GB. The watermark moves only once
+        // every page is read: a read that fails half-way is asked again whole by the next poll.
+        let mut pages = ms.pages("assortment", &q)?;
+        let mut n = 0;
+        let mut newest: Option<String> = None;
+        while let Some(page) = pages.next().await? {
+            let mut m = self.lock();
+            let before = m.watermark.clone();
+            for r in page.rows {
+                m.insert(r);
+                n += 1;
+            }
+            if m.watermark > newest {
+                newest = m.watermark.clone();
+            }
+            m.watermark = before;
+        }
         let mut m = self.lock();
-        for r in rows {
-            m.insert(r);
+        if newest > m.watermark {
+            m.watermark = newest;
         }
         Ok(n)
     }

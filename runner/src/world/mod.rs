@@ -47,7 +47,8 @@ pub struct Systems {
 #[derive(Debug)]
 pub struct ReferenceCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
+    /// The books as engine values: an evaluation gets the book itself (shared, not copied).
+    entries: Mutex<HashMap<String, (Instant, Value)>>,
 }
 
 impl ReferenceCache {
@@ -59,14 +60,14 @@ impl ReferenceCache {
         }
     }
 
-    fn get(&self, name: &str) -> Option<serde_json::Value> {
+    fn get(&self, name: &str) -> Option<Value> {
         let m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         m.get(name)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, v)| v.clone())
     }
 
-    fn put(&self, name: &str, v: serde_json::Value) {
+    fn put(&self, name: &str, v: Value) {
         let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         m.insert(name.to_string(), (Instant::now(), v));
     }
@@ -340,12 +341,12 @@ impl World for LiveWorld {
 
     fn reference(&self, name: &str) -> Result<Value, WorldError> {
         if let Some(v) = self.refs.get(name) {
-            return Ok(from_json(&v));
+            return Ok(v);
         }
         let v = self.block_on(reference::load(&self.systems, name))?;
         if let Some(v) = &v {
             self.refs.put(name, v.clone());
         }
-        Ok(v.as_ref().map(from_json).unwrap_or_default())
+        Ok(v.unwrap_or_default())
     }
 }

@@ -58,8 +58,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Locks the state (a poisoned lock is taken over: state changes are applied whole).
+    /// Locks the state (a poisoned lock is taken over: state changes are applied whole). The
+    /// state is marked changed: whoever locks it may change it.
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut s = self.state_unchanged();
+        s.changed();
+        s
+    }
+
+    /// Locks the state to read it (or to answer a GET): computed reports stay valid.
+    pub fn state_unchanged(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -387,9 +395,20 @@ fn handle_inner(
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    let href_base = format!("{}{}", shared.state().base_url, &format!("/{rest}"));
+    let href_base = format!(
+        "{}{}",
+        shared.state_unchanged().base_url,
+        &format!("/{rest}")
+    );
     let mut resp = {
-        let mut state = shared.state();
+        // A GET changes nothing (the stock reports' computed rows stay valid); anything else
+        // marks the state changed before and after.
+        let read_only = *method == Method::GET;
+        let mut state = if read_only {
+            shared.state_unchanged()
+        } else {
+            shared.state()
+        };
         let ctx = shared.ctx(&state, &user.login, false);
         let now = ctx.now;
         let req = Req {
@@ -401,7 +420,11 @@ fn handle_inner(
             ctx,
             login: &user.login,
         };
-        match dispatch(&mut state, &req) {
+        let answer = dispatch(&mut state, &req);
+        if !read_only {
+            state.changed();
+        }
+        match answer {
             Ok(out) => {
                 shared.record_change(
                     &mut state,
@@ -873,13 +896,41 @@ fn assortment(state: &State, r: &Req<'_>) -> Result<Out, MsError> {
             .filter
             .extend(super::query::parse_filter("archived=false")?);
     }
-    let candidates: Vec<&Value> = ["product", "service", "bundle", "variant"]
+    // The rows the filter keeps are selected once per version of the state (a big catalogue
+    // is read in many pages); only the page asked for is rendered.
+    let mut all = params.clone();
+    all.offset = 0;
+    all.limit = usize::MAX;
+    let selected = state.reports.get_result(
+        state.version,
+        &stock::cache_key("assortment", r.query),
+        || -> Result<Vec<(String, String)>, MsError> {
+            let candidates: Vec<&Value> = ["product", "service", "bundle", "variant"]
+                .iter()
+                .flat_map(|t| state.all(t))
+                .collect();
+            let (rows, _) = state.select(candidates, &all)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|e| {
+                    let id = e["id"].as_str()?;
+                    let ty = ["product", "service", "bundle", "variant"]
+                        .into_iter()
+                        .find(|t| state.get(t, id).is_some_and(|x| std::ptr::eq(x, e)))?;
+                    Some((ty.to_string(), id.to_string()))
+                })
+                .collect())
+        },
+    )?;
+    let size = selected.len();
+    let page: Vec<&Value> = selected
         .iter()
-        .flat_map(|t| state.all(t))
+        .skip(params.offset)
+        .take(params.limit)
+        .filter_map(|(ty, id)| state.get(ty, id))
         .collect();
-    let (page, size) = state.select(candidates, &params)?;
     let links = Links::compute(state);
-    let table = stock::compute(state, &links);
+    let totals = stock::totals(state);
     let rows: Vec<Value> = page
         .into_iter()
         .map(|e| {
@@ -887,7 +938,7 @@ fn assortment(state: &State, r: &Req<'_>) -> Result<Out, MsError> {
             if kinds::find(e["meta"]["type"].as_str().unwrap_or("")).is_some_and(|k| k.stocked) {
                 if let (Value::Object(o), Value::Object(s)) = (
                     &mut v,
-                    stock::assortment_stock(&table, e["id"].as_str().unwrap_or("")),
+                    stock::assortment_stock(&totals, e["id"].as_str().unwrap_or("")),
                 ) {
                     o.extend(s);
                 }

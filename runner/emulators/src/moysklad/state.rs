@@ -213,6 +213,13 @@ pub struct State {
     /// Injected refusals of creates (fault injection, see [`Refusal`]); not part of a dump.
     #[serde(skip)]
     pub refusals: Vec<Refusal>,
+    /// Bumped whenever the state may have changed (see [`State::changed`]): what the stock
+    /// reports and the assortment computed is kept for one version (not part of a dump).
+    #[serde(skip)]
+    pub(crate) version: u64,
+    /// What the reports computed at `version` (see `stock::ReportCache`).
+    #[serde(skip)]
+    pub(crate) reports: super::stock::ReportCache,
 }
 
 /// An injected refusal: the next `times` creates of `entity` whose `field` is `value` are
@@ -278,7 +285,14 @@ impl State {
             price_types: default_price_types(),
             audit: Vec::new(),
             refusals: Vec::new(),
+            version: 0,
+            reports: Default::default(),
         }
+    }
+
+    /// Marks the state as changed: computed reports are not reused.
+    pub(crate) fn changed(&mut self) {
+        self.version = self.version.wrapping_add(1);
     }
 
     /// Re-points every href of a loaded state to `base_url` (a dump from another port).

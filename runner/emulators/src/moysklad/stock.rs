@@ -14,7 +14,9 @@
 //!
 //! Only products and variants hold stock; services and bundles never appear.
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -63,6 +65,103 @@ impl Cell {
 pub struct Table {
     /// The cells.
     pub cells: BTreeMap<(String, String), Cell>,
+}
+
+/// What the stock reports and the assortment list computed over the whole account (the rows
+/// their filters keep, before paging), kept for one version of the state: the pages of one
+/// report cost one computation, not one each (a report over 100 000 items is read in 100
+/// pages). Any change to the state (any request but a GET, any helper that locks it) makes a
+/// new version, so an answer is always what the state is now.
+#[derive(Default)]
+pub(crate) struct ReportCache {
+    kept: Mutex<Option<(u64, Computed)>>,
+}
+
+/// What was computed for one version, by cache key.
+type Computed = HashMap<String, Arc<dyn Any + Send + Sync>>;
+
+impl Clone for ReportCache {
+    /// A copy of the state computes its own.
+    fn clone(&self) -> Self {
+        ReportCache::default()
+    }
+}
+
+impl std::fmt::Debug for ReportCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReportCache")
+    }
+}
+
+impl ReportCache {
+    /// What `compute` gives for `key` at `version`, computed once per version.
+    pub(crate) fn get<T: Any + Send + Sync>(
+        &self,
+        version: u64,
+        key: &str,
+        compute: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let kept: Result<Arc<T>, std::convert::Infallible> =
+            self.get_result(version, key, || Ok(compute()));
+        match kept {
+            Ok(t) => t,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`ReportCache::get`] for a computation that may fail (a failure is not kept).
+    pub(crate) fn get_result<T: Any + Send + Sync, E>(
+        &self,
+        version: u64,
+        key: &str,
+        compute: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, map)) = kept.as_ref() {
+            if *v == version {
+                if let Some(t) = map.get(key).and_then(|x| x.clone().downcast::<T>().ok()) {
+                    return Ok(t);
+                }
+            }
+        }
+        let t = Arc::new(compute()?);
+        match kept.as_mut() {
+            Some((v, map)) if *v == version => {
+                map.insert(key.to_string(), t.clone());
+            }
+            _ => {
+                let mut map = Computed::new();
+                map.insert(key.to_string(), t.clone());
+                *kept = Some((version, map));
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// The cache key of a request: its route and its query without the paging.
+pub(crate) fn cache_key(route: &str, q: &[(String, String)]) -> String {
+    let mut key = route.to_string();
+    for (k, v) in q.iter().filter(|(k, _)| k != "limit" && k != "offset") {
+        key.push('&');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
+}
+
+/// Totals per assortment item over all stores (unassigned reserve included), for the stock
+/// fields of `entity/assortment` rows; computed once per version of the state.
+pub(crate) fn totals(state: &State) -> Arc<HashMap<String, Cell>> {
+    state.reports.get(state.version, "totals", || {
+        let table = compute(state, &Links::compute(state));
+        let mut totals: HashMap<String, Cell> = HashMap::new();
+        for ((_, a), c) in &table.cells {
+            totals.entry(a.clone()).or_default().add(c);
+        }
+        totals
+    })
 }
 
 /// The cells of a [`Table`] grouped by assortment item, so that one item's totals cost its own
@@ -368,12 +467,63 @@ fn row_meta(state: &State, item: &Value, with_supplier: bool) -> Value {
     m
 }
 
-/// `GET report/stock/all`. Only the rows of the page asked for are rendered (`meta.size`
-/// still counts every row the filter keeps).
+/// A row a report keeps: the item's type and id, its cells (one total for `report/stock/all`,
+/// one per store for `bystore`) and its unit cost.
+struct Kept {
+    ty: String,
+    id: String,
+    cells: Vec<Cell>,
+    price: f64,
+}
+
+/// `GET report/stock/all`. The rows the filter keeps are computed once per version of the
+/// state (see [`ReportCache`]); only the rows of the page asked for are rendered (`meta.size`
+/// counts every row the filter keeps).
 pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Value, MsError> {
     let f = parse_stock_filter(q, "all")?;
     let (limit, offset) = paging(q)?;
     let group_by_product = q.iter().any(|(k, v)| k == "groupBy" && v == "product");
+    let kept = state.reports.get(state.version, &cache_key("all", q), || {
+        report_all_rows(state, &f, group_by_product)
+    });
+    let mut page = Vec::new();
+    for k in kept.iter().skip(offset).take(limit) {
+        let Some(item) = state.get(&k.ty, &k.id) else {
+            continue;
+        };
+        let cell = k.cells.first().copied().unwrap_or_default();
+        let sale_price = item["salePrices"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|p| p["value"].as_f64())
+            .unwrap_or(0.0);
+        let mut row = json!({
+            "meta": row_meta(state, item, true),
+            "stock": cell.stock,
+            "inTransit": cell.in_transit,
+            "reserve": cell.reserve,
+            "quantity": cell.quantity(),
+            "name": item["name"],
+            "code": item.get("code").cloned().unwrap_or(json!("")),
+            "price": k.price,
+            "salePrice": sale_price,
+            "externalCode": item["externalCode"],
+            "stockDays": 0
+        });
+        if let Some(a) = item.get("article") {
+            row["article"] = a.clone();
+        }
+        page.push(row);
+    }
+    Ok(json!({
+        "context": state.context(),
+        "meta": collection_meta(url, q, "stock", kept.len(), limit, offset),
+        "rows": page
+    }))
+}
+
+/// Every row `report/stock/all` keeps with filter `f`, in order.
+fn report_all_rows(state: &State, f: &StockFilter, group_by_product: bool) -> Vec<Kept> {
     let links = Links::compute(state);
     let table = compute(state, &links);
     let by_item = ByItem::new(&table);
@@ -388,8 +538,7 @@ pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Va
             }
         }
     }
-    let mut size = 0;
-    let mut page = Vec::new();
+    let mut kept = Vec::new();
     for item in stocked_items(state) {
         let ty = item["meta"]["type"].as_str().unwrap_or("");
         let id = item["id"].as_str().unwrap_or("");
@@ -408,88 +557,48 @@ pub fn report_all(state: &State, url: &str, q: &[(String, String)]) -> Result<Va
         if !mode_ok(&f.stock_mode, cell.stock) || !mode_ok(&f.quantity_mode, cell.quantity()) {
             continue;
         }
-        size += 1;
-        if size <= offset || page.len() >= limit {
-            continue;
-        }
-        let sale_price = item["salePrices"]
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|p| p["value"].as_f64())
-            .unwrap_or(0.0);
-        let mut row = json!({
-            "meta": row_meta(state, item, true),
-            "stock": cell.stock,
-            "inTransit": cell.in_transit,
-            "reserve": cell.reserve,
-            "quantity": cell.quantity(),
-            "name": item["name"],
-            "code": item.get("code").cloned().unwrap_or(json!("")),
-            "price": costs.price(state, id),
-            "salePrice": sale_price,
-            "externalCode": item["externalCode"],
-            "stockDays": 0
+        kept.push(Kept {
+            ty: stored_type(state, item, id),
+            id: id.to_string(),
+            cells: vec![cell],
+            price: costs.price(state, id),
         });
-        if let Some(a) = item.get("article") {
-            row["article"] = a.clone();
-        }
-        page.push(row);
     }
-    Ok(json!({
-        "context": state.context(),
-        "meta": collection_meta(url, q, "stock", size, limit, offset),
-        "rows": page
-    }))
+    kept
 }
 
-/// `GET report/stock/bystore`. Only the rows of the page asked for are rendered.
+/// The type an item is stored under (`product` or `variant`).
+fn stored_type(state: &State, item: &Value, id: &str) -> String {
+    ["product", "variant"]
+        .into_iter()
+        .find(|t| state.get(t, id).is_some_and(|x| std::ptr::eq(x, item)))
+        .unwrap_or("product")
+        .to_string()
+}
+
+/// `GET report/stock/bystore`. The rows the filter keeps are computed once per version of the
+/// state (see [`ReportCache`]); only the rows of the page asked for are rendered.
 pub fn report_by_store(state: &State, url: &str, q: &[(String, String)]) -> Result<Value, MsError> {
     let f = parse_stock_filter(q, "nonEmpty")?;
     let (limit, offset) = paging(q)?;
-    let links = Links::compute(state);
-    let table = compute(state, &links);
     let stores: Vec<(&str, &Value)> = state
         .all("store")
         .map(|s| (s["id"].as_str().unwrap_or(""), s))
         .filter(|(id, _)| f.stores.as_ref().is_none_or(|set| set.contains(*id)))
         .collect();
-    let mut size = 0;
+    let kept = state
+        .reports
+        .get(state.version, &cache_key("bystore", q), || {
+            report_by_store_rows(state, &f, &stores)
+        });
     let mut page = Vec::new();
-    let mut cells = Vec::with_capacity(stores.len());
-    for item in stocked_items(state) {
-        let id = item["id"].as_str().unwrap_or("");
-        if let Some(items) = &f.items {
-            if !items.contains(id) {
-                continue;
-            }
-        }
-        cells.clear();
-        let mut any_stock = false;
-        let mut total = Cell::default();
-        for (sid, _) in &stores {
-            let cell = table
-                .cells
-                .get(&(sid.to_string(), id.to_string()))
-                .copied()
-                .unwrap_or_default();
-            any_stock |= cell.stock != 0.0;
-            total.add(&cell);
-            cells.push(cell);
-        }
-        let keep = match f.stock_mode.as_str() {
-            "nonEmpty" => any_stock,
-            other => mode_ok(other, total.stock),
+    for k in kept.iter().skip(offset).take(limit) {
+        let Some(item) = state.get(&k.ty, &k.id) else {
+            continue;
         };
-        if !keep {
-            continue;
-        }
-        size += 1;
-        if size <= offset || page.len() >= limit {
-            continue;
-        }
         let per_store: Vec<Value> = stores
             .iter()
-            .zip(&cells)
+            .zip(&k.cells)
             .map(|((sid, s), cell)| {
                 json!({
                     "meta": state.entity_meta("store", sid),
@@ -507,9 +616,52 @@ pub fn report_by_store(state: &State, url: &str, q: &[(String, String)]) -> Resu
     }
     Ok(json!({
         "context": state.context(),
-        "meta": collection_meta(url, q, "stockbystore", size, limit, offset),
+        "meta": collection_meta(url, q, "stockbystore", kept.len(), limit, offset),
         "rows": page
     }))
+}
+
+/// Every row `report/stock/bystore` keeps with filter `f` over `stores`, in order.
+fn report_by_store_rows(state: &State, f: &StockFilter, stores: &[(&str, &Value)]) -> Vec<Kept> {
+    let links = Links::compute(state);
+    let table = compute(state, &links);
+    let by_item = ByItem::new(&table);
+    let mut kept = Vec::new();
+    for item in stocked_items(state) {
+        let id = item["id"].as_str().unwrap_or("");
+        if let Some(items) = &f.items {
+            if !items.contains(id) {
+                continue;
+            }
+        }
+        let mine = by_item.cells.get(id);
+        let mut cells = Vec::with_capacity(stores.len());
+        let mut any_stock = false;
+        let mut total = Cell::default();
+        for (sid, _) in stores {
+            let cell = mine
+                .and_then(|c| c.iter().find(|(s, _)| s == sid))
+                .map(|(_, c)| *c)
+                .unwrap_or_default();
+            any_stock |= cell.stock != 0.0;
+            total.add(&cell);
+            cells.push(cell);
+        }
+        let keep = match f.stock_mode.as_str() {
+            "nonEmpty" => any_stock,
+            other => mode_ok(other, total.stock),
+        };
+        if !keep {
+            continue;
+        }
+        kept.push(Kept {
+            ty: stored_type(state, item, id),
+            id: id.to_string(),
+            cells,
+            price: 0.0,
+        });
+    }
+    kept
 }
 
 /// `GET report/stock/all/current` (`by_store` false) and `report/stock/bystore/current`.
@@ -608,6 +760,7 @@ pub fn report_current(
             out.push(json!({"assortmentId": a, "storeId": store_v, stock_type: v}));
         }
     } else {
+        let by_item = ByItem::new(&table);
         let assortments: BTreeSet<&String> = table.cells.keys().map(|(_, a)| a).collect();
         for a in assortments {
             if ids.as_ref().is_some_and(|s| !s.contains(a)) {
@@ -616,7 +769,7 @@ pub fn report_current(
             if !changed("", a) {
                 continue;
             }
-            let v = table.total(a).value(stock_type);
+            let v = by_item.total(a, None).value(stock_type);
             if v == 0.0 && !zero_lines && changed_since.is_none() {
                 continue;
             }
@@ -626,8 +779,84 @@ pub fn report_current(
     Ok(Value::Array(out))
 }
 
-/// Stock fields of the legacy `entity/assortment` rows.
-pub fn assortment_stock(table: &Table, id: &str) -> Value {
-    let c = table.total(id);
+/// Stock fields of the legacy `entity/assortment` rows (`totals` from [`totals`]).
+pub fn assortment_stock(totals: &HashMap<String, Cell>, id: &str) -> Value {
+    let c = totals.get(id).copied().unwrap_or_default();
     json!({"stock": c.stock, "reserve": c.reserve, "inTransit": c.in_transit, "quantity": c.quantity()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moysklad::state::{Ctx, Options, StockSeed};
+
+    fn state_with_items(n: usize) -> State {
+        let mut st = State::new(
+            "http://127.0.0.1/api/remap/1.2".into(),
+            "acc".into(),
+            Options::default(),
+        );
+        let ctx = Ctx {
+            now: chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .expect("time"),
+            employee: None,
+            seed: true,
+        };
+        let (store, _) = st
+            .create("store", &json!({"name": "Склад"}), &ctx)
+            .expect("store");
+        let store = store["id"].as_str().expect("id").to_string();
+        for i in 0..n {
+            let (p, _) = st
+                .create(
+                    "product",
+                    &json!({"name": format!("Товар {i}"), "externalCode": format!("c{i}")}),
+                    &ctx,
+                )
+                .expect("product");
+            st.seed_stock(
+                StockSeed {
+                    store: store.clone(),
+                    assortment: p["id"].as_str().expect("id").to_string(),
+                    quantity: i as f64 + 1.0,
+                    cost: 100.0,
+                },
+                ctx.now,
+            );
+        }
+        st
+    }
+
+    fn page(offset: usize) -> Vec<(String, String)> {
+        vec![
+            ("filter".into(), "stockMode=all".into()),
+            ("limit".into(), "2".into()),
+            ("offset".into(), offset.to_string()),
+        ]
+    }
+
+    #[test]
+    fn the_rows_of_a_report_are_computed_once_per_version_of_the_state() {
+        let mut st = state_with_items(5);
+        let url = "http://127.0.0.1/api/remap/1.2/report/stock/all";
+        let first = report_all(&st, url, &page(0)).expect("page 1");
+        let kept = |st: &State| {
+            st.reports.get(st.version, &cache_key("all", &page(0)), || {
+                panic!("computed again")
+            })
+        };
+        // Every page of this version reads the rows computed for the first.
+        let rows: Arc<Vec<Kept>> = kept(&st);
+        let second = report_all(&st, url, &page(2)).expect("page 2");
+        assert!(Arc::ptr_eq(&rows, &kept(&st)));
+        assert_eq!(first["meta"]["size"], json!(5));
+        assert_eq!(second["rows"][0]["stock"], json!(3.0));
+        // A change makes a new version: the report is computed again and shows the change.
+        st.stock[2].quantity = 30.0;
+        st.changed();
+        let again = report_all(&st, url, &page(2)).expect("page 2 after the change");
+        assert_eq!(again["rows"][0]["stock"], json!(30.0));
+        assert!(!Arc::ptr_eq(&rows, &kept(&st)));
+    }
 }
