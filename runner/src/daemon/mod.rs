@@ -7,7 +7,8 @@
 //! own cursor; a single worker takes work in order, builds the event (fetching the entity as
 //! it is *now*), evaluates it, and applies the plan. A crash at any moment therefore loses
 //! nothing: work that was acknowledged is in the inbox, and a plan half applied is recorded
-//! with its item and is resumed (see [`crate::apply`]).
+//! with its item and is resumed (see [`crate::apply`]). A stock pass runs in its own lane,
+//! beside the worker (one pass at a time; its item is finished only when it is done).
 //!
 //! | source | work | event |
 //! |---|---|---|
