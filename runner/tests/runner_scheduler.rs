@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use skladsync_runner::config::Config;
-use skladsync_runner::daemon::Daemon;
+use skladsync_runner::daemon::{Daemon, ReloadOutcome};
 use skladsync_runner::demo::lab::{Lab, LabOptions};
 use skladsync_runner::demo::{rules_dir, write_settings};
 use support::INTERVALS;
@@ -100,7 +100,7 @@ async fn orders_waiting_at_start_go_before_the_first_stock_pass_which_still_runs
 
 /// A stock pass runs in its own lane (issue 13, steady state): a CRM order that arrives while
 /// a pass is in flight — here held up by a slow МойСклад stock report — reaches МойСклад
-/// before the pass is done, and the pass still finishes.
+/// before the pass is done, and a reload waits for the pass in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_arriving_during_a_stock_pass_is_uploaded_before_the_pass_ends() {
     use skladsync_emulators::faults::{Fault, FaultPlan};
@@ -205,12 +205,22 @@ async fn an_order_arriving_during_a_stock_pass_is_uploaded_before_the_pass_ends(
          it waited behind the pass"
     );
 
-    // The pass in flight still finishes (its report answered, the next pass reads more).
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) && reports() <= answered {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(reports() > answered, "the slow report was answered");
+    // A reload of changed settings waits for the pass in flight: once it is live, the slow
+    // report has been answered (the pass in flight finished).
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&settings)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\n# reloaded\n"))
+        .expect("settings changed");
+    let outcome = daemon.reload("test").await.expect("reload");
+    assert!(
+        matches!(outcome, ReloadOutcome::Loaded { .. }),
+        "the changed settings were loaded: {outcome:?}"
+    );
+    assert!(
+        reports() > answered,
+        "the reload went live while the stock pass was still waiting for its report"
+    );
     let _ = tx.send(());
     task.await.expect("daemon task").expect("daemon run");
     assert_eq!(lab.crm.rate_limited(), 0, "retailCRM refused requests");
