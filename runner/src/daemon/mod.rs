@@ -899,7 +899,8 @@ impl Daemon {
             if !started || self.inner.stopping.load(Ordering::SeqCst) {
                 return Ok(seen.len());
             }
-            // What came due while the pass ran (and what waited behind it) is done too.
+            // What came due while the pass ran (and a pass that waited for the lane) is done
+            // too.
         }
     }
 
@@ -917,7 +918,8 @@ impl Daemon {
     /// lane, at most one pass at a time), while the worker goes on with orders and the rest.
     /// Its item is finished only when the pass is done, as any item, so a crash mid-pass
     /// finds it again at the next start. A pass due while one is in flight (or while a reload
-    /// waits) waits for a later round. Returns whether a pass was started.
+    /// waits) waits for a later round. Returns whether a pass was started, or waits for the
+    /// one in flight (not one of `seen`).
     async fn drain_due(&self, seen: &mut HashSet<u64>) -> Result<bool, DaemonError> {
         let mut started = false;
         // Scan the inbox once per round (not once per item): new work found by a round is
@@ -927,11 +929,17 @@ impl Daemon {
             let mut held: HashSet<String> = HashSet::new();
             let mut due = Vec::new();
             // No stock pass starts while one is in flight, a reload waits, or on a stop.
-            let lane_closed = self.inner.stock_lane.try_lock().is_err()
+            let lane_busy = self.inner.stock_lane.try_lock().is_err();
+            let lane_closed = lane_busy
                 || self.inner.reload_waiting.load(Ordering::SeqCst)
                 || self.inner.stopping.load(Ordering::SeqCst);
             for (seq, item) in self.inner.state.inbox()? {
                 if lane_closed && matches!(item.work, Work::StockPass { .. }) {
+                    // Due, it waits for the pass in flight (`drain` waits for it too).
+                    started |= lane_busy
+                        && !seen.contains(&seq)
+                        && item.parked.is_none()
+                        && item.not_before <= now;
                     continue;
                 }
                 let subject = item.work.subject();
