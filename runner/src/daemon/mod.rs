@@ -7,7 +7,8 @@
 //! own cursor; a single worker takes work in order, builds the event (fetching the entity as
 //! it is *now*), evaluates it, and applies the plan. A crash at any moment therefore loses
 //! nothing: work that was acknowledged is in the inbox, and a plan half applied is recorded
-//! with its item and is resumed (see [`crate::apply`]).
+//! with its item and is resumed (see [`crate::apply`]). A stock pass runs in its own lane,
+//! beside the worker (one pass at a time; its item is finished only when it is done).
 //!
 //! | source | work | event |
 //! |---|---|---|
@@ -428,8 +429,15 @@ pub(crate) struct Inner {
     // --- end operator server ---
     /// New work was queued.
     wake: Notify,
-    /// One item is processed at a time.
+    /// One item is processed at a time (apart from a stock pass, in its lane).
     processing: tokio::sync::Mutex<()>,
+    /// The stock lane: held by the stock pass in flight (at most one) from its start until
+    /// its item is done, on its own task, while the worker goes on with the rest; a reload
+    /// and a shutdown wait for it.
+    stock_lane: Arc<tokio::sync::Mutex<()>>,
+    /// How the last stock pass in its lane failed, if it did: reported by the next
+    /// [`Daemon::drain`] (or logged by the worker).
+    lane_failed: Mutex<Option<DaemonError>>,
     /// The CRM history has been polled once since the start (the first stock pass waits for
     /// it: a backlog it finds goes first).
     crm_polled: watch::Sender<bool>,
@@ -708,6 +716,8 @@ impl Daemon {
                 processing: tokio::sync::Mutex::new(()),
                 crm_polled: watch::channel(false).0,
                 reload_waiting: AtomicBool::new(false),
+                stock_lane: Arc::new(tokio::sync::Mutex::new(())),
+                lane_failed: Mutex::new(None),
                 stopping: AtomicBool::new(false),
                 lease: Mutex::new(lease),
                 auth_problems: Mutex::new(Default::default()),
@@ -874,16 +884,64 @@ impl Daemon {
 
     /// Processes every item that is due (each at most once), in order. Parked items wait; an
     /// item waits while an older item of its subject holds a plan that is not finished.
-    /// Returns how many items were processed.
+    /// A stock pass runs in its own lane (see [`Daemon::drain_due`]); `drain` returns once
+    /// the pass in flight is done too (and reports how it failed, if it did), so everything
+    /// due when it was called has been processed. Returns how many items were processed.
     pub async fn drain(&self) -> Result<usize, DaemonError> {
         let mut seen = HashSet::new();
+        loop {
+            let started = self.drain_due(&mut seen).await?;
+            // The pass in flight, if any, is done once its lane is free.
+            drop(self.inner.stock_lane.lock().await);
+            if let Some(e) = self.lane_failure() {
+                return Err(e);
+            }
+            if !started || self.inner.stopping.load(Ordering::SeqCst) {
+                return Ok(seen.len());
+            }
+            // What came due while the pass ran (and a pass that waited for the lane) is done
+            // too.
+        }
+    }
+
+    /// How the last stock pass in its lane failed, if it did (once).
+    fn lane_failure(&self) -> Option<DaemonError> {
+        self.inner
+            .lane_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Processes the items due (each at most once: `seen`), in order, as [`Daemon::drain`]
+    /// says, except that a stock pass is only *started* here: on its own task (the stock
+    /// lane, at most one pass at a time), while the worker goes on with orders and the rest.
+    /// Its item is finished only when the pass is done, as any item, so a crash mid-pass
+    /// finds it again at the next start. A pass due while one is in flight (or while a reload
+    /// waits) waits for a later round. Returns whether a pass was started, or waits for the
+    /// one in flight (not one of `seen`).
+    async fn drain_due(&self, seen: &mut HashSet<u64>) -> Result<bool, DaemonError> {
+        let mut started = false;
         // Scan the inbox once per round (not once per item): new work found by a round is
         // done in the next one.
         'rounds: loop {
             let now = now_ms();
             let mut held: HashSet<String> = HashSet::new();
             let mut due = Vec::new();
+            // No stock pass starts while one is in flight, a reload waits, or on a stop.
+            let lane_busy = self.inner.stock_lane.try_lock().is_err();
+            let lane_closed = lane_busy
+                || self.inner.reload_waiting.load(Ordering::SeqCst)
+                || self.inner.stopping.load(Ordering::SeqCst);
             for (seq, item) in self.inner.state.inbox()? {
+                if lane_closed && matches!(item.work, Work::StockPass { .. }) {
+                    // Due, it waits for the pass in flight (`drain` waits for it too).
+                    started |= lane_busy
+                        && !seen.contains(&seq)
+                        && item.parked.is_none()
+                        && item.not_before <= now;
+                    continue;
+                }
                 let subject = item.work.subject();
                 let behind = subject.as_ref().is_some_and(|s| held.contains(s));
                 if item.plan && !seen.contains(&seq) {
@@ -921,6 +979,14 @@ impl Daemon {
                 if self.inner.stopping.load(Ordering::SeqCst) {
                     break 'rounds;
                 }
+                if let DueKind::Stock { .. } = d.kind {
+                    // In its lane: the worker does not wait for it.
+                    if self.start_stock_pass(d.seq) {
+                        seen.insert(d.seq);
+                        started = true;
+                    }
+                    continue;
+                }
                 if let DueKind::Order(subject) = d.kind {
                     if !wave_subjects.insert(subject) {
                         // A second item of a subject: the next round.
@@ -947,7 +1013,35 @@ impl Daemon {
                 seen.extend(wave[..done].iter().copied());
             }
         }
-        Ok(seen.len())
+        Ok(started)
+    }
+
+    /// Starts the stock pass of item `seq` in the stock lane, unless a pass is in flight
+    /// there or a reload waits (it then waits for a later round). Returns whether it started.
+    fn start_stock_pass(&self, seq: u64) -> bool {
+        if self.inner.reload_waiting.load(Ordering::SeqCst)
+            || self.inner.stopping.load(Ordering::SeqCst)
+        {
+            return false;
+        }
+        let Ok(lane) = self.inner.stock_lane.clone().try_lock_owned() else {
+            return false;
+        };
+        let d = self.clone();
+        tokio::spawn(async move {
+            let r = d.process_claimed(seq, true).await;
+            if let Err(e) = r {
+                d.inner
+                    .lane_failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            }
+            // Its item is done (finished, put back or parked): the lane is free.
+            drop(lane);
+            d.inner.wake.notify_one();
+        });
+        true
     }
 
     /// Before an order event: the lookups learned for it, asked for every order read ahead
@@ -1057,6 +1151,15 @@ impl Daemon {
     /// Processes one inbox item: build the event, evaluate, apply.
     async fn process(&self, seq: u64) -> Result<(), DaemonError> {
         let _one = self.inner.processing.lock().await;
+        self.process_claimed(seq, false).await
+    }
+
+    /// [`Daemon::process`] without taking the worker's turn: `in_lane`, a stock pass in its
+    /// lane, beside the worker. Its plan is applied beside the worker's items too, unless it
+    /// writes to МойСклад or writes links (the default rules' pass writes retailCRM's
+    /// inventories only): the orders' waves check their evaluations against the plans of
+    /// their own wave only, so such a plan is applied in the worker's turn, between two items.
+    async fn process_claimed(&self, seq: u64, in_lane: bool) -> Result<(), DaemonError> {
         // Claimed, then read as it is now: nothing merges into it from here on.
         let Some(item) = self.inner.state.claim(seq)? else {
             self.inner.state.release_one(seq);
@@ -1064,6 +1167,14 @@ impl Daemon {
         };
         let r = match self.prepare(seq, item).await {
             Ok(Some(ready)) => {
+                let exclusive = in_lane
+                    && (!ms_creates(&ready.outbox).is_empty()
+                        || !ms_changes(&ready.outbox).is_empty()
+                        || !plan_links(&ready.outbox).is_empty());
+                let _turn = match exclusive {
+                    true => Some(self.inner.processing.lock().await),
+                    false => None,
+                };
                 self.apply_plan(ready.seq, ready.item, ready.outbox, ready.after)
                     .await
             }
@@ -1929,17 +2040,25 @@ impl Daemon {
     async fn worker(self, mut stop: watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
-            if let Err(e) = self.drain().await {
+            // A stock pass runs in its lane: the worker goes on with orders meanwhile.
+            if let Err(e) = self.drain_due(&mut HashSet::new()).await {
                 tracing::error!(error = %e, "worker");
             }
-            let next = self
-                .inner
-                .state
-                .inbox()
-                .ok()
-                .and_then(|items| items.iter().map(|(_, i)| i.not_before).min());
+            if let Some(e) = self.lane_failure() {
+                tracing::error!(error = %e, "stock pass");
+            }
+            // While a pass is in flight, a stock pass item waits for it (the lane wakes the
+            // worker when it is free), not for its `not_before`.
+            let lane_busy = self.inner.stock_lane.try_lock().is_err();
+            let next = self.inner.state.inbox().ok().and_then(|items| {
+                items
+                    .iter()
+                    .filter(|(_, i)| !(lane_busy && matches!(i.work, Work::StockPass { .. })))
+                    .map(|(_, i)| i.not_before)
+                    .min()
+            });
             let wait = match next {
                 Some(t) => {
                     Duration::from_millis(u64::try_from((t - now_ms()).max(10)).unwrap_or(10))
@@ -1952,6 +2071,12 @@ impl Daemon {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
+        }
+        // A stop waits for the stock pass in flight (its plan stops between two effects, as
+        // any plan, and is resumed at the next start; its item stays in the inbox until done).
+        drop(self.inner.stock_lane.lock().await);
+        if let Some(e) = self.lane_failure() {
+            tracing::error!(error = %e, "stock pass");
         }
     }
 

@@ -270,8 +270,9 @@ impl Daemon {
         }
         let live = Live::shared(rules, &self.inner.connection, version.clone(), now_ms());
         {
-            // Between two items: the item in progress (and its plan) finishes first; a wave of
-            // orders takes no new one meanwhile.
+            // Between two items: the item in progress (and its plan) finishes first, and the
+            // stock pass in flight in its lane (no new one starts while a reload waits); a
+            // wave of orders takes no new one meanwhile.
             struct Waiting<'a>(&'a std::sync::atomic::AtomicBool);
             impl Drop for Waiting<'_> {
                 fn drop(&mut self) {
@@ -282,6 +283,9 @@ impl Daemon {
                 .reload_waiting
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             let waiting = Waiting(&self.inner.reload_waiting);
+            // The lane first (the worker goes on meanwhile), then the worker's turn; nothing
+            // that holds the worker's turn waits for the lane, so no deadlock.
+            let _lane = self.inner.stock_lane.lock().await;
             let _between = self.inner.processing.lock().await;
             drop(waiting);
             *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
