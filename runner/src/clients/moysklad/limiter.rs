@@ -18,7 +18,6 @@
 //! ago, used the credential), so the first request goes alone: the others wait for its answer
 //! (and the server's view in its headers) before going side by side.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,18 +72,13 @@ impl LimitConfig {
     }
 }
 
-tokio::task_local! {
-    static BACKGROUND: ();
-}
-
 /// Runs `work` in the background: its МойСклад requests yield to foreground ones (see the
-/// module docs). Tasks spawned inside it are foreground again.
-pub async fn background<F: Future>(work: F) -> F::Output {
-    BACKGROUND.scope((), work).await
-}
+/// module docs), and its retailCRM requests leave part of that limit to the rest (see
+/// [`crate::clients::background`]). Tasks spawned inside it are foreground again.
+pub use crate::clients::background;
 
 fn in_background() -> bool {
-    BACKGROUND.try_with(|_| ()).is_ok()
+    crate::clients::is_background()
 }
 
 /// How often a background request waiting behind a foreground one looks again.
