@@ -18,6 +18,7 @@
 //! ago, used the credential), so the first request goes alone: the others wait for its answer
 //! (and the server's view in its headers) before going side by side.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,13 +73,18 @@ impl LimitConfig {
     }
 }
 
+tokio::task_local! {
+    static BACKGROUND: ();
+}
+
 /// Runs `work` in the background: its МойСклад requests yield to foreground ones (see the
-/// module docs), and its retailCRM requests leave part of that limit to the rest (see
-/// [`crate::clients::background`]). Tasks spawned inside it are foreground again.
-pub use crate::clients::background;
+/// module docs). Tasks spawned inside it are foreground again.
+pub async fn background<F: Future>(work: F) -> F::Output {
+    BACKGROUND.scope((), work).await
+}
 
 fn in_background() -> bool {
-    crate::clients::is_background()
+    BACKGROUND.try_with(|_| ()).is_ok()
 }
 
 /// How often a background request waiting behind a foreground one looks again.

@@ -168,11 +168,6 @@ struct PacerState {
     answered: std::collections::VecDeque<Instant>,
 }
 
-/// Background work (a stock pass, see [`crate::clients::background`]) leaves `n / 5` of the
-/// `n` requests a second to the rest (2 of retailCRM's 10): an order's history read and
-/// write-back get a place at once while a pass reads offers and uploads stock.
-const BACKGROUND_RESERVE_DIV: usize = 5;
-
 /// How long a request waits, at most, before looking again at requests under way (they free
 /// their place when answered).
 const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(10);
@@ -225,23 +220,18 @@ impl Pacer {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        // The second: fewer than `n` under way or answered within the last second (background
-        // work: fewer than `n` less a reserve kept for the rest).
-        let limit = match crate::clients::is_background() {
-            true => self.per_second - self.per_second / BACKGROUND_RESERVE_DIV,
-            false => self.per_second,
-        };
+        // The second: fewer than `n` under way or answered within the last second.
         loop {
-            match self.try_take(limit) {
+            match self.try_take() {
                 Ok(permit) => return permit,
                 Err(wait) => tokio::time::sleep(wait).await,
             }
         }
     }
 
-    /// A permit if fewer than `limit` requests are under way or were answered within the last
+    /// A permit if fewer than `n` requests are under way or were answered within the last
     /// second; else how long to wait before looking again.
-    fn try_take(&self, limit: usize) -> Result<Permit<'_>, Duration> {
+    fn try_take(&self) -> Result<Permit<'_>, Duration> {
         let second = Duration::from_secs(1);
         let mut st = self.lock();
         let now = Instant::now();
@@ -252,7 +242,7 @@ impl Pacer {
         {
             st.answered.pop_front();
         }
-        if st.in_flight + st.answered.len() < limit.max(1) {
+        if st.in_flight + st.answered.len() < self.per_second {
             st.in_flight += 1;
             return Ok(Permit { pacer: self });
         }
@@ -589,46 +579,6 @@ mod tests {
         );
         eleventh.await.expect("task");
         drop(held);
-    }
-
-    #[tokio::test]
-    async fn background_work_leaves_two_of_ten_places_to_the_rest() {
-        // A stock pass's requests (background) hold eight places: its ninth waits, while an
-        // order's request (not background) goes at once, and so does a second one.
-        let pacer = std::sync::Arc::new(Pacer::new(10));
-        let mut held = Vec::new();
-        for _ in 0..8 {
-            held.push(crate::clients::background(pacer.acquire()).await);
-        }
-        let p = pacer.clone();
-        let ninth = tokio::spawn(crate::clients::background(async move {
-            drop(p.acquire().await);
-        }));
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(!ninth.is_finished(), "background took a reserved place");
-        let order = tokio::time::timeout(Duration::from_millis(500), pacer.acquire())
-            .await
-            .expect("an order's request goes while background work holds eight places");
-        let order2 = tokio::time::timeout(Duration::from_millis(500), pacer.acquire())
-            .await
-            .expect("and a second one");
-        assert!(!ninth.is_finished());
-        // Blocking evaluations of background work (their lookups) count as background too.
-        assert!(crate::clients::background_blocking(
-            true,
-            crate::clients::is_background
-        ));
-        assert!(!crate::clients::background_blocking(
-            false,
-            crate::clients::is_background
-        ));
-        assert!(!crate::clients::is_background());
-        drop((order, order2));
-        held.clear();
-        tokio::time::timeout(Duration::from_secs(5), ninth)
-            .await
-            .expect("background goes once places are free")
-            .expect("task");
     }
 
     #[test]
