@@ -1,16 +1,12 @@
-//! The skladsync runner: API clients, state, the daemon and the CLI.
+//! The skladsync runner: the `skladsync` CLI and the rules tooling (`fmt`, `check`, `test`,
+//! `diff`, `schema`, …). The daemon, the API clients and the state are the
+//! `skladsync-daemon` crate, re-exported here under their old paths, so that a change in the
+//! tooling rebuilds this crate and the binary but not the daemon.
 
-pub mod apply;
+pub use skladsync_daemon::{
+    apply, clients, config, daemon, demo, fleet, icml, ops, recording, state, world,
+};
+
 pub mod cli;
-pub mod clients;
 pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod demo;
-pub mod fleet;
-pub mod icml;
-pub mod ops;
-pub mod recording;
-pub mod state;
 pub mod tooling;
-pub mod world;

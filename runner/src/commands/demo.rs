@@ -19,7 +19,13 @@ pub fn run(args: &DemoArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(crate::demo::run(args)) {
+    match rt.block_on(crate::demo::run(&crate::demo::DemoArgs {
+        rules: args.rules.clone(),
+        settings: args.settings.clone(),
+        keep: args.keep.clone(),
+        record: args.record.clone(),
+        verbose: args.verbose,
+    })) {
         Ok(summary) => {
             print!("{summary}");
             ExitCode::SUCCESS

@@ -4,7 +4,7 @@
 /// are ANDed (`md/_general.md`).
 ///
 /// ```
-/// use skladsync_runner::clients::moysklad::ListQuery;
+/// use skladsync_daemon::clients::moysklad::ListQuery;
 /// let q = ListQuery::new()
 ///     .filter_eq("externalCode", "rcrm-order-1")
 ///     .filter("updated", ">=", "2026-01-01 00:00:00")

@@ -23,7 +23,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use lab::{Lab, LabOptions};
@@ -122,6 +121,22 @@ fn state_ref(lab: &Lab, status: &str) -> Value {
     json!({"meta": {
         "href": format!("{}/entity/customerorder/metadata/states/{id}", lab.ms.base_url()),
         "type": "state", "mediaType": "application/json"}})
+}
+
+/// What `skladsync demo` was asked for (the CLI's `DemoArgs`, without clap).
+#[derive(Clone, Debug)]
+pub struct DemoArgs {
+    /// The rules directory (the default rules).
+    pub rules: PathBuf,
+    /// A settings template for the demo shop merged over the rules' example settings
+    /// (`None`: the built-in demo settings).
+    pub settings: Option<PathBuf>,
+    /// Keep the demo's files (settings, config, state) in this directory.
+    pub keep: Option<PathBuf>,
+    /// Record every evaluation into this directory.
+    pub record: Option<PathBuf>,
+    /// Print the runner's log too.
+    pub verbose: bool,
 }
 
 /// Runs the demo and returns its summary.
