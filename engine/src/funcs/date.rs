@@ -283,14 +283,20 @@ mod tests {
     #[test]
     fn plain_reading_and_writing_take_the_common_layouts() {
         assert_eq!(parse_plain("2024-05-01 10:00:00"), Some(1_714_557_600_000));
-        assert_eq!(parse_plain("2024-05-01 10:00:00.250"), Some(1_714_557_600_250));
+        assert_eq!(
+            parse_plain("2024-05-01 10:00:00.250"),
+            Some(1_714_557_600_250)
+        );
         assert_eq!(parse_plain("2024-05-01"), Some(1_714_521_600_000));
         // Not the plain layouts: chrono reads them.
         assert_eq!(parse_plain("2024-05-01T10:00:00Z"), None);
         assert_eq!(parse_plain("2024-02-30"), None);
         assert_eq!(parse_plain("2024-05-01 24:00:00"), None);
         assert_eq!(parse_plain("2024-05-01 10:00:60"), None);
-        assert_eq!(parse_datetime("2024-05-01T10:00:00Z"), Some(1_714_557_600_000));
+        assert_eq!(
+            parse_datetime("2024-05-01T10:00:00Z"),
+            Some(1_714_557_600_000)
+        );
         let dt = DateTime::from_timestamp_millis(1_714_557_600_250)
             .map(|d| d.naive_utc())
             .unwrap_or_default();

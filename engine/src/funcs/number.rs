@@ -198,9 +198,21 @@ mod tests {
         assert_eq!(plain_int("20"), Some(20));
         assert_eq!(plain_int("-007"), Some(-7));
         assert_eq!(plain_int("-0"), Some(0));
-        assert_eq!(plain_int("999999999999999999"), Some(999_999_999_999_999_999));
+        assert_eq!(
+            plain_int("999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
         // Not plain: the decimal reading takes them.
-        for text in ["", "-", "+5", "1.5", "1 000", "1e3", "1234567890123456789", "٣"] {
+        for text in [
+            "",
+            "-",
+            "+5",
+            "1.5",
+            "1 000",
+            "1e3",
+            "1234567890123456789",
+            "٣",
+        ] {
             assert_eq!(plain_int(text), None, "{text:?}");
         }
         assert_eq!(number(&[Value::str(" 20 ")]), Ok(Value::Int(20)));
