@@ -45,6 +45,65 @@ pub(super) fn builtins() -> Vec<Builtin> {
 /// Parses the date formats both systems write, and ISO 8601.
 pub fn parse_datetime(text: &str) -> Option<i64> {
     let t = text.trim();
+    if let Some(ms) = parse_plain(t) {
+        return Some(ms);
+    }
+    parse_with_chrono(t)
+}
+
+/// The digits `a..b` of `t` as a number, if they are all ASCII digits.
+fn digits(t: &[u8], a: usize, b: usize) -> Option<u32> {
+    let mut n = 0u32;
+    for &c in t.get(a..b)? {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    Some(n)
+}
+
+/// The layouts both systems write, read without chrono's format parser:
+/// `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` and `YYYY-MM-DD HH:MM:SS.mmm`, every field in its
+/// plain range (no leap second). `None` for anything else, which [`parse_with_chrono`]
+/// reads; where both read a text they give the same milliseconds (see the tests).
+fn parse_plain(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if !matches!(b.len(), 10 | 19 | 23) || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(digits(b, 0, 4)?).ok()?,
+        digits(b, 5, 7)?,
+        digits(b, 8, 10)?,
+    )?;
+    if b.len() == 10 {
+        return Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis());
+    }
+    if b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, m, s) = (digits(b, 11, 13)?, digits(b, 14, 16)?, digits(b, 17, 19)?);
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let milli = if b.len() == 23 {
+        if b[19] != b'.' {
+            return None;
+        }
+        digits(b, 20, 23)?
+    } else {
+        0
+    };
+    Some(
+        date.and_hms_milli_opt(h, m, s, milli)?
+            .and_utc()
+            .timestamp_millis(),
+    )
+}
+
+/// [`parse_datetime`] by chrono's format parser, every layout it accepts.
+fn parse_with_chrono(t: &str) -> Option<i64> {
     for f in [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%d %H:%M:%S",
@@ -104,11 +163,56 @@ fn format_date(args: &[Value]) -> Result<Value, String> {
     let dt = DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| format!("format_date(): {ms} is out of range"))?
         .naive_utc();
+    if let Some(text) = format_plain(&dt, format) {
+        return Ok(Value::from(text));
+    }
     let mut out = String::new();
     use std::fmt::Write;
     write!(out, "{}", dt.format(format))
         .map_err(|_| format!("format_date(): bad format {format:?}"))?;
     Ok(Value::from(out))
+}
+
+/// The formats the rules write dates in (`%Y-%m-%d %H:%M:%S%.3f`, `%Y-%m-%d %H:%M:%S`,
+/// `%Y-%m-%d`), written without chrono's format parser for years 0 to 9999; `None` for any
+/// other format or year. The text is the one chrono writes (see the tests).
+fn format_plain(dt: &NaiveDateTime, format: &str) -> Option<String> {
+    use chrono::{Datelike, Timelike};
+    let (time, millis) = match format {
+        MILLIS_FORMAT => (true, true),
+        "%Y-%m-%d %H:%M:%S" => (true, false),
+        "%Y-%m-%d" => (false, false),
+        _ => return None,
+    };
+    let year = u32::try_from(dt.year()).ok().filter(|y| *y <= 9999)?;
+    let mut out = String::with_capacity(23);
+    let mut put = |n: u32, width: u32, sep: Option<char>| {
+        if let Some(c) = sep {
+            out.push(c);
+        }
+        let mut div = 10u32.pow(width - 1);
+        while div > 0 {
+            out.push(char::from(b'0' + ((n / div) % 10) as u8));
+            div /= 10;
+        }
+    };
+    put(year, 4, None);
+    put(dt.month(), 2, Some('-'));
+    put(dt.day(), 2, Some('-'));
+    if time {
+        put(dt.hour(), 2, Some(' '));
+        put(dt.minute(), 2, Some(':'));
+        // A leap second (never made from milliseconds) is left to chrono.
+        let nanos = dt.nanosecond();
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        put(dt.second(), 2, Some(':'));
+        if millis {
+            put(nanos / 1_000_000, 3, Some('.'));
+        }
+    }
+    Some(out)
 }
 
 fn add_days(args: &[Value]) -> Result<Value, String> {
@@ -163,4 +267,72 @@ fn convert_tz(args: &[Value]) -> Result<Value, String> {
 
 fn now(call: &mut Call<'_, '_>, _: &[Value]) -> Result<Value, Fail> {
     Ok(call.now().map_or(Value::Null, Value::Int))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What chrono writes.
+    fn chrono_text(ms: i64, format: &str) -> Option<String> {
+        let dt = DateTime::from_timestamp_millis(ms)?.naive_utc();
+        Some(dt.format(format).to_string())
+    }
+
+    #[test]
+    fn plain_reading_and_writing_take_the_common_layouts() {
+        assert_eq!(parse_plain("2024-05-01 10:00:00"), Some(1_714_557_600_000));
+        assert_eq!(
+            parse_plain("2024-05-01 10:00:00.250"),
+            Some(1_714_557_600_250)
+        );
+        assert_eq!(parse_plain("2024-05-01"), Some(1_714_521_600_000));
+        // Not the plain layouts: chrono reads them.
+        assert_eq!(parse_plain("2024-05-01T10:00:00Z"), None);
+        assert_eq!(parse_plain("2024-02-30"), None);
+        assert_eq!(parse_plain("2024-05-01 24:00:00"), None);
+        assert_eq!(parse_plain("2024-05-01 10:00:60"), None);
+        assert_eq!(
+            parse_datetime("2024-05-01T10:00:00Z"),
+            Some(1_714_557_600_000)
+        );
+        let dt = DateTime::from_timestamp_millis(1_714_557_600_250)
+            .map(|d| d.naive_utc())
+            .unwrap_or_default();
+        assert_eq!(
+            format_plain(&dt, MILLIS_FORMAT).as_deref(),
+            Some("2024-05-01 10:00:00.250")
+        );
+        assert_eq!(format_plain(&dt, "%d.%m.%Y"), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Texts of the plain layouts (and near misses) read the same as chrono reads them.
+        #[test]
+        fn plain_reading_is_chronos(
+            t in "[0-9]{4}-[0-1][0-9]-[0-3][0-9]( [0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{1,4})?)?"
+        ) {
+            prop_assert_eq!(parse_datetime(&t), parse_with_chrono(&t), "{}", t);
+            if let Some(ms) = parse_plain(&t) {
+                prop_assert_eq!(Some(ms), parse_with_chrono(&t), "{}", t);
+            }
+        }
+
+        /// Dates written in the plain formats are the text chrono writes, from year -300
+        /// to 12000.
+        #[test]
+        fn plain_writing_is_chronos(ms in -71_000_000_000_000i64..316_000_000_000_000i64) {
+            let Some(dt) = DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc()) else {
+                return Ok(());
+            };
+            for format in [MILLIS_FORMAT, "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"] {
+                if let Some(text) = format_plain(&dt, format) {
+                    prop_assert_eq!(Some(text), chrono_text(ms, format));
+                }
+            }
+        }
+    }
 }

@@ -138,13 +138,33 @@ fn parse_number(text: &str) -> Option<Decimal> {
         .ok()
 }
 
+/// A text of at most 18 ASCII digits, with or without a leading `-` (a VAT rate, a
+/// quantity, an id): the whole number it is, read without building a decimal. `None` for
+/// any other text, which [`parse_number`] reads; it gives the same number for these.
+fn plain_int(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let n = digits
+        .bytes()
+        .fold(0i64, |n, c| n * 10 + i64::from(c - b'0'));
+    Some(if negative { -n } else { n })
+}
+
 fn number(args: &[Value]) -> Result<Value, String> {
     match arg(args, 0) {
         Value::Null => Ok(Value::Null),
         Value::Str(s) if s.trim().is_empty() => Ok(Value::Null),
-        Value::Str(s) => parse_number(s)
-            .map(Value::number)
-            .ok_or_else(|| format!("number(): {s:?} is not a number")),
+        Value::Str(s) => match plain_int(s.trim()) {
+            Some(n) => Ok(Value::Int(n)),
+            None => parse_number(s)
+                .map(Value::number)
+                .ok_or_else(|| format!("number(): {s:?} is not a number")),
+        },
         v @ (Value::Int(_) | Value::Dec(_)) => Ok(v.clone()),
         Value::Bool(b) => Ok(Value::Int(i64::from(*b))),
         other => Err(format!(
@@ -165,5 +185,52 @@ fn int(args: &[Value]) -> Result<Value, String> {
             .map(Value::Int)
             .ok_or_else(|| format!("int(): {d} is too large")),
         _ => Ok(Value::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_whole_numbers_are_read_directly() {
+        assert_eq!(plain_int("20"), Some(20));
+        assert_eq!(plain_int("-007"), Some(-7));
+        assert_eq!(plain_int("-0"), Some(0));
+        assert_eq!(
+            plain_int("999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        // Not plain: the decimal reading takes them.
+        for text in [
+            "",
+            "-",
+            "+5",
+            "1.5",
+            "1 000",
+            "1e3",
+            "1234567890123456789",
+            "٣",
+        ] {
+            assert_eq!(plain_int(text), None, "{text:?}");
+        }
+        assert_eq!(number(&[Value::str(" 20 ")]), Ok(Value::Int(20)));
+        assert_eq!(number(&[Value::str("1 000")]), Ok(Value::Int(1000)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Texts of digits read the same whole number directly as through a decimal.
+        #[test]
+        fn plain_reading_is_the_decimal_reading(t in "-?[0-9]{1,19}") {
+            let slow = parse_number(&t).map(Value::number);
+            if let Some(n) = plain_int(&t) {
+                prop_assert_eq!(Some(Value::Int(n)), slow.clone(), "{}", t);
+            }
+            let fast = number(&[Value::str(&t)]).ok();
+            prop_assert_eq!(fast, slow, "{}", t);
+        }
     }
 }

@@ -36,18 +36,18 @@ pub(super) fn builtins() -> Vec<Builtin> {
     all
 }
 
-fn texts<'a>(
+/// The first `N` arguments, which must be texts.
+fn texts<'a, const N: usize>(
     call: &Call<'_, '_>,
     args: &'a [Value],
-    n: usize,
     name: &str,
-) -> Result<Vec<&'a str>, Fail> {
-    (0..n)
-        .map(|i| {
-            want_str(args, i, format_args!("{name}()'s argument {}", i + 1))
-                .map_err(|m| call.fail(m))
-        })
-        .collect()
+) -> Result<[&'a str; N], Fail> {
+    let mut out = [""; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = want_str(args, i, format_args!("{name}()'s argument {}", i + 1))
+            .map_err(|m| call.fail(m))?;
+    }
+    Ok(out)
 }
 
 fn filter_arg<'a>(call: &Call<'_, '_>, args: &'a [Value]) -> Result<&'a Map, Fail> {
@@ -62,7 +62,7 @@ fn filter_arg<'a>(call: &Call<'_, '_>, args: &'a [Value]) -> Result<&'a Map, Fai
 }
 
 fn lookup(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
-    let t = texts(call, args, 2, "lookup")?;
+    let t = texts::<2>(call, args, "lookup")?;
     let filter = filter_arg(call, args)?;
     call.tick(10)?;
     let mut found = call
@@ -74,7 +74,7 @@ fn lookup(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 }
 
 fn lookup_one(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
-    let t = texts(call, args, 2, "lookup_one")?;
+    let t = texts::<2>(call, args, "lookup_one")?;
     let filter = filter_arg(call, args)?;
     call.tick(10)?;
     let found = call
@@ -93,7 +93,7 @@ fn lookup_one(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 }
 
 fn fetch(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
-    let t = texts(call, args, 2, "fetch")?;
+    let t = texts::<2>(call, args, "fetch")?;
     let id = arg(args, 2);
     match id {
         Value::Null => return Ok(Value::Null),
@@ -107,7 +107,7 @@ fn fetch(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 }
 
 fn linked(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
-    let t = texts(call, args, 2, "linked")?;
+    let t = texts::<2>(call, args, "linked")?;
     let id = arg(args, 2);
     if id.is_null() {
         return Ok(Value::Null);
@@ -122,7 +122,7 @@ fn linked(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 }
 
 fn reference(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
-    let t = texts(call, args, 1, "reference")?;
+    let t = texts::<1>(call, args, "reference")?;
     call.tick(10)?;
     call.world()
         .reference(t[0])
