@@ -1,7 +1,7 @@
 //! Building events from inbox work: the entity is read as it is now, in the shape the
 //! contract gives (docs/contract.md, "Events").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::{json, Value as Json};
 use skladsync_engine::Event;
@@ -30,7 +30,7 @@ pub enum AfterCommit {
         updated: String,
     },
     /// The stock rows sent (digests by assortment id).
-    Stock(BTreeMap<String, String>),
+    Stock(Vec<(Box<str>, u128)>),
     /// The settings the `settings.saved` event was about.
     Settings(Json),
 }

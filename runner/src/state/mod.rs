@@ -46,7 +46,7 @@ mod memory;
 mod pg_store;
 mod sled_store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
@@ -1482,12 +1482,17 @@ impl SyncState {
 
     // --- stock snapshot -------------------------------------------------------------------
 
-    /// The digests of the stock rows last sent, by assortment id.
-    pub fn stock_digests(&self) -> Result<BTreeMap<String, String>, StateError> {
+    /// The digests of the stock rows last sent, by assortment id. A digest is 16 bytes (a
+    /// UUID's, recorded as its 32 hex digits); one that does not read as such is left out (its
+    /// row counts as changed).
+    pub fn stock_digests(&self) -> Result<HashMap<String, u128>, StateError> {
         Ok(self
             .scan::<String>(b"stock/")?
             .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k[6..]).into_owned(), v))
+            .filter_map(|(k, v)| {
+                let d = uuid::Uuid::try_parse(&v).ok()?.as_u128();
+                Some((String::from_utf8_lossy(&k[6..]).into_owned(), d))
+            })
             .collect())
     }
 
@@ -1496,12 +1501,13 @@ impl SyncState {
     /// MB). Batches are enough: a digest says a row was sent, and they are recorded after the
     /// pass's plan is applied, so a crash between two batches only leaves some rows to be sent
     /// again by the next pass (an inventory upload of the same figures changes nothing).
-    pub fn set_stock_digests(&self, digests: &BTreeMap<String, String>) -> Result<(), StateError> {
+    pub fn set_stock_digests(&self, digests: &[(Box<str>, u128)]) -> Result<(), StateError> {
         let mut ops = Vec::new();
         for (id, d) in digests {
+            let text = uuid::Uuid::from_u128(*d).simple().to_string();
             ops.push((
                 format!("stock/{id}").into_bytes(),
-                Some(serde_json::to_vec(d)?),
+                Some(serde_json::to_vec(&text)?),
             ));
             if ops.len() >= STOCK_DIGESTS_BATCH {
                 self.store.apply(std::mem::take(&mut ops))?;
