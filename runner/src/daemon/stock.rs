@@ -228,7 +228,7 @@ impl Daemon {
     pub(super) async fn stock_rows(
         &self,
         full: bool,
-    ) -> Result<(Vec<Value>, Digests), ApplyError> {
+    ) -> Result<(Vec<Value>, Digests, Vec<Vec<u8>>), ApplyError> {
         let ms = &self.inner.systems.ms;
         let mut cost: HashMap<String, Json> = HashMap::new();
         each_row(
@@ -259,7 +259,8 @@ impl Daemon {
             assortment.insert(id, item);
         })
         .await?;
-        let previous = self.inner.state.stock_digests()?;
+        let recorded = self.inner.state.stock_digests()?;
+        let previous = recorded.by_id;
         let mut rows = Vec::new();
         let mut builder = Builder::default();
         let mut digests = Digests::new();
@@ -312,7 +313,7 @@ impl Daemon {
             },
         )
         .await?;
-        Ok((rows, digests))
+        Ok((rows, digests, recorded.legacy))
     }
 }
 
