@@ -6,7 +6,11 @@
 //!   (the runner's `intervals.reference_ttl`), which is how archived and deleted items leave it.
 //! - The reconciliation poll brings in what changed since the last load or refresh
 //!   (`updated>=`), one request per poll; a webhook about a product, variant, service or bundle
-//!   drops that item, so the next lookup of its code asks МойСклад again.
+//!   drops that item, so the next lookup of its code asks МойСклад again. `updated>=` takes
+//!   the watermark's own second (another item may be stamped later in that second); once
+//!   that second is [`SETTLED`] in the past when a read begins, the watermark moves one second
+//!   on, so that items sharing it (an import stamps them all with one `updated`) are not read
+//!   again by every poll.
 //! - A code the mirror does not hold is never answered "not found" from memory: the lookup
 //!   asks МойСклад as before (and what it finds joins the mirror). The mirror only saves the
 //!   requests whose answer it already holds.
@@ -29,6 +33,22 @@ use std::io::{Read, Write};
 use serde_json::Value;
 
 use crate::clients::moysklad::{ListQuery, MoyskladClient, MoyskladError};
+
+/// How long after a second МойСклад can no longer stamp an item with it, as far as this
+/// runner's clock tells (the clocks may differ by this much).
+pub const SETTLED: Duration = Duration::from_secs(120);
+
+/// The watermark to use after a read that began at `began`: one second after `watermark`
+/// (`YYYY-MM-DD HH:MM:SS`, Moscow time, as МойСклад stamps `updated`) when that second ended
+/// [`SETTLED`] or more before, else `None` (keep it).
+fn settled_watermark(watermark: &str, began: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    const FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+    let w = chrono::NaiveDateTime::parse_from_str(watermark, FORMAT).ok()?;
+    let msk = began.naive_utc() + chrono::Duration::hours(3);
+    let settled = chrono::Duration::from_std(SETTLED).ok()?;
+    let next = w + chrono::Duration::seconds(1);
+    (msk >= next + settled).then(|| next.format(FORMAT).to_string())
+}
 
 /// Fields of assortment rows that are not kept (stock figures, stale as soon as read).
 const STOCK_FIELDS: &[&str] = &["stock", "reserve", "inTransit", "quantity"];
@@ -237,6 +257,7 @@ impl CatalogueMirror {
             return Ok(());
         }
         // Page by page, so that only one page is ever held parsed.
+        let began = chrono::Utc::now();
         let mut pages = ms.pages("assortment", &ListQuery::new())?;
         let mut m = Mirror::default();
         while let Some(page) = pages.next().await? {
@@ -245,6 +266,9 @@ impl CatalogueMirror {
             }
         }
         m.loaded = Some(Instant::now());
+        if let Some(next) = m.watermark.as_deref().and_then(|w| settled_watermark(w, began)) {
+            m.watermark = Some(next);
+        }
         tracing::info!(
             items = m.code_of.len(),
             bytes = m.bytes,
@@ -311,6 +335,7 @@ impl CatalogueMirror {
         // can have changed (an import stamps them all with one `updated`), and holding them
         // all parsed took a 100 000-item mirror over 1 GB. The watermark moves only once
         // every page is read: a read that fails half-way is asked again whole by the next poll.
+        let began = chrono::Utc::now();
         let mut pages = ms.pages("assortment", &q)?;
         let mut n = 0;
         let mut newest: Option<String> = None;
@@ -329,6 +354,9 @@ impl CatalogueMirror {
         let mut m = self.lock();
         if newest > m.watermark {
             m.watermark = newest;
+        }
+        if let Some(next) = m.watermark.as_deref().and_then(|w| settled_watermark(w, began)) {
+            m.watermark = Some(next);
         }
         Ok(n)
     }
@@ -492,6 +520,24 @@ mod tests {
                 Answer::Rows(vec![expected])
             );
         }
+    }
+
+    #[test]
+    fn the_watermark_moves_past_a_second_only_once_it_is_settled() {
+        let at = |utc: &str| {
+            chrono::NaiveDateTime::parse_from_str(utc, "%Y-%m-%d %H:%M:%S")
+                .expect("time")
+                .and_utc()
+        };
+        // 10:00:00 Moscow time is 07:00:00 UTC; the second ends at 07:00:01.
+        let w = "2026-12-01 10:00:00";
+        assert_eq!(settled_watermark(w, at("2026-12-01 07:00:30")), None);
+        assert_eq!(settled_watermark(w, at("2026-12-01 07:02:00")), None);
+        assert_eq!(
+            settled_watermark(w, at("2026-12-01 07:02:01")).as_deref(),
+            Some("2026-12-01 10:00:01")
+        );
+        assert_eq!(settled_watermark("not a time", at("2026-12-01 07:30:00")), None);
     }
 
     #[test]
