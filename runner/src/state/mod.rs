@@ -1665,7 +1665,8 @@ mod tests {
             .collect();
         // A row recorded by an earlier version, one key a row.
         let old = uuid::Uuid::from_u128(77).simple().to_string();
-        s.put(format!("stock/{}", id(5_000)).as_bytes(), &old).unwrap();
+        s.put(format!("stock/{}", id(5_000)).as_bytes(), &old)
+            .unwrap();
         let before = s.stock_digests().unwrap();
         assert_eq!(before.by_id.get(&id(5_000)), Some(&77));
         assert_eq!(before.legacy.len(), 1);

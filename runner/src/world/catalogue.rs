@@ -174,7 +174,11 @@ impl Mirror {
         if self.dictionary.is_none() {
             self.dictionary = Dictionary::new(text.as_bytes());
         }
-        let Some(text) = self.dictionary.as_ref().and_then(|d| d.deflate(text.as_bytes())) else {
+        let Some(text) = self
+            .dictionary
+            .as_ref()
+            .and_then(|d| d.deflate(text.as_bytes()))
+        else {
             return;
         };
         self.bytes += text.len();
@@ -266,7 +270,11 @@ impl CatalogueMirror {
             }
         }
         m.loaded = Some(Instant::now());
-        if let Some(next) = m.watermark.as_deref().and_then(|w| settled_watermark(w, began)) {
+        if let Some(next) = m
+            .watermark
+            .as_deref()
+            .and_then(|w| settled_watermark(w, began))
+        {
             m.watermark = Some(next);
         }
         tracing::info!(
@@ -355,7 +363,11 @@ impl CatalogueMirror {
         if newest > m.watermark {
             m.watermark = newest;
         }
-        if let Some(next) = m.watermark.as_deref().and_then(|w| settled_watermark(w, began)) {
+        if let Some(next) = m
+            .watermark
+            .as_deref()
+            .and_then(|w| settled_watermark(w, began))
+        {
             m.watermark = Some(next);
         }
         Ok(n)
@@ -537,7 +549,10 @@ mod tests {
             settled_watermark(w, at("2026-12-01 07:02:01")).as_deref(),
             Some("2026-12-01 10:00:01")
         );
-        assert_eq!(settled_watermark("not a time", at("2026-12-01 07:30:00")), None);
+        assert_eq!(
+            settled_watermark("not a time", at("2026-12-01 07:30:00")),
+            None
+        );
     }
 
     #[test]
