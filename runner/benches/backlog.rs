@@ -22,7 +22,8 @@
 //! the daemon's log (a `RUST_LOG` filter) to stderr. `BACKLOG_DAEMON_LOG` is the
 //! footprint daemon's `RUST_LOG` (`warn`); `BACKLOG_DAEMON_LOG_COPY=<file>` keeps its log;
 //! `BACKLOG_EVAL_BYTES` its `limits.max_eval_bytes` (`1024MiB`: a pass over 100 000 rows needs
-//! more than the default 128 MiB).
+//! more than the default 128 MiB). `BACKLOG_DAEMON_BIN` runs another `skladsync` build and
+//! `BACKLOG_DAEMON_WRAP` runs it under a profiler (see `daemon_command`).
 //!
 //! Each run stops after `BACKLOG_TIMEOUT` seconds (600) and says how far it got.
 //!
@@ -735,6 +736,25 @@ async fn run_steady(size: &Size, rig: &Rig) {
     print_counts(&c, latencies.len());
 }
 
+/// The footprint daemon's command: the `skladsync` binary (`BACKLOG_DAEMON_BIN` names another
+/// build, e.g. an unstripped one with the `system-allocator` feature), run under
+/// `BACKLOG_DAEMON_WRAP` when set (a command and its arguments, split at spaces, e.g.
+/// `heaptrack -o /tmp/pass`): the RSS sampled is then the wrapper's process.
+fn daemon_command() -> std::process::Command {
+    let bin = std::env::var("BACKLOG_DAEMON_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_skladsync").to_string());
+    let wrap = std::env::var("BACKLOG_DAEMON_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut cmd = std::process::Command::new(first);
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        None => std::process::Command::new(bin),
+    }
+}
+
 async fn run_footprint(size: &Size) {
     let offers = size.stock_offers;
     println!("== footprint: the skladsync binary, {offers}-offer catalogue with stock");
@@ -761,7 +781,7 @@ async fn run_footprint(size: &Size) {
     // by restarting is not possible from outside, so the pass at start is the one measured
     // and idle is measured after it (and after the catalogue export) has finished.
     let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skladsync"))
+    let mut child = daemon_command()
         .args(["run", "--config"])
         .arg(&config)
         .env(

@@ -4,6 +4,8 @@ use clap::Parser;
 
 /// mimalloc: rule evaluation builds many small objects; it allocates them faster than the
 /// system allocator (measured by the engine benchmark).
+/// (The `system-allocator` feature leaves it out, for heap profilers.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,7 +1,7 @@
 //! Building events from inbox work: the entity is read as it is now, in the shape the
 //! contract gives (docs/contract.md, "Events").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::{json, Value as Json};
 use skladsync_engine::Event;
@@ -29,8 +29,8 @@ pub enum AfterCommit {
         /// Its `updated`.
         updated: String,
     },
-    /// The stock rows sent (digests by assortment id).
-    Stock(BTreeMap<String, String>),
+    /// The stock rows sent (digests by assortment id), and the legacy digest keys to remove.
+    Stock(Vec<(Box<str>, u128)>, Vec<Vec<u8>>),
     /// The settings the `settings.saved` event was about.
     Settings(Json),
 }
@@ -45,7 +45,7 @@ impl AfterCommit {
                 id,
                 updated,
             } => state.set_ms_seen(&entity, &id, &updated),
-            AfterCommit::Stock(d) => state.set_stock_digests(&d),
+            AfterCommit::Stock(d, legacy) => state.set_stock_digests(&d, &legacy),
             AfterCommit::Settings(s) => state.set_misc("settings", &s),
         }
     }
@@ -410,7 +410,7 @@ impl Daemon {
                 }))
             }
             Work::StockPass { full } => {
-                let (rows, digests) = self.stock_rows(*full).await?;
+                let (rows, digests, legacy) = self.stock_rows(*full).await?;
                 if rows.is_empty() && !*full {
                     return Ok(None);
                 }
@@ -425,7 +425,7 @@ impl Daemon {
                         payload: Value::object(payload),
                         now: Some(event_now_ms()),
                     },
-                    after: AfterCommit::Stock(digests),
+                    after: AfterCommit::Stock(digests, legacy),
                 }))
             }
             Work::SettingsSaved => {

@@ -12,7 +12,7 @@
 //! `meta` of a store shared by every row that names it. The rows themselves are held whole:
 //! one event carries the whole pass (see docs/contract.md, `stock.pass`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::{json, Map, Value as Json};
 use skladsync_engine::value::{Hasher, Map as EngineMap, Str, Value};
@@ -28,13 +28,17 @@ fn href_id(v: &Json) -> Option<&str> {
         .and_then(id_from_href)
 }
 
-/// The digest of a row: the same as of `Json::Object(row)` (its JSON text).
-fn digest(row: &Map<String, Json>) -> String {
+/// The digest of a row: the same as of `Json::Object(row)` (its JSON text), the UUID's 16
+/// bytes (recorded as its hex digits).
+fn digest(row: &Map<String, Json>) -> u128 {
     let text = serde_json::to_vec(row).unwrap_or_default();
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &text)
-        .simple()
-        .to_string()
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &text).as_u128()
 }
+
+/// The digests of the rows of a pass that changed, by assortment id: 32 bytes and the id's
+/// text a row (a map of `String`s took about 200 bytes a row, held from the reads to the end
+/// of the pass).
+pub type Digests = Vec<(Box<str>, u128)>;
 
 /// What a stock row needs of an assortment item.
 #[derive(Debug)]
@@ -224,7 +228,7 @@ impl Daemon {
     pub(super) async fn stock_rows(
         &self,
         full: bool,
-    ) -> Result<(Vec<Value>, BTreeMap<String, String>), ApplyError> {
+    ) -> Result<(Vec<Value>, Digests, Vec<Vec<u8>>), ApplyError> {
         let ms = &self.inner.systems.ms;
         let mut cost: HashMap<String, Json> = HashMap::new();
         each_row(
@@ -255,10 +259,11 @@ impl Daemon {
             assortment.insert(id, item);
         })
         .await?;
-        let previous = self.inner.state.stock_digests()?;
+        let recorded = self.inner.state.stock_digests()?;
+        let previous = recorded.by_id;
         let mut rows = Vec::new();
         let mut builder = Builder::default();
-        let mut digests = BTreeMap::new();
+        let mut digests = Digests::new();
         each_row(
             ms.stock_by_store_pages(&ListQuery::new().filter_eq("stockMode", "all")),
             |raw| {
@@ -300,7 +305,7 @@ impl Daemon {
                 let changed = previous.get(&id) != Some(&d);
                 if changed {
                     // Only what changed is recorded again (the rest is recorded already).
-                    digests.insert(id, d);
+                    digests.push((id.into_boxed_str(), d));
                 }
                 if full || changed {
                     rows.push(builder.row(&row));
@@ -308,7 +313,7 @@ impl Daemon {
             },
         )
         .await?;
-        Ok((rows, digests))
+        Ok((rows, digests, recorded.legacy))
     }
 }
 

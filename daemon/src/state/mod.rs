@@ -28,7 +28,7 @@
 //! | `msseen/…`, `msown/…`, `msread/…` | the last `updated` of a МойСклад entity evaluated / written by us / read by a rule |
 //! | `written/<system>.<entity>/<id>` | the fields skladsync last wrote to an entity, with the time of each (`fetch("runner", "written", …)`) |
 //! | `msgone/<entity>/<id>` | a МойСклад deletion already queued (from a webhook, the audit poll or a 404) or made by us, with its expiry: the same deletion is never queued twice |
-//! | `stock/<assortment id>` | a digest of the last stock row sent |
+//! | `stock/~<bucket>` | digests of the last stock rows sent, `{assortment id: digest}`, in 256 buckets by id ([`stock_bucket`]); `stock/<assortment id>`, one key a row, as earlier versions kept them (removed when digests are next recorded) |
 //! | `relay/<ms><uuid>` | a МойСклад webhook received by a runner that does not serve the pair (PostgreSQL), for the one that does to queue ([`Relayed`]): a key of its own (receive time, big-endian, and a random UUID), so writing it never touches a key the serving runner writes |
 //! | `misc/<name>` | previous settings, the webhook secret (and digests of the secrets used before), the runner's instance id, the inbox sequence, the format marker (`misc/format`), the CRM account's time zone |
 //!
@@ -46,7 +46,7 @@ mod memory;
 mod pg_store;
 mod sled_store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
@@ -62,8 +62,37 @@ pub use sled_store::SledStore;
 /// takes to arrive or the audit poll to look back, so neither reports it a second time.
 pub const GONE_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// Stock digests written in one batch (see [`SyncState::set_stock_digests`]).
+/// Stock digests written in one batch (see [`SyncState::set_stock_digests`]): values of
+/// `stock/~<bucket>`, or legacy `stock/<id>` keys removed.
 pub const STOCK_DIGESTS_BATCH: usize = 1_000;
+
+/// The values stock digests are kept in (`stock/~<bucket>`, see [`stock_bucket`]).
+pub const STOCK_BUCKETS: u32 = 256;
+
+/// The bucket of an assortment id's stock digest: FNV-1a of its text modulo
+/// [`STOCK_BUCKETS`]. Fixed for good: an id must always land in the same bucket.
+pub fn stock_bucket(id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % STOCK_BUCKETS
+}
+
+fn stock_bucket_key(bucket: u32) -> Vec<u8> {
+    format!("stock/~{bucket:02x}").into_bytes()
+}
+
+/// The stock digests recorded ([`SyncState::stock_digests`]).
+#[derive(Debug, Default)]
+pub struct StockDigests {
+    /// The digest of the row last sent, by assortment id (16 bytes: a UUID v5).
+    pub by_id: HashMap<String, u128>,
+    /// Keys of digests recorded one key per row by earlier versions (`stock/<id>`): read
+    /// as well, and removed the next time digests are recorded.
+    pub legacy: Vec<Vec<u8>>,
+}
 
 /// The `msgone/…` key of a deletion work item.
 fn gone_key(work: &Work) -> Option<String> {
@@ -1482,27 +1511,77 @@ impl SyncState {
 
     // --- stock snapshot -------------------------------------------------------------------
 
-    /// The digests of the stock rows last sent, by assortment id.
-    pub fn stock_digests(&self) -> Result<BTreeMap<String, String>, StateError> {
-        Ok(self
-            .scan::<String>(b"stock/")?
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k[6..]).into_owned(), v))
-            .collect())
+    /// The digests of the stock rows last sent, by assortment id. A digest is 16 bytes (a
+    /// UUID's, recorded as its 32 hex digits); one that does not read as such is left out (its
+    /// row counts as changed).
+    pub fn stock_digests(&self) -> Result<StockDigests, StateError> {
+        let mut out = StockDigests::default();
+        let mut legacy = Vec::new();
+        for (k, v) in self.store.scan_prefix(b"stock/")? {
+            let corrupt = |source| StateError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                source,
+            };
+            if k.get(6) == Some(&b'~') {
+                let bucket: HashMap<String, String> =
+                    serde_json::from_slice(&v).map_err(corrupt)?;
+                for (id, d) in bucket {
+                    if let Ok(u) = uuid::Uuid::try_parse(&d) {
+                        out.by_id.insert(id, u.as_u128());
+                    }
+                }
+            } else {
+                let d: String = serde_json::from_slice(&v).map_err(corrupt)?;
+                if let Ok(u) = uuid::Uuid::try_parse(&d) {
+                    legacy.push((String::from_utf8_lossy(&k[6..]).into_owned(), u.as_u128()));
+                }
+                out.legacy.push(k);
+            }
+        }
+        for (id, d) in legacy {
+            out.by_id.entry(id).or_insert(d);
+        }
+        Ok(out)
     }
 
-    /// Records stock digests, [`STOCK_DIGESTS_BATCH`] to a batch. One batch of every digest
-    /// of a 100 000-row pass took sled 435 MB, kept after the pass (in batches of 1 000: 37
-    /// MB). Batches are enough: a digest says a row was sent, and they are recorded after the
-    /// pass's plan is applied, so a crash between two batches only leaves some rows to be sent
-    /// again by the next pass (an inventory upload of the same figures changes nothing).
-    pub fn set_stock_digests(&self, digests: &BTreeMap<String, String>) -> Result<(), StateError> {
+    /// Records stock digests, merged into the [`STOCK_BUCKETS`] values they are kept in
+    /// (`stock/~<bucket>`, a JSON object `{id: digest}`), several buckets to a batch, and
+    /// removes the `legacy` keys. Kept one key per row (as before), a 100 000-row pass made
+    /// sled split and copy its nodes 100 000 times, which took 7–8 times the digests' size
+    /// while they were written (the peak of the whole pass, after its last upload). Batches
+    /// are enough: a digest says a row was sent, and they are recorded after the pass's plan
+    /// is applied, so a crash between two batches only leaves some rows to be sent again by
+    /// the next pass (an inventory upload of the same figures changes nothing).
+    pub fn set_stock_digests(
+        &self,
+        digests: &[(Box<str>, u128)],
+        legacy: &[Vec<u8>],
+    ) -> Result<(), StateError> {
+        let mut by_bucket: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, (id, _)) in digests.iter().enumerate() {
+            by_bucket.entry(stock_bucket(id)).or_default().push(i);
+        }
         let mut ops = Vec::new();
-        for (id, d) in digests {
-            ops.push((
-                format!("stock/{id}").into_bytes(),
-                Some(serde_json::to_vec(d)?),
-            ));
+        let mut rows = 0;
+        for (bucket, changed) in by_bucket {
+            let key = stock_bucket_key(bucket);
+            let mut values: BTreeMap<String, String> = self.read(&key)?.unwrap_or_default();
+            for i in changed {
+                let (id, d) = &digests[i];
+                values.insert(
+                    id.to_string(),
+                    uuid::Uuid::from_u128(*d).simple().to_string(),
+                );
+            }
+            rows += values.len();
+            ops.push((key, Some(serde_json::to_vec(&values)?)));
+            if rows >= STOCK_DIGESTS_BATCH {
+                self.store.apply(std::mem::take(&mut ops))?;
+                rows = 0;
+            }
+        }
+        for k in legacy {
+            ops.push((k.clone(), None));
             if ops.len() >= STOCK_DIGESTS_BATCH {
                 self.store.apply(std::mem::take(&mut ops))?;
             }
@@ -1572,6 +1651,40 @@ mod tests {
             deleted: false,
             stub: Value::Null,
         }
+    }
+
+    /// Digests are kept in at most [`STOCK_BUCKETS`] values however many rows there are; a
+    /// changes-only pass merges into them; digests kept one key a row by earlier versions are
+    /// read and removed when digests are next recorded.
+    #[test]
+    fn stock_digests_live_in_buckets_merge_and_replace_the_legacy_keys() {
+        let s = SyncState::in_memory();
+        let id = |n: u32| format!("0e3a0000-5a1e-11f0-0a80-{n:012}");
+        let digests: Vec<(Box<str>, u128)> = (0..3_000)
+            .map(|n| (id(n).into_boxed_str(), u128::from(n) + 1))
+            .collect();
+        // A row recorded by an earlier version, one key a row.
+        let old = uuid::Uuid::from_u128(77).simple().to_string();
+        s.put(format!("stock/{}", id(5_000)).as_bytes(), &old)
+            .unwrap();
+        let before = s.stock_digests().unwrap();
+        assert_eq!(before.by_id.get(&id(5_000)), Some(&77));
+        assert_eq!(before.legacy.len(), 1);
+        s.set_stock_digests(&digests, &before.legacy).unwrap();
+        let keys = s.store.scan_prefix(b"stock/").unwrap();
+        assert!(keys.len() <= STOCK_BUCKETS as usize, "{} keys", keys.len());
+        assert!(keys.iter().all(|(k, _)| k.get(6) == Some(&b'~')));
+        let after = s.stock_digests().unwrap();
+        assert!(after.legacy.is_empty());
+        assert_eq!(after.by_id.len(), 3_000);
+        assert_eq!(after.by_id.get(&id(2_999)), Some(&3_000));
+        // A changes-only pass: one row changed, the others kept.
+        s.set_stock_digests(&[(id(7).into_boxed_str(), 9_999)], &[])
+            .unwrap();
+        let merged = s.stock_digests().unwrap();
+        assert_eq!(merged.by_id.len(), 3_000);
+        assert_eq!(merged.by_id.get(&id(7)), Some(&9_999));
+        assert_eq!(merged.by_id.get(&id(8)), Some(&9));
     }
 
     #[test]
