@@ -178,6 +178,17 @@ impl Map {
         }
     }
 
+    /// An object with the keys of `shape` (shared, not copied) and `values`, or the values
+    /// back unless there are as many as `shape` has keys. Objects of one shape built this
+    /// way hold one key table between them.
+    pub fn like(shape: &Map, values: Vec<Value>) -> Result<Map, Vec<Value>> {
+        if shape.len() == values.len() {
+            Ok(Map::with_keys_of(shape, values))
+        } else {
+            Err(values)
+        }
+    }
+
     /// Whether two objects share one key table (so have the same keys in the same order).
     pub fn same_keys(&self, other: &Map) -> bool {
         match (&self.keys, &other.keys) {
