@@ -532,7 +532,7 @@ mod tests {
     /// found by text).
     fn key(i: u8) -> Str {
         let text = format!("key{i}");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             intern::key(&text)
         } else {
             Arc::from(text.as_str())
@@ -615,8 +615,8 @@ mod tests {
                         prop_assert_eq!(got, model.swap_remove(&*key(k)).map(Value::Int));
                     }
                     Op::RetainEven => {
-                        map.retain(|_, v| v.as_i64().is_some_and(|i| i % 2 == 0));
-                        model.retain(|_, v| *v % 2 == 0);
+                        map.retain(|_, v| v.as_i64().is_some_and(|i| i.rem_euclid(2) == 0));
+                        model.retain(|_, v| v.rem_euclid(2) == 0);
                     }
                     Op::Fork => {
                         copies.push((map.clone(), model.clone()));
