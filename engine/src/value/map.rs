@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{intern, Hasher, Str, Value};
 
 /// The most keys an object holds without a hash index (found by a scan).
-pub const LINEAR_MAX: usize = 16;
+pub const LINEAR_MAX: usize = 32;
 
 /// The hash of a key under the maps' hasher.
 #[inline]
@@ -659,22 +659,24 @@ mod tests {
 
     #[test]
     fn objects_of_one_shape_share_their_keys_until_one_changes() {
+        // More keys than are scanned: the hash index is shared too.
         let mut a = Map::new();
-        for i in 0..20 {
+        for i in 0..36 {
             a.insert(key(i), Value::Int(i64::from(i)));
         }
-        let mut b = Map::with_keys_of(&a, vec![Value::Null; 20]);
+        let mut b = Map::with_keys_of(&a, vec![Value::Null; 36]);
         assert!(a.same_keys(&b));
         // Values change without copying the keys.
         *b.get_mut("key3").unwrap() = Value::Int(33);
         assert!(a.same_keys(&b));
         assert_eq!(a.get("key3"), Some(&Value::Int(3)));
         // A new key copies them.
-        b.insert(key(30), Value::Int(30));
+        b.insert(key(38), Value::Int(38));
         assert!(!a.same_keys(&b));
-        assert_eq!(a.len(), 20);
-        assert_eq!(a.get("key30"), None);
-        assert_eq!(b.get("key30"), Some(&Value::Int(30)));
-        assert_eq!(b.get("key19"), Some(&Value::Null));
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.get("key38"), None);
+        assert_eq!(b.get("key38"), Some(&Value::Int(38)));
+        assert_eq!(b.get("key35"), Some(&Value::Null));
+        assert_eq!(b.get_index_of("key38"), Some(36));
     }
 }
