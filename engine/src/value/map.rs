@@ -549,6 +549,8 @@ mod tests {
         Fork,
         /// Continue with an object of the same keys and new values.
         Reshape(i64),
+        /// Insert 36 keys from the given one on (past [`LINEAR_MAX`], so indexed).
+        Grow(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -559,6 +561,7 @@ mod tests {
             1 => Just(Op::RetainEven),
             1 => Just(Op::Fork),
             1 => any::<i64>().prop_map(Op::Reshape),
+            1 => (0u8..40).prop_map(Op::Grow),
         ]
     }
 
@@ -613,6 +616,13 @@ mod tests {
                     Op::SwapRemove(k) => {
                         let got = map.swap_remove(&*key(k));
                         prop_assert_eq!(got, model.swap_remove(&*key(k)).map(Value::Int));
+                    }
+                    Op::Grow(from) => {
+                        for i in 0..36u8 {
+                            let k = (from + i) % 40;
+                            map.insert(key(k), Value::Int(i64::from(i)));
+                            model.insert(key(k).to_string(), i64::from(i));
+                        }
                     }
                     Op::RetainEven => {
                         map.retain(|_, v| v.as_i64().is_some_and(|i| i.rem_euclid(2) == 0));
