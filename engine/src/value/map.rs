@@ -201,6 +201,23 @@ impl Map {
         self.keys.as_deref().map_or(&[], |k| &k.names)
     }
 
+    /// The keys, to add one to: keys shared with other objects are copied first, with room
+    /// for as many keys as there is room for values (a `reserve` before a `merge`), so the
+    /// keys that follow do not grow the copy again.
+    fn keys_for_push(&mut self) -> &mut Keys {
+        let room = self.values.capacity().max(self.values.len() + 4);
+        let arc = self.keys.get_or_insert_with(Default::default);
+        if Arc::get_mut(arc).is_none() {
+            let mut names = Vec::with_capacity(room);
+            names.extend(arc.names.iter().cloned());
+            *arc = Arc::new(Keys {
+                names,
+                index: arc.index.clone(),
+            });
+        }
+        Arc::make_mut(arc)
+    }
+
     fn keys_mut(&mut self) -> &mut Keys {
         Arc::make_mut(self.keys.get_or_insert_with(Default::default))
     }
@@ -286,7 +303,7 @@ impl Map {
                 .get_mut(i)
                 .map(|slot| std::mem::replace(slot, v)),
             None => {
-                self.keys_mut().push(k);
+                self.keys_for_push().push(k);
                 self.values.push(v);
                 None
             }
@@ -303,7 +320,7 @@ impl Map {
                     .map(|slot| std::mem::replace(slot, v)),
             ),
             None => {
-                self.keys_mut().push(k);
+                self.keys_for_push().push(k);
                 self.values.push(v);
                 (self.values.len() - 1, None)
             }
@@ -334,18 +351,39 @@ impl Map {
             Some(k) => &k.names,
             None => return,
         };
-        let kept: Vec<bool> = names
-            .iter()
-            .zip(self.values.iter_mut())
-            .map(|(k, v)| keep(k, v))
-            .collect();
-        if kept.iter().all(|&k| k) {
-            return;
+        // Which entries stay, written down only from the first that goes.
+        let mut kept: Option<Vec<bool>> = None;
+        for (i, (k, v)) in names.iter().zip(self.values.iter_mut()).enumerate() {
+            let stays = keep(k, v);
+            match &mut kept {
+                Some(flags) => flags.push(stays),
+                None if !stays => {
+                    let mut flags = vec![true; i];
+                    flags.push(false);
+                    kept = Some(flags);
+                }
+                None => {}
+            }
         }
-        let keys = self.keys_mut();
-        let mut flags = kept.iter();
-        keys.names.retain(|_| flags.next().copied().unwrap_or(true));
-        keys.reindex();
+        let Some(kept) = kept else { return };
+        match self.keys.as_mut().and_then(Arc::get_mut) {
+            Some(keys) => {
+                let mut flags = kept.iter();
+                keys.names.retain(|_| flags.next().copied().unwrap_or(true));
+            }
+            None => {
+                // Shared keys are not copied whole to be cut down: the kept ones make new keys.
+                let mut flags = kept.iter();
+                let names = self
+                    .names()
+                    .iter()
+                    .filter(|_| flags.next().copied().unwrap_or(true))
+                    .cloned()
+                    .collect();
+                self.keys = Some(Arc::new(Keys { names, index: None }));
+            }
+        }
+        self.keys_mut().reindex();
         let mut flags = kept.iter();
         self.values
             .retain(|_| flags.next().copied().unwrap_or(true));
@@ -404,8 +442,9 @@ impl Map {
     /// Room for `n` more entries.
     pub fn reserve(&mut self, n: usize) {
         self.values.reserve(n);
-        if n > 0 {
-            self.keys_mut().names.reserve(n);
+        // Shared keys are copied (with this room) only when a key is added.
+        if let Some(keys) = self.keys.as_mut().and_then(Arc::get_mut) {
+            keys.names.reserve(n);
         }
     }
 }
