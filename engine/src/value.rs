@@ -13,7 +13,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
@@ -27,8 +26,8 @@ pub type Str = Arc<str>;
 /// regardless of the hasher).
 pub type Hasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
 
-/// An object: keys in insertion order.
-pub type Map = IndexMap<Str, Value, Hasher>;
+mod map;
+pub use map::{key_hash, Map};
 
 /// Object keys, interned: the keys rules name (`order.items`, `{quantity: …}`) and the keys
 /// of the documents they read share one allocation per distinct text, so a key read by a
@@ -485,9 +484,8 @@ impl Value {
                     || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.equals(y)))
             }
             (Value::Object(a), Value::Object(b)) => {
-                Arc::ptr_eq(a, b)
-                    || (a.len() == b.len()
-                        && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v.equals(w))))
+                // Objects sharing their keys compare value by value, in order.
+                Arc::ptr_eq(a, b) || **a == **b
             }
             (Value::Ref(a), Value::Ref(b)) => a.name == b.name && a.path == b.path,
             _ => false,
@@ -569,32 +567,22 @@ impl Value {
                 if let Some(Value::Object(shape)) = like {
                     if shape.len() == o.len() && shape.keys().zip(o.keys()).all(|(a, b)| **a == **b)
                     {
-                        let mut map = (**shape).clone();
-                        for ((_, slot), (_, v)) in map.iter_mut().zip(o) {
-                            let value = Value::from_json_like(v, Some(slot));
-                            *slot = value;
+                        // The keys (and their index) are shared with the model, not copied.
+                        let mut values = Vec::with_capacity(o.len());
+                        for (slot, v) in shape.values().zip(o.values()) {
+                            values.push(Value::from_json_like(v, Some(slot)));
                         }
-                        return Value::object(map);
+                        return Value::object(Map::with_keys_of(shape, values));
                     }
                 }
-                let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
+                // The keys of a `serde_json` object are distinct: no lookup is needed.
+                let mut names = Vec::with_capacity(o.len());
+                let mut values = Vec::with_capacity(o.len());
                 for (k, v) in o {
-                    // The keys of a `serde_json` object are distinct: no lookup is needed.
-                    use indexmap::map::raw_entry_v1::RawEntryMut;
-                    use indexmap::map::RawEntryApiV1;
-                    use std::hash::BuildHasher;
-                    let hash = Hasher::default().hash_one(k.as_str());
-                    if let RawEntryMut::Vacant(slot) =
-                        map.raw_entry_mut_v1().from_hash(hash, |_| false)
-                    {
-                        slot.insert_hashed_nocheck(
-                            hash,
-                            intern::key(k),
-                            Value::from_json_like(v, None),
-                        );
-                    }
+                    names.push(intern::key(k));
+                    values.push(Value::from_json_like(v, None));
                 }
-                Value::object(map)
+                Value::object(Map::from_distinct(names, values))
             }
         }
     }
@@ -893,15 +881,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::with_capacity_and_hasher(
-            access.size_hint().unwrap_or(0).min(4096),
-            Hasher::default(),
-        );
-        while let Some(key) = access.next_key::<KeyString>()? {
-            let v = access.next_value::<Value>()?;
-            map.insert(key.0, v);
-        }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
+        let map = read_map(access)?;
         if map.len() == 1 {
             if let Some(Value::Str(text)) = map.get("$ref") {
                 if let Some(r) = PendingRef::parse(text) {
@@ -911,6 +892,16 @@ impl<'de> Visitor<'de> for ValueVisitor {
         }
         Ok(Value::object(map))
     }
+}
+
+/// The entries of a map being read, a key read again replacing its value in place.
+fn read_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<Map, A::Error> {
+    let mut map = Map::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+    while let Some(key) = access.next_key::<KeyString>()? {
+        let v = access.next_value::<Value>()?;
+        map.insert(key.0, v);
+    }
+    Ok(map)
 }
 
 /// A map key: YAML allows numbers and booleans as keys; they become their text.
@@ -1097,6 +1088,11 @@ mod tests {
         assert_eq!(items[1].get("tags").index(1).get("x"), Value::Int(4));
         let key = |v: &Value, i: usize| v.as_object().unwrap().get_index(i).unwrap().0.clone();
         assert!(Arc::ptr_eq(&key(&items[1], 1), &intern::key("offer")));
+        // Objects of one shape share one key table, down into their nested objects.
+        let obj = |v: &Value| v.as_object().unwrap().clone();
+        assert!(obj(&items[0]).same_keys(&obj(&items[1])));
+        assert!(obj(&items[0].get("offer")).same_keys(&obj(&items[1].get("offer"))));
+        assert!(!obj(&items[1].get("offer")).same_keys(&obj(&items[2].get("offer"))));
     }
 
     #[test]

@@ -113,6 +113,8 @@ struct Builder {
     shared: HashMap<String, Value>,
     stores: HashMap<String, Value>,
     lists: HashMap<String, Value>,
+    /// An empty object of each shape met (by its keys in order, each as `length:key`).
+    shapes: HashMap<String, EngineMap>,
 }
 
 impl Builder {
@@ -128,10 +130,31 @@ impl Builder {
         fields: &Map<String, Json>,
         f: impl Fn(&mut Self, &str, &Json) -> Value,
     ) -> Value {
+        let values: Vec<Value> = fields.iter().map(|(k, v)| f(self, k, v)).collect();
+        // Objects of one shape (every row, every `meta`) share one key table.
+        let mut shape = String::new();
+        for k in fields.keys() {
+            shape.push_str(&k.len().to_string());
+            shape.push(':');
+            shape.push_str(k);
+        }
+        let values = match self.shapes.get(&shape) {
+            Some(model) => match EngineMap::like(model, values) {
+                Ok(map) => return Value::object(map),
+                Err(values) => values,
+            },
+            None => values,
+        };
         let mut map = EngineMap::with_capacity_and_hasher(fields.len(), Hasher::default());
-        for (k, v) in fields {
+        for ((k, _), v) in fields.iter().zip(values) {
             let key = self.key(k);
-            map.insert(key, f(self, k, v));
+            map.insert(key, v);
+        }
+        if self.shapes.len() < SHARED_MAX {
+            let nulls = vec![Value::Null; map.len()];
+            if let Ok(model) = EngineMap::like(&map, nulls) {
+                self.shapes.insert(shape, model);
+            }
         }
         Value::object(map)
     }
@@ -373,6 +396,11 @@ mod tests {
             other => panic!("no stockByStore: {other:?}"),
         };
         assert!(std::sync::Arc::ptr_eq(&store_meta(&va), &store_meta(&vc)));
+        // The rows, and the metas of their products, hold one key table between them.
+        let row = |v: &Value| object(v);
+        assert!(row(&va).same_keys(&row(&vc)));
+        assert!(object(&va.get("meta")).same_keys(&object(&vc.get("meta"))));
+        assert!(!row(&va).same_keys(&object(&va.get("meta"))));
     }
 
     fn stock_by_store(v: &Value) -> std::sync::Arc<Vec<Value>> {

@@ -178,14 +178,8 @@ impl Compiler<'_> {
                         fields.len(),
                         crate::value::Hasher::default(),
                     );
-                    for (k, h, _) in &fields {
-                        use indexmap::map::raw_entry_v1::RawEntryMut;
-                        use indexmap::map::RawEntryApiV1;
-                        if let RawEntryMut::Vacant(slot) =
-                            shape.raw_entry_mut_v1().from_hash(*h, |_| false)
-                        {
-                            slot.insert_hashed_nocheck(*h, k.clone(), Value::Null);
-                        }
+                    for (k, _, _) in &fields {
+                        shape.insert(k.clone(), Value::Null);
                     }
                     Node::Record(fields.into_boxed_slice(), Box::new(shape))
                 } else {

@@ -5,9 +5,8 @@ use super::{Call, Ctx, EvalErrorKind, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
 use crate::compile::node::{CExpr, Node, ObjKey, Seg};
 use crate::funcs::{Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
-use indexmap::map::RawEntryApiV1;
 
-use crate::value::{intern, Hasher, Map, PathKey, Value};
+use crate::value::{Hasher, Map, PathKey, Value};
 
 impl<'a> Ctx<'a> {
     /// Evaluates an expression in a frame.
@@ -124,13 +123,13 @@ impl<'a> Ctx<'a> {
             }
             Node::Record(fields, shape) => {
                 self.charge(fields.len() as u64 * ENTRY_BYTES, e.loc)?;
-                // The keys and their table come from the literal's own empty object; the
-                // values are evaluated in order into it.
-                let mut map: Map = (**shape).clone();
-                for ((_, slot), (_, _, v)) in map.iter_mut().zip(fields.iter()) {
-                    *slot = self.eval(v, frame)?;
+                // The keys (shared, not copied) come from the literal's own empty object;
+                // the values are evaluated in order.
+                let mut values = Vec::with_capacity(fields.len());
+                for (_, _, v) in fields.iter() {
+                    values.push(self.eval(v, frame)?);
                 }
-                Ok(Value::object(map))
+                Ok(Value::object(Map::with_keys_of(shape, values)))
             }
             Node::Template(id, vars) => {
                 let mut values = Vec::with_capacity(vars.len());
@@ -542,26 +541,12 @@ fn walk_keys(root: &Value, segs: &[Seg]) -> Option<Value> {
 
 static NULL: Value = Value::Null;
 
-/// The most entries of an object whose keys are first compared by pointer, in order, before
-/// its hash table is asked.
-const SMALL_OBJECT: usize = 8;
-
 /// The value of key `k` (with `hash`, its hash under the maps' hasher) in an object. Keys
-/// that rules name and keys of documents are interned ([`intern`]), so in a small object
-/// the key is usually found by comparing pointers, without probing the hash table; the
-/// table answers otherwise (a key not interned, or not there).
+/// that rules name and keys of documents are interned ([`crate::value::intern`]), so the key is usually
+/// found by comparing pointers; see [`Map`].
 #[inline]
 fn key_of<'m>(o: &'m Map, k: &str, hash: u64) -> Option<&'m Value> {
-    if o.len() <= SMALL_OBJECT {
-        for (key, v) in o.iter() {
-            if std::ptr::eq(key.as_ptr(), k.as_ptr()) && key.len() == k.len() {
-                return Some(v);
-            }
-        }
-    }
-    o.raw_entry_v1()
-        .from_hash(hash, |key| intern::same(key, k))
-        .map(|(_, v)| v)
+    o.get_hashed(k, hash)
 }
 
 /// Walks key steps by reference; a missing key gives a reference to null.
