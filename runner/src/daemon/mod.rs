@@ -2093,6 +2093,11 @@ impl Daemon {
             if *stop.borrow() {
                 return;
             }
+            // `crm_poll` is the time from one poll's start to the next one's (not from its end:
+            // a poll takes a request per feed at retailCRM's pace, more while a stock pass
+            // shares it, and the wait of a change for the next poll is what its latency is);
+            // but a slow poll is still followed by a pause of half of it, at least.
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 r = self.poll_crm() => {
                     if let Err(e) = r {
@@ -2106,10 +2111,12 @@ impl Daemon {
             // often and leave retailCRM's budget (10 requests/s) to the backlog's writes.
             let waiting = self.inner.state.inbox_len().unwrap_or(0);
             let wait = crm_poll_wait(every, waiting);
-            let started = tokio::time::Instant::now();
+            let polled = tokio::time::Instant::now();
             // A long wait ends early once the backlog is worked off (then `crm_poll` applies).
             loop {
-                let left = wait.saturating_sub(started.elapsed());
+                let left = wait
+                    .saturating_sub(started.elapsed())
+                    .max((every / 2).saturating_sub(polled.elapsed()));
                 if left.is_zero() {
                     break;
                 }
