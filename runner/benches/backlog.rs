@@ -711,7 +711,18 @@ async fn run_steady(size: &Size, rig: &Rig) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         match seen {
-            Some(l) => latencies.push(l.as_secs_f64()),
+            Some(l) => {
+                // Each sample, with the wall clock (to find it in the daemon's log).
+                println!(
+                    "  {name}: {:.2} s (created {})",
+                    l.as_secs_f64(),
+                    chrono::Utc::now()
+                        .checked_sub_signed(chrono::Duration::from_std(l).unwrap_or_default())
+                        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                        .unwrap_or_default()
+                );
+                latencies.push(l.as_secs_f64())
+            }
             None => println!("  {name}: not in МойСклад after 60 s"),
         }
         let next = Duration::from_secs(size.steady_every);

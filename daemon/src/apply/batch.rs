@@ -101,12 +101,14 @@ impl std::fmt::Debug for Batcher {
 }
 
 /// A plan being applied (dropped when it ends).
-pub struct Active<'a>(&'a Batcher);
+pub struct Active<'a>(Option<&'a Batcher>);
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
-        self.0.with(|i| i.active = i.active.saturating_sub(1));
-        self.0.changed.notify_waiters();
+        if let Some(b) = self.0 {
+            b.with(|i| i.active = i.active.saturating_sub(1));
+            b.changed.notify_waiters();
+        }
     }
 }
 
@@ -115,19 +117,26 @@ pub struct KeyHold {
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
-struct Waiting<'a>(&'a Batcher);
+/// Counts a plan as waiting here while it lives (not a plan of background work, which is not
+/// counted as being applied either: see [`Batcher::active`]).
+struct Waiting<'a>(Option<&'a Batcher>);
 
 impl<'a> Waiting<'a> {
     fn new(b: &'a Batcher) -> Self {
+        if crate::clients::is_background() {
+            return Waiting(None);
+        }
         b.with(|i| i.waiting += 1);
         b.changed.notify_waiters();
-        Waiting(b)
+        Waiting(Some(b))
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.with(|i| i.waiting = i.waiting.saturating_sub(1));
+        if let Some(b) = self.0 {
+            b.with(|i| i.waiting = i.waiting.saturating_sub(1));
+        }
     }
 }
 
@@ -136,10 +145,25 @@ impl Batcher {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Counts a plan as being applied until the guard drops.
+    /// Counts a plan as being applied until the guard drops — unless it is background work
+    /// (a stock pass in its own lane, see [`crate::clients::background`]): a batch waits for
+    /// the plans of orders applied side by side, never for a pass's uploads (an order's
+    /// create would wait for them until [`WINDOW`]).
     pub fn active(&self) -> Active<'_> {
+        if crate::clients::is_background() {
+            return Active(None);
+        }
         self.with(|i| i.active += 1);
-        Active(self)
+        Active(Some(self))
+    }
+
+    /// Whether the batch of `path` goes now: it is full, or every plan being applied waits
+    /// here.
+    fn ready(&self, path: &str) -> bool {
+        self.with(|i| {
+            let n = i.queues.get(path).map_or(0, Vec::len);
+            n >= MAX || i.waiting >= i.active
+        })
     }
 
     /// Bulk requests sent and the creates they carried.
@@ -216,10 +240,7 @@ impl Batcher {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let full = self.with(|i| {
-                let n = i.queues.get(path).map_or(0, Vec::len);
-                n >= MAX || i.waiting >= i.active
-            });
+            let full = self.ready(path);
             let left = WINDOW.saturating_sub(start.elapsed());
             if full || left.is_zero() {
                 break;
@@ -338,4 +359,35 @@ fn element_error(path: &str, errors: Vec<ApiError>) -> BatchError {
         status: if transient { 500 } else { 412 },
         errors,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stock pass's plan (background work) being applied is not waited for: an order's
+    /// create, the only other plan, goes as soon as it waits here — not after [`WINDOW`].
+    #[tokio::test]
+    async fn a_batch_does_not_wait_for_plans_of_background_work() {
+        let b = Batcher::default();
+        let order = b.active();
+        // The pass's plan, and its own create waiting here (neither counts).
+        let (pass, pass_waits) =
+            crate::clients::background(async { (b.active(), Waiting::new(&b)) }).await;
+        assert!(
+            !b.ready("entity/customerorder"),
+            "the order does not wait yet"
+        );
+        let order_waits = Waiting::new(&b);
+        assert!(
+            b.ready("entity/customerorder"),
+            "the order's create waits for the stock pass being applied"
+        );
+        // Orders side by side are still waited for.
+        let other = b.active();
+        assert!(!b.ready("entity/customerorder"));
+        drop(other);
+        assert!(b.ready("entity/customerorder"));
+        drop((order_waits, pass_waits, pass, order));
+    }
 }

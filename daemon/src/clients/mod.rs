@@ -6,6 +6,46 @@ pub mod retailcrm;
 
 use std::sync::Arc;
 
+tokio::task_local! {
+    /// Set on a task whose API calls are background work (a stock pass): see [`background`].
+    static BACKGROUND: bool;
+}
+
+std::thread_local! {
+    /// The same for an evaluation on a blocking-pool thread started by such a task (its
+    /// lookups call the clients through `Handle::block_on`, outside the task).
+    static BACKGROUND_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as background work (a stock pass, the reconciliation poll, the catalogue
+/// export): its МойСклад requests yield to the worker's (see `moysklad::limiter`) and its
+/// retailCRM requests leave part of the rate limit to the rest (see the retailCRM client's
+/// pacer), so that orders are not held up by a stock pass's 70-odd reads and uploads. Tasks
+/// spawned inside it are foreground again; an evaluation it starts on a blocking-pool thread
+/// is background through [`background_blocking`].
+pub async fn background<F: std::future::Future>(f: F) -> F::Output {
+    BACKGROUND.scope(true, f).await
+}
+
+/// Whether the calling task or thread does background work.
+pub fn is_background() -> bool {
+    BACKGROUND.try_with(|b| *b).unwrap_or(false) || BACKGROUND_THREAD.with(|b| b.get())
+}
+
+/// Runs the blocking `f` (on a blocking-pool thread) as background work if `background`:
+/// pass [`is_background`] of the task that spawned it.
+pub fn background_blocking<R>(background: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let was = self.0;
+            BACKGROUND_THREAD.with(|b| b.set(was));
+        }
+    }
+    let _restore = Restore(BACKGROUND_THREAD.with(|b| b.replace(background)));
+    f()
+}
+
 /// The HTTP clients (connection pools, TLS configuration) of this process, by the settings
 /// they were built with: every API client built with the same settings shares one, so that a
 /// runner serving many account pairs holds one pool per API host, not one per pair.

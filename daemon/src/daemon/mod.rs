@@ -1029,7 +1029,8 @@ impl Daemon {
         };
         let d = self.clone();
         tokio::spawn(async move {
-            let r = d.process_claimed(seq, true).await;
+            // Background work: its retailCRM requests leave part of the limit to orders.
+            let r = crate::clients::background(d.process_claimed(seq, true)).await;
             if let Err(e) = r {
                 d.inner
                     .lane_failed
@@ -1415,24 +1416,27 @@ impl Daemon {
         let payload = order_event.then(|| event.payload.to_serde_json());
         let limits = self.inner.config.limits.clone();
         let record = self.inner.recordings.is_some();
+        let background = crate::clients::is_background();
         let evaluated = tokio::task::spawn_blocking(move || {
-            let recorder = record.then(|| skladsync_engine::Recorder::new(&world));
-            let w: &dyn skladsync_engine::World = match &recorder {
-                Some(r) => r,
-                None => &world,
-            };
-            let r = rules.evaluate_with(
-                &event,
-                w,
-                EvalOptions {
-                    settings: Some(&settings),
-                    max_effects: limits.max_effects,
-                    max_bytes: u64::try_from(limits.max_eval_bytes.0).unwrap_or(u64::MAX),
-                    ..EvalOptions::default()
-                },
-            );
-            let recording = recorder.map(|rec| (rec.recording(), event));
-            (r, recording)
+            crate::clients::background_blocking(background, || {
+                let recorder = record.then(|| skladsync_engine::Recorder::new(&world));
+                let w: &dyn skladsync_engine::World = match &recorder {
+                    Some(r) => r,
+                    None => &world,
+                };
+                let r = rules.evaluate_with(
+                    &event,
+                    w,
+                    EvalOptions {
+                        settings: Some(&settings),
+                        max_effects: limits.max_effects,
+                        max_bytes: u64::try_from(limits.max_eval_bytes.0).unwrap_or(u64::MAX),
+                        ..EvalOptions::default()
+                    },
+                );
+                let recording = recorder.map(|rec| (rec.recording(), event));
+                (r, recording)
+            })
         })
         .await;
         let evaluated = evaluated.map(|(r, recording)| {
@@ -1563,17 +1567,20 @@ impl Daemon {
             Err(String::new()),
         )["event"]
             .clone();
+        let background = crate::clients::is_background();
         let evaluated = tokio::task::spawn_blocking(move || {
-            rules.evaluate_with(
-                &event,
-                &world,
-                EvalOptions {
-                    settings: Some(&settings),
-                    max_effects: limits.max_effects,
-                    max_bytes: u64::try_from(limits.max_eval_bytes.0).unwrap_or(u64::MAX),
-                    ..EvalOptions::default()
-                },
-            )
+            crate::clients::background_blocking(background, || {
+                rules.evaluate_with(
+                    &event,
+                    &world,
+                    EvalOptions {
+                        settings: Some(&settings),
+                        max_effects: limits.max_effects,
+                        max_bytes: u64::try_from(limits.max_eval_bytes.0).unwrap_or(u64::MAX),
+                        ..EvalOptions::default()
+                    },
+                )
+            })
         })
         .await;
         let outcome = match evaluated {
@@ -2086,6 +2093,11 @@ impl Daemon {
             if *stop.borrow() {
                 return;
             }
+            // `crm_poll` is the time from one poll's start to the next one's (not from its end:
+            // a poll takes a request per feed at retailCRM's pace, more while a stock pass
+            // shares it, and the wait of a change for the next poll is what its latency is);
+            // but a slow poll is still followed by a pause of half of it, at least.
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 r = self.poll_crm() => {
                     if let Err(e) = r {
@@ -2099,10 +2111,12 @@ impl Daemon {
             // often and leave retailCRM's budget (10 requests/s) to the backlog's writes.
             let waiting = self.inner.state.inbox_len().unwrap_or(0);
             let wait = crm_poll_wait(every, waiting);
-            let started = tokio::time::Instant::now();
+            let polled = tokio::time::Instant::now();
             // A long wait ends early once the backlog is worked off (then `crm_poll` applies).
             loop {
-                let left = wait.saturating_sub(started.elapsed());
+                let left = wait
+                    .saturating_sub(started.elapsed())
+                    .max((every / 2).saturating_sub(polled.elapsed()));
                 if left.is_zero() {
                     break;
                 }

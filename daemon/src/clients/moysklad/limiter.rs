@@ -9,16 +9,18 @@
 //! lengthen the window, `X-RateLimit-Remaining` caps the local units, and a 429 pauses every
 //! request of the credential for the advertised `X-Lognex-Retry-After`.
 //!
-//! Work in the background (the reconciliation poll, the catalogue export) yields to the
-//! worker: run it inside [`background`], and its requests wait while a worker request waits,
-//! and leave one ordinary request's units in the bucket, so that polls at a short interval
-//! cannot starve the work they find.
+//! Work in the background (a stock pass, the reconciliation poll, the catalogue export) yields
+//! to the worker: run it inside [`background`], and its requests wait while a worker request
+//! waits, and leave one ordinary request's units in the bucket, so that polls at a short
+//! interval cannot starve the work they find. Requests take their units in line (each class
+//! in the order it asked: a stock report's 5 units are not overtaken for good by requests of
+//! 4), and a background request that has waited two windows goes as a foreground one, so
+//! background work is never starved either.
 //!
 //! At start-up the server's bucket may not be full (another process, or this one a moment
 //! ago, used the credential), so the first request goes alone: the others wait for its answer
 //! (and the server's view in its headers) before going side by side.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,37 +75,57 @@ impl LimitConfig {
     }
 }
 
-tokio::task_local! {
-    static BACKGROUND: ();
-}
-
 /// Runs `work` in the background: its МойСклад requests yield to foreground ones (see the
-/// module docs). Tasks spawned inside it are foreground again.
-pub async fn background<F: Future>(work: F) -> F::Output {
-    BACKGROUND.scope((), work).await
-}
+/// module docs), and its retailCRM requests leave part of that limit to the rest (see
+/// [`crate::clients::background`]). Tasks spawned inside it are foreground again.
+pub use crate::clients::background;
 
 fn in_background() -> bool {
-    BACKGROUND.try_with(|_| ()).is_ok()
+    crate::clients::is_background()
 }
 
-/// How often a background request waiting behind a foreground one looks again.
-const YIELD_POLL: Duration = Duration::from_millis(20);
+/// How often a request that is not first in line looks again.
+const YIELD_POLL: Duration = Duration::from_millis(5);
 
-/// Counts a foreground request waiting for its units while it lives.
-struct ForegroundWaiting(Arc<Mutex<Bucket>>);
+/// How often the first request in line, waiting for its units, looks again at most.
+const HEAD_RECHECK: Duration = Duration::from_millis(50);
 
-impl ForegroundWaiting {
-    fn new(bucket: &Arc<Mutex<Bucket>>) -> ForegroundWaiting {
-        bucket.lock().unwrap_or_else(|e| e.into_inner()).waiting += 1;
-        ForegroundWaiting(bucket.clone())
+/// A request waiting for its units, in line (see [`Bucket::first_in_line`]).
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    background: bool,
+    since: Instant,
+}
+
+/// Keeps a request in line while it lives (it leaves the line when served, or given up).
+struct InLine {
+    bucket: Arc<Mutex<Bucket>>,
+    ticket: u64,
+}
+
+impl InLine {
+    fn new(bucket: &Arc<Mutex<Bucket>>, background: bool) -> InLine {
+        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = b.next_ticket;
+        b.next_ticket += 1;
+        b.line.insert(
+            ticket,
+            Waiter {
+                background,
+                since: Instant::now(),
+            },
+        );
+        InLine {
+            bucket: bucket.clone(),
+            ticket,
+        }
     }
 }
 
-impl Drop for ForegroundWaiting {
+impl Drop for InLine {
     fn drop(&mut self) {
-        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        b.waiting = b.waiting.saturating_sub(1);
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        b.line.remove(&self.ticket);
     }
 }
 
@@ -137,8 +159,12 @@ struct Bucket {
     /// The first request is out (the others wait for its answer), since when.
     probing: bool,
     probe_started: Option<Instant>,
-    /// Foreground requests waiting for units now.
-    waiting: usize,
+    /// Requests waiting for units, by ticket (the order they asked in).
+    line: std::collections::BTreeMap<u64, Waiter>,
+    next_ticket: u64,
+    /// How long a background request waits before it goes as a foreground one, if not the
+    /// window (tests).
+    age: Option<Duration>,
 }
 
 impl Bucket {
@@ -150,6 +176,24 @@ impl Bucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate()).min(self.capacity);
         self.last = now;
+    }
+
+    /// Whether a background request that asked at `since` has waited long enough to go as a
+    /// foreground one: two windows (6 s). Foreground work that keeps the bucket empty delays
+    /// background work by about that much, never for good.
+    fn aged(&self, since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(since) >= self.age.unwrap_or(self.window * 2)
+    }
+
+    /// The request that goes next: foreground requests (and background ones waiting longer
+    /// than [`Bucket::aged`]) before background ones, each class in the order they asked,
+    /// so that a heavy request (a stock report, 5 units) is not overtaken for good by lighter
+    /// ones that find their units first.
+    fn first_in_line(&self, now: Instant) -> Option<u64> {
+        self.line
+            .iter()
+            .min_by_key(|(ticket, w)| (w.background && !self.aged(w.since, now), **ticket))
+            .map(|(ticket, _)| *ticket)
     }
 }
 
@@ -177,7 +221,9 @@ impl RateLimiter {
                 calibrated: !config.adapt,
                 probing: false,
                 probe_started: None,
-                waiting: 0,
+                line: std::collections::BTreeMap::new(),
+                next_ticket: 0,
+                age: None,
             })),
             config,
         }
@@ -192,15 +238,18 @@ impl RateLimiter {
         self.bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a slot in flight and for `weight` units; the slot is held until the permit
-    /// is dropped (drop it once the response is read).
+    /// Waits for `weight` units and a slot in flight; the slot is held until the permit is
+    /// dropped (drop it once the response is read).
+    ///
+    /// Requests take their units in line: foreground before background, each class in the
+    /// order it asked; background work also leaves one ordinary request's units in the
+    /// bucket. A background request that has waited two windows goes as a foreground one
+    /// (in its place in line, ahead of those that asked after it): background work yields,
+    /// but is never starved.
     pub async fn acquire(&self, weight: u32) -> Permit {
         let background = in_background();
-        let _waiting = (!background).then(|| ForegroundWaiting::new(&self.bucket));
-        // The semaphore is never closed, so this only fails if that invariant is broken; the
-        // caller then proceeds without a slot rather than failing the request.
-        let slot = self.in_flight.clone().acquire_owned().await.ok();
-        loop {
+        let line = InLine::new(&self.bucket, background);
+        let probe = loop {
             let wait = {
                 let mut b = self.lock();
                 let now = Instant::now();
@@ -216,38 +265,46 @@ impl RateLimiter {
                     {
                         PROBE_POLL
                     }
+                    _ if b.first_in_line(now) != Some(line.ticket) => YIELD_POLL,
                     _ => {
                         b.paused_until = None;
                         // A request heavier than the bucket would wait forever: it costs the
                         // whole bucket instead.
                         let w = f64::from(weight).min(b.capacity);
                         // Background work leaves one ordinary request's units for the
-                        // foreground, and goes only when no foreground request waits.
-                        let reserve = if background {
+                        // foreground (until it has waited long enough to go as one).
+                        let since = b.line.get(&line.ticket).map_or(now, |w| w.since);
+                        let reserve = if background && !b.aged(since, now) {
                             f64::from(self.config.request_weight).min(b.capacity - w)
                         } else {
                             0.0
                         };
-                        if background && b.waiting > 0 {
-                            YIELD_POLL
-                        } else if b.tokens + 1e-9 >= w + reserve {
+                        if b.tokens + 1e-9 >= w + reserve {
                             b.tokens -= w;
                             let probe = !b.calibrated && !b.probing;
                             if probe {
                                 b.probing = true;
                                 b.probe_started = Some(now);
                             }
-                            return Permit {
-                                _slot: slot,
-                                probe: probe.then(|| self.bucket.clone()),
-                            };
-                        } else {
-                            Duration::from_secs_f64((w + reserve - b.tokens) / b.rate())
+                            break probe;
                         }
+                        // Looked at again at least this often: the line, the reserve and the
+                        // bucket (a response's headers) may change meanwhile.
+                        Duration::from_secs_f64((w + reserve - b.tokens) / b.rate())
+                            .min(HEAD_RECHECK)
                     }
                 }
             };
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        };
+        // Out of line: the next request may take its units while this one waits for a slot.
+        drop(line);
+        // The semaphore is never closed, so this only fails if that invariant is broken; the
+        // caller then proceeds without a slot rather than failing the request.
+        let slot = self.in_flight.clone().acquire_owned().await.ok();
+        Permit {
+            _slot: slot,
+            probe: probe.then(|| self.bucket.clone()),
         }
     }
 
@@ -502,6 +559,86 @@ mod tests {
         assert!(bg.is_err(), "background took the foreground's reserve");
         let fg = tokio::time::timeout(Duration::from_millis(50), l.acquire(4)).await;
         assert!(fg.is_ok(), "the foreground could not use its reserve");
+    }
+
+    /// How many of `total` foreground requests (three tasks asking one after another, so
+    /// that some always wait) were served when a background request of `weight` was.
+    async fn foreground_served_before_background(
+        l: &RateLimiter,
+        total: usize,
+        weight: u32,
+        foreground_in_background: bool,
+    ) -> usize {
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let (l, served) = (l.clone(), served.clone());
+                let work = async move {
+                    for _ in 0..total / 3 {
+                        drop(l.acquire(4).await);
+                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                };
+                match foreground_in_background {
+                    true => tokio::spawn(background(work)),
+                    false => tokio::spawn(work),
+                }
+            })
+            .collect();
+        // The others are under way (and waiting) before the background request asks.
+        while served.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(background(l.acquire(weight)).await);
+        let at = served.load(std::sync::atomic::Ordering::SeqCst);
+        for t in tasks {
+            let _ = t.await;
+        }
+        at
+    }
+
+    /// Background work yields, but is never starved: with foreground requests always waiting
+    /// (the bucket never fills), a background request goes once it has waited two windows,
+    /// long before the foreground work is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_is_served_while_foreground_requests_keep_waiting() {
+        let l = RateLimiter::new(LimitConfig {
+            units: 8,
+            window: Duration::from_millis(100),
+            adapt: false,
+            ..LimitConfig::default()
+        });
+        // 20 requests of 4 units a second: 60 take 3 s; the background request waits two
+        // windows (0.2 s) and then its turn.
+        let total = 60;
+        let at = foreground_served_before_background(&l, total, 5, false).await;
+        assert!(
+            at <= total / 2,
+            "the background request went after {at} of {total} foreground requests"
+        );
+    }
+
+    /// A stock report (5 units) among background requests of 4 (a reconciliation poll asking
+    /// without pause) gets its units in its turn: lighter requests that find their units
+    /// first do not overtake it for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heavy_background_request_is_not_overtaken_for_good_by_lighter_ones() {
+        // 80 units a second: 60 requests of 4 take 3 s.
+        let l = RateLimiter::new(LimitConfig {
+            units: 12,
+            window: Duration::from_millis(150),
+            adapt: false,
+            ..LimitConfig::default()
+        });
+        // Ageing plays no part (a minute), only the order in line.
+        l.lock().age = Some(Duration::from_secs(60));
+        let total = 60;
+        let at = foreground_served_before_background(&l, total, 5, true).await;
+        assert!(
+            at <= total / 2,
+            "the stock report went after {at} of {total} lighter background requests"
+        );
     }
 
     #[tokio::test]

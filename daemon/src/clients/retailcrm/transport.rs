@@ -156,6 +156,8 @@ pub(crate) struct Pacer {
     per_second: usize,
     interval: Duration,
     state: Mutex<PacerState>,
+    /// [`BACKGROUND_AGE`] (shorter in tests).
+    background_age: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -166,6 +168,36 @@ struct PacerState {
     in_flight: usize,
     /// When the requests answered within the last second were answered, oldest first.
     answered: std::collections::VecDeque<Instant>,
+    /// Background requests waiting longer than [`BACKGROUND_AGE`]: the places they need are
+    /// kept for them.
+    aged: usize,
+}
+
+/// Background work (a stock pass, see [`crate::clients::background`]) leaves `n / 5` of the
+/// `n` requests a second to the rest (2 of retailCRM's 10): an order's history read and
+/// write-back get a place at once while a pass reads offers and uploads stock.
+const BACKGROUND_RESERVE_DIV: usize = 5;
+
+/// A background request that has waited this long no longer leaves the reserve, and the rest
+/// leave it a place: orders that keep retailCRM busy delay a stock pass's requests by about
+/// this much at most, never for good.
+const BACKGROUND_AGE: Duration = Duration::from_secs(3);
+
+/// Counts an aged background request (see [`BACKGROUND_AGE`]) while it waits.
+struct AgedWaiting<'a>(&'a Pacer);
+
+impl<'a> AgedWaiting<'a> {
+    fn new(pacer: &'a Pacer) -> Self {
+        pacer.lock().aged += 1;
+        AgedWaiting(pacer)
+    }
+}
+
+impl Drop for AgedWaiting<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.aged = st.aged.saturating_sub(1);
+    }
 }
 
 /// How long a request waits, at most, before looking again at requests under way (they free
@@ -194,6 +226,7 @@ impl Pacer {
             per_second: n as usize,
             interval: Duration::from_secs(1) / n,
             state: Mutex::new(PacerState::default()),
+            background_age: BACKGROUND_AGE,
         }
     }
 
@@ -220,18 +253,38 @@ impl Pacer {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        // The second: fewer than `n` under way or answered within the last second.
+        // The second: fewer than `n` under way or answered within the last second (background
+        // work: fewer than `n` less a reserve kept for the rest, until it has waited
+        // BACKGROUND_AGE; then the rest leave it a place).
+        let background = crate::clients::is_background();
+        let since = Instant::now();
+        let mut aged: Option<AgedWaiting<'_>> = None;
         loop {
-            match self.try_take() {
+            if background && aged.is_none() && since.elapsed() >= self.background_age {
+                aged = Some(AgedWaiting::new(self));
+            }
+            let limit = match (background, aged.is_some()) {
+                (true, false) => self.per_second - self.per_second / BACKGROUND_RESERVE_DIV,
+                _ => self.per_second,
+            };
+            match self.try_take(limit, aged.is_some()) {
                 Ok(permit) => return permit,
-                Err(wait) => tokio::time::sleep(wait).await,
+                Err(wait) => {
+                    // An unaged background request looks again by its ageing at the latest.
+                    let wait = match background && aged.is_none() {
+                        true => wait.min(self.background_age.saturating_sub(since.elapsed())),
+                        false => wait,
+                    };
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await
+                }
             }
         }
     }
 
-    /// A permit if fewer than `n` requests are under way or were answered within the last
-    /// second; else how long to wait before looking again.
-    fn try_take(&self) -> Result<Permit<'_>, Duration> {
+    /// A permit if fewer than `limit` requests are under way or were answered within the last
+    /// second, less the places kept for aged background requests (unless this is one); else
+    /// how long to wait before looking again.
+    fn try_take(&self, limit: usize, aged: bool) -> Result<Permit<'_>, Duration> {
         let second = Duration::from_secs(1);
         let mut st = self.lock();
         let now = Instant::now();
@@ -242,7 +295,11 @@ impl Pacer {
         {
             st.answered.pop_front();
         }
-        if st.in_flight + st.answered.len() < self.per_second {
+        let kept = match aged {
+            true => st.aged.saturating_sub(1),
+            false => st.aged,
+        };
+        if st.in_flight + st.answered.len() + kept < limit.max(1) {
             st.in_flight += 1;
             return Ok(Permit { pacer: self });
         }
@@ -579,6 +636,84 @@ mod tests {
         );
         eleventh.await.expect("task");
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn background_work_leaves_two_of_ten_places_to_the_rest() {
+        // A stock pass's requests (background) hold eight places: its ninth waits, while an
+        // order's request (not background) goes at once, and so does a second one.
+        let pacer = std::sync::Arc::new(Pacer::new(10));
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(crate::clients::background(pacer.acquire()).await);
+        }
+        let p = pacer.clone();
+        let ninth = tokio::spawn(crate::clients::background(async move {
+            drop(p.acquire().await);
+        }));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!ninth.is_finished(), "background took a reserved place");
+        let order = tokio::time::timeout(Duration::from_millis(500), pacer.acquire())
+            .await
+            .expect("an order's request goes while background work holds eight places");
+        let order2 = tokio::time::timeout(Duration::from_millis(500), pacer.acquire())
+            .await
+            .expect("and a second one");
+        assert!(!ninth.is_finished());
+        // Blocking evaluations of background work (their lookups) count as background too.
+        assert!(crate::clients::background_blocking(
+            true,
+            crate::clients::is_background
+        ));
+        assert!(!crate::clients::background_blocking(
+            false,
+            crate::clients::is_background
+        ));
+        assert!(!crate::clients::is_background());
+        drop((order, order2));
+        held.clear();
+        tokio::time::timeout(Duration::from_secs(5), ninth)
+            .await
+            .expect("background goes once places are free")
+            .expect("task");
+    }
+
+    /// Background work is never starved: with orders keeping every place of the second
+    /// taken (three tasks asking one after another), a stock pass's request goes once it has
+    /// waited its ageing bound, long before the orders' requests are done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_is_served_while_the_rest_keep_every_place_taken() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mut pacer = Pacer::new(20);
+        pacer.background_age = Duration::from_millis(300);
+        let pacer = std::sync::Arc::new(pacer);
+        // 20 a second: 60 take 3 s.
+        let total = 60;
+        let served = std::sync::Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let (pacer, served) = (pacer.clone(), served.clone());
+                tokio::spawn(async move {
+                    for _ in 0..total / 3 {
+                        drop(pacer.acquire().await);
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        // The orders fill the second before the background request asks.
+        while served.load(Ordering::SeqCst) < 18 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(crate::clients::background(pacer.acquire()).await);
+        let at = served.load(Ordering::SeqCst);
+        for t in tasks {
+            let _ = t.await;
+        }
+        assert!(
+            at < total * 3 / 4,
+            "the background request went after {at} of {total} requests of the rest"
+        );
     }
 
     #[test]
