@@ -983,7 +983,7 @@ fn cpu_ms() -> u64 {
 }
 
 fn main() {
-    // `BACKLOG_LOG=<filter>` (e.g. `skladsync_runner::daemon=debug`): the daemon's log on stderr.
+    // `BACKLOG_LOG=<filter>` (e.g. `skladsync_daemon::daemon=debug`): the daemon's log on stderr.
     if let Ok(filter) = std::env::var("BACKLOG_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

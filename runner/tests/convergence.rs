@@ -590,7 +590,7 @@ fn seeds() -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_on_both_sides_converge_or_are_journalled_as_conflicts() {
-    // `RUST_LOG=skladsync_runner=debug` shows what the daemon does (replaying a seed).
+    // `RUST_LOG=skladsync_daemon=debug` shows what the daemon does (replaying a seed).
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
