@@ -196,6 +196,18 @@ fn pg_err(e: tokio_postgres::Error) -> StateError {
     }
 }
 
+/// Whether `e` is PostgreSQL ending the session: SQLSTATE class 57P (`admin_shutdown`,
+/// `crash_shutdown`, `cannot_connect_now`) or class 08 (connection exception). The server
+/// closes the connection after sending it.
+fn ends_session(e: &StateError) -> bool {
+    match e {
+        StateError::Db(m) => ["postgresql: 57P0", "postgresql: 08"]
+            .iter()
+            .any(|code| m.starts_with(code)),
+        _ => false,
+    }
+}
+
 /// The databases opened in this process, by URL: every pair of one database shares its
 /// connections.
 fn opened() -> &'static Mutex<HashMap<String, PgDatabase>> {
@@ -338,7 +350,14 @@ fn worker(config: tokio_postgres::Config, jobs: Arc<Mutex<Receiver<Job>>>) {
                     break;
                 };
                 last = run(c, this).await;
-                if last.is_ok() || !c.is_closed() {
+                // The server may answer with the error that ends the session (an administrator
+                // or a restart terminated it) before the connection task has seen the socket
+                // close: that connection is dead too.
+                let dead = c.is_closed() || last.as_ref().err().is_some_and(ends_session);
+                if dead {
+                    client = None;
+                }
+                if last.is_ok() || !dead {
                     break;
                 }
             }
@@ -769,5 +788,21 @@ mod tests {
         assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
         assert_eq!(prefix_end(&[0xff, 0xff]), None);
         assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn the_server_ending_the_session_is_a_dead_connection() {
+        let db = |m: &str| StateError::Db(m.to_string());
+        assert!(ends_session(&db(
+            "postgresql: 57P01: terminating connection due to administrator command"
+        )));
+        assert!(ends_session(&db("postgresql: 57P02: crash shutdown")));
+        assert!(ends_session(&db("postgresql: 08006: connection failure")));
+        assert!(!ends_session(&db(
+            "postgresql: 23505: duplicate key value violates unique constraint"
+        )));
+        assert!(!ends_session(&db(
+            "postgresql: 40001: could not serialize access"
+        )));
     }
 }
