@@ -824,13 +824,29 @@ impl Serialize for Value {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        d.deserialize_any(ValueVisitor { like: None })
     }
 }
 
-struct ValueVisitor;
+/// Reads a value given, as its model, what the value before it in the same list became (as
+/// [`Value::from_json`] converts): an object whose keys start as the model's do takes their
+/// text from the model instead of interning it again, and one with exactly the model's keys
+/// shares the model's key table (the items of an order, the rows of an answer).
+struct Like<'a>(Option<&'a Value>);
 
-impl<'de> Visitor<'de> for ValueVisitor {
+impl<'de> de::DeserializeSeed<'de> for Like<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor { like: self.0 })
+    }
+}
+
+struct ValueVisitor<'a> {
+    like: Option<&'a Value>,
+}
+
+impl<'de> Visitor<'de> for ValueVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -846,7 +862,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
+        de::DeserializeSeed::deserialize(Like(self.like), d)
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
@@ -874,15 +890,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(v) = seq.next_element::<Value>()? {
+        let mut items: Vec<Value> = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element_seed(Like(items.last()))? {
             items.push(v);
         }
         Ok(Value::array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
-        let map = read_map(access)?;
+        let map = match self.like {
+            Some(Value::Object(shape)) if !shape.is_empty() => read_map_like(access, shape)?,
+            _ => read_map(access)?,
+        };
         if map.len() == 1 {
             if let Some(Value::Str(text)) = map.get("$ref") {
                 if let Some(r) = PendingRef::parse(text) {
@@ -904,40 +923,135 @@ fn read_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<Map, A::Error> {
     Ok(map)
 }
 
+/// [`read_map`] of a map read after `shape` in the same list: while its keys are the
+/// shape's, in order, they are the shape's keys (their text compared, not interned again)
+/// and each value is read with the shape's value as its model; with exactly the shape's keys
+/// the map shares the shape's key table. From the first other key on, as [`read_map`].
+fn read_map_like<'de, A: MapAccess<'de>>(mut access: A, shape: &Map) -> Result<Map, A::Error> {
+    let names = shape.key_names();
+    let models = shape.values().as_slice();
+    let mut values: Vec<Value> = Vec::with_capacity(names.len());
+    loop {
+        let i = values.len();
+        match access.next_key_seed(KeyLike(names.get(i)))? {
+            None => break,
+            Some(KeyRead::Same) => {
+                let v = access.next_value_seed(Like(models.get(i)))?;
+                values.push(v);
+            }
+            Some(KeyRead::Other(key)) => {
+                // The shape's keys so far are distinct: only the rest needs lookups.
+                let names = names.get(..i).unwrap_or_default().to_vec();
+                let mut map = Map::from_distinct(names, values);
+                let v = access.next_value::<Value>()?;
+                map.insert(key, v);
+                while let Some(key) = access.next_key::<KeyString>()? {
+                    let v = access.next_value::<Value>()?;
+                    map.insert(key.0, v);
+                }
+                return Ok(map);
+            }
+        }
+    }
+    if values.len() == names.len() {
+        return Ok(Map::with_keys_of(shape, values));
+    }
+    let names = names.get(..values.len()).unwrap_or_default().to_vec();
+    Ok(Map::from_distinct(names, values))
+}
+
+/// A key read where a model expects one: the model's key, or another.
+enum KeyRead {
+    Same,
+    Other(Str),
+}
+
+/// Reads a key expecting the text of a model's key.
+struct KeyLike<'a>(Option<&'a Str>);
+
+impl<'de> de::DeserializeSeed<'de> for KeyLike<'_> {
+    type Value = KeyRead;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyRead, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyLike<'_> {
+    type Value = KeyRead;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean key")
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<KeyRead, E> {
+        Ok(match self.0 {
+            Some(k) if **k == *s => KeyRead::Same,
+            _ => KeyRead::Other(intern::key(s)),
+        })
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<KeyRead, E> {
+        self.visit_str(&s)
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<KeyRead, E> {
+        KeyVisitor.visit_i64(i).map(|k| KeyRead::Other(k.0))
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<KeyRead, E> {
+        KeyVisitor.visit_u64(u).map(|k| KeyRead::Other(k.0))
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<KeyRead, E> {
+        KeyVisitor.visit_f64(f).map(|k| KeyRead::Other(k.0))
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<KeyRead, E> {
+        KeyVisitor.visit_bool(b).map(|k| KeyRead::Other(k.0))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<KeyRead, E> {
+        KeyVisitor.visit_unit().map(|k| KeyRead::Other(k.0))
+    }
+}
+
 /// A map key: YAML allows numbers and booleans as keys; they become their text.
 struct KeyString(Str);
 
 impl<'de> Deserialize<'de> for KeyString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyString, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = KeyString;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, number or boolean key")
-            }
-            fn visit_str<E>(self, s: &str) -> Result<KeyString, E> {
-                Ok(KeyString(intern::key(s)))
-            }
-            fn visit_string<E>(self, s: String) -> Result<KeyString, E> {
-                Ok(KeyString(intern::key(&s)))
-            }
-            fn visit_i64<E>(self, i: i64) -> Result<KeyString, E> {
-                Ok(KeyString(Arc::from(i.to_string())))
-            }
-            fn visit_u64<E>(self, u: u64) -> Result<KeyString, E> {
-                Ok(KeyString(Arc::from(u.to_string())))
-            }
-            fn visit_f64<E>(self, f: f64) -> Result<KeyString, E> {
-                Ok(KeyString(Arc::from(number_from_f64(f).to_text())))
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<KeyString, E> {
-                Ok(KeyString(Arc::from(b.to_string())))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<KeyString, E> {
-                Ok(KeyString(intern::key("null")))
-            }
-        }
         d.deserialize_any(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = KeyString;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean key")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<KeyString, E> {
+        Ok(KeyString(intern::key(s)))
+    }
+    fn visit_string<E>(self, s: String) -> Result<KeyString, E> {
+        Ok(KeyString(intern::key(&s)))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<KeyString, E> {
+        Ok(KeyString(Arc::from(i.to_string())))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<KeyString, E> {
+        Ok(KeyString(Arc::from(u.to_string())))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<KeyString, E> {
+        Ok(KeyString(Arc::from(number_from_f64(f).to_text())))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<KeyString, E> {
+        Ok(KeyString(Arc::from(b.to_string())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<KeyString, E> {
+        Ok(KeyString(intern::key("null")))
     }
 }
 

@@ -201,6 +201,11 @@ impl Map {
         self.keys.as_deref().map_or(&[], |k| &k.names)
     }
 
+    /// The keys in order, as a slice.
+    pub(crate) fn key_names(&self) -> &[Str] {
+        self.names()
+    }
+
     /// The keys, to add one to: keys shared with other objects are copied first, with room
     /// for as many keys as there is room for values (a `reserve` before a `merge`), so the
     /// keys that follow do not grow the copy again.
