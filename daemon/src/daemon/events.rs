@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Value as Json};
-use skladsync_engine::Event;
+use skladsync_engine::{Event, Value};
 
 use crate::apply::ApplyError;
 use crate::clients::moysklad::ListQuery;
@@ -70,10 +70,30 @@ impl ApplyError {
 }
 
 fn event(name: &str, payload: Json) -> Event {
+    event_of(name, from_json(&payload))
+}
+
+/// An event of a payload built as engine values: the entity an API answer gave, read
+/// straight into engine values (no `serde_json::Value` in between), beside small parts
+/// converted from JSON.
+fn event_of(name: &str, payload: Value) -> Event {
     Event {
         name: name.to_string(),
-        payload: from_json(&payload),
+        payload,
         now: Some(event_now_ms()),
+    }
+}
+
+/// History entries (kept in the state as JSON) as engine values.
+fn changes_value(changes: &[Json]) -> Value {
+    Value::array(changes.iter().map(from_json).collect())
+}
+
+/// The `id` of an entity read from retailCRM, if a whole number.
+fn crm_id(row: &Value) -> Option<i64> {
+    match row.get_ref("id") {
+        Some(Value::Int(i)) => Some(*i),
+        _ => None,
     }
 }
 
@@ -125,7 +145,7 @@ impl Daemon {
         }
         let ids: Vec<i64> = wanted.iter().map(|(o, _)| *o).collect();
         let rows = match crm
-            .list_all(
+            .list_all_values(
                 EntityKind::Order,
                 &json!({ "ids": ids }),
                 &WriteOptions::default(),
@@ -140,7 +160,7 @@ impl Daemon {
         };
         let history: HashMap<i64, Option<i64>> = wanted.into_iter().collect();
         for row in rows {
-            if let Some(rid) = row.get("id").and_then(Json::as_i64) {
+            if let Some(rid) = crm_id(&row) {
                 if let Some(h) = history.get(&rid) {
                     self.inner.applier.orders.put(rid, *h, row);
                 }
@@ -183,7 +203,7 @@ impl Daemon {
         }
         let ids: Vec<i64> = wanted.iter().map(|(c, _)| *c).collect();
         let rows = match crm
-            .list_all(
+            .list_all_values(
                 EntityKind::Customer,
                 &json!({ "ids": ids }),
                 &WriteOptions::default(),
@@ -198,7 +218,7 @@ impl Daemon {
         };
         let history: HashMap<i64, Option<i64>> = wanted.into_iter().collect();
         for row in rows {
-            if let Some(rid) = row.get("id").and_then(Json::as_i64) {
+            if let Some(rid) = crm_id(&row) {
                 if let Some(h) = history.get(&rid) {
                     self.inner.applier.customers.put(rid, *h, row);
                 }
@@ -245,7 +265,7 @@ impl Daemon {
                 let order = match ahead {
                     Some(o) => o,
                     None => match crm
-                        .fetch(
+                        .fetch_value(
                             EntityKind::Order,
                             &EntityRef::Id(*id),
                             &WriteOptions::default(),
@@ -291,14 +311,22 @@ impl Daemon {
                         }
                     }
                 }
-                if let Some(cur) = order.get("status").and_then(Json::as_str) {
+                if let Some(cur) = order.get_ref("status").and_then(Value::as_str) {
                     push_status(&mut statuses, cur);
                 }
                 state.set_order_statuses(*id, &statuses)?;
                 Ok(Some(Built {
-                    event: event(
+                    event: event_of(
                         "crm.order.changed",
-                        json!({"order": order, "changes": changes, "statuses": statuses, "created": created}),
+                        Value::from_pairs([
+                            ("order", order),
+                            ("changes", changes_value(changes)),
+                            (
+                                "statuses",
+                                Value::array(statuses.iter().map(|s| Value::str(s)).collect()),
+                            ),
+                            ("created", Value::Bool(*created)),
+                        ]),
                     ),
                     after: AfterCommit::Nothing,
                 }))
@@ -334,7 +362,7 @@ impl Daemon {
                 let customer = match ahead {
                     Some(c) => c,
                     None => match crm
-                        .fetch(kind, &EntityRef::Id(*id), &WriteOptions::default())
+                        .fetch_value(kind, &EntityRef::Id(*id), &WriteOptions::default())
                         .await
                     {
                         Ok(c) => c,
@@ -343,7 +371,13 @@ impl Daemon {
                     },
                 };
                 Ok(Some(Built {
-                    event: event(name, json!({"customer": customer, "changes": changes})),
+                    event: event_of(
+                        name,
+                        Value::from_pairs([
+                            ("customer", customer),
+                            ("changes", changes_value(changes)),
+                        ]),
+                    ),
                     after: AfterCommit::Nothing,
                 }))
             }

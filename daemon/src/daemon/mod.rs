@@ -1053,7 +1053,7 @@ impl Daemon {
             return;
         }
         let mut orders = self.inner.applier.orders.held();
-        if let Some(o) = event.payload.to_serde_json().get("order") {
+        if let Some(o) = event.payload.get_ref("order") {
             orders.push(o.clone());
         }
         if orders.len() < 2 {
@@ -1068,8 +1068,8 @@ impl Daemon {
                 .entry((t.entity.clone(), t.field.clone()))
                 .or_default();
             for o in &orders {
-                if let Some(v) = crate::world::prefetch::at(o, rest)
-                    .and_then(crate::world::prefetch::scalar_text)
+                if let Some(v) = value_at(o, rest)
+                    .and_then(|v| crate::world::prefetch::scalar_text(&v))
                 {
                     values.push(v);
                 }
@@ -1098,7 +1098,7 @@ impl Daemon {
             return;
         }
         let mut orders = self.inner.applier.orders.held();
-        if let Some(o) = event.payload.to_serde_json().get("order") {
+        if let Some(o) = event.payload.get_ref("order") {
             orders.push(o.clone());
         }
         if orders.len() < 2 {
@@ -1120,9 +1120,10 @@ impl Daemon {
                 continue;
             };
             for o in &orders {
-                let Some(v) = crate::world::prefetch::at(o, rest) else {
+                let Some(v) = value_at(o, rest) else {
                     continue;
                 };
+                let v = &v;
                 let id = match link {
                     None => crate::world::prefetch::scalar_text(v),
                     Some((kind, system, field)) => match self.inner.state.linked(kind, system, v) {
@@ -2400,6 +2401,14 @@ fn instance_id(state: &SyncState) -> Result<String, StateError> {
 }
 // --- end receiver ---
 
+/// The value at `path` (object keys) in an order read as engine values, as JSON (see
+/// `world::prefetch::at`): a part of the order, mostly a scalar, for the gathered lookups.
+fn value_at(order: &skladsync_engine::Value, path: &[String]) -> Option<serde_json::Value> {
+    path.iter()
+        .try_fold(order, |cur, k| cur.get_ref(k))
+        .map(skladsync_engine::Value::to_serde_json)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2472,3 +2481,4 @@ mod tests {
         assert_eq!(held, None);
     }
 }
+

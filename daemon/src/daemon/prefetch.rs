@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+use skladsync_engine::Value;
 
 /// How long a prefetched order may wait for its turn.
 pub const MAX_AGE: Duration = Duration::from_secs(120);
@@ -22,7 +23,8 @@ struct Entry {
     at: Instant,
     /// The newest history entry id of the order's inbox item when it was read.
     history: Option<i64>,
-    order: Json,
+    /// Read straight into engine values: the order's event takes it as it is.
+    order: Value,
 }
 
 /// Orders read ahead of their turn.
@@ -45,7 +47,7 @@ impl OrderPrefetch {
     }
 
     /// Keeps an order read ahead (`history`: the newest history entry id of its inbox item).
-    pub fn put(&self, id: i64, history: Option<i64>, order: Json) {
+    pub fn put(&self, id: i64, history: Option<i64>, order: Value) {
         self.lock().insert(
             id,
             Entry {
@@ -57,13 +59,13 @@ impl OrderPrefetch {
     }
 
     /// Takes the order read ahead, if it may still stand for the order now.
-    pub fn take(&self, id: i64, history: Option<i64>) -> Option<Json> {
+    pub fn take(&self, id: i64, history: Option<i64>) -> Option<Value> {
         let e = self.lock().remove(&id)?;
         (e.at.elapsed() < MAX_AGE && e.history >= history).then_some(e.order)
     }
 
     /// The orders held (fresh ones), for the lookups gathered ahead.
-    pub fn held(&self) -> Vec<Json> {
+    pub fn held(&self) -> Vec<Value> {
         self.lock()
             .values()
             .filter(|e| e.at.elapsed() < MAX_AGE)
@@ -102,10 +104,18 @@ impl OrderPrefetch {
                 m.remove(&id);
             }
             ("customer" | "customer_corporate", Some(cid), false) => {
-                m.retain(|_, e| e.order.pointer("/customer/id").and_then(Json::as_i64) != Some(cid))
+                m.retain(|_, e| customer_id(&e.order) != Some(cid))
             }
             _ => m.clear(),
         }
+    }
+}
+
+/// The `customer.id` of an order, if a whole number.
+fn customer_id(order: &Value) -> Option<i64> {
+    match order.get_ref("customer").and_then(|c| c.get_ref("id")) {
+        Some(Value::Int(i)) => Some(*i),
+        _ => None,
     }
 }
 
@@ -121,12 +131,12 @@ pub struct CustomerPrefetch {
 
 impl CustomerPrefetch {
     /// Keeps a customer read ahead (`history`: the newest history entry id of its inbox item).
-    pub fn put(&self, id: i64, history: Option<i64>, customer: Json) {
+    pub fn put(&self, id: i64, history: Option<i64>, customer: Value) {
         self.held.put(id, history, customer);
     }
 
     /// Takes the customer read ahead, if it may still stand for the customer now.
-    pub fn take(&self, id: i64, history: Option<i64>) -> Option<Json> {
+    pub fn take(&self, id: i64, history: Option<i64>) -> Option<Value> {
         self.held.take(id, history)
     }
 
@@ -160,12 +170,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn v(j: Json) -> Value {
+        Value::from_json(&j)
+    }
+
     #[test]
     fn a_customer_read_ahead_is_dropped_by_our_writes_that_may_change_it() {
         let p = CustomerPrefetch::default();
-        p.put(1, Some(10), json!({"id": 1}));
-        p.put(2, Some(20), json!({"id": 2}));
-        p.put(3, Some(30), json!({"id": 3}));
+        p.put(1, Some(10), v(json!({"id": 1})));
+        p.put(2, Some(20), v(json!({"id": 2})));
+        p.put(3, Some(30), v(json!({"id": 3})));
         // A newer history entry: the read no longer stands for the customer.
         assert_eq!(p.take(1, Some(11)), None);
         // Writing customer 2 drops it only; a new customer drops nothing.
@@ -176,21 +190,21 @@ mod tests {
         // Any other write (an order, which may touch its customer) drops every customer.
         p.crm_write("order", Some(&json!(7)), false);
         assert!(!p.holds(3));
-        p.put(4, None, json!({"id": 4}));
-        assert_eq!(p.take(4, None), Some(json!({"id": 4})));
+        p.put(4, None, v(json!({"id": 4})));
+        assert_eq!(p.take(4, None), Some(v(json!({"id": 4}))));
         assert_eq!(p.take(4, None), None, "used once");
     }
 
     #[test]
     fn an_order_read_ahead_is_used_once_and_only_while_unchanged() {
         let p = OrderPrefetch::default();
-        p.put(1, Some(10), json!({"id": 1, "customer": {"id": 7}}));
-        p.put(2, Some(20), json!({"id": 2, "customer": {"id": 8}}));
-        p.put(3, Some(30), json!({"id": 3, "customer": {"id": 7}}));
-        p.put(4, None, json!({"id": 4}));
+        p.put(1, Some(10), v(json!({"id": 1, "customer": {"id": 7}})));
+        p.put(2, Some(20), v(json!({"id": 2, "customer": {"id": 8}})));
+        p.put(3, Some(30), v(json!({"id": 3, "customer": {"id": 7}})));
+        p.put(4, None, v(json!({"id": 4})));
         assert_eq!(
             p.take(1, Some(10)),
-            Some(json!({"id": 1, "customer": {"id": 7}}))
+            Some(v(json!({"id": 1, "customer": {"id": 7}})))
         );
         assert_eq!(p.take(1, Some(10)), None, "used once");
         // Its item gained a history entry since the read: read again.
@@ -198,7 +212,7 @@ mod tests {
         // Our write to a customer drops that customer's orders; to an order, that order.
         p.crm_write("customer", Some(&json!(7)), false);
         assert!(!p.holds(3));
-        p.put(5, None, json!({"id": 5}));
+        p.put(5, None, v(json!({"id": 5})));
         p.crm_write("order", Some(&json!("5")), false);
         assert!(!p.holds(5) && p.holds(4));
         p.crm_write("order", None, true);

@@ -5,11 +5,12 @@
 use std::str::FromStr;
 
 use serde_json::Value;
+use skladsync_engine::Value as EngineValue;
 
 use super::error::Error;
 use super::model::{EntityRef, Page, PageRequest, WriteResult};
 use super::transport::{Call, Safety};
-use super::RetailcrmClient;
+use super::{Body, RetailcrmClient};
 
 /// The entities the client can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -248,6 +249,26 @@ impl RetailcrmClient {
         id: &EntityRef,
         opts: &WriteOptions,
     ) -> Result<Value, Error> {
+        self.fetch_as(kind, id, opts).await
+    }
+
+    /// [`RetailcrmClient::fetch`], the entity read straight into engine values (for an
+    /// entity the rules evaluate).
+    pub async fn fetch_value(
+        &self,
+        kind: EntityKind,
+        id: &EntityRef,
+        opts: &WriteOptions,
+    ) -> Result<EngineValue, Error> {
+        self.fetch_as(kind, id, opts).await
+    }
+
+    async fn fetch_as<T: Body>(
+        &self,
+        kind: EntityKind,
+        id: &EntityRef,
+        opts: &WriteOptions,
+    ) -> Result<T, Error> {
         let Some(key) = kind.get_key() else {
             return Err(Error::InvalidInput(format!(
                 "retailCRM has no single-read endpoint for {kind:?}"
@@ -262,8 +283,8 @@ impl RetailcrmClient {
             call = call.param("site", site.clone());
         }
         let path = call.path();
-        let body = self.send(call).await?;
-        super::take_field(body, key, &path)
+        let body = self.send_as::<T>(call).await?;
+        T::field(body, key, &path)
     }
 
     /// Reads one page of a collection with a JSON `filter` (`filter[...]` parameters).
@@ -299,6 +320,26 @@ impl RetailcrmClient {
         filter: &Value,
         opts: &WriteOptions,
     ) -> Result<Vec<Value>, Error> {
+        self.list_all_as(kind, filter, opts).await
+    }
+
+    /// [`RetailcrmClient::list_all`], the entities read straight into engine values (for
+    /// entities the rules evaluate).
+    pub async fn list_all_values(
+        &self,
+        kind: EntityKind,
+        filter: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Vec<EngineValue>, Error> {
+        self.list_all_as(kind, filter, opts).await
+    }
+
+    async fn list_all_as<T: Body>(
+        &self,
+        kind: EntityKind,
+        filter: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Vec<T>, Error> {
         let key = kind
             .list_key()
             .ok_or_else(|| Error::InvalidInput(format!("retailCRM cannot list {kind:?}")))?;
@@ -310,10 +351,10 @@ impl RetailcrmClient {
                 if let Some(site) = &opts.site {
                     extra.push(("site", site.as_str()));
                 }
-                self.all_pages(&segs(kind.base(), &[&p, sub]), key, filter, &extra)
+                self.all_pages::<T>(&segs(kind.base(), &[&p, sub]), key, filter, &extra)
                     .await
             }
-            None => self.all_pages(kind.base(), key, filter, &[]).await,
+            None => self.all_pages::<T>(kind.base(), key, filter, &[]).await,
         }
     }
 

@@ -54,7 +54,88 @@ pub use model::{
 pub use references::{account_timezone, ReferenceBook};
 pub use transport::flatten_query;
 
-use transport::{Call, Transport};
+use skladsync_engine::Value as EngineValue;
+use transport::{Call, Reader, Transport};
+
+/// What an answer is read into: JSON (`serde_json::Value`), or engine values for answers
+/// that end up in an evaluation (read straight from the text, no JSON in between).
+pub(crate) trait Body: Sized {
+    /// Reads a successful envelope (see `Transport::envelope`).
+    const READ: Reader<Self>;
+
+    /// Splits a list answer into items and pagination (see [`read_page`]).
+    fn page(body: Self, key: &str, path: &str) -> Result<Page<Self>, Error>;
+
+    /// Takes `key` out of a successful answer (see [`take_field`]).
+    fn field(body: Self, key: &str, path: &str) -> Result<Self, Error>;
+}
+
+impl Body for Value {
+    const READ: Reader<Value> = Transport::envelope;
+
+    fn page(body: Value, key: &str, path: &str) -> Result<Page, Error> {
+        read_page(body, key, path)
+    }
+
+    fn field(body: Value, key: &str, path: &str) -> Result<Value, Error> {
+        take_field(body, key, path)
+    }
+}
+
+impl Body for EngineValue {
+    const READ: Reader<EngineValue> = Transport::envelope_values;
+
+    fn page(body: EngineValue, key: &str, path: &str) -> Result<Page<EngineValue>, Error> {
+        let items = match body.get_ref(key) {
+            Some(EngineValue::Array(items)) => items.to_vec(),
+            Some(EngineValue::Object(map)) => map.values().cloned().collect(),
+            Some(EngineValue::Null) | None => {
+                return Err(Error::Decode {
+                    method: "GET".into(),
+                    path: path.to_string(),
+                    detail: format!("the answer has no `{key}` list"),
+                })
+            }
+            Some(other) => {
+                return Err(Error::Decode {
+                    method: "GET".into(),
+                    path: path.to_string(),
+                    detail: format!("`{key}` is not a list: {other}"),
+                })
+            }
+        };
+        let pagination = match body.get_ref("pagination") {
+            Some(p) => serde_json::from_value(p.to_serde_json()).map_err(|e| Error::Decode {
+                method: "GET".into(),
+                path: path.to_string(),
+                detail: format!("bad pagination: {e}"),
+            })?,
+            None => single_page(items.len()),
+        };
+        Ok(Page { items, pagination })
+    }
+
+    fn field(body: EngineValue, key: &str, path: &str) -> Result<EngineValue, Error> {
+        match body.get_ref(key) {
+            Some(v) if !v.is_null() => Ok(v.clone()),
+            _ => Err(Error::Decode {
+                method: "GET".into(),
+                path: path.to_string(),
+                detail: format!("the answer has no `{key}`"),
+            }),
+        }
+    }
+}
+
+/// The pagination of a list answer without one: a single page.
+fn single_page(items: usize) -> Pagination {
+    Pagination {
+        limit: u32::try_from(items).unwrap_or(u32::MAX),
+        total_count: items as u64,
+        current_page: 1,
+        total_page_count: 1,
+    }
+}
 
 /// A retailCRM API v5 client. Cheap to clone; clones share the connection pool and the pacing
 /// gate.
@@ -80,6 +161,11 @@ impl RetailcrmClient {
         self.transport.execute(&call).await
     }
 
+    /// [`RetailcrmClient::send`], the answer read as `T`.
+    pub(crate) async fn send_as<T: Body>(&self, call: Call) -> Result<T, Error> {
+        self.transport.execute_with(&call, T::READ).await
+    }
+
     /// A raw GET under `/api/v5/` (`path` like `"orders/statuses"`), with bracketed `query`
     /// pairs. Returns the whole successful envelope.
     pub async fn get_raw(&self, path: &str, query: &[(String, String)]) -> Result<Value, Error> {
@@ -90,14 +176,14 @@ impl RetailcrmClient {
     }
 
     /// Reads one page of a list endpoint: `key` is the list's field in the answer.
-    pub(crate) async fn page_of(
+    pub(crate) async fn page_of<T: Body>(
         &self,
         segments: &[&str],
         key: &str,
         filter: &Value,
         page: PageRequest,
         extra: &[(&str, &str)],
-    ) -> Result<Page, Error> {
+    ) -> Result<Page<T>, Error> {
         config::check_limit(page.limit)?;
         let mut call = Call::get(segments)
             .filter(filter)?
@@ -107,24 +193,24 @@ impl RetailcrmClient {
             call = call.param(k, *v);
         }
         let path = call.path();
-        let body = self.send(call).await?;
-        read_page(body, key, &path)
+        let body = self.send_as::<T>(call).await?;
+        T::page(body, key, &path)
     }
 
     /// Reads every page of a list endpoint.
-    pub(crate) async fn all_pages(
+    pub(crate) async fn all_pages<T: Body>(
         &self,
         segments: &[&str],
         key: &str,
         filter: &Value,
         extra: &[(&str, &str)],
-    ) -> Result<Vec<Value>, Error> {
+    ) -> Result<Vec<T>, Error> {
         let limit = self.config().page_limit;
         let mut out = Vec::new();
         let mut page = 1;
         loop {
             let p = self
-                .page_of(segments, key, filter, PageRequest::new(page, limit), extra)
+                .page_of::<T>(segments, key, filter, PageRequest::new(page, limit), extra)
                 .await?;
             let empty = p.items.is_empty();
             out.extend(p.items);
@@ -163,12 +249,7 @@ pub(crate) fn read_page(mut body: Value, key: &str, path: &str) -> Result<Page, 
             path: path.to_string(),
             detail: format!("bad pagination: {e}"),
         })?,
-        None => Pagination {
-            limit: u32::try_from(items.len()).unwrap_or(u32::MAX),
-            total_count: items.len() as u64,
-            current_page: 1,
-            total_page_count: 1,
-        },
+        None => single_page(items.len()),
     };
     Ok(Page { items, pagination })
 }

@@ -125,11 +125,12 @@ impl Default for PageRequest {
     }
 }
 
-/// One page of a list.
+/// One page of a list (its entities as JSON, or as engine values for lists the rules
+/// evaluate).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Page {
+pub struct Page<T = Value> {
     /// The entities of this page.
-    pub items: Vec<Value>,
+    pub items: Vec<T>,
     /// The `pagination` block (absent on some endpoints: then a single page is assumed).
     pub pagination: Pagination,
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
+use skladsync_engine::Value as EngineValue;
 use tokio::time::Instant;
 
 use super::config::ClientConfig;
@@ -320,8 +321,11 @@ pub(crate) struct Transport {
     pacer: Option<Pacer>,
 }
 
-enum Outcome {
-    Done(Result<Value, Error>),
+/// Reads an answer: (transport, method, path, HTTP status, body).
+pub(crate) type Reader<T> = fn(&Transport, &str, &str, u16, &[u8]) -> Result<T, Error>;
+
+enum Outcome<T = Value> {
+    Done(Result<T, Error>),
     /// Worth another try; the failure is the answer if there is no time left for one.
     Retry(Error),
 }
@@ -363,6 +367,11 @@ impl Transport {
     /// Sends `call`, retrying as [`RetryPolicy`](super::RetryPolicy) says, and returns the
     /// JSON body of a successful envelope.
     pub async fn execute(&self, call: &Call) -> Result<Value, Error> {
+        self.execute_with(call, Self::envelope).await
+    }
+
+    /// [`Transport::execute`], the answer read by `read` (the envelope's checks included).
+    pub(crate) async fn execute_with<T>(&self, call: &Call, read: Reader<T>) -> Result<T, Error> {
         let mut url = self.config.base_url.clone();
         {
             let mut segs = url
@@ -396,7 +405,7 @@ impl Transport {
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.config.timeout);
             let left = deadline.saturating_duration_since(Instant::now());
             let outcome = self
-                .try_once(call, &url, &path, attempt, left.max(MIN_ATTEMPT))
+                .try_once(call, &url, &path, attempt, left.max(MIN_ATTEMPT), read)
                 .await;
             // Answered (or given up): the request leaves the gate's count of those under way.
             drop(permit);
@@ -420,14 +429,15 @@ impl Transport {
         }
     }
 
-    async fn try_once(
+    async fn try_once<T>(
         &self,
         call: &Call,
         url: &url::Url,
         path: &str,
         attempt: u32,
         time_left: Duration,
-    ) -> Outcome {
+        read: Reader<T>,
+    ) -> Outcome<T> {
         let retry = &self.config.retry;
         let method = call.method.as_str();
         let mut req = self
@@ -442,7 +452,7 @@ impl Transport {
             req = req.form(form);
         }
         let idempotent = call.safety == Safety::Idempotent;
-        let net_failure = |e: reqwest::Error| -> Outcome {
+        let net_failure = |e: reqwest::Error| -> Outcome<T> {
             // A connect timeout is a connect error (nothing was sent); a timeout after that
             // leaves the outcome of a write unknown.
             let connect = e.is_connect();
@@ -485,7 +495,7 @@ impl Transport {
             Err(e) => return net_failure(e),
         };
         tracing::debug!(method, path, status, attempt, "retailCRM response");
-        let answer = self.envelope(method, path, status, &body);
+        let answer = read(self, method, path, status, &body);
         let again = (matches!(status, 429 | 503) && attempt < retry.rate_limit_attempts.max(1))
             || (status >= 500 && idempotent && attempt < retry.max_attempts.max(1));
         match answer {
@@ -503,7 +513,34 @@ impl Transport {
         }
     }
 
-    fn envelope(&self, method: &str, path: &str, status: u16, body: &[u8]) -> Result<Value, Error> {
+    /// The body of a successful envelope read straight into engine values; anything else is
+    /// the error [`Transport::envelope`] makes of it (read again as JSON: errors are rare).
+    pub(crate) fn envelope_values(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<EngineValue, Error> {
+        if status < 400 {
+            if let Ok(v) = serde_json::from_slice::<EngineValue>(body) {
+                if matches!(v.get_ref("success"), Some(EngineValue::Bool(true))) {
+                    return Ok(v);
+                }
+            }
+        }
+        match self.envelope(method, path, status, body) {
+            Err(e) => Err(e),
+            // Both read the same text the same way (engine/tests/deser.rs): not reached.
+            Ok(_) => Err(Error::Decode {
+                method: method.to_string(),
+                path: path.to_string(),
+                detail: "the answer does not read as engine values".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn envelope(&self, method: &str, path: &str, status: u16, body: &[u8]) -> Result<Value, Error> {
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
         let success = parsed
             .as_ref()
