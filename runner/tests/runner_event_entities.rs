@@ -39,7 +39,9 @@ async fn a_demand_event_carries_the_stock_and_cost_of_its_positions() {
     let got = ms_event_entity(&client, "demand", id)
         .await
         .expect("fetch")
-        .expect("exists");
+        .expect("exists")
+        // Read straight into engine values; looked at here as JSON.
+        .to_serde_json();
     let pos = &got["positions"]["rows"][0];
     assert_eq!(pos["assortment"]["externalCode"], "table-oak", "expanded");
     assert_eq!(pos["stock"]["cost"].as_f64(), Some(1_400_000.0));

@@ -396,7 +396,9 @@ impl Daemon {
                 }
                 let (doc, after) = if action == "deleted" {
                     (
-                        json!({"id": id, "meta": {"href": href, "type": entity, "mediaType": "application/json"}}),
+                        from_json(
+                            &json!({"id": id, "meta": {"href": href, "type": entity, "mediaType": "application/json"}}),
+                        ),
                         AfterCommit::Nothing,
                     )
                 } else {
@@ -407,8 +409,8 @@ impl Daemon {
                         return Ok(None);
                     };
                     let updated = doc
-                        .get("updated")
-                        .and_then(Json::as_str)
+                        .get_ref("updated")
+                        .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_string();
                     if !updated.is_empty() {
@@ -436,9 +438,14 @@ impl Daemon {
                     Source::Poll => "poll",
                 };
                 Ok(Some(Built {
-                    event: event(
+                    event: event_of(
                         &name,
-                        json!({"entity": doc, "updatedFields": updated_fields, "requestId": request_id, "source": src}),
+                        Value::from_pairs([
+                            ("entity", doc),
+                            ("updatedFields", from_json(&json!(updated_fields))),
+                            ("requestId", from_json(&json!(request_id))),
+                            ("source", Value::str(src)),
+                        ]),
                     ),
                     after,
                 }))

@@ -157,7 +157,7 @@ pub async fn ms_event_entity(
     ms: &MoyskladClient,
     entity: &str,
     id: &str,
-) -> Result<Option<Value>, MoyskladError> {
+) -> Result<Option<skladsync_engine::Value>, MoyskladError> {
     if !ms_safe(entity) || !ms_safe(id) {
         return Err(MoyskladError::InvalidRequest(format!(
             "not a МойСклад entity: {entity}/{id}"
@@ -167,31 +167,25 @@ pub async fn ms_event_entity(
     if entity == "demand" {
         q.push(("fields".to_string(), "stock".to_string()));
     }
-    match ms
-        .request(
-            reqwest::Method::GET,
-            &format!("entity/{entity}/{id}"),
-            &q,
-            None,
-        )
-        .await
-    {
+    // Read straight into engine values: the event takes the entity as it is.
+    match ms.get_value(&format!("entity/{entity}/{id}"), &q).await {
         Ok(v) => Ok(v),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// `GET /entity/E/{id}` (documents expanded); `None` when it does not exist.
+/// `GET /entity/E/{id}` (documents expanded); `None` when it does not exist. Read straight
+/// into engine values (a rule reads it).
 pub async fn ms_fetch(
     ms: &MoyskladClient,
     entity: &str,
     id: &Value,
-) -> Result<Option<Value>, WorldError> {
+) -> Result<Option<skladsync_engine::Value>, WorldError> {
     let Some(id) = ms_id(id) else {
         return Ok(None);
     };
-    match ms.get_opt(entity, &id, &ms_expand(entity)).await {
+    match ms.get_opt_value(entity, &id, &ms_expand(entity)).await {
         Ok(v) => Ok(v),
         Err(MoyskladError::InvalidRequest(_)) => Ok(None),
         Err(e) => Err(ms_err(e)),
@@ -208,12 +202,13 @@ pub fn crm_ref(v: &Value) -> Option<EntityRef> {
     }
 }
 
-/// `GET /orders/{id}?by=id`, customers, corporate customers; `None` when not found.
+/// `GET /orders/{id}?by=id`, customers, corporate customers; `None` when not found. Read
+/// straight into engine values (a rule reads it).
 pub async fn crm_fetch(
     crm: &RetailcrmClient,
     entity: &str,
     id: &Value,
-) -> Result<Option<Value>, WorldError> {
+) -> Result<Option<skladsync_engine::Value>, WorldError> {
     let kind = match entity {
         "order" => EntityKind::Order,
         "customer" => EntityKind::Customer,
@@ -227,7 +222,7 @@ pub async fn crm_fetch(
     let Some(r) = crm_ref(id) else {
         return Ok(None);
     };
-    match crm.fetch(kind, &r, &WriteOptions::default()).await {
+    match crm.fetch_value(kind, &r, &WriteOptions::default()).await {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(crm_err(e)),

@@ -160,18 +160,14 @@ impl LiveWorld {
     }
 
     /// `fetch("moysklad", entity, id)`: from a gathered answer when one is held.
-    fn ms_get(
-        &self,
-        entity: &str,
-        id: &serde_json::Value,
-    ) -> Result<Option<serde_json::Value>, WorldError> {
+    fn ms_get(&self, entity: &str, id: &serde_json::Value) -> Result<Option<Value>, WorldError> {
         if let (Some(id), Some((p, _))) = (lookups::ms_id(id), &self.prefetch) {
             if let Some(mut log) = self.log() {
                 log.fetches.push((entity.to_string(), id.clone()));
             }
             if self.fetch_log.is_some() {
                 if let Some(row) = p.fetched(entity, &id) {
-                    return Ok(Some(row));
+                    return Ok(Some(from_json(&row)));
                 }
             }
         }
@@ -201,11 +197,7 @@ impl LiveWorld {
 
     /// `fetch("runner", "written", "<system>.<entity>/<id>")`: what skladsync last wrote to
     /// that entity (see docs/contract.md).
-    fn runner_fetch(
-        &self,
-        entity: &str,
-        id: &serde_json::Value,
-    ) -> Result<Option<serde_json::Value>, WorldError> {
+    fn runner_fetch(&self, entity: &str, id: &serde_json::Value) -> Result<Option<Value>, WorldError> {
         match entity {
             "written" => {
                 let Some(key) = id.as_str() else {
@@ -215,6 +207,7 @@ impl LiveWorld {
                 };
                 self.state
                     .written(key)
+                    .map(|w| w.as_ref().map(from_json))
                     .map_err(|e| WorldError(format!("state: {e}")))
             }
             other => Err(WorldError(format!(
@@ -225,11 +218,11 @@ impl LiveWorld {
 
     /// Remembers which version of a МойСклад entity a rule read (see
     /// `crate::apply::Applier` (`note_own_write`)). Best effort: bookkeeping never fails a lookup.
-    fn note_ms_read(&self, entity: &str, got: Option<&serde_json::Value>) {
+    fn note_ms_read(&self, entity: &str, got: Option<&Value>) {
         let Some(doc) = got else { return };
         if let (Some(id), Some(updated)) = (
-            doc.get("id").and_then(serde_json::Value::as_str),
-            doc.get("updated").and_then(serde_json::Value::as_str),
+            doc.get_ref("id").and_then(Value::as_str),
+            doc.get_ref("updated").and_then(Value::as_str),
         ) {
             if let Err(e) = self.state.set_ms_read(entity, id, updated) {
                 tracing::debug!(error = %e, "could not note a МойСклад read");
@@ -300,7 +293,8 @@ impl World for LiveWorld {
                 }
                 other => return Err(WorldError(format!("unknown system `{other}`"))),
             };
-            Ok(Value::array(rows.iter().map(from_json).collect()))
+            // Converted as one list: rows of one shape share their key table.
+            Ok(from_json(&serde_json::Value::Array(rows)))
         })?;
         Ok(found.as_array().map(<[Value]>::to_vec).unwrap_or_default())
     }
@@ -319,7 +313,7 @@ impl World for LiveWorld {
                 "runner" => self.runner_fetch(entity, &id_json)?,
                 other => return Err(WorldError(format!("unknown system `{other}`"))),
             };
-            Ok(got.as_ref().map(from_json).unwrap_or_default())
+            Ok(got.unwrap_or_default())
         })
     }
 

@@ -38,6 +38,8 @@ mod limiter;
 mod query;
 
 use std::sync::Arc;
+
+use skladsync_engine::Value as EngineValue;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -508,6 +510,15 @@ impl MoyskladClient {
     // ------------------------------------------------------------------------------------
 
     async fn execute(&self, call: Call<'_>) -> Result<(u16, Option<Value>), MoyskladError> {
+        self.execute_as(call).await
+    }
+
+    /// [`MoyskladClient::execute`], a successful answer read as `T` (an error's body is
+    /// always read as JSON).
+    async fn execute_as<T: Answer>(
+        &self,
+        call: Call<'_>,
+    ) -> Result<(u16, Option<T>), MoyskladError> {
         let inner = &self.inner;
         let url = format!("{}/{}", inner.base, call.path);
         let method_s = call.method.as_str().to_string();
@@ -618,16 +629,13 @@ impl MoyskladClient {
                 }
             };
             tracing::debug!(method = %method_s, path = %path_s, status, attempt, "МойСклад request");
-            let parsed: Option<Result<Value, serde_json::Error>> = if bytes.is_empty() {
-                None
-            } else {
-                Some(serde_json::from_slice(&bytes))
-            };
             if (200..300).contains(&status) {
-                return match parsed {
-                    None => Ok((status, None)),
-                    Some(Ok(v)) => Ok((status, Some(v))),
-                    Some(Err(source)) => Err(MoyskladError::Decode {
+                if bytes.is_empty() {
+                    return Ok((status, None));
+                }
+                return match T::read(&bytes) {
+                    Ok(v) => Ok((status, Some(v))),
+                    Err(source) => Err(MoyskladError::Decode {
                         method: method_s,
                         path: path_s,
                         status,
@@ -635,7 +643,11 @@ impl MoyskladClient {
                     }),
                 };
             }
-            let body = parsed.and_then(Result::ok);
+            let body: Option<Value> = if bytes.is_empty() {
+                None
+            } else {
+                serde_json::from_slice(&bytes).ok()
+            };
             let errors = body.as_ref().map(parse_errors).unwrap_or_default();
             if status == 429 {
                 waits += 1;
@@ -673,7 +685,7 @@ impl MoyskladClient {
             }
             if call.batch && (400..500).contains(&status) {
                 if let Some(b @ Value::Array(_)) = body {
-                    return Ok((status, Some(b)));
+                    return Ok((status, Some(T::from_json(b))));
                 }
             }
             return Err(MoyskladError::Api {
@@ -715,6 +727,28 @@ impl MoyskladClient {
         Ok(v)
     }
 
+    /// [`MoyskladClient::request`] of a GET, the answer read straight into engine values
+    /// (for an entity the rules evaluate: no `serde_json::Value` in between).
+    pub async fn get_value(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Option<EngineValue>, MoyskladError> {
+        let weight = self.weight_of(path);
+        let (_, v) = self
+            .execute_as(Call {
+                method: Method::GET,
+                path,
+                query,
+                body: None,
+                weight,
+                repeatable: true,
+                batch: false,
+            })
+            .await?;
+        Ok(v)
+    }
+
     fn weight_of(&self, path: &str) -> u32 {
         let cfg = self.inner.limiter.config();
         let p = path.split('?').next().unwrap_or(path).trim_end_matches('/');
@@ -725,7 +759,7 @@ impl MoyskladClient {
         }
     }
 
-    fn expect_body(v: Option<Value>, path: &str) -> Result<Value, MoyskladError> {
+    fn expect_body<T>(v: Option<T>, path: &str) -> Result<T, MoyskladError> {
         v.ok_or_else(|| MoyskladError::Api {
             method: "GET".into(),
             path: path.to_string(),
@@ -758,6 +792,29 @@ impl MoyskladClient {
         };
         let v = self.request(Method::GET, &path, &q, None).await?;
         Self::expect_body(v, &path)
+    }
+
+    /// Like [`MoyskladClient::get`], with 404 as `None`, the entity read straight into
+    /// engine values (for an entity the rules evaluate).
+    pub async fn get_opt_value(
+        &self,
+        entity: &str,
+        id: &str,
+        expand: &[&str],
+    ) -> Result<Option<EngineValue>, MoyskladError> {
+        check_path(entity)?;
+        check_path(id)?;
+        let path = format!("entity/{entity}/{id}");
+        let q: Vec<(String, String)> = if expand.is_empty() {
+            vec![]
+        } else {
+            vec![("expand".into(), expand.join(","))]
+        };
+        match self.get_value(&path, &q).await {
+            Ok(v) => Self::expect_body(v, &path).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Like [`MoyskladClient::get`], with 404 as `None`.
@@ -1205,6 +1262,35 @@ impl Pages {
         }
         self.offset = u32::try_from(next).unwrap_or(u32::MAX);
         Ok(Some(page))
+    }
+}
+
+/// What a successful answer is read into: JSON, or engine values for an entity the rules
+/// evaluate.
+trait Answer: Sized {
+    /// Reads a body.
+    fn read(bytes: &[u8]) -> Result<Self, serde_json::Error>;
+    /// The same of a body read as JSON already.
+    fn from_json(v: Value) -> Self;
+}
+
+impl Answer for Value {
+    fn read(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    fn from_json(v: Value) -> Value {
+        v
+    }
+}
+
+impl Answer for EngineValue {
+    fn read(bytes: &[u8]) -> Result<EngineValue, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    fn from_json(v: Value) -> EngineValue {
+        EngineValue::from_json(&v)
     }
 }
 

@@ -610,6 +610,42 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn answers_read_into_engine_values_fail_as_json_ones_do() {
+        let t = Transport::new(ClientConfig::new("http://127.0.0.1:1", "k").expect("url"))
+            .expect("transport");
+        let cases: &[(u16, &str)] = &[
+            (200, r#"{"success": true, "order": {"id": 7, "summ": 19.99, "items": [{"a": 1}, {"a": 2}]}}"#),
+            (200, r#"{"success": true, "success": true, "x": 18446744073709551616}"#),
+            (200, r#"{"success": false, "errorMsg": "Not found"}"#),
+            (200, r#"{"success": "yes"}"#),
+            (200, r#"{"order": {}}"#),
+            (200, r#"{"success": true, "order": {"id": 7"#),
+            (200, r#"[1, 2]"#),
+            (200, ""),
+            (200, "<html>busy</html>"),
+            (200, &format!("{{\"success\": true, \"x\": {}1{}}}", "[".repeat(200), "]".repeat(200))),
+            (400, r#"{"success": false, "errorMsg": "Errors", "errors": {"customer": "bad"}}"#),
+            (400, r#"{"success": true}"#),
+            (404, r#"{"success": false, "errorMsg": "Not found"}"#),
+            (500, "Internal error"),
+            (503, ""),
+        ];
+        for (status, body) in cases {
+            let json = t.envelope("GET", "orders/7", *status, body.as_bytes());
+            let values = t.envelope_values("GET", "orders/7", *status, body.as_bytes());
+            match (json, values) {
+                (Ok(a), Ok(b)) => assert_eq!(
+                    skladsync_engine::Value::from_json(&a).to_json(),
+                    b.to_json(),
+                    "{body}"
+                ),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{body}"),
+                (a, b) => panic!("{status} {body}: {a:?} as JSON, {b:?} as engine values"),
+            }
+        }
+    }
+
+    #[test]
     fn filters_flatten_to_brackets() {
         let mut out = Vec::new();
         flatten_query(
