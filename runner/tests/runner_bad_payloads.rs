@@ -1,6 +1,6 @@
 //! What an API or a webhook sender gets wrong becomes a journal entry or a refusal, never a
 //! panic: a CRM history page of the wrong shape, webhook bodies that are not JSON or name
-//! nothing usable.
+//! nothing usable, orders whose answer does not read (read straight into engine values).
 
 #[path = "fixtures/e2e/support.rs"]
 mod support;
@@ -12,16 +12,34 @@ use skladsync_runner::config::Config;
 use skladsync_runner::daemon::Daemon;
 use skladsync_runner::demo::lab::{Lab, LabOptions};
 use skladsync_runner::demo::shop::render;
+use skladsync_runner::state::Work;
 
 /// A "retailCRM" whose history is garbage.
 async fn broken_crm() -> String {
-    let app = Router::new().route(
-        "/api/v5/orders/history",
-        get(|| async {
-            Json(json!({"success": true, "history": [{"id": "not a number", "field": 5}],
+    let app = Router::new()
+        .route(
+            "/api/v5/orders/history",
+            get(|| async {
+                Json(json!({"success": true, "history": [{"id": "not a number", "field": 5}],
                         "pagination": {"limit": 100, "totalCount": 1, "currentPage": 1, "totalPageCount": 1}}))
-        }),
-    );
+            }),
+        )
+        // Orders whose answer does not read: cut short, a number out of range, too deep.
+        .route(
+            "/api/v5/orders/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                let body = match id.as_str() {
+                    "7" => r#"{"success": true, "order": {"id": 7, "items": [{"id": 1"#.to_string(),
+                    "8" => r#"{"success": true, "order": {"id": 8, "summ": 1e400}}"#.to_string(),
+                    _ => format!(
+                        r#"{{"success": true, "order": {{"id": 9, "x": {}1{}}}}}"#,
+                        "[".repeat(300),
+                        "]".repeat(300)
+                    ),
+                };
+                ([("content-type", "application/json")], body)
+            }),
+        );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -112,6 +130,32 @@ async fn bad_payloads_are_journalled_or_refused() {
         .collect();
     assert!(queued.is_empty(), "nothing usable was queued: {queued:?}");
     daemon.drain().await.expect("drain");
+
+    // Orders whose answer does not read: each journalled against its order, the daemon goes
+    // on.
+    let order = |id: i64| Work::CrmOrder {
+        id,
+        changes: vec![json!({"id": id, "field": "status", "newValue": {"code": "new"}})],
+        created: false,
+        deleted: false,
+        stub: Value::Null,
+    };
+    daemon
+        .enqueue(vec![order(7), order(8), order(9)])
+        .expect("enqueue");
+    daemon.drain().await.expect("the drain survives");
+    let journal = daemon
+        .state()
+        .journal_entries(daemon.journal_limits(), support::now())
+        .expect("journal");
+    for id in [7, 8, 9] {
+        let subject = json!(format!("crm.order/{id}"));
+        let entry = journal
+            .iter()
+            .find(|e| e.subject.get("work") == Some(&subject))
+            .unwrap_or_else(|| panic!("order {id} is journalled: {journal:?}"));
+        assert!(entry.code.starts_with("CRM_"), "{entry:?}");
+    }
     let _ = stop.send(true);
     if let Some(r) = receiver {
         let _ = r.await;
