@@ -915,12 +915,14 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
 
 /// The entries of a map being read, a key read again replacing its value in place.
 fn read_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<Map, A::Error> {
-    let mut map = Map::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+    let room = access.size_hint().unwrap_or(0).min(4096);
+    let mut names: Vec<Str> = Vec::with_capacity(room);
+    let mut values: Vec<Value> = Vec::with_capacity(room);
     while let Some(key) = access.next_key::<KeyString>()? {
-        let v = access.next_value::<Value>()?;
-        map.insert(key.0, v);
+        names.push(key.0);
+        values.push(access.next_value::<Value>()?);
     }
-    Ok(map)
+    Ok(Map::from_entries(names, values))
 }
 
 /// [`read_map`] of a map read after `shape` in the same list: while its keys are the

@@ -174,6 +174,10 @@ fn json() -> impl Strategy<Value = Json> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Json::Array),
             prop::collection::vec((key(), inner.clone()), 0..6).prop_map(Json::Object),
+            // Wide objects (past the keys an object scans: a hash index), keys repeating now
+            // and then.
+            prop::collection::vec(((0u8..48).prop_map(|i| format!("k{i}")), inner.clone()), 30..44)
+                .prop_map(Json::Object),
             // A list of objects of one shape, their values (and nested objects) differing:
             // the objects after the first read with the one before as their model; some
             // with a key more, fewer, or another in the middle.
@@ -224,6 +228,15 @@ proptest! {
             return Err(TestCaseError::fail(e));
         }
     }
+}
+
+/// An object of `n` keys `k0`…, with `k{again}` once more after them.
+fn wide(n: usize, again: Option<usize>) -> String {
+    let mut entries: Vec<String> = (0..n).map(|i| format!(r#""k{i}": {i}"#)).collect();
+    if let Some(k) = again {
+        entries.push(format!(r#""k{k}": "again""#));
+    }
+    format!("{{{}}}", entries.join(", "))
 }
 
 #[test]
@@ -291,6 +304,11 @@ fn edge_cases_read_the_same_both_ways() {
         &format!("{}1{}", "[".repeat(120), "]".repeat(120)),
         &format!("{}1{}", "[".repeat(200), "]".repeat(200)),
         &format!("{}{}", r#"{"a":"#.repeat(200), "}".repeat(200)),
+        // Wide objects: distinct keys, a key again at the end, in the middle.
+        &wide(40, None),
+        &wide(40, Some(39)),
+        &wide(40, Some(3)),
+        &wide(20, Some(0)),
         // Not JSON.
         "",
         "{",
