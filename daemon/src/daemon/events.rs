@@ -84,6 +84,16 @@ fn event_of(name: &str, payload: Value) -> Event {
     }
 }
 
+/// An event payload of these keys and values (keys interned, as `from_json` makes them: the
+/// rules' keys find them by pointer).
+fn payload<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    let mut map = skladsync_engine::value::Map::with_capacity(N);
+    for (k, v) in entries {
+        map.insert(skladsync_engine::value::intern::key(k), v);
+    }
+    Value::object(map)
+}
+
 /// History entries (kept in the state as JSON) as engine values.
 fn changes_value(changes: &[Json]) -> Value {
     Value::array(changes.iter().map(from_json).collect())
@@ -318,7 +328,7 @@ impl Daemon {
                 Ok(Some(Built {
                     event: event_of(
                         "crm.order.changed",
-                        Value::from_pairs([
+                        payload([
                             ("order", order),
                             ("changes", changes_value(changes)),
                             (
@@ -373,7 +383,7 @@ impl Daemon {
                 Ok(Some(Built {
                     event: event_of(
                         name,
-                        Value::from_pairs([
+                        payload([
                             ("customer", customer),
                             ("changes", changes_value(changes)),
                         ]),
@@ -440,7 +450,7 @@ impl Daemon {
                 Ok(Some(Built {
                     event: event_of(
                         &name,
-                        Value::from_pairs([
+                        payload([
                             ("entity", doc),
                             ("updatedFields", from_json(&json!(updated_fields))),
                             ("requestId", from_json(&json!(request_id))),
@@ -663,5 +673,26 @@ impl Daemon {
             json!({"dropped": n}),
         )?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skladsync_engine::value::intern;
+
+    #[test]
+    fn payload_keys_are_the_interned_keys_rules_name() {
+        let order: Value = serde_json::from_str(r#"{"id": 7, "status": "new"}"#).expect("order");
+        let p = payload([("order", order), ("created", Value::Bool(true))]);
+        let keys: Vec<_> = p.as_object().expect("object").keys().cloned().collect();
+        assert_eq!(keys.len(), 2);
+        // The same allocation as the key a rule's `event.order` looks for: found by pointer.
+        assert!(std::sync::Arc::ptr_eq(&keys[0], &intern::key("order")));
+        assert!(std::sync::Arc::ptr_eq(&keys[1], &intern::key("created")));
+        assert_eq!(p.get("order").get("status"), Value::str("new"));
+        // As the JSON way built it.
+        let json = from_json(&json!({"order": {"id": 7, "status": "new"}, "created": true}));
+        assert_eq!(p.to_json(), json.to_json());
     }
 }
