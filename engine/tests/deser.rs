@@ -15,13 +15,16 @@ fn strict_eq(a: &Value, b: &Value) -> Result<(), String> {
         (Value::Null, Value::Null) => Ok(()),
         (Value::Bool(x), Value::Bool(y)) if x == y => Ok(()),
         (Value::Int(x), Value::Int(y)) if x == y => Ok(()),
-        (Value::Dec(x), Value::Dec(y)) if x.mantissa() == y.mantissa() && x.scale() == y.scale() => {
+        (Value::Dec(x), Value::Dec(y))
+            if x.mantissa() == y.mantissa() && x.scale() == y.scale() =>
+        {
             Ok(())
         }
         (Value::Str(x), Value::Str(y)) if x == y => Ok(()),
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-            x.iter().zip(y.iter()).try_for_each(|(x, y)| strict_eq(x, y))
-        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y.iter())
+            .try_for_each(|(x, y)| strict_eq(x, y)),
         (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
             for ((kx, vx), (ky, vy)) in x.iter().zip(y.iter()) {
                 if kx != ky {
@@ -65,7 +68,10 @@ enum Json {
 fn write_str(s: &str, escapes: &[bool], out: &mut String) {
     out.push('"');
     for (i, c) in s.chars().enumerate() {
-        let escape = escapes.get(i % escapes.len().max(1)).copied().unwrap_or(false);
+        let escape = escapes
+            .get(i % escapes.len().max(1))
+            .copied()
+            .unwrap_or(false);
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -176,17 +182,17 @@ fn json() -> impl Strategy<Value = Json> {
             prop::collection::vec((key(), inner.clone()), 0..6).prop_map(Json::Object),
             // Wide objects (past the keys an object scans: a hash index), keys repeating now
             // and then.
-            prop::collection::vec(((0u8..48).prop_map(|i| format!("k{i}")), inner.clone()), 30..44)
-                .prop_map(Json::Object),
+            prop::collection::vec(
+                ((0u8..48).prop_map(|i| format!("k{i}")), inner.clone()),
+                30..44
+            )
+            .prop_map(Json::Object),
             // A list of objects of one shape, their values (and nested objects) differing:
             // the objects after the first read with the one before as their model; some
             // with a key more, fewer, or another in the middle.
             (
                 prop::collection::vec(key(), 1..5),
-                prop::collection::vec(
-                    (prop::collection::vec(inner, 1..5), 0u8..6, key()),
-                    1..6
-                ),
+                prop::collection::vec((prop::collection::vec(inner, 1..5), 0u8..6, key()), 1..6),
             )
                 .prop_map(|(keys, rows)| {
                     Json::Array(

@@ -383,10 +383,7 @@ impl Daemon {
                 Ok(Some(Built {
                     event: event_of(
                         name,
-                        payload([
-                            ("customer", customer),
-                            ("changes", changes_value(changes)),
-                        ]),
+                        payload([("customer", customer), ("changes", changes_value(changes))]),
                     ),
                     after: AfterCommit::Nothing,
                 }))

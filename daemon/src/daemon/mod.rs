@@ -1068,8 +1068,8 @@ impl Daemon {
                 .entry((t.entity.clone(), t.field.clone()))
                 .or_default();
             for o in &orders {
-                if let Some(v) = value_at(o, rest)
-                    .and_then(|v| crate::world::prefetch::scalar_text(&v))
+                if let Some(v) =
+                    value_at(o, rest).and_then(|v| crate::world::prefetch::scalar_text(&v))
                 {
                     values.push(v);
                 }
@@ -2481,4 +2481,3 @@ mod tests {
         assert_eq!(held, None);
     }
 }
-

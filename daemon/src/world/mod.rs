@@ -197,7 +197,11 @@ impl LiveWorld {
 
     /// `fetch("runner", "written", "<system>.<entity>/<id>")`: what skladsync last wrote to
     /// that entity (see docs/contract.md).
-    fn runner_fetch(&self, entity: &str, id: &serde_json::Value) -> Result<Option<Value>, WorldError> {
+    fn runner_fetch(
+        &self,
+        entity: &str,
+        id: &serde_json::Value,
+    ) -> Result<Option<Value>, WorldError> {
         match entity {
             "written" => {
                 let Some(key) = id.as_str() else {

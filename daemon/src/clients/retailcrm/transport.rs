@@ -540,7 +540,13 @@ impl Transport {
         }
     }
 
-    pub(crate) fn envelope(&self, method: &str, path: &str, status: u16, body: &[u8]) -> Result<Value, Error> {
+    pub(crate) fn envelope(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<Value, Error> {
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
         let success = parsed
             .as_ref()
@@ -614,8 +620,14 @@ mod tests {
         let t = Transport::new(ClientConfig::new("http://127.0.0.1:1", "k").expect("url"))
             .expect("transport");
         let cases: &[(u16, &str)] = &[
-            (200, r#"{"success": true, "order": {"id": 7, "summ": 19.99, "items": [{"a": 1}, {"a": 2}]}}"#),
-            (200, r#"{"success": true, "success": true, "x": 18446744073709551616}"#),
+            (
+                200,
+                r#"{"success": true, "order": {"id": 7, "summ": 19.99, "items": [{"a": 1}, {"a": 2}]}}"#,
+            ),
+            (
+                200,
+                r#"{"success": true, "success": true, "x": 18446744073709551616}"#,
+            ),
             (200, r#"{"success": false, "errorMsg": "Not found"}"#),
             (200, r#"{"success": "yes"}"#),
             (200, r#"{"order": {}}"#),
@@ -623,8 +635,18 @@ mod tests {
             (200, r#"[1, 2]"#),
             (200, ""),
             (200, "<html>busy</html>"),
-            (200, &format!("{{\"success\": true, \"x\": {}1{}}}", "[".repeat(200), "]".repeat(200))),
-            (400, r#"{"success": false, "errorMsg": "Errors", "errors": {"customer": "bad"}}"#),
+            (
+                200,
+                &format!(
+                    "{{\"success\": true, \"x\": {}1{}}}",
+                    "[".repeat(200),
+                    "]".repeat(200)
+                ),
+            ),
+            (
+                400,
+                r#"{"success": false, "errorMsg": "Errors", "errors": {"customer": "bad"}}"#,
+            ),
             (400, r#"{"success": true}"#),
             (404, r#"{"success": false, "errorMsg": "Not found"}"#),
             (500, "Internal error"),
