@@ -1414,7 +1414,8 @@ impl Daemon {
         .with_prefetch(self.inner.applier.lookups.clone(), recorded.clone())
         .with_fetch_log(fetch_log.clone());
         let event = built.event;
-        let payload = order_event.then(|| event.payload.to_serde_json());
+        // The payload as read (engine values share it; no conversion back to JSON).
+        let payload = order_event.then(|| event.payload.clone());
         let limits = self.inner.config.limits.clone();
         let record = self.inner.recordings.is_some();
         let background = crate::clients::is_background();

@@ -164,23 +164,39 @@ fn loose(s: &str) -> String {
         .collect()
 }
 
-fn find_paths(v: &Json, want: &str, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+fn find_paths(
+    v: &skladsync_engine::Value,
+    want: &str,
+    path: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+) {
     if path.len() > MAX_DEPTH {
         return;
     }
     match v {
-        Json::Object(m) => {
-            for (k, child) in m {
-                path.push(k.clone());
+        skladsync_engine::Value::Object(m) => {
+            for (k, child) in m.iter() {
+                path.push(k.to_string());
                 find_paths(child, want, path, out);
                 path.pop();
             }
         }
         other => {
-            if !path.is_empty() && scalar_text(other).as_deref() == Some(want) {
+            if !path.is_empty() && value_text(other).as_deref() == Some(want) {
                 out.push(path.clone());
             }
         }
+    }
+}
+
+/// [`scalar_text`] of an engine value (the event's payload, read straight into engine
+/// values): strings and numbers, with the text `serde_json` gives a number.
+fn value_text(v: &skladsync_engine::Value) -> Option<String> {
+    use skladsync_engine::Value as V;
+    match v {
+        V::Str(s) if !s.is_empty() && !s.contains(';') => Some(s.to_string()),
+        V::Int(_) | V::Dec(_) => scalar_text(&v.to_serde_json()),
+        _ => None,
     }
 }
 
@@ -223,7 +239,12 @@ impl LookupPrefetch {
 
     /// Learns, from one evaluation of `event` over `root` (the payload's object the values
     /// are looked for in), which of its `lookups` (entity, field, value) took a value of it.
-    pub fn learn(&self, event: &str, root: &Json, lookups: &[(String, String, String)]) {
+    pub fn learn(
+        &self,
+        event: &str,
+        root: &skladsync_engine::Value,
+        lookups: &[(String, String, String)],
+    ) {
         let mut found = Vec::new();
         for (entity, field, value) in lookups {
             if field.is_empty() {
@@ -329,7 +350,7 @@ impl LookupPrefetch {
 
     /// Learns, from one evaluation of `event` over `root`, which of its МойСклад fetches by id
     /// took their id from the event or from a link read by a value of the event.
-    pub fn learn_fetches(&self, event: &str, root: &Json, log: &FetchLog) {
+    pub fn learn_fetches(&self, event: &str, root: &skladsync_engine::Value, log: &FetchLog) {
         let mut found = Vec::new();
         for (entity, id) in &log.fetches {
             let mut paths = Vec::new();
@@ -606,7 +627,11 @@ mod tests {
                 json!({"kind": "customer", "crm": 7, "moysklad": cp}),
             )],
         };
-        p.learn_fetches("crm.order.changed", &payload, &log);
+        p.learn_fetches(
+            "crm.order.changed",
+            &skladsync_engine::Value::from_json(&payload),
+            &log,
+        );
         let t = p.fetch_templates("crm.order.changed");
         assert!(
             t.contains(&FetchTemplate {
@@ -639,7 +664,7 @@ mod tests {
         let order = json!({"id": 42, "phone": "+79001234567", "customer": {"email": "a@b.ru"}});
         p.learn(
             "crm.order.changed",
-            &order,
+            &skladsync_engine::Value::from_json(&order),
             &[
                 ("customerorder".into(), "externalCode".into(), "42".into()),
                 ("counterparty".into(), "phone".into(), "+79001234567".into()),
