@@ -317,6 +317,19 @@ impl Call<'_, '_> {
         self.cx.eval(&lambda.body, self.frame)
     }
 
+    /// Whether the lambda argument holds for `args`: the truthiness of
+    /// [`Call::apply`]'s value, found without building it where it can be
+    /// ([`Ctx::test`]).
+    pub fn holds(&mut self, args: &[Value]) -> Result<bool, Fail> {
+        let Some(lambda) = self.lambda else {
+            return Err(self.fail("this function needs a lambda argument"));
+        };
+        for (slot, v) in lambda.params.iter().zip(args) {
+            self.frame.set(*slot, v.clone());
+        }
+        self.cx.test(&lambda.body, self.frame)
+    }
+
     /// Whether a lambda was given.
     pub fn has_lambda(&self) -> bool {
         self.lambda.is_some()

@@ -254,6 +254,33 @@ impl Map {
         self.values.get(i)
     }
 
+    /// The value of a key whose hash is known, trying position `hint` first: a key found
+    /// at another position leaves its position in `hint` for the next object of the same
+    /// shape (the items of a list share their key table). A hint is only a guess: it is
+    /// taken only when the key there is `k` itself (the same interned text), so a stale or
+    /// foreign hint costs a comparison, never a wrong answer.
+    #[inline]
+    pub fn get_hinted(
+        &self,
+        k: &str,
+        hash: u64,
+        hint: &std::sync::atomic::AtomicU32,
+    ) -> Option<&Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let keys = self.keys.as_deref()?;
+        let guess = hint.load(Relaxed) as usize;
+        if let Some(n) = keys.names.get(guess) {
+            if std::ptr::eq(n.as_ptr(), k.as_ptr()) && n.len() == k.len() {
+                return self.values.get(guess);
+            }
+        }
+        let i = keys.find_hashed(k, hash)?;
+        if let Ok(at) = u32::try_from(i) {
+            hint.store(at, Relaxed);
+        }
+        self.values.get(i)
+    }
+
     /// The key and value of a key.
     pub fn get_key_value<Q: AsRef<str> + ?Sized>(&self, k: &Q) -> Option<(&Str, &Value)> {
         let i = self.get_index_of(k)?;
