@@ -33,13 +33,15 @@ impl<'a> Ctx<'a> {
             Node::Binary(op, a, b) => self.binary(*op, a, b, frame, e),
             Node::If(c, a, b) => {
                 if self.test(c, frame)? {
-                    self.eval(a, frame)
+                    self.eval_leaf(a, frame)
                 } else {
-                    self.eval(b, frame)
+                    self.eval_leaf(b, frame)
                 }
             }
             Node::Call(f, args, lambda) => {
-                if let (Imp::Pure(fun), None, [arg]) = (&f.imp, f.owned, &**args) {
+                if let (Imp::Pure(fun), None, [arg], true) =
+                    (&f.imp, f.owned, &**args, self.fast())
+                {
                     return self.call_pure_by_ref(f.name, *fun, f.size, arg, frame, e);
                 }
                 let mut small: [Value; 4] = Default::default();
@@ -51,7 +53,7 @@ impl<'a> Ctx<'a> {
                     &mut large
                 };
                 for (slot, a) in values.iter_mut().zip(args.iter()) {
-                    *slot = self.eval(a, frame)?;
+                    *slot = self.eval_leaf(a, frame)?;
                 }
                 match f.imp {
                     Imp::Pure(fun) => {
@@ -89,7 +91,7 @@ impl<'a> Ctx<'a> {
                 self.charge(items.len() as u64 * SLOT_BYTES, e.loc)?;
                 let mut out = Vec::with_capacity(items.len());
                 for item in items.iter() {
-                    out.push(self.eval(item, frame)?);
+                    out.push(self.eval_leaf(item, frame)?);
                 }
                 Ok(Value::array(out))
             }
@@ -120,7 +122,7 @@ impl<'a> Ctx<'a> {
                             }
                         }
                     };
-                    let value = self.eval(v, frame)?;
+                    let value = self.eval_leaf(v, frame)?;
                     map.insert(key, value);
                 }
                 Ok(Value::object(map))
@@ -131,14 +133,14 @@ impl<'a> Ctx<'a> {
                 // the values are evaluated in order.
                 let mut values = Vec::with_capacity(fields.len());
                 for (_, _, v) in fields.iter() {
-                    values.push(self.eval(v, frame)?);
+                    values.push(self.eval_leaf(v, frame)?);
                 }
                 Ok(Value::object(Map::with_keys_of(shape, values)))
             }
             Node::Template(id, vars) => {
                 let mut values = Vec::with_capacity(vars.len());
                 for (name, accessor) in vars.iter() {
-                    values.push((name.clone(), self.eval(accessor, frame)?));
+                    values.push((name.clone(), self.eval_leaf(accessor, frame)?));
                 }
                 match crate::template::render(
                     self.prog,
@@ -165,6 +167,54 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// [`Ctx::eval`] of `e`, with the commonest leaves — a literal, a slot already
+    /// filled, one key below one — read here, without a call of `eval` (their steps,
+    /// results and errors are those of `eval`; anything else goes to it).
+    #[inline(always)]
+    fn eval_leaf(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+        if self.budget == 0 || !self.fast() {
+            return self.eval(e, frame);
+        }
+        match &e.node {
+            Node::Const(v) => {
+                self.budget -= 1;
+                Ok(v.clone())
+            }
+            Node::Local(slot) => match frame.slots.get(*slot as usize) {
+                Some(Some(v)) => {
+                    self.budget -= 1;
+                    Ok(v.clone())
+                }
+                _ => self.eval(e, frame),
+            },
+            Node::Path(base, segs) => match (&base.node, &**segs) {
+                (Node::Local(slot), [Seg::Key(k, at)]) => match frame.slots.get(*slot as usize) {
+                    Some(Some(Value::Object(o))) => {
+                        self.budget -= 1;
+                        Ok(key_of(o, k, at).cloned().unwrap_or_default())
+                    }
+                    Some(Some(Value::Ref(_)) | None) | None => self.eval(e, frame),
+                    Some(Some(_)) => {
+                        self.budget -= 1;
+                        Ok(Value::Null)
+                    }
+                },
+                _ => self.eval(e, frame),
+            },
+            _ => self.eval(e, frame),
+        }
+    }
+
+    /// Whether the fast paths are on: always, but in tests that compare them with the
+    /// general path.
+    #[inline(always)]
+    fn fast(&self) -> bool {
+        #[cfg(test)]
+        return !self.plain;
+        #[cfg(not(test))]
+        true
+    }
+
     /// Spends one step of the budget for node `loc`, as [`Ctx::eval`] does on entry.
     #[inline(always)]
     fn step(&mut self, loc: crate::compile::node::LocId) -> Result<(), Fail> {
@@ -180,6 +230,9 @@ impl<'a> Ctx<'a> {
     /// [`Ctx::with_ref`] reads by reference. The same steps, errors and order of
     /// evaluation as `eval(e)?.truthy()`.
     pub(crate) fn test(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+        if !self.fast() {
+            return Ok(self.eval(e, frame)?.truthy());
+        }
         match &e.node {
             Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) => {
                 self.step(e.loc)?;
@@ -190,7 +243,7 @@ impl<'a> Ctx<'a> {
                 if let Node::Const(ac) = &a.node {
                     return self.with_ref(b, frame, |bv| ac.equals(bv) != ne);
                 }
-                let av = self.eval(a, frame)?;
+                let av = self.eval_leaf(a, frame)?;
                 self.with_ref(b, frame, |bv| av.equals(bv) != ne)
             }
             Node::Binary(BinOp::And, a, b) => {
@@ -360,9 +413,9 @@ impl<'a> Ctx<'a> {
                 Ok(Value::Bool(self.test(b, frame)?))
             }
             BinOp::Coalesce => {
-                let av = self.eval(a, frame)?;
+                let av = self.eval_leaf(a, frame)?;
                 if av.is_null() {
-                    self.eval(b, frame)
+                    self.eval_leaf(b, frame)
                 } else {
                     Ok(av)
                 }
@@ -383,7 +436,7 @@ impl<'a> Ctx<'a> {
                 } else if let Node::Const(ac) = &a.node {
                     self.with_ref(b, frame, |bv| add(ac, bv))?
                 } else {
-                    let av = self.eval(a, frame)?;
+                    let av = self.eval_leaf(a, frame)?;
                     self.with_ref(b, frame, |bv| add(&av, bv))?
                 };
                 match result {
@@ -402,7 +455,7 @@ impl<'a> Ctx<'a> {
                 } else if let Node::Const(ac) = &a.node {
                     self.with_ref(b, frame, |bv| ops::binary(op, ac, bv))?
                 } else {
-                    let av = self.eval(a, frame)?;
+                    let av = self.eval_leaf(a, frame)?;
                     self.with_ref(b, frame, |bv| ops::binary(op, &av, bv))?
                 };
                 result.map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
@@ -418,6 +471,10 @@ impl<'a> Ctx<'a> {
         frame: &mut Frame<'a>,
         f: impl FnOnce(&Value) -> R,
     ) -> Result<R, Fail> {
+        if !self.fast() {
+            let v = self.eval(e, frame)?;
+            return Ok(f(&v));
+        }
         if let Node::Const(v) = &e.node {
             return Ok(f(v));
         }
@@ -434,7 +491,7 @@ impl<'a> Ctx<'a> {
             }
             Node::Binary(BinOp::Coalesce, a, b) => {
                 self.step(e.loc)?;
-                let av = self.eval(a, frame)?;
+                let av = self.eval_leaf(a, frame)?;
                 if !av.is_null() {
                     return Ok(f(&av));
                 }
@@ -499,7 +556,7 @@ impl<'a> Ctx<'a> {
         let size = (f.frame_size as usize).max(args.len());
         slots.reserve(size);
         for a in args {
-            match self.eval(a, frame) {
+            match self.eval_leaf(a, frame) {
                 Ok(v) => slots.push(Some(v)),
                 Err(e) => {
                     slots.clear();
@@ -526,7 +583,7 @@ impl<'a> Ctx<'a> {
     ) -> Result<Value, Fail> {
         let mut given = Vec::with_capacity(args.len());
         for a in args {
-            given.push(self.eval(a, frame)?);
+            given.push(self.eval_leaf(a, frame)?);
         }
         let version = self.plan.version();
         let remembered = |m: &super::Memo| {

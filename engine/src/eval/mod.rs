@@ -3,6 +3,8 @@
 
 mod effects;
 mod expr;
+#[cfg(test)]
+mod fast_tests;
 pub(crate) mod ops;
 
 use std::fmt;
@@ -262,6 +264,10 @@ pub(crate) struct Ctx<'a> {
     /// Results of calls of user functions with event-level arguments (see
     /// [`Memo`]), so that `c2m_lines(order)` in three rules is computed once.
     pub memo: Vec<Memo>,
+    /// Tests only: every fast path off ([`Ctx::test`], [`Ctx::with_ref`], leaves and
+    /// one-argument built-ins by reference), so the general path can be compared with them.
+    #[cfg(test)]
+    pub plain: bool,
 }
 
 /// The result of a call of a user function whose arguments are all event-level (globals,
@@ -425,6 +431,8 @@ impl<'a> Ctx<'a> {
             trace,
             spare_frames: Vec::new(),
             memo: Vec::new(),
+            #[cfg(test)]
+            plain: false,
         }
     }
 

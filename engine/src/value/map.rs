@@ -631,6 +631,12 @@ mod tests {
         ]
     }
 
+    thread_local! {
+        /// Hints of key lookups, kept from one object checked to the next.
+        static HINTS: [std::sync::atomic::AtomicU32; 40] =
+            std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0));
+    }
+
     fn check(map: &Map, model: &IndexMap<String, i64>) {
         assert_eq!(map.len(), model.len());
         assert_eq!(map.is_empty(), model.is_empty());
@@ -651,6 +657,15 @@ mod tests {
             let text = String::from(&*k);
             assert_eq!(map.get(text.as_str()).cloned(), want);
             assert_eq!(map.get_hashed(&text, key_hash(&text)).cloned(), want);
+            // With a hint left by earlier objects (other shapes, other positions) and
+            // with a wrong one: the same answer.
+            HINTS.with(|hints| {
+                let hint = &hints[usize::from(i)];
+                assert_eq!(map.get_hinted(&k, key_hash(&k), hint).cloned(), want);
+                assert_eq!(map.get_hinted(&text, key_hash(&text), hint).cloned(), want);
+                let wrong = std::sync::atomic::AtomicU32::new(u32::from(i) * 7 % 45);
+                assert_eq!(map.get_hinted(&k, key_hash(&k), &wrong).cloned(), want);
+            });
             assert_eq!(map.get_index_of(&*k), model.get_index_of(&*k));
         }
         assert_eq!(
