@@ -39,8 +39,7 @@ impl<'a> Ctx<'a> {
                 }
             }
             Node::Call(f, args, lambda) => {
-                if let (Imp::Pure(fun), None, [arg], true) =
-                    (&f.imp, f.owned, &**args, self.fast())
+                if let (Imp::Pure(fun), None, [arg], true) = (&f.imp, f.owned, &**args, self.fast())
                 {
                     return self.call_pure_by_ref(f.name, *fun, f.size, arg, frame, e);
                 }
@@ -302,7 +301,6 @@ impl<'a> Ctx<'a> {
         }
         Ok(v)
     }
-
 
     fn local(&mut self, slot: u32, frame: &mut Frame<'a>) -> Result<Value, Fail> {
         if let Some(Some(v)) = frame.slots.get(slot as usize) {

@@ -203,5 +203,8 @@ fn the_comparison_sees_a_difference() {
     assert_eq!(holds, "ok true");
     let x = Value::from_json(&serde_json::json!({"a": 2}));
     let (value, holds) = run(&prog, body, slot, frame_size, &x, false);
-    assert_eq!((value.as_str(), holds.as_str()), ("ok boolean false", "ok false"));
+    assert_eq!(
+        (value.as_str(), holds.as_str()),
+        ("ok boolean false", "ok false")
+    );
 }
