@@ -43,9 +43,19 @@ pub(crate) enum Node {
 /// One step of a compiled path.
 #[derive(Debug)]
 pub(crate) enum Seg {
-    /// A key, with its hash under the object maps' hasher, computed once at compile time.
-    Key(Str, u64),
+    /// A key, with its hash under the object maps' hasher, computed once at compile time,
+    /// and where it was last found.
+    Key(Str, KeyAt),
     Index(CExpr),
+}
+
+/// The hash of a key step and the position the key had in the last object it was found
+/// in: objects of one shape (the items of an order, the rows of an answer) share their key
+/// table, so the next one has it at the same place ([`crate::value::Map::get_hinted`]).
+#[derive(Debug)]
+pub(crate) struct KeyAt {
+    pub hash: u64,
+    pub hint: std::sync::atomic::AtomicU32,
 }
 
 impl Seg {
@@ -53,7 +63,13 @@ impl Seg {
     pub fn key(k: Str) -> Seg {
         use std::hash::BuildHasher;
         let hash = crate::value::Hasher::default().hash_one(&*k);
-        Seg::Key(k, hash)
+        Seg::Key(
+            k,
+            KeyAt {
+                hash,
+                hint: std::sync::atomic::AtomicU32::new(0),
+            },
+        )
     }
 }
 

@@ -402,8 +402,13 @@ fn check_conditions<'a>(
     flow: Option<&Str>,
 ) -> Result<Option<(usize, Option<Record>)>, Fail> {
     for (i, c) in when.iter().enumerate() {
-        let v = cx.eval(&c.expr, frame)?;
-        let holds = v.truthy();
+        // A trace records the condition's value; without one only whether it holds counts.
+        let (holds, value) = if cx.trace.is_some() {
+            let v = cx.eval(&c.expr, frame)?;
+            (v.truthy(), v)
+        } else {
+            (cx.test(&c.expr, frame)?, Value::Null)
+        };
         if let Some(trace) = cx.trace.as_deref_mut() {
             let location = cx
                 .prog
@@ -417,7 +422,7 @@ fn check_conditions<'a>(
                     index: i,
                     text: c.text.clone(),
                     location,
-                    value: v,
+                    value,
                     holds,
                     journal: None,
                     reason: None,
@@ -513,11 +518,11 @@ fn run_effects<'a>(
 ) -> Result<(), Stop> {
     for eff in effects {
         if let Some(c) = &eff.cond {
-            let v = cx.eval(c, frame)?;
+            let holds = cx.test(c, frame)?;
             if cx.trace.is_some() {
-                trace_branch(cx, c, &eff.cond_text, v.truthy());
+                trace_branch(cx, c, &eff.cond_text, holds);
             }
-            if !v.truthy() {
+            if !holds {
                 if let EffectKind::Group { otherwise, .. } = &eff.kind {
                     run_effects(cx, frame, otherwise)?;
                 }

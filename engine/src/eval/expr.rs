@@ -2,7 +2,7 @@
 
 use super::ops;
 use super::{Call, Ctx, EvalErrorKind, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
-use crate::compile::node::{CExpr, Node, ObjKey, Seg};
+use crate::compile::node::{CExpr, KeyAt, Node, ObjKey, Seg};
 use crate::funcs::{Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
 
@@ -20,10 +20,11 @@ impl<'a> Ctx<'a> {
             Node::Local(slot) => self.local(*slot, frame),
             Node::Global(i) => Ok(self.globals.get(*i as usize).cloned().unwrap_or_default()),
             Node::Path(base, segs) => self.path(base, segs, frame),
+            Node::Unary(UnOp::Not, x) => Ok(Value::Bool(!self.test(x, frame)?)),
             Node::Unary(op, x) => {
                 let v = self.eval(x, frame)?;
                 match op {
-                    UnOp::Not => Ok(Value::Bool(!self.truth(&v, x)?)),
+                    UnOp::Not => Ok(Value::Bool(!v.truthy())),
                     UnOp::Neg => {
                         ops::neg(&v).map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
                     }
@@ -31,13 +32,17 @@ impl<'a> Ctx<'a> {
             }
             Node::Binary(op, a, b) => self.binary(*op, a, b, frame, e),
             Node::If(c, a, b) => {
-                if self.with_ref(c, frame, Value::truthy)? {
-                    self.eval(a, frame)
+                if self.test(c, frame)? {
+                    self.eval_leaf(a, frame)
                 } else {
-                    self.eval(b, frame)
+                    self.eval_leaf(b, frame)
                 }
             }
             Node::Call(f, args, lambda) => {
+                if let (Imp::Pure(fun), None, [arg], true) = (&f.imp, f.owned, &**args, self.fast())
+                {
+                    return self.call_pure_by_ref(f.name, *fun, f.size, arg, frame, e);
+                }
                 let mut small: [Value; 4] = Default::default();
                 let mut large = Vec::new();
                 let values: &mut [Value] = if args.len() <= small.len() {
@@ -47,7 +52,7 @@ impl<'a> Ctx<'a> {
                     &mut large
                 };
                 for (slot, a) in values.iter_mut().zip(args.iter()) {
-                    *slot = self.eval(a, frame)?;
+                    *slot = self.eval_leaf(a, frame)?;
                 }
                 match f.imp {
                     Imp::Pure(fun) => {
@@ -85,7 +90,7 @@ impl<'a> Ctx<'a> {
                 self.charge(items.len() as u64 * SLOT_BYTES, e.loc)?;
                 let mut out = Vec::with_capacity(items.len());
                 for item in items.iter() {
-                    out.push(self.eval(item, frame)?);
+                    out.push(self.eval_leaf(item, frame)?);
                 }
                 Ok(Value::array(out))
             }
@@ -116,7 +121,7 @@ impl<'a> Ctx<'a> {
                             }
                         }
                     };
-                    let value = self.eval(v, frame)?;
+                    let value = self.eval_leaf(v, frame)?;
                     map.insert(key, value);
                 }
                 Ok(Value::object(map))
@@ -127,14 +132,14 @@ impl<'a> Ctx<'a> {
                 // the values are evaluated in order.
                 let mut values = Vec::with_capacity(fields.len());
                 for (_, _, v) in fields.iter() {
-                    values.push(self.eval(v, frame)?);
+                    values.push(self.eval_leaf(v, frame)?);
                 }
                 Ok(Value::object(Map::with_keys_of(shape, values)))
             }
             Node::Template(id, vars) => {
                 let mut values = Vec::with_capacity(vars.len());
                 for (name, accessor) in vars.iter() {
-                    values.push((name.clone(), self.eval(accessor, frame)?));
+                    values.push((name.clone(), self.eval_leaf(accessor, frame)?));
                 }
                 match crate::template::render(
                     self.prog,
@@ -161,9 +166,140 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Truthiness of a condition: booleans and null; anything else is true.
-    pub(crate) fn truth(&self, v: &Value, _at: &CExpr) -> Result<bool, Fail> {
-        Ok(v.truthy())
+    /// [`Ctx::eval`] of `e`, with the commonest leaves — a literal, a slot already
+    /// filled, one key below one — read here, without a call of `eval` (their steps,
+    /// results and errors are those of `eval`; anything else goes to it).
+    #[inline(always)]
+    fn eval_leaf(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+        if self.budget == 0 || !self.fast() {
+            return self.eval(e, frame);
+        }
+        match &e.node {
+            Node::Const(v) => {
+                self.budget -= 1;
+                Ok(v.clone())
+            }
+            Node::Local(slot) => match frame.slots.get(*slot as usize) {
+                Some(Some(v)) => {
+                    self.budget -= 1;
+                    Ok(v.clone())
+                }
+                _ => self.eval(e, frame),
+            },
+            Node::Path(base, segs) => match (&base.node, &**segs) {
+                (Node::Local(slot), [Seg::Key(k, at)]) => match frame.slots.get(*slot as usize) {
+                    Some(Some(Value::Object(o))) => {
+                        self.budget -= 1;
+                        Ok(key_of(o, k, at).cloned().unwrap_or_default())
+                    }
+                    Some(Some(Value::Ref(_)) | None) | None => self.eval(e, frame),
+                    Some(Some(_)) => {
+                        self.budget -= 1;
+                        Ok(Value::Null)
+                    }
+                },
+                _ => self.eval(e, frame),
+            },
+            _ => self.eval(e, frame),
+        }
+    }
+
+    /// Whether the fast paths are on: always, but in tests that compare them with the
+    /// general path.
+    #[inline(always)]
+    fn fast(&self) -> bool {
+        #[cfg(test)]
+        return !self.plain;
+        #[cfg(not(test))]
+        true
+    }
+
+    /// Spends one step of the budget for node `loc`, as [`Ctx::eval`] does on entry.
+    #[inline(always)]
+    fn step(&mut self, loc: crate::compile::node::LocId) -> Result<(), Fail> {
+        if self.budget == 0 {
+            return self.tick(1, loc);
+        }
+        self.budget -= 1;
+        Ok(())
+    }
+
+    /// Whether a condition holds: the truthiness of its value, found without building the
+    /// value where it is a comparison with `==`/`!=`, `and`, `or`, `not` or anything
+    /// [`Ctx::with_ref`] reads by reference. The same steps, errors and order of
+    /// evaluation as `eval(e)?.truthy()`.
+    pub(crate) fn test(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+        if !self.fast() {
+            return Ok(self.eval(e, frame)?.truthy());
+        }
+        match &e.node {
+            Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) => {
+                self.step(e.loc)?;
+                let ne = *op == BinOp::Ne;
+                if let Node::Const(bc) = &b.node {
+                    return self.with_ref(a, frame, |av| av.equals(bc) != ne);
+                }
+                if let Node::Const(ac) = &a.node {
+                    return self.with_ref(b, frame, |bv| ac.equals(bv) != ne);
+                }
+                let av = self.eval_leaf(a, frame)?;
+                self.with_ref(b, frame, |bv| av.equals(bv) != ne)
+            }
+            Node::Binary(BinOp::And, a, b) => {
+                self.step(e.loc)?;
+                Ok(self.test(a, frame)? && self.test(b, frame)?)
+            }
+            Node::Binary(BinOp::Or, a, b) => {
+                self.step(e.loc)?;
+                Ok(self.test(a, frame)? || self.test(b, frame)?)
+            }
+            Node::Unary(UnOp::Not, x) => {
+                self.step(e.loc)?;
+                Ok(!self.test(x, frame)?)
+            }
+            _ => self.with_ref(e, frame, Value::truthy),
+        }
+    }
+
+    /// A call of a pure built-in of one argument that does not take it by value
+    /// (`empty(x)`, `string(x)`, `type(x)`): the argument is looked at by reference.
+    /// The same charges, result and errors as the general call.
+    #[inline(never)]
+    fn call_pure_by_ref(
+        &mut self,
+        name: &'static str,
+        fun: crate::funcs::PureFn,
+        size: Size,
+        arg: &'a CExpr,
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        let left = self.bytes_left;
+        let result = self.with_ref(arg, frame, |v| {
+            let values = std::slice::from_ref(v);
+            match size {
+                Size::Before(size) => {
+                    let bytes = size(values, left);
+                    if bytes > left {
+                        return Err(bytes);
+                    }
+                    Ok((bytes, fun(values)))
+                }
+                Size::Free | Size::Result => Ok((0, fun(values))),
+            }
+        })?;
+        let v = match result {
+            Ok((bytes, v)) => {
+                self.charge(bytes, e.loc)?;
+                v
+            }
+            Err(bytes) => return Err(self.out_of_bytes(bytes, e.loc)),
+        };
+        let v = v.map_err(|m| self.error(EvalErrorKind::Type, e.loc, format!("{name}(): {m}")))?;
+        if let Size::Result = size {
+            self.charge(crate::funcs::shallow_bytes(&v), e.loc)?;
+        }
+        Ok(v)
     }
 
     fn local(&mut self, slot: u32, frame: &mut Frame<'a>) -> Result<Value, Fail> {
@@ -226,7 +362,7 @@ impl<'a> Ctx<'a> {
         for seg in segs {
             let next: Option<Value> = match seg {
                 Seg::Key(k, hash) => match cur {
-                    Value::Object(o) => match key_of(o, k, *hash) {
+                    Value::Object(o) => match key_of(o, k, hash) {
                         Some(v) => {
                             // Borrow into the object when we can; it lives in `root` or `owned`.
                             if owned.is_none() {
@@ -263,21 +399,21 @@ impl<'a> Ctx<'a> {
     ) -> Result<Value, Fail> {
         match op {
             BinOp::And => {
-                if !self.with_ref(a, frame, Value::truthy)? {
+                if !self.test(a, frame)? {
                     return Ok(Value::Bool(false));
                 }
-                Ok(Value::Bool(self.with_ref(b, frame, Value::truthy)?))
+                Ok(Value::Bool(self.test(b, frame)?))
             }
             BinOp::Or => {
-                if self.with_ref(a, frame, Value::truthy)? {
+                if self.test(a, frame)? {
                     return Ok(Value::Bool(true));
                 }
-                Ok(Value::Bool(self.with_ref(b, frame, Value::truthy)?))
+                Ok(Value::Bool(self.test(b, frame)?))
             }
             BinOp::Coalesce => {
-                let av = self.eval(a, frame)?;
+                let av = self.eval_leaf(a, frame)?;
                 if av.is_null() {
-                    self.eval(b, frame)
+                    self.eval_leaf(b, frame)
                 } else {
                     Ok(av)
                 }
@@ -298,7 +434,7 @@ impl<'a> Ctx<'a> {
                 } else if let Node::Const(ac) = &a.node {
                     self.with_ref(b, frame, |bv| add(ac, bv))?
                 } else {
-                    let av = self.eval(a, frame)?;
+                    let av = self.eval_leaf(a, frame)?;
                     self.with_ref(b, frame, |bv| add(&av, bv))?
                 };
                 match result {
@@ -317,7 +453,7 @@ impl<'a> Ctx<'a> {
                 } else if let Node::Const(ac) = &a.node {
                     self.with_ref(b, frame, |bv| ops::binary(op, ac, bv))?
                 } else {
-                    let av = self.eval(a, frame)?;
+                    let av = self.eval_leaf(a, frame)?;
                     self.with_ref(b, frame, |bv| ops::binary(op, &av, bv))?
                 };
                 result.map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
@@ -333,6 +469,10 @@ impl<'a> Ctx<'a> {
         frame: &mut Frame<'a>,
         f: impl FnOnce(&Value) -> R,
     ) -> Result<R, Fail> {
+        if !self.fast() {
+            let v = self.eval(e, frame)?;
+            return Ok(f(&v));
+        }
         if let Node::Const(v) = &e.node {
             return Ok(f(v));
         }
@@ -341,6 +481,20 @@ impl<'a> Ctx<'a> {
                 (base, segs)
             }
             Node::Local(_) | Node::Global(_) => (e, &[]),
+            // The branch taken, and the right side of `??` when the left is null, by reference.
+            Node::If(c, a, b) => {
+                self.step(e.loc)?;
+                let branch = if self.test(c, frame)? { a } else { b };
+                return self.with_ref(branch, frame, f);
+            }
+            Node::Binary(BinOp::Coalesce, a, b) => {
+                self.step(e.loc)?;
+                let av = self.eval_leaf(a, frame)?;
+                if !av.is_null() {
+                    return Ok(f(&av));
+                }
+                return self.with_ref(b, frame, f);
+            }
             _ => {
                 let v = self.eval(e, frame)?;
                 return Ok(f(&v));
@@ -386,15 +540,33 @@ impl<'a> Ctx<'a> {
         let Some(f) = prog.funcs.get(i as usize) else {
             return Ok(Value::Null);
         };
-        if f.body.is_none() {
+        let Some(body) = &f.body else {
             return Ok(Value::Null);
-        }
+        };
         // A call whose arguments are the same in every rule of the evaluation is computed
         // once (and again only if it reads the world and the plan changed since).
         if args.iter().all(event_level) {
             return self.call_user_remembered(i, f.pure, args, frame);
         }
-        self.call_user_now(i, args, frame)
+        // The arguments go into the first slots of a spare frame, the rest is empty.
+        let mut slots = self.spare_frames.pop().unwrap_or_default();
+        slots.clear();
+        let size = (f.frame_size as usize).max(args.len());
+        slots.reserve(size);
+        for a in args {
+            match self.eval_leaf(a, frame) {
+                Ok(v) => slots.push(Some(v)),
+                Err(e) => {
+                    slots.clear();
+                    self.spare_frames.push(slots);
+                    return Err(e);
+                }
+            }
+        }
+        while slots.len() < size {
+            slots.push(None);
+        }
+        self.run_user_body(body, slots)
     }
 
     /// [`Ctx::call_user`] of a call with event-level arguments: the remembered result if
@@ -409,7 +581,7 @@ impl<'a> Ctx<'a> {
     ) -> Result<Value, Fail> {
         let mut given = Vec::with_capacity(args.len());
         for a in args {
-            given.push(self.eval(a, frame)?);
+            given.push(self.eval_leaf(a, frame)?);
         }
         let version = self.plan.version();
         let remembered = |m: &super::Memo| {
@@ -473,36 +645,6 @@ impl<'a> Ctx<'a> {
         self.spare_frames.push(slots);
         result
     }
-
-    /// [`Ctx::call_user`] without remembering.
-    fn call_user_now(
-        &mut self,
-        i: u32,
-        args: &'a [CExpr],
-        frame: &mut Frame<'a>,
-    ) -> Result<Value, Fail> {
-        let prog = self.prog;
-        let Some(f) = prog.funcs.get(i as usize) else {
-            return Ok(Value::Null);
-        };
-        let Some(body) = &f.body else {
-            return Ok(Value::Null);
-        };
-        let mut slots = self.spare_frames.pop().unwrap_or_default();
-        slots.clear();
-        slots.resize_with(f.frame_size.max(args.len() as u32) as usize, || None);
-        for (i, a) in args.iter().enumerate() {
-            match self.eval(a, frame) {
-                Ok(v) => slots[i] = Some(v),
-                Err(e) => {
-                    slots.clear();
-                    self.spare_frames.push(slots);
-                    return Err(e);
-                }
-            }
-        }
-        self.run_user_body(body, slots)
-    }
 }
 
 /// Whether an argument is the same wherever it is evaluated in one evaluation: a literal,
@@ -545,8 +687,8 @@ static NULL: Value = Value::Null;
 /// that rules name and keys of documents are interned ([`crate::value::intern`]), so the key is usually
 /// found by comparing pointers; see [`Map`].
 #[inline]
-fn key_of<'m>(o: &'m Map, k: &str, hash: u64) -> Option<&'m Value> {
-    o.get_hashed(k, hash)
+fn key_of<'m>(o: &'m Map, k: &str, at: &KeyAt) -> Option<&'m Value> {
+    o.get_hinted(k, at.hash, &at.hint)
 }
 
 /// Walks key steps by reference; a missing key gives a reference to null.
@@ -555,7 +697,7 @@ fn walk_keys_ref<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
     for seg in segs {
         let Seg::Key(k, hash) = seg else { return None };
         match cur {
-            Value::Object(o) => match key_of(o, k, *hash) {
+            Value::Object(o) => match key_of(o, k, hash) {
                 Some(v) => cur = v,
                 None => return Some(&NULL),
             },

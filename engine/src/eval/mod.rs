@@ -3,6 +3,8 @@
 
 mod effects;
 mod expr;
+#[cfg(test)]
+mod fast_tests;
 pub(crate) mod ops;
 
 use std::fmt;
@@ -262,6 +264,10 @@ pub(crate) struct Ctx<'a> {
     /// Results of calls of user functions with event-level arguments (see
     /// [`Memo`]), so that `c2m_lines(order)` in three rules is computed once.
     pub memo: Vec<Memo>,
+    /// Tests only: every fast path off ([`Ctx::test`], [`Ctx::with_ref`], leaves and
+    /// one-argument built-ins by reference), so the general path can be compared with them.
+    #[cfg(test)]
+    pub plain: bool,
 }
 
 /// The result of a call of a user function whose arguments are all event-level (globals,
@@ -315,6 +321,19 @@ impl Call<'_, '_> {
             self.frame.set(*slot, v.clone());
         }
         self.cx.eval(&lambda.body, self.frame)
+    }
+
+    /// Whether the lambda argument holds for `args`: the truthiness of
+    /// [`Call::apply`]'s value, found without building it where it can be
+    /// ([`Ctx::test`]).
+    pub fn holds(&mut self, args: &[Value]) -> Result<bool, Fail> {
+        let Some(lambda) = self.lambda else {
+            return Err(self.fail("this function needs a lambda argument"));
+        };
+        for (slot, v) in lambda.params.iter().zip(args) {
+            self.frame.set(*slot, v.clone());
+        }
+        self.cx.test(&lambda.body, self.frame)
     }
 
     /// Whether a lambda was given.
@@ -412,6 +431,8 @@ impl<'a> Ctx<'a> {
             trace,
             spare_frames: Vec::new(),
             memo: Vec::new(),
+            #[cfg(test)]
+            plain: false,
         }
     }
 

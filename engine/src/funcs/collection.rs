@@ -161,7 +161,7 @@ fn filter(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     call.tick(items.len() as u64)?;
     let mut out = Vec::new();
     for item in items {
-        if call.apply(std::slice::from_ref(item))?.truthy() {
+        if call.holds(std::slice::from_ref(item))? {
             call.charge(SLOT_BYTES)?;
             out.push(item.clone());
         }
@@ -173,7 +173,7 @@ fn find(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let items = list(call, args, "find")?;
     for item in items {
         call.tick(1)?;
-        if call.apply(std::slice::from_ref(item))?.truthy() {
+        if call.holds(std::slice::from_ref(item))? {
             return Ok(item.clone());
         }
     }
@@ -182,7 +182,7 @@ fn find(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 
 fn test(call: &mut Call<'_, '_>, item: &Value) -> Result<bool, Fail> {
     if call.has_lambda() {
-        Ok(call.apply(std::slice::from_ref(item))?.truthy())
+        Ok(call.holds(std::slice::from_ref(item))?)
     } else {
         Ok(item.truthy())
     }

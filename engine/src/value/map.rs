@@ -298,6 +298,33 @@ impl Map {
         self.values.get(i)
     }
 
+    /// The value of a key whose hash is known, trying position `hint` first: a key found
+    /// at another position leaves its position in `hint` for the next object of the same
+    /// shape (the items of a list share their key table). A hint is only a guess: it is
+    /// taken only when the key there is `k` itself (the same interned text), so a stale or
+    /// foreign hint costs a comparison, never a wrong answer.
+    #[inline]
+    pub fn get_hinted(
+        &self,
+        k: &str,
+        hash: u64,
+        hint: &std::sync::atomic::AtomicU32,
+    ) -> Option<&Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let keys = self.keys.as_deref()?;
+        let guess = hint.load(Relaxed) as usize;
+        if let Some(n) = keys.names.get(guess) {
+            if std::ptr::eq(n.as_ptr(), k.as_ptr()) && n.len() == k.len() {
+                return self.values.get(guess);
+            }
+        }
+        let i = keys.find_hashed(k, hash)?;
+        if let Ok(at) = u32::try_from(i) {
+            hint.store(at, Relaxed);
+        }
+        self.values.get(i)
+    }
+
     /// The key and value of a key.
     pub fn get_key_value<Q: AsRef<str> + ?Sized>(&self, k: &Q) -> Option<(&Str, &Value)> {
         let i = self.get_index_of(k)?;
@@ -648,6 +675,12 @@ mod tests {
         ]
     }
 
+    thread_local! {
+        /// Hints of key lookups, kept from one object checked to the next.
+        static HINTS: [std::sync::atomic::AtomicU32; 40] =
+            std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0));
+    }
+
     fn check(map: &Map, model: &IndexMap<String, i64>) {
         assert_eq!(map.len(), model.len());
         assert_eq!(map.is_empty(), model.is_empty());
@@ -668,6 +701,15 @@ mod tests {
             let text = String::from(&*k);
             assert_eq!(map.get(text.as_str()).cloned(), want);
             assert_eq!(map.get_hashed(&text, key_hash(&text)).cloned(), want);
+            // With a hint left by earlier objects (other shapes, other positions) and
+            // with a wrong one: the same answer.
+            HINTS.with(|hints| {
+                let hint = &hints[usize::from(i)];
+                assert_eq!(map.get_hinted(&k, key_hash(&k), hint).cloned(), want);
+                assert_eq!(map.get_hinted(&text, key_hash(&text), hint).cloned(), want);
+                let wrong = std::sync::atomic::AtomicU32::new(u32::from(i) * 7 % 45);
+                assert_eq!(map.get_hinted(&k, key_hash(&k), &wrong).cloned(), want);
+            });
             assert_eq!(map.get_index_of(&*k), model.get_index_of(&*k));
         }
         assert_eq!(
