@@ -131,6 +131,9 @@ impl<'a> Ctx<'a> {
                 }
                 Ok(Value::object(Map::with_keys_of(shape, values)))
             }
+            Node::Settled(folded, written) => {
+                self.eval(if self.settled { folded } else { written }, frame)
+            }
             Node::Template(id, vars) => {
                 let mut values = Vec::with_capacity(vars.len());
                 for (name, accessor) in vars.iter() {

@@ -262,6 +262,10 @@ pub(crate) struct Ctx<'a> {
     /// Results of calls of user functions with event-level arguments (see
     /// [`Memo`]), so that `c2m_lines(order)` in three rules is computed once.
     pub memo: Vec<Memo>,
+    /// Whether the settings agree with the rule set's own wherever the compiled code was
+    /// folded for them: [`Node::Settled`](crate::compile::node::Node::Settled) takes its
+    /// folded side then.
+    pub settled: bool,
 }
 
 /// The result of a call of a user function whose arguments are all event-level (globals,
@@ -412,6 +416,7 @@ impl<'a> Ctx<'a> {
             trace,
             spare_frames: Vec::new(),
             memo: Vec::new(),
+            settled: crate::compile::fold::settled(prog, settings),
         }
     }
 
