@@ -462,7 +462,9 @@ impl Folder<'_> {
                     .into_iter()
                     .map(|(k, v)| {
                         let k = match k {
-                            ObjKey::Computed(k) => ObjKey::Computed(self.fold(k, funcs, site, mode)),
+                            ObjKey::Computed(k) => {
+                                ObjKey::Computed(self.fold(k, funcs, site, mode))
+                            }
                             s => s,
                         };
                         (k, self.fold(v, funcs, site, mode))
@@ -475,7 +477,10 @@ impl Folder<'_> {
                     .into_iter()
                     .map(|(k, h, v)| (k, h, self.fold(v, funcs, site, mode)))
                     .collect();
-                if fields.iter().all(|(_, _, v)| matches!(v.node, Node::Const(_))) {
+                if fields
+                    .iter()
+                    .all(|(_, _, v)| matches!(v.node, Node::Const(_)))
+                {
                     let values = fields
                         .into_iter()
                         .map(|(_, _, v)| match v.node {
@@ -799,9 +804,10 @@ fn subst(e: &CExpr, args: &[CExpr], params: u32, base: u32) -> CExpr {
                 })
             }),
         ),
-        Node::CallUser(i, xs) => {
-            Node::CallUser(*i, xs.iter().map(|x| subst(x, args, params, base)).collect())
-        }
+        Node::CallUser(i, xs) => Node::CallUser(
+            *i,
+            xs.iter().map(|x| subst(x, args, params, base)).collect(),
+        ),
         Node::Array(xs) => Node::Array(xs.iter().map(|x| subst(x, args, params, base)).collect()),
         Node::Object(pairs) => Node::Object(
             pairs
@@ -902,8 +908,7 @@ fn identical(a: &Value, b: &Value) -> bool {
         (Value::Object(x), Value::Object(y)) => {
             std::sync::Arc::ptr_eq(x, y)
                 || (x.len() == y.len()
-                    && x
-                        .iter()
+                    && x.iter()
                         .zip(y.iter())
                         .all(|((ka, va), (kb, vb))| ka == kb && identical(va, vb)))
         }
@@ -925,5 +930,269 @@ fn placeholder(loc: u32) -> CExpr {
     CExpr {
         node: Node::Const(Value::Null),
         loc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use crate::eval::{EvalErrorKind, EvalOptions, Event};
+    use crate::ruleset::RuleSet;
+    use crate::value::Value;
+    use crate::world::EmptyWorld;
+
+    const SETTINGS: &str = "s:\n  flag: true\n  mode: net\n  list: []\n  url: https://x.test\n";
+
+    /// A rule set whose function `f(x)` has `body`, called once with an event-level argument
+    /// (a call shared by the evaluation) and once from a lambda (inlined).
+    fn files(body: &str) -> Vec<(String, String)> {
+        let text = format!(
+            "events:\n  e:\n    fields: {{x: a value}}\nfunctions:\n  g(y): 'if y == null then settings.s.mode else y'\n  f(x): '{}'\nrules:\n  - id: r\n    on: e\n    let:\n      v: f(x)\n      w: map([x, null], i => f(i))\n    do:\n      - journal: {{code: V, level: info, text: 'to_json([v, w])'}}\n",
+            body.replace('\'', "''")
+        );
+        vec![("t.yaml".to_owned(), text)]
+    }
+
+    fn event(x: &Value) -> Event {
+        let mut doc = crate::value::Map::default();
+        doc.insert("event".into(), Value::str("e"));
+        doc.insert("x".into(), x.clone());
+        Event::from_document(&Value::object(doc)).expect("event")
+    }
+
+    /// The plan as JSON, or the error as text (with its place).
+    fn outcome(set: &RuleSet, ev: &Event, settings: Option<&Value>) -> String {
+        let opts = EvalOptions {
+            settings,
+            ..EvalOptions::default()
+        };
+        match set.evaluate_with(ev, &EmptyWorld, opts) {
+            Ok(plan) => serde_json::to_string(&plan).unwrap_or_default(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// The steps an evaluation takes: the smallest budget it succeeds with.
+    fn steps(set: &RuleSet, ev: &Event, settings: Option<&Value>) -> u64 {
+        let run = |budget| {
+            let opts = EvalOptions {
+                settings,
+                budget,
+                ..EvalOptions::default()
+            };
+            match set.evaluate_with(ev, &EmptyWorld, opts) {
+                Err(e) => e.kind != EvalErrorKind::Budget,
+                Ok(_) => true,
+            }
+        };
+        let (mut lo, mut hi) = (0u64, 100_000u64);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if run(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    fn sets(body: &str) -> (RuleSet, RuleSet) {
+        let files = files(body);
+        let settings = Some(("settings.yaml", SETTINGS));
+        let (folded, _) = RuleSet::from_texts(&files, settings)
+            .unwrap_or_else(|d| panic!("loads: {}", d.render(false)));
+        let written = RuleSet::unfolded(&files, settings)
+            .unwrap_or_else(|d| panic!("loads: {}", d.render(false)));
+        (folded, written)
+    }
+
+    fn overrides(flag: &Value, mode: &Value, list: &Value) -> Value {
+        let mut s = crate::value::Map::default();
+        s.insert("flag".into(), flag.clone());
+        s.insert("mode".into(), mode.clone());
+        s.insert("list".into(), list.clone());
+        let mut o = crate::value::Map::default();
+        o.insert("s".into(), Value::object(s));
+        Value::object(o)
+    }
+
+    const DECIDES: &str = "if not settings.s.flag then null else if settings.s.mode == \"net\" and empty(settings.s.list) then g(x) ?? \"none\" else \"percent\"";
+
+    #[test]
+    fn decisions_on_the_own_settings_are_taken_once() {
+        let (folded, written) = sets(DECIDES);
+        let ev = event(&Value::str("a"));
+        assert!(!folded.prog.assumed.is_empty());
+        assert_eq!(outcome(&folded, &ev, None), outcome(&written, &ev, None));
+        // The folded code skips the decisions: fewer steps than the code as written.
+        assert!(
+            steps(&folded, &ev, None) < steps(&written, &ev, None),
+            "{} < {}",
+            steps(&folded, &ev, None),
+            steps(&written, &ev, None)
+        );
+        // The same settings given as overrides (another object, the same values): folded.
+        let same = folded.settings_with(&Value::Null);
+        let copy: Value = serde_json::from_str(&same.to_json()).expect("json");
+        assert_eq!(steps(&folded, &ev, Some(&copy)), steps(&folded, &ev, None));
+    }
+
+    #[test]
+    fn other_settings_run_the_code_as_written() {
+        let (folded, written) = sets(DECIDES);
+        let ev = event(&Value::Null);
+        for (flag, mode, list) in [
+            (Value::Bool(false), Value::str("net"), Value::array(vec![])),
+            (
+                Value::Bool(true),
+                Value::str("percent"),
+                Value::array(vec![]),
+            ),
+            (
+                Value::Bool(true),
+                Value::str("net"),
+                Value::array(vec![Value::str("a")]),
+            ),
+            (Value::Bool(true), Value::Int(1), Value::array(vec![])),
+        ] {
+            let s = folded.settings_with(&overrides(&flag, &mode, &list));
+            let got = outcome(&folded, &ev, Some(&s));
+            assert_eq!(
+                got,
+                outcome(&written, &ev, Some(&s)),
+                "{flag:?} {mode:?} {list:?}"
+            );
+            // The folded result for the own settings would be different: these did run the
+            // code as written.
+            assert_ne!(
+                got,
+                outcome(&folded, &ev, None),
+                "{flag:?} {mode:?} {list:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_that_decides_nothing_is_not_assumed() {
+        // `settings.s.url` only goes into a text: a pair whose runner fills in another URL
+        // still runs the folded code.
+        let (folded, written) =
+            sets("if settings.s.flag then format(\"{}/{}\", settings.s.url, x) else null");
+        let paths: Vec<String> = folded
+            .prog
+            .assumed
+            .iter()
+            .map(|(p, _)| p.join("."))
+            .collect();
+        assert_eq!(paths, ["s.flag"]);
+        let ev = event(&Value::str("a"));
+        let mut o = crate::value::Map::default();
+        let mut s = crate::value::Map::default();
+        s.insert("url".into(), Value::str("https://y.test"));
+        o.insert("s".into(), Value::object(s));
+        let other = folded.settings_with(&Value::object(o));
+        let got = outcome(&folded, &ev, Some(&other));
+        assert!(got.contains("https://y.test/a"), "{got}");
+        assert_eq!(got, outcome(&written, &ev, Some(&other)));
+        assert!(steps(&folded, &ev, Some(&other)) < steps(&written, &ev, Some(&other)));
+    }
+
+    #[test]
+    fn a_folded_error_keeps_its_place() {
+        // `1 + x` fails for a text: inlined from `f`, the error still points into `f`.
+        let (folded, written) = sets("if settings.s.flag then 1 + x else 0");
+        let ev = event(&Value::str("a"));
+        let got = outcome(&folded, &ev, None);
+        assert!(got.starts_with("error: rule `r` at t.yaml:"), "{got}");
+        assert_eq!(got, outcome(&written, &ev, None));
+    }
+
+    fn leaf() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("x".to_owned()),
+            Just("x.a".to_owned()),
+            Just("settings.s.flag".to_owned()),
+            Just("settings.s.mode".to_owned()),
+            Just("settings.s.list".to_owned()),
+            Just("settings.s.url".to_owned()),
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            Just("0".to_owned()),
+            Just("1.5".to_owned()),
+            Just("\"net\"".to_owned()),
+            Just("[]".to_owned()),
+            Just("{a: 1}".to_owned()),
+        ]
+    }
+
+    fn expr() -> impl Strategy<Value = String> {
+        leaf().prop_recursive(4, 40, 3, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} == {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} != {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} and {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} or {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} ?? {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} + {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} < {b})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} in {b})")),
+                inner.clone().prop_map(|a| format!("(not {a})")),
+                inner.clone().prop_map(|a| format!("(-{a})")),
+                inner.clone().prop_map(|a| format!("g({a})")),
+                inner.clone().prop_map(|a| format!("empty({a})")),
+                inner.clone().prop_map(|a| format!("string({a})")),
+                inner.clone().prop_map(|a| format!("{{a: {a}, b: x}}.a")),
+                inner.clone().prop_map(|a| format!("compact([{a}, x])")),
+                (inner.clone(), inner.clone(), inner)
+                    .prop_map(|(c, a, b)| format!("(if {c} then {a} else {b})")),
+            ]
+        })
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-2i64..3).prop_map(Value::Int),
+            Just(Value::str("net")),
+            Just(Value::str("")),
+            Just(Value::array(vec![])),
+            Just(Value::array(vec![Value::str("net")])),
+            (-2i64..3).prop_map(|a| {
+                let mut m = crate::value::Map::default();
+                m.insert("a".into(), Value::Int(a));
+                Value::object(m)
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Folded and as written, the rules give the same plan (or the same error, at the
+        /// same place) for any event, with the own settings and with any others.
+        #[test]
+        fn folded_code_gives_what_the_code_as_written_gives(
+            body in expr(),
+            xs in proptest::collection::vec(value(), 3),
+            flag in value(),
+            mode in value(),
+            list in value(),
+        ) {
+            let (folded, written) = sets(&body);
+            let other = folded.settings_with(&overrides(&flag, &mode, &list));
+            for x in &xs {
+                let ev = event(x);
+                prop_assert_eq!(outcome(&folded, &ev, None), outcome(&written, &ev, None), "{}", body);
+                prop_assert_eq!(
+                    outcome(&folded, &ev, Some(&other)),
+                    outcome(&written, &ev, Some(&other)),
+                    "{}", body
+                );
+            }
+        }
     }
 }

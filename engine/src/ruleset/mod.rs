@@ -21,7 +21,7 @@ use yaml::MarkedFile;
 
 /// A compiled rule set with its settings. Cheap to evaluate many times, from many threads.
 pub struct RuleSet {
-    prog: Program,
+    pub(crate) prog: Program,
     settings: Value,
     files: Vec<String>,
     shape: Option<SettingsShape>,
