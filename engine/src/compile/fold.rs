@@ -30,7 +30,7 @@ use crate::syntax::ast::{BinOp, UnOp};
 use crate::value::{Map, Str, Value};
 
 /// The largest function body (in nodes) that is inlined at its call sites.
-const INLINE_MAX: usize = 48;
+const INLINE_MAX: usize = 40;
 
 /// The largest constant (in bytes of JSON) a fold may build.
 const CONST_MAX: usize = 4096;
@@ -59,6 +59,7 @@ pub(crate) fn fold_program(prog: &mut Program, settings: &Value) {
         let mut site = Site {
             frame_size: func.frame_size,
             lets: Vec::new(),
+            repeated: true,
         };
         let body = f.root(body, &prog.funcs, &mut site);
         if let Some(func) = prog.funcs.get_mut(i) {
@@ -207,6 +208,11 @@ fn size(e: &CExpr) -> usize {
 struct Site {
     frame_size: u32,
     lets: Vec<bool>,
+    /// Whether code here may run many times in one evaluation: a function body, or a
+    /// lambda (of a `map`, `filter`, …). Calls are inlined only there: a call in a rule's
+    /// own expressions runs once per event, and a copy of the body would cost memory for
+    /// nothing.
+    repeated: bool,
 }
 
 impl Site {
@@ -214,6 +220,7 @@ impl Site {
         Site {
             frame_size,
             lets: by_slot.iter().map(Option::is_some).collect(),
+            repeated: false,
         }
     }
 
@@ -427,10 +434,10 @@ impl Folder<'_> {
                     .collect();
                 let lambda = lambda.map(|l| {
                     let CLambda { params, body } = *l;
-                    Box::new(CLambda {
-                        params,
-                        body: self.fold(body, funcs, site, mode),
-                    })
+                    let outer = std::mem::replace(&mut site.repeated, true);
+                    let body = self.fold(body, funcs, site, mode);
+                    site.repeated = outer;
+                    Box::new(CLambda { params, body })
                 });
                 Node::Call(b, args.into_boxed_slice(), lambda)
             }
@@ -693,7 +700,8 @@ impl Folder<'_> {
             return Err(args);
         };
         let nparams = f.params.len();
-        if args.len() != nparams
+        if !site.repeated
+            || args.len() != nparams
             || args.iter().all(event_level)
             || !args.iter().all(|a| duplicable(a, site))
             || size(body) > INLINE_MAX
