@@ -675,7 +675,7 @@ impl Folder<'_> {
                         return None;
                     }
                 }
-                let value = fun(&mut values).ok()?;
+                let value = fun(&values).ok()?;
                 Some(Known { value, paths })
             }
             _ => None,
