@@ -106,15 +106,41 @@ pub(crate) fn fold_program(prog: &mut Program, settings: &Value) {
         let value = walk(settings, &path);
         assumed.push((path, value));
     }
+    // Paths of one part of the settings together, so it is compared once.
+    assumed.sort_by(|(a, _), (b, _)| a.cmp(b));
     prog.assumed = assumed;
+    prog.folded_for = settings.clone();
 }
 
 /// Whether `settings` have the same value as the ones the program was folded for at every
-/// key a fold decided on: then the folded code gives what the code as written would.
+/// key a fold decided on: then the folded code gives what the code as written would. The
+/// settings the daemon gives (the rule set's own with the runner's `connection` merged in)
+/// share every other part with the rule set's own: a part that is the very same object as
+/// the one folded for is not walked.
 pub(crate) fn settled(prog: &Program, settings: &Value) -> bool {
-    prog.assumed
-        .iter()
-        .all(|(path, value)| identical(&walk(settings, path), value))
+    if let (Value::Object(a), Value::Object(b)) = (settings, &prog.folded_for) {
+        if std::sync::Arc::ptr_eq(a, b) {
+            return true;
+        }
+    }
+    let mut shared: Option<&str> = None;
+    prog.assumed.iter().all(|(path, value)| {
+        let Some(first) = path.first() else {
+            return identical(settings, value);
+        };
+        if shared == Some(&**first) {
+            return true;
+        }
+        if let (Some(Value::Object(a)), Some(Value::Object(b))) =
+            (settings.get_ref(first), prog.folded_for.get_ref(first))
+        {
+            if std::sync::Arc::ptr_eq(a, b) {
+                shared = Some(&**first);
+                return true;
+            }
+        }
+        identical(&walk(settings, path), value)
+    })
 }
 
 /// The indexes of the functions, each after every function it calls.

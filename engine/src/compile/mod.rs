@@ -65,6 +65,8 @@ pub(crate) struct Program {
     /// own settings ([`fold`]): an evaluation whose settings agree at each of them runs the
     /// folded code.
     pub assumed: Vec<(Box<[Str]>, Value)>,
+    /// The settings the program was folded for (shared, not copied).
+    pub folded_for: Value,
 }
 
 /// A function or flow, as a node of the call graph.
@@ -191,6 +193,7 @@ impl<'s> Compiler<'s> {
             templates: self.templates,
             empty_lets: Lets::default(),
             assumed: Vec::new(),
+            folded_for: Value::Null,
         }
     }
 }
