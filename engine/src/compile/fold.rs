@@ -2,10 +2,15 @@
 //!
 //! Two passes over the compiled program, once it compiled without errors:
 //!
-//! - **Folds valid for any settings.** Small user functions are inlined where their arguments
-//!   can be read again at no cost and without effect (literals, parameters, loop variables and
-//!   key paths below them, globals), so `c2m_is_service(line.assortment)` becomes
-//!   `line.assortment.meta.type == "service"`: no call, no frame, one path. Then what became
+//! - **Folds valid for any settings.** Small user functions (bodies of up to
+//!   [`INLINE_MAX`] nodes) called where code repeats (a function body, a lambda) are inlined
+//!   where their arguments can be read again at no cost and without effect (literals,
+//!   parameters, loop variables and key paths below them, globals; not a lazily computed
+//!   `let`), so `c2m_is_service(line.assortment)` becomes
+//!   `line.assortment.meta.type == "service"`: no call, no frame, one path. A call whose
+//!   arguments are all the same in every rule stays a call (its result is shared within an
+//!   evaluation), and so does a call in a rule's own expressions (run once per event: a copy
+//!   of the body would cost memory for nothing). Then what became
 //!   constant is computed: pure built-ins of literals, operators, `if` on a literal, `x ??
 //!   literal`, key paths into literals.
 //! - **Folds for the rule set's own settings.** Decisions that only depend on settings — an
@@ -16,7 +21,7 @@
 //!   replace the code as written: a [`Node::Settled`] holds both, and an evaluation takes the
 //!   folded one only when its settings have the same value at every key a decision read
 //!   ([`Program::assumed`]; checked once per evaluation). An evaluation with other settings
-//!   (a test case's overrides, a dry run with changed settings) runs the code as written.
+//!   (a test case's overrides) runs the code as written.
 //!
 //! A folded node keeps the place of the code it came from, so errors, traces and coverage
 //! point where they did. Nothing that the evaluation would run is dropped unless it is a
