@@ -22,7 +22,10 @@
 //! The rules directory is `rules/` at the repository root (override with
 //! `SKLADSYNC_BENCH_RULES`); the event is a `crm.order.changed` of a new order in an upload
 //! status, with a world that holds the matching МойСклад catalogue, so the upload rules do
-//! their full work.
+//! their full work. The settings are the example's with the bench's mappings, loaded as the
+//! rule set's own (as the daemon's settings file is), with the runner's `connection` merged
+//! in per evaluation; `SKLADSYNC_BENCH_SETTINGS=overrides` gives the mappings as overrides of
+//! the example's settings instead (what `skladsync test` does with a case's settings).
 
 #![recursion_limit = "256"]
 
@@ -225,7 +228,37 @@ fn main() {
         "compile (read + check + compile) {:>10.3} ms   (target ≤ 20 ms)",
         compile.as_secs_f64() * 1e3
     );
+    // The settings of the evaluation are the example's with the bench's overrides. As in
+    // the daemon, they are the rule set's own (its settings file), with the `connection` the
+    // runner fills in merged over them: the rule set is loaded again with them as its
+    // settings file, so the folding for the own settings applies (docs/language.md, "What an
+    // evaluation costs"). `SKLADSYNC_BENCH_SETTINGS=overrides` evaluates the example's rule
+    // set with the overrides given per evaluation instead (settings other than the rule
+    // set's own: the code as written).
     let merged = rules.settings_with(&settings_overrides());
+    let overridden = std::env::var("SKLADSYNC_BENCH_SETTINGS").is_ok_and(|v| v == "overrides");
+    let _settings_dir = tempfile::tempdir().expect("temporary directory");
+    let (rules, merged) = if overridden {
+        (rules, merged)
+    } else {
+        let path = _settings_dir.path().join("settings.yaml");
+        std::fs::write(&path, merged.to_json()).expect("settings file");
+        let rules = match RuleSet::load(&rules_dir, Some(&path)) {
+            Ok((r, _)) => r,
+            Err(d) => {
+                eprintln!("the rule set does not load:\n{}", d.render(false));
+                std::process::exit(1);
+            }
+        };
+        let connection = serde_json::json!({"connection": {
+            "moysklad_url": "https://api.moysklad.ru/api/remap/1.2",
+            "crm_url": "https://bench.retailcrm.test",
+            "crm_timezone": "Europe/Moscow",
+            "moysklad_timezone": "Europe/Moscow"
+        }});
+        let with_connection = rules.settings_with(&Value::from_json(&connection));
+        (rules, with_connection)
+    };
     println!();
     println!(
         "{:<28}{:>8}{:>10}{:>10}{:>10}{:>10}{:>8}{:>12}{:>14}{:>17}{:>9}",

@@ -3,6 +3,7 @@
 //! place in the YAML file. The result is a [`Program`] that evaluation walks.
 
 mod checks;
+pub(crate) mod fold;
 mod lower;
 pub(crate) mod node;
 mod rules;
@@ -60,6 +61,12 @@ pub(crate) struct Program {
     pub events: IndexMap<String, EventInfo>,
     pub templates: minijinja::Environment<'static>,
     pub empty_lets: Lets,
+    /// The settings paths the folded code decided on, with their values in the rule set's
+    /// own settings ([`fold`]): an evaluation whose settings agree at each of them runs the
+    /// folded code.
+    pub assumed: Vec<(Box<[Str]>, Value)>,
+    /// The settings the program was folded for (shared, not copied).
+    pub folded_for: Value,
 }
 
 /// A function or flow, as a node of the call graph.
@@ -94,12 +101,14 @@ pub(crate) struct Compiler<'s> {
 }
 
 /// Compiles rule files against the settings. Diagnostics are collected, never thrown:
-/// the program is usable only when none of them is an error.
+/// the program is usable only when none of them is an error. With `fold`, work that does
+/// not depend on the event is done now rather than at every evaluation ([`fold`]).
 pub(crate) fn compile(
     sources: &[RuleSource],
     settings: &Value,
     settings_file: Option<&MarkedFile>,
     diags: &mut Diagnostics,
+    fold: bool,
 ) -> Program {
     let mut c = Compiler::new(diags, settings);
     c.declare_events(sources);
@@ -112,8 +121,11 @@ pub(crate) fn compile(
     c.check_cycles();
     c.mark_pure_functions();
     let checks = c.compile_settings_checks(sources, settings_file);
-    let program = c.finish(rules);
+    let mut program = c.finish(rules);
     checks::run_settings_checks(&program, settings, &checks, diags);
+    if fold && !diags.has_errors() {
+        fold::fold_program(&mut program, settings);
+    }
     program
 }
 
@@ -180,6 +192,8 @@ impl<'s> Compiler<'s> {
             events: self.events,
             templates: self.templates,
             empty_lets: Lets::default(),
+            assumed: Vec::new(),
+            folded_for: Value::Null,
         }
     }
 }

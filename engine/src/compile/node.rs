@@ -10,14 +10,14 @@ use crate::value::{Str, Value};
 pub(crate) type LocId = u32;
 
 /// A compiled expression with the location it came from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CExpr {
     pub node: Node,
     pub loc: LocId,
 }
 
 /// What a compiled expression does.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Node {
     Const(Value),
     /// A slot of the current frame (a `let`, a parameter, an `as` result, a loop variable).
@@ -38,10 +38,14 @@ pub(crate) enum Node {
     /// keys and their table), so no key is hashed or inserted.
     Record(Box<[(Str, u64, CExpr)]>, Box<crate::value::Map>),
     Template(u32, Box<[(Str, CExpr)]>),
+    /// Code folded for the rule set's own settings (the first), and the same code as
+    /// written (the second): the evaluation takes the first when its settings agree with
+    /// the rule set's at every key the folding decided on ([`super::fold`]).
+    Settled(Box<CExpr>, Box<CExpr>),
 }
 
 /// One step of a compiled path.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Seg {
     /// A key, with its hash under the object maps' hasher, computed once at compile time,
     /// and where it was last found.
@@ -56,6 +60,18 @@ pub(crate) enum Seg {
 pub(crate) struct KeyAt {
     pub hash: u64,
     pub hint: std::sync::atomic::AtomicU32,
+}
+
+impl Clone for KeyAt {
+    /// A copy (an inlined body's path) starts from the position the original last saw.
+    fn clone(&self) -> KeyAt {
+        KeyAt {
+            hash: self.hash,
+            hint: std::sync::atomic::AtomicU32::new(
+                self.hint.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        }
+    }
 }
 
 impl Seg {
@@ -74,14 +90,14 @@ impl Seg {
 }
 
 /// A key of a compiled object literal.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum ObjKey {
     Static(Str),
     Computed(CExpr),
 }
 
 /// A lambda: parameter slots in the enclosing frame and a body.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CLambda {
     pub params: Box<[u32]>,
     pub body: CExpr,

@@ -136,6 +136,9 @@ impl<'a> Ctx<'a> {
                 }
                 Ok(Value::object(Map::with_keys_of(shape, values)))
             }
+            Node::Settled(folded, written) => {
+                self.eval(if self.settled { folded } else { written }, frame)
+            }
             Node::Template(id, vars) => {
                 let mut values = Vec::with_capacity(vars.len());
                 for (name, accessor) in vars.iter() {
@@ -256,6 +259,10 @@ impl<'a> Ctx<'a> {
             Node::Unary(UnOp::Not, x) => {
                 self.step(e.loc)?;
                 Ok(!self.test(x, frame)?)
+            }
+            Node::Settled(folded, written) => {
+                self.step(e.loc)?;
+                self.test(if self.settled { folded } else { written }, frame)
             }
             _ => self.with_ref(e, frame, Value::truthy),
         }
@@ -481,6 +488,12 @@ impl<'a> Ctx<'a> {
                 (base, segs)
             }
             Node::Local(_) | Node::Global(_) => (e, &[]),
+            // The side the settings choose (compile-time folding), by reference.
+            Node::Settled(folded, written) => {
+                self.step(e.loc)?;
+                let side = if self.settled { folded } else { written };
+                return self.with_ref(side, frame, f);
+            }
             // The branch taken, and the right side of `??` when the left is null, by reference.
             Node::If(c, a, b) => {
                 self.step(e.loc)?;

@@ -268,6 +268,10 @@ pub(crate) struct Ctx<'a> {
     /// one-argument built-ins by reference), so the general path can be compared with them.
     #[cfg(test)]
     pub plain: bool,
+    /// Whether the settings agree with the rule set's own wherever the compiled code was
+    /// folded for them: [`Node::Settled`](crate::compile::node::Node::Settled) takes its
+    /// folded side then.
+    pub settled: bool,
 }
 
 /// The result of a call of a user function whose arguments are all event-level (globals,
@@ -433,6 +437,7 @@ impl<'a> Ctx<'a> {
             memo: Vec::new(),
             #[cfg(test)]
             plain: false,
+            settled: crate::compile::fold::settled(prog, settings),
         }
     }
 

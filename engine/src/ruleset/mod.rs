@@ -21,7 +21,7 @@ use yaml::MarkedFile;
 
 /// A compiled rule set with its settings. Cheap to evaluate many times, from many threads.
 pub struct RuleSet {
-    prog: Program,
+    pub(crate) prog: Program,
     settings: Value,
     files: Vec<String>,
     shape: Option<SettingsShape>,
@@ -207,6 +207,29 @@ impl RuleSet {
         settings: Option<(&str, &str)>,
         shape: Option<&SettingsShape>,
     ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
+        Self::compiled(layers, settings, shape, true)
+    }
+
+    /// Rule files compiled without the compile-time folding ([`crate::compile::fold`]): the
+    /// code as written, for tests that compare the two.
+    #[cfg(test)]
+    pub(crate) fn unfolded(
+        files: &[(String, String)],
+        settings: Option<(&str, &str)>,
+    ) -> Result<RuleSet, Diagnostics> {
+        let layer = [Layer {
+            name: String::new(),
+            files: files.to_vec(),
+        }];
+        Self::compiled(&layer, settings, None, false).map(|(set, _)| set)
+    }
+
+    fn compiled(
+        layers: &[Layer],
+        settings: Option<(&str, &str)>,
+        shape: Option<&SettingsShape>,
+        fold: bool,
+    ) -> Result<(RuleSet, Diagnostics), Diagnostics> {
         let files: Vec<(String, String)> = layers
             .iter()
             .flat_map(|l| l.files.iter().cloned())
@@ -260,6 +283,7 @@ impl RuleSet {
             &settings_value,
             settings_marked.as_ref(),
             &mut diags,
+            fold,
         );
         if !diags.has_errors() {
             warn_unused_flows(&prog, &sources, &mut diags);
