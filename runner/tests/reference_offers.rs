@@ -132,3 +132,67 @@ async fn offers_are_answered_one_by_one_as_the_whole_book_has_them() {
     let (whole, entry) = (statuses.0.expect("statuses"), statuses.1.expect("new"));
     assert_eq!(entry, whole.get("new"));
 }
+
+/// One evaluation answers every entry from the same read of the catalogue, as it did with the
+/// whole book, even when the cached read expires meanwhile; the next evaluation reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_keeps_the_offers_it_first_read() {
+    let emu = RetailcrmEmulator::start(EmulatorConfig::with_keys(["k"]))
+        .await
+        .expect("emulator");
+    let offer = |xml: &str| {
+        json!({"externalId": xml, "xmlId": xml, "name": xml, "article": "A", "site": "s",
+               "price": 10, "active": true,
+               "product": {"externalId": xml, "name": xml, "type": "product"}})
+    };
+    emu.seed(&Seed {
+        offers: vec![offer("a"), offer("b")],
+        ..Seed::default()
+    })
+    .expect("seed");
+    let crm = RetailcrmClient::new(
+        CrmConfig::new(&emu.base_url(), "k")
+            .expect("url")
+            .with_rate_limit(None),
+    )
+    .expect("client");
+    let ms = MoyskladClient::new(
+        ClientConfig::new(Auth::basic("unused", "unused")).base_url("http://127.0.0.1:9"),
+    )
+    .expect("ms client");
+    let systems = Systems { crm, ms };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = SyncState::open(dir.path()).expect("state");
+    // Reference data lives 50 ms.
+    let refs = Arc::new(ReferenceCache::new(Duration::from_millis(50)));
+    let catalogue = Arc::new(CatalogueMirror::new(Duration::from_secs(600)));
+    let world = || {
+        LiveWorld::new(
+            systems.clone(),
+            state.clone(),
+            refs.clone(),
+            catalogue.clone(),
+            tokio::runtime::Handle::current(),
+        )
+    };
+    emu.clear_requests();
+    let w = world();
+    let answers = tokio::task::spawn_blocking(move || {
+        let a = w.reference_entry("crm.offers", "a");
+        std::thread::sleep(Duration::from_millis(120));
+        let b = w.reference_entry("crm.offers", "b");
+        (a, b)
+    })
+    .await
+    .expect("join");
+    assert!(!answers.0.expect("a").is_null());
+    assert!(!answers.1.expect("b").is_null());
+    assert_eq!(offer_requests(&emu), 1, "one read for the whole evaluation");
+    // A new evaluation after the TTL reads the catalogue again.
+    let w = world();
+    let again = tokio::task::spawn_blocking(move || w.reference_entry("crm.offers", "a"))
+        .await
+        .expect("join");
+    assert!(!again.expect("a").is_null());
+    assert_eq!(offer_requests(&emu), 2);
+}

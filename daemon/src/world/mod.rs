@@ -106,6 +106,9 @@ pub struct LiveWorld {
     fetch_log: Option<FetchRecorded>,
     handle: tokio::runtime::Handle,
     cache: Mutex<HashMap<String, Value>>,
+    /// `crm.offers` as this evaluation first got it: every entry it asks is answered from
+    /// the same read, as the whole book was (even when the cache's entry expires meanwhile).
+    offers: std::sync::OnceLock<Arc<reference::OfferIndex>>,
 }
 
 /// The single-field МойСклад lookups an evaluation made: (entity, field, value).
@@ -149,6 +152,7 @@ impl LiveWorld {
             fetch_log: None,
             handle,
             cache: Mutex::new(HashMap::new()),
+            offers: std::sync::OnceLock::new(),
         }
     }
 
@@ -254,12 +258,18 @@ impl LiveWorld {
 
     /// `crm.offers` as the runner holds it: from the cache, or read (and cached).
     fn offer_index(&self) -> Result<Arc<reference::OfferIndex>, WorldError> {
-        if let Some(i) = self.refs.offers() {
-            return Ok(i);
+        if let Some(i) = self.offers.get() {
+            return Ok(i.clone());
         }
-        let index = Arc::new(self.block_on(reference::load_offers(&self.systems))?);
-        self.refs.put_offers(index.clone());
-        Ok(index)
+        let index = match self.refs.offers() {
+            Some(i) => i,
+            None => {
+                let index = Arc::new(self.block_on(reference::load_offers(&self.systems))?);
+                self.refs.put_offers(index.clone());
+                index
+            }
+        };
+        Ok(self.offers.get_or_init(|| index).clone())
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
