@@ -217,6 +217,7 @@ async fn offer_index(
         }
     })
     .await?;
+    tracing::info!(offers = index.offers.len(), "crm.offers read");
     Ok(index)
 }
 
