@@ -101,7 +101,10 @@ async fn offers_are_answered_one_by_one_as_the_whole_book_has_them() {
         panic!("not an object: {book:?}");
     };
     assert_eq!(map.len(), 151);
-    assert_eq!(map.get_index(0).map(|(k, _)| k.to_string()), Some("x0".into()));
+    assert_eq!(
+        map.get_index(0).map(|(k, _)| k.to_string()),
+        Some("x0".into())
+    );
     assert_eq!(book.get("x4"), a);
     assert_eq!(book.get("v1#v2"), b);
     assert_eq!(book.get("x9"), c);
