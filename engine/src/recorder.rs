@@ -43,6 +43,12 @@ enum Asked {
         name: String,
         answer: Value,
     },
+    /// `reference(name, key)`: one entry of a book.
+    ReferenceEntry {
+        name: String,
+        key: String,
+        answer: Value,
+    },
 }
 
 /// A world that answers through another one and remembers what it answered.
@@ -156,6 +162,27 @@ fn world_doc(asked: &[Asked]) -> Value {
             Asked::Reference { name, answer } => {
                 reference.insert(name.as_str().into(), answer.clone());
             }
+            Asked::ReferenceEntry { .. } => {}
+        }
+    }
+    // Entries asked one by one make a book of those entries, unless the whole book was
+    // asked too (it holds them).
+    for a in asked {
+        if let Asked::ReferenceEntry { name, key, answer } = a {
+            let book = match reference.get_mut(name.as_str()) {
+                Some(Value::Object(book)) => book,
+                Some(_) => continue,
+                None => {
+                    reference.insert(name.as_str().into(), Value::object(Map::default()));
+                    match reference.get_mut(name.as_str()) {
+                        Some(Value::Object(book)) => book,
+                        _ => continue,
+                    }
+                }
+            };
+            if !answer.is_null() {
+                std::sync::Arc::make_mut(book).insert(key.as_str().into(), answer.clone());
+            }
         }
     }
     let mut ents = Map::default();
@@ -213,6 +240,11 @@ fn differs(replay: &RecordedWorld, a: &Asked) -> Option<String> {
         Asked::Reference { name, answer } => (
             format!("reference {name}"),
             replay.reference(name),
+            answer.clone(),
+        ),
+        Asked::ReferenceEntry { name, key, answer } => (
+            format!("reference {name} entry {key}"),
+            replay.reference_entry(name, key),
             answer.clone(),
         ),
     };
@@ -273,6 +305,16 @@ impl World for Recorder<'_> {
         let answer = self.inner.reference(name)?;
         self.push(Asked::Reference {
             name: name.to_owned(),
+            answer: answer.clone(),
+        });
+        Ok(answer)
+    }
+
+    fn reference_entry(&self, name: &str, key: &str) -> Result<Value, WorldError> {
+        let answer = self.inner.reference_entry(name, key)?;
+        self.push(Asked::ReferenceEntry {
+            name: name.to_owned(),
+            key: key.to_owned(),
             answer: answer.clone(),
         });
         Ok(answer)
@@ -339,6 +381,38 @@ mod tests {
             .unwrap_or_default()
             .is_null());
         assert!(replay.reference("colours").unwrap_or_default().is_null());
+    }
+
+    /// Entries of a book asked one by one are recorded as a book of those entries (the
+    /// others are not kept), and a replay answers them as they were.
+    #[test]
+    fn keeps_the_reference_entries_asked() {
+        let live = RecordedWorld::from_yaml(
+            "reference:\n  offers: {a: {id: 1}, b: {id: 2}, c: {id: 3}}\n",
+        )
+        .unwrap_or_default();
+        let rec = Recorder::new(&live);
+        let a = rec.reference_entry("offers", "a").unwrap_or_default();
+        assert!(a.equals(&Value::from_json(&serde_json::json!({"id": 1}))));
+        let missing = rec.reference_entry("offers", "z").unwrap_or_default();
+        assert!(missing.is_null());
+        let r = rec.recording();
+        assert_eq!(r.questions, 2);
+        assert!(r.inexact.is_empty(), "{:?}", r.inexact);
+        let replay = RecordedWorld::from_value(&r.world).unwrap_or_default();
+        assert!(replay
+            .reference_entry("offers", "a")
+            .unwrap_or_default()
+            .equals(&a));
+        assert!(replay
+            .reference_entry("offers", "z")
+            .unwrap_or_default()
+            .is_null());
+        // Only what was asked.
+        assert!(replay
+            .reference_entry("offers", "b")
+            .unwrap_or_default()
+            .is_null());
     }
 
     /// A live search that matched on something else than field equality cannot be replayed

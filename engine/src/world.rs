@@ -28,6 +28,16 @@ pub trait World {
 
     /// Reference data by name (statuses, stores, dictionaries …), or null.
     fn reference(&self, name: &str) -> Result<Value, WorldError>;
+
+    /// The entry `key` of reference data `name` (what `reference(name)[key]` reads), or
+    /// null. A world that holds a big book in some other form answers it without building
+    /// the whole book (the runner does for `crm.offers`); by default, from [`World::reference`].
+    fn reference_entry(&self, name: &str, key: &str) -> Result<Value, WorldError> {
+        Ok(match self.reference(name)? {
+            Value::Object(book) => book.get(key).cloned().unwrap_or_default(),
+            _ => Value::Null,
+        })
+    }
 }
 
 /// A world that knows nothing.

@@ -814,13 +814,17 @@ async fn run_footprint(size: &Size) {
             .count()
     };
     let mut peak_rss = 0;
+    let mut peak_at = 0.0;
     let mut last_change = Instant::now();
     let mut last = 0;
     let mut shown = Instant::now();
     while started.elapsed() < size.timeout {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let rss = vm(Some(pid), "VmRSS:");
-        peak_rss = peak_rss.max(rss);
+        if rss > peak_rss {
+            peak_rss = rss;
+            peak_at = started.elapsed().as_secs_f64();
+        }
         let u = uploads(&lab);
         if shown.elapsed() >= Duration::from_secs(15) {
             shown = Instant::now();
@@ -841,7 +845,7 @@ async fn run_footprint(size: &Size) {
     let pass = started.elapsed().as_secs_f64() - 10.0;
     let hwm = vm(Some(pid), "VmHWM:");
     println!(
-        "  stock pass: {last} inventory uploads to retailCRM in about {pass:.0} s; peak RSS {:.1} MB (VmHWM {:.1} MB)",
+        "  stock pass: {last} inventory uploads to retailCRM in about {pass:.0} s; peak RSS {:.1} MB at {peak_at:.1} s (VmHWM {:.1} MB)",
         peak_rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );

@@ -270,14 +270,24 @@ impl Applier {
     /// once (one small write); a stop request ([`Applier::stop`]) ends the run between two
     /// effects, or abandons the effect in flight after [`STOP_GRACE`] (its outcome is then
     /// unknown, and the next run looks it up by its key before repeating it).
+    ///
+    /// Each effect is dropped once applied: what its body holds (a stock pass's 250 offers
+    /// an upload) is not kept to the end of the plan.
     pub async fn apply(&self, run: &PlanRun, outbox: Outbox) -> Result<Outcome, StateError> {
         let _active = self.batch.active();
         let mut results: HashMap<String, Value> = HashMap::new();
         let mut optional_failures = Vec::new();
-        let seq = outbox.seq;
-        for (i, effect) in outbox.plan.effects.iter().enumerate() {
+        let Outbox {
+            seq,
+            plan,
+            started,
+            done,
+            ..
+        } = outbox;
+        for (i, effect) in plan.effects.into_iter().enumerate() {
+            let effect = &effect;
             let name = effect_name(effect);
-            if let Some(done) = outbox.done.get(&i) {
+            if let Some(done) = done.get(&i) {
                 if let Some(n) = name {
                     if !done.is_null() {
                         results.insert(n.to_string(), from_json(done));
@@ -288,7 +298,7 @@ impl Applier {
             if self.stopping() {
                 return Ok(Outcome::Interrupted { next: i });
             }
-            let auto_key = format!("auto:{}:{}:{i}", outbox.seq, outbox.started);
+            let auto_key = format!("auto:{seq}:{started}:{i}");
             let res = tokio::select! {
                 r = self.effect(run, seq, i, effect, &results, &auto_key) => r,
                 () = self.stopped_for(STOP_GRACE) => return Ok(Outcome::Interrupted { next: i }),

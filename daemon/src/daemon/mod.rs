@@ -1688,7 +1688,14 @@ impl Daemon {
             work: item.work.subject().unwrap_or_else(|| format!("seq/{seq}")),
             now: now_ms(),
         };
-        let effects = outbox.plan.effects.clone();
+        // What each effect is, for a `GAVE_UP` entry: the effects themselves are let go as
+        // they are applied (a stock pass's bodies are most of its memory then).
+        let effects: Vec<String> = outbox
+            .plan
+            .effects
+            .iter()
+            .map(crate::apply::describe)
+            .collect();
         match self.inner.applier.apply(&run, outbox).await? {
             Outcome::Applied { optional_failures } => {
                 self.inner.stats.event_outcome(&event, "applied");
@@ -1707,11 +1714,7 @@ impl Daemon {
             Outcome::Failed(f) => {
                 self.inner.stats.event_outcome(&event, "failed");
                 // Effects from the failed one on, for a `GAVE_UP` entry.
-                let left: Vec<String> = effects
-                    .iter()
-                    .skip(f.index)
-                    .map(crate::apply::describe)
-                    .collect();
+                let left: Vec<String> = effects.into_iter().skip(f.index).collect();
                 let transient = f.class == FailureClass::Transient;
                 if !transient
                     && event != "sync.problem"

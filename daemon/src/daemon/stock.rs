@@ -267,6 +267,7 @@ impl Daemon {
             },
         )
         .await?;
+        tracing::info!(items = cost.len(), "stock pass: costs read");
         let mut assortment: HashMap<String, Item> = HashMap::new();
         each_row(ms.pages("assortment", &ListQuery::new())?, |mut r| {
             let Some(id) = r.get("id").and_then(Json::as_str).map(str::to_string) else {
@@ -282,6 +283,7 @@ impl Daemon {
             assortment.insert(id, item);
         })
         .await?;
+        tracing::info!(items = assortment.len(), "stock pass: assortment read");
         let recorded = self.inner.state.stock_digests()?;
         let previous = recorded.by_id;
         let mut rows = Vec::new();
@@ -336,6 +338,11 @@ impl Daemon {
             },
         )
         .await?;
+        tracing::info!(
+            rows = rows.len(),
+            changed = digests.len(),
+            "stock pass: rows built"
+        );
         Ok((rows, digests, recorded.legacy))
     }
 }

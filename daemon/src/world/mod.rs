@@ -49,6 +49,8 @@ pub struct ReferenceCache {
     ttl: Duration,
     /// The books as engine values: an evaluation gets the book itself (shared, not copied).
     entries: Mutex<HashMap<String, (Instant, Value)>>,
+    /// `crm.offers`, answered entry by entry (see [`reference::OfferIndex`]).
+    offers: Mutex<Option<(Instant, Arc<reference::OfferIndex>)>>,
 }
 
 impl ReferenceCache {
@@ -57,7 +59,19 @@ impl ReferenceCache {
         ReferenceCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            offers: Mutex::new(None),
         }
+    }
+
+    fn offers(&self) -> Option<Arc<reference::OfferIndex>> {
+        let m = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+        m.as_ref()
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put_offers(&self, index: Arc<reference::OfferIndex>) {
+        *self.offers.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), index));
     }
 
     fn get(&self, name: &str) -> Option<Value> {
@@ -78,6 +92,7 @@ impl ReferenceCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        *self.offers.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -91,6 +106,9 @@ pub struct LiveWorld {
     fetch_log: Option<FetchRecorded>,
     handle: tokio::runtime::Handle,
     cache: Mutex<HashMap<String, Value>>,
+    /// `crm.offers` as this evaluation first got it: every entry it asks is answered from
+    /// the same read, as the whole book was (even when the cache's entry expires meanwhile).
+    offers: std::sync::OnceLock<Arc<reference::OfferIndex>>,
 }
 
 /// The single-field МойСклад lookups an evaluation made: (entity, field, value).
@@ -134,6 +152,7 @@ impl LiveWorld {
             fetch_log: None,
             handle,
             cache: Mutex::new(HashMap::new()),
+            offers: std::sync::OnceLock::new(),
         }
     }
 
@@ -232,6 +251,22 @@ impl LiveWorld {
                 tracing::debug!(error = %e, "could not note a МойСклад read");
             }
         }
+    }
+
+    /// `crm.offers` as the runner holds it: from the cache, or read (and cached).
+    fn offer_index(&self) -> Result<Arc<reference::OfferIndex>, WorldError> {
+        if let Some(i) = self.offers.get() {
+            return Ok(i.clone());
+        }
+        let index = match self.refs.offers() {
+            Some(i) => i,
+            None => {
+                let index = Arc::new(self.block_on(reference::load_offers(&self.systems))?);
+                self.refs.put_offers(index.clone());
+                index
+            }
+        };
+        Ok(self.offers.get_or_init(|| index).clone())
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -341,10 +376,25 @@ impl World for LiveWorld {
         if let Some(v) = self.refs.get(name) {
             return Ok(v);
         }
-        let v = self.block_on(reference::load(&self.systems, name))?;
+        let v = if name == reference::OFFERS {
+            // Built whole from the index (loaded once for both ways of asking).
+            Some(self.offer_index()?.book())
+        } else {
+            self.block_on(reference::load(&self.systems, name))?
+        };
         if let Some(v) = &v {
             self.refs.put(name, v.clone());
         }
         Ok(v.unwrap_or_default())
+    }
+
+    fn reference_entry(&self, name: &str, key: &str) -> Result<Value, WorldError> {
+        if name == reference::OFFERS {
+            return Ok(self.offer_index()?.entry(key));
+        }
+        Ok(match self.reference(name)? {
+            Value::Object(book) => book.get(key).cloned().unwrap_or_default(),
+            _ => Value::Null,
+        })
     }
 }

@@ -9,14 +9,14 @@ use crate::clients::retailcrm::ReferenceBook;
 
 use super::Systems;
 
+/// The book the runner holds as an [`OfferIndex`] and answers entry by entry.
+pub const OFFERS: &str = "crm.offers";
+
 /// Loads one reference book as an engine value; `None` for a name the runner does not know.
+/// (`crm.offers` is loaded with [`load_offers`].)
 pub async fn load(systems: &Systems, name: &str) -> Result<Option<EngineValue>, WorldError> {
-    if name == "crm.offers" {
-        let crm_err = |e: crate::clients::retailcrm::Error| WorldError(e.to_string());
-        return offers_by_xml_id(&systems.crm)
-            .await
-            .map(Some)
-            .map_err(crm_err);
+    if name == OFFERS {
+        return load_offers(systems).await.map(|i| Some(i.book()));
     }
     Ok(load_json(systems, name)
         .await?
@@ -71,39 +71,154 @@ async fn load_json(systems: &Systems, name: &str) -> Result<Option<Value>, World
     Ok(Some(v))
 }
 
-/// `crm.offers`: `{xmlId: {id, xmlId, active, externalId}}` of every offer, read a page at a
-/// time and turned into engine values page by page (only those four fields of an offer are
-/// kept). A big catalogue makes a big book (100 000 offers), so it is built compactly: the
-/// four keys are shared, the `xmlId` of the key and of the offer is one string, and so is an
-/// `externalId` equal to it; offer codes are not interned as keys (they would fill the table
-/// of the keys rules name).
-async fn offers_by_xml_id(
-    crm: &crate::clients::retailcrm::RetailcrmClient,
-) -> Result<EngineValue, crate::clients::retailcrm::Error> {
-    let keys: [Str; 4] = ["id", "xmlId", "active", "externalId"].map(intern::key);
-    let mut by_xml = EngineMap::default();
-    super::lookups::each_offer_page(crm, &json!({}), |offers| {
-        for o in offers {
-            let Some(x) = o.get("xmlId").and_then(Value::as_str) else {
-                continue;
-            };
-            let xml: Str = Str::from(x);
-            let mut small = EngineMap::with_capacity_and_hasher(4, Hasher::default());
-            for k in &keys {
-                let Some(v) = o.get(&**k) else {
-                    continue;
-                };
-                let v = match v.as_str() {
-                    Some(t) if t == x => EngineValue::Str(xml.clone()),
-                    _ => EngineValue::from_json(v),
-                };
-                small.insert(k.clone(), v);
+/// The fields of an offer `crm.offers` keeps, in the order of its objects.
+const OFFER_FIELDS: [&str; 4] = ["id", "xmlId", "active", "externalId"];
+
+/// What `crm.offers` holds of one offer, compactly (about 100 bytes, where the offer as an
+/// engine object took about 400): the fields other than `xmlId` (its key), `Null` when
+/// absent, and which were present.
+#[derive(Debug)]
+struct Offer {
+    id: EngineValue,
+    active: EngineValue,
+    /// `Null` when absent, or when it is the same text as the key.
+    external_id: EngineValue,
+    /// Bit `i` set when field `OFFER_FIELDS[i]` is present; bit 4: `externalId` is the key.
+    present: u8,
+}
+
+const EXTERNAL_IS_KEY: u8 = 1 << 4;
+
+/// `crm.offers` as the runner holds it: `{xmlId: {id, xmlId, active, externalId}}` of every
+/// offer, answered one entry at a time (`reference("crm.offers", xmlId)`) without building
+/// the book as one engine object (100 000 offers took about 45 MB that way; this takes
+/// about 12). The whole book is built only when a rule asks for it whole.
+#[derive(Debug, Default)]
+pub struct OfferIndex {
+    offers: indexmap::IndexMap<Str, Offer, Hasher>,
+    /// An empty object of each combination of fields present (by `present & 15`): the
+    /// answers share their key tables.
+    shapes: Vec<EngineMap>,
+}
+
+impl OfferIndex {
+    fn new() -> OfferIndex {
+        let keys = OFFER_FIELDS.map(intern::key);
+        let shapes = (0u8..16)
+            .map(|mask| {
+                let mut m = EngineMap::with_capacity_and_hasher(4, Hasher::default());
+                for (i, k) in keys.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        m.insert(k.clone(), EngineValue::Null);
+                    }
+                }
+                m
+            })
+            .collect();
+        OfferIndex {
+            offers: indexmap::IndexMap::default(),
+            shapes,
+        }
+    }
+
+    /// Takes in one offer as `store/offers` gives it (one without a text `xmlId` is not
+    /// kept; a later offer with the same `xmlId` replaces an earlier one).
+    fn add(&mut self, o: &Value) {
+        let Some(x) = o.get("xmlId").and_then(Value::as_str) else {
+            return;
+        };
+        let mut present = 0u8;
+        let mut field = |i: usize| match o.get(OFFER_FIELDS[i]) {
+            Some(v) => {
+                present |= 1 << i;
+                EngineValue::from_json(v)
             }
-            by_xml.insert(xml, EngineValue::object(small));
+            None => EngineValue::Null,
+        };
+        let id = field(0);
+        let _ = field(1);
+        let active = field(2);
+        let mut external_id = field(3);
+        if matches!(&external_id, EngineValue::Str(e) if &**e == x) {
+            present |= EXTERNAL_IS_KEY;
+            external_id = EngineValue::Null;
+        }
+        let offer = Offer {
+            id,
+            active,
+            external_id,
+            present,
+        };
+        match self.offers.get_mut(x) {
+            Some(slot) => *slot = offer,
+            None => {
+                self.offers.insert(Str::from(x), offer);
+            }
+        }
+    }
+
+    fn object(&self, key: &Str, o: &Offer) -> EngineValue {
+        let mut values = Vec::with_capacity(4);
+        for i in 0..4 {
+            if o.present & (1 << i) == 0 {
+                continue;
+            }
+            values.push(match i {
+                0 => o.id.clone(),
+                1 => EngineValue::Str(key.clone()),
+                2 => o.active.clone(),
+                _ if o.present & EXTERNAL_IS_KEY != 0 => EngineValue::Str(key.clone()),
+                _ => o.external_id.clone(),
+            });
+        }
+        let shape = self.shapes.get(usize::from(o.present & 15));
+        match shape.map(|s| EngineMap::like(s, values)) {
+            Some(Ok(map)) => EngineValue::object(map),
+            // Not reached: every combination has its shape.
+            _ => EngineValue::Null,
+        }
+    }
+
+    /// The entry of `xml_id` (`{id, xmlId, active, externalId}`), or null.
+    pub fn entry(&self, xml_id: &str) -> EngineValue {
+        match self.offers.get_key_value(xml_id) {
+            Some((k, o)) => self.object(k, o),
+            None => EngineValue::Null,
+        }
+    }
+
+    /// The whole book as one object, in the order the offers were read.
+    pub fn book(&self) -> EngineValue {
+        let mut by_xml = EngineMap::with_capacity_and_hasher(self.offers.len(), Hasher::default());
+        for (k, o) in &self.offers {
+            by_xml.insert(k.clone(), self.object(k, o));
+        }
+        EngineValue::object(by_xml)
+    }
+}
+
+/// Reads `crm.offers` (every offer, a page of `store/offers` at a time) into an
+/// [`OfferIndex`]: only four fields of an offer are kept, the key's text shared with an
+/// equal `xmlId` and `externalId`; offer codes are not interned as keys (they would fill the
+/// table of the keys rules name).
+pub async fn load_offers(systems: &Systems) -> Result<OfferIndex, WorldError> {
+    offer_index(&systems.crm)
+        .await
+        .map_err(|e| WorldError(e.to_string()))
+}
+
+async fn offer_index(
+    crm: &crate::clients::retailcrm::RetailcrmClient,
+) -> Result<OfferIndex, crate::clients::retailcrm::Error> {
+    let mut index = OfferIndex::new();
+    super::lookups::each_offer_page(crm, &json!({}), |offers| {
+        for o in &offers {
+            index.add(o);
         }
     })
     .await?;
-    Ok(EngineValue::object(by_xml))
+    tracing::info!(offers = index.offers.len(), "crm.offers read");
+    Ok(index)
 }
 
 async fn list(
@@ -160,7 +275,8 @@ mod tests {
                 .with_rate_limit(None),
         )
         .expect("client");
-        let book = offers_by_xml_id(&crm).await.expect("offers");
+        let index = offer_index(&crm).await.expect("offers");
+        let book = index.book();
         let offers = book.to_serde_json();
         // The same book as the four fields of each offer converted whole.
         let id = |x: &str| offers[x]["id"].clone();
@@ -171,6 +287,12 @@ mod tests {
                 "c2": {"id": id("c2"), "xmlId": "c2", "active": false, "externalId": "other"}
             }))
         );
+        // Each entry answered alone is the book's.
+        for x in ["c1", "c2"] {
+            assert_eq!(index.entry(x), book.get(x));
+        }
+        assert!(index.entry("c3").is_null());
+        assert_eq!(index.offers.len(), 2);
         // One string for the key, the offer's `xmlId` and an equal `externalId`.
         let EngineValue::Object(map) = &book else {
             panic!("not an object");

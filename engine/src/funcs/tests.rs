@@ -7,7 +7,7 @@ fn example_world() -> RecordedWorld {
     RecordedWorld::from_yaml(
         "entities:\n  shop.product:\n    - {id: 1, sku: A-1, name: Pen}\n    - {id: 2, sku: B-2, name: Ink}\n\
          links:\n  - {kind: product, shop: 1, warehouse: p-1}\n\
-         reference:\n  units: [pcs, kg]\n",
+         reference:\n  units: [pcs, kg]\n  colours: {red: '#f00'}\n",
     )
     .expect("the example world is valid")
 }

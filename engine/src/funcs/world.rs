@@ -25,13 +25,20 @@ pub(super) fn builtins() -> Vec<Builtin> {
             "The link of this kind that has `id` on the side of `system`: an object with `kind` and one id per system (null when not linked). Links made earlier in this plan count.",
             ["linked('product', 'shop', 1).warehouse" => "'p-1'", "linked('product', 'shop', 2)" => "null"],
             3, 3, NoLambda, Imp::Ctx(linked)),
-        builtin!(Family::World, "reference", "reference(name)",
-            "Reference data by name (statuses, stores, dictionaries, …), as the world provides it; null when unknown.",
-            ["reference('units')" => "['pcs', 'kg']"],
-            1, 1, NoLambda, Imp::Ctx(reference)),
+        builtin!(Family::World, "reference", "reference(name, key?)",
+            "Reference data by name (statuses, stores, dictionaries, …), as the world provides it; null when unknown. With a key, the entry of that key (`reference(name)[key]`; null for a null key), asked of the world alone: a world may answer it without building the whole book (the runner does for `crm.offers`).",
+            ["reference('units')" => "['pcs', 'kg']",
+             "reference('colours', 'red')" => "'#f00'",
+             "reference('colours', 'blue')" => "null"],
+            1, 2, NoLambda, Imp::Ctx(reference)),
     ];
     for b in &mut all {
         b.reads_world = true;
+        if b.name == "reference" {
+            // Reference data is the world's, shared with every evaluation: the rule builds
+            // none of it.
+            b.size = super::Size::Free;
+        }
     }
     all
 }
@@ -123,8 +130,29 @@ fn linked(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
 
 fn reference(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     let t = texts::<1>(call, args, "reference")?;
-    call.tick(10)?;
+    if args.len() < 2 {
+        call.tick(10)?;
+        return call
+            .world()
+            .reference(t[0])
+            .map_err(|e| call.world_error(format!("reference {}: {e}", t[0])));
+    }
+    // One entry: as cheap as indexing the book (it is called once per item of big lists).
+    call.tick(1)?;
+    let key = match arg(args, 1) {
+        Value::Null => return Ok(Value::Null),
+        Value::Str(s) => s.clone(),
+        // As `book[key]` reads them.
+        k @ (Value::Int(_) | Value::Bool(_)) => k.to_text().into(),
+        other => {
+            return Err(call.fail(format!(
+                "reference()'s key must be a string, got {} {}",
+                other.type_name(),
+                short(other)
+            )))
+        }
+    };
     call.world()
-        .reference(t[0])
-        .map_err(|e| call.world_error(format!("reference {}: {e}", t[0])))
+        .reference_entry(t[0], &key)
+        .map_err(|e| call.world_error(format!("reference {} entry {key}: {e}", t[0])))
 }
