@@ -24,11 +24,8 @@ impl<'a> Ctx<'a> {
             Node::Unary(UnOp::Neg, x) => self.neg(x, frame, e),
             Node::Binary(op, a, b) => self.binary(*op, a, b, frame, e),
             Node::If(c, a, b) => {
-                if self.test(c, frame)? {
-                    self.eval_leaf(a, frame)
-                } else {
-                    self.eval_leaf(b, frame)
-                }
+                let branch = if self.test(c, frame)? { a } else { b };
+                self.eval_leaf(branch, frame)
             }
             Node::Call(f, args, lambda) => self.call(f, args, lambda.as_deref(), frame, e),
             Node::CallUser(i, args) => self.call_user(*i, args, frame),
@@ -398,6 +395,7 @@ impl<'a> Ctx<'a> {
         Ok(v)
     }
 
+    #[inline(never)]
     fn path(
         &mut self,
         base: &'a CExpr,
@@ -463,6 +461,7 @@ impl<'a> Ctx<'a> {
         Ok(cur.clone())
     }
 
+    #[inline(never)]
     fn binary(
         &mut self,
         op: BinOp,
@@ -610,6 +609,7 @@ impl<'a> Ctx<'a> {
         Ok(f(&v))
     }
 
+    #[inline(never)]
     fn call_user(
         &mut self,
         i: u32,
