@@ -2,11 +2,11 @@
 
 use super::ops;
 use super::{Call, Ctx, EvalErrorKind, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
-use crate::compile::node::{CExpr, KeyAt, Node, ObjKey, Seg};
-use crate::funcs::{Imp, Size};
+use crate::compile::node::{CExpr, CLambda, KeyAt, Node, ObjKey, Seg};
+use crate::funcs::{Builtin, Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
 
-use crate::value::{Hasher, Map, PathKey, Value};
+use crate::value::{Hasher, Map, PathKey, Str, Value};
 
 impl<'a> Ctx<'a> {
     /// Evaluates an expression in a frame.
@@ -21,150 +21,214 @@ impl<'a> Ctx<'a> {
             Node::Global(i) => Ok(self.globals.get(*i as usize).cloned().unwrap_or_default()),
             Node::Path(base, segs) => self.path(base, segs, frame),
             Node::Unary(UnOp::Not, x) => Ok(Value::Bool(!self.test(x, frame)?)),
-            Node::Unary(op, x) => {
-                let v = self.eval(x, frame)?;
-                match op {
-                    UnOp::Not => Ok(Value::Bool(!v.truthy())),
-                    UnOp::Neg => {
-                        ops::neg(&v).map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
-                    }
-                }
-            }
+            Node::Unary(UnOp::Neg, x) => self.neg(x, frame, e),
             Node::Binary(op, a, b) => self.binary(*op, a, b, frame, e),
             Node::If(c, a, b) => {
-                if self.test(c, frame)? {
-                    self.eval_leaf(a, frame)
-                } else {
-                    self.eval_leaf(b, frame)
-                }
+                let branch = if self.test(c, frame)? { a } else { b };
+                self.eval_leaf(branch, frame)
             }
-            Node::Call(f, args, lambda) => {
-                if let (Imp::Pure(fun), None, [arg], true) = (&f.imp, f.owned, &**args, self.fast())
-                {
-                    return self.call_pure_by_ref(f.name, *fun, f.size, arg, frame, e);
-                }
-                let mut small: [Value; 4] = Default::default();
-                let mut large = Vec::new();
-                let values: &mut [Value] = if args.len() <= small.len() {
-                    &mut small[..args.len()]
-                } else {
-                    large.resize(args.len(), Value::Null);
-                    &mut large
-                };
-                for (slot, a) in values.iter_mut().zip(args.iter()) {
-                    *slot = self.eval_leaf(a, frame)?;
-                }
-                match f.imp {
-                    Imp::Pure(fun) => {
-                        if let Size::Before(size) = f.size {
-                            let bytes = size(values, self.bytes_left);
-                            self.charge(bytes, e.loc)?;
-                        }
-                        // The arguments are this call's own: a built-in that can use them
-                        // in place is given them.
-                        let v = match f.owned {
-                            Some(owned) => owned(values),
-                            None => fun(values),
-                        };
-                        let v = v.map_err(|m| {
-                            self.error(EvalErrorKind::Type, e.loc, format!("{}(): {m}", f.name))
-                        })?;
-                        if let Size::Result = f.size {
-                            self.charge(crate::funcs::shallow_bytes(&v), e.loc)?;
-                        }
-                        Ok(v)
-                    }
-                    Imp::Ctx(fun) => {
-                        let mut call = Call {
-                            cx: self,
-                            frame,
-                            lambda: lambda.as_deref(),
-                            loc: e.loc,
-                        };
-                        fun(&mut call, values)
-                    }
-                }
-            }
+            Node::Call(f, args, lambda) => self.call(f, args, lambda.as_deref(), frame, e),
             Node::CallUser(i, args) => self.call_user(*i, args, frame),
-            Node::Array(items) => {
-                self.charge(items.len() as u64 * SLOT_BYTES, e.loc)?;
-                let mut out = Vec::with_capacity(items.len());
-                for item in items.iter() {
-                    out.push(self.eval_leaf(item, frame)?);
-                }
-                Ok(Value::array(out))
-            }
-            Node::Object(pairs) => {
-                self.charge(pairs.len() as u64 * ENTRY_BYTES, e.loc)?;
-                let mut map = Map::with_capacity_and_hasher(pairs.len(), Hasher::default());
-                for (k, v) in pairs.iter() {
-                    let key = match k {
-                        ObjKey::Static(k) => k.clone(),
-                        ObjKey::Computed(k) => {
-                            let kv = self.eval(k, frame)?;
-                            match kv {
-                                Value::Str(s) => s,
-                                Value::Int(_) | Value::Dec(_) | Value::Bool(_) => {
-                                    self.charge(32, k.loc)?;
-                                    kv.to_text().into()
-                                }
-                                other => {
-                                    return Err(self.error(
-                                        EvalErrorKind::Type,
-                                        k.loc,
-                                        format!(
-                                            "an object key must be a string, got {}",
-                                            other.type_name()
-                                        ),
-                                    ))
-                                }
-                            }
-                        }
-                    };
-                    let value = self.eval_leaf(v, frame)?;
-                    map.insert(key, value);
-                }
-                Ok(Value::object(map))
-            }
-            Node::Record(fields, shape) => {
-                self.charge(fields.len() as u64 * ENTRY_BYTES, e.loc)?;
-                // The keys (shared, not copied) come from the literal's own empty object;
-                // the values are evaluated in order.
-                let mut values = Vec::with_capacity(fields.len());
-                for (_, _, v) in fields.iter() {
-                    values.push(self.eval_leaf(v, frame)?);
-                }
-                Ok(Value::object(Map::with_keys_of(shape, values)))
-            }
+            Node::Array(items) => self.array(items, frame, e),
+            Node::Object(pairs) => self.object(pairs, frame, e),
+            Node::Record(fields, shape) => self.record(fields, shape, frame, e),
             Node::Settled(folded, written) => {
                 self.eval(if self.settled { folded } else { written }, frame)
             }
-            Node::Template(id, vars) => {
-                let mut values = Vec::with_capacity(vars.len());
-                for (name, accessor) in vars.iter() {
-                    values.push((name.clone(), self.eval_leaf(accessor, frame)?));
+            Node::Template(id, vars) => self.template(*id, vars, frame, e),
+        }
+    }
+
+    /// `-x`.
+    #[inline(never)]
+    fn neg(&mut self, x: &'a CExpr, frame: &mut Frame<'a>, e: &CExpr) -> Result<Value, Fail> {
+        let v = self.eval(x, frame)?;
+        ops::neg(&v).map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
+    }
+
+    /// A call of a built-in: its arguments are evaluated into an array of their own
+    /// number (no default-filled spare places to fill and drop), then it is applied.
+    #[inline(never)]
+    fn call(
+        &mut self,
+        f: &'a Builtin,
+        args: &'a [CExpr],
+        lambda: Option<&'a CLambda>,
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        match args {
+            [] => self.apply(f, lambda, &mut [], frame, e),
+            [a0] => {
+                if let (Imp::Pure(fun), None, true) = (&f.imp, f.owned, self.fast()) {
+                    return self.call_pure_by_ref(f.name, *fun, f.size, a0, frame, e);
                 }
-                match crate::template::render(
-                    self.prog,
-                    *id,
-                    self.settings,
-                    values,
-                    self.bytes_left,
-                ) {
-                    Ok((text, built)) => {
-                        self.charge(built.saturating_add(text.len() as u64), e.loc)?;
-                        Ok(Value::from(text))
-                    }
-                    Err(crate::template::RenderError::Failed(m)) => {
-                        Err(self.error(EvalErrorKind::Type, e.loc, m))
-                    }
-                    Err(crate::template::RenderError::OutOfBytes) => {
-                        Err(self.out_of_bytes(u64::MAX, e.loc))
-                    }
-                    Err(crate::template::RenderError::OutOfFuel) => {
-                        Err(self.error(EvalErrorKind::Limit, e.loc, crate::template::OUT_OF_FUEL))
+                let mut values = [self.eval_leaf(a0, frame)?];
+                self.apply(f, lambda, &mut values, frame, e)
+            }
+            [a0, a1] => {
+                let v0 = self.eval_leaf(a0, frame)?;
+                let mut values = [v0, self.eval_leaf(a1, frame)?];
+                self.apply(f, lambda, &mut values, frame, e)
+            }
+            [a0, a1, a2] => {
+                let v0 = self.eval_leaf(a0, frame)?;
+                let v1 = self.eval_leaf(a1, frame)?;
+                let mut values = [v0, v1, self.eval_leaf(a2, frame)?];
+                self.apply(f, lambda, &mut values, frame, e)
+            }
+            _ => {
+                let mut values = Vec::with_capacity(args.len());
+                for a in args {
+                    values.push(self.eval_leaf(a, frame)?);
+                }
+                self.apply(f, lambda, &mut values, frame, e)
+            }
+        }
+    }
+
+    /// Applies a built-in to its arguments' values.
+    #[inline(never)]
+    fn apply(
+        &mut self,
+        f: &'a Builtin,
+        lambda: Option<&'a CLambda>,
+        values: &mut [Value],
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        match f.imp {
+            Imp::Pure(fun) => {
+                if let Size::Before(size) = f.size {
+                    let bytes = size(values, self.bytes_left);
+                    self.charge(bytes, e.loc)?;
+                }
+                // The arguments are this call's own: a built-in that can use them
+                // in place is given them.
+                let v = match f.owned {
+                    Some(owned) => owned(values),
+                    None => fun(values),
+                };
+                let v = v.map_err(|m| {
+                    self.error(EvalErrorKind::Type, e.loc, format!("{}(): {m}", f.name))
+                })?;
+                if let Size::Result = f.size {
+                    self.charge(crate::funcs::shallow_bytes(&v), e.loc)?;
+                }
+                Ok(v)
+            }
+            Imp::Ctx(fun) => {
+                let mut call = Call {
+                    cx: self,
+                    frame,
+                    lambda,
+                    loc: e.loc,
+                };
+                fun(&mut call, values)
+            }
+        }
+    }
+
+    /// A list literal.
+    #[inline(never)]
+    fn array(
+        &mut self,
+        items: &'a [CExpr],
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        self.charge(items.len() as u64 * SLOT_BYTES, e.loc)?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(self.eval_leaf(item, frame)?);
+        }
+        Ok(Value::array(out))
+    }
+
+    /// An object literal with computed keys (or one not known as a record).
+    #[inline(never)]
+    fn object(
+        &mut self,
+        pairs: &'a [(ObjKey, CExpr)],
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        self.charge(pairs.len() as u64 * ENTRY_BYTES, e.loc)?;
+        let mut map = Map::with_capacity_and_hasher(pairs.len(), Hasher::default());
+        for (k, v) in pairs {
+            let key = match k {
+                ObjKey::Static(k) => k.clone(),
+                ObjKey::Computed(k) => {
+                    let kv = self.eval(k, frame)?;
+                    match kv {
+                        Value::Str(s) => s,
+                        Value::Int(_) | Value::Dec(_) | Value::Bool(_) => {
+                            self.charge(32, k.loc)?;
+                            kv.to_text().into()
+                        }
+                        other => {
+                            return Err(self.error(
+                                EvalErrorKind::Type,
+                                k.loc,
+                                format!(
+                                    "an object key must be a string, got {}",
+                                    other.type_name()
+                                ),
+                            ))
+                        }
                     }
                 }
+            };
+            let value = self.eval_leaf(v, frame)?;
+            map.insert(key, value);
+        }
+        Ok(Value::object(map))
+    }
+
+    /// An object literal of static keys: the keys (shared, not copied) come from the
+    /// literal's own empty object; the values are evaluated in order.
+    #[inline(never)]
+    fn record(
+        &mut self,
+        fields: &'a [(Str, u64, CExpr)],
+        shape: &'a Map,
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        self.charge(fields.len() as u64 * ENTRY_BYTES, e.loc)?;
+        let mut values = Vec::with_capacity(fields.len());
+        for (_, _, v) in fields {
+            values.push(self.eval_leaf(v, frame)?);
+        }
+        Ok(Value::object(Map::with_keys_of(shape, values)))
+    }
+
+    /// A template.
+    #[inline(never)]
+    fn template(
+        &mut self,
+        id: u32,
+        vars: &'a [(Str, CExpr)],
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        let mut values = Vec::with_capacity(vars.len());
+        for (name, accessor) in vars {
+            values.push((name.clone(), self.eval_leaf(accessor, frame)?));
+        }
+        match crate::template::render(self.prog, id, self.settings, values, self.bytes_left) {
+            Ok((text, built)) => {
+                self.charge(built.saturating_add(text.len() as u64), e.loc)?;
+                Ok(Value::from(text))
+            }
+            Err(crate::template::RenderError::Failed(m)) => {
+                Err(self.error(EvalErrorKind::Type, e.loc, m))
+            }
+            Err(crate::template::RenderError::OutOfBytes) => {
+                Err(self.out_of_bytes(u64::MAX, e.loc))
+            }
+            Err(crate::template::RenderError::OutOfFuel) => {
+                Err(self.error(EvalErrorKind::Limit, e.loc, crate::template::OUT_OF_FUEL))
             }
         }
     }
@@ -331,6 +395,7 @@ impl<'a> Ctx<'a> {
         Ok(v)
     }
 
+    #[inline(never)]
     fn path(
         &mut self,
         base: &'a CExpr,
@@ -396,6 +461,7 @@ impl<'a> Ctx<'a> {
         Ok(cur.clone())
     }
 
+    #[inline(never)]
     fn binary(
         &mut self,
         op: BinOp,
@@ -543,6 +609,7 @@ impl<'a> Ctx<'a> {
         Ok(f(&v))
     }
 
+    #[inline(never)]
     fn call_user(
         &mut self,
         i: u32,
