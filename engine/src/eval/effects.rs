@@ -600,8 +600,8 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Create {
-                    system: owned(&system),
-                    entity: owned(&entity),
+                    system: owned(system),
+                    entity: owned(entity),
                     name: plan_name.map(|n| owned(&n)),
                     key,
                     body,
@@ -635,8 +635,8 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Update {
-                    system: owned(&system),
-                    entity: owned(&entity),
+                    system: owned(system),
+                    entity: owned(entity),
                     id,
                     name: plan_name.map(|n| owned(&n)),
                     body,
@@ -655,8 +655,8 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Delete {
-                    system: owned(&system),
-                    entity: owned(&entity),
+                    system: owned(system),
+                    entity: owned(entity),
                     id,
                     optional: *optional,
                 },
@@ -666,7 +666,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             let kind = word(cx, frame, kind)?;
             let mut values = IndexMap::new();
             for (system, e) in ids {
-                values.insert(owned(&system), cx.eval(e, frame)?);
+                values.insert(owned(system), cx.eval(e, frame)?);
             }
             cx.plan.version += 1;
             cx.plan.links.push((kind.clone(), values.clone()));
