@@ -315,7 +315,7 @@ impl Value {
             Value::Bool(b) => b.to_string(),
             Value::Int(i) => i.to_string(),
             Value::Dec(d) => d.normalize().to_string(),
-            Value::Str(s) => s.to_string(),
+            Value::Str(s) => String::from(&**s),
             other => other.to_json(),
         }
     }

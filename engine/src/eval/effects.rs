@@ -147,8 +147,8 @@ impl PlanBuilder {
 
     fn push(&mut self, rule: &Str, flow: &Option<Str>, action: Action) {
         self.effects.push(Effect {
-            rule: rule.to_string(),
-            flow: flow.as_ref().map(|f| f.to_string()),
+            rule: String::from(&**rule),
+            flow: flow.as_deref().map(String::from),
             action,
         });
     }
@@ -600,9 +600,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Create {
-                    system: system.to_string(),
-                    entity: entity.to_string(),
-                    name: plan_name.map(|n| n.to_string()),
+                    system: owned(system),
+                    entity: owned(entity),
+                    name: plan_name.map(|n| owned(&n)),
                     key,
                     body,
                     optional: *optional,
@@ -635,10 +635,10 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Update {
-                    system: system.to_string(),
-                    entity: entity.to_string(),
+                    system: owned(system),
+                    entity: owned(entity),
                     id,
-                    name: plan_name.map(|n| n.to_string()),
+                    name: plan_name.map(|n| owned(&n)),
                     body,
                     optional: *optional,
                 },
@@ -655,8 +655,8 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Delete {
-                    system: system.to_string(),
-                    entity: entity.to_string(),
+                    system: owned(system),
+                    entity: owned(entity),
                     id,
                     optional: *optional,
                 },
@@ -666,7 +666,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             let kind = word(cx, frame, kind)?;
             let mut values = IndexMap::new();
             for (system, e) in ids {
-                values.insert(system.to_string(), cx.eval(e, frame)?);
+                values.insert(owned(system), cx.eval(e, frame)?);
             }
             cx.plan.version += 1;
             cx.plan.links.push((kind.clone(), values.clone()));
@@ -674,7 +674,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Link {
-                    kind: kind.to_string(),
+                    kind: owned(&kind),
                     ids: values,
                 },
             )?;
@@ -697,7 +697,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Journal {
-                    code: code.to_string(),
+                    code: owned(&code),
                     level,
                     text,
                     subject,
@@ -716,7 +716,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 loc,
                 Action::Task {
                     user,
-                    kind: kind.to_string(),
+                    kind: owned(&kind),
                     text,
                 },
             )?;
@@ -815,4 +815,10 @@ fn run_flow<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, flow: &'a CFlow) -> Res
         Some(e) => Ok(cx.eval(e, frame)?),
         None => Ok(Value::Null),
     }
+}
+
+/// A text of the plan as an owned `String`, copied without the formatting machinery that
+/// `to_string()` of an `Arc<str>` goes through.
+fn owned(s: &str) -> String {
+    s.to_owned()
 }

@@ -313,6 +313,9 @@ fn unique(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
         items.to_vec()
     };
     call.charge(items.len() as u64 * SLOT_BYTES)?;
+    if let Some(out) = unique_plain(call, items, &keys)? {
+        return Ok(Value::array(out));
+    }
     let mut seen: HashSet<String> = HashSet::new();
     let mut out = Vec::new();
     for (item, key) in items.iter().zip(keys.iter()) {
@@ -322,6 +325,68 @@ fn unique(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
         }
     }
     Ok(Value::array(out))
+}
+
+/// [`unique`] of a short list whose keys are all texts or all whole numbers: the keys
+/// compared as they are instead of by their JSON text (the same comparison for these), the
+/// memory budget charged what each text would have taken, as the general path charges it.
+/// `None` (nothing charged) for any other list.
+fn unique_plain(
+    call: &mut Call<'_, '_>,
+    items: &[Value],
+    keys: &[Value],
+) -> Result<Option<Vec<Value>>, Fail> {
+    const MAX: usize = 32;
+    if keys.len() > MAX {
+        return Ok(None);
+    }
+    let texts = keys.iter().all(|k| matches!(k, Value::Str(_)));
+    if !texts && !keys.iter().all(|k| matches!(k, Value::Int(_))) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    let mut kept: Vec<&Value> = Vec::with_capacity(keys.len());
+    for (item, key) in items.iter().zip(keys) {
+        let len = match key {
+            Value::Str(s) => json_text_len(s),
+            Value::Int(i) => int_text_len(*i),
+            _ => return Ok(None),
+        };
+        if len <= call.cx.bytes_left {
+            call.charge(len)?;
+        } else {
+            // Out of memory budget: the general path's error.
+            call.json(key)?;
+        }
+        let fresh = !kept.iter().any(|k| match (k, key) {
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            _ => false,
+        });
+        if fresh {
+            kept.push(key);
+            out.push(item.clone());
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The length of a text written as JSON (`serde_json`'s escapes).
+fn json_text_len(s: &str) -> u64 {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<u64>()
+}
+
+/// The length of a whole number written as JSON.
+fn int_text_len(i: i64) -> u64 {
+    let digits = i.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1);
+    u64::from(digits) + u64::from(i < 0)
 }
 
 fn flatten(args: &[Value]) -> Result<Value, String> {
@@ -695,5 +760,39 @@ fn compact_size(args: &[Value], _cap: u64) -> u64 {
         Value::Object(o) if o.values().any(Value::is_null) => o.len() as u64 * ENTRY_BYTES,
         Value::Array(a) => a.len() as u64 * SLOT_BYTES,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::{int_text_len, json_text_len};
+    use proptest::prelude::*;
+
+    #[test]
+    fn json_lengths_of_tricky_texts() {
+        for s in [
+            "",
+            "a",
+            "\"",
+            "\\",
+            "\u{8}\u{c}\n\r\t",
+            "\u{0}\u{1f}\u{7f}",
+            "Привет",
+            "😀 \u{2028}",
+        ] {
+            let want = serde_json::to_string(s).unwrap_or_default().len() as u64;
+            assert_eq!(json_text_len(s), want, "{s:?}");
+        }
+        for i in [0, 1, 9, 10, -1, -10, 99, 100, i64::MAX, i64::MIN] {
+            assert_eq!(int_text_len(i), i.to_string().len() as u64, "{i}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn json_lengths_are_serde_json_s(s in any::<String>(), i in any::<i64>()) {
+            prop_assert_eq!(json_text_len(&s), serde_json::to_string(&s).unwrap_or_default().len() as u64);
+            prop_assert_eq!(int_text_len(i), i.to_string().len() as u64);
+        }
     }
 }

@@ -295,7 +295,12 @@ fn push_text(out: &mut String, v: &Value) {
 }
 
 fn string(args: &[Value]) -> Result<Value, String> {
-    Ok(Value::from(arg(args, 0).to_text()))
+    // A text is its own text: shared, not copied.
+    let v = arg(args, 0);
+    if let Value::Str(_) = v {
+        return Ok(v.clone());
+    }
+    Ok(Value::from(v.to_text()))
 }
 
 fn type_of(args: &[Value]) -> Result<Value, String> {
