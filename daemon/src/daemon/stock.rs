@@ -40,14 +40,98 @@ fn digest(row: &Map<String, Json>) -> u128 {
 /// of the pass).
 pub type Digests = Vec<(Box<str>, u128)>;
 
+/// An assortment id as a key of the pass's maps: a UUID's 16 bytes when the text is one in
+/// its canonical form (as МойСклад writes its ids), else the text. No allocation per item
+/// for a UUID: the maps are a few large blocks, returned whole when they are dropped, not
+/// hundreds of thousands of small ones left between the rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Id {
+    Uuid(u128),
+    Text(Box<str>),
+}
+
+impl Id {
+    fn of(s: &str) -> Id {
+        if s.len() == 36 {
+            if let Ok(u) = uuid::Uuid::parse_str(s) {
+                let mut buf = [0u8; 36];
+                if u.hyphenated().encode_lower(&mut buf) == s {
+                    return Id::Uuid(u.as_u128());
+                }
+            }
+        }
+        Id::Text(s.into())
+    }
+
+    /// The id's text, exactly as it was read.
+    fn text(&self) -> String {
+        match self {
+            Id::Uuid(u) => uuid::Uuid::from_u128(*u).hyphenated().to_string(),
+            Id::Text(t) => t.to_string(),
+        }
+    }
+}
+
+/// A JSON value of the pass's maps without an allocation of its own when it is a scalar or
+/// a string (the string's text in the pass's [`Texts`]).
+#[derive(Debug)]
+enum Field {
+    Null,
+    Bool(bool),
+    Num(serde_json::Number),
+    /// A string: its span in [`Texts`].
+    Text(u32, u32),
+    Other(Box<Json>),
+}
+
+/// The text of every string field of the pass's maps, one after the other in one buffer.
+#[derive(Default)]
+struct Texts(String);
+
+impl Texts {
+    fn field(&mut self, v: Json) -> Field {
+        match v {
+            Json::Null => Field::Null,
+            Json::Bool(b) => Field::Bool(b),
+            Json::Number(n) => Field::Num(n),
+            Json::String(t) => {
+                let start = self.0.len();
+                match (u32::try_from(start), u32::try_from(start + t.len())) {
+                    (Ok(a), Ok(b)) => {
+                        self.0.push_str(&t);
+                        Field::Text(a, b)
+                    }
+                    _ => Field::Other(Box::new(Json::String(t))),
+                }
+            }
+            other => Field::Other(Box::new(other)),
+        }
+    }
+
+    fn json(&self, f: &Field) -> Json {
+        match f {
+            Field::Null => Json::Null,
+            Field::Bool(b) => Json::Bool(*b),
+            Field::Num(n) => Json::Number(n.clone()),
+            Field::Text(a, b) => Json::String(
+                self.0
+                    .get(*a as usize..*b as usize)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            Field::Other(v) => (**v).clone(),
+        }
+    }
+}
+
 /// What a stock row needs of an assortment item.
 #[derive(Debug)]
 struct Item {
-    external_code: Json,
-    archived: Json,
-    name: Json,
+    external_code: Field,
+    archived: Field,
+    name: Field,
     /// A variant's product id.
-    product: Option<String>,
+    product: Option<Id>,
 }
 
 /// `meta` with `href` and `type` only (what rules read of it: the id and the kind).
@@ -253,32 +337,41 @@ impl Daemon {
         full: bool,
     ) -> Result<(Vec<Value>, Digests, Vec<Vec<u8>>), ApplyError> {
         let ms = &self.inner.systems.ms;
-        let mut cost: HashMap<String, Json> = HashMap::new();
+        // Costs and the assortment are held by id without an allocation per item (see
+        // [`Id`], [`Field`]): the rows are built while they are held, and what they free
+        // afterwards then leaves no small holes between the rows.
+        let mut texts = Texts::default();
+        let mut cost: HashMap<Id, Field> = HashMap::new();
         each_row(
             ms.stock_all_pages(
                 &ListQuery::new()
                     .filter_eq("stockMode", "all")
                     .filter_eq("quantityMode", "all"),
             ),
-            |r| {
-                if let Some(id) = href_id(&r) {
-                    cost.insert(id.to_string(), r.get("price").cloned().unwrap_or(json!(0)));
+            |mut r| {
+                if let Some(id) = href_id(&r).map(Id::of) {
+                    let price = r.get_mut("price").map(Json::take).unwrap_or(json!(0));
+                    cost.insert(id, texts.field(price));
                 }
             },
         )
         .await?;
         tracing::info!(items = cost.len(), "stock pass: costs read");
-        let mut assortment: HashMap<String, Item> = HashMap::new();
+        let mut assortment: HashMap<Id, Item> = HashMap::new();
         each_row(ms.pages("assortment", &ListQuery::new())?, |mut r| {
-            let Some(id) = r.get("id").and_then(Json::as_str).map(str::to_string) else {
+            let Some(id) = r.get("id").and_then(Json::as_str).map(Id::of) else {
                 return;
             };
-            let mut take = |k: &str| r.get_mut(k).map(Json::take).unwrap_or(Json::Null);
+            let product = r.get("product").and_then(href_id).map(Id::of);
+            let mut take = |k: &str| {
+                let v = r.get_mut(k).map(Json::take).unwrap_or(Json::Null);
+                texts.field(v)
+            };
             let item = Item {
                 external_code: take("externalCode"),
                 archived: take("archived"),
                 name: take("name"),
-                product: r.get("product").and_then(href_id).map(str::to_string),
+                product,
             };
             assortment.insert(id, item);
         })
@@ -295,6 +388,7 @@ impl Daemon {
                 let Some(id) = href_id(&raw).map(str::to_string) else {
                     return;
                 };
+                let key = Id::of(&id);
                 let mut row = compact_row(&raw);
                 drop(raw);
                 let kind = row
@@ -303,29 +397,32 @@ impl Daemon {
                     .and_then(Json::as_str)
                     .unwrap_or("product")
                     .to_string();
-                let a = assortment.get(&id);
+                let a = assortment.get(&key);
                 let archived = match a.map(|a| &a.archived) {
-                    None | Some(Json::Null) => json!(false),
-                    Some(v) => v.clone(),
+                    None | Some(Field::Null) => json!(false),
+                    Some(v) => texts.json(v),
                 };
                 let mut asrt = json!({
                     "id": id,
                     "type": kind,
-                    "externalCode": a.map(|a| a.external_code.clone()).unwrap_or(Json::Null),
+                    "externalCode": a.map(|a| texts.json(&a.external_code)).unwrap_or(Json::Null),
                     "archived": archived,
-                    "name": a.map(|a| a.name.clone()).unwrap_or(Json::Null),
+                    "name": a.map(|a| texts.json(&a.name)).unwrap_or(Json::Null),
                 });
                 if kind == "variant" {
-                    let product_id = a.and_then(|a| a.product.clone());
+                    let product_id = a.and_then(|a| a.product.as_ref());
                     let product_code = product_id
-                        .as_ref()
                         .and_then(|p| assortment.get(p))
-                        .map(|p| p.external_code.clone())
+                        .map(|p| texts.json(&p.external_code))
                         .unwrap_or(Json::Null);
-                    asrt["product"] = json!({"id": product_id, "externalCode": product_code});
+                    asrt["product"] =
+                        json!({"id": product_id.map(Id::text), "externalCode": product_code});
                 }
                 row.insert("assortment".into(), asrt);
-                row.insert("cost".into(), cost.get(&id).cloned().unwrap_or(json!(0)));
+                row.insert(
+                    "cost".into(),
+                    cost.get(&key).map(|c| texts.json(c)).unwrap_or(json!(0)),
+                );
                 let d = digest(&row);
                 let changed = previous.get(&id) != Some(&d);
                 if changed {
@@ -338,6 +435,7 @@ impl Daemon {
             },
         )
         .await?;
+        drop((cost, assortment, texts, builder));
         tracing::info!(
             rows = rows.len(),
             changed = digests.len(),
@@ -364,6 +462,47 @@ mod tests {
                 {"meta": meta("store", "s2"), "name": "Второй склад", "stock": 0.0, "reserve": 0.0, "inTransit": 2.0}
             ]
         })
+    }
+
+    #[test]
+    fn ids_are_held_as_uuids_only_when_their_text_comes_back_exactly() {
+        let canonical = "0a1b2c3d-4e5f-6789-abcd-ef0123456789";
+        let id = Id::of(canonical);
+        assert!(matches!(id, Id::Uuid(_)));
+        assert_eq!(id.text(), canonical);
+        // Not МойСклад's canonical form: kept as text, so two spellings stay two ids.
+        for other in [
+            "0A1B2C3D-4E5F-6789-ABCD-EF0123456789",
+            "0a1b2c3d4e5f6789abcdef0123456789",
+            "p1",
+        ] {
+            let id = Id::of(other);
+            assert!(matches!(id, Id::Text(_)), "{other}");
+            assert_eq!(id.text(), other);
+            assert_ne!(id, Id::of(canonical));
+        }
+    }
+
+    #[test]
+    fn fields_come_back_as_the_json_they_were() {
+        let mut texts = Texts::default();
+        let values = [
+            json!(null),
+            json!(true),
+            json!(12345),
+            json!(-1.5),
+            json!("Товар «один»"),
+            json!(""),
+            json!({"a": [1, "x"]}),
+            json!("второй"),
+        ];
+        let fields: Vec<Field> = values.iter().map(|v| texts.field(v.clone())).collect();
+        for (v, f) in values.iter().zip(&fields) {
+            assert_eq!(&texts.json(f), v);
+        }
+        // Strings take no allocation of their own: their text is in the shared buffer.
+        assert!(matches!(fields[4], Field::Text(..)));
+        assert_eq!(texts.0, "Товар «один»второй");
     }
 
     #[test]
