@@ -24,11 +24,11 @@
 //!   every row. Nothing else of a row is dropped: an answer from the mirror is the answer
 //!   МойСклад gives.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use serde_json::Value;
 
@@ -53,9 +53,6 @@ fn settled_watermark(watermark: &str, began: chrono::DateTime<chrono::Utc>) -> O
 /// Fields of assortment rows that are not kept (stock figures, stale as soon as read).
 const STOCK_FIELDS: &[&str] = &["stock", "reserve", "inTransit", "quantity"];
 
-/// A row's JSON text, deflated.
-type Deflated = Box<[u8]>;
-
 /// A preset dictionary for deflate: a row's text, and that text deflated up to a sync flush.
 /// A row is deflated after the dictionary and held without that prefix (the stream from
 /// there on, which refers back into the dictionary); it is inflated after the prefix again.
@@ -67,29 +64,65 @@ struct Dictionary {
     prefix: Box<[u8]>,
 }
 
+/// The compressor rows are deflated with: deflate at level 6 with fixed Huffman codes (a row
+/// deflated after the dictionary is a few dozen bytes, where the tables of a dynamic block
+/// would take more than the row), one for the whole mirror (about 0.3 MB; made when the first
+/// row comes, reset for each row).
+type Compressor = miniz_oxide::deflate::core::CompressorOxide;
+
+fn compressor() -> Box<Compressor> {
+    use miniz_oxide::deflate::core::{create_comp_flags_from_zip_params, CompressionStrategy};
+    Box::new(Compressor::new(create_comp_flags_from_zip_params(
+        6,
+        // Raw deflate (no zlib header).
+        -15,
+        CompressionStrategy::Fixed as i32,
+    )))
+}
+
+/// `text` deflated by `c` after what it was given before, flushed with `flush`.
+fn compress(
+    c: &mut Compressor,
+    text: &[u8],
+    flush: miniz_oxide::deflate::core::TDEFLFlush,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    use miniz_oxide::deflate::core::{compress_to_output, TDEFLStatus};
+    let (status, read) = compress_to_output(c, text, flush, |bytes| {
+        out.extend_from_slice(bytes);
+        true
+    });
+    let done = match flush {
+        miniz_oxide::deflate::core::TDEFLFlush::Finish => status == TDEFLStatus::Done,
+        _ => status == TDEFLStatus::Okay,
+    };
+    (done && read == text.len()).then_some(())
+}
+
 impl Dictionary {
-    fn new(text: &[u8]) -> Option<Self> {
-        let mut e = encoder(text.len());
-        e.write_all(text).ok()?;
-        e.flush().ok()?;
+    fn new(c: &mut Compressor, text: &[u8]) -> Option<Self> {
+        use miniz_oxide::deflate::core::TDEFLFlush;
+        c.reset();
+        let mut prefix = Vec::new();
+        compress(c, text, TDEFLFlush::Sync, &mut prefix)?;
         Some(Dictionary {
             text: text.into(),
-            prefix: e.get_ref().clone().into_boxed_slice(),
+            prefix: prefix.into_boxed_slice(),
         })
     }
 
     /// `text` deflated after the dictionary, without the prefix.
-    fn deflate(&self, text: &[u8]) -> Option<Box<[u8]>> {
-        let mut e = encoder(self.text.len() + text.len());
-        e.write_all(&self.text).ok()?;
-        e.flush().ok()?;
-        if e.get_ref()[..] != self.prefix[..] {
+    fn deflate(&self, c: &mut Compressor, text: &[u8]) -> Option<Vec<u8>> {
+        use miniz_oxide::deflate::core::TDEFLFlush;
+        c.reset();
+        let mut out = Vec::with_capacity(self.prefix.len() + text.len() / 4 + 64);
+        compress(c, &self.text, TDEFLFlush::Sync, &mut out)?;
+        if out[..] != self.prefix[..] {
             return None;
         }
-        e.write_all(text).ok()?;
-        let mut out = e.finish().ok()?;
+        compress(c, text, TDEFLFlush::Finish, &mut out)?;
         out.drain(..self.prefix.len());
-        Some(out.into_boxed_slice())
+        Some(out)
     }
 
     /// What [`Dictionary::deflate`] made, inflated.
@@ -106,42 +139,287 @@ impl Dictionary {
     }
 }
 
-fn encoder(capacity: usize) -> flate2::write::DeflateEncoder<Vec<u8>> {
-    flate2::write::DeflateEncoder::new(
-        Vec::with_capacity(capacity / 3),
-        flate2::Compression::fast(),
-    )
+/// An item's id as the mirror keys it: a UUID's 16 bytes when its text is one in canonical
+/// form (as МойСклад writes its ids), else the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Id<'a> {
+    Uuid(u128),
+    Text(&'a str),
 }
 
-#[derive(Debug, Default)]
+impl<'a> Id<'a> {
+    fn of(s: &'a str) -> Id<'a> {
+        if s.len() == 36 {
+            if let Ok(u) = uuid::Uuid::parse_str(s) {
+                let mut buf = [0u8; 36];
+                if u.hyphenated().encode_lower(&mut buf) == s {
+                    return Id::Uuid(u.as_u128());
+                }
+            }
+        }
+        Id::Text(s)
+    }
+}
+
+/// A slot of [`Mirror::items`] that holds no item.
+const FREE: u16 = u16::MAX;
+/// The end of a chain of items with one code.
+const NONE: u32 = u32::MAX;
+
+/// One item of the mirror, in 32 bytes: its id (a UUID's bytes, or a text in the arena), and
+/// where its code and its deflated row are in the arena (one after the other, after the id's
+/// text when it has one).
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    /// The id, when `id_len` is 0.
+    uuid: [u8; 16],
+    /// Where the item's bytes begin in [`Mirror::arena`].
+    start: u32,
+    /// Bytes of the deflated row.
+    row_len: u32,
+    /// The next item with the same code (in the API's order), or [`NONE`].
+    next: u32,
+    /// The id's text length plus one, 0 for a UUID, [`FREE`] for a free slot.
+    id_len: u16,
+    code_len: u16,
+}
+
+impl Item {
+    fn id_text_len(&self) -> usize {
+        usize::from(self.id_len.saturating_sub(1))
+    }
+
+    /// Bytes the item takes in the arena.
+    fn arena_len(&self) -> usize {
+        self.id_text_len() + usize::from(self.code_len) + self.row_len as usize
+    }
+}
+
+/// The items, their bytes and their indexes. Ids, codes and deflated rows are in one arena
+/// (no allocation of their own); the two tables hold places in `items` (4 bytes each).
+#[derive(Default)]
 struct Mirror {
     /// The dictionary rows are deflated with: the first row's text.
     dictionary: Option<Dictionary>,
+    compressor: Option<Box<Compressor>>,
     /// When the whole assortment was last read.
     loaded: Option<Instant>,
     /// The newest `updated` seen (`YYYY-MM-DD HH:MM:SS`), where the next refresh starts.
     watermark: Option<String>,
-    /// Rows by `externalCode`, in the API's order: (id, the row as deflated JSON text).
-    by_code: HashMap<String, Vec<(String, Deflated)>>,
+    items: Vec<Item>,
+    /// Free slots of `items`.
+    free: Vec<u32>,
+    /// Each item's id text (when not a UUID), code and deflated row, one after another.
+    arena: Vec<u8>,
+    /// Bytes of the arena no item uses any more (removed or replaced items).
+    garbage: usize,
+    /// The first item (in the API's order) of each code; the others follow by `next`.
+    by_code: hashbrown::HashTable<u32>,
+    /// Every item, by id.
+    by_id: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+    /// How many items are held.
+    len: usize,
     /// Bytes of (deflated) row text held.
     bytes: usize,
-    /// `externalCode` by id (to replace or drop an item).
-    code_of: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("loaded", &self.loaded)
+            .field("watermark", &self.watermark)
+            .field("len", &self.len)
+            .field("bytes", &self.bytes)
+            .field("arena", &self.arena.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash_id(h: &std::hash::RandomState, id: Id<'_>) -> u64 {
+    match id {
+        Id::Uuid(u) => h.hash_one((0u8, u)),
+        Id::Text(t) => h.hash_one((1u8, t)),
+    }
+}
+
+fn hash_code(h: &std::hash::RandomState, code: &[u8]) -> u64 {
+    h.hash_one(code)
+}
+
+/// The bytes of an item's id text, code and row in `arena`.
+fn parts<'a>(arena: &'a [u8], it: &Item) -> (&'a [u8], &'a [u8], &'a [u8]) {
+    let start = it.start as usize;
+    let code = start + it.id_text_len();
+    let row = code + usize::from(it.code_len);
+    let end = row + it.row_len as usize;
+    (
+        arena.get(start..code).unwrap_or_default(),
+        arena.get(code..row).unwrap_or_default(),
+        arena.get(row..end).unwrap_or_default(),
+    )
+}
+
+fn id_of<'a>(arena: &'a [u8], it: &Item) -> Id<'a> {
+    if it.id_len == 0 {
+        Id::Uuid(u128::from_be_bytes(it.uuid))
+    } else {
+        Id::Text(std::str::from_utf8(parts(arena, it).0).unwrap_or_default())
+    }
+}
+
+fn code_of<'a>(arena: &'a [u8], it: &Item) -> &'a [u8] {
+    parts(arena, it).1
+}
+
+/// Markers that stand for an item's id and code in its row text, which JSON text never
+/// holds (`serde_json` writes control characters escaped): the row is held without them
+/// (the mirror keeps both apart), and they are put back when it is inflated.
+const ID_MARK: &str = "\u{1}";
+const CODE_MARK: &str = "\u{2}";
+
+/// `s` as it appears inside a JSON string written by `serde_json`.
+fn escaped(s: &str) -> String {
+    let quoted = Value::String(s.to_string()).to_string();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A row's text with its id and code (as written in it) replaced by their markers.
+fn masked(text: &str, id: &str, code: &str) -> String {
+    let (id, code) = (escaped(id), escaped(code));
+    let mut t = if id.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(&id, ID_MARK)
+    };
+    if !code.is_empty() {
+        t = t.replace(&code, CODE_MARK);
+    }
+    t
+}
+
+/// What [`masked`] made, with the id and code put back.
+fn unmasked(text: &str, id: &str, code: &str) -> String {
+    let (id, code) = (escaped(id), escaped(code));
+    let mut t = if code.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(CODE_MARK, &code)
+    };
+    if !id.is_empty() {
+        t = t.replace(ID_MARK, &id);
+    }
+    t
 }
 
 impl Mirror {
+    /// The place in `items` of the item with this id.
+    #[cfg(test)]
+    fn place_of(&self, id: Id<'_>) -> Option<u32> {
+        let (items, arena) = (&self.items, &self.arena);
+        self.by_id
+            .find(hash_id(&self.hasher, id), |&i| {
+                items
+                    .get(i as usize)
+                    .is_some_and(|it| id_of(arena, it) == id)
+            })
+            .copied()
+    }
+
+    /// The first item with this code.
+    fn head_of(&self, code: &[u8]) -> Option<u32> {
+        let (items, arena) = (&self.items, &self.arena);
+        self.by_code
+            .find(hash_code(&self.hasher, code), |&i| {
+                items
+                    .get(i as usize)
+                    .is_some_and(|it| code_of(arena, it) == code)
+            })
+            .copied()
+    }
+
     fn remove_id(&mut self, id: &str) {
-        if let Some(code) = self.code_of.remove(id) {
-            if let Some(rows) = self.by_code.get_mut(&code) {
-                let before: usize = rows.iter().map(|(_, t)| t.len()).sum();
-                rows.retain(|(rid, _)| rid != id);
-                let after: usize = rows.iter().map(|(_, t)| t.len()).sum();
-                self.bytes = self.bytes.saturating_sub(before - after);
-                if rows.is_empty() {
-                    self.by_code.remove(&code);
+        let id = Id::of(id);
+        let hash = hash_id(&self.hasher, id);
+        let Mirror {
+            items,
+            arena,
+            by_id,
+            by_code,
+            hasher,
+            ..
+        } = self;
+        let Ok(entry) = by_id.find_entry(hash, |&i| {
+            items
+                .get(i as usize)
+                .is_some_and(|it| id_of(arena, it) == id)
+        }) else {
+            return;
+        };
+        let (place, _) = entry.remove();
+        let Some(item) = items.get(place as usize).copied() else {
+            return;
+        };
+        // Out of its code's chain.
+        let code = code_of(arena, &item);
+        if let Ok(mut head) = by_code.find_entry(hash_code(hasher, code), |&i| {
+            items
+                .get(i as usize)
+                .is_some_and(|it| code_of(arena, it) == code)
+        }) {
+            if *head.get() == place {
+                if item.next == NONE {
+                    head.remove();
+                } else {
+                    *head.get_mut() = item.next;
+                }
+            } else {
+                let mut at = *head.get();
+                while let Some(it) = items.get_mut(at as usize) {
+                    if it.next == place {
+                        it.next = item.next;
+                        break;
+                    }
+                    at = it.next;
                 }
             }
         }
+        if let Some(slot) = items.get_mut(place as usize) {
+            slot.id_len = FREE;
+            slot.next = NONE;
+        }
+        self.free.push(place);
+        self.len -= 1;
+        self.bytes = self.bytes.saturating_sub(item.row_len as usize);
+        self.garbage += item.arena_len();
+        if self.garbage > 1 << 16 && self.garbage > self.arena.len() / 4 {
+            self.compact();
+        }
+    }
+
+    /// Copies the items' bytes into an arena without garbage.
+    fn compact(&mut self) {
+        let live = self.arena.len() - self.garbage;
+        let mut arena = Vec::with_capacity(live + live / 8);
+        for it in self.items.iter_mut().filter(|it| it.id_len != FREE) {
+            let start = it.start as usize;
+            let bytes = self.arena.get(start..start + it.arena_len());
+            it.start = arena.len() as u32;
+            arena.extend_from_slice(bytes.unwrap_or_default());
+        }
+        self.arena = arena;
+        self.garbage = 0;
+    }
+
+    /// Gives back what the vectors hold beyond their length (after a whole read).
+    fn shrink(&mut self) {
+        self.items.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.arena.shrink_to_fit();
     }
 
     fn insert(&mut self, mut row: Value) {
@@ -170,27 +448,141 @@ impl Mirror {
             // The assortment list leaves archived items out; so does the mirror.
             return;
         }
-        let text = row.to_string();
+        let text = masked(&row.to_string(), &id, &code);
+        drop(row);
+        let c = self.compressor.get_or_insert_with(compressor);
         if self.dictionary.is_none() {
-            self.dictionary = Dictionary::new(text.as_bytes());
+            self.dictionary = Dictionary::new(c, text.as_bytes());
         }
-        let Some(text) = self
+        let Some(deflated) = self
             .dictionary
             .as_ref()
-            .and_then(|d| d.deflate(text.as_bytes()))
+            .and_then(|d| d.deflate(c, text.as_bytes()))
         else {
             return;
         };
-        self.bytes += text.len();
-        self.code_of.insert(id.clone(), code.clone());
-        self.by_code.entry(code).or_default().push((id, text));
+        self.push(Id::of(&id), &code, &deflated);
     }
-}
 
-/// A row deflated by the mirror's dictionary, parsed.
-fn inflate(dictionary: Option<&Dictionary>, bytes: &[u8]) -> Option<Value> {
-    let text = dictionary?.inflate(bytes)?;
-    serde_json::from_slice(&text).ok()
+    /// Holds an item (its id not held). One whose id or code is longer than 65 534 bytes, or
+    /// that would take the arena past 4 GiB, is not held (its lookups ask МойСклад).
+    fn push(&mut self, id: Id<'_>, code: &str, deflated: &[u8]) {
+        let (uuid, id_text) = match id {
+            Id::Uuid(u) => (u.to_be_bytes(), ""),
+            Id::Text(t) => ([0; 16], t),
+        };
+        let (Ok(id_len), Ok(code_len), Ok(row_len)) = (
+            u16::try_from(id_text.len() + usize::from(matches!(id, Id::Text(_)))),
+            u16::try_from(code.len()),
+            u32::try_from(deflated.len()),
+        ) else {
+            return;
+        };
+        if id_len == FREE || code_len == u16::MAX {
+            return;
+        }
+        let size = id_text.len() + code.len() + deflated.len();
+        let Ok(start) = u32::try_from(self.arena.len()) else {
+            return;
+        };
+        if u32::try_from(self.arena.len() + size).is_err() {
+            return;
+        }
+        // Grown by an eighth at a time: a doubled arena could hold twice what it needs.
+        if self.arena.capacity() - self.arena.len() < size {
+            self.arena
+                .reserve_exact(size.max(self.arena.len() / 8).max(4096));
+        }
+        self.arena.extend_from_slice(id_text.as_bytes());
+        self.arena.extend_from_slice(code.as_bytes());
+        self.arena.extend_from_slice(deflated);
+        let item = Item {
+            uuid,
+            start,
+            row_len,
+            next: NONE,
+            id_len,
+            code_len,
+        };
+        let place = match self.free.pop() {
+            Some(p) => {
+                if let Some(slot) = self.items.get_mut(p as usize) {
+                    *slot = item;
+                }
+                p
+            }
+            None => {
+                let Ok(p) = u32::try_from(self.items.len()) else {
+                    return;
+                };
+                if p == NONE {
+                    return;
+                }
+                self.items.push(item);
+                p
+            }
+        };
+        self.len += 1;
+        self.bytes += deflated.len();
+        let Mirror {
+            items,
+            arena,
+            by_id,
+            by_code,
+            hasher,
+            ..
+        } = self;
+        by_id.insert_unique(hash_id(hasher, id), place, |&i| {
+            items
+                .get(i as usize)
+                .map_or(0, |it| hash_id(hasher, id_of(arena, it)))
+        });
+        // Last of its code's chain (the API's order).
+        let code = code.as_bytes();
+        let head = by_code
+            .find(hash_code(hasher, code), |&i| {
+                items
+                    .get(i as usize)
+                    .is_some_and(|it| code_of(arena, it) == code)
+            })
+            .copied();
+        match head {
+            Some(mut at) => {
+                while let Some(it) = items.get_mut(at as usize) {
+                    if it.next == NONE {
+                        it.next = place;
+                        break;
+                    }
+                    at = it.next;
+                }
+            }
+            None => {
+                by_code.insert_unique(hash_code(hasher, code), place, |&i| {
+                    items
+                        .get(i as usize)
+                        .map_or(0, |it| hash_code(hasher, code_of(arena, it)))
+                });
+            }
+        }
+    }
+
+    /// The rows with this code, in the API's order; `None` when one does not inflate.
+    fn rows(&self, code: &str) -> Option<Vec<Value>> {
+        let mut at = self.head_of(code.as_bytes())?;
+        let mut rows = Vec::new();
+        while let Some(it) = self.items.get(at as usize) {
+            let (_, _, deflated) = parts(&self.arena, it);
+            let text = self.dictionary.as_ref()?.inflate(deflated)?;
+            let text = String::from_utf8(text).ok()?;
+            let id = match id_of(&self.arena, it) {
+                Id::Uuid(u) => uuid::Uuid::from_u128(u).hyphenated().to_string(),
+                Id::Text(t) => t.to_string(),
+            };
+            rows.push(serde_json::from_str(&unmasked(&text, &id, code)).ok()?);
+            at = it.next;
+        }
+        Some(rows)
+    }
 }
 
 /// The mirror; shared by every evaluation of a daemon.
@@ -238,7 +630,7 @@ impl CatalogueMirror {
 
     /// How many items the mirror holds.
     pub fn len(&self) -> usize {
-        self.lock().code_of.len()
+        self.lock().len
     }
 
     /// Bytes of (deflated) row text the mirror holds.
@@ -269,6 +661,24 @@ impl CatalogueMirror {
                 m.insert(r);
             }
         }
+        self.loaded_with(m, began);
+        Ok(())
+    }
+
+    /// Takes in a whole read of the assortment, `rows` in the API's order, in place of what
+    /// the mirror held: what [`CatalogueMirror::ensure_loaded`] does with the rows it reads
+    /// (for benches and tests that make their rows without a МойСклад).
+    pub fn load_rows(&self, rows: impl IntoIterator<Item = Value>) {
+        let began = chrono::Utc::now();
+        let mut m = Mirror::default();
+        for r in rows {
+            m.insert(r);
+        }
+        self.loaded_with(m, began);
+    }
+
+    /// Makes `m`, a whole read of the assortment begun at `began`, the mirror.
+    fn loaded_with(&self, mut m: Mirror, began: chrono::DateTime<chrono::Utc>) {
         m.loaded = Some(Instant::now());
         if let Some(next) = m
             .watermark
@@ -277,13 +687,13 @@ impl CatalogueMirror {
         {
             m.watermark = Some(next);
         }
+        m.shrink();
         tracing::info!(
-            items = m.code_of.len(),
+            items = m.len,
             bytes = m.bytes,
             "catalogue mirror loaded"
         );
         *self.lock() = m;
-        Ok(())
     }
 
     /// The rows with `externalCode` `code`, as `GET /entity/assortment?filter=externalCode=…`
@@ -293,15 +703,9 @@ impl CatalogueMirror {
         if m.loaded.is_none() {
             return Answer::Unknown;
         }
-        match m.by_code.get(code) {
-            Some(rows) if !rows.is_empty() => {
-                let parsed: Option<Vec<Value>> = rows
-                    .iter()
-                    .map(|(_, t)| inflate(m.dictionary.as_ref(), t))
-                    .collect();
-                // Text this mirror wrote always parses; if not, ask МойСклад.
-                parsed.map_or(Answer::Unknown, Answer::Rows)
-            }
+        match m.rows(code) {
+            Some(rows) if !rows.is_empty() => Answer::Rows(rows),
+            // Not held; or text this mirror wrote did not come back (not reached): ask МойСклад.
             _ => Answer::Unknown,
         }
     }
@@ -437,16 +841,16 @@ mod tests {
         c.forget("2");
         assert_eq!(c.find("red"), Answer::Unknown);
         assert_eq!(c.len(), 1);
+        // What it holds of row text is the one item's.
         assert_eq!(c.bytes(), {
-            let Answer::Rows(rows) = c.find("a2") else {
-                panic!("a2")
-            };
             let m = c.lock();
-            m.dictionary
-                .as_ref()
-                .and_then(|d| d.deflate(rows[0].to_string().as_bytes()))
-                .map_or(0, |d| d.len())
+            m.items
+                .iter()
+                .filter(|it| it.id_len != FREE)
+                .map(|it| it.row_len as usize)
+                .sum::<usize>()
         });
+        assert!(c.bytes() > 0);
     }
 
     /// A row as the API renders it (`meta` blocks with the base URL, prices, owner, …).
@@ -512,8 +916,11 @@ mod tests {
         let alone: usize = rows
             .iter()
             .map(|r| {
-                let mut e = encoder(0);
-                e.write_all(r.to_string().as_bytes()).expect("deflate");
+                let mut e = flate2::write::DeflateEncoder::new(
+                    Vec::new(),
+                    flate2::Compression::default(),
+                );
+                std::io::Write::write_all(&mut e, r.to_string().as_bytes()).expect("deflate");
                 e.finish().expect("deflate").len()
             })
             .sum();
@@ -531,6 +938,273 @@ mod tests {
                 c.find(&format!("c-{}", n + 1)),
                 Answer::Rows(vec![expected])
             );
+        }
+    }
+
+    /// What the mirror held before it was made compact: the rows of each code as JSON, in
+    /// the API's order, and the code of each id (the same rules: stock fields dropped, an
+    /// item's earlier row replaced, archived items left out).
+    #[derive(Default)]
+    struct Maps {
+        by_code: std::collections::HashMap<String, Vec<(String, Value)>>,
+        code_of: std::collections::HashMap<String, String>,
+    }
+
+    impl Maps {
+        fn remove_id(&mut self, id: &str) {
+            if let Some(code) = self.code_of.remove(id) {
+                if let Some(rows) = self.by_code.get_mut(&code) {
+                    rows.retain(|(rid, _)| rid != id);
+                    if rows.is_empty() {
+                        self.by_code.remove(&code);
+                    }
+                }
+            }
+        }
+
+        fn insert(&mut self, mut row: Value) {
+            let (Some(id), Some(code)) = (
+                row["id"].as_str().map(str::to_string),
+                row["externalCode"].as_str().map(str::to_string),
+            ) else {
+                return;
+            };
+            if let Some(o) = row.as_object_mut() {
+                for f in STOCK_FIELDS {
+                    o.remove(*f);
+                }
+            }
+            self.remove_id(&id);
+            if row["archived"] == json!(true) {
+                return;
+            }
+            self.code_of.insert(id.clone(), code.clone());
+            self.by_code.entry(code).or_default().push((id, row));
+        }
+
+        fn find(&self, code: &str) -> Answer {
+            match self.by_code.get(code) {
+                Some(rows) => Answer::Rows(rows.iter().map(|(_, r)| r.clone()).collect()),
+                None => Answer::Unknown,
+            }
+        }
+    }
+
+    /// A small deterministic generator (the same sequence every run).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n
+        }
+    }
+
+    /// Ids of every kind: canonical UUIDs, the same UUIDs in capitals (other ids: the text
+    /// differs), braces, short and empty texts, texts JSON escapes, non-ASCII.
+    const IDS: &[&str] = &[
+        "0e3a0000-5a1e-11f0-0a80-000000000001",
+        "0e3a0000-5a1e-11f0-0a80-000000000002",
+        "0E3A0000-5A1E-11F0-0A80-000000000001",
+        "{0e3a0000-5a1e-11f0-0a80-000000000002}",
+        "0e3a00005a1e11f00a80000000000003",
+        "1",
+        "",
+        "id \"quoted\" \\ slash",
+        "идентификатор-№5",
+        "tab\there\u{1}\u{2}",
+    ];
+
+    /// Codes of every kind: ASCII, Cyrillic, an emoji, JSON escapes, a code that is an id, a
+    /// code inside another field's text, an empty one.
+    const CODES: &[&str] = &[
+        "c-1",
+        "Код-товара-1",
+        "артикул «Ёлка» 🎄",
+        "quote\"and\\back",
+        "0e3a0000-5a1e-11f0-0a80-000000000001",
+        "product",
+        "1",
+        "",
+        "line\nbreak",
+    ];
+
+    fn any_row(g: &mut Lcg, n: usize) -> Value {
+        let id = IDS[g.next(IDS.len())];
+        let code = CODES[g.next(CODES.len())];
+        let base = "https://api.moysklad.ru/api/remap/1.2/entity";
+        let mut row = json!({
+            "meta": {"href": format!("{base}/product/{id}"), "type": "product",
+                     "uuidHref": format!("https://online.moysklad.ru/app/#good/edit?id={id}")},
+            "id": id, "externalCode": code, "code": code, "name": format!("{code} {n}"),
+            "updated": format!("2026-12-01 10:00:{:02}.000", n % 60),
+            "archived": g.next(6) == 0, "stock": n, "salePrices": [{"value": n * 100}],
+            "description": "x".repeat(g.next(3) * 50),
+        });
+        match g.next(4) {
+            0 => {
+                row.as_object_mut().map(|o| o.remove("code"));
+            }
+            1 => row["attributes"] = json!([{"name": id, "value": [code, n]}]),
+            _ => {}
+        }
+        row
+    }
+
+    /// The tables hold one entry an item, one a code.
+    fn check_tables(c: &CatalogueMirror, codes: usize) {
+        let m = c.lock();
+        assert_eq!(m.len, m.by_id.len(), "one id entry an item");
+        assert_eq!(m.by_code.len(), codes, "one code entry a code");
+        assert_eq!(m.free.len() + m.len, m.items.len());
+    }
+
+    /// The compact mirror answers every code exactly as the two maps did, through inserts of
+    /// new and changed items (their code changed too), archived ones, forgotten ones, ids
+    /// that are not UUIDs and codes in any text.
+    #[test]
+    fn the_compact_mirror_answers_what_the_maps_did() {
+        let c = CatalogueMirror::new(Duration::from_secs(600));
+        c.lock().loaded = Some(Instant::now());
+        let mut maps = Maps::default();
+        let mut g = Lcg(13);
+        for n in 0..1500 {
+            if g.next(8) == 0 {
+                let id = IDS[g.next(IDS.len())];
+                c.forget(id);
+                maps.remove_id(id);
+            } else {
+                let row = any_row(&mut g, n);
+                c.learn(std::slice::from_ref(&row));
+                maps.insert(row);
+            }
+            if n % 50 == 0 || n > 1450 {
+                for code in CODES {
+                    assert_eq!(c.find(code), maps.find(code), "code {code:?} after {n}");
+                }
+                assert_eq!(c.len(), maps.code_of.len(), "after {n}");
+            }
+        }
+        check_tables(&c, maps.by_code.len());
+        assert!(maps.by_code.len() > 3, "the case holds several codes at the end");
+        // Codes never held are unknown.
+        assert_eq!(c.find("c-2"), Answer::Unknown);
+    }
+
+    /// Rows with one code come back in the order they were taken in, whichever of them is
+    /// removed or replaced; a replaced row goes last, as in the maps.
+    #[test]
+    fn rows_of_one_code_keep_the_api_order() {
+        let c = CatalogueMirror::new(Duration::from_secs(600));
+        c.lock().loaded = Some(Instant::now());
+        let mut maps = Maps::default();
+        let row = |id: &str, v: u32| json!({"id": id, "externalCode": "same", "v": v});
+        let mut step = |r: Option<Value>, forget: Option<&str>| {
+            if let Some(r) = r {
+                c.learn(std::slice::from_ref(&r));
+                maps.insert(r);
+            }
+            if let Some(id) = forget {
+                c.forget(id);
+                maps.remove_id(id);
+            }
+            assert_eq!(c.find("same"), maps.find("same"));
+        };
+        for (i, id) in IDS.iter().enumerate() {
+            step(Some(row(id, i as u32)), None);
+        }
+        step(None, Some(IDS[0]));
+        step(None, Some(IDS[4]));
+        step(Some(row(IDS[2], 100)), None);
+        step(Some(row(IDS[0], 101)), None);
+        step(None, Some(IDS[9]));
+        let Answer::Rows(rows) = c.find("same") else {
+            panic!("held")
+        };
+        let order: Vec<u64> = rows.iter().filter_map(|r| r["v"].as_u64()).collect();
+        assert_eq!(order, [1, 3, 5, 6, 7, 8, 100, 101]);
+    }
+
+    /// An id that is a UUID in capitals is another id than the same UUID in small letters
+    /// (as the text differs), and comes back in capitals.
+    #[test]
+    fn ids_are_kept_as_their_text() {
+        let c = CatalogueMirror::new(Duration::from_secs(600));
+        c.lock().loaded = Some(Instant::now());
+        let lower = "0e3a0000-5a1e-11f0-0a80-00000000000a";
+        let upper = "0E3A0000-5A1E-11F0-0A80-00000000000A";
+        c.learn(&[
+            json!({"id": lower, "externalCode": "a", "meta": {"href": format!("x/{lower}")}}),
+            json!({"id": upper, "externalCode": "b", "meta": {"href": format!("x/{upper}")}}),
+        ]);
+        {
+            let m = c.lock();
+            assert!(m.place_of(Id::Uuid(0x0e3a00005a1e11f00a8000000000000a)).is_some());
+            assert!(m.place_of(Id::Text(upper)).is_some());
+        }
+        c.forget(lower);
+        assert_eq!(c.find("a"), Answer::Unknown);
+        assert_eq!(
+            c.find("b"),
+            Answer::Rows(vec![
+                json!({"id": upper, "externalCode": "b", "meta": {"href": format!("x/{upper}")}})
+            ])
+        );
+    }
+
+    /// The arena is compacted as items are replaced: a catalogue changed over and over
+    /// holds about what it holds once, and answers the same.
+    #[test]
+    fn replaced_rows_do_not_pile_up() {
+        let c = CatalogueMirror::new(Duration::from_secs(600));
+        c.lock().loaded = Some(Instant::now());
+        let mut maps = Maps::default();
+        // Rows that hardly deflate (a different text each time), 2 KB each.
+        let mut g = Lcg(7);
+        let noise = |g: &mut Lcg| -> String {
+            (0..2000)
+                .map(|_| char::from(b'a' + g.next(26) as u8))
+                .collect()
+        };
+        for round in 0..20 {
+            for i in 0..40 {
+                let row = json!({"id": format!("item-{i}"), "externalCode": format!("c{}", i % 7),
+                                 "round": round, "noise": noise(&mut g)});
+                c.learn(std::slice::from_ref(&row));
+                maps.insert(row);
+            }
+        }
+        for i in 0..7 {
+            let code = format!("c{i}");
+            assert_eq!(c.find(&code), maps.find(&code));
+        }
+        let m = c.lock();
+        assert_eq!(m.len, 40);
+        // 40 rows of about 1.3 KB deflated; 800 were taken in.
+        assert!(
+            m.arena.len() < 2 * m.bytes + (1 << 16) + m.bytes / 4,
+            "arena {} for {} bytes of rows",
+            m.arena.len(),
+            m.bytes
+        );
+        assert!(m.garbage <= m.arena.len());
+    }
+
+    /// Masking the id and code out of a row's text and back gives the text, whatever they are.
+    #[test]
+    fn masks_come_back_exactly() {
+        for id in IDS {
+            for code in CODES {
+                let row = json!({"id": id, "externalCode": code, "t": format!("{id}{code}{id}"),
+                                 "k": {*code: *id}});
+                let text = row.to_string();
+                let m = masked(&text, id, code);
+                assert!(m.len() <= text.len());
+                assert_eq!(unmasked(&m, id, code), text, "{id:?} {code:?}");
+            }
         }
     }
 

@@ -21,6 +21,8 @@ pub mod lookups;
 pub mod prefetch;
 mod reference;
 
+pub use reference::OfferIndex;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
