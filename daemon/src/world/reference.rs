@@ -283,7 +283,10 @@ impl OfferIndex {
                 let (offers, text, hasher) = (&self.offers, &self.text, &self.hasher);
                 self.table.insert_unique(hash, place, |&i| {
                     let [at, len] = offers.get(i as usize).map_or([0; 2], |o| o.key);
-                    hasher.hash_one(text.get(at as usize..(at + len) as usize).unwrap_or_default())
+                    hasher.hash_one(
+                        text.get(at as usize..(at + len) as usize)
+                            .unwrap_or_default(),
+                    )
                 });
             }
         }
@@ -524,7 +527,17 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             keys,
-            ["c1", "товар-№2 «ёлка»", "big", "decimal", "t", "same", "bare", "", "min"]
+            [
+                "c1",
+                "товар-№2 «ёлка»",
+                "big",
+                "decimal",
+                "t",
+                "same",
+                "bare",
+                "",
+                "min"
+            ]
         );
         for x in &keys {
             assert_eq!(index.entry(x), before.get(x), "{x}");
