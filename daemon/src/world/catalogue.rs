@@ -476,7 +476,7 @@ impl Mirror {
         self.push(Id::of(&id), &code, &deflated);
     }
 
-    /// Holds an item (its id not held). One whose id or code is longer than 65 534 bytes, or
+    /// Holds an item (its id not held). One whose id or code is longer than 65 533 bytes, or
     /// that would take the arena past 4 GiB, is not held (its lookups ask МойСклад).
     fn push(&mut self, id: Id<'_>, code: &str, deflated: &[u8]) {
         let (uuid, id_text) = match id {
@@ -497,7 +497,8 @@ impl Mirror {
         let Ok(start) = u32::try_from(self.arena.len()) else {
             return;
         };
-        if u32::try_from(self.arena.len() + size).is_err() {
+        let full = self.free.is_empty() && self.items.len() >= NONE as usize;
+        if full || u32::try_from(self.arena.len() + size).is_err() {
             return;
         }
         // Grown by an eighth at a time: a doubled arena could hold twice what it needs.
@@ -524,12 +525,8 @@ impl Mirror {
                 p
             }
             None => {
-                let Ok(p) = u32::try_from(self.items.len()) else {
-                    return;
-                };
-                if p == NONE {
-                    return;
-                }
+                // Below `NONE` (checked above).
+                let p = self.items.len() as u32;
                 self.items.push(item);
                 p
             }
@@ -1207,6 +1204,22 @@ mod tests {
             m.bytes
         );
         assert!(m.garbage <= m.arena.len());
+    }
+
+    /// An item whose code is too long to place is not held: its code is unknown (asked of
+    /// МойСклад), and the item's earlier row, under another code, is gone.
+    #[test]
+    fn an_item_too_long_to_place_is_asked_for() {
+        let c = CatalogueMirror::new(Duration::from_secs(600));
+        c.lock().loaded = Some(Instant::now());
+        c.learn(&[json!({"id": "i", "externalCode": "short"})]);
+        assert!(matches!(c.find("short"), Answer::Rows(_)));
+        let long = "к".repeat(40_000);
+        c.learn(&[json!({"id": "i", "externalCode": long})]);
+        assert_eq!(c.find(&long), Answer::Unknown);
+        assert_eq!(c.find("short"), Answer::Unknown);
+        assert_eq!(c.len(), 0);
+        check_tables(&c, 0);
     }
 
     /// Masking the id and code out of a row's text and back gives the text, whatever they are.
