@@ -447,7 +447,11 @@ mod type_tests {
                 panic!("type() of {} is not a text", v.type_name());
             };
             assert_eq!(&*a, v.type_name());
-            assert!(Arc::ptr_eq(&a, &b), "type() of {} built a new text", v.type_name());
+            assert!(
+                Arc::ptr_eq(&a, &b),
+                "type() of {} built a new text",
+                v.type_name()
+            );
         }
     }
 }
