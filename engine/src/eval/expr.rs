@@ -428,6 +428,18 @@ impl<'a> Ctx<'a> {
                 _ => {}
             }
         }
+        self.path_general(base, segs, frame)
+    }
+
+    /// [`Ctx::path`] beyond its fast path: a path with index steps, or below anything
+    /// but a local or a global, or one that meets a pending reference.
+    #[inline(never)]
+    fn path_general(
+        &mut self,
+        base: &'a CExpr,
+        segs: &'a [Seg],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
         let root = self.eval(base, frame)?;
         let mut owned: Option<Value> = None;
         let mut cur: &Value = &root;
@@ -757,6 +769,7 @@ fn same_arg(a: &Value, b: &Value) -> bool {
 
 /// Walks key steps by reference. `None` when a pending reference is met (the slow path
 /// handles those).
+#[inline(always)]
 fn walk_keys(root: &Value, segs: &[Seg]) -> Option<Value> {
     walk_keys_ref(root, segs).cloned()
 }

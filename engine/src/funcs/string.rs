@@ -304,7 +304,40 @@ fn string(args: &[Value]) -> Result<Value, String> {
 }
 
 fn type_of(args: &[Value]) -> Result<Value, String> {
-    Ok(Value::str(arg(args, 0).type_name()))
+    Ok(Value::Str(type_text(arg(args, 0))))
+}
+
+/// The name of a value's type ([`Value::type_name`]) as a text shared by every call, so
+/// `type(x) == "pending result"` allocates nothing.
+fn type_text(v: &Value) -> crate::value::Str {
+    use std::sync::OnceLock;
+    static TEXTS: OnceLock<[crate::value::Str; 7]> = OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        [
+            Value::Null,
+            Value::Bool(false),
+            Value::Int(0),
+            Value::str(""),
+            Value::array(Vec::new()),
+            Value::object(crate::value::Map::new()),
+            Value::Ref(std::sync::Arc::new(crate::value::PendingRef {
+                name: "".into(),
+                path: Vec::new(),
+                known: None,
+            })),
+        ]
+        .map(|v| v.type_name().into())
+    });
+    let text = match v {
+        Value::Null => &texts[0],
+        Value::Bool(_) => &texts[1],
+        Value::Int(_) | Value::Dec(_) => &texts[2],
+        Value::Str(_) => &texts[3],
+        Value::Array(_) => &texts[4],
+        Value::Object(_) => &texts[5],
+        Value::Ref(_) => &texts[6],
+    };
+    text.clone()
 }
 
 fn to_json(args: &[Value]) -> Result<Value, String> {
@@ -380,4 +413,45 @@ fn text_size(args: &[Value], cap: u64) -> u64 {
 /// 24-byte value in a list that may have grown twice its length).
 fn from_json_size(args: &[Value], _cap: u64) -> u64 {
     str_len(args, 0).saturating_mul(24)
+}
+
+#[cfg(test)]
+mod type_tests {
+    use super::*;
+    use crate::value::{Map, PendingRef};
+    use std::sync::Arc;
+
+    /// `type()` gives every kind of value its `type_name`, as a text shared by every call
+    /// (the general way built a new text each time).
+    #[test]
+    fn type_of_names_every_kind_with_a_shared_text() {
+        let values = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::from_json(&serde_json::json!(1.5)),
+            Value::str("x"),
+            Value::array(vec![Value::Int(1)]),
+            Value::object(Map::new()),
+            Value::Ref(Arc::new(PendingRef {
+                name: "order".into(),
+                path: Vec::new(),
+                known: None,
+            })),
+        ];
+        for v in &values {
+            let (Ok(Value::Str(a)), Ok(Value::Str(b))) = (
+                type_of(std::slice::from_ref(v)),
+                type_of(std::slice::from_ref(v)),
+            ) else {
+                panic!("type() of {} is not a text", v.type_name());
+            };
+            assert_eq!(&*a, v.type_name());
+            assert!(
+                Arc::ptr_eq(&a, &b),
+                "type() of {} built a new text",
+                v.type_name()
+            );
+        }
+    }
 }

@@ -303,7 +303,10 @@ impl Map {
     /// shape (the items of a list share their key table). A hint is only a guess: it is
     /// taken only when the key there is `k` itself (the same interned text), so a stale or
     /// foreign hint costs a comparison, never a wrong answer.
-    #[inline]
+    ///
+    /// The check of the hint is inlined into the caller; only a miss calls
+    /// [`Map::get_missed`] (a hit then costs a few instructions and no call).
+    #[inline(always)]
     pub fn get_hinted(
         &self,
         k: &str,
@@ -313,11 +316,25 @@ impl Map {
         use std::sync::atomic::Ordering::Relaxed;
         let keys = self.keys.as_deref()?;
         let guess = hint.load(Relaxed) as usize;
-        if let Some(n) = keys.names.get(guess) {
+        if let (Some(n), Some(v)) = (keys.names.get(guess), self.values.get(guess)) {
             if std::ptr::eq(n.as_ptr(), k.as_ptr()) && n.len() == k.len() {
-                return self.values.get(guess);
+                return Some(v);
             }
         }
+        self.get_missed(keys, k, hash, hint)
+    }
+
+    /// [`Map::get_hinted`] when the hint missed: the key looked up, its position left in
+    /// `hint`.
+    #[inline(never)]
+    fn get_missed(
+        &self,
+        keys: &Keys,
+        k: &str,
+        hash: u64,
+        hint: &std::sync::atomic::AtomicU32,
+    ) -> Option<&Value> {
+        use std::sync::atomic::Ordering::Relaxed;
         let i = keys.find_hashed(k, hash)?;
         if let Ok(at) = u32::try_from(i) {
             hint.store(at, Relaxed);
