@@ -711,6 +711,60 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_is_cut_into_parts_of_at_most_the_rows_asked() {
+        assert_eq!(part_ranges(0, 10), vec![0..0]);
+        assert_eq!(part_ranges(10, 10), vec![0..10]);
+        assert_eq!(part_ranges(25, 10), vec![0..10, 10..20, 20..25]);
+        assert_eq!(part_ranges(25, 0), vec![0..25]);
+        assert_eq!(part_ranges(3, 1), vec![0..1, 1..2, 2..3]);
+    }
+
+    #[test]
+    fn rows_held_between_parts_come_back_as_the_engine_values_they_were() {
+        let mut held = PassRows::default();
+        let mut rows = Vec::new();
+        let n = 2 * CHUNK_ROWS + 37;
+        for i in 0..n {
+            let mut row = compact_row(&report_row(&format!("p{i}"), (i % 7) as f64));
+            row.insert("cost".into(), json!(i * 100));
+            let text = serde_json::to_vec(&row).expect("row");
+            // Every third row changed (a changes pass holds only changed rows; a full one
+            // every row, with digests of the changed ones).
+            let changed = (i % 3 == 0).then(|| (format!("p{i}").into_boxed_str(), i as u128));
+            held.push(&text, changed).expect("held");
+            rows.push(row);
+        }
+        held.finish().expect("finished");
+        assert_eq!(held.len(), n);
+        // Far less than the rows' text.
+        let text: usize = rows
+            .iter()
+            .map(|r| Json::Object(r.clone()).to_string().len())
+            .sum();
+        assert!(
+            held.held_bytes() * 10 < text,
+            "{} of {text}",
+            held.held_bytes()
+        );
+        for range in [0..n, 0..1, CHUNK_ROWS - 1..CHUNK_ROWS + 1, n - 5..n, 0..0] {
+            let values = held.rows(range.clone()).expect("read back");
+            let want: Vec<Value> = rows[range.clone()]
+                .iter()
+                .map(|r| Value::from_json(&Json::Object(r.clone())))
+                .collect();
+            assert_eq!(values, want, "{range:?}");
+            let digests = held.digests(range.clone());
+            let want: Vec<String> = range
+                .clone()
+                .filter(|i| i % 3 == 0)
+                .map(|i| format!("p{i}"))
+                .collect();
+            let got: Vec<String> = digests.iter().map(|(id, _)| id.to_string()).collect();
+            assert_eq!(got, want, "{range:?}");
+        }
+    }
+
+    #[test]
     fn ids_are_held_as_uuids_only_when_their_text_comes_back_exactly() {
         let canonical = "0a1b2c3d-4e5f-6789-abcd-ef0123456789";
         let id = Id::of(canonical);
