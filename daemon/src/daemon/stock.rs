@@ -31,7 +31,7 @@ use super::{events, ms_changes, ms_creates, plan_links, Daemon, DaemonError, Pre
 /// the whole pass in one part). A pass has at least one part, empty or not.
 pub(super) fn part_ranges(len: usize, part_rows: usize) -> Vec<Range<usize>> {
     if part_rows == 0 || len <= part_rows {
-        return vec![0..len];
+        return std::iter::once(0..len).collect();
     }
     (0..len)
         .step_by(part_rows)
@@ -382,7 +382,7 @@ impl PassRows {
         self.open.extend_from_slice(text);
         self.open.push(b'\n');
         self.len += 1;
-        if self.len % CHUNK_ROWS == 0 {
+        if self.len.is_multiple_of(CHUNK_ROWS) {
             self.seal()?;
         }
         Ok(())
@@ -712,11 +712,17 @@ mod tests {
 
     #[test]
     fn a_pass_is_cut_into_parts_of_at_most_the_rows_asked() {
-        assert_eq!(part_ranges(0, 10), vec![0..0]);
-        assert_eq!(part_ranges(10, 10), vec![0..10]);
-        assert_eq!(part_ranges(25, 10), vec![0..10, 10..20, 20..25]);
-        assert_eq!(part_ranges(25, 0), vec![0..25]);
-        assert_eq!(part_ranges(3, 1), vec![0..1, 1..2, 2..3]);
+        let parts = |len, rows| -> Vec<(usize, usize)> {
+            part_ranges(len, rows)
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        assert_eq!(parts(0, 10), [(0, 0)]);
+        assert_eq!(parts(10, 10), [(0, 10)]);
+        assert_eq!(parts(25, 10), [(0, 10), (10, 20), (20, 25)]);
+        assert_eq!(parts(25, 0), [(0, 25)]);
+        assert_eq!(parts(3, 1), [(0, 1), (1, 2), (2, 3)]);
     }
 
     #[test]
