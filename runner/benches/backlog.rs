@@ -23,7 +23,8 @@
 //! footprint daemon's `RUST_LOG` (`warn`); `BACKLOG_DAEMON_LOG_COPY=<file>` keeps its log;
 //! `BACKLOG_EVAL_BYTES` its `limits.max_eval_bytes` and `BACKLOG_STOCK_PART_ROWS` its
 //! `limits.stock_part_rows` (the runner's defaults when not set: 128 MiB, parts of 10 000
-//! rows; a pass in one part, `0`, over 100 000 rows needs `1024MiB`). `BACKLOG_DAEMON_BIN` runs another `skladsync` build and
+//! rows; a pass in one part, `0`, over 100 000 rows needs `1024MiB`).
+//! `BACKLOG_DAEMON_BIN` runs another `skladsync` build and
 //! `BACKLOG_DAEMON_WRAP` runs it under a profiler (see `daemon_command`).
 //!
 //! Each run stops after `BACKLOG_TIMEOUT` seconds (600) and says how far it got.
