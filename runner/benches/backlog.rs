@@ -21,8 +21,10 @@
 //! `BACKLOG_VERBOSE=1` lists every МойСклад GET with its query; `BACKLOG_LOG=<filter>` writes
 //! the daemon's log (a `RUST_LOG` filter) to stderr. `BACKLOG_DAEMON_LOG` is the
 //! footprint daemon's `RUST_LOG` (`warn`); `BACKLOG_DAEMON_LOG_COPY=<file>` keeps its log;
-//! `BACKLOG_EVAL_BYTES` its `limits.max_eval_bytes` (`1024MiB`: a pass over 100 000 rows needs
-//! more than the default 128 MiB). `BACKLOG_DAEMON_BIN` runs another `skladsync` build and
+//! `BACKLOG_EVAL_BYTES` its `limits.max_eval_bytes` and `BACKLOG_STOCK_PART_ROWS` its
+//! `limits.stock_part_rows` (the runner's defaults when not set: 128 MiB, parts of 10 000
+//! rows; a pass in one part, `0`, over 100 000 rows needs `1024MiB`).
+//! `BACKLOG_DAEMON_BIN` runs another `skladsync` build and
 //! `BACKLOG_DAEMON_WRAP` runs it under a profiler (see `daemon_command`).
 //!
 //! Each run stops after `BACKLOG_TIMEOUT` seconds (600) and says how far it got.
@@ -780,14 +782,30 @@ async fn run_footprint(size: &Size) {
     println!("  (seeded in {:.0} s)", t.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(&lab, dir.path());
-    // The default rules build about 1.3 KB of values per row (counted by the engine's budget):
-    // a pass over 100 000 rows needs more than the default 128 MiB (`limits.max_eval_bytes`),
-    // as an operator with such a catalogue would set it.
-    let eval_bytes = std::env::var("BACKLOG_EVAL_BYTES").unwrap_or_else(|_| "1024MiB".into());
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!("limits:\n  max_eval_bytes: {eval_bytes}\n"));
-    std::fs::write(&config, text).expect("config");
-    println!("  (limits.max_eval_bytes: {eval_bytes})");
+    // The runner's default limits: a pass is evaluated in parts of `limits.stock_part_rows`
+    // (10 000) rows, each well within the default 128 MiB of `limits.max_eval_bytes` (a pass
+    // over 100 000 rows in one part needed `1024MiB`). `BACKLOG_EVAL_BYTES` and
+    // `BACKLOG_STOCK_PART_ROWS` set them.
+    let mut limits = String::new();
+    if let Ok(eval_bytes) = std::env::var("BACKLOG_EVAL_BYTES") {
+        limits.push_str(&format!("  max_eval_bytes: {eval_bytes}\n"));
+    }
+    if let Ok(rows) = std::env::var("BACKLOG_STOCK_PART_ROWS") {
+        limits.push_str(&format!("  stock_part_rows: {rows}\n"));
+    }
+    if !limits.is_empty() {
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        text.push_str(&format!("limits:\n{limits}"));
+        std::fs::write(&config, text).expect("config");
+    }
+    println!(
+        "  (limits: {})",
+        if limits.is_empty() {
+            "the defaults"
+        } else {
+            limits.trim_end()
+        }
+    );
     // The first stock pass runs at start: let the daemon settle first, then queue a full pass
     // by restarting is not possible from outside, so the pass at start is the one measured
     // and idle is measured after it (and after the catalogue export) has finished.

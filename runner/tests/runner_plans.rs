@@ -300,7 +300,19 @@ fn evaluation_limits_in_the_config_are_checked() {
     assert_eq!(ok.limits.max_eval_bytes.0, 256 << 20);
     let defaults = load("").expect("valid");
     assert_eq!(defaults.limits.max_effects, 10_000);
+    // A stock pass in parts of 10 000 rows unless told; 0: the whole pass in one event.
+    assert_eq!(defaults.limits.stock_part_rows, 10_000);
+    let whole = load("limits: {stock_part_rows: 0}\n").expect("valid");
+    assert_eq!(whole.limits.stock_part_rows, 0);
+    let small = load("limits: {stock_part_rows: 250}\n").expect("valid");
+    assert_eq!(small.limits.stock_part_rows, 250);
     for (bad, says) in [
+        (
+            "limits: {stock_part_rows: 20000000}\n",
+            "limits.stock_part_rows (20000000) must be between 1 and 10000000 rows, or 0",
+        ),
+        ("limits: {stock_part_rows: -1}\n", "stock_part_rows"),
+        ("limits: {stock_part_rows: lots}\n", "stock_part_rows"),
         ("limits: {max_effects: 0}\n", "limits.max_effects"),
         ("limits: {max_eval_bytes: 12}\n", "limits.max_eval_bytes"),
         ("limits: {max_eval_bytes: lots}\n", "not a size"),

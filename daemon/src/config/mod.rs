@@ -418,6 +418,9 @@ impl JournalConfig {
     }
 }
 
+/// The default of `limits.stock_part_rows`.
+pub const DEFAULT_STOCK_PART_ROWS: usize = 10_000;
+
 /// Limits of one evaluation: a rule that would go past them is refused with an error naming
 /// it, and its work is parked (see `docs/runner.md`, "Parked work").
 #[derive(Clone, Debug, Deserialize)]
@@ -428,6 +431,10 @@ pub struct LimitsConfig {
     /// Bytes of texts, lists and objects one evaluation may build (a number, or `64MiB`,
     /// `1GiB`, `512KiB`).
     pub max_eval_bytes: ByteSize,
+    /// The most rows one `stock.pass` event carries: a bigger pass is evaluated and applied
+    /// in parts of at most this many rows, one after the other; `0`: the whole pass in one
+    /// event.
+    pub stock_part_rows: usize,
 }
 
 impl Default for LimitsConfig {
@@ -437,6 +444,7 @@ impl Default for LimitsConfig {
             max_eval_bytes: ByteSize(
                 usize::try_from(skladsync_engine::eval::DEFAULT_MAX_BYTES).unwrap_or(usize::MAX),
             ),
+            stock_part_rows: DEFAULT_STOCK_PART_ROWS,
         }
     }
 }

@@ -21,6 +21,8 @@ const MAX_EFFECTS: usize = 1_000_000;
 /// The least and the most memory budget of one evaluation.
 const MIN_EVAL_BYTES: super::ByteSize = super::ByteSize(1 << 20);
 const MAX_EVAL_BYTES: super::ByteSize = super::ByteSize(8 << 30);
+/// The most rows one part of a stock pass may be given (`0`, the whole pass, aside).
+pub const MAX_STOCK_PART_ROWS: usize = 10_000_000;
 
 /// The most journal entries kept.
 pub const MAX_JOURNAL_ENTRIES: usize = 100_000;
@@ -98,6 +100,13 @@ pub(super) fn problems(cfg: &Config) -> Vec<String> {
         out.push(format!(
             "limits.max_eval_bytes ({}) must be between {MIN_EVAL_BYTES} and {MAX_EVAL_BYTES}",
             l.max_eval_bytes
+        ));
+    }
+    if l.stock_part_rows > MAX_STOCK_PART_ROWS {
+        out.push(format!(
+            "limits.stock_part_rows ({}) must be between 1 and {MAX_STOCK_PART_ROWS} rows, \
+             or 0 for the whole stock pass in one event",
+            l.stock_part_rows
         ));
     }
 

@@ -458,23 +458,13 @@ impl Daemon {
                 }))
             }
             Work::StockPass { full } => {
-                let (rows, digests, legacy) = self.stock_rows(*full).await?;
+                // A stock pass is processed in its lane, part by part (`Daemon::stock_pass`);
+                // built here, it is one part with every row.
+                let rows = self.stock_rows(*full).await?;
                 if rows.is_empty() && !*full {
                     return Ok(None);
                 }
-                // The rows are engine values already (see stock.rs): no JSON copy of the pass.
-                use skladsync_engine::value::{Map, Value};
-                let mut payload = Map::default();
-                payload.insert("rows".into(), Value::array(rows));
-                payload.insert("full".into(), Value::Bool(*full));
-                Ok(Some(Built {
-                    event: Event {
-                        name: "stock.pass".to_string(),
-                        payload: Value::object(payload),
-                        now: Some(event_now_ms()),
-                    },
-                    after: AfterCommit::Stock(digests, legacy),
-                }))
+                stock_part(&rows, *full, 0..rows.len(), 1, 1).map(Some)
             }
             Work::SettingsSaved => {
                 let previous = state.misc("settings")?.unwrap_or(Json::Null);
@@ -490,6 +480,40 @@ impl Daemon {
             })),
         }
     }
+}
+
+/// The event of part `index` (1-based) of `count` of a stock pass: the rows of `range`, built
+/// as engine values now; after its plan the digests of those rows that changed are recorded
+/// (with the legacy digest keys removed, by the first part).
+pub(super) fn stock_part(
+    rows: &super::stock::PassRows,
+    full: bool,
+    range: std::ops::Range<usize>,
+    index: usize,
+    count: usize,
+) -> Result<Built, BuildError> {
+    let digests = rows.digests(range.clone());
+    let values = rows.rows(range)?;
+    let legacy = if index == 1 {
+        rows.legacy.clone()
+    } else {
+        Vec::new()
+    };
+    let number = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    Ok(Built {
+        event: event_of(
+            "stock.pass",
+            payload([
+                ("rows", Value::array(values)),
+                ("full", Value::Bool(full)),
+                (
+                    "part",
+                    payload([("index", number(index)), ("count", number(count))]),
+                ),
+            ]),
+        ),
+        after: AfterCommit::Stock(digests, legacy),
+    })
 }
 
 impl Daemon {

@@ -1167,6 +1167,13 @@ impl Daemon {
             self.inner.state.release_one(seq);
             return Ok(());
         };
+        if matches!(item.work, Work::StockPass { .. }) && !item.plan {
+            // Read once, then evaluated and applied part by part (its plan, if one was
+            // recorded, is resumed below as any plan).
+            let r = self.stock_pass(seq, item, in_lane).await;
+            self.inner.state.release_one(seq);
+            return r;
+        }
         let r = match self.prepare(seq, item).await {
             Ok(Some(ready)) => {
                 let exclusive = in_lane
@@ -1371,25 +1378,51 @@ impl Daemon {
                 state.finish_item(seq)?;
                 return Ok(Prepared::Finished);
             }
-            Err(e) => {
-                let give_up = gives_up(e.class());
-                let text = e.to_string();
-                tracing::warn!(%subject, error = %text, "could not read what changed");
-                self.runner_journal(
-                    e.code(),
-                    "warning",
-                    &text,
-                    json!({"work": subject}),
-                    e.raw(),
-                )?;
-                if e.class() == FailureClass::Auth {
-                    self.auth_problem(&e)?;
-                }
-                return self
-                    .retry_later(seq, item, give_up, text)
-                    .map(|()| Prepared::Finished);
-            }
+            Err(e) => return self.build_failed(seq, item, &subject, e),
         };
+        self.evaluate_built(seq, item, subject, built, beside, false)
+            .await
+    }
+
+    /// The event of a claimed item could not be built (what changed could not be read):
+    /// journalled, and the item put back to be tried again later.
+    fn build_failed(
+        &self,
+        seq: u64,
+        item: InboxItem,
+        subject: &str,
+        e: events::BuildError,
+    ) -> Result<Prepared, DaemonError> {
+        let give_up = gives_up(e.class());
+        let text = e.to_string();
+        tracing::warn!(%subject, error = %text, "could not read what changed");
+        self.runner_journal(
+            e.code(),
+            "warning",
+            &text,
+            json!({"work": subject}),
+            e.raw(),
+        )?;
+        if e.class() == FailureClass::Auth {
+            self.auth_problem(&e)?;
+        }
+        self.retry_later(seq, item, give_up, text)
+            .map(|()| Prepared::Finished)
+    }
+
+    /// Evaluates the event built for a claimed item and records its plan, as
+    /// [`Daemon::prepare_beside`] says; `more_parts`: the event is a part of a stock pass
+    /// that more parts follow (recorded with the plan, see [`InboxItem::more_parts`]).
+    async fn evaluate_built(
+        &self,
+        seq: u64,
+        item: InboxItem,
+        subject: String,
+        built: events::Built,
+        beside: Option<Beside<'_>>,
+        more_parts: bool,
+    ) -> Result<Prepared, DaemonError> {
+        let state = &self.inner.state;
         let name = built.event.name.clone();
         self.inner.stats.event(&name);
         // The set in use now; a reload waits for this item to finish.
@@ -1512,9 +1545,10 @@ impl Daemon {
             rules: rules_version,
         };
         // From here on the plan is finished, whatever happens: it is recorded with its item.
-        state.start_plan(&outbox)?;
+        state.start_plan_parts(&outbox, more_parts)?;
         let mut item = item;
         item.plan = true;
+        item.more_parts = more_parts;
         Ok(Prepared::Ready(Ready {
             seq,
             item,
@@ -1703,8 +1737,7 @@ impl Daemon {
                     tracing::info!(event = %event, failed = optional_failures.len(), "optional effects failed");
                 }
                 after.commit(state)?;
-                state.finish_item(seq)?;
-                Ok(())
+                self.finish_plan(seq, item)
             }
             Outcome::Interrupted { next } => {
                 self.inner.stats.event_outcome(&event, "interrupted");
@@ -1808,7 +1841,30 @@ impl Daemon {
             json!({"not_applied": left}),
         )?;
         self.inner.stats.gave_up();
-        self.inner.state.finish_item(seq)?;
+        self.finish_plan(seq, item)
+    }
+
+    /// The plan of an item is finished (applied, or given up): the item is finished with it —
+    /// unless the plan is one part of a stock pass and more parts follow it. The item is then
+    /// made new work, due now and holding no plan: the pass in flight goes on with its next
+    /// part (see `stock_pass`), and a plan that was resumed (after a crash or a failure, the
+    /// rows of the parts after it are gone) is followed by the whole pass again, read anew,
+    /// rather than by nothing.
+    fn finish_plan(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
+        if !item.more_parts {
+            self.inner.state.finish_item(seq)?;
+            return Ok(());
+        }
+        let again = InboxItem {
+            attempts: 0,
+            not_before: now_ms(),
+            last_error: None,
+            plan: false,
+            parked: None,
+            more_parts: false,
+            ..item
+        };
+        self.inner.state.end_part(seq, &again)?;
         Ok(())
     }
 

@@ -7,20 +7,37 @@
 //!
 //! Memory: the reports and the assortment are read a page at a time and only what the rows
 //! need is kept of them (per item its external code, name, archived flag and product; per
-//! item its cost); every `meta` of a row keeps `href` and `type` only. Each row is turned into
-//! the engine's values as soon as its page is read (no second copy of the pass as JSON), the
-//! `meta` of a store shared by every row that names it. The rows themselves are held whole:
-//! one event carries the whole pass (see docs/contract.md, `stock.pass`).
+//! item its cost); every `meta` of a row keeps `href` and `type` only. Each row is then held
+//! as its JSON text, deflated [`CHUNK_ROWS`] rows at a time ([`PassRows`]): a few bytes a
+//! row where its engine values took about 0.7 KB. A pass is evaluated in parts of at most
+//! `limits.stock_part_rows` rows (docs/contract.md, `stock.pass`): the engine values of a
+//! part's rows are built when that part is evaluated (the `meta` of a store shared by every
+//! row of the part that names it) and dropped with its evaluation.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::ops::Range;
 
 use serde_json::{json, Map, Value as Json};
 use skladsync_engine::value::{Hasher, Map as EngineMap, Str, Value};
 
 use crate::apply::ApplyError;
 use crate::clients::moysklad::{id_from_href, ListQuery, Pages};
+use crate::state::{InboxItem, Work};
 
-use super::Daemon;
+use super::{events, ms_changes, ms_creates, plan_links, Daemon, DaemonError, Prepared};
+
+/// The rows of each part of a pass of `len` rows in parts of at most `part_rows` rows (`0`:
+/// the whole pass in one part). A pass has at least one part, empty or not.
+pub(super) fn part_ranges(len: usize, part_rows: usize) -> Vec<Range<usize>> {
+    if part_rows == 0 || len <= part_rows {
+        return std::iter::once(0..len).collect();
+    }
+    (0..len)
+        .step_by(part_rows)
+        .map(|a| a..a.saturating_add(part_rows).min(len))
+        .collect()
+}
 
 fn href_id(v: &Json) -> Option<&str> {
     v.pointer("/meta/href")
@@ -28,11 +45,10 @@ fn href_id(v: &Json) -> Option<&str> {
         .and_then(id_from_href)
 }
 
-/// The digest of a row: the same as of `Json::Object(row)` (its JSON text), the UUID's 16
+/// The digest of a row: of its JSON text (`serde_json::to_vec` of the row), the UUID's 16
 /// bytes (recorded as its hex digits).
-fn digest(row: &Map<String, Json>) -> u128 {
-    let text = serde_json::to_vec(row).unwrap_or_default();
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &text).as_u128()
+fn digest(text: &[u8]) -> u128 {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text).as_u128()
 }
 
 /// The digests of the rows of a pass that changed, by assortment id: 32 bytes and the id's
@@ -319,6 +335,144 @@ impl Builder {
     }
 }
 
+/// Rows of a pass a chunk holds, deflated together (their texts are alike: a chunk of 1 000
+/// rows deflates to a small fraction of its text).
+const CHUNK_ROWS: usize = 1_000;
+
+/// The rows a stock pass carries, held between its parts: each row's JSON text on a line of
+/// its own, deflated [`CHUNK_ROWS`] rows at a time; with the digests of the rows that changed
+/// (by row), so that each part records the digests of its own rows once it is applied.
+#[derive(Default)]
+pub struct PassRows {
+    /// Full chunks, deflated.
+    chunks: Vec<Box<[u8]>>,
+    /// The chunk being filled: JSON lines.
+    open: Vec<u8>,
+    /// Rows held.
+    len: usize,
+    /// The digests of the rows that changed, in the order of the rows …
+    digests: Digests,
+    /// … and the row each belongs to.
+    digest_rows: Vec<usize>,
+    /// Legacy digest keys to remove (with the first part).
+    pub legacy: Vec<Vec<u8>>,
+}
+
+fn held_error(e: impl std::fmt::Display) -> ApplyError {
+    ApplyError::Answer(format!("a stock row held between the parts of a pass: {e}"))
+}
+
+impl PassRows {
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Holds a row (its JSON text), with its digest when it changed.
+    fn push(&mut self, text: &[u8], changed: Option<(Box<str>, u128)>) -> Result<(), ApplyError> {
+        if let Some(d) = changed {
+            self.digests.push(d);
+            self.digest_rows.push(self.len);
+        }
+        self.open.extend_from_slice(text);
+        self.open.push(b'\n');
+        self.len += 1;
+        if self.len.is_multiple_of(CHUNK_ROWS) {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Deflates the chunk being filled.
+    fn seal(&mut self) -> Result<(), ApplyError> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        let mut enc = flate2::write::DeflateEncoder::new(
+            Vec::with_capacity(self.open.len() / 8),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&self.open).map_err(held_error)?;
+        let bytes = enc.finish().map_err(held_error)?;
+        self.chunks.push(bytes.into_boxed_slice());
+        self.open.clear();
+        Ok(())
+    }
+
+    /// Ends the reading: every chunk deflated.
+    fn finish(&mut self) -> Result<(), ApplyError> {
+        self.seal()?;
+        self.open = Vec::new();
+        self.chunks.shrink_to_fit();
+        self.digests.shrink_to_fit();
+        self.digest_rows.shrink_to_fit();
+        Ok(())
+    }
+
+    /// Deflated bytes held (for the log).
+    pub fn held_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum::<usize>() + self.open.len()
+    }
+
+    /// The rows of `range`, as engine values (built now; see [`Builder`]).
+    pub fn rows(&self, range: Range<usize>) -> Result<Vec<Value>, ApplyError> {
+        let mut out = Vec::with_capacity(range.len());
+        let mut builder = Builder::default();
+        let mut text = Vec::new();
+        let first = range.start / CHUNK_ROWS;
+        for c in first..range.end.div_ceil(CHUNK_ROWS) {
+            text.clear();
+            let lines: &[u8] = match self.chunks.get(c) {
+                Some(bytes) => {
+                    flate2::read::DeflateDecoder::new(&bytes[..])
+                        .read_to_end(&mut text)
+                        .map_err(held_error)?;
+                    &text
+                }
+                None => &self.open,
+            };
+            for (i, line) in lines
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .enumerate()
+            {
+                let n = c * CHUNK_ROWS + i;
+                if n < range.start {
+                    continue;
+                }
+                if n >= range.end {
+                    break;
+                }
+                let row: Map<String, Json> = serde_json::from_slice(line).map_err(held_error)?;
+                out.push(builder.row(&row));
+            }
+        }
+        if out.len() != range.len() {
+            return Err(held_error(format!(
+                "{} rows read back where {} were held",
+                out.len(),
+                range.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The digests of the rows of `range` that changed.
+    pub fn digests(&self, range: Range<usize>) -> Digests {
+        let a = self.digest_rows.partition_point(|r| *r < range.start);
+        let b = self.digest_rows.partition_point(|r| *r < range.end);
+        self.digests
+            .get(a..b)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+}
+
 /// Every row of `pages`, one page at a time.
 async fn each_row(mut pages: Pages, mut f: impl FnMut(Json)) -> Result<(), ApplyError> {
     while let Some(page) = pages.next().await? {
@@ -330,12 +484,9 @@ async fn each_row(mut pages: Pages, mut f: impl FnMut(Json)) -> Result<(), Apply
 }
 
 impl Daemon {
-    /// The rows of a stock pass and the digests of the rows that changed since they were last
-    /// recorded.
-    pub(super) async fn stock_rows(
-        &self,
-        full: bool,
-    ) -> Result<(Vec<Value>, Digests, Vec<Vec<u8>>), ApplyError> {
+    /// The rows of a stock pass (held compactly, see [`PassRows`]) and the digests of the rows
+    /// that changed since they were last recorded.
+    pub(super) async fn stock_rows(&self, full: bool) -> Result<PassRows, ApplyError> {
         let ms = &self.inner.systems.ms;
         // Costs and the assortment are held by id without an allocation per item (see
         // [`Id`], [`Field`]): the rows are built while they are held, and what they free
@@ -379,9 +530,11 @@ impl Daemon {
         tracing::info!(items = assortment.len(), "stock pass: assortment read");
         let recorded = self.inner.state.stock_digests()?;
         let previous = recorded.by_id;
-        let mut rows = Vec::new();
-        let mut builder = Builder::default();
-        let mut digests = Digests::new();
+        let mut rows = PassRows {
+            legacy: recorded.legacy,
+            ..PassRows::default()
+        };
+        let mut held: Result<(), ApplyError> = Ok(());
         each_row(
             ms.stock_by_store_pages(&ListQuery::new().filter_eq("stockMode", "all")),
             |raw| {
@@ -423,25 +576,118 @@ impl Daemon {
                     "cost".into(),
                     cost.get(&key).map(|c| texts.json(c)).unwrap_or(json!(0)),
                 );
-                let d = digest(&row);
+                let text = serde_json::to_vec(&row).unwrap_or_default();
+                let d = digest(&text);
                 let changed = previous.get(&id) != Some(&d);
-                if changed {
+                if (full || changed) && held.is_ok() {
                     // Only what changed is recorded again (the rest is recorded already).
-                    digests.push((id.into_boxed_str(), d));
-                }
-                if full || changed {
-                    rows.push(builder.row(&row));
+                    let changed = changed.then(|| (id.into_boxed_str(), d));
+                    held = rows.push(&text, changed);
                 }
             },
         )
         .await?;
-        drop((cost, assortment, texts, builder));
+        held?;
+        drop((cost, assortment, texts));
+        rows.finish()?;
         tracing::info!(
             rows = rows.len(),
-            changed = digests.len(),
-            "stock pass: rows built"
+            changed = rows.digests.len(),
+            held_bytes = rows.held_bytes(),
+            "stock pass: rows read"
         );
-        Ok((rows, digests, recorded.legacy))
+        Ok(rows)
+    }
+}
+
+impl Daemon {
+    /// A stock pass (a claimed item that holds no plan): its reports read once and its rows
+    /// held compactly ([`PassRows`]), then evaluated and applied in parts of at most
+    /// `limits.stock_part_rows` rows, one after the other: the engine values, the evaluation
+    /// and the plan of one part are gone before the next part's rows are built. Each part's
+    /// plan is recorded (`plan/<seq>`) as any plan, and the digests of its rows are recorded
+    /// once it is applied. A part that cannot be finished now (a failed effect put back, a
+    /// failed lookup, a stop) ends the pass here: its item keeps the plan (resumed later, and
+    /// then the whole pass is read and sent again, see `finish_plan`) or is put back to be
+    /// read again, so no part after it is lost.
+    pub(super) async fn stock_pass(
+        &self,
+        seq: u64,
+        item: InboxItem,
+        in_lane: bool,
+    ) -> Result<(), DaemonError> {
+        let Work::StockPass { full } = item.work else {
+            return Ok(());
+        };
+        let state = &self.inner.state;
+        let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
+        let rows = match self.stock_rows(full).await {
+            Ok(rows) => rows,
+            Err(e) => return self.build_failed(seq, item, &subject, e).map(|_| ()),
+        };
+        if rows.is_empty() && !full {
+            tracing::debug!(%subject, "nothing to evaluate");
+            state.finish_item(seq)?;
+            return Ok(());
+        }
+        let parts = part_ranges(rows.len(), self.inner.config.limits.stock_part_rows);
+        let count = parts.len();
+        let mut item = item;
+        for (i, range) in parts.into_iter().enumerate() {
+            let index = i + 1;
+            if count > 1 {
+                tracing::info!(
+                    part = index,
+                    parts = count,
+                    rows = range.len(),
+                    "stock pass: a part"
+                );
+            }
+            let built = match events::stock_part(&rows, full, range, index, count) {
+                Ok(b) => b,
+                Err(e) => return self.build_failed(seq, item, &subject, e).map(|_| ()),
+            };
+            let more = index < count;
+            let ready = match self
+                .evaluate_built(seq, item, subject.clone(), built, None, more)
+                .await?
+            {
+                Prepared::Ready(r) => r,
+                // Parked, or put back to be tried again: the pass is read again then.
+                Prepared::Finished | Prepared::Conflict(..) => return Ok(()),
+            };
+            // As `process_claimed`: a plan that writes to МойСклад or links waits for the
+            // worker's turn.
+            let exclusive = in_lane
+                && (!ms_creates(&ready.outbox).is_empty()
+                    || !ms_changes(&ready.outbox).is_empty()
+                    || !plan_links(&ready.outbox).is_empty());
+            let turn = match exclusive {
+                true => Some(self.inner.processing.lock().await),
+                false => None,
+            };
+            self.apply_plan(ready.seq, ready.item, ready.outbox, ready.after)
+                .await?;
+            drop(turn);
+            if !more {
+                break;
+            }
+            // The part's plan is finished (applied or given up) when its item is due again
+            // holding no plan; otherwise it was put back, or the runner stops.
+            match state.inbox_item(seq)? {
+                Some(next) if !next.plan => item = next,
+                _ => return Ok(()),
+            }
+            if self
+                .inner
+                .stopping
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::info!(%subject, "stopping between two parts of a stock pass: it is read again at the next start");
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -462,6 +708,66 @@ mod tests {
                 {"meta": meta("store", "s2"), "name": "Второй склад", "stock": 0.0, "reserve": 0.0, "inTransit": 2.0}
             ]
         })
+    }
+
+    #[test]
+    fn a_pass_is_cut_into_parts_of_at_most_the_rows_asked() {
+        let parts = |len, rows| -> Vec<(usize, usize)> {
+            part_ranges(len, rows)
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        assert_eq!(parts(0, 10), [(0, 0)]);
+        assert_eq!(parts(10, 10), [(0, 10)]);
+        assert_eq!(parts(25, 10), [(0, 10), (10, 20), (20, 25)]);
+        assert_eq!(parts(25, 0), [(0, 25)]);
+        assert_eq!(parts(3, 1), [(0, 1), (1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn rows_held_between_parts_come_back_as_the_engine_values_they_were() {
+        let mut held = PassRows::default();
+        let mut rows = Vec::new();
+        let n = 2 * CHUNK_ROWS + 37;
+        for i in 0..n {
+            let mut row = compact_row(&report_row(&format!("p{i}"), (i % 7) as f64));
+            row.insert("cost".into(), json!(i * 100));
+            let text = serde_json::to_vec(&row).expect("row");
+            // Every third row changed (a changes pass holds only changed rows; a full one
+            // every row, with digests of the changed ones).
+            let changed = (i % 3 == 0).then(|| (format!("p{i}").into_boxed_str(), i as u128));
+            held.push(&text, changed).expect("held");
+            rows.push(row);
+        }
+        held.finish().expect("finished");
+        assert_eq!(held.len(), n);
+        // Far less than the rows' text.
+        let text: usize = rows
+            .iter()
+            .map(|r| Json::Object(r.clone()).to_string().len())
+            .sum();
+        assert!(
+            held.held_bytes() * 10 < text,
+            "{} of {text}",
+            held.held_bytes()
+        );
+        for range in [0..n, 0..1, CHUNK_ROWS - 1..CHUNK_ROWS + 1, n - 5..n, 0..0] {
+            let values = held.rows(range.clone()).expect("read back");
+            let want: Vec<Value> = rows[range.clone()]
+                .iter()
+                .map(|r| Value::from_json(&Json::Object(r.clone())))
+                .collect();
+            assert_eq!(values, want, "{range:?}");
+            let digests = held.digests(range.clone());
+            let want: Vec<String> = range
+                .clone()
+                .filter(|i| i % 3 == 0)
+                .map(|i| format!("p{i}"))
+                .collect();
+            let got: Vec<String> = digests.iter().map(|(id, _)| id.to_string()).collect();
+            assert_eq!(got, want, "{range:?}");
+        }
     }
 
     #[test]

@@ -558,6 +558,12 @@ pub struct InboxItem {
     /// waits until the rules change or new work of its subject arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+    /// The plan of this item is one part of a stock pass evaluated in parts, and more parts
+    /// follow it: once the plan is finished (applied, or given up), the item is not removed
+    /// but made new work again ([`SyncState::end_part`]), so a pass stopped by a crash or a
+    /// failure is read and sent again instead of losing the parts after this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more_parts: bool,
 }
 
 /// Why and under which rules an item was parked.
@@ -582,6 +588,7 @@ impl InboxItem {
             last_error: None,
             plan: false,
             parked: None,
+            more_parts: false,
         }
     }
 }
@@ -1215,6 +1222,19 @@ impl SyncState {
         Ok(())
     }
 
+    /// Ends the plan of one part of a stock pass without ending its item: the plan and what
+    /// of it is confirmed are removed, and the item is written as `item` (due again, holding
+    /// no plan), in one batch.
+    pub fn end_part(&self, seq: u64, item: &InboxItem) -> Result<(), StateError> {
+        let _g = self.guard();
+        let mut ops = vec![(seq_key(seq), Some(serde_json::to_vec(item)?))];
+        ops.push((plan_key(seq), None));
+        for (k, _) in self.store.scan_prefix(&done_prefix(seq))? {
+            ops.push((k, None));
+        }
+        self.commit(ops)
+    }
+
     /// Removes waiting items that are still exactly as given (nothing merged into them since
     /// they were read), in one batch; never the item being processed or the one whose plan is
     /// in the outbox. Returns the sequence numbers removed.
@@ -1271,10 +1291,17 @@ impl SyncState {
     /// Records that a plan of inbox item `seq` starts applying: the plan (once), and the
     /// item marked as holding it (it takes no new work from now on), in one batch.
     pub fn start_plan(&self, outbox: &Outbox) -> Result<(), StateError> {
+        self.start_plan_parts(outbox, false)
+    }
+
+    /// [`SyncState::start_plan`] for a plan that is one part of a stock pass: `more_parts`,
+    /// more parts follow it ([`InboxItem::more_parts`], recorded in the same batch).
+    pub fn start_plan_parts(&self, outbox: &Outbox, more_parts: bool) -> Result<(), StateError> {
         let _g = self.guard();
         let mut ops = Vec::new();
         if let Some(mut item) = self.read::<InboxItem>(&seq_key(outbox.seq))? {
             item.plan = true;
+            item.more_parts = more_parts;
             ops.push((seq_key(outbox.seq), Some(serde_json::to_vec(&item)?)));
         }
         for (i, v) in &outbox.done {

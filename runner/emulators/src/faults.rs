@@ -121,6 +121,10 @@ pub enum Trigger {
     /// The Nth, 2Nth, 3Nth… matching request (1-based). `EveryNth(1)` is the same as
     /// `Always`; `EveryNth(0)` never fires.
     EveryNth(u64),
+    /// The Nth matching request (1-based) and every one after it (bound it with
+    /// [`FaultPlan::times`]: `FromNth(3)` with `times(4)` fails the 3rd to the 6th).
+    /// `FromNth(0)` is the same as `FromNth(1)`.
+    FromNth(u64),
     /// Each matching request independently with this probability (clamped to 0..=1), drawn
     /// from a pseudo-random sequence seeded by `seed`: the same seed and the same request
     /// order give the same faults.
@@ -256,6 +260,7 @@ impl ActivePlan {
             Trigger::Always => true,
             Trigger::EveryNth(0) => false,
             Trigger::EveryNth(n) => self.seen.is_multiple_of(n),
+            Trigger::FromNth(n) => self.seen >= n,
             Trigger::Random { probability, .. } => {
                 let draw = splitmix64(&mut self.rng);
                 // 53 random bits mapped to [0, 1).
@@ -617,6 +622,19 @@ mod tests {
             7,
         );
         assert_eq!(got, [false, false, true, false, false, true, false]);
+    }
+
+    #[test]
+    fn from_nth_fires_from_then_on_as_many_times_as_allowed() {
+        let got = fires(
+            FaultPlan::new(Fault::DropConnection)
+                .trigger(Trigger::FromNth(3))
+                .times(3),
+            Method::GET,
+            "/x",
+            7,
+        );
+        assert_eq!(got, [false, false, true, true, true, false, false]);
     }
 
     #[test]

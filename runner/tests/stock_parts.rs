@@ -1,0 +1,347 @@
+//! A stock pass evaluated in parts (`limits.stock_part_rows`): each part is its own event,
+//! evaluation and plan, applied before the next part's rows are built. Whatever fails on the
+//! way (reading the reports, a lookup while a part is evaluated, an upload of the first, a
+//! middle or the last part, its answer lost after the commit) the pass ends with every
+//! matched offer's stock in retailCRM exactly as a pass in one part without faults leaves it:
+//! nothing is skipped, a part may only be sent again.
+
+#[path = "fixtures/e2e/support.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skladsync_emulators::faults::{Fault, FaultPlan, Trigger};
+use skladsync_runner::config::Config;
+use skladsync_runner::daemon::Daemon;
+use skladsync_runner::demo::lab::{Lab, LabOptions};
+use skladsync_runner::demo::{rules_dir, write_settings};
+use support::INTERVALS;
+
+const UPLOAD: &str = "/api/v5/store/inventories/upload";
+
+/// Where a fault is injected.
+#[derive(Clone, Copy, Debug)]
+enum System {
+    Crm,
+    Ms,
+}
+
+/// What one pass left.
+struct Outcome {
+    /// Every offer's stock in retailCRM: `{xmlId: [[store, quantity, purchase price], …]}`.
+    stock: Value,
+    /// Inventory uploads retailCRM accepted.
+    uploads: usize,
+    /// How often the fault fired.
+    fired: u64,
+    /// The STOCK_UNMATCHED journal entries' subjects.
+    unmatched: Vec<Value>,
+    /// Items left in the inbox.
+    waiting: usize,
+}
+
+fn stock_of(lab: &Lab) -> Value {
+    let mut out = serde_json::Map::new();
+    for o in lab.crm.offers() {
+        let stores: Vec<Value> = o
+            .stores
+            .iter()
+            .map(|(k, s)| json!([k, s.quantity, s.purchase_price]))
+            .collect();
+        out.insert(o.xml_id.clone().unwrap_or_default(), Value::from(stores));
+    }
+    Value::Object(out)
+}
+
+/// The lab (retailCRM knowing no stock yet) and a runner config for it with the default
+/// rules, in parts of `part_rows` rows.
+async fn lab(part_rows: usize, intervals: &str) -> (Lab, tempfile::TempDir, std::path::PathBuf) {
+    let lab = Lab::start(LabOptions {
+        crm_rate: None,
+        ms_limits: false,
+        seed: true,
+    })
+    .await
+    .expect("lab");
+    // retailCRM knows no stock before the pass: whatever the pass sends shows, and an offer
+    // it skipped shows as empty.
+    let mut crm = lab.crm.state();
+    for o in &mut crm.offers {
+        o.stores.clear();
+    }
+    lab.crm.load_state(crm);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules_dir(Path::new("rules"));
+    let settings = dir.path().join("settings.yaml");
+    write_settings(&rules, None, &lab, &settings).expect("settings");
+    let config = dir.path().join("skladsync.yaml");
+    let mut text = lab.config_yaml(&rules, &settings, &dir.path().join("state"), intervals, 100);
+    // No CRM order is replayed: the stock in МойСклад stays as seeded.
+    text = text.replace(
+        "history_start: beginning",
+        "history_start: \"2099-01-01 00:00:00\"",
+    );
+    text.push_str(&format!("limits:\n  stock_part_rows: {part_rows}\n"));
+    std::fs::write(&config, text).expect("config");
+    (lab, dir, config)
+}
+
+/// A full stock pass of the demo shop with the default rules, in parts of `part_rows` rows
+/// (0: one part), with `fault` injected; run until nothing waits.
+async fn pass(part_rows: usize, fault: Option<(System, FaultPlan)>) -> Outcome {
+    let (lab, _dir, config) = lab(part_rows, INTERVALS).await;
+    let daemon = Daemon::new(Config::load(&config).expect("config"))
+        .await
+        .expect("daemon");
+    daemon.start_up().await.expect("start up");
+    daemon.drain().await.expect("start-up work");
+    lab.crm.clear_requests();
+    let plan = fault.map(|(system, plan)| match system {
+        System::Crm => (lab.crm.faults(), lab.crm.faults().add(plan)),
+        System::Ms => (lab.ms.faults(), lab.ms.faults().add(plan)),
+    });
+    daemon.queue_stock_pass(true).expect("stock pass");
+    let mut waiting = usize::MAX;
+    for _ in 0..200 {
+        let _ = daemon.drain().await;
+        waiting = daemon.state().inbox().expect("inbox").len();
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let uploads = lab
+        .crm
+        .requests()
+        .iter()
+        .filter(|r| r.path == UPLOAD && r.status == 200)
+        .count();
+    let unmatched = daemon
+        .state()
+        .journal_entries(daemon.journal_limits(), support::now())
+        .expect("journal")
+        .into_iter()
+        .filter(|e| e.code == "STOCK_UNMATCHED")
+        .map(|e| e.subject)
+        .collect();
+    Outcome {
+        stock: stock_of(&lab),
+        uploads,
+        fired: plan.map_or(0, |(f, id)| f.fired(id).unwrap_or(0)),
+        unmatched,
+        waiting,
+    }
+}
+
+/// The `n`th matching request and the `times - 1` after it fail: more than the client's own
+/// retries of one call, so the effect fails and its plan is put back (and resumed later).
+fn from_nth(fault: Fault, prefix: &str, n: u64, times: u64) -> FaultPlan {
+    FaultPlan::new(fault)
+        .path_prefix(prefix)
+        .trigger(Trigger::FromNth(n))
+        .times(times)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_in_parts_sends_what_a_pass_in_one_part_sends_whatever_fails() {
+    let whole = pass(0, None).await;
+    assert_eq!(whole.waiting, 0);
+    let offers = whole.stock.as_object().expect("offers");
+    let sent = offers
+        .values()
+        .filter(|s| s.as_array().is_some_and(|s| !s.is_empty()))
+        .count();
+    assert!(
+        sent >= 4,
+        "the pass sends stock of several offers: {whole:?}",
+        whole = whole.stock
+    );
+    assert_eq!(whole.uploads, 1, "a small pass in one part: one batch");
+    assert_eq!(whole.unmatched, vec![json!({"stock": "unmatched"})]);
+
+    // In parts of one row: the same stock, one batch per part with matched rows, and the
+    // unmatched rows journalled per part.
+    let parts = pass(1, None).await;
+    assert_eq!(parts.waiting, 0);
+    assert_eq!(
+        parts.stock, whole.stock,
+        "a pass in parts sends the same stock"
+    );
+    let count = parts.uploads;
+    assert!(count >= 3, "several parts, each its own upload: {count}");
+    assert!(!parts.unmatched.is_empty());
+    for s in &parts.unmatched {
+        assert_eq!(s["stock"], "unmatched", "{s}");
+        assert!(s["part"].as_i64().is_some(), "the part in the subject: {s}");
+    }
+
+    // Faults on the way: each ends as the pass without faults did.
+    let bystore = "/api/remap/1.2/report/stock/bystore";
+    let offers_read = "/api/v5/store/offers";
+    // `again`: a part before the last failed for good (its plan put back and resumed), so the
+    // parts after it are sent by the pass read again.
+    let cases: Vec<(&str, System, FaultPlan, bool)> = vec![
+        (
+            "reading the by-store report",
+            System::Ms,
+            from_nth(Fault::ServerError { status: 500 }, bystore, 1, 6),
+            false,
+        ),
+        (
+            "reading the offers while the first part is evaluated",
+            System::Crm,
+            FaultPlan::new(Fault::ServerError { status: 500 })
+                .path_prefix(offers_read)
+                .trigger(Trigger::Always)
+                .times(8),
+            false,
+        ),
+        (
+            "uploading the first part",
+            System::Crm,
+            from_nth(Fault::ServerError { status: 500 }, UPLOAD, 1, 6),
+            true,
+        ),
+        (
+            "uploading a middle part",
+            System::Crm,
+            from_nth(Fault::ServerError { status: 500 }, UPLOAD, 2, 6),
+            true,
+        ),
+        (
+            "uploading the last part",
+            System::Crm,
+            from_nth(Fault::DropConnection, UPLOAD, count as u64, 6),
+            false,
+        ),
+        (
+            "the answer to a middle part's upload lost after the commit",
+            System::Crm,
+            from_nth(Fault::CommitThenDrop, UPLOAD, 2, 3),
+            true,
+        ),
+    ];
+    for (what, system, plan, again) in cases {
+        let faulty = pass(1, Some((system, plan))).await;
+        eprintln!(
+            "{what}: fired {}, {} uploads (a pass without faults: {count})",
+            faulty.fired, faulty.uploads
+        );
+        assert!(faulty.fired > 0, "{what}: the fault never fired");
+        assert_eq!(faulty.waiting, 0, "{what}: the pass did not end");
+        assert_eq!(
+            faulty.stock, whole.stock,
+            "{what}: the stock in retailCRM is not what the pass without faults sent"
+        );
+        assert!(
+            faulty.uploads >= count,
+            "{what}: {} uploads, fewer than the {count} parts",
+            faulty.uploads
+        );
+        if again {
+            assert!(
+                faulty.uploads > count,
+                "{what}: the pass was not sent again after the part's plan was resumed"
+            );
+        }
+    }
+}
+
+/// The runner stops while a part is being uploaded (`during`: the upload takes longer than
+/// the grace a stop gives the effect in flight, so the part's plan stays recorded, as a crash
+/// leaves it) or right after a part (the upload ends within the grace: the pass stops between
+/// two parts, its item due again, as a crash there leaves it). A new runner on the same state,
+/// which queues no pass of its own, finishes the pass: every matched offer's stock is sent.
+async fn stopped_mid_pass(during: bool) {
+    let expected = pass(0, None).await.stock;
+    // One pass at start (the stock schedule's first, a full one) and none after it.
+    let intervals = "{crm_poll: 300ms, reconcile: 300ms, stock: 1h, purchase_prices: 1h, \
+                     retry_min: 50ms, retry_max: 500ms}";
+    let (lab, _dir, config) = lab(1, intervals).await;
+    let delay = if during { 3000 } else { 200 };
+    let slow = lab.crm.faults().add(
+        FaultPlan::new(Fault::Latency {
+            delay: Duration::from_millis(delay),
+        })
+        .path_prefix(UPLOAD)
+        .trigger(Trigger::FromNth(2))
+        .times(1),
+    );
+    let first = Daemon::new(Config::load(&config).expect("config"))
+        .await
+        .expect("daemon");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(first.run(async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while lab.crm.faults().fired(slow) != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second upload never came"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the runner stops")
+        .expect("run task")
+        .expect("run");
+    tokio::time::sleep(Duration::from_millis(delay + 200)).await;
+    assert_ne!(
+        stock_of(&lab),
+        expected,
+        "the pass was stopped before its last parts"
+    );
+
+    // A runner on the same state, with no stock schedule: only what the state holds runs.
+    let second = loop {
+        match Daemon::new(Config::load(&config).expect("config")).await {
+            Ok(d) => break d,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the state does not open again: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let held = second.state().inbox().expect("inbox");
+    let stock_items: Vec<_> = held
+        .iter()
+        .filter(|(_, i)| matches!(i.work, skladsync_runner::state::Work::StockPass { .. }))
+        .collect();
+    assert_eq!(stock_items.len(), 1, "the pass is still queued: {held:?}");
+    assert_eq!(
+        stock_items[0].1.plan, during,
+        "stopped during a part its plan is recorded; between parts none is"
+    );
+    second.start_up().await.expect("start up");
+    for _ in 0..200 {
+        let _ = second.drain().await;
+        if second.state().inbox().expect("inbox").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert!(second.state().inbox().expect("inbox").is_empty());
+    assert_eq!(
+        stock_of(&lab),
+        expected,
+        "after the restart every matched offer's stock is sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_stopped_while_a_part_is_uploaded_is_finished_after_a_restart() {
+    stopped_mid_pass(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_stopped_between_two_parts_is_finished_after_a_restart() {
+    stopped_mid_pass(false).await;
+}
