@@ -345,3 +345,119 @@ async fn a_pass_stopped_while_a_part_is_uploaded_is_finished_after_a_restart() {
 async fn a_pass_stopped_between_two_parts_is_finished_after_a_restart() {
     stopped_mid_pass(false).await;
 }
+
+/// The xmlIds of the offers an upload carried.
+fn uploaded_offers(form: &[(String, String)]) -> Vec<String> {
+    form.iter()
+        .filter(|(k, _)| k == "offers")
+        .filter_map(|(_, v)| serde_json::from_str::<Value>(v).ok())
+        .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+        .filter_map(|o| o["xmlId"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Every upload of one middle part is refused (a 400 the client does not retry) until the
+/// runner gives it up: the refusal is journalled (`GAVE_UP`, with the effect that never ran,
+/// and the problem), the parts before it stay sent, the parts after it are still sent, and the
+/// refused part's rows are not recorded as sent: once the refusal stops, the pass read again
+/// (a changes pass: only rows not recorded as sent) sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_refused_for_good_is_journalled_and_loses_nothing_of_the_other_parts() {
+    let expected = pass(0, None).await.stock;
+    let (lab, _dir, config) = lab(1, INTERVALS).await;
+    let daemon = Daemon::new(Config::load(&config).expect("config"))
+        .await
+        .expect("daemon");
+    daemon.start_up().await.expect("start up");
+    daemon.drain().await.expect("start-up work");
+    assert_ne!(stock_of(&lab), expected, "nothing is sent before the pass");
+    lab.crm.clear_requests();
+    let attempts = u64::from(skladsync_runner::daemon::MAX_ATTEMPTS);
+    // The second upload (a middle part: a pass in parts of one row uploads at least three)
+    // and every attempt at it after, until the runner gives it up; nothing after it.
+    let refusal = lab.crm.faults().add(from_nth(
+        Fault::Refused { status: 400 },
+        UPLOAD,
+        2,
+        attempts,
+    ));
+    // A changes pass: with nothing recorded as sent yet, every row.
+    daemon.queue_stock_pass(false).expect("stock pass");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let _ = daemon.drain().await;
+        if daemon.state().inbox().expect("inbox").is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pass did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        lab.crm.faults().fired(refusal),
+        Some(attempts),
+        "every attempt at the part was refused, each once (the client does not retry a 400)"
+    );
+
+    // What the operator sees: the part given up, with the upload that never ran, and the
+    // refusal as a problem.
+    let journal = daemon
+        .state()
+        .journal_entries(daemon.journal_limits(), support::now())
+        .expect("journal");
+    let codes: Vec<&str> = journal.iter().map(|e| e.code.as_str()).collect();
+    eprintln!("journal: {codes:?}");
+    let gave_up: Vec<_> = journal.iter().filter(|e| e.code == "GAVE_UP").collect();
+    assert_eq!(gave_up.len(), 1, "one part given up: {codes:?}");
+    let problem: Vec<_> = journal
+        .iter()
+        .filter(|e| e.code == "CRM_API_ERROR")
+        .collect();
+    assert_eq!(problem.len(), 1, "the refusal as a problem: {codes:?}");
+    eprintln!(
+        "problem: {} {} {}",
+        problem[0].level, problem[0].text, problem[0].subject
+    );
+    let entry = gave_up[0];
+    assert_eq!(entry.level, "error");
+    assert!(
+        entry.text.contains(&format!("after {attempts} attempts")),
+        "{}",
+        entry.text
+    );
+    let not_applied = entry.raw["not_applied"].as_array().expect("not_applied");
+    assert!(
+        !not_applied.is_empty()
+            && not_applied
+                .iter()
+                .all(|e| e.as_str().is_some_and(|e| e.contains("inventories"))),
+        "the part's upload never ran: {}",
+        entry.raw
+    );
+
+    // The uploads retailCRM accepted (the refused ones never reach its handler), in order:
+    // the part before the refusal, then the pass read again once the part was given up:
+    // the refused part and the parts after it, but not the part before it again (its rows
+    // are recorded as sent, the refused part's are not).
+    let ok: Vec<Vec<String>> = lab
+        .crm
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == UPLOAD && r.status == 200)
+        .map(|r| uploaded_offers(&r.form))
+        .collect();
+    eprintln!("accepted uploads: {ok:?}");
+    assert!(ok.len() >= 3, "the parts around the refused one: {ok:?}");
+    let mut sent: Vec<&String> = ok.iter().flatten().collect();
+    let all = sent.len();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), all, "no offer is sent twice: {ok:?}");
+    assert_eq!(
+        stock_of(&lab),
+        expected,
+        "every matched offer's stock is sent: nothing of the other parts is lost"
+    );
+}

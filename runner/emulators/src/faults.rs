@@ -105,6 +105,13 @@ pub enum Fault {
         /// The HTTP status; values outside 500..=599 are treated as 500.
         status: u16,
     },
+    /// Answer with this 4xx status without running the handler: a refusal a client does not
+    /// retry (the request as sent is not accepted).
+    Refused {
+        /// The HTTP status; values outside 400..=499 (and 401, 403, 429, which mean other
+        /// things) are treated as 400.
+        status: u16,
+    },
     /// Abort the connection without running the handler: the client gets no response.
     DropConnection,
     /// Run the handler (its state change is kept), then abort the connection instead of
@@ -430,6 +437,11 @@ pub enum Rejection {
         /// The status to answer with.
         status: StatusCode,
     },
+    /// A refusal with this status (400..=499, never 401, 403 or 429).
+    Refused {
+        /// The status to answer with.
+        status: StatusCode,
+    },
 }
 
 /// Renders a [`Rejection`] as a response. Each emulator passes one that mimics its API.
@@ -454,6 +466,11 @@ pub fn default_renderer(rejection: &Rejection) -> Response {
         Rejection::ServerError { status } => (
             *status,
             axum::Json(serde_json::json!({"error": "injected fault: server error"})),
+        )
+            .into_response(),
+        Rejection::Refused { status } => (
+            *status,
+            axum::Json(serde_json::json!({"error": "injected fault: refused"})),
         )
             .into_response(),
     }
@@ -574,6 +591,21 @@ where
                         .filter(|s| s.is_server_error())
                         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                     Ok(renderer(&Rejection::ServerError { status }))
+                }
+                Some(Fault::Refused { status }) => {
+                    let status = StatusCode::from_u16(status)
+                        .ok()
+                        .filter(|s| {
+                            s.is_client_error()
+                                && ![
+                                    StatusCode::UNAUTHORIZED,
+                                    StatusCode::FORBIDDEN,
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                ]
+                                .contains(s)
+                        })
+                        .unwrap_or(StatusCode::BAD_REQUEST);
+                    Ok(renderer(&Rejection::Refused { status }))
                 }
                 Some(Fault::DropConnection) => Ok(aborted_response()),
                 Some(Fault::CommitThenDrop) => {

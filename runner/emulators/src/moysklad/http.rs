@@ -168,6 +168,7 @@ pub fn fault_renderer() -> Renderer {
             resp
         }
         Rejection::ServerError { status } => json_response(&errors::unknown_error(*status)),
+        Rejection::Refused { status } => json_response(&errors::unknown_error(*status)),
     })
 }
 

@@ -116,6 +116,16 @@ fn renderer() -> Renderer {
                 axum::Json(json!({"success": false, "errorMsg": "Internal Server Error"})),
             )
                 .into_response(),
+            // retailCRM's refusal of a request it will not accept as sent.
+            Rejection::Refused { status } => (
+                *status,
+                axum::Json(json!({
+                    "success": false,
+                    "errorMsg": "Errors in the entity format",
+                    "errors": {"fault": "injected refusal"},
+                })),
+            )
+                .into_response(),
         }
     })
 }
