@@ -461,3 +461,135 @@ async fn a_part_refused_for_good_is_journalled_and_loses_nothing_of_the_other_pa
         "every matched offer's stock is sent: nothing of the other parts is lost"
     );
 }
+
+/// Starts `skladsync run` on `config`, its log (stderr) appended to `log`.
+fn spawn_runner(config: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_skladsync"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start skladsync run")
+}
+
+/// The `skladsync` binary is killed (SIGKILL, no stop) during a pass in parts: while a
+/// part's upload is in flight (`during`), or right after a part's upload was accepted, the
+/// next part's upload not sent yet. A new process on the same state (which queues a full pass
+/// of its own at start) ends with every matched offer's stock in retailCRM as a pass without
+/// faults sends it, and no part of a pass left behind in its state.
+async fn killed_mid_pass(during: bool) {
+    let expected = pass(0, None).await.stock;
+    // One pass at start (the stock schedule's first, a full one) and none after it.
+    let intervals = "{crm_poll: 300ms, reconcile: 300ms, stock: 1h, purchase_prices: 1h, \
+                     retry_min: 50ms, retry_max: 500ms}";
+    let (lab, dir, config) = lab(1, intervals).await;
+    let log = dir.path().join("runner.log");
+    // The upload the kill lands in (during), or the one after the kill (right after a part):
+    // slow, so that the pass cannot have ended when the process is killed.
+    let slow = lab.crm.faults().add(
+        FaultPlan::new(Fault::Latency {
+            delay: Duration::from_millis(3000),
+        })
+        .path_prefix(UPLOAD)
+        .trigger(Trigger::FromNth(if during { 2 } else { 3 }))
+        .times(1),
+    );
+    let accepted = |lab: &Lab| {
+        lab.crm
+            .requests()
+            .iter()
+            .filter(|r| r.path == UPLOAD && r.status == 200)
+            .count()
+    };
+    let mut child = spawn_runner(&config, &log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let ready = if during {
+            lab.crm.faults().fired(slow) == Some(1)
+        } else {
+            accepted(&lab) >= 2
+        };
+        if ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pass never got there; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let before = accepted(&lab);
+    assert!(
+        before <= 2,
+        "killed within the first parts: {before} uploads accepted"
+    );
+    assert_ne!(
+        stock_of(&lab),
+        expected,
+        "the pass was killed before its last parts"
+    );
+
+    // A new process on the same state.
+    let mut child = spawn_runner(&config, &log);
+    while stock_of(&lab) != expected && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A little longer: whatever is still queued runs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "the runner stops cleanly: {status}\n{log_text}"
+    );
+    assert_eq!(
+        stock_of(&lab),
+        expected,
+        "after the restart every matched offer's stock is sent; log:\n{log_text}"
+    );
+    assert!(
+        accepted(&lab) > before,
+        "the restarted runner sent the parts"
+    );
+    // The state is whole: a runner on it (stopped above maybe in the middle of the pass read
+    // again) ends whatever it holds, and the stock stays as sent.
+    let daemon = Daemon::new(Config::load(&config).expect("config"))
+        .await
+        .expect("the state opens");
+    daemon.start_up().await.expect("start up");
+    let mut waiting = usize::MAX;
+    for _ in 0..300 {
+        let _ = daemon.drain().await;
+        waiting = daemon.state().inbox().expect("inbox").len();
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(waiting, 0, "{:?}", daemon.state().inbox());
+    assert_eq!(stock_of(&lab), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_killed_while_a_part_is_uploaded_ends_with_every_part_sent() {
+    killed_mid_pass(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_killed_between_two_parts_ends_with_every_part_sent() {
+    killed_mid_pass(false).await;
+}
