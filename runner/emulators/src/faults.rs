@@ -24,6 +24,7 @@
 //! | `Latency` | yes, after the delay | the normal response, late |
 //! | `TooManyRequests` | no | a rate-limit response rendered by the emulator's [`Renderer`] |
 //! | `ServerError` | no | a 5xx response rendered by the emulator's [`Renderer`] |
+//! | `Refused` | no | a 4xx refusal (never 401, 403 or 429) rendered by the emulator's [`Renderer`]: what a service answers a request it will not accept as sent |
 //! | `DropConnection` | no | no usable response: the connection is aborted |
 //! | `CommitThenDrop` | **yes**, and its state change is kept | no usable response |
 //!
@@ -867,6 +868,15 @@ mod tests {
         assert_eq!(r.status(), 503);
         assert_eq!(hits_of(&hits), 1);
 
+        // A 4xx refusal without running the handler; a status that means something else
+        // (not a 4xx, or 401/403/429) is a plain 400.
+        for (asked, answered) in [(422, 422), (400, 400), (503, 400), (403, 400), (429, 400)] {
+            faults.set(FaultPlan::new(Fault::Refused { status: asked }));
+            let r = client.post(&url).send().await.expect("response");
+            assert_eq!(r.status(), answered, "{asked}");
+        }
+        assert_eq!(hits_of(&hits), 1);
+
         // 429 with Retry-After rounded up to seconds.
         faults.set(FaultPlan::new(Fault::TooManyRequests {
             retry_after: Duration::from_millis(1500),
@@ -908,7 +918,8 @@ mod tests {
         faults.clear();
         let r = client.post(&url).send().await.expect("response");
         assert_eq!(r.status(), 200);
-        assert_eq!(faults.injected(), 5);
+        // 5 before the refusals, and the 5 refusals.
+        assert_eq!(faults.injected(), 10);
         task.abort();
     }
 }
