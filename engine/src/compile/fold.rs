@@ -304,10 +304,7 @@ impl Folder<'_> {
             return general;
         }
         let loc = general.loc;
-        CExpr {
-            node: Node::Settled(Box::new(special), Box::new(general)),
-            loc,
-        }
+        CExpr::new(Node::Settled(Box::new(special), Box::new(general)), loc)
     }
 
     fn root_in_place(&mut self, e: &mut CExpr, funcs: &[CFunc], site: &mut Site) {
@@ -405,7 +402,7 @@ impl Folder<'_> {
 
     /// Folds an expression bottom-up.
     fn fold(&mut self, e: CExpr, funcs: &[CFunc], site: &mut Site, mode: Mode) -> CExpr {
-        let CExpr { node, loc } = e;
+        let (node, loc) = e.into_parts();
         let sub = |x: Box<CExpr>, this: &mut Self, site: &mut Site| {
             Box::new(this.fold(*x, funcs, site, mode))
         };
@@ -415,10 +412,7 @@ impl Folder<'_> {
                 // kept as they are (the folded side was folded already).
                 return match mode {
                     Mode::Special => self.fold(*s, funcs, site, mode),
-                    Mode::General => CExpr {
-                        node: Node::Settled(s, g),
-                        loc,
-                    },
+                    Mode::General => CExpr::new(Node::Settled(s, g), loc),
                 };
             }
             n @ (Node::Const(_) | Node::Local(_) | Node::Global(_)) => n,
@@ -539,7 +533,7 @@ impl Folder<'_> {
                     .collect(),
             ),
         };
-        let e = CExpr { node, loc };
+        let e = CExpr::new(node, loc);
         self.commit(e, mode)
     }
 
@@ -561,10 +555,7 @@ impl Folder<'_> {
             return e;
         }
         self.assume(k.paths);
-        CExpr {
-            node: Node::Const(k.value),
-            loc: e.loc,
-        }
+        CExpr::new(Node::Const(k.value), e.loc)
     }
 
     fn binary(&mut self, op: BinOp, a: Box<CExpr>, b: Box<CExpr>, loc: u32, mode: Mode) -> CExpr {
@@ -584,10 +575,7 @@ impl Folder<'_> {
                     };
                     if op != BinOp::Coalesce || small(&value) {
                         self.assume(k.paths);
-                        return CExpr {
-                            node: Node::Const(value),
-                            loc,
-                        };
+                        return CExpr::new(Node::Const(value), loc);
                     }
                     if k.paths.is_empty() {
                         return *a;
@@ -607,10 +595,7 @@ impl Folder<'_> {
                 }
             }
         }
-        let e = CExpr {
-            node: Node::Binary(op, a, b),
-            loc,
-        };
+        let e = CExpr::new(Node::Binary(op, a, b), loc);
         self.commit(e, mode)
     }
 
@@ -878,7 +863,7 @@ fn subst(e: &CExpr, args: &[CExpr], params: u32, base: u32) -> CExpr {
             Box::new(subst(g, args, params, base)),
         ),
     };
-    CExpr { node, loc: e.loc }
+    CExpr::new(node, e.loc)
 }
 
 /// `base` followed by `segs`: one path (a path below a path is joined into one; keys into a
@@ -907,10 +892,7 @@ fn join_path(base: CExpr, segs: Vec<Seg>, loc: u32) -> Node {
             Node::Const(cur)
         }
         node => Node::Path(
-            Box::new(CExpr {
-                node,
-                loc: base.loc,
-            }),
+            Box::new(CExpr::new(node, base.loc)),
             segs.into_boxed_slice(),
         ),
     }
@@ -966,10 +948,7 @@ fn small(v: &Value) -> bool {
 }
 
 fn placeholder(loc: u32) -> CExpr {
-    CExpr {
-        node: Node::Const(Value::Null),
-        loc,
-    }
+    CExpr::new(Node::Const(Value::Null), loc)
 }
 
 #[cfg(test)]

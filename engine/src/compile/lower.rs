@@ -187,7 +187,7 @@ impl Compiler<'_> {
                 }
             }
         };
-        fuse_split_end(CExpr { node, loc })
+        fuse_split_end(CExpr::new(node, loc))
     }
 
     fn unknown_name(&mut self, name: &str, span: Span, o: &Origin, scope: &Scope) {
@@ -446,17 +446,11 @@ impl Compiler<'_> {
             match scope.resolve(&n) {
                 Some(Binding::Local(s)) => vars.push((
                     Arc::from(n.as_str()),
-                    CExpr {
-                        node: Node::Local(s),
-                        loc,
-                    },
+                    CExpr::new(Node::Local(s), loc),
                 )),
                 Some(Binding::Global(g)) => vars.push((
                     Arc::from(n.as_str()),
-                    CExpr {
-                        node: Node::Global(g),
-                        loc,
-                    },
+                    CExpr::new(Node::Global(g), loc),
                 )),
                 None => {
                     let a = at();
@@ -471,10 +465,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        CExpr {
-            node: Node::Template(id, vars.into_boxed_slice()),
-            loc,
-        }
+        CExpr::new(Node::Template(id, vars.into_boxed_slice()), loc)
     }
 
     /// Reports `settings.a.b` chains whose keys the settings do not define.
@@ -586,21 +577,12 @@ fn extend_path(base: CExpr, seg: CSeg, loc: u32) -> CExpr {
         Node::Path(inner, segs) => {
             let mut segs = segs.into_vec();
             segs.push(seg);
-            CExpr {
-                node: Node::Path(inner, segs.into_boxed_slice()),
-                loc,
-            }
+            CExpr::new(Node::Path(inner, segs.into_boxed_slice()), loc)
         }
-        node => CExpr {
-            node: Node::Path(
-                Box::new(CExpr {
-                    node,
-                    loc: base.loc,
-                }),
+        node => CExpr::new(Node::Path(
+                Box::new(CExpr::new(node, base.loc)),
                 Box::new([seg]),
-            ),
-            loc,
-        },
+            ), loc),
     }
 }
 
@@ -633,10 +615,7 @@ fn const_of(e: CExpr) -> Value {
 }
 
 fn poison(loc: u32) -> CExpr {
-    CExpr {
-        node: Node::Const(Value::Null),
-        loc,
-    }
+    CExpr::new(Node::Const(Value::Null), loc)
 }
 
 fn plural(n: usize) -> &'static str {
@@ -666,6 +645,7 @@ fn fuse_split_end(e: CExpr) -> CExpr {
     let CExpr {
         node: Node::Call(outer, args, None),
         loc,
+        ..
     } = e
     else {
         return e;
@@ -678,28 +658,17 @@ fn fuse_split_end(e: CExpr) -> CExpr {
                     && inner_args.len() == 2
         );
     if !fusable {
-        return CExpr {
-            node: Node::Call(outer, args, None),
-            loc,
-        };
+        return CExpr::new(Node::Call(outer, args, None), loc);
     }
     let last = outer.name == "last";
     match args.into_vec().pop() {
         Some(CExpr {
             node: Node::Call(_, inner_args, None),
             loc: inner_loc,
-        }) => CExpr {
-            node: Node::Call(funcs::split_end(last), inner_args, None),
-            loc: inner_loc,
-        },
+            ..
+        }) => CExpr::new(Node::Call(funcs::split_end(last), inner_args, None), inner_loc),
         // (not reached: checked above)
-        Some(other) => CExpr {
-            node: Node::Call(outer, vec![other].into_boxed_slice(), None),
-            loc,
-        },
-        None => CExpr {
-            node: Node::Call(outer, Box::new([]), None),
-            loc,
-        },
+        Some(other) => CExpr::new(Node::Call(outer, vec![other].into_boxed_slice(), None), loc),
+        None => CExpr::new(Node::Call(outer, Box::new([]), None), loc),
     }
 }

@@ -9,11 +9,51 @@ use crate::value::{Str, Value};
 /// Index into the program's table of source locations.
 pub(crate) type LocId = u32;
 
-/// A compiled expression with the location it came from.
-#[derive(Clone, Debug)]
+/// How a compiled expression is evaluated: a function chosen for the node's exact shape
+/// when the node is built ([`crate::eval::op_for`]), so that evaluating it is one indirect
+/// call of a function that does only what that shape needs.
+pub(crate) type Op = for<'a> fn(
+    &mut crate::eval::Ctx<'a>,
+    &'a CExpr,
+    &mut crate::eval::Frame<'a>,
+) -> Result<Value, crate::eval::Fail>;
+
+/// A compiled expression with the location it came from, and the function that evaluates
+/// it (chosen for its shape when it is built: every compiled expression, folded, inlined or
+/// copied, is built by [`CExpr::new`], and nothing changes a node in place).
+#[derive(Clone)]
 pub(crate) struct CExpr {
     pub node: Node,
     pub loc: LocId,
+    op: Op,
+}
+
+impl CExpr {
+    /// A compiled expression, with the function that evaluates its shape.
+    pub fn new(node: Node, loc: LocId) -> CExpr {
+        let op = crate::eval::op_for(&node);
+        CExpr { node, loc, op }
+    }
+
+    /// The function that evaluates this expression.
+    #[inline(always)]
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The expression's node, taken out (the expression is consumed).
+    pub fn into_parts(self) -> (Node, LocId) {
+        (self.node, self.loc)
+    }
+}
+
+impl std::fmt::Debug for CExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CExpr")
+            .field("node", &self.node)
+            .field("loc", &self.loc)
+            .finish()
+    }
 }
 
 /// What a compiled expression does.

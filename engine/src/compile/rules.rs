@@ -521,10 +521,7 @@ impl Compiler<'_> {
                     self.check_result_name(n, file, path);
                     (Arc::from(n.as_str()), scope.declare_or_reuse(n))
                 });
-                let id = id.unwrap_or(CExpr {
-                    node: Node::Const(Value::Null),
-                    loc,
-                });
+                let id = id.unwrap_or(CExpr::new(Node::Const(Value::Null), loc));
                 match verb {
                     "create" => EffectKind::Create {
                         system,
@@ -749,10 +746,7 @@ impl Compiler<'_> {
         scope: &mut Scope,
     ) -> CBody {
         let constant = |v: Value| {
-            CBody::Expr(CExpr {
-                node: Node::Const(v),
-                loc: 0,
-            })
+            CBody::Expr(CExpr::new(Node::Const(v), 0))
         };
         match v {
             serde_yaml::Value::Null => constant(Value::Null),

@@ -2,19 +2,39 @@
 
 use super::ops;
 use super::{Call, Ctx, EvalErrorKind, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
-use crate::compile::node::{CExpr, CLambda, KeyAt, Node, ObjKey, Seg};
+use crate::compile::node::{CExpr, CLambda, KeyAt, Node, ObjKey, Op, Seg};
 use crate::funcs::{Builtin, Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
 
 use crate::value::{Hasher, Map, PathKey, Str, Value};
 
 impl<'a> Ctx<'a> {
-    /// Evaluates an expression in a frame.
+    /// Evaluates an expression in a frame: spends its step, then calls the function its
+    /// shape was given when it was compiled ([`op_for`]).
+    #[inline(always)]
     pub(crate) fn eval(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
         if self.budget == 0 {
-            return self.tick(1, e.loc).map(|()| Value::Null);
+            return self.out_of_steps(e.loc);
         }
         self.budget -= 1;
+        #[cfg(test)]
+        if self.plain || self.unthreaded {
+            return self.dispatch(e, frame);
+        }
+        (e.op())(self, e, frame)
+    }
+
+    /// The step budget is spent: the error [`Ctx::tick`] gives.
+    #[cold]
+    #[inline(never)]
+    fn out_of_steps(&mut self, loc: crate::compile::node::LocId) -> Result<Value, Fail> {
+        self.tick(1, loc).map(|()| Value::Null)
+    }
+
+    /// The general evaluation of a node whose step is spent: one match over every kind of
+    /// node. What [`op_general`] does, what every specialised op falls back to if it ever
+    /// met a node of another shape, and (in tests) what the ops are compared with.
+    fn dispatch(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
         match &e.node {
             Node::Const(v) => Ok(v.clone()),
             Node::Local(slot) => self.local(*slot, frame),
@@ -37,6 +57,18 @@ impl<'a> Ctx<'a> {
             }
             Node::Template(id, vars) => self.template(*id, vars, frame, e),
         }
+    }
+
+    /// A specialised op met a node of another shape (which [`op_for`] never gives it):
+    /// the general evaluation, counted in tests.
+    #[cold]
+    #[inline(never)]
+    fn mismatch(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+        #[cfg(test)]
+        {
+            self.mismatches += 1;
+        }
+        self.dispatch(e, frame)
     }
 
     /// `-x`.
@@ -628,6 +660,22 @@ impl<'a> Ctx<'a> {
         args: &'a [CExpr],
         frame: &mut Frame<'a>,
     ) -> Result<Value, Fail> {
+        // A call whose arguments are the same in every rule of the evaluation is computed
+        // once (and again only if it reads the world and the plan changed since).
+        if args.iter().all(event_level) {
+            return self.call_user_remembered(i, args, frame);
+        }
+        self.call_user_fresh(i, args, frame)
+    }
+
+    /// [`Ctx::call_user`] of a call with an argument that is not event-level.
+    #[inline(never)]
+    fn call_user_fresh(
+        &mut self,
+        i: u32,
+        args: &'a [CExpr],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
         let prog = self.prog;
         let Some(f) = prog.funcs.get(i as usize) else {
             return Ok(Value::Null);
@@ -635,11 +683,6 @@ impl<'a> Ctx<'a> {
         let Some(body) = &f.body else {
             return Ok(Value::Null);
         };
-        // A call whose arguments are the same in every rule of the evaluation is computed
-        // once (and again only if it reads the world and the plan changed since).
-        if args.iter().all(event_level) {
-            return self.call_user_remembered(i, f.pure, args, frame);
-        }
         // The arguments go into the first slots of a spare frame, the rest is empty.
         let mut slots = self.spare_frames.pop().unwrap_or_default();
         slots.clear();
@@ -662,15 +705,22 @@ impl<'a> Ctx<'a> {
     }
 
     /// [`Ctx::call_user`] of a call with event-level arguments: the remembered result if
-    /// there is one still valid, else the call's result, remembered.
+    /// there is one still valid, else the call's result, remembered. The arguments' values
+    /// are copied once, into the callee's frame (the memo keeps the evaluated ones).
     #[inline(never)]
     fn call_user_remembered(
         &mut self,
         i: u32,
-        pure: bool,
         args: &'a [CExpr],
         frame: &mut Frame<'a>,
     ) -> Result<Value, Fail> {
+        let prog = self.prog;
+        let Some(f) = prog.funcs.get(i as usize) else {
+            return Ok(Value::Null);
+        };
+        let Some(body) = &f.body else {
+            return Ok(Value::Null);
+        };
         let mut given = Vec::with_capacity(args.len());
         for a in args {
             given.push(self.eval_leaf(a, frame)?);
@@ -682,11 +732,17 @@ impl<'a> Ctx<'a> {
                 && m.args.iter().zip(&given).all(|(a, b)| same_arg(a, b))
         };
         if let Some(m) = self.memo.iter().find(|m| remembered(m)) {
-            if pure || m.version == version {
+            if f.pure || m.version == version {
                 return Ok(m.result.clone());
             }
         }
-        let result = self.call_user_with(i, given.clone())?;
+        let mut slots = self.spare_frames.pop().unwrap_or_default();
+        slots.clear();
+        let size = (f.frame_size as usize).max(given.len());
+        slots.reserve(size);
+        slots.extend(given.iter().cloned().map(Some));
+        slots.resize_with(size, || None);
+        let result = self.run_user_body(body, slots)?;
         let version = self.plan.version();
         self.memo.retain(|m| !remembered(m));
         self.memo.push(super::Memo {
@@ -696,24 +752,6 @@ impl<'a> Ctx<'a> {
             result: result.clone(),
         });
         Ok(result)
-    }
-
-    /// Calls user function `i` with its arguments' values.
-    fn call_user_with(&mut self, i: u32, values: Vec<Value>) -> Result<Value, Fail> {
-        let prog = self.prog;
-        let Some(f) = prog.funcs.get(i as usize) else {
-            return Ok(Value::Null);
-        };
-        let Some(body) = &f.body else {
-            return Ok(Value::Null);
-        };
-        let mut slots = self.spare_frames.pop().unwrap_or_default();
-        slots.clear();
-        slots.resize_with(f.frame_size.max(values.len() as u32) as usize, || None);
-        for (slot, v) in slots.iter_mut().zip(values) {
-            *slot = Some(v);
-        }
-        self.run_user_body(body, slots)
     }
 
     /// Evaluates a user function's body in a frame of its own (`slots`, arguments first).
@@ -813,4 +851,356 @@ pub(crate) fn index_value(container: &Value, index: &Value) -> Value {
         (Value::Ref(r), Value::Int(i)) => r.field(PathKey::Index(*i)),
         _ => Value::Null,
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Threaded code: each compiled expression carries the function that evaluates its shape,
+// chosen once by `op_for` when the expression is built. `Ctx::eval` spends the node's step
+// and calls it; each op does only what its shape needs (no dispatch over every kind of
+// node, no re-checking of what compile time knew, such as "every step of this path is a
+// key"). Each op's first lines name the shape it was chosen for; a node of another shape
+// (which `op_for` never gives it) falls back to the general dispatcher (`Ctx::mismatch`),
+// so an op can be slower than it should, never wrong.
+// ---------------------------------------------------------------------------------------
+
+/// The function that evaluates a node of this shape (see [`crate::compile::node::Op`]).
+pub(crate) fn op_for(node: &Node) -> Op {
+    match node {
+        Node::Const(_) => op_const,
+        Node::Local(_) => op_local,
+        Node::Global(_) => op_global,
+        Node::Path(base, segs) if segs.iter().all(|s| matches!(s, Seg::Key(..))) => {
+            match (&base.node, segs.len()) {
+                (Node::Local(_), 1) => op_local_key,
+                (Node::Local(_), _) => op_local_keys,
+                (Node::Global(_), _) => op_global_keys,
+                _ => op_path,
+            }
+        }
+        Node::Path(..) => op_path,
+        Node::Unary(UnOp::Not, _) => op_not,
+        Node::Unary(UnOp::Neg, _) => op_general,
+        Node::Binary(BinOp::And, ..) => op_and,
+        Node::Binary(BinOp::Or, ..) => op_or,
+        Node::Binary(BinOp::Coalesce, ..) => op_coalesce,
+        Node::Binary(BinOp::Add, ..) => op_binary,
+        Node::Binary(_, _, b) if matches!(b.node, Node::Const(_)) => op_cmp_const,
+        Node::Binary(..) => op_binary,
+        Node::If(..) => op_if,
+        Node::Call(f, args, _) => match (&f.imp, f.owned, args.len()) {
+            (Imp::Pure(_), None, 1) => op_call_pure_ref,
+            (_, _, 0) => op_call0,
+            (_, _, 1) => op_call1,
+            (_, _, 2) => op_call2,
+            (_, _, 3) => op_call3,
+            _ => op_general,
+        },
+        Node::CallUser(_, args) if args.iter().all(event_level) => op_call_user_remembered,
+        Node::CallUser(..) => op_call_user,
+        Node::Record(..) => op_record,
+        Node::Settled(..) => op_settled,
+        Node::Array(..) | Node::Object(..) | Node::Template(..) => op_general,
+    }
+}
+
+/// Any node: the general dispatcher.
+fn op_general<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    cx.dispatch(e, frame)
+}
+
+/// A literal.
+fn op_const<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Const(v) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    Ok(v.clone())
+}
+
+/// A slot: its value if filled, else its `let` evaluated.
+fn op_local<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Local(slot) = e.node else {
+        return cx.mismatch(e, frame);
+    };
+    if let Some(Some(v)) = frame.slots.get(slot as usize) {
+        return Ok(v.clone());
+    }
+    cx.local(slot, frame)
+}
+
+/// A global.
+fn op_global<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Global(i) = e.node else {
+        return cx.mismatch(e, frame);
+    };
+    Ok(cx.globals.get(i as usize).cloned().unwrap_or_default())
+}
+
+/// One key below a slot (`line.item`).
+fn op_local_key<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::Path(base, segs) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let (Node::Local(slot), [Seg::Key(k, at)]) = (&base.node, &**segs) else {
+        return cx.mismatch(e, frame);
+    };
+    match frame.slots.get(*slot as usize) {
+        Some(Some(Value::Object(o))) => Ok(key_of(o, k, at).cloned().unwrap_or_default()),
+        // A slot not yet filled, or a pending reference: the path's general walk.
+        Some(Some(Value::Ref(_)) | None) => cx.path(base, segs, frame),
+        Some(Some(_)) | None => Ok(Value::Null),
+    }
+}
+
+/// Keys below a slot (`line.item.offer`).
+fn op_local_keys<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::Path(base, segs) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let Node::Local(slot) = base.node else {
+        return cx.mismatch(e, frame);
+    };
+    if frame.slots.get(slot as usize).is_some_and(Option::is_none) {
+        cx.local(slot, frame)?;
+    }
+    match frame.slots.get(slot as usize) {
+        Some(Some(root)) => match walk_keys(root, segs) {
+            Some(v) => Ok(v),
+            None => cx.path_general(base, segs, frame),
+        },
+        _ => Ok(Value::Null),
+    }
+}
+
+/// Keys below a global (`order.customer.id`).
+fn op_global_keys<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::Path(base, segs) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let Node::Global(i) = base.node else {
+        return cx.mismatch(e, frame);
+    };
+    if let Some(root) = cx.globals.get(i as usize) {
+        if let Some(v) = walk_keys(root, segs) {
+            return Ok(v);
+        }
+    }
+    cx.path_general(base, segs, frame)
+}
+
+/// Any other path (index steps, or below something that is not a slot or a global).
+fn op_path<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Path(base, segs) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    cx.path_general(base, segs, frame)
+}
+
+/// `not x`.
+fn op_not<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Unary(UnOp::Not, x) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    Ok(Value::Bool(!cx.test(x, frame)?))
+}
+
+/// `a and b`.
+fn op_and<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Binary(BinOp::And, a, b) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    if !cx.test(a, frame)? {
+        return Ok(Value::Bool(false));
+    }
+    Ok(Value::Bool(cx.test(b, frame)?))
+}
+
+/// `a or b`.
+fn op_or<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Binary(BinOp::Or, a, b) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    if cx.test(a, frame)? {
+        return Ok(Value::Bool(true));
+    }
+    Ok(Value::Bool(cx.test(b, frame)?))
+}
+
+/// `a ?? b`.
+fn op_coalesce<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::Binary(BinOp::Coalesce, a, b) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let av = cx.eval_leaf(a, frame)?;
+    if av.is_null() {
+        cx.eval_leaf(b, frame)
+    } else {
+        Ok(av)
+    }
+}
+
+/// A comparison or arithmetic (not `+`) with a literal on the right (`status == "new"`):
+/// the left side looked at by reference.
+fn op_cmp_const<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::Binary(op, a, b) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let (Node::Const(bc), false) = (
+        &b.node,
+        matches!(
+            op,
+            BinOp::And | BinOp::Or | BinOp::Coalesce | BinOp::Add
+        ),
+    ) else {
+        return cx.mismatch(e, frame);
+    };
+    let op = *op;
+    let result = cx.with_ref(a, frame, |av| ops::binary(op, av, bc))?;
+    result.map_err(|m| cx.error(EvalErrorKind::Type, e.loc, m))
+}
+
+/// Any other binary operator.
+fn op_binary<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Binary(op, a, b) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    cx.binary(*op, a, b, frame, e)
+}
+
+/// `if c then a else b`.
+fn op_if<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::If(c, a, b) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let branch = if cx.test(c, frame)? { a } else { b };
+    cx.eval_leaf(branch, frame)
+}
+
+/// Code folded for the rule set's own settings, or as written.
+fn op_settled<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::Settled(folded, written) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    cx.eval(if cx.settled { folded } else { written }, frame)
+}
+
+/// A pure built-in of one argument that does not take it by value (`empty(x)`,
+/// `string(x)`): the argument looked at by reference.
+fn op_call_pure_ref<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::Call(f, args, _) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let ([a0], Imp::Pure(fun)) = (&**args, &f.imp) else {
+        return cx.mismatch(e, frame);
+    };
+    cx.call_pure_by_ref(f.name, *fun, f.size, a0, frame, e)
+}
+
+/// A built-in without arguments.
+fn op_call0<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Call(f, args, lambda) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let [] = &**args else {
+        return cx.mismatch(e, frame);
+    };
+    cx.apply(f, lambda.as_deref(), &mut [], frame, e)
+}
+
+/// A built-in of one argument.
+fn op_call1<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Call(f, args, lambda) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let [a0] = &**args else {
+        return cx.mismatch(e, frame);
+    };
+    let mut values = [cx.eval_leaf(a0, frame)?];
+    cx.apply(f, lambda.as_deref(), &mut values, frame, e)
+}
+
+/// A built-in of two arguments.
+fn op_call2<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Call(f, args, lambda) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let [a0, a1] = &**args else {
+        return cx.mismatch(e, frame);
+    };
+    let v0 = cx.eval_leaf(a0, frame)?;
+    let mut values = [v0, cx.eval_leaf(a1, frame)?];
+    cx.apply(f, lambda.as_deref(), &mut values, frame, e)
+}
+
+/// A built-in of three arguments.
+fn op_call3<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Call(f, args, lambda) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    let [a0, a1, a2] = &**args else {
+        return cx.mismatch(e, frame);
+    };
+    let v0 = cx.eval_leaf(a0, frame)?;
+    let v1 = cx.eval_leaf(a1, frame)?;
+    let mut values = [v0, v1, cx.eval_leaf(a2, frame)?];
+    cx.apply(f, lambda.as_deref(), &mut values, frame, e)
+}
+
+/// A user function with an argument that is not event-level.
+fn op_call_user<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::CallUser(i, args) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    cx.call_user_fresh(*i, args, frame)
+}
+
+/// A user function whose arguments are all event-level: remembered for the evaluation.
+fn op_call_user_remembered<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<Value, Fail> {
+    let Node::CallUser(i, args) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    cx.call_user_remembered(*i, args, frame)
+}
+
+/// An object literal of fixed keys.
+fn op_record<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
+    let Node::Record(fields, shape) = &e.node else {
+        return cx.mismatch(e, frame);
+    };
+    cx.record(fields, shape, frame, e)
 }

@@ -18,6 +18,7 @@ use crate::value::{Str, Value};
 use crate::world::World;
 
 pub(crate) use effects::PlanBuilder;
+pub(crate) use expr::op_for;
 
 /// Default step budget of one evaluation of one event.
 pub const DEFAULT_BUDGET: u64 = 20_000_000;
@@ -268,6 +269,13 @@ pub(crate) struct Ctx<'a> {
     /// one-argument built-ins by reference), so the general path can be compared with them.
     #[cfg(test)]
     pub plain: bool,
+    /// Tests only: every node evaluated by the general dispatcher instead of the op its
+    /// shape was given, so the ops can be compared with it (values, steps, charges).
+    #[cfg(test)]
+    pub unthreaded: bool,
+    /// Tests only: how many times an op met a node of a shape it was not chosen for.
+    #[cfg(test)]
+    pub mismatches: u64,
     /// Whether the settings agree with the rule set's own wherever the compiled code was
     /// folded for them: [`Node::Settled`](crate::compile::node::Node::Settled) takes its
     /// folded side then.
@@ -437,6 +445,10 @@ impl<'a> Ctx<'a> {
             memo: Vec::new(),
             #[cfg(test)]
             plain: false,
+            #[cfg(test)]
+            unthreaded: false,
+            #[cfg(test)]
+            mismatches: 0,
             settled: crate::compile::fold::settled(prog, settings),
         }
     }
