@@ -26,13 +26,46 @@ pub(crate) struct CExpr {
     pub node: Node,
     pub loc: LocId,
     op: Op,
+    view: View,
+}
+
+/// How [`crate::eval`] reads a value by reference without building it, decided once per
+/// node when it is built ([`crate::eval::view_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum View {
+    /// A literal.
+    Const,
+    /// A slot, or keys below one.
+    LocalKeys,
+    /// A global, or keys below one.
+    GlobalKeys,
+    /// Folded or written code, as the settings choose.
+    Settled,
+    /// `if`: the branch taken.
+    If,
+    /// `??`: the left side if not null, else the right side by reference.
+    Coalesce,
+    /// Anything else: evaluated.
+    Value,
 }
 
 impl CExpr {
     /// A compiled expression, with the function that evaluates its shape.
     pub fn new(node: Node, loc: LocId) -> CExpr {
         let op = crate::eval::op_for(&node);
-        CExpr { node, loc, op }
+        let view = crate::eval::view_for(&node);
+        CExpr {
+            node,
+            loc,
+            op,
+            view,
+        }
+    }
+
+    /// How this expression is read by reference.
+    #[inline(always)]
+    pub fn view(&self) -> View {
+        self.view
     }
 
     /// The function that evaluates this expression.

@@ -2,7 +2,7 @@
 
 use super::ops;
 use super::{Call, Ctx, EvalErrorKind, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
-use crate::compile::node::{CExpr, CLambda, KeyAt, Node, ObjKey, Op, Seg};
+use crate::compile::node::{CExpr, CLambda, KeyAt, Node, ObjKey, Op, Seg, View};
 use crate::funcs::{Builtin, Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
 
@@ -590,27 +590,43 @@ impl<'a> Ctx<'a> {
             let v = self.eval(e, frame)?;
             return Ok(f(&v));
         }
-        if let Node::Const(v) = &e.node {
-            return Ok(f(v));
-        }
-        let (base, segs): (&CExpr, &[Seg]) = match &e.node {
-            Node::Path(base, segs) if segs.iter().all(|s| matches!(s, Seg::Key(..))) => {
-                (base, segs)
+        // How this shape is read by reference was decided when it was built
+        // ([`view_for`]); each arm checks only the node it reads.
+        match (e.view(), &e.node) {
+            (View::Const, Node::Const(v)) => return Ok(f(v)),
+            (View::LocalKeys, Node::Local(slot)) => return self.local_ref(*slot, &[], e, frame, f),
+            (View::LocalKeys, Node::Path(base, segs)) => {
+                if let Node::Local(slot) = base.node {
+                    return self.local_ref(slot, segs, e, frame, f);
+                }
             }
-            Node::Local(_) | Node::Global(_) => (e, &[]),
+            (View::GlobalKeys, Node::Global(i)) => {
+                if let Some(root) = self.globals.get(*i as usize) {
+                    return Ok(f(root));
+                }
+            }
+            (View::GlobalKeys, Node::Path(base, segs)) => {
+                if let Node::Global(i) = base.node {
+                    if let Some(root) = self.globals.get(i as usize) {
+                        if let Some(found) = walk_keys_ref(root, segs) {
+                            return Ok(f(found));
+                        }
+                    }
+                }
+            }
             // The side the settings choose (compile-time folding), by reference.
-            Node::Settled(folded, written) => {
+            (View::Settled, Node::Settled(folded, written)) => {
                 self.step(e.loc)?;
                 let side = if self.settled { folded } else { written };
                 return self.with_ref(side, frame, f);
             }
             // The branch taken, and the right side of `??` when the left is null, by reference.
-            Node::If(c, a, b) => {
+            (View::If, Node::If(c, a, b)) => {
                 self.step(e.loc)?;
                 let branch = if self.test(c, frame)? { a } else { b };
                 return self.with_ref(branch, frame, f);
             }
-            Node::Binary(BinOp::Coalesce, a, b) => {
+            (View::Coalesce, Node::Binary(BinOp::Coalesce, a, b)) => {
                 self.step(e.loc)?;
                 let av = self.eval_leaf(a, frame)?;
                 if !av.is_null() {
@@ -618,36 +634,36 @@ impl<'a> Ctx<'a> {
                 }
                 return self.with_ref(b, frame, f);
             }
-            _ => {
-                let v = self.eval(e, frame)?;
-                return Ok(f(&v));
-            }
-        };
-        match base.node {
-            Node::Local(slot) => {
-                if self.budget == 0 {
-                    self.tick(1, e.loc)?;
-                }
-                self.budget = self.budget.saturating_sub(1);
-                if frame.slots.get(slot as usize).is_some_and(Option::is_none) {
-                    self.local(slot, frame)?;
-                }
-                if let Some(Some(root)) = frame.slots.get(slot as usize) {
-                    if let Some(found) = walk_keys_ref(root, segs) {
-                        return Ok(f(found));
-                    }
-                } else {
-                    return Ok(f(&Value::Null));
-                }
-            }
-            Node::Global(i) => {
-                if let Some(root) = self.globals.get(i as usize) {
-                    if let Some(found) = walk_keys_ref(root, segs) {
-                        return Ok(f(found));
-                    }
-                }
-            }
             _ => {}
+        }
+        let v = self.eval(e, frame)?;
+        Ok(f(&v))
+    }
+
+    /// [`Ctx::with_ref`] of keys below slot `slot` (none: the slot itself): the step spent,
+    /// the slot's `let` evaluated if it is not filled yet, the keys walked by reference.
+    #[inline(always)]
+    fn local_ref<R>(
+        &mut self,
+        slot: u32,
+        segs: &'a [Seg],
+        e: &'a CExpr,
+        frame: &mut Frame<'a>,
+        f: impl FnOnce(&Value) -> R,
+    ) -> Result<R, Fail> {
+        if self.budget == 0 {
+            self.tick(1, e.loc)?;
+        }
+        self.budget = self.budget.saturating_sub(1);
+        if frame.slots.get(slot as usize).is_some_and(Option::is_none) {
+            self.local(slot, frame)?;
+        }
+        if let Some(Some(root)) = frame.slots.get(slot as usize) {
+            if let Some(found) = walk_keys_ref(root, segs) {
+                return Ok(f(found));
+            }
+        } else {
+            return Ok(f(&Value::Null));
         }
         let v = self.eval(e, frame)?;
         Ok(f(&v))
@@ -900,6 +916,26 @@ pub(crate) fn op_for(node: &Node) -> Op {
         Node::Record(..) => op_record,
         Node::Settled(..) => op_settled,
         Node::Array(..) | Node::Object(..) | Node::Template(..) => op_general,
+    }
+}
+
+/// How a node of this shape is read by reference ([`Ctx::with_ref`]).
+pub(crate) fn view_for(node: &Node) -> View {
+    match node {
+        Node::Const(_) => View::Const,
+        Node::Local(_) => View::LocalKeys,
+        Node::Global(_) => View::GlobalKeys,
+        Node::Path(base, segs) if segs.iter().all(|s| matches!(s, Seg::Key(..))) => {
+            match base.node {
+                Node::Local(_) => View::LocalKeys,
+                Node::Global(_) => View::GlobalKeys,
+                _ => View::Value,
+            }
+        }
+        Node::Settled(..) => View::Settled,
+        Node::If(..) => View::If,
+        Node::Binary(BinOp::Coalesce, ..) => View::Coalesce,
+        _ => View::Value,
     }
 }
 
