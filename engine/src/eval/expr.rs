@@ -65,9 +65,7 @@ impl<'a> Ctx<'a> {
     #[inline(never)]
     fn mismatch(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
         #[cfg(test)]
-        {
-            self.mismatches += 1;
-        }
+        super::MISMATCHES.with(|m| m.set(m.get() + 1));
         self.dispatch(e, frame)
     }
 
@@ -1239,4 +1237,88 @@ fn op_record<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Resul
         return cx.mismatch(e, frame);
     };
     cx.record(fields, shape, frame, e)
+}
+
+#[cfg(test)]
+mod op_choice_tests {
+    use super::*;
+    use crate::diagnostic::Diagnostics;
+
+    /// The body of the lambda of `map(now(), x => text)`, compiled (with `settings` a map
+    /// and a user function nowhere: calls of those are checked in `thread_tests`).
+    fn body(text: &str) -> CExpr {
+        let mut diags = Diagnostics::default();
+        let settings = Value::from_json(&serde_json::json!({"a": {"b": 1}}));
+        let (_, expr, _) = crate::compile::compile_expression(
+            &format!("map(now(), x => {text})"),
+            &settings,
+            &mut diags,
+        );
+        assert!(!diags.has_errors(), "{text}: {diags:?}");
+        match expr.node {
+            Node::Call(_, _, Some(l)) => l.body,
+            other => panic!("not a call with a lambda: {other:?}"),
+        }
+    }
+
+    /// Each shape is given its own op (and its own way of being read by reference): an
+    /// op chosen for another shape, or the general one where a specialised one exists,
+    /// fails this.
+    #[test]
+    fn each_shape_gets_its_op() {
+        let table: &[(&str, Op, View)] = &[
+            ("1", op_const, View::Const),
+            ("x", op_local, View::LocalKeys),
+            ("settings", op_global, View::GlobalKeys),
+            ("x.a", op_local_key, View::LocalKeys),
+            ("x.a.b", op_local_keys, View::LocalKeys),
+            ("settings.a", op_global_keys, View::GlobalKeys),
+            ("settings.a.b", op_global_keys, View::GlobalKeys),
+            ("x[0]", op_path, View::Value),
+            ("x.a[0]", op_path, View::Value),
+            ("first([x]).a", op_path, View::Value),
+            ("not x", op_not, View::Value),
+            ("-x", op_general, View::Value),
+            ("x and x.a", op_and, View::Value),
+            ("x or x.a", op_or, View::Value),
+            ("x ?? 1", op_coalesce, View::Coalesce),
+            ("x == 1", op_cmp_const, View::Value),
+            ("x.a != \"a\"", op_cmp_const, View::Value),
+            ("x < 2", op_cmp_const, View::Value),
+            ("1 == x", op_binary, View::Value),
+            ("x == x.a", op_binary, View::Value),
+            ("x + 1", op_binary, View::Value),
+            ("if x then 1 else 2", op_if, View::If),
+            ("now()", op_call0, View::Value),
+            ("empty(x)", op_call_pure_ref, View::Value),
+            ("contains(x, \"a\")", op_call2, View::Value),
+            ("replace(x, \"a\", \"b\")", op_call3, View::Value),
+            ("format(\"{}{}{}\", x, x, x)", op_general, View::Value),
+            ("map(x, y => y)", op_call1, View::Value),
+            ("{a: x}", op_record, View::Value),
+            ("[x]", op_general, View::Value),
+        ];
+        for (text, op, view) in table {
+            let e = body(text);
+            assert!(
+                std::ptr::fn_addr_eq(e.op(), *op),
+                "`{text}` was not given its op"
+            );
+            assert_eq!(e.view(), *view, "`{text}`");
+        }
+        // The folded form of a decision on the settings, and a user call, get theirs too.
+        let settled = CExpr::new(
+            Node::Settled(Box::new(body("1")), Box::new(body("x"))),
+            0,
+        );
+        assert!(std::ptr::fn_addr_eq(settled.op(), op_settled as Op));
+        assert_eq!(settled.view(), View::Settled);
+        let remembered = CExpr::new(Node::CallUser(0, Box::new([body("settings.a")])), 0);
+        assert!(std::ptr::fn_addr_eq(
+            remembered.op(),
+            op_call_user_remembered as Op
+        ));
+        let fresh = CExpr::new(Node::CallUser(0, Box::new([body("x")])), 0);
+        assert!(std::ptr::fn_addr_eq(fresh.op(), op_call_user as Op));
+    }
 }

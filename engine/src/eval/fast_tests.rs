@@ -75,7 +75,7 @@ fn pending(known: Option<Value>) -> Value {
 
 /// Values of `x`: every type, null, missing keys, pending references, objects of several
 /// shapes (so remembered key positions go stale) and one of more than 32 keys (indexed).
-fn inputs() -> Vec<Value> {
+pub(super) fn inputs() -> Vec<Value> {
     let json = |s: &str| Value::from_json(&serde_json::from_str(s).unwrap_or_default());
     let mut wide = Map::new();
     for i in 0..40 {
@@ -118,7 +118,7 @@ fn inputs() -> Vec<Value> {
 
 /// The lambda of `map(now(), x => …)`: its parameter's slot and its body (a call no pass
 /// can fold, so the body stays as written).
-fn lambda(prog_expr: &CExpr) -> (u32, &CExpr) {
+pub(super) fn lambda(prog_expr: &CExpr) -> (u32, &CExpr) {
     match &prog_expr.node {
         Node::Call(_, _, Some(l)) => (l.params[0], &l.body),
         other => panic!("not a call with a lambda: {other:?}"),
@@ -127,7 +127,7 @@ fn lambda(prog_expr: &CExpr) -> (u32, &CExpr) {
 
 /// What an evaluation gave, comparable across paths: the value with its type, or the
 /// error's kind, message and location.
-fn outcome(r: Result<Value, Box<EvalError>>) -> String {
+pub(super) fn outcome(r: Result<Value, Box<EvalError>>) -> String {
     match r {
         Ok(v) => format!("ok {} {v:?}", v.type_name()),
         Err(e) => format!("error {:?} at {:?}: {}", e.kind, e.location, e.message),

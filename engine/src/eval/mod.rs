@@ -5,6 +5,18 @@ mod effects;
 mod expr;
 #[cfg(test)]
 mod fast_tests;
+#[cfg(test)]
+mod thread_tests;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests only: evaluations started on this thread use the general dispatcher instead
+    /// of the ops ([`Ctx::unthreaded`]).
+    pub(crate) static UNTHREADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Tests only: how many times an op met a node of a shape it was not chosen for, on
+    /// this thread.
+    pub(crate) static MISMATCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 pub(crate) mod ops;
 
 use std::fmt;
@@ -273,9 +285,6 @@ pub(crate) struct Ctx<'a> {
     /// shape was given, so the ops can be compared with it (values, steps, charges).
     #[cfg(test)]
     pub unthreaded: bool,
-    /// Tests only: how many times an op met a node of a shape it was not chosen for.
-    #[cfg(test)]
-    pub mismatches: u64,
     /// Whether the settings agree with the rule set's own wherever the compiled code was
     /// folded for them: [`Node::Settled`](crate::compile::node::Node::Settled) takes its
     /// folded side then.
@@ -446,9 +455,7 @@ impl<'a> Ctx<'a> {
             #[cfg(test)]
             plain: false,
             #[cfg(test)]
-            unthreaded: false,
-            #[cfg(test)]
-            mismatches: 0,
+            unthreaded: UNTHREADED.with(std::cell::Cell::get),
             settled: crate::compile::fold::settled(prog, settings),
         }
     }
