@@ -127,6 +127,19 @@ impl<'a> Ctx<'a> {
         frame: &mut Frame<'a>,
         e: &CExpr,
     ) -> Result<Value, Fail> {
+        self.apply_here(f, lambda, values, frame, e)
+    }
+
+    /// [`Ctx::apply`]'s work, inlined into the op of its shape.
+    #[inline(always)]
+    fn apply_here(
+        &mut self,
+        f: &'a Builtin,
+        lambda: Option<&'a CLambda>,
+        values: &mut [Value],
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
         match f.imp {
             Imp::Pure(fun) => {
                 if let Size::Before(size) = f.size {
@@ -219,6 +232,18 @@ impl<'a> Ctx<'a> {
     /// literal's own empty object; the values are evaluated in order.
     #[inline(never)]
     fn record(
+        &mut self,
+        fields: &'a [(Str, u64, CExpr)],
+        shape: &'a Map,
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
+        self.record_here(fields, shape, frame, e)
+    }
+
+    /// [`Ctx::record`]'s work, inlined into the op of its shape.
+    #[inline(always)]
+    fn record_here(
         &mut self,
         fields: &'a [(Str, u64, CExpr)],
         shape: &'a Map,
@@ -375,6 +400,20 @@ impl<'a> Ctx<'a> {
         frame: &mut Frame<'a>,
         e: &CExpr,
     ) -> Result<Value, Fail> {
+        self.call_pure_by_ref_here(name, fun, size, arg, frame, e)
+    }
+
+    /// [`Ctx::call_pure_by_ref`]'s work, inlined into the op of its shape.
+    #[inline(always)]
+    fn call_pure_by_ref_here(
+        &mut self,
+        name: &'static str,
+        fun: crate::funcs::PureFn,
+        size: Size,
+        arg: &'a CExpr,
+        frame: &mut Frame<'a>,
+        e: &CExpr,
+    ) -> Result<Value, Fail> {
         let left = self.bytes_left;
         let result = self.with_ref(arg, frame, |v| {
             let values = std::slice::from_ref(v);
@@ -465,6 +504,17 @@ impl<'a> Ctx<'a> {
     /// but a local or a global, or one that meets a pending reference.
     #[inline(never)]
     fn path_general(
+        &mut self,
+        base: &'a CExpr,
+        segs: &'a [Seg],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
+        self.path_general_here(base, segs, frame)
+    }
+
+    /// [`Ctx::path_general`]'s work, inlined into the op of its shape.
+    #[inline(always)]
+    fn path_general_here(
         &mut self,
         base: &'a CExpr,
         segs: &'a [Seg],
@@ -690,6 +740,17 @@ impl<'a> Ctx<'a> {
         args: &'a [CExpr],
         frame: &mut Frame<'a>,
     ) -> Result<Value, Fail> {
+        self.call_user_fresh_here(i, args, frame)
+    }
+
+    /// [`Ctx::call_user_fresh`]'s work, inlined into the op of its shape.
+    #[inline(always)]
+    fn call_user_fresh_here(
+        &mut self,
+        i: u32,
+        args: &'a [CExpr],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
         let prog = self.prog;
         let Some(f) = prog.funcs.get(i as usize) else {
             return Ok(Value::Null);
@@ -723,6 +784,17 @@ impl<'a> Ctx<'a> {
     /// are copied once, into the callee's frame (the memo keeps the evaluated ones).
     #[inline(never)]
     fn call_user_remembered(
+        &mut self,
+        i: u32,
+        args: &'a [CExpr],
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
+        self.call_user_remembered_here(i, args, frame)
+    }
+
+    /// [`Ctx::call_user_remembered`]'s work, inlined into the op of its shape.
+    #[inline(always)]
+    fn call_user_remembered_here(
         &mut self,
         i: u32,
         args: &'a [CExpr],
@@ -1038,7 +1110,7 @@ fn op_path<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<
     let Node::Path(base, segs) = &e.node else {
         return cx.mismatch(e, frame);
     };
-    cx.path_general(base, segs, frame)
+    cx.path_general_here(base, segs, frame)
 }
 
 /// `not x`.
@@ -1154,7 +1226,7 @@ fn op_call_pure_ref<'a>(
     let ([a0], Imp::Pure(fun)) = (&**args, &f.imp) else {
         return cx.mismatch(e, frame);
     };
-    cx.call_pure_by_ref(f.name, *fun, f.size, a0, frame, e)
+    cx.call_pure_by_ref_here(f.name, *fun, f.size, a0, frame, e)
 }
 
 /// A built-in without arguments.
@@ -1165,7 +1237,7 @@ fn op_call0<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
     let [] = &**args else {
         return cx.mismatch(e, frame);
     };
-    cx.apply(f, lambda.as_deref(), &mut [], frame, e)
+    cx.apply_here(f, lambda.as_deref(), &mut [], frame, e)
 }
 
 /// A built-in of one argument.
@@ -1177,7 +1249,7 @@ fn op_call1<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
         return cx.mismatch(e, frame);
     };
     let mut values = [cx.eval_leaf(a0, frame)?];
-    cx.apply(f, lambda.as_deref(), &mut values, frame, e)
+    cx.apply_here(f, lambda.as_deref(), &mut values, frame, e)
 }
 
 /// A built-in of two arguments.
@@ -1190,7 +1262,7 @@ fn op_call2<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
     };
     let v0 = cx.eval_leaf(a0, frame)?;
     let mut values = [v0, cx.eval_leaf(a1, frame)?];
-    cx.apply(f, lambda.as_deref(), &mut values, frame, e)
+    cx.apply_here(f, lambda.as_deref(), &mut values, frame, e)
 }
 
 /// A built-in of three arguments.
@@ -1204,7 +1276,7 @@ fn op_call3<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
     let v0 = cx.eval_leaf(a0, frame)?;
     let v1 = cx.eval_leaf(a1, frame)?;
     let mut values = [v0, v1, cx.eval_leaf(a2, frame)?];
-    cx.apply(f, lambda.as_deref(), &mut values, frame, e)
+    cx.apply_here(f, lambda.as_deref(), &mut values, frame, e)
 }
 
 /// A user function with an argument that is not event-level.
@@ -1216,7 +1288,7 @@ fn op_call_user<'a>(
     let Node::CallUser(i, args) = &e.node else {
         return cx.mismatch(e, frame);
     };
-    cx.call_user_fresh(*i, args, frame)
+    cx.call_user_fresh_here(*i, args, frame)
 }
 
 /// A user function whose arguments are all event-level: remembered for the evaluation.
@@ -1228,7 +1300,7 @@ fn op_call_user_remembered<'a>(
     let Node::CallUser(i, args) = &e.node else {
         return cx.mismatch(e, frame);
     };
-    cx.call_user_remembered(*i, args, frame)
+    cx.call_user_remembered_here(*i, args, frame)
 }
 
 /// An object literal of fixed keys.
@@ -1236,7 +1308,7 @@ fn op_record<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Resul
     let Node::Record(fields, shape) = &e.node else {
         return cx.mismatch(e, frame);
     };
-    cx.record(fields, shape, frame, e)
+    cx.record_here(fields, shape, frame, e)
 }
 
 #[cfg(test)]
