@@ -27,6 +27,34 @@ pub(crate) struct CExpr {
     pub loc: LocId,
     op: Op,
     view: View,
+    cond: Cond,
+}
+
+/// How [`crate::eval`] tests a node for truthiness, decided once per node when it is
+/// built ([`crate::eval::cond_for`]); the index of its test op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Cond {
+    /// `x == literal`, `x != literal`.
+    EqConst,
+    /// `literal == x`, `literal != x`.
+    ConstEq,
+    /// `a == b`, `a != b`.
+    Eq,
+    /// `a and b`.
+    And,
+    /// `a or b`.
+    Or,
+    /// `not x`.
+    Not,
+    /// Folded or written code.
+    Settled,
+    /// A slot or keys below one, by reference.
+    LocalKeys,
+    /// Anything evaluated for its value.
+    Value,
+    /// Anything else read by reference.
+    Ref,
 }
 
 /// How [`crate::eval`] reads a value by reference without building it, decided once per
@@ -54,12 +82,20 @@ impl CExpr {
     pub fn new(node: Node, loc: LocId) -> CExpr {
         let op = crate::eval::op_for(&node);
         let view = crate::eval::view_for(&node);
+        let cond = crate::eval::cond_for(&node, view);
         CExpr {
             node,
             loc,
             op,
             view,
+            cond,
         }
+    }
+
+    /// How this expression is tested for truthiness.
+    #[inline(always)]
+    pub fn cond(&self) -> Cond {
+        self.cond
     }
 
     /// How this expression is read by reference.

@@ -2,7 +2,7 @@
 
 use super::ops;
 use super::{Call, Ctx, EvalErrorKind, Fail, Frame, ENTRY_BYTES, SLOT_BYTES};
-use crate::compile::node::{CExpr, CLambda, KeyAt, Node, ObjKey, Op, Seg, View};
+use crate::compile::node::{CExpr, CLambda, Cond, KeyAt, Node, ObjKey, Op, Seg, View};
 use crate::funcs::{Builtin, Imp, Size};
 use crate::syntax::ast::{BinOp, UnOp};
 
@@ -350,10 +350,22 @@ impl<'a> Ctx<'a> {
     /// value where it is a comparison with `==`/`!=`, `and`, `or`, `not` or anything
     /// [`Ctx::with_ref`] reads by reference. The same steps, errors and order of
     /// evaluation as `eval(e)?.truthy()`.
+    #[inline(always)]
     pub(crate) fn test(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
         if !self.fast() {
             return Ok(self.eval(e, frame)?.truthy());
         }
+        #[cfg(test)]
+        if self.unthreaded {
+            return self.test_general(e, frame);
+        }
+        // The test op of the node's shape, decided when it was built ([`cond_for`]).
+        (TEST_OPS[e.cond() as usize])(self, e, frame)
+    }
+
+    /// [`Ctx::test`] by one match over the shapes: what every test op falls back to if it
+    /// ever met a node of another shape, and (in tests) what they are compared with.
+    fn test_general(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
         match &e.node {
             Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) => {
                 self.step(e.loc)?;
@@ -385,6 +397,16 @@ impl<'a> Ctx<'a> {
             }
             _ => self.with_ref(e, frame, Value::truthy),
         }
+    }
+
+    /// A test op met a node of a shape it was not chosen for: the general test, counted
+    /// in tests.
+    #[cold]
+    #[inline(never)]
+    fn test_mismatch(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+        #[cfg(test)]
+        super::MISMATCHES.with(|m| m.set(m.get() + 1));
+        self.test_general(e, frame)
     }
 
     /// A call of a pure built-in of one argument that does not take it by value
@@ -1009,6 +1031,151 @@ pub(crate) fn view_for(node: &Node) -> View {
     }
 }
 
+/// How a node of this shape is tested for truthiness ([`Ctx::test`]).
+pub(crate) fn cond_for(node: &Node, view: View) -> Cond {
+    match node {
+        Node::Binary(BinOp::Eq | BinOp::Ne, _, b) if matches!(b.node, Node::Const(_)) => {
+            Cond::EqConst
+        }
+        Node::Binary(BinOp::Eq | BinOp::Ne, a, _) if matches!(a.node, Node::Const(_)) => {
+            Cond::ConstEq
+        }
+        Node::Binary(BinOp::Eq | BinOp::Ne, ..) => Cond::Eq,
+        Node::Binary(BinOp::And, ..) => Cond::And,
+        Node::Binary(BinOp::Or, ..) => Cond::Or,
+        Node::Unary(UnOp::Not, _) => Cond::Not,
+        Node::Settled(..) => Cond::Settled,
+        _ => match view {
+            View::LocalKeys => Cond::LocalKeys,
+            View::Value => Cond::Value,
+            View::Const | View::GlobalKeys | View::If | View::Coalesce | View::Settled => {
+                Cond::Ref
+            }
+        },
+    }
+}
+
+/// A test op: whether a node of one shape holds.
+type TestOp = for<'a> fn(&mut Ctx<'a>, &'a CExpr, &mut Frame<'a>) -> Result<bool, Fail>;
+
+/// The test op of each [`Cond`], in its order.
+static TEST_OPS: [TestOp; 10] = [
+    test_eq_const,
+    test_const_eq,
+    test_eq,
+    test_and,
+    test_or,
+    test_not,
+    test_settled,
+    test_local_keys,
+    test_value,
+    test_ref,
+];
+
+/// `x == literal`, `x != literal`: `x` looked at by reference.
+fn test_eq_const<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    let Node::Const(bc) = &b.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    let ne = *op == BinOp::Ne;
+    cx.with_ref(a, frame, |av| av.equals(bc) != ne)
+}
+
+/// `literal == x`, `literal != x`.
+fn test_const_eq<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    let Node::Const(ac) = &a.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    let ne = *op == BinOp::Ne;
+    cx.with_ref(b, frame, |bv| ac.equals(bv) != ne)
+}
+
+/// `a == b`, `a != b`.
+fn test_eq<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    let ne = *op == BinOp::Ne;
+    let av = cx.eval_leaf(a, frame)?;
+    cx.with_ref(b, frame, |bv| av.equals(bv) != ne)
+}
+
+/// `a and b`.
+fn test_and<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Binary(BinOp::And, a, b) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    Ok(cx.test(a, frame)? && cx.test(b, frame)?)
+}
+
+/// `a or b`.
+fn test_or<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Binary(BinOp::Or, a, b) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    Ok(cx.test(a, frame)? || cx.test(b, frame)?)
+}
+
+/// `not x`.
+fn test_not<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Unary(UnOp::Not, x) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    Ok(!cx.test(x, frame)?)
+}
+
+/// Folded or written code, as the settings choose.
+fn test_settled<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Settled(folded, written) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    cx.test(if cx.settled { folded } else { written }, frame)
+}
+
+/// A slot, or keys below one, by reference.
+fn test_local_keys<'a>(
+    cx: &mut Ctx<'a>,
+    e: &'a CExpr,
+    frame: &mut Frame<'a>,
+) -> Result<bool, Fail> {
+    match &e.node {
+        Node::Local(slot) => cx.local_ref(*slot, &[], e, frame, Value::truthy),
+        Node::Path(base, segs) => match base.node {
+            Node::Local(slot) if e.view() == View::LocalKeys => {
+                cx.local_ref(slot, segs, e, frame, Value::truthy)
+            }
+            _ => cx.test_mismatch(e, frame),
+        },
+        _ => cx.test_mismatch(e, frame),
+    }
+}
+
+/// Anything that is not read by reference: its value, evaluated.
+fn test_value<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    if e.view() != View::Value {
+        return cx.test_mismatch(e, frame);
+    }
+    Ok(cx.eval(e, frame)?.truthy())
+}
+
+/// Anything else read by reference (a literal, a global and keys below it, `if`, `??`).
+fn test_ref<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    cx.with_ref(e, frame, Value::truthy)
+}
+
 /// Any node: the general dispatcher.
 fn op_general<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     cx.dispatch(e, frame)
@@ -1378,6 +1545,28 @@ mod op_choice_tests {
             );
             assert_eq!(e.view(), *view, "`{text}`");
         }
+        // Each shape is tested for truthiness by its own test op.
+        let conds: &[(&str, Cond)] = &[
+            ("x == 1", Cond::EqConst),
+            ("x.a != null", Cond::EqConst),
+            ("1 == x", Cond::ConstEq),
+            ("x == x.a", Cond::Eq),
+            ("x and x.a", Cond::And),
+            ("x or x.a", Cond::Or),
+            ("not x", Cond::Not),
+            ("x", Cond::LocalKeys),
+            ("x.a.b", Cond::LocalKeys),
+            ("x[0]", Cond::Value),
+            ("empty(x)", Cond::Value),
+            ("x < 1", Cond::Value),
+            ("settings.a", Cond::Ref),
+            ("x ?? 1", Cond::Ref),
+            ("if x then x.a else 1", Cond::Ref),
+            ("true", Cond::Ref),
+        ];
+        for (text, cond) in conds {
+            assert_eq!(body(text).cond(), *cond, "`{text}`");
+        }
         // The folded form of a decision on the settings, and a user call, get theirs too.
         let settled = CExpr::new(
             Node::Settled(Box::new(body("1")), Box::new(body("x"))),
@@ -1385,6 +1574,7 @@ mod op_choice_tests {
         );
         assert!(std::ptr::fn_addr_eq(settled.op(), op_settled as Op));
         assert_eq!(settled.view(), View::Settled);
+        assert_eq!(settled.cond(), Cond::Settled);
         let remembered = CExpr::new(Node::CallUser(0, Box::new([body("settings.a")])), 0);
         assert!(std::ptr::fn_addr_eq(
             remembered.op(),

@@ -30,7 +30,7 @@ use crate::value::{Str, Value};
 use crate::world::World;
 
 pub(crate) use effects::PlanBuilder;
-pub(crate) use expr::{op_for, view_for};
+pub(crate) use expr::{cond_for, op_for, view_for};
 
 /// Default step budget of one evaluation of one event.
 pub const DEFAULT_BUDGET: u64 = 20_000_000;

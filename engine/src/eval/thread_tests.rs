@@ -170,7 +170,7 @@ fn ops_agree_with_the_general_dispatcher() {
 /// evaluation) and with others (from a lambda), and code folded for the rule set's
 /// settings (the `Settled` choice, taken or not as the settings agree).
 fn rule_sets() -> (RuleSet, RuleSet) {
-    let text = "events:\n  e:\n    fields: {x: a value}\nfunctions:\n  g(y): 'if y == null then settings.s.mode else y'\n  h(a, b): 'a ?? b'\n  k(): 'settings.s.flag and x2() == 2'\n  x2(): '2'\nrules:\n  - id: r\n    on: e\n    let:\n      v: g(x)\n      w: map([x, null], i => g(i))\n      u: h(x.a, x)\n      z: 'if settings.s.flag then x else null'\n      n: 'g(x) ?? g(x.a)'\n    when:\n      - 'v != 7'\n    do:\n      - journal: {code: V, level: info, text: 'to_json([v, w, u, z, n, k(), x.a.b, x[\"a\"], h(u, v), g(x.b)])'}\n      - journal: {code: W, level: info, text: '\"{{ v }}/{{ u }}\"'}\n        if: 'not empty(u) or z == null'\n\n";
+    let text = "events:\n  e:\n    fields: {x: a value}\nfunctions:\n  g(y): 'if y == null then settings.s.mode else y'\n  h(a, b): 'a ?? b'\n  k(): 'settings.s.flag and x2() == 2'\n  x2(): '2'\nrules:\n  - id: r\n    on: e\n    let:\n      v: g(x)\n      w: map([x, null], i => g(i))\n      u: h(x.a, x)\n      z: 'if settings.s.flag then x else null'\n      n: 'g(x) ?? g(x.a)'\n    when:\n      - 'v != 7'\n      - 'settings.s.flag or x == 1'\n    do:\n      - journal: {code: V, level: info, text: 'to_json([v, w, u, z, n, k(), x.a.b, x[\"a\"], h(u, v), g(x.b)])'}\n      - journal: {code: W, level: info, text: '\"{{ v }}/{{ u }}\"'}\n        if: 'not empty(u) or z == null'\n\n";
     let files = vec![("t.yaml".to_owned(), text.to_owned())];
     let settings = Some((
         "settings.yaml",
