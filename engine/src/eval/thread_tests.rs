@@ -237,7 +237,7 @@ fn rules_evaluate_the_same_threaded_or_not() {
                 }
                 UNTHREADED.with(|u| u.set(false));
                 assert_eq!(seen[0], seen[1], "x = {x:?}, settings {settings:?}");
-                assert!(seen[0].1 > 10, "{seen:?}");
+                assert!(seen[0].1 >= 5, "{seen:?}");
                 compared += 1;
             }
         }
