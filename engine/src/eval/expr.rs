@@ -45,7 +45,7 @@ impl<'a> Ctx<'a> {
             Node::Binary(op, a, b) => self.binary(*op, a, b, frame, e),
             Node::If(c, a, b) => {
                 let branch = if self.test(c, frame)? { a } else { b };
-                self.eval_leaf(branch, frame)
+                self.eval(branch, frame)
             }
             Node::Call(f, args, lambda) => self.call(f, args, lambda.as_deref(), frame, e),
             Node::CallUser(i, args) => self.call_user(*i, args, frame),
@@ -93,24 +93,24 @@ impl<'a> Ctx<'a> {
                 if let (Imp::Pure(fun), None, true) = (&f.imp, f.owned, self.fast()) {
                     return self.call_pure_by_ref(f.name, *fun, f.size, a0, frame, e);
                 }
-                let mut values = [self.eval_leaf(a0, frame)?];
+                let mut values = [self.eval(a0, frame)?];
                 self.apply(f, lambda, &mut values, frame, e)
             }
             [a0, a1] => {
-                let v0 = self.eval_leaf(a0, frame)?;
-                let mut values = [v0, self.eval_leaf(a1, frame)?];
+                let v0 = self.eval(a0, frame)?;
+                let mut values = [v0, self.eval(a1, frame)?];
                 self.apply(f, lambda, &mut values, frame, e)
             }
             [a0, a1, a2] => {
-                let v0 = self.eval_leaf(a0, frame)?;
-                let v1 = self.eval_leaf(a1, frame)?;
-                let mut values = [v0, v1, self.eval_leaf(a2, frame)?];
+                let v0 = self.eval(a0, frame)?;
+                let v1 = self.eval(a1, frame)?;
+                let mut values = [v0, v1, self.eval(a2, frame)?];
                 self.apply(f, lambda, &mut values, frame, e)
             }
             _ => {
                 let mut values = Vec::with_capacity(args.len());
                 for a in args {
-                    values.push(self.eval_leaf(a, frame)?);
+                    values.push(self.eval(a, frame)?);
                 }
                 self.apply(f, lambda, &mut values, frame, e)
             }
@@ -183,7 +183,7 @@ impl<'a> Ctx<'a> {
         self.charge(items.len() as u64 * SLOT_BYTES, e.loc)?;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            out.push(self.eval_leaf(item, frame)?);
+            out.push(self.eval(item, frame)?);
         }
         Ok(Value::array(out))
     }
@@ -222,7 +222,7 @@ impl<'a> Ctx<'a> {
                     }
                 }
             };
-            let value = self.eval_leaf(v, frame)?;
+            let value = self.eval(v, frame)?;
             map.insert(key, value);
         }
         Ok(Value::object(map))
@@ -253,7 +253,7 @@ impl<'a> Ctx<'a> {
         self.charge(fields.len() as u64 * ENTRY_BYTES, e.loc)?;
         let mut values = Vec::with_capacity(fields.len());
         for (_, _, v) in fields {
-            values.push(self.eval_leaf(v, frame)?);
+            values.push(self.eval(v, frame)?);
         }
         Ok(Value::object(Map::with_keys_of(shape, values)))
     }
@@ -269,7 +269,7 @@ impl<'a> Ctx<'a> {
     ) -> Result<Value, Fail> {
         let mut values = Vec::with_capacity(vars.len());
         for (name, accessor) in vars {
-            values.push((name.clone(), self.eval_leaf(accessor, frame)?));
+            values.push((name.clone(), self.eval(accessor, frame)?));
         }
         match crate::template::render(self.prog, id, self.settings, values, self.bytes_left) {
             Ok((text, built)) => {
@@ -286,14 +286,6 @@ impl<'a> Ctx<'a> {
                 Err(self.error(EvalErrorKind::Limit, e.loc, crate::template::OUT_OF_FUEL))
             }
         }
-    }
-
-    /// [`Ctx::eval`] of `e`, with the commonest leaves — a literal, a slot already
-    /// filled, one key below one — read here, without a call of `eval` (their steps,
-    /// results and errors are those of `eval`; anything else goes to it).
-    #[inline(always)]
-    fn eval_leaf(&mut self, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
-        self.eval(e, frame)
     }
 
     /// Whether the fast paths are on: always, but in tests that compare them with the
@@ -346,7 +338,7 @@ impl<'a> Ctx<'a> {
                 if let Node::Const(ac) = &a.node {
                     return self.with_ref(b, frame, |bv| ac.equals(bv) != ne);
                 }
-                let av = self.eval_leaf(a, frame)?;
+                let av = self.eval(a, frame)?;
                 self.with_ref(b, frame, |bv| av.equals(bv) != ne)
             }
             Node::Binary(BinOp::And, a, b) => {
@@ -568,9 +560,9 @@ impl<'a> Ctx<'a> {
                 Ok(Value::Bool(self.test(b, frame)?))
             }
             BinOp::Coalesce => {
-                let av = self.eval_leaf(a, frame)?;
+                let av = self.eval(a, frame)?;
                 if av.is_null() {
-                    self.eval_leaf(b, frame)
+                    self.eval(b, frame)
                 } else {
                     Ok(av)
                 }
@@ -591,7 +583,7 @@ impl<'a> Ctx<'a> {
                 } else if let Node::Const(ac) = &a.node {
                     self.with_ref(b, frame, |bv| add(ac, bv))?
                 } else {
-                    let av = self.eval_leaf(a, frame)?;
+                    let av = self.eval(a, frame)?;
                     self.with_ref(b, frame, |bv| add(&av, bv))?
                 };
                 match result {
@@ -610,7 +602,7 @@ impl<'a> Ctx<'a> {
                 } else if let Node::Const(ac) = &a.node {
                     self.with_ref(b, frame, |bv| ops::binary(op, ac, bv))?
                 } else {
-                    let av = self.eval_leaf(a, frame)?;
+                    let av = self.eval(a, frame)?;
                     self.with_ref(b, frame, |bv| ops::binary(op, &av, bv))?
                 };
                 result.map_err(|m| self.error(EvalErrorKind::Type, e.loc, m))
@@ -620,6 +612,7 @@ impl<'a> Ctx<'a> {
 
     /// Calls `f` with the value of `e`, borrowed where it can be (literals, locals, globals
     /// and key paths below them), evaluated otherwise.
+    #[inline(always)]
     fn with_ref<R>(
         &mut self,
         e: &'a CExpr,
@@ -630,16 +623,29 @@ impl<'a> Ctx<'a> {
             let v = self.eval(e, frame)?;
             return Ok(f(&v));
         }
+        // Literals and keys below a slot, the commonest, here; the rest out of line.
+        match (e.view(), &e.node) {
+            (View::Const, Node::Const(v)) => Ok(f(v)),
+            (View::LocalKeys, Node::Local(slot)) => self.local_ref(*slot, &[], e, frame, f),
+            (View::LocalKeys, Node::Path(base, segs)) => match base.node {
+                Node::Local(slot) => self.local_ref(slot, segs, e, frame, f),
+                _ => self.with_ref_rest(e, frame, f),
+            },
+            _ => self.with_ref_rest(e, frame, f),
+        }
+    }
+
+    /// [`Ctx::with_ref`] of anything but a literal or keys below a slot.
+    #[inline(never)]
+    fn with_ref_rest<R>(
+        &mut self,
+        e: &'a CExpr,
+        frame: &mut Frame<'a>,
+        f: impl FnOnce(&Value) -> R,
+    ) -> Result<R, Fail> {
         // How this shape is read by reference was decided when it was built
         // ([`view_for`]); each arm checks only the node it reads.
         match (e.view(), &e.node) {
-            (View::Const, Node::Const(v)) => return Ok(f(v)),
-            (View::LocalKeys, Node::Local(slot)) => return self.local_ref(*slot, &[], e, frame, f),
-            (View::LocalKeys, Node::Path(base, segs)) => {
-                if let Node::Local(slot) = base.node {
-                    return self.local_ref(slot, segs, e, frame, f);
-                }
-            }
             (View::GlobalKeys, Node::Global(i)) => {
                 if let Some(root) = self.globals.get(*i as usize) {
                     return Ok(f(root));
@@ -668,7 +674,7 @@ impl<'a> Ctx<'a> {
             }
             (View::Coalesce, Node::Binary(BinOp::Coalesce, a, b)) => {
                 self.step(e.loc)?;
-                let av = self.eval_leaf(a, frame)?;
+                let av = self.eval(a, frame)?;
                 if !av.is_null() {
                     return Ok(f(&av));
                 }
@@ -756,7 +762,7 @@ impl<'a> Ctx<'a> {
         let size = (f.frame_size as usize).max(args.len());
         slots.reserve(size);
         for a in args {
-            match self.eval_leaf(a, frame) {
+            match self.eval(a, frame) {
                 Ok(v) => slots.push(Some(v)),
                 Err(e) => {
                     slots.clear();
@@ -801,7 +807,7 @@ impl<'a> Ctx<'a> {
         };
         let mut given = Vec::with_capacity(args.len());
         for a in args {
-            given.push(self.eval_leaf(a, frame)?);
+            given.push(self.eval(a, frame)?);
         }
         let version = self.plan.version();
         let remembered = |m: &super::Memo| {
@@ -1075,7 +1081,7 @@ fn test_eq<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<
     };
     cx.step(e.loc)?;
     let ne = *op == BinOp::Ne;
-    let av = cx.eval_leaf(a, frame)?;
+    let av = cx.eval(a, frame)?;
     cx.with_ref(b, frame, |bv| av.equals(bv) != ne)
 }
 
@@ -1289,9 +1295,9 @@ fn op_coalesce<'a>(
     let Node::Binary(BinOp::Coalesce, a, b) = &e.node else {
         return cx.mismatch(e, frame);
     };
-    let av = cx.eval_leaf(a, frame)?;
+    let av = cx.eval(a, frame)?;
     if av.is_null() {
-        cx.eval_leaf(b, frame)
+        cx.eval(b, frame)
     } else {
         Ok(av)
     }
@@ -1335,7 +1341,7 @@ fn op_if<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Va
         return cx.mismatch(e, frame);
     };
     let branch = if cx.test(c, frame)? { a } else { b };
-    cx.eval_leaf(branch, frame)
+    cx.eval(branch, frame)
 }
 
 /// Code folded for the rule set's own settings, or as written.
@@ -1385,7 +1391,7 @@ fn op_call1<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
     let [a0] = &**args else {
         return cx.mismatch(e, frame);
     };
-    let mut values = [cx.eval_leaf(a0, frame)?];
+    let mut values = [cx.eval(a0, frame)?];
     cx.apply_here(f, lambda.as_deref(), &mut values, frame, e)
 }
 
@@ -1397,8 +1403,8 @@ fn op_call2<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
     let [a0, a1] = &**args else {
         return cx.mismatch(e, frame);
     };
-    let v0 = cx.eval_leaf(a0, frame)?;
-    let mut values = [v0, cx.eval_leaf(a1, frame)?];
+    let v0 = cx.eval(a0, frame)?;
+    let mut values = [v0, cx.eval(a1, frame)?];
     cx.apply_here(f, lambda.as_deref(), &mut values, frame, e)
 }
 
@@ -1410,9 +1416,9 @@ fn op_call3<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
     let [a0, a1, a2] = &**args else {
         return cx.mismatch(e, frame);
     };
-    let v0 = cx.eval_leaf(a0, frame)?;
-    let v1 = cx.eval_leaf(a1, frame)?;
-    let mut values = [v0, v1, cx.eval_leaf(a2, frame)?];
+    let v0 = cx.eval(a0, frame)?;
+    let v1 = cx.eval(a1, frame)?;
+    let mut values = [v0, v1, cx.eval(a2, frame)?];
     cx.apply_here(f, lambda.as_deref(), &mut values, frame, e)
 }
 

@@ -1,5 +1,5 @@
-//! The evaluator's fast paths (conditions tested without building values, leaves read
-//! without a call of `eval`, values looked at by reference through `if` and `??`,
+//! The evaluator's fast paths (conditions tested without building values, the ops of the
+//! threaded evaluator, values looked at by reference through `if` and `??`,
 //! one-argument built-ins given their argument by reference, key positions remembered per
 //! path step) against the general path: the same results and the same errors (kind,
 //! message, location) for varied expressions over varied values — null, missing keys,

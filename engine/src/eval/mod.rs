@@ -277,8 +277,9 @@ pub(crate) struct Ctx<'a> {
     /// Results of calls of user functions with event-level arguments (see
     /// [`Memo`]), so that `c2m_lines(order)` in three rules is computed once.
     pub memo: Vec<Memo>,
-    /// Tests only: every fast path off ([`Ctx::test`], [`Ctx::with_ref`], leaves and
-    /// one-argument built-ins by reference), so the general path can be compared with them.
+    /// Tests only: every fast path off ([`Ctx::test`], [`Ctx::with_ref`], one-argument
+    /// built-ins by reference, the ops of the threaded evaluator), so the general path can
+    /// be compared with them.
     #[cfg(test)]
     pub plain: bool,
     /// Tests only: every node evaluated by the general dispatcher instead of the op its
