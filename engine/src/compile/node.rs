@@ -35,6 +35,10 @@ pub(crate) struct CExpr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Cond {
+    /// `x == null`, `x != null`.
+    EqNull,
+    /// `x == "text"`, `x != "text"`.
+    EqStr,
     /// `x == literal`, `x != literal`.
     EqConst,
     /// `literal == x`, `literal != x`.

@@ -1010,13 +1010,15 @@ pub(crate) fn view_for(node: &Node) -> View {
 /// How a node of this shape is tested for truthiness ([`Ctx::test`]).
 pub(crate) fn cond_for(node: &Node, view: View) -> Cond {
     match node {
-        Node::Binary(BinOp::Eq | BinOp::Ne, _, b) if matches!(b.node, Node::Const(_)) => {
-            Cond::EqConst
-        }
-        Node::Binary(BinOp::Eq | BinOp::Ne, a, _) if matches!(a.node, Node::Const(_)) => {
-            Cond::ConstEq
-        }
-        Node::Binary(BinOp::Eq | BinOp::Ne, ..) => Cond::Eq,
+        Node::Binary(BinOp::Eq | BinOp::Ne, _, b) => match &b.node {
+            Node::Const(Value::Null) => Cond::EqNull,
+            Node::Const(Value::Str(_)) => Cond::EqStr,
+            Node::Const(_) => Cond::EqConst,
+            _ => match node {
+                Node::Binary(_, a, _) if matches!(a.node, Node::Const(_)) => Cond::ConstEq,
+                _ => Cond::Eq,
+            },
+        },
         Node::Binary(BinOp::And, ..) => Cond::And,
         Node::Binary(BinOp::Or, ..) => Cond::Or,
         Node::Unary(UnOp::Not, _) => Cond::Not,
@@ -1035,7 +1037,9 @@ pub(crate) fn cond_for(node: &Node, view: View) -> Cond {
 type TestOp = for<'a> fn(&mut Ctx<'a>, &'a CExpr, &mut Frame<'a>) -> Result<bool, Fail>;
 
 /// The test op of each [`Cond`], in its order.
-static TEST_OPS: [TestOp; 10] = [
+static TEST_OPS: [TestOp; 12] = [
+    test_eq_null,
+    test_eq_str,
     test_eq_const,
     test_const_eq,
     test_eq,
@@ -1047,6 +1051,33 @@ static TEST_OPS: [TestOp; 10] = [
     test_value,
     test_ref,
 ];
+
+/// `x == null`, `x != null`: `x` looked at by reference.
+fn test_eq_null<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    let Node::Const(Value::Null) = &b.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    let ne = *op == BinOp::Ne;
+    cx.with_ref(a, frame, |av| av.is_null() != ne)
+}
+
+/// `x == "text"`, `x != "text"`: `x` looked at by reference, equal only to a text
+/// ([`Value::equals`] of a text).
+fn test_eq_str<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
+    let Node::Binary(op @ (BinOp::Eq | BinOp::Ne), a, b) = &e.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    let Node::Const(Value::Str(text)) = &b.node else {
+        return cx.test_mismatch(e, frame);
+    };
+    cx.step(e.loc)?;
+    let ne = *op == BinOp::Ne;
+    cx.with_ref(a, frame, |av| matches!(av, Value::Str(s) if s == text) != ne)
+}
 
 /// `x == literal`, `x != literal`: `x` looked at by reference.
 fn test_eq_const<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<bool, Fail> {
@@ -1524,7 +1555,12 @@ mod op_choice_tests {
         // Each shape is tested for truthiness by its own test op.
         let conds: &[(&str, Cond)] = &[
             ("x == 1", Cond::EqConst),
-            ("x.a != null", Cond::EqConst),
+            ("x.a != null", Cond::EqNull),
+            ("x == null", Cond::EqNull),
+            ("x.a.b == \"a\"", Cond::EqStr),
+            ("x != \"\"", Cond::EqStr),
+            ("\"a\" == x", Cond::ConstEq),
+            ("null == \"a\"", Cond::EqStr),
             ("1 == x", Cond::ConstEq),
             ("x == x.a", Cond::Eq),
             ("x and x.a", Cond::And),
