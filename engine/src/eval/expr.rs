@@ -1560,7 +1560,6 @@ mod op_choice_tests {
             ("x.a.b == \"a\"", Cond::EqStr),
             ("x != \"\"", Cond::EqStr),
             ("\"a\" == x", Cond::ConstEq),
-            ("null == \"a\"", Cond::EqStr),
             ("1 == x", Cond::ConstEq),
             ("x == x.a", Cond::Eq),
             ("x and x.a", Cond::And),
