@@ -46,6 +46,8 @@ const EXPRESSIONS: &[&str] = &[
     "x == 1",
     "x.a != \"a\"",
     "x == \"a\"",
+    "x == \"b\"",
+    "x.a != \"z\"",
     "x.a == null",
     "x.a.b != null",
     "settings.t == \"x\"",
