@@ -444,14 +444,12 @@ impl Compiler<'_> {
                 continue;
             }
             match scope.resolve(&n) {
-                Some(Binding::Local(s)) => vars.push((
-                    Arc::from(n.as_str()),
-                    CExpr::new(Node::Local(s), loc),
-                )),
-                Some(Binding::Global(g)) => vars.push((
-                    Arc::from(n.as_str()),
-                    CExpr::new(Node::Global(g), loc),
-                )),
+                Some(Binding::Local(s)) => {
+                    vars.push((Arc::from(n.as_str()), CExpr::new(Node::Local(s), loc)))
+                }
+                Some(Binding::Global(g)) => {
+                    vars.push((Arc::from(n.as_str()), CExpr::new(Node::Global(g), loc)))
+                }
                 None => {
                     let a = at();
                     let d = self.error(
@@ -579,10 +577,10 @@ fn extend_path(base: CExpr, seg: CSeg, loc: u32) -> CExpr {
             segs.push(seg);
             CExpr::new(Node::Path(inner, segs.into_boxed_slice()), loc)
         }
-        node => CExpr::new(Node::Path(
-                Box::new(CExpr::new(node, base.loc)),
-                Box::new([seg]),
-            ), loc),
+        node => CExpr::new(
+            Node::Path(Box::new(CExpr::new(node, base.loc)), Box::new([seg])),
+            loc,
+        ),
     }
 }
 
@@ -666,7 +664,10 @@ fn fuse_split_end(e: CExpr) -> CExpr {
             node: Node::Call(_, inner_args, None),
             loc: inner_loc,
             ..
-        }) => CExpr::new(Node::Call(funcs::split_end(last), inner_args, None), inner_loc),
+        }) => CExpr::new(
+            Node::Call(funcs::split_end(last), inner_args, None),
+            inner_loc,
+        ),
         // (not reached: checked above)
         Some(other) => CExpr::new(Node::Call(outer, vec![other].into_boxed_slice(), None), loc),
         None => CExpr::new(Node::Call(outer, Box::new([]), None), loc),

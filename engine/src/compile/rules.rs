@@ -745,9 +745,7 @@ impl Compiler<'_> {
         path: &[Seg],
         scope: &mut Scope,
     ) -> CBody {
-        let constant = |v: Value| {
-            CBody::Expr(CExpr::new(Node::Const(v), 0))
-        };
+        let constant = |v: Value| CBody::Expr(CExpr::new(Node::Const(v), 0));
         match v {
             serde_yaml::Value::Null => constant(Value::Null),
             serde_yaml::Value::Bool(b) => constant(Value::Bool(*b)),

@@ -1026,9 +1026,7 @@ pub(crate) fn cond_for(node: &Node, view: View) -> Cond {
         _ => match view {
             View::LocalKeys => Cond::LocalKeys,
             View::Value => Cond::Value,
-            View::Const | View::GlobalKeys | View::If | View::Coalesce | View::Settled => {
-                Cond::Ref
-            }
+            View::Const | View::GlobalKeys | View::If | View::Coalesce | View::Settled => Cond::Ref,
         },
     }
 }
@@ -1076,7 +1074,9 @@ fn test_eq_str<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Res
     };
     cx.step(e.loc)?;
     let ne = *op == BinOp::Ne;
-    cx.with_ref(a, frame, |av| matches!(av, Value::Str(s) if s == text) != ne)
+    cx.with_ref(a, frame, |av| {
+        matches!(av, Value::Str(s) if s == text) != ne
+    })
 }
 
 /// `x == literal`, `x != literal`: `x` looked at by reference.
@@ -1216,11 +1216,7 @@ fn op_global<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Resul
 }
 
 /// One key below a slot (`line.item`).
-fn op_local_key<'a>(
-    cx: &mut Ctx<'a>,
-    e: &'a CExpr,
-    frame: &mut Frame<'a>,
-) -> Result<Value, Fail> {
+fn op_local_key<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     let Node::Path(base, segs) = &e.node else {
         return cx.mismatch(e, frame);
     };
@@ -1236,11 +1232,7 @@ fn op_local_key<'a>(
 }
 
 /// Keys below a slot (`line.item.offer`).
-fn op_local_keys<'a>(
-    cx: &mut Ctx<'a>,
-    e: &'a CExpr,
-    frame: &mut Frame<'a>,
-) -> Result<Value, Fail> {
+fn op_local_keys<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     let Node::Path(base, segs) = &e.node else {
         return cx.mismatch(e, frame);
     };
@@ -1318,11 +1310,7 @@ fn op_or<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Va
 }
 
 /// `a ?? b`.
-fn op_coalesce<'a>(
-    cx: &mut Ctx<'a>,
-    e: &'a CExpr,
-    frame: &mut Frame<'a>,
-) -> Result<Value, Fail> {
+fn op_coalesce<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     let Node::Binary(BinOp::Coalesce, a, b) = &e.node else {
         return cx.mismatch(e, frame);
     };
@@ -1336,20 +1324,13 @@ fn op_coalesce<'a>(
 
 /// A comparison or arithmetic (not `+`) with a literal on the right (`status == "new"`):
 /// the left side looked at by reference.
-fn op_cmp_const<'a>(
-    cx: &mut Ctx<'a>,
-    e: &'a CExpr,
-    frame: &mut Frame<'a>,
-) -> Result<Value, Fail> {
+fn op_cmp_const<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     let Node::Binary(op, a, b) = &e.node else {
         return cx.mismatch(e, frame);
     };
     let (Node::Const(bc), false) = (
         &b.node,
-        matches!(
-            op,
-            BinOp::And | BinOp::Or | BinOp::Coalesce | BinOp::Add
-        ),
+        matches!(op, BinOp::And | BinOp::Or | BinOp::Coalesce | BinOp::Add),
     ) else {
         return cx.mismatch(e, frame);
     };
@@ -1376,11 +1357,7 @@ fn op_if<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Va
 }
 
 /// Code folded for the rule set's own settings, or as written.
-fn op_settled<'a>(
-    cx: &mut Ctx<'a>,
-    e: &'a CExpr,
-    frame: &mut Frame<'a>,
-) -> Result<Value, Fail> {
+fn op_settled<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     let Node::Settled(folded, written) = &e.node else {
         return cx.mismatch(e, frame);
     };
@@ -1454,11 +1431,7 @@ fn op_call3<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result
 }
 
 /// A user function with an argument that is not event-level.
-fn op_call_user<'a>(
-    cx: &mut Ctx<'a>,
-    e: &'a CExpr,
-    frame: &mut Frame<'a>,
-) -> Result<Value, Fail> {
+fn op_call_user<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Value, Fail> {
     let Node::CallUser(i, args) = &e.node else {
         return cx.mismatch(e, frame);
     };
@@ -1579,10 +1552,7 @@ mod op_choice_tests {
             assert_eq!(body(text).cond(), *cond, "`{text}`");
         }
         // The folded form of a decision on the settings, and a user call, get theirs too.
-        let settled = CExpr::new(
-            Node::Settled(Box::new(body("1")), Box::new(body("x"))),
-            0,
-        );
+        let settled = CExpr::new(Node::Settled(Box::new(body("1")), Box::new(body("x"))), 0);
         assert!(std::ptr::fn_addr_eq(settled.op(), op_settled as Op));
         assert_eq!(settled.view(), View::Settled);
         assert_eq!(settled.cond(), Cond::Settled);

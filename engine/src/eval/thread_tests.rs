@@ -157,7 +157,10 @@ fn ops_agree_with_the_general_dispatcher() {
                 for budget in 0..steps {
                     let threaded = run(&prog, body, slot, frame_size, x, budget, false);
                     let general = run(&prog, body, slot, frame_size, x, budget, true);
-                    assert_eq!(threaded, general, "`{text}` with x = {x:?}, budget {budget}");
+                    assert_eq!(
+                        threaded, general,
+                        "`{text}` with x = {x:?}, budget {budget}"
+                    );
                     assert!(threaded[0].starts_with("error Budget"), "{}", threaded[0]);
                 }
                 compared += 1;
@@ -224,7 +227,8 @@ fn steps(set: &RuleSet, ev: &Event, settings: Option<&Value>) -> u64 {
 #[test]
 fn rules_evaluate_the_same_threaded_or_not() {
     let (folded, written) = rule_sets();
-    let other = Value::from_json(&serde_json::json!({"s": {"flag": false, "mode": "gross", "list": []}}));
+    let other =
+        Value::from_json(&serde_json::json!({"s": {"flag": false, "mode": "gross", "list": []}}));
     MISMATCHES.with(|m| m.set(0));
     let mut compared = 0;
     for x in inputs() {
