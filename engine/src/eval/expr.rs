@@ -907,7 +907,6 @@ fn key_of<'m>(o: &'m Map, k: &str, at: &KeyAt) -> Option<&'m Value> {
 }
 
 /// Walks key steps by reference; a missing key gives a reference to null.
-#[inline]
 fn walk_keys_ref<'v>(root: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
     let mut cur = root;
     for seg in segs {
