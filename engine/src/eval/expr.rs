@@ -697,6 +697,30 @@ impl<'a> Ctx<'a> {
         frame: &mut Frame<'a>,
         f: impl FnOnce(&Value) -> R,
     ) -> Result<R, Fail> {
+        // The common case: a step left, the slot filled, no pending reference on the way.
+        if self.budget != 0 {
+            if let Some(Some(root)) = frame.slots.get(slot as usize) {
+                if let Some(found) = walk_keys_ref(root, segs) {
+                    self.budget -= 1;
+                    return Ok(f(found));
+                }
+            }
+        }
+        let v = self.local_ref_rest(slot, segs, e, frame)?;
+        Ok(f(&v))
+    }
+
+    /// [`Ctx::local_ref`] beyond its common case (the budget spent, a `let` not computed
+    /// yet, a slot out of range, a pending reference on the way): the value, cloned.
+    #[cold]
+    #[inline(never)]
+    fn local_ref_rest(
+        &mut self,
+        slot: u32,
+        segs: &'a [Seg],
+        e: &'a CExpr,
+        frame: &mut Frame<'a>,
+    ) -> Result<Value, Fail> {
         if self.budget == 0 {
             self.tick(1, e.loc)?;
         }
@@ -706,13 +730,12 @@ impl<'a> Ctx<'a> {
         }
         if let Some(Some(root)) = frame.slots.get(slot as usize) {
             if let Some(found) = walk_keys_ref(root, segs) {
-                return Ok(f(found));
+                return Ok(found.clone());
             }
         } else {
-            return Ok(f(&Value::Null));
+            return Ok(Value::Null);
         }
-        let v = self.eval(e, frame)?;
-        Ok(f(&v))
+        self.eval(e, frame)
     }
 
     #[inline(never)]
