@@ -19,12 +19,20 @@ use crate::value::{Hasher, Map, PendingRef, Str, Value};
 pub(crate) struct PlanBuilder {
     event: String,
     effects: Vec<Effect>,
-    names: HashMap<Str, u32>,
-    links: Vec<(Str, IndexMap<String, Value>)>,
+    names: HashMap<Str, u32, Hasher>,
+    links: Vec<Linked>,
     created: Vec<Created>,
     /// Counts the changes to `links` and `created` (what lookups of the same evaluation
     /// see of the plan): a value computed from the world stays valid while it is unchanged.
     version: u64,
+}
+
+/// A link made earlier in the plan: its kind, and the object `linked()` answers for it
+/// (`kind` and one id per system; no system is named `kind`), built once when the link is
+/// made.
+struct Linked {
+    kind: Str,
+    object: Value,
 }
 
 /// An entity created earlier in the plan.
@@ -47,7 +55,7 @@ impl PlanBuilder {
         PlanBuilder {
             event: event.to_owned(),
             effects: Vec::new(),
-            names: HashMap::new(),
+            names: HashMap::default(),
             links: Vec::new(),
             created: Vec::new(),
             version: 0,
@@ -110,17 +118,35 @@ impl PlanBuilder {
 
     /// The latest link of the plan with `id` on the side of `system`.
     pub fn linked(&self, kind: &str, system: &str, id: &Value) -> Option<Value> {
-        self.links.iter().rev().find_map(|(k, ids)| {
-            if &**k != kind || !ids.get(system).is_some_and(|v| same_id(v, id)) {
+        if system == "kind" {
+            // Not a system: the object's `kind` is the link's.
+            return None;
+        }
+        self.links.iter().rev().find_map(|l| {
+            if &*l.kind != kind {
                 return None;
             }
-            let mut map = Map::with_capacity_and_hasher(ids.len() + 1, Hasher::default());
-            map.insert("kind".into(), Value::Str(k.clone()));
-            for (s, v) in ids {
-                map.insert(s.as_str().into(), v.clone());
-            }
-            Some(Value::object(map))
+            let found = l.object.get_ref(system)?;
+            same_id(found, id).then(|| l.object.clone())
         })
+    }
+
+    /// Records a link of the plan (its ids in order, a system named twice keeping its first
+    /// place and its last id), for [`PlanBuilder::linked`].
+    fn add_link(&mut self, kind: &Str, ids: Vec<(Str, Value)>) {
+        let mut names = Vec::with_capacity(ids.len() + 1);
+        let mut values = Vec::with_capacity(ids.len() + 1);
+        names.push(crate::value::intern::key("kind"));
+        values.push(Value::Str(kind.clone()));
+        for (s, v) in ids {
+            names.push(s);
+            values.push(v);
+        }
+        self.version += 1;
+        self.links.push(Linked {
+            kind: kind.clone(),
+            object: Value::object(Map::from_entries(names, values)),
+        });
     }
 
     /// Entities created earlier in the plan whose body matches every field of `filter`;
@@ -146,6 +172,10 @@ impl PlanBuilder {
     }
 
     fn push(&mut self, rule: &Str, flow: &Option<Str>, action: Action) {
+        if self.effects.capacity() == 0 {
+            // A plan that has one effect mostly has several: grown once, not from 4 on.
+            self.effects.reserve(16);
+        }
         self.effects.push(Effect {
             rule: String::from(&**rule),
             flow: flow.as_deref().map(String::from),
@@ -488,7 +518,31 @@ fn eval_body<'a>(
 ) -> Result<Value, Fail> {
     match body {
         CBody::Expr(e) => cx.eval(e, frame),
-        CBody::Map(entries) => {
+        CBody::Map(entries, Some(shape)) => {
+            // Distinct keys: the values in order, the keys from the shape (shared when no
+            // value is null, which leaves its key out).
+            cx.charge(entries.len() as u64 * ENTRY_BYTES, body_loc)?;
+            let mut values = Vec::with_capacity(entries.len());
+            let mut nulls = false;
+            for (_, v) in entries {
+                let value = eval_body(cx, frame, v, body_loc)?;
+                nulls |= value.is_null();
+                values.push(value);
+            }
+            if !nulls {
+                return Ok(Value::object(Map::with_keys_of(shape, values)));
+            }
+            let mut names = Vec::with_capacity(values.len());
+            let mut kept = Vec::with_capacity(values.len());
+            for ((k, _), v) in entries.iter().zip(values) {
+                if !v.is_null() {
+                    names.push(k.clone());
+                    kept.push(v);
+                }
+            }
+            Ok(Value::object(Map::from_distinct(names, kept)))
+        }
+        CBody::Map(entries, None) => {
             cx.charge(entries.len() as u64 * ENTRY_BYTES, body_loc)?;
             let mut map = Map::with_capacity_and_hasher(entries.len(), Hasher::default());
             for (k, v) in entries {
@@ -664,12 +718,14 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
         }
         EffectKind::Link { kind, ids } => {
             let kind = word(cx, frame, kind)?;
-            let mut values = IndexMap::new();
+            let mut values = IndexMap::with_capacity_and_hasher(ids.len(), Hasher::default());
+            let mut linked = Vec::with_capacity(ids.len());
             for (system, e) in ids {
-                values.insert(owned(system), cx.eval(e, frame)?);
+                let v = cx.eval(e, frame)?;
+                linked.push((system.clone(), v.clone()));
+                values.insert(owned(system), v);
             }
-            cx.plan.version += 1;
-            cx.plan.links.push((kind.clone(), values.clone()));
+            cx.plan.add_link(&kind, linked);
             push_effect(
                 cx,
                 loc,

@@ -252,7 +252,8 @@ fn format(args: &[Value]) -> Result<Value, String> {
     // Copies the text between braces whole; `{{` and `}}` are braces, `{}` the next value,
     // any other brace itself.
     let mut rest = pattern;
-    while let Some(at) = rest.find(['{', '}']) {
+    // Braces are ASCII, so a byte search finds them (no UTF-8 sequence holds their byte).
+    while let Some(at) = rest.bytes().position(|b| b == b'{' || b == b'}') {
         out.push_str(&rest[..at]);
         let bytes = rest.as_bytes();
         match (bytes[at], bytes.get(at + 1)) {
@@ -372,7 +373,7 @@ fn split_size(args: &[Value], _cap: u64) -> u64 {
         text.chars().count()
     } else {
         match sep.as_bytes() {
-            [b] if b.is_ascii() => text.bytes().filter(|c| c == b).count() + 1,
+            [b] if b.is_ascii() => text.bytes().map(|c| usize::from(c == *b)).sum::<usize>() + 1,
             _ => text.matches(sep).count() + 1,
         }
     };
