@@ -188,12 +188,27 @@ impl PlanBuilder {
 /// body may share its parts, so a small value in memory could otherwise make an enormous
 /// plan. The effect limit was checked before the effect was built.
 fn push_effect(cx: &mut Ctx<'_>, loc: LocId, action: Action) -> Result<(), Fail> {
+    push_weighed(cx, loc, action, None)
+}
+
+/// [`push_effect`] of a create or update whose body's weight is known (uncapped, from
+/// [`Ctx::check_depth_weighing`]): within the budget it is what the walk would find.
+fn push_weighed(
+    cx: &mut Ctx<'_>,
+    loc: LocId,
+    action: Action,
+    body_weight: Option<u64>,
+) -> Result<(), Fail> {
     let cap = cx.bytes_left;
+    let body_within = |body: &Value| match body_weight {
+        Some(w) if w <= cap => w,
+        _ => body.weight_within(cap),
+    };
     let weight = match &action {
         Action::Create { body, key, .. } => {
-            body.weight_within(cap) + key.as_ref().map_or(0, |k| k.len() as u64)
+            body_within(body) + key.as_ref().map_or(0, |k| k.len() as u64)
         }
-        Action::Update { id, body, .. } => id.weight_within(cap) + body.weight_within(cap),
+        Action::Update { id, body, .. } => id.weight_within(cap) + body_within(body),
         Action::Delete { id, .. } => id.weight_within(cap),
         Action::Link { ids, .. } => ids
             .iter()
@@ -632,8 +647,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 None => None,
             };
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
+            let mut weight = None;
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
-                cx.check_depth(&body, loc)?;
+                weight = cx.check_depth_weighing(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -650,7 +666,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 name: plan_name.clone(),
                 body: body.clone(),
             });
-            push_effect(
+            push_weighed(
                 cx,
                 loc,
                 Action::Create {
@@ -661,6 +677,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     body,
                     optional: *optional,
                 },
+                weight,
             )?;
         }
         EffectKind::Update {
@@ -674,8 +691,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             let id = cx.eval(id, frame)?;
             let body = eval_body(cx, frame, body, loc)?;
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
+            let mut weight = None;
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
-                cx.check_depth(&body, loc)?;
+                weight = cx.check_depth_weighing(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -685,7 +703,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     })),
                 );
             }
-            push_effect(
+            push_weighed(
                 cx,
                 loc,
                 Action::Update {
@@ -696,6 +714,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     body,
                     optional: *optional,
                 },
+                weight,
             )?;
         }
         EffectKind::Delete {

@@ -512,7 +512,22 @@ impl<'a> Ctx<'a> {
         if !v.deeper_than(MAX_VALUE_DEPTH) {
             return Ok(());
         }
-        Err(self.error(
+        Err(self.too_deep(loc))
+    }
+
+    /// [`Ctx::check_depth`] of a value that is charged next (a body named with `as`): its
+    /// weight too ([`Value::weight_within`] with no cap) when one walk found both.
+    pub fn check_depth_weighing(&self, v: &Value, loc: LocId) -> Result<Option<u64>, Fail> {
+        match v.weight_and_depth(MAX_VALUE_DEPTH) {
+            Some((_, true)) => Err(self.too_deep(loc)),
+            Some((weight, false)) => Ok(Some(weight)),
+            None => self.check_depth(v, loc).map(|()| None),
+        }
+    }
+
+    #[cold]
+    fn too_deep(&self, loc: LocId) -> Fail {
+        self.error(
             EvalErrorKind::Limit,
             loc,
             format!(
@@ -520,7 +535,7 @@ impl<'a> Ctx<'a> {
                  a value in itself at every turn?): a fixed limit that keeps writing it out \
                  far from the end of the stack"
             ),
-        ))
+        )
     }
 
     /// The effect limit, checked before an effect is built.
