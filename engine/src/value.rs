@@ -643,6 +643,7 @@ fn weigh_plain(
     steps: &mut u32,
     total: &mut u64,
 ) -> Option<bool> {
+    #[inline(always)]
     fn child(
         c: &Value,
         depth: usize,
@@ -650,28 +651,28 @@ fn weigh_plain(
         steps: &mut u32,
         total: &mut u64,
     ) -> Option<bool> {
-        *steps = steps.checked_sub(1)?;
         match c {
-            Value::Array(_) | Value::Object(_) => weigh_plain(c, depth + 1, max, steps, total),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Dec(_) => *total += 8,
+            Value::Str(s) => *total += s.len() as u64 + 2,
+            Value::Array(_) | Value::Object(_) => {
+                return weigh_plain(c, depth + 1, max, steps, total)
+            }
             Value::Ref(r) => {
                 // Weighed as it is written (a reference), walked for depth into its body.
                 *total += c.scalar_weight().unwrap_or(0);
-                match r.known {
-                    Some(_) => deeper_plain(c, depth + 1, max, steps),
-                    None => Some(false),
+                if r.known.is_some() {
+                    return deeper_plain(c, depth + 1, max, steps);
                 }
             }
-            other => {
-                *total += other.scalar_weight().unwrap_or(0);
-                Some(false)
-            }
         }
+        Some(false)
     }
     if depth > max {
         return Some(true);
     }
     match v {
         Value::Array(a) => {
+            *steps = steps.checked_sub(u32::try_from(a.len()).ok()?)?;
             *total += 2 + a.len() as u64;
             for c in a.iter() {
                 if child(c, depth, max, steps, total)? {
@@ -680,6 +681,7 @@ fn weigh_plain(
             }
         }
         Value::Object(o) => {
+            *steps = steps.checked_sub(u32::try_from(o.len()).ok()?)?;
             *total += 2;
             for (k, c) in o.iter() {
                 *total += k.len() as u64 + 4;
@@ -696,15 +698,17 @@ fn weigh_plain(
 /// [`Value::deeper_than`] by a plain walk of `v` met at `depth`: `None` once `steps` run
 /// out (the caller walks again remembering what was seen). Recurses at most `max + 1` deep.
 fn deeper_plain(v: &Value, depth: usize, max: usize, steps: &mut u32) -> Option<bool> {
-    // Scalars are counted as steps but not visited: only containers recurse.
+    // Scalars are counted as steps (all the items of a list or object at once) but not
+    // visited: only containers recurse.
     fn children<'v>(
         items: impl Iterator<Item = &'v Value>,
+        len: usize,
         depth: usize,
         max: usize,
         steps: &mut u32,
     ) -> Option<bool> {
+        *steps = steps.checked_sub(u32::try_from(len).ok()?)?;
         for child in items {
-            *steps = steps.checked_sub(1)?;
             let nested = match child {
                 Value::Array(_) | Value::Object(_) => true,
                 Value::Ref(r) => r.known.is_some(),
@@ -723,9 +727,9 @@ fn deeper_plain(v: &Value, depth: usize, max: usize, steps: &mut u32) -> Option<
         );
     }
     match v {
-        Value::Array(a) => children(a.iter(), depth, max, steps),
-        Value::Object(o) => children(o.values(), depth, max, steps),
-        Value::Ref(r) => children(r.known.iter(), depth, max, steps),
+        Value::Array(a) => children(a.iter(), a.len(), depth, max, steps),
+        Value::Object(o) => children(o.values(), o.len(), depth, max, steps),
+        Value::Ref(r) => children(r.known.iter(), 1, depth, max, steps),
         _ => Some(false),
     }
 }

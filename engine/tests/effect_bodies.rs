@@ -170,3 +170,52 @@ fn time_zones_read_again_are_the_zones_named() {
         "{err}"
     );
 }
+
+const DECIDED: &str = r#"
+events:
+  e:
+    fields: {}
+rules:
+  - id: decided
+    on: e
+    do:
+      - journal: {code: SEEN, level: info, text: 'if settings.s.flag then "on" else "off"'}
+"#;
+
+#[test]
+fn settings_remembered_as_settled_are_those_objects_only() {
+    let (set, _) = RuleSet::from_texts(
+        &[("decided.yaml".to_owned(), DECIDED.to_owned())],
+        Some(("settings.yaml", "s:\n  flag: true\n")),
+    )
+    .unwrap_or_else(|d| panic!("the rules load: {d:?}"));
+    let ev = event("");
+    let with = |settings: &Value| {
+        let plan = set
+            .evaluate_with(
+                &ev,
+                &empty_world(),
+                skladsync_engine::EvalOptions {
+                    settings: Some(settings),
+                    ..Default::default()
+                },
+            )
+            .expect("evaluates");
+        match &plan.effects[0].action {
+            Action::Journal { text, .. } => text.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // Another object with the own values (the folded code), then one that differs (the
+    // code as written), each evaluated twice, in turn.
+    let same: Value = serde_json::from_str(r#"{"s": {"flag": true}}"#).expect("json");
+    let other: Value = serde_json::from_str(r#"{"s": {"flag": false}}"#).expect("json");
+    for _ in 0..2 {
+        assert_eq!(with(&same), "on");
+        assert_eq!(with(&same), "on");
+        assert_eq!(with(&other), "off");
+        assert_eq!(with(&other), "off");
+    }
+    assert_eq!(with(set.settings()), "on");
+    assert_eq!(with(&other), "off");
+}
