@@ -219,3 +219,72 @@ fn settings_remembered_as_settled_are_those_objects_only() {
     assert_eq!(with(set.settings()), "on");
     assert_eq!(with(&other), "off");
 }
+
+const NAMES: &str = r#"
+events:
+  e:
+    fields: {}
+flows:
+  inner:
+    when:
+      - 'false'
+    do:
+      - skip: '"never"'
+  outer:
+    do:
+      - create: shop.thing
+        as: thing
+        body: {at: '"outer"'}
+      - use: inner
+rules:
+  - id: first
+    on: e
+    do:
+      - for: i
+        in: range(2)
+        do:
+          - create: shop.thing
+            as: thing
+            body: {at: i}
+      - create: shop.other
+        as: other
+        body: {at: '"first"'}
+  - id: abandoned
+    on: e
+    do:
+      - use: outer
+  - id: last
+    on: e
+    do:
+      - create: shop.thing
+        as: thing
+        body: {at: '"last"'}
+"#;
+
+#[test]
+fn names_are_unique_in_the_plan_and_an_abandoned_rule_gives_its_names_back() {
+    let set = rules(NAMES);
+    let plan = set.evaluate(&event(""), &empty_world()).expect("evaluates");
+    let names: Vec<(String, String)> = plan
+        .effects
+        .iter()
+        .filter_map(|e| match &e.action {
+            Action::Create { name, body, .. } => {
+                Some((name.clone().unwrap_or_default(), body.to_json()))
+            }
+            _ => None,
+        })
+        .collect();
+    let want = [
+        ("thing", r#"{"at":0}"#),
+        ("thing#2", r#"{"at":1}"#),
+        ("other", r#"{"at":"first"}"#),
+        // The abandoned rule's `thing#3` was taken back.
+        ("thing#3", r#"{"at":"last"}"#),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(names, want);
+}

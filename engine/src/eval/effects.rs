@@ -1,6 +1,5 @@
 //! Running rules: conditions, effects, flows, and the plan they build.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -12,14 +11,16 @@ use crate::compile::node::{
 use crate::plan::{Action, Effect, Plan};
 use crate::ruleset::model::Level;
 use crate::trace::{BranchTrace, ConditionTrace, LetTrace, Outcome, RuleTrace};
-use crate::value::{Hasher, Map, PendingRef, Str, Value};
+use crate::value::{intern, Hasher, Map, PendingRef, Str, Value};
 
 /// A plan under construction, with what it created and linked so far, so later lookups of
 /// the same evaluation see them.
 pub(crate) struct PlanBuilder {
     event: String,
     effects: Vec<Effect>,
-    names: HashMap<Str, u32, Hasher>,
+    /// How many effects took each base name (`as`) so far: the names the rules give, a
+    /// few, so a list searched by pointer first.
+    names: Vec<(Str, u32)>,
     links: Vec<Linked>,
     created: Vec<Created>,
     /// Counts the changes to `links` and `created` (what lookups of the same evaluation
@@ -55,7 +56,7 @@ impl PlanBuilder {
         PlanBuilder {
             event: event.to_owned(),
             effects: Vec::new(),
-            names: HashMap::default(),
+            names: Vec::new(),
             links: Vec::new(),
             created: Vec::new(),
             version: 0,
@@ -96,7 +97,7 @@ impl PlanBuilder {
             };
             if let Some(name) = name {
                 let base = name.split('#').next().unwrap_or(&name).to_owned();
-                if let Some(n) = self.names.get_mut(base.as_str()) {
+                if let Some((_, n)) = self.names.iter_mut().find(|(b, _)| **b == *base) {
                     *n = n.saturating_sub(1);
                 }
             }
@@ -107,7 +108,16 @@ impl PlanBuilder {
 
     /// A plan-unique name: `base`, then `base#2`, `base#3` …
     fn unique_name(&mut self, base: &Str) -> Str {
-        let n = self.names.entry(base.clone()).or_insert(0);
+        let i = match self.names.iter().position(|(b, _)| intern::same(b, base)) {
+            Some(i) => i,
+            None => {
+                self.names.push((base.clone(), 0));
+                self.names.len() - 1
+            }
+        };
+        let Some((_, n)) = self.names.get_mut(i) else {
+            return base.clone();
+        };
         *n += 1;
         if *n == 1 {
             base.clone()
@@ -136,7 +146,8 @@ impl PlanBuilder {
     fn add_link(&mut self, kind: &Str, ids: Vec<(Str, Value)>) {
         let mut names = Vec::with_capacity(ids.len() + 1);
         let mut values = Vec::with_capacity(ids.len() + 1);
-        names.push(crate::value::intern::key("kind"));
+        static KIND: std::sync::OnceLock<Str> = std::sync::OnceLock::new();
+        names.push(KIND.get_or_init(|| intern::key("kind")).clone());
         values.push(Value::Str(kind.clone()));
         for (s, v) in ids {
             names.push(s);
