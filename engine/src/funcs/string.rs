@@ -373,7 +373,7 @@ fn split_size(args: &[Value], _cap: u64) -> u64 {
         text.chars().count()
     } else {
         match sep.as_bytes() {
-            [b] if b.is_ascii() => text.bytes().map(|c| usize::from(c == *b)).sum::<usize>() + 1,
+            [b] if b.is_ascii() => text.bytes().filter(|c| c == b).count() + 1,
             _ => text.matches(sep).count() + 1,
         }
     };
