@@ -100,13 +100,13 @@ rules:
   - id: links
     on: e
     do:
-      - link: {kind: order, crm: crm, moysklad: ms}
-      - link: {kind: order, crm: '"other"', moysklad: '"ms-2"'}
+      - link: {kind: order, crm: crm, shop: ms}
+      - link: {kind: order, crm: '"other"', shop: '"ms-2"'}
       - journal:
           code: SEEN
           level: info
           text: >-
-            string(linked("order", "crm", crm)) + " " + string(linked("order", "moysklad", "ms-2"))
+            string(linked("order", "crm", crm)) + " " + string(linked("order", "shop", "ms-2"))
             + " " + string(linked("order", "crm", "nothing")) + " " + string(linked("order", "kind", "order"))
             + " " + string(linked("order", "crm", 7))
 "#;
@@ -118,12 +118,12 @@ fn a_link_of_the_plan_answers_linked() {
     assert_eq!(
         got,
         [concat!(
-            r#"{"kind":"order","crm":"7","moysklad":"ms-1"} "#,
-            r#"{"kind":"order","crm":"other","moysklad":"ms-2"} "#,
+            r#"{"kind":"order","crm":"7","shop":"ms-1"} "#,
+            r#"{"kind":"order","crm":"other","shop":"ms-2"} "#,
             // No link has that id; `kind` is not a system (the world has neither).
             "  ",
             // A number matches the same id as text.
-            r#"{"kind":"order","crm":"7","moysklad":"ms-1"}"#
+            r#"{"kind":"order","crm":"7","shop":"ms-1"}"#
         )]
     );
 }
