@@ -85,8 +85,8 @@ pub enum Action {
     Link {
         /// The kind of link.
         kind: String,
-        /// One id per system.
-        ids: IndexMap<String, Value>,
+        /// One id per system, in the order the rule names them.
+        ids: IndexMap<String, Value, crate::value::Hasher>,
     },
     /// Write a journal entry.
     Journal {

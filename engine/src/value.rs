@@ -416,6 +416,21 @@ impl Value {
         false
     }
 
+    /// [`Value::weight_within`] with no cap and [`Value::deeper_than`]`(max)` of a list or
+    /// object, found in one walk (a body named with `as` is both bound and charged).
+    /// `None` for any other value, or once the walk takes more than a few thousand steps
+    /// (a value that shares its parts may stand for far more): the caller then asks each
+    /// on its own. When the value is deeper than `max` the weight is not finished.
+    pub(crate) fn weight_and_depth(&self, max: usize) -> Option<(u64, bool)> {
+        if !matches!(self, Value::Array(_) | Value::Object(_)) {
+            return None;
+        }
+        let mut steps = 4096u32;
+        let mut total = 0u64;
+        let deeper = weigh_plain(self, 1, max, &mut steps, &mut total)?;
+        Some((total, deeper))
+    }
+
     /// About how many bytes the value takes written out as JSON (string escapes aside),
     /// counting shared parts as often as they appear; the walk stops as soon as the count
     /// passes `cap`, so the result is only exact below it.
@@ -618,18 +633,82 @@ impl PendingRef {
     }
 }
 
+/// [`Value::weight_and_depth`] of a list or object met at `depth`: adds its weight (as
+/// [`Value::add_weight`] without a cap) to `total` and tells whether it nests deeper than
+/// `max` (as [`deeper_plain`]); `None` once `steps` run out.
+fn weigh_plain(
+    v: &Value,
+    depth: usize,
+    max: usize,
+    steps: &mut u32,
+    total: &mut u64,
+) -> Option<bool> {
+    #[inline(always)]
+    fn child(
+        c: &Value,
+        depth: usize,
+        max: usize,
+        steps: &mut u32,
+        total: &mut u64,
+    ) -> Option<bool> {
+        match c {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Dec(_) => *total += 8,
+            Value::Str(s) => *total += s.len() as u64 + 2,
+            Value::Array(_) | Value::Object(_) => {
+                return weigh_plain(c, depth + 1, max, steps, total)
+            }
+            Value::Ref(r) => {
+                // Weighed as it is written (a reference), walked for depth into its body.
+                *total += c.scalar_weight().unwrap_or(0);
+                if r.known.is_some() {
+                    return deeper_plain(c, depth + 1, max, steps);
+                }
+            }
+        }
+        Some(false)
+    }
+    if depth > max {
+        return Some(true);
+    }
+    match v {
+        Value::Array(a) => {
+            *steps = steps.checked_sub(u32::try_from(a.len()).ok()?)?;
+            *total += 2 + a.len() as u64;
+            for c in a.iter() {
+                if child(c, depth, max, steps, total)? {
+                    return Some(true);
+                }
+            }
+        }
+        Value::Object(o) => {
+            *steps = steps.checked_sub(u32::try_from(o.len()).ok()?)?;
+            *total += 2;
+            for (k, c) in o.iter() {
+                *total += k.len() as u64 + 4;
+                if child(c, depth, max, steps, total)? {
+                    return Some(true);
+                }
+            }
+        }
+        other => *total += other.scalar_weight().unwrap_or(0),
+    }
+    Some(false)
+}
+
 /// [`Value::deeper_than`] by a plain walk of `v` met at `depth`: `None` once `steps` run
 /// out (the caller walks again remembering what was seen). Recurses at most `max + 1` deep.
 fn deeper_plain(v: &Value, depth: usize, max: usize, steps: &mut u32) -> Option<bool> {
-    // Scalars are counted as steps but not visited: only containers recurse.
+    // Scalars are counted as steps (all the items of a list or object at once) but not
+    // visited: only containers recurse.
     fn children<'v>(
         items: impl Iterator<Item = &'v Value>,
+        len: usize,
         depth: usize,
         max: usize,
         steps: &mut u32,
     ) -> Option<bool> {
+        *steps = steps.checked_sub(u32::try_from(len).ok()?)?;
         for child in items {
-            *steps = steps.checked_sub(1)?;
             let nested = match child {
                 Value::Array(_) | Value::Object(_) => true,
                 Value::Ref(r) => r.known.is_some(),
@@ -648,9 +727,9 @@ fn deeper_plain(v: &Value, depth: usize, max: usize, steps: &mut u32) -> Option<
         );
     }
     match v {
-        Value::Array(a) => children(a.iter(), depth, max, steps),
-        Value::Object(o) => children(o.values(), depth, max, steps),
-        Value::Ref(r) => children(r.known.iter(), depth, max, steps),
+        Value::Array(a) => children(a.iter(), a.len(), depth, max, steps),
+        Value::Object(o) => children(o.values(), o.len(), depth, max, steps),
+        Value::Ref(r) => children(r.known.iter(), 1, depth, max, steps),
         _ => Some(false),
     }
 }
@@ -1249,6 +1328,72 @@ mod tests {
         }
         assert!(shared.deeper_than(39));
         assert!(!shared.deeper_than(40));
+    }
+
+    /// Values of every kind, nested a few levels, sharing their parts at times, with
+    /// pending results that know their body.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            "[a-zé]{0,6}".prop_map(|s| Value::str(&s)),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::array),
+                proptest::collection::vec(("[a-c]{1,3}", inner.clone()), 0..6).prop_map(|kv| {
+                    Value::object(kv.into_iter().map(|(k, v)| (Str::from(k), v)).collect())
+                }),
+                (inner.clone(), 0..4usize).prop_map(|(v, n)| Value::array(vec![v; n])),
+                (inner, "[a-z]{1,4}", any::<bool>()).prop_map(|(v, name, known)| {
+                    Value::Ref(Arc::new(PendingRef {
+                        name: Str::from(name),
+                        path: vec![PathKey::Key("id".into())],
+                        known: known.then_some(v),
+                    }))
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// One walk for weight and depth finds what the two walks find: the depth always,
+        /// the weight when not deeper (within any cap it is what the capped walk gives).
+        #[test]
+        fn weight_and_depth_are_the_two_walks(v in any_value(), max in 0usize..8, cap in 0u64..400) {
+            if let Some((weight, deeper)) = v.weight_and_depth(max) {
+                proptest::prop_assert_eq!(deeper, v.deeper_than(max));
+                if !deeper {
+                    proptest::prop_assert_eq!(weight, v.weight_within(u64::MAX));
+                    if weight <= cap {
+                        proptest::prop_assert_eq!(weight, v.weight_within(cap));
+                    }
+                }
+            } else {
+                proptest::prop_assert!(!matches!(v, Value::Array(_) | Value::Object(_)));
+            }
+        }
+    }
+
+    #[test]
+    fn weight_and_depth_leave_large_shared_values_to_the_two_walks() {
+        let mut shared = Value::Int(1);
+        for _ in 0..40 {
+            shared = Value::array(vec![shared.clone(), shared]);
+        }
+        assert_eq!(shared.weight_and_depth(256), None);
+        let mut deep = Value::Int(0);
+        for _ in 0..300 {
+            deep = Value::from_pairs([("up", deep)]);
+        }
+        // 300 levels: deeper than 256 and 299, not than 300.
+        assert!(deep.weight_and_depth(256).is_some_and(|(_, d)| d));
+        assert!(deep.weight_and_depth(299).is_some_and(|(_, d)| d));
+        assert!(deep
+            .weight_and_depth(300)
+            .is_some_and(|(w, d)| !d && w == deep.weight_within(u64::MAX)));
     }
 
     #[test]

@@ -411,3 +411,77 @@ rules:
     let plan = run(&set, &event(r#", "n": 100"#), EvalOptions::default()).expect("100 deep");
     assert_eq!(plan.effects.len(), 1);
 }
+
+#[test]
+fn a_body_named_with_as_is_charged_as_one_without() {
+    // A named body is weighed in the walk that checks its depth: what it is charged, and
+    // the error when it does not fit, are those of the same body without a name.
+    for body in [
+        "a40",
+        "'[1, a40]'",
+        "a10",
+        "mib",
+        "'[mib, mib, mib, mib, mib, mib, mib, mib]'",
+        "'{x: [mib, mib, mib], y: [mib, mib, mib, mib, mib]}'",
+    ] {
+        let effects = |name: &str| {
+            format!(
+                "      - create: shop.thing\n{name}        body:\n          v: {body}\n          \
+                 w: '[mib, mib, mib, mib]'\n      - skip: 'len(join(map(range(3), i => mib), \"\"))'"
+            )
+        };
+        let plain = bomb_with(&effects(""));
+        let named = bomb_with(&effects("        as: thing\n"));
+        match (plain, named) {
+            // The same error, one line further down (the `as` line).
+            (Err(a), Err(b)) => assert_eq!((a.kind, a.message), (b.kind, b.message), "{body}"),
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.effects.len(), b.effects.len(), "{body}");
+                assert_eq!(a.effects[0].action, b.effects[0].action, "{body}");
+            }
+            (a, b) => panic!("{body}: {a:?} / {b:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_body_named_with_as_nests_at_most_256_deep() {
+    let set = |n: usize| {
+        rules(&format!(
+            r#"
+events:
+  e:
+    fields: {{}}
+rules:
+  - id: wrap.body
+    on: e
+    do:
+      - let:
+          chain: '[]'
+      - for: i
+        in: range({n})
+        do:
+          - let:
+              chain: '{{up: chain}}'
+      - create: shop.thing
+        as: thing
+        body: {{v: chain}}
+"#
+        ))
+    };
+    // The chain is n + 1 levels deep, the body one more.
+    let plan = run(&set(254), &event(""), EvalOptions::default()).expect("256 deep");
+    assert_eq!(plan.effects.len(), 1);
+    let err = run(&set(255), &event(""), EvalOptions::default()).expect_err("257 deep");
+    assert_eq!(err.kind, EvalErrorKind::Limit, "{err}");
+    assert!(
+        err.to_string().contains("more than 256 levels deep"),
+        "{err}"
+    );
+    assert!(
+        err.location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("limits.yaml:16:")),
+        "{err:?}"
+    );
+}

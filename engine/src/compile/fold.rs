@@ -335,7 +335,7 @@ impl Folder<'_> {
     fn body(&mut self, b: &mut CBody, funcs: &[CFunc], site: &mut Site) {
         match b {
             CBody::Expr(e) => self.root_in_place(e, funcs, site),
-            CBody::Map(entries) => entries
+            CBody::Map(entries, _) => entries
                 .iter_mut()
                 .for_each(|(_, b)| self.body(b, funcs, site)),
             CBody::Seq(items) => items.iter_mut().for_each(|b| self.body(b, funcs, site)),

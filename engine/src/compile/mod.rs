@@ -67,6 +67,10 @@ pub(crate) struct Program {
     pub assumed: Vec<(Box<[Str]>, Value)>,
     /// The settings the program was folded for (shared, not copied).
     pub folded_for: Value,
+    /// The settings of the last evaluation (held, so never another object at the same
+    /// address) and whether they were settled ([`fold::settled`]): an evaluation with the
+    /// same settings object does not compare them again (`eval::Ctx::new`).
+    pub last_settled: std::sync::Mutex<Option<(Value, bool)>>,
 }
 
 /// A function or flow, as a node of the call graph.
@@ -194,6 +198,7 @@ impl<'s> Compiler<'s> {
             empty_lets: Lets::default(),
             assumed: Vec::new(),
             folded_for: Value::Null,
+            last_settled: std::sync::Mutex::new(None),
         }
     }
 }

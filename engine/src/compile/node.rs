@@ -381,6 +381,20 @@ impl EffectKind {
 #[derive(Debug)]
 pub(crate) enum CBody {
     Expr(CExpr),
-    Map(Vec<(Str, CBody)>),
+    /// The entries, and their keys as a shape (see [`CBody::map`]) when they are distinct.
+    Map(Vec<(Str, CBody)>, Option<crate::value::Map>),
     Seq(Vec<CBody>),
+}
+
+impl CBody {
+    /// A body map. When its keys are distinct (YAML keys `1` and `'1'` are one key of the
+    /// body), their shape is kept so that the evaluation builds the body without looking
+    /// for a key already there (`eval::effects::eval_body`).
+    pub(crate) fn map(entries: Vec<(Str, CBody)>) -> CBody {
+        let names: Vec<Str> = entries.iter().map(|(k, _)| k.clone()).collect();
+        let values = vec![Value::Null; names.len()];
+        let shape = crate::value::Map::from_entries(names, values);
+        let shape = (!entries.is_empty() && shape.len() == entries.len()).then_some(shape);
+        CBody::Map(entries, shape)
+    }
 }

@@ -503,14 +503,14 @@ impl Compiler<'_> {
                 };
                 let body = match (&d.body, verb) {
                     (Some(b), _) => self.body(b, file, &at(path, [Seg::from("body")]), scope),
-                    (None, "delete") => CBody::Map(Vec::new()),
+                    (None, "delete") => CBody::map(Vec::new()),
                     (None, _) => {
                         self.error(
                             codes::EFFECT,
                             format!("`{verb}` needs a `body`"),
                             here.clone(),
                         );
-                        CBody::Map(Vec::new())
+                        CBody::map(Vec::new())
                     }
                 };
                 let key = d
@@ -781,7 +781,7 @@ impl Compiler<'_> {
                     let b = self.body(v, file, &at(path, [Seg::Key(key.clone())]), scope);
                     entries.push((crate::value::intern::key(&key), b));
                 }
-                CBody::Map(entries)
+                CBody::map(entries)
             }
             serde_yaml::Value::Tagged(_) => {
                 let loc = file.locate(path);

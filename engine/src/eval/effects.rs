@@ -1,6 +1,5 @@
 //! Running rules: conditions, effects, flows, and the plan they build.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -12,19 +11,29 @@ use crate::compile::node::{
 use crate::plan::{Action, Effect, Plan};
 use crate::ruleset::model::Level;
 use crate::trace::{BranchTrace, ConditionTrace, LetTrace, Outcome, RuleTrace};
-use crate::value::{Hasher, Map, PendingRef, Str, Value};
+use crate::value::{intern, Hasher, Map, PendingRef, Str, Value};
 
 /// A plan under construction, with what it created and linked so far, so later lookups of
 /// the same evaluation see them.
 pub(crate) struct PlanBuilder {
     event: String,
     effects: Vec<Effect>,
-    names: HashMap<Str, u32>,
-    links: Vec<(Str, IndexMap<String, Value>)>,
+    /// How many effects took each base name (`as`) so far: the names the rules give, a
+    /// few, so a list searched by pointer first.
+    names: Vec<(Str, u32)>,
+    links: Vec<Linked>,
     created: Vec<Created>,
     /// Counts the changes to `links` and `created` (what lookups of the same evaluation
     /// see of the plan): a value computed from the world stays valid while it is unchanged.
     version: u64,
+}
+
+/// A link made earlier in the plan: its kind, and the object `linked()` answers for it
+/// (`kind` and one id per system; no system is named `kind`), built once when the link is
+/// made.
+struct Linked {
+    kind: Str,
+    object: Value,
 }
 
 /// An entity created earlier in the plan.
@@ -47,7 +56,7 @@ impl PlanBuilder {
         PlanBuilder {
             event: event.to_owned(),
             effects: Vec::new(),
-            names: HashMap::new(),
+            names: Vec::new(),
             links: Vec::new(),
             created: Vec::new(),
             version: 0,
@@ -88,7 +97,7 @@ impl PlanBuilder {
             };
             if let Some(name) = name {
                 let base = name.split('#').next().unwrap_or(&name).to_owned();
-                if let Some(n) = self.names.get_mut(base.as_str()) {
+                if let Some((_, n)) = self.names.iter_mut().find(|(b, _)| **b == *base) {
                     *n = n.saturating_sub(1);
                 }
             }
@@ -99,7 +108,16 @@ impl PlanBuilder {
 
     /// A plan-unique name: `base`, then `base#2`, `base#3` …
     fn unique_name(&mut self, base: &Str) -> Str {
-        let n = self.names.entry(base.clone()).or_insert(0);
+        let i = match self.names.iter().position(|(b, _)| intern::same(b, base)) {
+            Some(i) => i,
+            None => {
+                self.names.push((base.clone(), 0));
+                self.names.len() - 1
+            }
+        };
+        let Some((_, n)) = self.names.get_mut(i) else {
+            return base.clone();
+        };
         *n += 1;
         if *n == 1 {
             base.clone()
@@ -110,17 +128,36 @@ impl PlanBuilder {
 
     /// The latest link of the plan with `id` on the side of `system`.
     pub fn linked(&self, kind: &str, system: &str, id: &Value) -> Option<Value> {
-        self.links.iter().rev().find_map(|(k, ids)| {
-            if &**k != kind || !ids.get(system).is_some_and(|v| same_id(v, id)) {
+        if system == "kind" {
+            // Not a system: the object's `kind` is the link's.
+            return None;
+        }
+        self.links.iter().rev().find_map(|l| {
+            if &*l.kind != kind {
                 return None;
             }
-            let mut map = Map::with_capacity_and_hasher(ids.len() + 1, Hasher::default());
-            map.insert("kind".into(), Value::Str(k.clone()));
-            for (s, v) in ids {
-                map.insert(s.as_str().into(), v.clone());
-            }
-            Some(Value::object(map))
+            let found = l.object.get_ref(system)?;
+            same_id(found, id).then(|| l.object.clone())
         })
+    }
+
+    /// Records a link of the plan (its ids in order, a system named twice keeping its first
+    /// place and its last id), for [`PlanBuilder::linked`].
+    fn add_link(&mut self, kind: &Str, ids: Vec<(Str, Value)>) {
+        let mut names = Vec::with_capacity(ids.len() + 1);
+        let mut values = Vec::with_capacity(ids.len() + 1);
+        static KIND: std::sync::OnceLock<Str> = std::sync::OnceLock::new();
+        names.push(KIND.get_or_init(|| intern::key("kind")).clone());
+        values.push(Value::Str(kind.clone()));
+        for (s, v) in ids {
+            names.push(s);
+            values.push(v);
+        }
+        self.version += 1;
+        self.links.push(Linked {
+            kind: kind.clone(),
+            object: Value::object(Map::from_entries(names, values)),
+        });
     }
 
     /// Entities created earlier in the plan whose body matches every field of `filter`;
@@ -146,6 +183,10 @@ impl PlanBuilder {
     }
 
     fn push(&mut self, rule: &Str, flow: &Option<Str>, action: Action) {
+        if self.effects.capacity() == 0 {
+            // A plan that has one effect mostly has several: grown once, not from 4 on.
+            self.effects.reserve(16);
+        }
         self.effects.push(Effect {
             rule: String::from(&**rule),
             flow: flow.as_deref().map(String::from),
@@ -158,12 +199,27 @@ impl PlanBuilder {
 /// body may share its parts, so a small value in memory could otherwise make an enormous
 /// plan. The effect limit was checked before the effect was built.
 fn push_effect(cx: &mut Ctx<'_>, loc: LocId, action: Action) -> Result<(), Fail> {
+    push_weighed(cx, loc, action, None)
+}
+
+/// [`push_effect`] of a create or update whose body's weight is known (uncapped, from
+/// [`Ctx::check_depth_weighing`]): within the budget it is what the walk would find.
+fn push_weighed(
+    cx: &mut Ctx<'_>,
+    loc: LocId,
+    action: Action,
+    body_weight: Option<u64>,
+) -> Result<(), Fail> {
     let cap = cx.bytes_left;
+    let body_within = |body: &Value| match body_weight {
+        Some(w) if w <= cap => w,
+        _ => body.weight_within(cap),
+    };
     let weight = match &action {
         Action::Create { body, key, .. } => {
-            body.weight_within(cap) + key.as_ref().map_or(0, |k| k.len() as u64)
+            body_within(body) + key.as_ref().map_or(0, |k| k.len() as u64)
         }
-        Action::Update { id, body, .. } => id.weight_within(cap) + body.weight_within(cap),
+        Action::Update { id, body, .. } => id.weight_within(cap) + body_within(body),
         Action::Delete { id, .. } => id.weight_within(cap),
         Action::Link { ids, .. } => ids
             .iter()
@@ -488,7 +544,31 @@ fn eval_body<'a>(
 ) -> Result<Value, Fail> {
     match body {
         CBody::Expr(e) => cx.eval(e, frame),
-        CBody::Map(entries) => {
+        CBody::Map(entries, Some(shape)) => {
+            // Distinct keys: the values in order, the keys from the shape (shared when no
+            // value is null, which leaves its key out).
+            cx.charge(entries.len() as u64 * ENTRY_BYTES, body_loc)?;
+            let mut values = Vec::with_capacity(entries.len());
+            let mut nulls = false;
+            for (_, v) in entries {
+                let value = eval_body(cx, frame, v, body_loc)?;
+                nulls |= value.is_null();
+                values.push(value);
+            }
+            if !nulls {
+                return Ok(Value::object(Map::with_keys_of(shape, values)));
+            }
+            let mut names = Vec::with_capacity(values.len());
+            let mut kept = Vec::with_capacity(values.len());
+            for ((k, _), v) in entries.iter().zip(values) {
+                if !v.is_null() {
+                    names.push(k.clone());
+                    kept.push(v);
+                }
+            }
+            Ok(Value::object(Map::from_distinct(names, kept)))
+        }
+        CBody::Map(entries, None) => {
             cx.charge(entries.len() as u64 * ENTRY_BYTES, body_loc)?;
             let mut map = Map::with_capacity_and_hasher(entries.len(), Hasher::default());
             for (k, v) in entries {
@@ -578,8 +658,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 None => None,
             };
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
+            let mut weight = None;
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
-                cx.check_depth(&body, loc)?;
+                weight = cx.check_depth_weighing(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -596,7 +677,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 name: plan_name.clone(),
                 body: body.clone(),
             });
-            push_effect(
+            push_weighed(
                 cx,
                 loc,
                 Action::Create {
@@ -607,6 +688,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     body,
                     optional: *optional,
                 },
+                weight,
             )?;
         }
         EffectKind::Update {
@@ -620,8 +702,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             let id = cx.eval(id, frame)?;
             let body = eval_body(cx, frame, body, loc)?;
             let plan_name = name.as_ref().map(|(n, _)| cx.plan.unique_name(n));
+            let mut weight = None;
             if let (Some((_, slot)), Some(pn)) = (name, &plan_name) {
-                cx.check_depth(&body, loc)?;
+                weight = cx.check_depth_weighing(&body, loc)?;
                 frame.set(
                     *slot,
                     Value::Ref(Arc::new(PendingRef {
@@ -631,7 +714,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     })),
                 );
             }
-            push_effect(
+            push_weighed(
                 cx,
                 loc,
                 Action::Update {
@@ -642,6 +725,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                     body,
                     optional: *optional,
                 },
+                weight,
             )?;
         }
         EffectKind::Delete {
@@ -664,12 +748,14 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
         }
         EffectKind::Link { kind, ids } => {
             let kind = word(cx, frame, kind)?;
-            let mut values = IndexMap::new();
+            let mut values = IndexMap::with_capacity_and_hasher(ids.len(), Hasher::default());
+            let mut linked = Vec::with_capacity(ids.len());
             for (system, e) in ids {
-                values.insert(owned(system), cx.eval(e, frame)?);
+                let v = cx.eval(e, frame)?;
+                linked.push((system.clone(), v.clone()));
+                values.insert(owned(system), v);
             }
-            cx.plan.version += 1;
-            cx.plan.links.push((kind.clone(), values.clone()));
+            cx.plan.add_link(&kind, linked);
             push_effect(
                 cx,
                 loc,

@@ -312,7 +312,9 @@ pub(crate) struct Frame<'a> {
 impl<'a> Frame<'a> {
     pub fn new(size: u32, lets: &'a Lets) -> Frame<'a> {
         Frame {
-            slots: vec![None; size as usize],
+            slots: std::iter::repeat_with(|| None)
+                .take(size as usize)
+                .collect(),
             lets,
         }
     }
@@ -426,6 +428,20 @@ impl<'a> Ctx<'a> {
         limits: Limits,
         trace: Option<&'a mut Trace>,
     ) -> Ctx<'a> {
+        let settled = crate::compile::fold::settled(prog, settings);
+        Ctx::settled(prog, settings, event, world, limits, trace, settled)
+    }
+
+    /// [`Ctx::new`] with whether the settings are settled already known.
+    fn settled(
+        prog: &'a Program,
+        settings: &'a Value,
+        event: &Event,
+        world: &'a dyn World,
+        limits: Limits,
+        trace: Option<&'a mut Trace>,
+        settled: bool,
+    ) -> Ctx<'a> {
         let globals = prog
             .globals
             .iter()
@@ -457,7 +473,7 @@ impl<'a> Ctx<'a> {
             plain: false,
             #[cfg(test)]
             unthreaded: UNTHREADED.with(std::cell::Cell::get),
-            settled: crate::compile::fold::settled(prog, settings),
+            settled,
         }
     }
 
@@ -532,7 +548,22 @@ impl<'a> Ctx<'a> {
         if !v.deeper_than(MAX_VALUE_DEPTH) {
             return Ok(());
         }
-        Err(self.error(
+        Err(self.too_deep(loc))
+    }
+
+    /// [`Ctx::check_depth`] of a value that is charged next (a body named with `as`): its
+    /// weight too ([`Value::weight_within`] with no cap) when one walk found both.
+    pub fn check_depth_weighing(&self, v: &Value, loc: LocId) -> Result<Option<u64>, Fail> {
+        match v.weight_and_depth(MAX_VALUE_DEPTH) {
+            Some((_, true)) => Err(self.too_deep(loc)),
+            Some((weight, false)) => Ok(Some(weight)),
+            None => self.check_depth(v, loc).map(|()| None),
+        }
+    }
+
+    #[cold]
+    fn too_deep(&self, loc: LocId) -> Fail {
+        self.error(
             EvalErrorKind::Limit,
             loc,
             format!(
@@ -540,7 +571,7 @@ impl<'a> Ctx<'a> {
                  a value in itself at every turn?): a fixed limit that keeps writing it out \
                  far from the end of the stack"
             ),
-        ))
+        )
     }
 
     /// The effect limit, checked before an effect is built.
@@ -590,6 +621,30 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// [`fold::settled`](crate::compile::fold::settled), remembered for the last settings
+/// object the program was evaluated with: the daemon and the bench evaluate every event
+/// with one settings object (the rule set's own with the runner's `connection`), whose
+/// comparison with the folded-for settings walks every assumed path. The object is held by
+/// the program while it is remembered, so an object at the same address is that object,
+/// and a shared object is never changed in place.
+fn settled_remembered(prog: &Program, settings: &Value) -> bool {
+    let Value::Object(object) = settings else {
+        return crate::compile::fold::settled(prog, settings);
+    };
+    let last = |cache: &Option<(Value, bool)>| match cache {
+        Some((Value::Object(o), settled)) if Arc::ptr_eq(o, object) => Some(*settled),
+        _ => None,
+    };
+    if let Some(settled) = prog.last_settled.lock().ok().and_then(|c| last(&c)) {
+        return settled;
+    }
+    let settled = crate::compile::fold::settled(prog, settings);
+    if let Ok(mut cache) = prog.last_settled.lock() {
+        *cache = Some((settings.clone(), settled));
+    }
+    settled
+}
+
 /// Evaluates every rule that listens to the event, in rule-set order.
 pub(crate) fn evaluate(
     prog: &Program,
@@ -603,7 +658,9 @@ pub(crate) fn evaluate(
         max_effects: opts.max_effects,
         max_bytes: opts.max_bytes,
     };
-    let mut cx = Ctx::new(prog, settings, event, world, limits, opts.trace);
+    // Only here: a program is complete (folded) once it evaluates events.
+    let settled = settled_remembered(prog, settings);
+    let mut cx = Ctx::settled(prog, settings, event, world, limits, opts.trace, settled);
     if let Some(indexes) = prog.rules_by_event.get(event.name.as_str()) {
         for &i in indexes {
             if let Some(rule) = prog.rules.get(i as usize) {

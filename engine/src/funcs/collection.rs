@@ -535,13 +535,32 @@ fn merge_owned(args: &mut [Value]) -> Result<Value, String> {
     Ok(Value::object(map))
 }
 
+/// An object's entries whose value is not null (its keys are distinct).
+fn without_nulls(o: &Map) -> Map {
+    let mut names = Vec::with_capacity(o.len());
+    let mut values = Vec::with_capacity(o.len());
+    for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
+        names.push(k.clone());
+        values.push(v.clone());
+    }
+    Map::from_distinct(names, values)
+}
+
 /// [`compact`] taking its argument: an object or list that nothing else holds loses its
 /// nulls in place.
 fn compact_owned(args: &mut [Value]) -> Result<Value, String> {
     match args.first_mut() {
         Some(Value::Object(o)) if o.values().any(Value::is_null) => {
             if let Some(map) = Arc::get_mut(o) {
-                map.retain(|_, v| !v.is_null());
+                let mut names = Vec::with_capacity(map.len());
+                let mut values = Vec::with_capacity(map.len());
+                for (k, v) in map.iter_mut() {
+                    if !v.is_null() {
+                        names.push(k.clone());
+                        values.push(std::mem::take(v));
+                    }
+                }
+                *map = Map::from_distinct(names, values);
                 return Ok(std::mem::take(&mut args[0]));
             }
             compact(args)
@@ -570,11 +589,7 @@ fn compact(args: &[Value]) -> Result<Value, String> {
             if !o.values().any(Value::is_null) {
                 return Ok(arg(args, 0).clone());
             }
-            let mut map = Map::with_capacity_and_hasher(o.len(), Hasher::default());
-            for (k, v) in o.iter().filter(|(_, v)| !v.is_null()) {
-                map.insert(k.clone(), v.clone());
-            }
-            Ok(Value::object(map))
+            Ok(Value::object(without_nulls(o)))
         }
         Value::Array(items) => Ok(Value::array(
             items.iter().filter(|v| !v.is_null()).cloned().collect(),
@@ -794,5 +809,75 @@ mod plain_tests {
             prop_assert_eq!(json_text_len(&s), serde_json::to_string(&s).unwrap_or_default().len() as u64);
             prop_assert_eq!(int_text_len(i), i.to_string().len() as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod owned_tests {
+    use super::{compact, compact_owned, merge, merge_owned};
+    use crate::value::{Str, Value};
+    use proptest::prelude::*;
+
+    /// Objects of a few keys drawn from a small set (so that they overlap), some values
+    /// null, sometimes null or not an object at all.
+    fn arg() -> impl Strategy<Value = Value> {
+        let object = proptest::collection::vec(
+            (
+                "[a-e]",
+                prop_oneof![Just(Value::Null), (0i64..5).prop_map(Value::Int)],
+            ),
+            0..6,
+        )
+        .prop_map(|kv| Value::object(kv.into_iter().map(|(k, v)| (Str::from(k), v)).collect()));
+        prop_oneof![
+            6 => object,
+            1 => Just(Value::Null),
+            1 => Just(Value::Int(1)),
+        ]
+    }
+
+    /// A copy that shares nothing with `v`, so the owned functions may change it in place.
+    fn fresh(v: &Value) -> Value {
+        Value::from_json(&v.to_serde_json())
+    }
+
+    /// The result as JSON (keys in order) or the error.
+    fn shown(r: Result<Value, String>) -> Result<String, String> {
+        r.map(|v| v.to_json())
+    }
+
+    proptest! {
+        /// `merge` of objects it may change in place, or shared ones, gives the entries
+        /// `merge` gives, in the same order.
+        #[test]
+        fn merging_owned_objects_is_merging(args in proptest::collection::vec(arg(), 0..5)) {
+            let want = shown(merge(&args));
+            let mut owned: Vec<Value> = args.iter().map(fresh).collect();
+            prop_assert_eq!(&shown(merge_owned(&mut owned)), &want);
+            let mut shared = args.clone();
+            prop_assert_eq!(&shown(merge_owned(&mut shared)), &want);
+        }
+
+        /// `compact` of an object it may change in place gives what `compact` gives.
+        #[test]
+        fn compacting_owned_objects_is_compacting(v in arg()) {
+            let want = shown(compact(std::slice::from_ref(&v)));
+            let mut owned = [fresh(&v)];
+            prop_assert_eq!(&shown(compact_owned(&mut owned)), &want);
+            let mut shared = [v.clone()];
+            prop_assert_eq!(&shown(compact_owned(&mut shared)), &want);
+        }
+    }
+
+    #[test]
+    fn a_key_merged_again_keeps_its_place_and_takes_the_last_value() {
+        let o = |json: &str| -> Value { serde_json::from_str(json).unwrap_or_default() };
+        let mut args = [
+            o(r#"{"a":1,"b":2}"#),
+            o(r#"{"c":3,"a":4}"#),
+            o(r#"{"b":null}"#),
+        ];
+        let got = merge_owned(&mut args).map(|v| v.to_json());
+        assert_eq!(got.as_deref(), Ok(r#"{"a":4,"b":null,"c":3}"#));
     }
 }

@@ -226,10 +226,43 @@ fn add_days(args: &[Value]) -> Result<Value, String> {
         .ok_or_else(|| "add_days(): out of range".to_owned())
 }
 
+/// How many zones [`zone`] remembers per thread (the rules use one or two).
+const ZONES_KEPT: usize = 4;
+
+thread_local! {
+    /// Zones read lately, by their text: reading a zone's name looks it up in chrono-tz's
+    /// table of some 600 names, which `ms_time()` would otherwise do at every call.
+    static ZONES: std::cell::RefCell<Vec<(crate::value::Str, chrono_tz::Tz)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn zone(args: &[Value], i: usize, what: &str) -> Result<chrono_tz::Tz, String> {
     let name = want_str(args, i, what)?;
-    name.parse()
-        .map_err(|_| format!("{what}: {name:?} is not an IANA time zone (e.g. Europe/Moscow)"))
+    let known = ZONES
+        .try_with(|z| {
+            z.borrow()
+                .iter()
+                .find(|(n, _)| crate::value::intern::same(n, name))
+                .map(|(_, tz)| *tz)
+        })
+        .ok()
+        .flatten();
+    if let Some(tz) = known {
+        return Ok(tz);
+    }
+    let tz: chrono_tz::Tz = name
+        .parse()
+        .map_err(|_| format!("{what}: {name:?} is not an IANA time zone (e.g. Europe/Moscow)"))?;
+    if let Value::Str(s) = arg(args, i) {
+        let _ = ZONES.try_with(|z| {
+            let mut z = z.borrow_mut();
+            if z.len() >= ZONES_KEPT {
+                z.remove(0);
+            }
+            z.push((s.clone(), tz));
+        });
+    }
+    Ok(tz)
 }
 
 fn convert_tz(args: &[Value]) -> Result<Value, String> {

@@ -244,10 +244,12 @@ pub fn reference_markdown() -> String {
 
 // ---- helpers shared by the families ----
 
+#[inline]
 pub(crate) fn arg(args: &[Value], i: usize) -> &Value {
     args.get(i).unwrap_or(&Value::Null)
 }
 
+#[inline]
 pub(crate) fn want_str(
     args: &[Value],
     i: usize,
@@ -255,12 +257,18 @@ pub(crate) fn want_str(
 ) -> Result<&str, String> {
     match arg(args, i) {
         Value::Str(s) => Ok(s),
-        other => Err(format!(
-            "{what} must be a string, got {} {}",
-            other.type_name(),
-            short(other)
-        )),
+        other => Err(not_a_string(what, other)),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_string(what: impl std::fmt::Display, other: &Value) -> String {
+    format!(
+        "{what} must be a string, got {} {}",
+        other.type_name(),
+        short(other)
+    )
 }
 
 pub(crate) fn want_array(

@@ -69,6 +69,10 @@ fn round(args: &[Value]) -> Result<Value, String> {
         .ok()
         .filter(|d| *d <= 28)
         .ok_or_else(|| format!("round()'s digits must be between 0 and 28, got {digits}"))?;
+    if let Value::Int(i) = arg(args, 0) {
+        // A whole number rounds to itself (what the decimal path gives, without it).
+        return Ok(Value::Int(*i));
+    }
     unary(args, "round", |d| {
         d.round_dp_with_strategy(digits, RoundingStrategy::MidpointAwayFromZero)
     })
@@ -231,6 +235,18 @@ mod tests {
             }
             let fast = number(&[Value::str(&t)]).ok();
             prop_assert_eq!(fast, slow, "{}", t);
+        }
+
+        /// A whole number rounds to what the decimal path gives, at any number of digits,
+        /// and bad digits are refused as before.
+        #[test]
+        fn whole_numbers_round_as_decimals(i in any::<i64>(), digits in -2i64..31) {
+            let fast = round(&[Value::Int(i), Value::Int(digits)]);
+            let slow = round(&[Value::Dec(Decimal::from(i)), Value::Int(digits)]);
+            prop_assert_eq!(&fast, &slow);
+            if (0..=28).contains(&digits) {
+                prop_assert_eq!(fast, Ok(Value::Int(i)));
+            }
         }
     }
 }

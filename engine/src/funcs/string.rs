@@ -252,7 +252,8 @@ fn format(args: &[Value]) -> Result<Value, String> {
     // Copies the text between braces whole; `{{` and `}}` are braces, `{}` the next value,
     // any other brace itself.
     let mut rest = pattern;
-    while let Some(at) = rest.find(['{', '}']) {
+    // Braces are ASCII, so a byte search finds them (no UTF-8 sequence holds their byte).
+    while let Some(at) = rest.bytes().position(|b| b == b'{' || b == b'}') {
         out.push_str(&rest[..at]);
         let bytes = rest.as_bytes();
         match (bytes[at], bytes.get(at + 1)) {

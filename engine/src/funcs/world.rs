@@ -51,6 +51,10 @@ fn texts<'a, const N: usize>(
 ) -> Result<[&'a str; N], Fail> {
     let mut out = [""; N];
     for (i, slot) in out.iter_mut().enumerate() {
+        if let Some(Value::Str(s)) = args.get(i) {
+            *slot = s;
+            continue;
+        }
         *slot = want_str(args, i, format_args!("{name}()'s argument {}", i + 1))
             .map_err(|m| call.fail(m))?;
     }
