@@ -40,50 +40,55 @@ pub use map::{key_hash, Map};
 /// [`intern::MAX_LEN`] bytes), so keys made of ids cannot make it grow without end.
 pub mod intern {
     use super::Str;
+    use hashbrown::HashTable;
     use std::cell::RefCell;
-    use std::collections::HashSet;
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Arc, Mutex};
 
     /// The most keys interned (per process, and per thread's cache).
     pub const MAX_KEYS: usize = 16_384;
     /// The longest key interned, in bytes.
     pub const MAX_LEN: usize = 48;
 
-    type Set = HashSet<Str, super::Hasher>;
+    /// Interned keys by their [`key_hash`](super::key_hash) (the hash the maps use, so a
+    /// key read is hashed once for its interning and its object's table).
+    type Set = HashTable<Str>;
 
-    fn global() -> &'static Mutex<Set> {
-        static GLOBAL: OnceLock<Mutex<Set>> = OnceLock::new();
-        GLOBAL.get_or_init(|| Mutex::new(Set::default()))
-    }
+    static GLOBAL: Mutex<Set> = Mutex::new(HashTable::new());
 
     thread_local! {
         /// This thread's view of the table, so that interning takes no lock once warm.
-        static LOCAL: RefCell<Set> = RefCell::new(Set::default());
+        static LOCAL: RefCell<Set> = const { RefCell::new(HashTable::new()) };
     }
 
     /// Whether a key is worth interning: short, and not an id (ids as keys — payments by
     /// id — are many and each met once).
+    #[inline]
     fn worth(s: &str) -> bool {
-        s.len() <= MAX_LEN && !s.starts_with(|c: char| c.is_ascii_digit())
+        s.len() <= MAX_LEN && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
     }
 
     /// The shared string of a key.
     pub fn key(s: &str) -> Str {
+        key_hashed(s, super::key_hash(s))
+    }
+
+    /// [`key`] of a key whose [`key_hash`](super::key_hash) is `hash`.
+    pub(crate) fn key_hashed(s: &str, hash: u64) -> Str {
         if !worth(s) {
             return Arc::from(s);
         }
         LOCAL
             .try_with(|local| {
-                if let Some(k) = local.borrow().get(s) {
+                if let Some(k) = local.borrow().find(hash, |k| same_text(k, s)) {
                     return k.clone();
                 }
                 let k = {
-                    let mut global = global().lock().unwrap_or_else(|p| p.into_inner());
-                    match global.get(s) {
+                    let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+                    match global.find(hash, |k| same_text(k, s)) {
                         Some(k) => k.clone(),
                         None if global.len() < MAX_KEYS => {
                             let k: Str = Arc::from(s);
-                            global.insert(k.clone());
+                            global.insert_unique(hash, k.clone(), |k| super::key_hash(k));
                             k
                         }
                         None => return Arc::from(s),
@@ -91,11 +96,35 @@ pub mod intern {
                 };
                 let mut local = local.borrow_mut();
                 if local.len() < MAX_KEYS {
-                    local.insert(k.clone());
+                    local.insert_unique(hash, k.clone(), |k| super::key_hash(k));
                 }
                 k
             })
             .unwrap_or_else(|_| Arc::from(s))
+    }
+
+    /// Whether two short texts are equal, compared inline eight bytes at a time (keys are
+    /// short: a call to `memcmp` costs more than the comparison).
+    #[inline]
+    pub(crate) fn same_text(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        if a.len() > MAX_LEN {
+            return a == b;
+        }
+        let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or_default());
+            if word(x) != word(y) {
+                return false;
+            }
+        }
+        ca.remainder()
+            .iter()
+            .zip(cb.remainder())
+            .all(|(x, y)| x == y)
     }
 
     /// Whether two keys are equal: the same allocation, or the same text.
@@ -824,7 +853,51 @@ impl Serialize for Value {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor { like: None })
+        let mut scratch = Scratch::take();
+        let read = d.deserialize_any(ValueVisitor {
+            like: None,
+            scratch: &mut scratch,
+        });
+        scratch.give_back();
+        read
+    }
+}
+
+/// The entries of the objects and lists being read, one stack for a whole document: an
+/// object or a list pushes its entries and, once complete, moves them into vectors of
+/// exactly their number (no vector grows while a document is read), so the stack's room
+/// is taken once per thread, not once per object.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The keys read (and their [`key_hash`]), of every object open.
+    keys: Vec<(Str, u64)>,
+    /// The values read, of every object and list open.
+    values: Vec<Value>,
+}
+
+/// The most entries a thread's [`Scratch`] keeps room for between documents.
+const SCRATCH_ROOM: usize = 4096;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = const {
+        std::cell::Cell::new(Scratch { keys: Vec::new(), values: Vec::new() })
+    };
+}
+
+impl Scratch {
+    /// This thread's stack (a new one while it is in use, e.g. by a read within a read).
+    fn take() -> Scratch {
+        SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default()
+    }
+
+    /// Gives the stack back for the next document, emptied (a read refused midway leaves
+    /// its entries), unless it grew past [`SCRATCH_ROOM`].
+    fn give_back(mut self) {
+        self.keys.clear();
+        self.values.clear();
+        if self.keys.capacity() <= SCRATCH_ROOM && self.values.capacity() <= SCRATCH_ROOM {
+            let _ = SCRATCH.try_with(|s| s.set(self));
+        }
     }
 }
 
@@ -832,21 +905,20 @@ impl<'de> Deserialize<'de> for Value {
 /// [`Value::from_json`] converts): an object whose keys start as the model's do takes their
 /// text from the model instead of interning it again, and one with exactly the model's keys
 /// shares the model's key table (the items of an order, the rows of an answer).
-struct Like<'a>(Option<&'a Value>);
+struct ValueVisitor<'a, 's> {
+    like: Option<&'a Value>,
+    scratch: &'s mut Scratch,
+}
 
-impl<'de> de::DeserializeSeed<'de> for Like<'_> {
+impl<'de> de::DeserializeSeed<'de> for ValueVisitor<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor { like: self.0 })
+        d.deserialize_any(self)
     }
 }
 
-struct ValueVisitor<'a> {
-    like: Option<&'a Value>,
-}
-
-impl<'de> Visitor<'de> for ValueVisitor<'_> {
+impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -862,7 +934,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        de::DeserializeSeed::deserialize(Like(self.like), d)
+        d.deserialize_any(self)
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
@@ -890,17 +962,28 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items: Vec<Value> = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(v) = seq.next_element_seed(Like(items.last()))? {
-            items.push(v);
+        let scratch = self.scratch;
+        let base = scratch.values.len();
+        // Each item's model is the item before it (only an object is one): held apart from
+        // the stack, which the item's own entries grow.
+        let mut model: Option<Value> = None;
+        while let Some(v) = seq.next_element_seed(ValueVisitor {
+            like: model.as_ref(),
+            scratch,
+        })? {
+            model = matches!(v, Value::Object(_)).then(|| v.clone());
+            scratch.values.push(v);
         }
+        let items: Vec<Value> = scratch.values.drain(base..).collect();
         Ok(Value::array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
         let map = match self.like {
-            Some(Value::Object(shape)) if !shape.is_empty() => read_map_like(access, shape)?,
-            _ => read_map(access)?,
+            Some(Value::Object(shape)) if !shape.is_empty() => {
+                read_map_like(access, shape, self.scratch)?
+            }
+            _ => read_map(access, self.scratch)?,
         };
         if map.len() == 1 {
             if let Some(Value::Str(text)) = map.get("$ref") {
@@ -914,22 +997,38 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
 }
 
 /// The entries of a map being read, a key read again replacing its value in place.
-fn read_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<Map, A::Error> {
-    let room = access.size_hint().unwrap_or(0).min(4096);
-    let mut names: Vec<Str> = Vec::with_capacity(room);
-    let mut values: Vec<Value> = Vec::with_capacity(room);
-    while let Some(key) = access.next_key::<KeyString>()? {
-        names.push(key.0);
-        values.push(access.next_value::<Value>()?);
+fn read_map<'de, A: MapAccess<'de>>(mut access: A, scratch: &mut Scratch) -> Result<Map, A::Error> {
+    let keys = scratch.keys.len();
+    let values = scratch.values.len();
+    while let Some(KeyString(key, hash)) = access.next_key::<KeyString>()? {
+        scratch.keys.push((key, hash));
+        let v = access.next_value_seed(ValueVisitor {
+            like: None,
+            scratch,
+        })?;
+        scratch.values.push(v);
     }
-    Ok(Map::from_entries(names, values))
+    let values: Vec<Value> = scratch.values.drain(values..).collect();
+    Ok(Map::from_read(&mut scratch.keys, keys, values))
+}
+
+/// [`read_map`] of a map on its own (with a stack of its own).
+pub(crate) fn read_map_alone<'de, A: MapAccess<'de>>(access: A) -> Result<Map, A::Error> {
+    let mut scratch = Scratch::take();
+    let read = read_map(access, &mut scratch);
+    scratch.give_back();
+    read
 }
 
 /// [`read_map`] of a map read after `shape` in the same list: while its keys are the
 /// shape's, in order, they are the shape's keys (their text compared, not interned again)
 /// and each value is read with the shape's value as its model; with exactly the shape's keys
 /// the map shares the shape's key table. From the first other key on, as [`read_map`].
-fn read_map_like<'de, A: MapAccess<'de>>(mut access: A, shape: &Map) -> Result<Map, A::Error> {
+fn read_map_like<'de, A: MapAccess<'de>>(
+    mut access: A,
+    shape: &Map,
+    scratch: &mut Scratch,
+) -> Result<Map, A::Error> {
     let names = shape.key_names();
     let models = shape.values().as_slice();
     let mut values: Vec<Value> = Vec::with_capacity(names.len());
@@ -938,18 +1037,27 @@ fn read_map_like<'de, A: MapAccess<'de>>(mut access: A, shape: &Map) -> Result<M
         match access.next_key_seed(KeyLike(names.get(i)))? {
             None => break,
             Some(KeyRead::Same) => {
-                let v = access.next_value_seed(Like(models.get(i)))?;
+                let v = access.next_value_seed(ValueVisitor {
+                    like: models.get(i),
+                    scratch,
+                })?;
                 values.push(v);
             }
             Some(KeyRead::Other(key)) => {
                 // The shape's keys so far are distinct: only the rest needs lookups.
                 let names = names.get(..i).unwrap_or_default().to_vec();
                 let mut map = Map::from_distinct(names, values);
-                let v = access.next_value::<Value>()?;
+                let v = access.next_value_seed(ValueVisitor {
+                    like: None,
+                    scratch,
+                })?;
                 map.insert(key, v);
-                while let Some(key) = access.next_key::<KeyString>()? {
-                    let v = access.next_value::<Value>()?;
-                    map.insert(key.0, v);
+                while let Some(KeyString(key, _)) = access.next_key::<KeyString>()? {
+                    let v = access.next_value_seed(ValueVisitor {
+                        like: None,
+                        scratch,
+                    })?;
+                    map.insert(key, v);
                 }
                 return Ok(map);
             }
@@ -988,7 +1096,7 @@ impl<'de> Visitor<'de> for KeyLike<'_> {
 
     fn visit_str<E>(self, s: &str) -> Result<KeyRead, E> {
         Ok(match self.0 {
-            Some(k) if **k == *s => KeyRead::Same,
+            Some(k) if intern::same_text(k, s) => KeyRead::Same,
             _ => KeyRead::Other(intern::key(s)),
         })
     }
@@ -1018,8 +1126,17 @@ impl<'de> Visitor<'de> for KeyLike<'_> {
     }
 }
 
-/// A map key: YAML allows numbers and booleans as keys; they become their text.
-struct KeyString(Str);
+/// A map key and its [`key_hash`]: YAML allows numbers and booleans as keys; they become
+/// their text.
+struct KeyString(Str, u64);
+
+impl KeyString {
+    /// The key of a text not interned.
+    fn text(s: String) -> KeyString {
+        let hash = key_hash(&s);
+        KeyString(Arc::from(s), hash)
+    }
+}
 
 impl<'de> Deserialize<'de> for KeyString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyString, D::Error> {
@@ -1035,25 +1152,26 @@ impl Visitor<'_> for KeyVisitor {
         f.write_str("a string, number or boolean key")
     }
     fn visit_str<E>(self, s: &str) -> Result<KeyString, E> {
-        Ok(KeyString(intern::key(s)))
+        let hash = key_hash(s);
+        Ok(KeyString(intern::key_hashed(s, hash), hash))
     }
-    fn visit_string<E>(self, s: String) -> Result<KeyString, E> {
-        Ok(KeyString(intern::key(&s)))
+    fn visit_string<E: de::Error>(self, s: String) -> Result<KeyString, E> {
+        self.visit_str(&s)
     }
     fn visit_i64<E>(self, i: i64) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(i.to_string())))
+        Ok(KeyString::text(i.to_string()))
     }
     fn visit_u64<E>(self, u: u64) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(u.to_string())))
+        Ok(KeyString::text(u.to_string()))
     }
     fn visit_f64<E>(self, f: f64) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(number_from_f64(f).to_text())))
+        Ok(KeyString::text(number_from_f64(f).to_text()))
     }
     fn visit_bool<E>(self, b: bool) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(b.to_string())))
+        Ok(KeyString::text(b.to_string()))
     }
     fn visit_unit<E: de::Error>(self) -> Result<KeyString, E> {
-        Ok(KeyString(intern::key("null")))
+        self.visit_str("null")
     }
 }
 

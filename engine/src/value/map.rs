@@ -168,43 +168,77 @@ impl Map {
         }
     }
 
-    /// An object of keys and their values (as many) as read, in order: a key read again
-    /// keeps its first place and takes its last value (as [`Map::insert`] one by one would
-    /// make it), but keys are only compared once all are read, a table of distinct keys
-    /// built at once.
-    pub(crate) fn from_entries(names: Vec<Str>, values: Vec<Value>) -> Map {
-        debug_assert_eq!(names.len(), values.len());
-        let distinct = if names.len() <= LINEAR_MAX {
-            // Interned keys of one text are one allocation: pointers first, then text.
-            !names.iter().enumerate().any(|(i, a)| {
-                names
-                    .get(..i)
-                    .is_some_and(|before| before.iter().any(|b| intern::same(a, b)))
-            })
-        } else {
-            let mut seen: HashTable<u32> = HashTable::with_capacity(names.len());
+    /// An object of the keys read, `read[base..]` with their [`key_hash`] (taken out of
+    /// `read`), and their values (as many), in order: a key read again keeps its first
+    /// place and takes its last value (as [`Map::insert`] one by one would make it), but
+    /// keys are only compared once all are read, with the hashes they were read with: an
+    /// object of at most [`LINEAR_MAX`] keys compares a key with those before it only when
+    /// a filter of their hashes says it may be one of them, a wider one builds its index
+    /// (the one it keeps) as it goes.
+    pub(crate) fn from_read(read: &mut Vec<(Str, u64)>, base: usize, values: Vec<Value>) -> Map {
+        let entries = read.get(base..).unwrap_or_default();
+        debug_assert_eq!(entries.len(), values.len());
+        let n = entries.len();
+        if n == 0 {
+            return Map { keys: None, values };
+        }
+        let index = if n <= LINEAR_MAX {
+            // 256 bits, one per value of the hash's top byte.
+            let mut seen = [0u64; 4];
             let mut distinct = true;
-            for (i, n) in names.iter().enumerate() {
-                let hash = key_hash(n);
-                let eq = |&j: &u32| names.get(j as usize).is_some_and(|m| intern::same(m, n));
-                if seen.find(hash, eq).is_some() {
+            for (i, (k, hash)) in entries.iter().enumerate() {
+                let top = (hash >> 56) as usize;
+                let (word, bit) = (top >> 6, 1u64 << (top & 63));
+                let Some(word) = seen.get_mut(word) else {
+                    break;
+                };
+                if *word & bit != 0
+                    && entries.get(..i).is_some_and(|before| {
+                        before.iter().any(|(b, h)| h == hash && intern::same(b, k))
+                    })
+                {
                     distinct = false;
                     break;
                 }
-                seen.insert_unique(hash, i as u32, |&j| {
-                    names.get(j as usize).map_or(0, |m| key_hash(m))
+                *word |= bit;
+            }
+            distinct.then_some(None)
+        } else {
+            let mut index: HashTable<u32> = HashTable::with_capacity(n);
+            let mut distinct = true;
+            for (i, (k, hash)) in entries.iter().enumerate() {
+                let eq = |&j: &u32| {
+                    entries
+                        .get(j as usize)
+                        .is_some_and(|(m, _)| intern::same(m, k))
+                };
+                if index.find(*hash, eq).is_some() {
+                    distinct = false;
+                    break;
+                }
+                // Positions fit in u32: an object of more than 4 billion keys cannot be read.
+                index.insert_unique(*hash, i as u32, |&j| {
+                    entries.get(j as usize).map_or(0, |(_, h)| *h)
                 });
             }
-            distinct
+            distinct.then_some(Some(index))
         };
-        if distinct {
-            return Map::from_distinct(names, values);
+        match index {
+            Some(index) => {
+                let names: Vec<Str> = read.drain(base..).map(|(k, _)| k).collect();
+                Map {
+                    keys: Some(Arc::new(Keys { names, index })),
+                    values,
+                }
+            }
+            None => {
+                let mut map = Map::with_capacity(n);
+                for ((k, _), v) in read.drain(base..).zip(values) {
+                    map.insert(k, v);
+                }
+                map
+            }
         }
-        let mut map = Map::with_capacity(names.len());
-        for (k, v) in names.into_iter().zip(values) {
-            map.insert(k, v);
-        }
-        map
     }
 
     /// An object with the keys of `shape` (shared, not copied) and `values`, as many as
@@ -642,7 +676,7 @@ impl<'de> Deserialize<'de> for Map {
                 f.write_str("an object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, access: A) -> Result<Map, A::Error> {
-                super::read_map(access)
+                super::read_map_alone(access)
             }
         }
         d.deserialize_map(MapVisitor)
