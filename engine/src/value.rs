@@ -27,6 +27,7 @@ pub type Str = Arc<str>;
 pub type Hasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
 
 mod map;
+mod shape;
 pub use map::{key_hash, Map};
 
 /// Object keys, interned: the keys rules name (`order.items`, `{quantity: …}`) and the keys
@@ -63,7 +64,7 @@ pub mod intern {
     /// Whether a key is worth interning: short, and not an id (ids as keys — payments by
     /// id — are many and each met once).
     #[inline]
-    fn worth(s: &str) -> bool {
+    pub(crate) fn worth(s: &str) -> bool {
         s.len() <= MAX_LEN && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
     }
 
@@ -103,28 +104,43 @@ pub mod intern {
             .unwrap_or_else(|_| Arc::from(s))
     }
 
-    /// Whether two short texts are equal, compared inline eight bytes at a time (keys are
+    /// Whether two short texts are equal, compared inline a word at a time (keys are
     /// short: a call to `memcmp` costs more than the comparison).
     #[inline]
     pub(crate) fn same_text(a: &str, b: &str) -> bool {
         let (a, b) = (a.as_bytes(), b.as_bytes());
-        if a.len() != b.len() {
+        let n = a.len();
+        if n != b.len() {
             return false;
         }
-        if a.len() > MAX_LEN {
-            return a == b;
-        }
-        let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-        for (x, y) in (&mut ca).zip(&mut cb) {
-            let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or_default());
-            if word(x) != word(y) {
-                return false;
+        if n >= 8 {
+            if n > 32 {
+                return a == b;
             }
+            let word = |s: &[u8], i: usize| {
+                s.get(i..i + 8)
+                    .and_then(|c| <[u8; 8]>::try_from(c).ok())
+                    .map(u64::from_ne_bytes)
+            };
+            // Whole words, then the last eight bytes (overlapping the word before).
+            let mut i = 0;
+            while i + 8 < n {
+                if word(a, i) != word(b, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        } else if n >= 4 {
+            let word = |s: &[u8], i: usize| {
+                s.get(i..i + 4)
+                    .and_then(|c| <[u8; 4]>::try_from(c).ok())
+                    .map(u32::from_ne_bytes)
+            };
+            word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
+        } else {
+            a.iter().zip(b).all(|(x, y)| x == y)
         }
-        ca.remainder()
-            .iter()
-            .zip(cb.remainder())
-            .all(|(x, y)| x == y)
     }
 
     /// Whether two keys are equal: the same allocation, or the same text.
@@ -867,12 +883,23 @@ impl<'de> Deserialize<'de> for Value {
 /// object or a list pushes its entries and, once complete, moves them into vectors of
 /// exactly their number (no vector grows while a document is read), so the stack's room
 /// is taken once per thread, not once per object.
-#[derive(Default)]
 pub(crate) struct Scratch {
     /// The keys read (and their [`key_hash`]), of every object open.
     keys: Vec<(Str, u64)>,
     /// The values read, of every object and list open.
     values: Vec<Value>,
+    /// The shapes of the objects read by this thread.
+    shapes: shape::Shapes,
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch {
+            keys: Vec::new(),
+            values: Vec::new(),
+            shapes: shape::Shapes::new(),
+        }
+    }
 }
 
 /// The most entries a thread's [`Scratch`] keeps room for between documents.
@@ -880,7 +907,11 @@ const SCRATCH_ROOM: usize = 4096;
 
 thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = const {
-        std::cell::Cell::new(Scratch { keys: Vec::new(), values: Vec::new() })
+        std::cell::Cell::new(Scratch {
+            keys: Vec::new(),
+            values: Vec::new(),
+            shapes: shape::Shapes::new(),
+        })
     };
 }
 
@@ -891,13 +922,17 @@ impl Scratch {
     }
 
     /// Gives the stack back for the next document, emptied (a read refused midway leaves
-    /// its entries), unless it grew past [`SCRATCH_ROOM`].
+    /// its entries), its room given up if it grew past [`SCRATCH_ROOM`].
     fn give_back(mut self) {
         self.keys.clear();
         self.values.clear();
-        if self.keys.capacity() <= SCRATCH_ROOM && self.values.capacity() <= SCRATCH_ROOM {
-            let _ = SCRATCH.try_with(|s| s.set(self));
+        if self.keys.capacity() > SCRATCH_ROOM {
+            self.keys = Vec::new();
         }
+        if self.values.capacity() > SCRATCH_ROOM {
+            self.values = Vec::new();
+        }
+        let _ = SCRATCH.try_with(|s| s.set(self));
     }
 }
 
@@ -964,17 +999,24 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let scratch = self.scratch;
         let base = scratch.values.len();
-        // Each item's model is the item before it (only an object is one): held apart from
-        // the stack, which the item's own entries grow.
-        let mut model: Option<Value> = None;
+        // Each item's model is the item before it, held apart from the stack (which the
+        // item's own entries grow) until the next one is read.
+        let mut last: Option<Value> = None;
         while let Some(v) = seq.next_element_seed(ValueVisitor {
-            like: model.as_ref(),
+            like: last.as_ref(),
             scratch,
         })? {
-            model = matches!(v, Value::Object(_)).then(|| v.clone());
-            scratch.values.push(v);
+            if let Some(before) = last.replace(v) {
+                scratch.values.push(before);
+            }
         }
-        let items: Vec<Value> = scratch.values.drain(base..).collect();
+        let items = match last {
+            None => Vec::new(),
+            Some(last) => {
+                scratch.values.push(last);
+                scratch.values.split_off(base)
+            }
+        };
         Ok(Value::array(items))
     }
 
@@ -996,10 +1038,54 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
     }
 }
 
-/// The entries of a map being read, a key read again replacing its value in place.
+/// The entries of a map being read, a key read again replacing its value in place. While
+/// its keys are ones the thread's [`Shapes`](shape::Shapes) know after the ones before
+/// them, they are only compared with those, and the object shares the key table of the
+/// ones read with its keys before it; from the first other key, its keys are hashed,
+/// interned and checked for duplicates ([`Map::from_read`]).
 fn read_map<'de, A: MapAccess<'de>>(mut access: A, scratch: &mut Scratch) -> Result<Map, A::Error> {
-    let keys = scratch.keys.len();
     let values = scratch.values.len();
+    let mut node = shape::ROOT;
+    loop {
+        match access.next_key_seed(KeyNext(scratch.shapes.next(node)))? {
+            None if node == shape::ROOT => return Ok(Map::new()),
+            None => {
+                let values = scratch.values.split_off(values);
+                return Ok(scratch.shapes.object(node, values));
+            }
+            Some(KeyStep::Known(next)) => node = next,
+            Some(KeyStep::New(KeyString(key, hash))) => match scratch.shapes.grow(node, &key, hash)
+            {
+                Some(next) => node = next,
+                None => {
+                    let keys = scratch.keys.len();
+                    scratch.shapes.push_keys(node, &mut scratch.keys);
+                    scratch.keys.push((key, hash));
+                    return read_map_rest(access, scratch, keys, values);
+                }
+            },
+        }
+        let v = access.next_value_seed(ValueVisitor {
+            like: None,
+            scratch,
+        })?;
+        scratch.values.push(v);
+    }
+}
+
+/// [`read_map`] from a key on that the shapes do not know, read (and pushed onto the stack
+/// with the ones before it, from `keys` and `values` on), its value next.
+fn read_map_rest<'de, A: MapAccess<'de>>(
+    mut access: A,
+    scratch: &mut Scratch,
+    keys: usize,
+    values: usize,
+) -> Result<Map, A::Error> {
+    let v = access.next_value_seed(ValueVisitor {
+        like: None,
+        scratch,
+    })?;
+    scratch.values.push(v);
     while let Some(KeyString(key, hash)) = access.next_key::<KeyString>()? {
         scratch.keys.push((key, hash));
         let v = access.next_value_seed(ValueVisitor {
@@ -1008,8 +1094,67 @@ fn read_map<'de, A: MapAccess<'de>>(mut access: A, scratch: &mut Scratch) -> Res
         })?;
         scratch.values.push(v);
     }
-    let values: Vec<Value> = scratch.values.drain(values..).collect();
+    let values = scratch.values.split_off(values);
     Ok(Map::from_read(&mut scratch.keys, keys, values))
+}
+
+/// A key read where the shapes know the keys that may come: one of them (its node), or
+/// another.
+enum KeyStep {
+    Known(shape::Node),
+    New(KeyString),
+}
+
+/// Reads a key expecting one of the keys the shapes know after the ones before it.
+struct KeyNext<'a>(&'a [(Str, shape::Node)]);
+
+impl<'de> de::DeserializeSeed<'de> for KeyNext<'_> {
+    type Value = KeyStep;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyStep, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyNext<'_> {
+    type Value = KeyStep;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean key")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<KeyStep, E> {
+        for (k, node) in self.0 {
+            if intern::same_text(k, s) {
+                return Ok(KeyStep::Known(*node));
+            }
+        }
+        KeyVisitor.visit_str(s).map(KeyStep::New)
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<KeyStep, E> {
+        self.visit_str(&s)
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<KeyStep, E> {
+        KeyVisitor.visit_i64(i).map(KeyStep::New)
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<KeyStep, E> {
+        KeyVisitor.visit_u64(u).map(KeyStep::New)
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<KeyStep, E> {
+        KeyVisitor.visit_f64(f).map(KeyStep::New)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<KeyStep, E> {
+        KeyVisitor.visit_bool(b).map(KeyStep::New)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<KeyStep, E> {
+        KeyVisitor.visit_unit().map(KeyStep::New)
+    }
 }
 
 /// [`read_map`] of a map on its own (with a stack of its own).
@@ -1327,6 +1472,28 @@ mod tests {
         assert!(obj(&items[0]).same_keys(&obj(&items[1])));
         assert!(obj(&items[0].get("offer")).same_keys(&obj(&items[1].get("offer"))));
         assert!(!obj(&items[1].get("offer")).same_keys(&obj(&items[2].get("offer"))));
+    }
+
+    #[test]
+    fn keys_compared_inline_as_by_their_text() {
+        // Every length up to past the inline comparison, differing at every position (the
+        // first and last bytes of a word, the overlap of the last word), in other lengths.
+        for n in 0..40usize {
+            let a: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            assert!(intern::same_text(&a, &a.clone()), "{a}");
+            for at in 0..n {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!intern::same_text(&a, &b), "{a} {b}");
+                assert!(!intern::same_text(&b, &a), "{b} {a}");
+            }
+            let longer = format!("{a}a");
+            assert!(!intern::same_text(&a, &longer));
+            assert!(!intern::same_text(&longer, &a));
+        }
+        assert!(intern::same_text("ёлка", "ёлка"));
+        assert!(!intern::same_text("ёлка", "ёлкб"));
     }
 
     #[test]

@@ -843,6 +843,61 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// An object built at once from the keys read (with their hashes, duplicates among
+        /// them, after the entries of other objects on the stack) is the one inserting them
+        /// one by one makes: the filter of hashes of a narrow object and the index of a
+        /// wide one find every duplicate, and the index kept finds every key.
+        #[test]
+        fn read_at_once_as_inserted_one_by_one(
+            below in proptest::collection::vec(0u8..40, 0..4),
+            keys in proptest::collection::vec(0u8..40, 0..48),
+        ) {
+            let mut read: Vec<(Str, u64)> =
+                below.iter().map(|&k| (key(k), key_hash(&key(k)))).collect();
+            let base = read.len();
+            let mut model: IndexMap<String, i64> = IndexMap::new();
+            let mut values = Vec::new();
+            for (v, &k) in keys.iter().enumerate() {
+                read.push((key(k), key_hash(&key(k))));
+                values.push(Value::Int(v as i64));
+                model.insert(key(k).to_string(), v as i64);
+            }
+            let map = Map::from_read(&mut read, base, values);
+            check(&map, &model);
+            prop_assert_eq!(read.len(), base);
+        }
+    }
+
+    #[test]
+    fn narrow_objects_read_with_colliding_filters_keep_distinct_keys() {
+        // Keys whose hashes share their top byte (the filter's bit): distinct, compared by
+        // text, and a duplicate among them found.
+        let mut by_top: std::collections::HashMap<u64, Vec<Str>> = Default::default();
+        for i in 0..2000 {
+            let k: Str = Arc::from(format!("c{i}").as_str());
+            by_top.entry(key_hash(&k) >> 56).or_default().push(k);
+        }
+        let same: Vec<Str> = by_top.into_values().max_by_key(Vec::len).unwrap();
+        assert!(same.len() >= 3);
+        let mut read: Vec<(Str, u64)> = same.iter().map(|k| (k.clone(), key_hash(k))).collect();
+        let n = read.len().min(LINEAR_MAX);
+        read.truncate(n);
+        let values: Vec<Value> = (0..n as i64).map(Value::Int).collect();
+        let map = Map::from_read(&mut read.clone(), 0, values.clone());
+        assert_eq!(map.len(), n);
+        // The first key again, in another allocation: a duplicate.
+        read.push((Arc::from(&*same[0]), key_hash(&same[0])));
+        let mut more = values;
+        more.push(Value::Int(99));
+        let map = Map::from_read(&mut read, 0, more);
+        assert_eq!(map.len(), n);
+        assert_eq!(map.get(&*same[0]), Some(&Value::Int(99)));
+        assert_eq!(map.get_index_of(&*same[0]), Some(0));
+    }
+
     #[test]
     fn objects_of_one_shape_share_their_keys_until_one_changes() {
         // More keys than are scanned: the hash index is shared too.
