@@ -996,46 +996,61 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
         Ok(Value::from(s))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let scratch = self.scratch;
-        let base = scratch.values.len();
-        // Each item's model is the item before it, held apart from the stack (which the
-        // item's own entries grow) until the next one is read.
-        let mut last: Option<Value> = None;
-        while let Some(v) = seq.next_element_seed(ValueVisitor {
-            like: last.as_ref(),
-            scratch,
-        })? {
-            if let Some(before) = last.replace(v) {
-                scratch.values.push(before);
-            }
-        }
-        let items = match last {
-            None => Vec::new(),
-            Some(last) => {
-                scratch.values.push(last);
-                scratch.values.split_off(base)
-            }
-        };
-        Ok(Value::array(items))
+    // Lists and objects are read out of line: the function that reads every value (and is
+    // entered once per value, recursively) stays small, without their frame.
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        read_list(seq, self.scratch)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
-        let map = match self.like {
-            Some(Value::Object(shape)) if !shape.is_empty() => {
-                read_map_like(access, shape, self.scratch)?
-            }
-            _ => read_map(access, self.scratch)?,
-        };
-        if map.len() == 1 {
-            if let Some(Value::Str(text)) = map.get("$ref") {
-                if let Some(r) = PendingRef::parse(text) {
-                    return Ok(Value::Ref(Arc::new(r)));
-                }
+        read_object(access, self.like, self.scratch)
+    }
+}
+
+/// The items of a list being read, each read with the one before as its model.
+#[inline(never)]
+fn read_list<'de, A: SeqAccess<'de>>(mut seq: A, scratch: &mut Scratch) -> Result<Value, A::Error> {
+    let base = scratch.values.len();
+    // Each item's model is the item before it, held apart from the stack (which the
+    // item's own entries grow) until the next one is read.
+    let mut last: Option<Value> = None;
+    while let Some(v) = seq.next_element_seed(ValueVisitor {
+        like: last.as_ref(),
+        scratch,
+    })? {
+        if let Some(before) = last.replace(v) {
+            scratch.values.push(before);
+        }
+    }
+    let items = match last {
+        None => Vec::new(),
+        Some(last) => {
+            scratch.values.push(last);
+            scratch.values.split_off(base)
+        }
+    };
+    Ok(Value::array(items))
+}
+
+/// An object being read (a pending reference, if it is one), with its model, if any.
+#[inline(never)]
+fn read_object<'de, A: MapAccess<'de>>(
+    access: A,
+    like: Option<&Value>,
+    scratch: &mut Scratch,
+) -> Result<Value, A::Error> {
+    let map = match like {
+        Some(Value::Object(shape)) if !shape.is_empty() => read_map_like(access, shape, scratch)?,
+        _ => read_map(access, scratch)?,
+    };
+    if map.len() == 1 {
+        if let Some(Value::Str(text)) = map.get("$ref") {
+            if let Some(r) = PendingRef::parse(text) {
+                return Ok(Value::Ref(Arc::new(r)));
             }
         }
-        Ok(Value::object(map))
     }
+    Ok(Value::object(map))
 }
 
 /// The entries of a map being read, a key read again replacing its value in place. While

@@ -125,6 +125,9 @@ fn scan(names: &[Str], k: &str) -> Option<usize> {
         .or_else(|| names.iter().position(|n| **n == *k))
 }
 
+/// The keys of objects of one shape, without their values (see [`Map::table`]).
+pub(crate) struct KeyTable(Arc<Keys>);
+
 /// An object: keys in insertion order.
 #[derive(Clone, Default)]
 pub struct Map {
@@ -238,6 +241,21 @@ impl Map {
                 }
                 map
             }
+        }
+    }
+
+    /// A key table of keys known to be distinct, for objects of these keys
+    /// ([`Map::of_table`]) to share.
+    pub(crate) fn table(names: Vec<Str>) -> KeyTable {
+        KeyTable(Arc::new(Keys::from_distinct(names)))
+    }
+
+    /// An object of the keys of `table` (shared, not copied) and `values`, as many.
+    pub(crate) fn of_table(table: &KeyTable, values: Vec<Value>) -> Map {
+        debug_assert_eq!(table.0.names.len(), values.len());
+        Map {
+            keys: Some(table.0.clone()),
+            values,
         }
     }
 

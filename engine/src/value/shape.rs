@@ -10,6 +10,7 @@
 //! most [`MAX_NEXT`] after one key, paths of at most [`MAX_DEPTH`] keys, and key tables of
 //! [`MAX_HELD`] keys in all.
 
+use super::map::KeyTable;
 use super::{intern, Map, Str, Value};
 
 /// The most keys the tree holds.
@@ -19,7 +20,7 @@ pub const MAX_NEXT: usize = 32;
 /// The most keys of an object the tree follows.
 pub const MAX_DEPTH: usize = 128;
 /// The most keys the tree's key tables hold between them.
-pub const MAX_HELD: usize = 65_536;
+pub const MAX_HELD: usize = 16_384;
 
 /// A place in the tree: the keys read so far (0, the root, none).
 pub(crate) type Node = u32;
@@ -47,9 +48,9 @@ struct Step {
     depth: usize,
     /// The keys known after this one.
     next: Vec<(Str, Node)>,
-    /// An object of exactly these keys (their values null), whose key table the objects
-    /// read with these keys share; made when the first such object is complete.
-    shape: Option<Map>,
+    /// The key table of exactly these keys, which the objects read with these keys share;
+    /// made when the first such object is complete.
+    shape: Option<KeyTable>,
 }
 
 impl Shapes {
@@ -137,7 +138,7 @@ impl Shapes {
             return Map::new();
         };
         if let Some(shape) = self.nodes.get(i).and_then(|s| s.shape.as_ref()) {
-            return Map::with_keys_of(shape, values);
+            return Map::of_table(shape, values);
         }
         let mut names = Vec::new();
         self.push_keys(node, &mut names);
@@ -146,8 +147,8 @@ impl Shapes {
         if self.held + n > MAX_HELD {
             return Map::from_distinct(names, values);
         }
-        let shape = Map::from_distinct(names, vec![Value::Null; n]);
-        let map = Map::with_keys_of(&shape, values);
+        let shape = Map::table(names);
+        let map = Map::of_table(&shape, values);
         if let Some(step) = self.nodes.get_mut(i) {
             step.shape = Some(shape);
             self.held += n;
