@@ -743,7 +743,15 @@ fn short_decimal(f: f64) -> Option<Value> {
             return None;
         }
         if m / p == f {
-            return Some(Value::number(Decimal::new(m as i64, scale)));
+            // `m` is whole and below 2^40: an integer as it is; with a last digit other
+            // than 0, a decimal already normalised (what `Value::number` would make of it,
+            // without its arithmetic on decimals).
+            let m = m as i64;
+            return Some(match scale {
+                0 => Value::Int(m),
+                _ if m % 10 != 0 => Value::Dec(Decimal::new(m, scale)),
+                _ => Value::number(Decimal::new(m, scale)),
+            });
         }
     }
     None
