@@ -1019,23 +1019,26 @@ impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
 #[inline(never)]
 fn read_list<'de, A: SeqAccess<'de>>(mut seq: A, scratch: &mut Scratch) -> Result<Value, A::Error> {
     let base = scratch.values.len();
-    // Each item's model is the item before it, held apart from the stack (which the
-    // item's own entries grow) until the next one is read.
-    let mut last: Option<Value> = None;
+    // Each item's model is the item before it (null before the first, which models
+    // nothing), held apart from the stack (which the item's own entries grow) until the
+    // next one is read.
+    let mut last = Value::Null;
+    let mut read = false;
     while let Some(v) = seq.next_element_seed(ValueVisitor {
-        like: last.as_ref(),
+        like: Some(&last),
         scratch,
     })? {
-        if let Some(before) = last.replace(v) {
+        let before = std::mem::replace(&mut last, v);
+        if read {
             scratch.values.push(before);
         }
+        read = true;
     }
-    let items = match last {
-        None => Vec::new(),
-        Some(last) => {
-            scratch.values.push(last);
-            scratch.values.split_off(base)
-        }
+    let items = if read {
+        scratch.values.push(last);
+        scratch.values.split_off(base)
+    } else {
+        Vec::new()
     };
     Ok(Value::array(items))
 }
