@@ -27,6 +27,7 @@ pub type Str = Arc<str>;
 pub type Hasher = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
 
 mod map;
+mod shape;
 pub use map::{key_hash, Map};
 
 /// Object keys, interned: the keys rules name (`order.items`, `{quantity: …}`) and the keys
@@ -40,50 +41,55 @@ pub use map::{key_hash, Map};
 /// [`intern::MAX_LEN`] bytes), so keys made of ids cannot make it grow without end.
 pub mod intern {
     use super::Str;
+    use hashbrown::HashTable;
     use std::cell::RefCell;
-    use std::collections::HashSet;
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Arc, Mutex};
 
     /// The most keys interned (per process, and per thread's cache).
     pub const MAX_KEYS: usize = 16_384;
     /// The longest key interned, in bytes.
     pub const MAX_LEN: usize = 48;
 
-    type Set = HashSet<Str, super::Hasher>;
+    /// Interned keys by their [`key_hash`](super::key_hash) (the hash the maps use, so a
+    /// key read is hashed once for its interning and its object's table).
+    type Set = HashTable<Str>;
 
-    fn global() -> &'static Mutex<Set> {
-        static GLOBAL: OnceLock<Mutex<Set>> = OnceLock::new();
-        GLOBAL.get_or_init(|| Mutex::new(Set::default()))
-    }
+    static GLOBAL: Mutex<Set> = Mutex::new(HashTable::new());
 
     thread_local! {
         /// This thread's view of the table, so that interning takes no lock once warm.
-        static LOCAL: RefCell<Set> = RefCell::new(Set::default());
+        static LOCAL: RefCell<Set> = const { RefCell::new(HashTable::new()) };
     }
 
     /// Whether a key is worth interning: short, and not an id (ids as keys — payments by
     /// id — are many and each met once).
-    fn worth(s: &str) -> bool {
-        s.len() <= MAX_LEN && !s.starts_with(|c: char| c.is_ascii_digit())
+    #[inline]
+    pub(crate) fn worth(s: &str) -> bool {
+        s.len() <= MAX_LEN && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
     }
 
     /// The shared string of a key.
     pub fn key(s: &str) -> Str {
+        key_hashed(s, super::key_hash(s))
+    }
+
+    /// [`key`] of a key whose [`key_hash`](super::key_hash) is `hash`.
+    pub(crate) fn key_hashed(s: &str, hash: u64) -> Str {
         if !worth(s) {
             return Arc::from(s);
         }
         LOCAL
             .try_with(|local| {
-                if let Some(k) = local.borrow().get(s) {
+                if let Some(k) = local.borrow().find(hash, |k| same_text(k, s)) {
                     return k.clone();
                 }
                 let k = {
-                    let mut global = global().lock().unwrap_or_else(|p| p.into_inner());
-                    match global.get(s) {
+                    let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+                    match global.find(hash, |k| same_text(k, s)) {
                         Some(k) => k.clone(),
                         None if global.len() < MAX_KEYS => {
                             let k: Str = Arc::from(s);
-                            global.insert(k.clone());
+                            global.insert_unique(hash, k.clone(), |k| super::key_hash(k));
                             k
                         }
                         None => return Arc::from(s),
@@ -91,11 +97,50 @@ pub mod intern {
                 };
                 let mut local = local.borrow_mut();
                 if local.len() < MAX_KEYS {
-                    local.insert(k.clone());
+                    local.insert_unique(hash, k.clone(), |k| super::key_hash(k));
                 }
                 k
             })
             .unwrap_or_else(|_| Arc::from(s))
+    }
+
+    /// Whether two short texts are equal, compared inline a word at a time (keys are
+    /// short: a call to `memcmp` costs more than the comparison).
+    #[inline]
+    pub(crate) fn same_text(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        let n = a.len();
+        if n != b.len() {
+            return false;
+        }
+        if n >= 8 {
+            if n > 32 {
+                return a == b;
+            }
+            let word = |s: &[u8], i: usize| {
+                s.get(i..i + 8)
+                    .and_then(|c| <[u8; 8]>::try_from(c).ok())
+                    .map(u64::from_ne_bytes)
+            };
+            // Whole words, then the last eight bytes (overlapping the word before).
+            let mut i = 0;
+            while i + 8 < n {
+                if word(a, i) != word(b, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        } else if n >= 4 {
+            let word = |s: &[u8], i: usize| {
+                s.get(i..i + 4)
+                    .and_then(|c| <[u8; 4]>::try_from(c).ok())
+                    .map(u32::from_ne_bytes)
+            };
+            word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
+        } else {
+            a.iter().zip(b).all(|(x, y)| x == y)
+        }
     }
 
     /// Whether two keys are equal: the same allocation, or the same text.
@@ -777,7 +822,15 @@ fn short_decimal(f: f64) -> Option<Value> {
             return None;
         }
         if m / p == f {
-            return Some(Value::number(Decimal::new(m as i64, scale)));
+            // `m` is whole and below 2^40: an integer as it is; with a last digit other
+            // than 0, a decimal already normalised (what `Value::number` would make of it,
+            // without its arithmetic on decimals).
+            let m = m as i64;
+            return Some(match scale {
+                0 => Value::Int(m),
+                _ if m % 10 != 0 => Value::Dec(Decimal::new(m, scale)),
+                _ => Value::number(Decimal::new(m, scale)),
+            });
         }
     }
     None
@@ -903,7 +956,70 @@ impl Serialize for Value {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor { like: None })
+        let mut scratch = Scratch::take();
+        let read = d.deserialize_any(ValueVisitor {
+            like: None,
+            scratch: &mut scratch,
+        });
+        scratch.give_back();
+        read
+    }
+}
+
+/// The entries of the objects and lists being read, one stack for a whole document: an
+/// object or a list pushes its entries and, once complete, moves them into vectors of
+/// exactly their number (no vector grows while a document is read), so the stack's room
+/// is taken once per thread, not once per object.
+pub(crate) struct Scratch {
+    /// The keys read (and their [`key_hash`]), of every object open.
+    keys: Vec<(Str, u64)>,
+    /// The values read, of every object and list open.
+    values: Vec<Value>,
+    /// The shapes of the objects read by this thread.
+    shapes: shape::Shapes,
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch {
+            keys: Vec::new(),
+            values: Vec::new(),
+            shapes: shape::Shapes::new(),
+        }
+    }
+}
+
+/// The most entries a thread's [`Scratch`] keeps room for between documents.
+const SCRATCH_ROOM: usize = 4096;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = const {
+        std::cell::Cell::new(Scratch {
+            keys: Vec::new(),
+            values: Vec::new(),
+            shapes: shape::Shapes::new(),
+        })
+    };
+}
+
+impl Scratch {
+    /// This thread's stack (a new one while it is in use, e.g. by a read within a read).
+    fn take() -> Scratch {
+        SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default()
+    }
+
+    /// Gives the stack back for the next document, emptied (a read refused midway leaves
+    /// its entries), its room given up if it grew past [`SCRATCH_ROOM`].
+    fn give_back(mut self) {
+        self.keys.clear();
+        self.values.clear();
+        if self.keys.capacity() > SCRATCH_ROOM {
+            self.keys = Vec::new();
+        }
+        if self.values.capacity() > SCRATCH_ROOM {
+            self.values = Vec::new();
+        }
+        let _ = SCRATCH.try_with(|s| s.set(self));
     }
 }
 
@@ -911,21 +1027,20 @@ impl<'de> Deserialize<'de> for Value {
 /// [`Value::from_json`] converts): an object whose keys start as the model's do takes their
 /// text from the model instead of interning it again, and one with exactly the model's keys
 /// shares the model's key table (the items of an order, the rows of an answer).
-struct Like<'a>(Option<&'a Value>);
+struct ValueVisitor<'a, 's> {
+    like: Option<&'a Value>,
+    scratch: &'s mut Scratch,
+}
 
-impl<'de> de::DeserializeSeed<'de> for Like<'_> {
+impl<'de> de::DeserializeSeed<'de> for ValueVisitor<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor { like: self.0 })
+        d.deserialize_any(self)
     }
 }
 
-struct ValueVisitor<'a> {
-    like: Option<&'a Value>,
-}
-
-impl<'de> Visitor<'de> for ValueVisitor<'_> {
+impl<'de> Visitor<'de> for ValueVisitor<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -941,7 +1056,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        de::DeserializeSeed::deserialize(Like(self.like), d)
+        d.deserialize_any(self)
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
@@ -968,47 +1083,202 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
         Ok(Value::from(s))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items: Vec<Value> = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(v) = seq.next_element_seed(Like(items.last()))? {
-            items.push(v);
-        }
-        Ok(Value::array(items))
+    // Lists and objects are read out of line: the function that reads every value (and is
+    // entered once per value, recursively) stays small, without their frame.
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        read_list(seq, self.scratch)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
-        let map = match self.like {
-            Some(Value::Object(shape)) if !shape.is_empty() => read_map_like(access, shape)?,
-            _ => read_map(access)?,
-        };
-        if map.len() == 1 {
-            if let Some(Value::Str(text)) = map.get("$ref") {
-                if let Some(r) = PendingRef::parse(text) {
-                    return Ok(Value::Ref(Arc::new(r)));
-                }
-            }
-        }
-        Ok(Value::object(map))
+        read_object(access, self.like, self.scratch)
     }
 }
 
-/// The entries of a map being read, a key read again replacing its value in place.
-fn read_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<Map, A::Error> {
-    let room = access.size_hint().unwrap_or(0).min(4096);
-    let mut names: Vec<Str> = Vec::with_capacity(room);
-    let mut values: Vec<Value> = Vec::with_capacity(room);
-    while let Some(key) = access.next_key::<KeyString>()? {
-        names.push(key.0);
-        values.push(access.next_value::<Value>()?);
+/// The items of a list being read, each read with the one before as its model.
+#[inline(never)]
+fn read_list<'de, A: SeqAccess<'de>>(mut seq: A, scratch: &mut Scratch) -> Result<Value, A::Error> {
+    let base = scratch.values.len();
+    // Each item's model is the item before it (null before the first, which models
+    // nothing), held apart from the stack (which the item's own entries grow) until the
+    // next one is read.
+    let mut last = Value::Null;
+    let mut read = false;
+    while let Some(v) = seq.next_element_seed(ValueVisitor {
+        like: Some(&last),
+        scratch,
+    })? {
+        let before = std::mem::replace(&mut last, v);
+        if read {
+            scratch.values.push(before);
+        }
+        read = true;
     }
-    Ok(Map::from_entries(names, values))
+    let items = if read {
+        scratch.values.push(last);
+        scratch.values.split_off(base)
+    } else {
+        Vec::new()
+    };
+    Ok(Value::array(items))
+}
+
+/// An object being read (a pending reference, if it is one), with its model, if any.
+#[inline(never)]
+fn read_object<'de, A: MapAccess<'de>>(
+    access: A,
+    like: Option<&Value>,
+    scratch: &mut Scratch,
+) -> Result<Value, A::Error> {
+    let map = match like {
+        Some(Value::Object(shape)) if !shape.is_empty() => read_map_like(access, shape, scratch)?,
+        _ => read_map(access, scratch)?,
+    };
+    if map.len() == 1 {
+        if let Some(Value::Str(text)) = map.get("$ref") {
+            if let Some(r) = PendingRef::parse(text) {
+                return Ok(Value::Ref(Arc::new(r)));
+            }
+        }
+    }
+    Ok(Value::object(map))
+}
+
+/// The entries of a map being read, a key read again replacing its value in place. While
+/// its keys are ones the thread's [`Shapes`](shape::Shapes) know after the ones before
+/// them, they are only compared with those, and the object shares the key table of the
+/// ones read with its keys before it; from the first other key, its keys are hashed,
+/// interned and checked for duplicates ([`Map::from_read`]).
+fn read_map<'de, A: MapAccess<'de>>(mut access: A, scratch: &mut Scratch) -> Result<Map, A::Error> {
+    let values = scratch.values.len();
+    let mut node = shape::ROOT;
+    loop {
+        match access.next_key_seed(KeyNext(scratch.shapes.next(node)))? {
+            None if node == shape::ROOT => return Ok(Map::new()),
+            None => {
+                let values = scratch.values.split_off(values);
+                return Ok(scratch.shapes.object(node, values));
+            }
+            Some(KeyStep::Known(next)) => node = next,
+            Some(KeyStep::New(KeyString(key, hash))) => match scratch.shapes.grow(node, &key, hash)
+            {
+                Some(next) => node = next,
+                None => {
+                    let keys = scratch.keys.len();
+                    scratch.shapes.push_keys(node, &mut scratch.keys);
+                    scratch.keys.push((key, hash));
+                    return read_map_rest(access, scratch, keys, values);
+                }
+            },
+        }
+        let v = access.next_value_seed(ValueVisitor {
+            like: None,
+            scratch,
+        })?;
+        scratch.values.push(v);
+    }
+}
+
+/// [`read_map`] from a key on that the shapes do not know, read (and pushed onto the stack
+/// with the ones before it, from `keys` and `values` on), its value next.
+fn read_map_rest<'de, A: MapAccess<'de>>(
+    mut access: A,
+    scratch: &mut Scratch,
+    keys: usize,
+    values: usize,
+) -> Result<Map, A::Error> {
+    let v = access.next_value_seed(ValueVisitor {
+        like: None,
+        scratch,
+    })?;
+    scratch.values.push(v);
+    while let Some(KeyString(key, hash)) = access.next_key::<KeyString>()? {
+        scratch.keys.push((key, hash));
+        let v = access.next_value_seed(ValueVisitor {
+            like: None,
+            scratch,
+        })?;
+        scratch.values.push(v);
+    }
+    let values = scratch.values.split_off(values);
+    Ok(Map::from_read(&mut scratch.keys, keys, values))
+}
+
+/// A key read where the shapes know the keys that may come: one of them (its node), or
+/// another.
+enum KeyStep {
+    Known(shape::Node),
+    New(KeyString),
+}
+
+/// Reads a key expecting one of the keys the shapes know after the ones before it.
+struct KeyNext<'a>(&'a [(Str, shape::Node)]);
+
+impl<'de> de::DeserializeSeed<'de> for KeyNext<'_> {
+    type Value = KeyStep;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyStep, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyNext<'_> {
+    type Value = KeyStep;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean key")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<KeyStep, E> {
+        for (k, node) in self.0 {
+            if intern::same_text(k, s) {
+                return Ok(KeyStep::Known(*node));
+            }
+        }
+        KeyVisitor.visit_str(s).map(KeyStep::New)
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<KeyStep, E> {
+        self.visit_str(&s)
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<KeyStep, E> {
+        KeyVisitor.visit_i64(i).map(KeyStep::New)
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<KeyStep, E> {
+        KeyVisitor.visit_u64(u).map(KeyStep::New)
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<KeyStep, E> {
+        KeyVisitor.visit_f64(f).map(KeyStep::New)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<KeyStep, E> {
+        KeyVisitor.visit_bool(b).map(KeyStep::New)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<KeyStep, E> {
+        KeyVisitor.visit_unit().map(KeyStep::New)
+    }
+}
+
+/// [`read_map`] of a map on its own (with a stack of its own).
+pub(crate) fn read_map_alone<'de, A: MapAccess<'de>>(access: A) -> Result<Map, A::Error> {
+    let mut scratch = Scratch::take();
+    let read = read_map(access, &mut scratch);
+    scratch.give_back();
+    read
 }
 
 /// [`read_map`] of a map read after `shape` in the same list: while its keys are the
 /// shape's, in order, they are the shape's keys (their text compared, not interned again)
 /// and each value is read with the shape's value as its model; with exactly the shape's keys
 /// the map shares the shape's key table. From the first other key on, as [`read_map`].
-fn read_map_like<'de, A: MapAccess<'de>>(mut access: A, shape: &Map) -> Result<Map, A::Error> {
+fn read_map_like<'de, A: MapAccess<'de>>(
+    mut access: A,
+    shape: &Map,
+    scratch: &mut Scratch,
+) -> Result<Map, A::Error> {
     let names = shape.key_names();
     let models = shape.values().as_slice();
     let mut values: Vec<Value> = Vec::with_capacity(names.len());
@@ -1017,18 +1287,27 @@ fn read_map_like<'de, A: MapAccess<'de>>(mut access: A, shape: &Map) -> Result<M
         match access.next_key_seed(KeyLike(names.get(i)))? {
             None => break,
             Some(KeyRead::Same) => {
-                let v = access.next_value_seed(Like(models.get(i)))?;
+                let v = access.next_value_seed(ValueVisitor {
+                    like: models.get(i),
+                    scratch,
+                })?;
                 values.push(v);
             }
             Some(KeyRead::Other(key)) => {
                 // The shape's keys so far are distinct: only the rest needs lookups.
                 let names = names.get(..i).unwrap_or_default().to_vec();
                 let mut map = Map::from_distinct(names, values);
-                let v = access.next_value::<Value>()?;
+                let v = access.next_value_seed(ValueVisitor {
+                    like: None,
+                    scratch,
+                })?;
                 map.insert(key, v);
-                while let Some(key) = access.next_key::<KeyString>()? {
-                    let v = access.next_value::<Value>()?;
-                    map.insert(key.0, v);
+                while let Some(KeyString(key, _)) = access.next_key::<KeyString>()? {
+                    let v = access.next_value_seed(ValueVisitor {
+                        like: None,
+                        scratch,
+                    })?;
+                    map.insert(key, v);
                 }
                 return Ok(map);
             }
@@ -1067,7 +1346,7 @@ impl<'de> Visitor<'de> for KeyLike<'_> {
 
     fn visit_str<E>(self, s: &str) -> Result<KeyRead, E> {
         Ok(match self.0 {
-            Some(k) if **k == *s => KeyRead::Same,
+            Some(k) if intern::same_text(k, s) => KeyRead::Same,
             _ => KeyRead::Other(intern::key(s)),
         })
     }
@@ -1097,8 +1376,17 @@ impl<'de> Visitor<'de> for KeyLike<'_> {
     }
 }
 
-/// A map key: YAML allows numbers and booleans as keys; they become their text.
-struct KeyString(Str);
+/// A map key and its [`key_hash`]: YAML allows numbers and booleans as keys; they become
+/// their text.
+struct KeyString(Str, u64);
+
+impl KeyString {
+    /// The key of a text not interned.
+    fn text(s: String) -> KeyString {
+        let hash = key_hash(&s);
+        KeyString(Arc::from(s), hash)
+    }
+}
 
 impl<'de> Deserialize<'de> for KeyString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyString, D::Error> {
@@ -1114,25 +1402,26 @@ impl Visitor<'_> for KeyVisitor {
         f.write_str("a string, number or boolean key")
     }
     fn visit_str<E>(self, s: &str) -> Result<KeyString, E> {
-        Ok(KeyString(intern::key(s)))
+        let hash = key_hash(s);
+        Ok(KeyString(intern::key_hashed(s, hash), hash))
     }
-    fn visit_string<E>(self, s: String) -> Result<KeyString, E> {
-        Ok(KeyString(intern::key(&s)))
+    fn visit_string<E: de::Error>(self, s: String) -> Result<KeyString, E> {
+        self.visit_str(&s)
     }
     fn visit_i64<E>(self, i: i64) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(i.to_string())))
+        Ok(KeyString::text(i.to_string()))
     }
     fn visit_u64<E>(self, u: u64) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(u.to_string())))
+        Ok(KeyString::text(u.to_string()))
     }
     fn visit_f64<E>(self, f: f64) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(number_from_f64(f).to_text())))
+        Ok(KeyString::text(number_from_f64(f).to_text()))
     }
     fn visit_bool<E>(self, b: bool) -> Result<KeyString, E> {
-        Ok(KeyString(Arc::from(b.to_string())))
+        Ok(KeyString::text(b.to_string()))
     }
     fn visit_unit<E: de::Error>(self) -> Result<KeyString, E> {
-        Ok(KeyString(intern::key("null")))
+        self.visit_str("null")
     }
 }
 
@@ -1288,6 +1577,28 @@ mod tests {
         assert!(obj(&items[0]).same_keys(&obj(&items[1])));
         assert!(obj(&items[0].get("offer")).same_keys(&obj(&items[1].get("offer"))));
         assert!(!obj(&items[1].get("offer")).same_keys(&obj(&items[2].get("offer"))));
+    }
+
+    #[test]
+    fn keys_compared_inline_as_by_their_text() {
+        // Every length up to past the inline comparison, differing at every position (the
+        // first and last bytes of a word, the overlap of the last word), in other lengths.
+        for n in 0..40usize {
+            let a: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            assert!(intern::same_text(&a, &a.clone()), "{a}");
+            for at in 0..n {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!intern::same_text(&a, &b), "{a} {b}");
+                assert!(!intern::same_text(&b, &a), "{b} {a}");
+            }
+            let longer = format!("{a}a");
+            assert!(!intern::same_text(&a, &longer));
+            assert!(!intern::same_text(&longer, &a));
+        }
+        assert!(intern::same_text("ёлка", "ёлка"));
+        assert!(!intern::same_text("ёлка", "ёлкб"));
     }
 
     #[test]

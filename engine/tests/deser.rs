@@ -372,3 +372,105 @@ fn objects_of_a_list_read_from_text_share_their_keys() {
     assert_eq!(items[3].get("offer").get("xmlId"), Value::str("d"));
     assert_eq!(items[1].get("offer").get("xmlId"), Value::str("b"));
 }
+
+/// [`strict_eq`], and every key of every object of `a` found in `b` (by its index, when
+/// the object is wide) with the same value.
+fn same_found(a: &Value, b: &Value) -> Result<(), String> {
+    strict_eq(a, b)?;
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => x
+            .iter()
+            .zip(y.iter())
+            .try_for_each(|(x, y)| same_found(x, y)),
+        (Value::Object(x), Value::Object(y)) => x.iter().try_for_each(|(k, v)| {
+            let text = String::from(&**k);
+            match y.get(text.as_str()) {
+                Some(w) => same_found(v, w),
+                None => Err(format!("{k} is not found in {b:?}")),
+            }
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads `text` both ways: the same value, its keys found.
+fn read_as_converted(text: &str) -> Value {
+    let deser: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let json: serde_json::Value = serde_json::from_str(text).unwrap();
+    let conv = Value::from_json(&json);
+    if let Err(e) = same_found(&deser, &conv).and_then(|()| same_found(&conv, &deser)) {
+        panic!("{text}: {e}");
+    }
+    deser
+}
+
+/// An object of the keys `names` (`k{i}` for a number), each's value its position.
+fn object_of(names: impl IntoIterator<Item = String>) -> String {
+    let entries: Vec<String> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| format!("\"{k}\": {i}"))
+        .collect();
+    format!("{{{}}}", entries.join(", "))
+}
+
+#[test]
+fn objects_read_again_follow_the_shapes_read_before_and_read_the_same() {
+    // Each test runs on a thread of its own: the shapes this thread knows start empty.
+    let texts: Vec<String> = vec![
+        r#"{"a": 1, "b": {"x": 1, "y": [1, 2]}, "c": 3}"#.into(),
+        r#"{"a": 1, "b": 2}"#.into(),
+        r#"{"a": 1, "b": {"x": 1, "y": [1, 2]}, "c": 3, "d": 4}"#.into(),
+        // A key read again after keys the shapes know: its first place, its last value.
+        r#"{"a": 1, "b": 2, "a": 3}"#.into(),
+        r#"{"a": 1, "b": 2, "c": 3, "b": 4, "e": 5}"#.into(),
+        // Ids as keys after known keys; keys of another order; escaped keys.
+        r#"{"a": 1, "301": {"id": 301}, "b": 2}"#.into(),
+        r#"{"b": 1, "a": 2}"#.into(),
+        r#"{"\u0061": 1, "b\"": 2}"#.into(),
+        r#"{}"#.into(),
+        r#"{"$ref": "ms_order.meta"}"#.into(),
+        r#"{"$ref": ""}"#.into(),
+        r#"[{"a": 1, "b": 2}, {"a": 3, "b": 4}, {"b": 5}]"#.into(),
+        // Wide objects (their index shared), one with a duplicate, one past the depth the
+        // shapes follow.
+        object_of((0..40).map(|i| format!("k{i}"))),
+        object_of((0..40).map(|i| format!("k{i}")).chain(["k7".to_string()])),
+        object_of((0..200).map(|i| format!("k{i}"))),
+        // More first keys than the shapes know after one key.
+        format!(
+            "[{}]",
+            (0..40)
+                .map(|i| format!(r#"{{"first{i}": {i}, "z": 0}}"#))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        // More keys than the shapes hold.
+        format!(
+            "[{}]",
+            (0..60)
+                .map(|j| object_of((0..100).map(|i| format!("n{j}_{i}"))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ];
+    // Read once (the shapes learnt), then again (the shapes followed), then once more
+    // after all of them (the shapes full).
+    for _ in 0..3 {
+        for text in &texts {
+            read_as_converted(text);
+        }
+    }
+    // Objects of the same keys read apart share their key table, wide ones too.
+    let first = read_as_converted(&texts[0]);
+    let again = read_as_converted(&texts[0]);
+    let obj = |v: &Value| v.as_object().unwrap().clone();
+    assert!(obj(&first).same_keys(&obj(&again)));
+    assert!(obj(&first.get("b")).same_keys(&obj(&again.get("b"))));
+    let wide = read_as_converted(&texts[12]);
+    assert!(obj(&wide).same_keys(&obj(&read_as_converted(&texts[12]))));
+    // A prefix of known keys is an object of its own keys.
+    let prefix = read_as_converted(&texts[1]);
+    assert_eq!(obj(&prefix).len(), 2);
+    assert!(!obj(&prefix).same_keys(&obj(&first)));
+}

@@ -125,6 +125,9 @@ fn scan(names: &[Str], k: &str) -> Option<usize> {
         .or_else(|| names.iter().position(|n| **n == *k))
 }
 
+/// The keys of objects of one shape, without their values (see [`Map::table`]).
+pub(crate) struct KeyTable(Arc<Keys>);
+
 /// An object: keys in insertion order.
 #[derive(Clone, Default)]
 pub struct Map {
@@ -168,43 +171,92 @@ impl Map {
         }
     }
 
-    /// An object of keys and their values (as many) as read, in order: a key read again
-    /// keeps its first place and takes its last value (as [`Map::insert`] one by one would
-    /// make it), but keys are only compared once all are read, a table of distinct keys
-    /// built at once.
-    pub(crate) fn from_entries(names: Vec<Str>, values: Vec<Value>) -> Map {
-        debug_assert_eq!(names.len(), values.len());
-        let distinct = if names.len() <= LINEAR_MAX {
-            // Interned keys of one text are one allocation: pointers first, then text.
-            !names.iter().enumerate().any(|(i, a)| {
-                names
-                    .get(..i)
-                    .is_some_and(|before| before.iter().any(|b| intern::same(a, b)))
-            })
-        } else {
-            let mut seen: HashTable<u32> = HashTable::with_capacity(names.len());
+    /// An object of the keys read, `read[base..]` with their [`key_hash`] (taken out of
+    /// `read`), and their values (as many), in order: a key read again keeps its first
+    /// place and takes its last value (as [`Map::insert`] one by one would make it), but
+    /// keys are only compared once all are read, with the hashes they were read with: an
+    /// object of at most [`LINEAR_MAX`] keys compares a key with those before it only when
+    /// a filter of their hashes says it may be one of them, a wider one builds its index
+    /// (the one it keeps) as it goes.
+    pub(crate) fn from_read(read: &mut Vec<(Str, u64)>, base: usize, values: Vec<Value>) -> Map {
+        let entries = read.get(base..).unwrap_or_default();
+        debug_assert_eq!(entries.len(), values.len());
+        let n = entries.len();
+        if n == 0 {
+            return Map { keys: None, values };
+        }
+        let index = if n <= LINEAR_MAX {
+            // 256 bits, one per value of the hash's top byte.
+            let mut seen = [0u64; 4];
             let mut distinct = true;
-            for (i, n) in names.iter().enumerate() {
-                let hash = key_hash(n);
-                let eq = |&j: &u32| names.get(j as usize).is_some_and(|m| intern::same(m, n));
-                if seen.find(hash, eq).is_some() {
+            for (i, (k, hash)) in entries.iter().enumerate() {
+                let top = (hash >> 56) as usize;
+                let (word, bit) = (top >> 6, 1u64 << (top & 63));
+                let Some(word) = seen.get_mut(word) else {
+                    break;
+                };
+                if *word & bit != 0
+                    && entries.get(..i).is_some_and(|before| {
+                        before.iter().any(|(b, h)| h == hash && intern::same(b, k))
+                    })
+                {
                     distinct = false;
                     break;
                 }
-                seen.insert_unique(hash, i as u32, |&j| {
-                    names.get(j as usize).map_or(0, |m| key_hash(m))
+                *word |= bit;
+            }
+            distinct.then_some(None)
+        } else {
+            let mut index: HashTable<u32> = HashTable::with_capacity(n);
+            let mut distinct = true;
+            for (i, (k, hash)) in entries.iter().enumerate() {
+                let eq = |&j: &u32| {
+                    entries
+                        .get(j as usize)
+                        .is_some_and(|(m, _)| intern::same(m, k))
+                };
+                if index.find(*hash, eq).is_some() {
+                    distinct = false;
+                    break;
+                }
+                // Positions fit in u32: an object of more than 4 billion keys cannot be read.
+                index.insert_unique(*hash, i as u32, |&j| {
+                    entries.get(j as usize).map_or(0, |(_, h)| *h)
                 });
             }
-            distinct
+            distinct.then_some(Some(index))
         };
-        if distinct {
-            return Map::from_distinct(names, values);
+        match index {
+            Some(index) => {
+                let names: Vec<Str> = read.drain(base..).map(|(k, _)| k).collect();
+                Map {
+                    keys: Some(Arc::new(Keys { names, index })),
+                    values,
+                }
+            }
+            None => {
+                let mut map = Map::with_capacity(n);
+                for ((k, _), v) in read.drain(base..).zip(values) {
+                    map.insert(k, v);
+                }
+                map
+            }
         }
-        let mut map = Map::with_capacity(names.len());
-        for (k, v) in names.into_iter().zip(values) {
-            map.insert(k, v);
+    }
+
+    /// A key table of keys known to be distinct, for objects of these keys
+    /// ([`Map::of_table`]) to share.
+    pub(crate) fn table(names: Vec<Str>) -> KeyTable {
+        KeyTable(Arc::new(Keys::from_distinct(names)))
+    }
+
+    /// An object of the keys of `table` (shared, not copied) and `values`, as many.
+    pub(crate) fn of_table(table: &KeyTable, values: Vec<Value>) -> Map {
+        debug_assert_eq!(table.0.names.len(), values.len());
+        Map {
+            keys: Some(table.0.clone()),
+            values,
         }
-        map
     }
 
     /// An object with the keys of `shape` (shared, not copied) and `values`, as many as
@@ -642,7 +694,7 @@ impl<'de> Deserialize<'de> for Map {
                 f.write_str("an object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, access: A) -> Result<Map, A::Error> {
-                super::read_map(access)
+                super::read_map_alone(access)
             }
         }
         d.deserialize_map(MapVisitor)
@@ -807,6 +859,61 @@ mod tests {
             let owned: Vec<(Str, Value)> = map.into_iter().collect();
             prop_assert_eq!(owned.len(), model.len());
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// An object built at once from the keys read (with their hashes, duplicates among
+        /// them, after the entries of other objects on the stack) is the one inserting them
+        /// one by one makes: the filter of hashes of a narrow object and the index of a
+        /// wide one find every duplicate, and the index kept finds every key.
+        #[test]
+        fn read_at_once_as_inserted_one_by_one(
+            below in proptest::collection::vec(0u8..40, 0..4),
+            keys in proptest::collection::vec(0u8..40, 0..48),
+        ) {
+            let mut read: Vec<(Str, u64)> =
+                below.iter().map(|&k| (key(k), key_hash(&key(k)))).collect();
+            let base = read.len();
+            let mut model: IndexMap<String, i64> = IndexMap::new();
+            let mut values = Vec::new();
+            for (v, &k) in keys.iter().enumerate() {
+                read.push((key(k), key_hash(&key(k))));
+                values.push(Value::Int(v as i64));
+                model.insert(key(k).to_string(), v as i64);
+            }
+            let map = Map::from_read(&mut read, base, values);
+            check(&map, &model);
+            prop_assert_eq!(read.len(), base);
+        }
+    }
+
+    #[test]
+    fn narrow_objects_read_with_colliding_filters_keep_distinct_keys() {
+        // Keys whose hashes share their top byte (the filter's bit): distinct, compared by
+        // text, and a duplicate among them found.
+        let mut by_top: std::collections::HashMap<u64, Vec<Str>> = Default::default();
+        for i in 0..2000 {
+            let k: Str = Arc::from(format!("c{i}").as_str());
+            by_top.entry(key_hash(&k) >> 56).or_default().push(k);
+        }
+        let same: Vec<Str> = by_top.into_values().max_by_key(Vec::len).unwrap();
+        assert!(same.len() >= 3);
+        let mut read: Vec<(Str, u64)> = same.iter().map(|k| (k.clone(), key_hash(k))).collect();
+        let n = read.len().min(LINEAR_MAX);
+        read.truncate(n);
+        let values: Vec<Value> = (0..n as i64).map(Value::Int).collect();
+        let map = Map::from_read(&mut read.clone(), 0, values.clone());
+        assert_eq!(map.len(), n);
+        // The first key again, in another allocation: a duplicate.
+        read.push((Arc::from(&*same[0]), key_hash(&same[0])));
+        let mut more = values;
+        more.push(Value::Int(99));
+        let map = Map::from_read(&mut read, 0, more);
+        assert_eq!(map.len(), n);
+        assert_eq!(map.get(&*same[0]), Some(&Value::Int(99)));
+        assert_eq!(map.get_index_of(&*same[0]), Some(0));
     }
 
     #[test]
