@@ -171,6 +171,45 @@ impl Map {
         }
     }
 
+    /// An object of keys and their values (as many) as read, in order: a key read again
+    /// keeps its first place and takes its last value (as [`Map::insert`] one by one would
+    /// make it), but keys are only compared once all are read, a table of distinct keys
+    /// built at once.
+    pub(crate) fn from_entries(names: Vec<Str>, values: Vec<Value>) -> Map {
+        debug_assert_eq!(names.len(), values.len());
+        let distinct = if names.len() <= LINEAR_MAX {
+            // Interned keys of one text are one allocation: pointers first, then text.
+            !names.iter().enumerate().any(|(i, a)| {
+                names
+                    .get(..i)
+                    .is_some_and(|before| before.iter().any(|b| intern::same(a, b)))
+            })
+        } else {
+            let mut seen: HashTable<u32> = HashTable::with_capacity(names.len());
+            let mut distinct = true;
+            for (i, n) in names.iter().enumerate() {
+                let hash = key_hash(n);
+                let eq = |&j: &u32| names.get(j as usize).is_some_and(|m| intern::same(m, n));
+                if seen.find(hash, eq).is_some() {
+                    distinct = false;
+                    break;
+                }
+                seen.insert_unique(hash, i as u32, |&j| {
+                    names.get(j as usize).map_or(0, |m| key_hash(m))
+                });
+            }
+            distinct
+        };
+        if distinct {
+            return Map::from_distinct(names, values);
+        }
+        let mut map = Map::with_capacity(names.len());
+        for (k, v) in names.into_iter().zip(values) {
+            map.insert(k, v);
+        }
+        map
+    }
+
     /// An object of the keys read, `read[base..]` with their [`key_hash`] (taken out of
     /// `read`), and their values (as many), in order: a key read again keeps its first
     /// place and takes its last value (as [`Map::insert`] one by one would make it), but
