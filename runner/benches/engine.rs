@@ -304,7 +304,7 @@ fn main() {
             }
         };
         // `SKLADSYNC_BENCH_PROFILE=N[:what[:runs]]`: only evaluate (`eval`), read into
-        // engine values (`deser`), parse (`parse`) or convert the parsed order (`conv`, the
+        // engine values (`deser`; `deser-fresh` and `thread` for a first read, see below), parse (`parse`) or convert the parsed order (`conv`, the
         // old way) of N items, `runs` times or for the time budget (for a profiler;
         // `valgrind --tool=callgrind` counts each part exactly).
         if let Ok(spec) = std::env::var("SKLADSYNC_BENCH_PROFILE") {
@@ -321,6 +321,17 @@ fn main() {
                     "conv" => drop(black_box(Value::from_json(&json))),
                     "parse" => drop(black_box(serde_json::from_str::<serde_json::Value>(&text))),
                     "deser" => drop(black_box(serde_json::from_str::<Value>(&text))),
+                    // A first read on a thread (the shapes it learns are per thread): the
+                    // text read on a new thread; `thread` is the new thread alone, so a
+                    // first read costs `deser-fresh` − `thread`.
+                    "deser-fresh" => std::thread::scope(|s| {
+                        let read = s.spawn(|| serde_json::from_str::<Value>(&text).is_ok());
+                        drop(black_box(read.join()))
+                    }),
+                    "thread" => std::thread::scope(|s| {
+                        let none = s.spawn(|| black_box(text.len()) > 0);
+                        drop(black_box(none.join()))
+                    }),
                     _ => drop(black_box(
                         rules
                             .evaluate_with(&event, &world, opts())
