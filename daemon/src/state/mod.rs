@@ -564,6 +564,18 @@ pub struct InboxItem {
     /// failure is read and sent again instead of losing the parts after this one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more_parts: bool,
+    /// With [`InboxItem::more_parts`]: the assortment id of the last row of the part whose
+    /// plan this item holds (rows are in the order of the by-store report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_end: Option<String>,
+    /// The plan of a part of this stock pass was given up (refused for good) and more parts
+    /// followed it: the next read of the pass skips the rows of the report up to and including
+    /// the row with this assortment id (the given-up part's [`InboxItem::part_end`]), so the
+    /// parts after the given-up one are sent while the refusal lasts. Used by one read: cleared
+    /// with the next plan recorded for the item ([`SyncState::start_plan_parts`]), and when
+    /// a full pass is merged into a changes pass waiting with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<String>,
 }
 
 /// Why and under which rules an item was parked.
@@ -589,6 +601,8 @@ impl InboxItem {
             plan: false,
             parked: None,
             more_parts: false,
+            part_end: None,
+            resume_after: None,
         }
     }
 }
@@ -1106,6 +1120,16 @@ impl SyncState {
                         Some(mut item) => {
                             let before = item.work.clone();
                             item.work.merge(work.clone());
+                            // A full pass asked for: every row is sent, none skipped.
+                            if matches!(
+                                (&before, &item.work),
+                                (
+                                    Work::StockPass { full: false },
+                                    Work::StockPass { full: true }
+                                )
+                            ) {
+                                item.resume_after = None;
+                            }
                             // New work may evaluate differently: a parked item is tried
                             // again — unless the work is the same as before.
                             if item.parked.is_none() || item.work != before {
@@ -1291,17 +1315,26 @@ impl SyncState {
     /// Records that a plan of inbox item `seq` starts applying: the plan (once), and the
     /// item marked as holding it (it takes no new work from now on), in one batch.
     pub fn start_plan(&self, outbox: &Outbox) -> Result<(), StateError> {
-        self.start_plan_parts(outbox, false)
+        self.start_plan_parts(outbox, None)
     }
 
     /// [`SyncState::start_plan`] for a plan that is one part of a stock pass: `more_parts`,
-    /// more parts follow it ([`InboxItem::more_parts`], recorded in the same batch).
-    pub fn start_plan_parts(&self, outbox: &Outbox, more_parts: bool) -> Result<(), StateError> {
+    /// more parts follow it, and its value is the assortment id of the part's last row
+    /// ([`InboxItem::more_parts`], [`InboxItem::part_end`], recorded in the same batch; an
+    /// empty id is not recorded). The item's [`InboxItem::resume_after`] has been used by the
+    /// read of the pass that made this plan: it is cleared.
+    pub fn start_plan_parts(
+        &self,
+        outbox: &Outbox,
+        more_parts: Option<&str>,
+    ) -> Result<(), StateError> {
         let _g = self.guard();
         let mut ops = Vec::new();
         if let Some(mut item) = self.read::<InboxItem>(&seq_key(outbox.seq))? {
             item.plan = true;
-            item.more_parts = more_parts;
+            item.more_parts = more_parts.is_some();
+            item.part_end = more_parts.filter(|id| !id.is_empty()).map(str::to_string);
+            item.resume_after = None;
             ops.push((seq_key(outbox.seq), Some(serde_json::to_vec(&item)?)));
         }
         for (i, v) in &outbox.done {
