@@ -416,9 +416,9 @@ async fn drain_until_done(daemon: &Daemon, gave_up: usize, secs: u64) -> (usize,
 /// refusal still lasts, and the parts before it are not sent again. The refused part's rows
 /// are not recorded as sent: the next changes pass tries them again (refused again, given up
 /// again, nothing else sent), and once the refusal stops the next one sends them. Every
-/// offer ends with the stock of the fault-free pass, and no offer is accepted twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_part_refused_for_good_is_journalled_and_the_parts_after_it_are_sent_while_it_lasts() {
+/// offer ends with the stock of the fault-free pass, and no offer is accepted twice. The
+/// first pass is a changes pass (with nothing recorded as sent yet, every row) or a full pass.
+async fn refused_for_good(full: bool) {
     let expected = pass(0, None).await.stock;
     // Which offer a middle part uploads: the second accepted upload of a fault-free pass in
     // parts of one row (the report's order does not change between two labs).
@@ -448,10 +448,11 @@ async fn a_part_refused_for_good_is_journalled_and_the_parts_after_it_are_sent_w
             .body_contains(needle),
     );
 
-    // A changes pass: with nothing recorded as sent yet, every row. It ends while the refusal
-    // lasts (before, the pass read again met the refused part first again, was refused, given
-    // up and read again, and never ended: stop at a second `GAVE_UP`).
-    daemon.queue_stock_pass(false).expect("stock pass");
+    // The pass ends while the refusal lasts (before, the pass read again met the refused
+    // part first again, was refused, given up and read again, and never ended: stop at a
+    // second `GAVE_UP`). A full pass read again skips the parts before the given-up one too
+    // (sent by this pass already).
+    daemon.queue_stock_pass(full).expect("stock pass");
     let (given_up, ended) = drain_until_done(&daemon, 2, 120).await;
     let ok = accepted_uploads(&lab);
     eprintln!("accepted uploads: {ok:?}");
@@ -566,6 +567,16 @@ async fn a_part_refused_for_good_is_journalled_and_the_parts_after_it_are_sent_w
         expected,
         "every matched offer's stock is sent: nothing of any part is lost"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_refused_for_good_is_journalled_and_the_parts_after_it_are_sent_while_it_lasts() {
+    refused_for_good(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_of_a_full_pass_refused_for_good_does_not_hold_the_parts_after_it() {
+    refused_for_good(true).await;
 }
 
 /// Starts `skladsync run` on `config`, its log (stderr) appended to `log`.

@@ -1987,6 +1987,63 @@ mod tests {
     }
 
     #[test]
+    fn where_a_given_up_part_ended_is_kept_for_one_read_of_its_pass() {
+        let s = SyncState::in_memory();
+        let seq = s.enqueue(Work::StockPass { full: false }, 0).unwrap();
+        let plan: skladsync_engine::Plan =
+            serde_json::from_value(json!({"event": "stock.pass", "effects": []})).unwrap();
+        let ob = Outbox {
+            seq,
+            plan,
+            started: 1,
+            done: BTreeMap::new(),
+            rules: String::new(),
+        };
+        // A part that more parts follow: its last row is recorded with its plan.
+        s.start_plan_parts(&ob, Some("row-7")).unwrap();
+        let item = s.inbox_item(seq).unwrap().unwrap();
+        assert!(item.plan && item.more_parts);
+        assert_eq!(item.part_end.as_deref(), Some("row-7"));
+        // Given up: the item is due again, holding where the part ended (kept in the state,
+        // so a restart keeps it too).
+        let again = InboxItem {
+            plan: false,
+            more_parts: false,
+            part_end: None,
+            resume_after: item.part_end.clone(),
+            ..item
+        };
+        s.end_part(seq, &again).unwrap();
+        assert!(s.plan(seq).unwrap().is_none());
+        let waiting = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(waiting.resume_after.as_deref(), Some("row-7"));
+        // A changes pass merged into it keeps it; the next plan of the pass (its read used
+        // it) clears it.
+        assert_eq!(s.enqueue(Work::StockPass { full: false }, 5).unwrap(), seq);
+        let waiting = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(waiting.resume_after.as_deref(), Some("row-7"));
+        s.start_plan_parts(&ob, None).unwrap();
+        let item = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(
+            (item.more_parts, item.part_end, item.resume_after),
+            (false, None, None)
+        );
+        // A full pass merged into a changes pass waiting with it: every row is sent.
+        s.end_part(seq, &again).unwrap();
+        assert_eq!(s.enqueue(Work::StockPass { full: true }, 6).unwrap(), seq);
+        let waiting = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(waiting.work, Work::StockPass { full: true });
+        assert_eq!(waiting.resume_after, None);
+        // Unset, they are not written (an item reads as it did before they existed), and
+        // an item without them reads back without them.
+        let text =
+            serde_json::to_value(InboxItem::new(Work::StockPass { full: false }, 0)).unwrap();
+        assert!(text.get("part_end").is_none() && text.get("resume_after").is_none());
+        let old: InboxItem = serde_json::from_value(text).unwrap();
+        assert_eq!((old.part_end, old.resume_after), (None, None));
+    }
+
+    #[test]
     fn a_parked_item_waits_for_new_work_or_other_rules() {
         let s = SyncState::in_memory();
         let seq = s.enqueue(order(1, 10), 0).unwrap();
