@@ -643,7 +643,9 @@ impl Daemon {
     /// once it is applied. A part that cannot be finished now (a failed effect put back, a
     /// failed lookup, a stop) ends the pass here: its item keeps the plan (resumed later, and
     /// then the whole pass is read and sent again, see `finish_plan`) or is put back to be
-    /// read again, so no part after it is lost.
+    /// read again, so no part after it is lost. A pass read again after a part was given up
+    /// (refused for good) starts after that part ([`InboxItem::resume_after`]), so the parts
+    /// after it are not held behind a refusal that lasts.
     pub(super) async fn stock_pass(
         &self,
         seq: u64,
