@@ -34,6 +34,8 @@ struct Outcome {
     stock: Value,
     /// Inventory uploads retailCRM accepted.
     uploads: usize,
+    /// The offers of each upload retailCRM accepted, in order.
+    sent: Vec<Vec<String>>,
     /// How often the fault fired.
     fired: u64,
     /// The STOCK_UNMATCHED journal entries' subjects.
@@ -129,6 +131,7 @@ async fn pass(part_rows: usize, fault: Option<(System, FaultPlan)>) -> Outcome {
     Outcome {
         stock: stock_of(&lab),
         uploads,
+        sent: accepted_uploads(&lab),
         fired: plan.map_or(0, |(f, id)| f.fired(id).unwrap_or(0)),
         unmatched,
         waiting,
@@ -356,14 +359,78 @@ fn uploaded_offers(form: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
-/// Every upload of one middle part is refused (a 400 the client does not retry) until the
-/// runner gives it up: the refusal is journalled (`GAVE_UP`, with the effect that never ran,
-/// and the problem), the parts before it stay sent, the parts after it are still sent, and the
-/// refused part's rows are not recorded as sent: once the refusal stops, the pass read again
-/// (a changes pass: only rows not recorded as sent) sends them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_part_refused_for_good_is_journalled_and_loses_nothing_of_the_other_parts() {
+/// The offers of each upload retailCRM accepted since its requests were last cleared, in
+/// order (a refused upload never reaches its handler).
+fn accepted_uploads(lab: &Lab) -> Vec<Vec<String>> {
+    lab.crm
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == UPLOAD && r.status == 200)
+        .map(|r| uploaded_offers(&r.form))
+        .collect()
+}
+
+/// `text` as an `application/x-www-form-urlencoded` value encodes it.
+fn form_encoded(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Drains `daemon` until nothing waits, or until `gave_up` `GAVE_UP`s are journalled (one
+/// entry counts the repeats of its subject)
+/// with the pass still waiting (a pass that would not end while a refusal lasts); at most
+/// `secs` seconds. Returns the `GAVE_UP` entries' count and whether the inbox is empty.
+async fn drain_until_done(daemon: &Daemon, gave_up: usize, secs: u64) -> (usize, bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let _ = daemon.drain().await;
+        let empty = daemon.state().inbox().expect("inbox").is_empty();
+        let given_up = daemon
+            .state()
+            .journal_entries(daemon.journal_limits(), support::now())
+            .expect("journal")
+            .iter()
+            .filter(|e| e.code == "GAVE_UP")
+            .map(|e| e.count as usize)
+            .sum::<usize>();
+        if empty || given_up >= gave_up || tokio::time::Instant::now() >= deadline {
+            return (given_up, empty);
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+}
+
+/// One middle part's upload is refused (a 400 the client does not retry) for as long as the
+/// test says, whatever is sent around it. The part is given up after `MAX_ATTEMPTS`,
+/// journalled (`GAVE_UP`, with the upload that never ran, and the problem); the pass read
+/// again then goes on **after** the given-up part: the parts after it are sent while the
+/// refusal still lasts, and the parts before it are not sent again. The refused part's rows
+/// are not recorded as sent: the next changes pass tries them again (refused again, given up
+/// again, nothing else sent), and once the refusal stops the next one sends them. Every
+/// offer ends with the stock of the fault-free pass, and no offer is accepted twice. The
+/// first pass is a changes pass (with nothing recorded as sent yet, every row) or a full pass.
+async fn refused_for_good(full: bool) {
     let expected = pass(0, None).await.stock;
+    // Which offer a middle part uploads: the second accepted upload of a fault-free pass in
+    // parts of one row (the report's order does not change between two labs).
+    let order = pass(1, None).await.sent;
+    assert!(order.len() >= 4, "a pass in parts of one row: {order:?}");
+    assert!(
+        order.iter().all(|u| u.len() == 1),
+        "one offer an upload: {order:?}"
+    );
+    let refused = order[1][0].clone();
+    let after: Vec<String> = order[2..].iter().map(|u| u[0].clone()).collect();
+
     let (lab, _dir, config) = lab(1, INTERVALS).await;
     let daemon = Daemon::new(Config::load(&config).expect("config"))
         .await
@@ -373,33 +440,66 @@ async fn a_part_refused_for_good_is_journalled_and_loses_nothing_of_the_other_pa
     assert_ne!(stock_of(&lab), expected, "nothing is sent before the pass");
     lab.crm.clear_requests();
     let attempts = u64::from(skladsync_runner::daemon::MAX_ATTEMPTS);
-    // The second upload (a middle part: a pass in parts of one row uploads at least three)
-    // and every attempt at it after, until the runner gives it up; nothing after it.
-    let refusal = lab.crm.faults().add(from_nth(
-        Fault::Refused { status: 400 },
-        UPLOAD,
-        2,
-        attempts,
-    ));
-    // A changes pass: with nothing recorded as sent yet, every row.
-    daemon.queue_stock_pass(false).expect("stock pass");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let _ = daemon.drain().await;
-        if daemon.state().inbox().expect("inbox").is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the pass did not end"
-        );
-        tokio::time::sleep(Duration::from_millis(60)).await;
-    }
+    // Every upload of the refused offer, as long as the plan is in place.
+    let needle = form_encoded(&format!("\"xmlId\":\"{refused}\""));
+    let refusal = lab.crm.faults().add(
+        FaultPlan::new(Fault::Refused { status: 400 })
+            .path_prefix(UPLOAD)
+            .body_contains(needle),
+    );
+
+    // The pass ends while the refusal lasts (before, the pass read again met the refused
+    // part first again, was refused, given up and read again, and never ended: stop at a
+    // second `GAVE_UP`). A full pass read again skips the parts before the given-up one too
+    // (sent by this pass already).
+    daemon.queue_stock_pass(full).expect("stock pass");
+    let (given_up, ended) = drain_until_done(&daemon, 2, 120).await;
+    let ok = accepted_uploads(&lab);
+    eprintln!("accepted uploads: {ok:?}");
+    assert_eq!(
+        (given_up, ended),
+        (1, true),
+        "the pass ends after the refused part is given up once, the refusal lasting"
+    );
     assert_eq!(
         lab.crm.faults().fired(refusal),
         Some(attempts),
         "every attempt at the part was refused, each once (the client does not retry a 400)"
     );
+    // The parts after the refused one are sent while the refusal lasts; the part before it
+    // once; the refused part not.
+    let sent: Vec<String> = ok.iter().flatten().cloned().collect();
+    assert_eq!(
+        sent[0], order[0][0],
+        "the part before the refused one first"
+    );
+    for offer in &after {
+        assert!(
+            sent.contains(offer),
+            "{offer}, after the refused part, is sent while the refusal lasts: {ok:?}"
+        );
+    }
+    assert!(!sent.contains(&refused), "the refused part: {ok:?}");
+    let mut once = sent.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), sent.len(), "no offer is sent twice: {ok:?}");
+    let now = stock_of(&lab);
+    let (now_offers, want) = (
+        now.as_object().expect("offers"),
+        expected.as_object().expect("offers"),
+    );
+    for (offer, stock) in want {
+        if *offer == refused {
+            assert_eq!(
+                now_offers[offer],
+                json!([]),
+                "the refused offer: nothing sent"
+            );
+        } else {
+            assert_eq!(&now_offers[offer], stock, "{offer}: as the fault-free pass");
+        }
+    }
 
     // What the operator sees: the part given up, with the upload that never ran, and the
     // refusal as a problem.
@@ -411,15 +511,12 @@ async fn a_part_refused_for_good_is_journalled_and_loses_nothing_of_the_other_pa
     eprintln!("journal: {codes:?}");
     let gave_up: Vec<_> = journal.iter().filter(|e| e.code == "GAVE_UP").collect();
     assert_eq!(gave_up.len(), 1, "one part given up: {codes:?}");
+    assert_eq!(gave_up[0].count, 1, "given up once");
     let problem: Vec<_> = journal
         .iter()
         .filter(|e| e.code == "CRM_API_ERROR")
         .collect();
     assert_eq!(problem.len(), 1, "the refusal as a problem: {codes:?}");
-    eprintln!(
-        "problem: {} {} {}",
-        problem[0].level, problem[0].text, problem[0].subject
-    );
     let entry = gave_up[0];
     assert_eq!(entry.level, "error");
     assert!(
@@ -437,29 +534,49 @@ async fn a_part_refused_for_good_is_journalled_and_loses_nothing_of_the_other_pa
         entry.raw
     );
 
-    // The uploads retailCRM accepted (the refused ones never reach its handler), in order:
-    // the part before the refusal, then the pass read again once the part was given up:
-    // the refused part and the parts after it, but not the part before it again (its rows
-    // are recorded as sent, the refused part's are not).
-    let ok: Vec<Vec<String>> = lab
-        .crm
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == UPLOAD && r.status == 200)
-        .map(|r| uploaded_offers(&r.form))
-        .collect();
-    eprintln!("accepted uploads: {ok:?}");
-    assert!(ok.len() >= 3, "the parts around the refused one: {ok:?}");
-    let mut sent: Vec<&String> = ok.iter().flatten().collect();
-    let all = sent.len();
-    sent.sort();
-    sent.dedup();
-    assert_eq!(sent.len(), all, "no offer is sent twice: {ok:?}");
+    // The next changes pass, the refusal lasting: the refused part is tried again (its rows
+    // were not recorded as sent), given up again, and nothing else is sent.
+    lab.crm.clear_requests();
+    daemon.queue_stock_pass(false).expect("stock pass");
+    let (given_up, ended) = drain_until_done(&daemon, 3, 120).await;
+    assert_eq!(
+        (given_up, ended),
+        (2, true),
+        "the refused part given up again"
+    );
+    assert_eq!(lab.crm.faults().fired(refusal), Some(2 * attempts));
+    assert_eq!(
+        accepted_uploads(&lab),
+        Vec::<Vec<String>>::new(),
+        "nothing else is sent"
+    );
+
+    // The refusal stops: the next changes pass sends the refused part, and only it.
+    assert!(lab.crm.faults().remove(refusal));
+    lab.crm.clear_requests();
+    daemon.queue_stock_pass(false).expect("stock pass");
+    let (given_up, ended) = drain_until_done(&daemon, 3, 120).await;
+    assert_eq!((given_up, ended), (2, true), "nothing more given up");
+    assert_eq!(
+        accepted_uploads(&lab),
+        vec![vec![refused.clone()]],
+        "the refused part, once"
+    );
     assert_eq!(
         stock_of(&lab),
         expected,
-        "every matched offer's stock is sent: nothing of the other parts is lost"
+        "every matched offer's stock is sent: nothing of any part is lost"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_refused_for_good_is_journalled_and_the_parts_after_it_are_sent_while_it_lasts() {
+    refused_for_good(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_of_a_full_pass_refused_for_good_does_not_hold_the_parts_after_it() {
+    refused_for_good(true).await;
 }
 
 /// Starts `skladsync run` on `config`, its log (stderr) appended to `log`.

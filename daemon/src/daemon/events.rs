@@ -460,7 +460,7 @@ impl Daemon {
             Work::StockPass { full } => {
                 // A stock pass is processed in its lane, part by part (`Daemon::stock_pass`);
                 // built here, it is one part with every row.
-                let rows = self.stock_rows(*full).await?;
+                let rows = self.stock_rows(*full, None).await?;
                 if rows.is_empty() && !*full {
                     return Ok(None);
                 }

@@ -1380,7 +1380,7 @@ impl Daemon {
             }
             Err(e) => return self.build_failed(seq, item, &subject, e),
         };
-        self.evaluate_built(seq, item, subject, built, beside, false)
+        self.evaluate_built(seq, item, subject, built, beside, None)
             .await
     }
 
@@ -1412,7 +1412,8 @@ impl Daemon {
 
     /// Evaluates the event built for a claimed item and records its plan, as
     /// [`Daemon::prepare_beside`] says; `more_parts`: the event is a part of a stock pass
-    /// that more parts follow (recorded with the plan, see [`InboxItem::more_parts`]).
+    /// that more parts follow, with the assortment id of the part's last row (recorded with
+    /// the plan, see [`InboxItem::more_parts`], [`InboxItem::part_end`]).
     async fn evaluate_built(
         &self,
         seq: u64,
@@ -1420,7 +1421,7 @@ impl Daemon {
         subject: String,
         built: events::Built,
         beside: Option<Beside<'_>>,
-        more_parts: bool,
+        more_parts: Option<String>,
     ) -> Result<Prepared, DaemonError> {
         let state = &self.inner.state;
         let name = built.event.name.clone();
@@ -1545,10 +1546,12 @@ impl Daemon {
             rules: rules_version,
         };
         // From here on the plan is finished, whatever happens: it is recorded with its item.
-        state.start_plan_parts(&outbox, more_parts)?;
+        state.start_plan_parts(&outbox, more_parts.as_deref())?;
         let mut item = item;
         item.plan = true;
-        item.more_parts = more_parts;
+        item.more_parts = more_parts.is_some();
+        item.part_end = more_parts.filter(|id| !id.is_empty());
+        item.resume_after = None;
         Ok(Prepared::Ready(Ready {
             seq,
             item,
@@ -1737,7 +1740,7 @@ impl Daemon {
                     tracing::info!(event = %event, failed = optional_failures.len(), "optional effects failed");
                 }
                 after.commit(state)?;
-                self.finish_plan(seq, item)
+                self.finish_plan(seq, item, false)
             }
             Outcome::Interrupted { next } => {
                 self.inner.stats.event_outcome(&event, "interrupted");
@@ -1841,7 +1844,7 @@ impl Daemon {
             json!({"not_applied": left}),
         )?;
         self.inner.stats.gave_up();
-        self.finish_plan(seq, item)
+        self.finish_plan(seq, item, true)
     }
 
     /// The plan of an item is finished (applied, or given up): the item is finished with it —
@@ -1849,12 +1852,19 @@ impl Daemon {
     /// made new work, due now and holding no plan: the pass in flight goes on with its next
     /// part (see `stock_pass`), and a plan that was resumed (after a crash or a failure, the
     /// rows of the parts after it are gone) is followed by the whole pass again, read anew,
-    /// rather than by nothing.
-    fn finish_plan(&self, seq: u64, item: InboxItem) -> Result<(), DaemonError> {
+    /// rather than by nothing. A plan `given_up` (refused for good) leaves the item the end
+    /// of its part ([`InboxItem::resume_after`]): the pass read again starts after it, so the
+    /// parts after the given-up one are sent even while the refusal lasts; the given-up
+    /// part's rows are not recorded as sent, and the next changes pass tries them again.
+    fn finish_plan(&self, seq: u64, item: InboxItem, given_up: bool) -> Result<(), DaemonError> {
         if !item.more_parts {
             self.inner.state.finish_item(seq)?;
             return Ok(());
         }
+        let resume_after = match given_up {
+            true => item.part_end.clone(),
+            false => None,
+        };
         let again = InboxItem {
             attempts: 0,
             not_before: now_ms(),
@@ -1862,6 +1872,8 @@ impl Daemon {
             plan: false,
             parked: None,
             more_parts: false,
+            part_end: None,
+            resume_after,
             ..item
         };
         self.inner.state.end_part(seq, &again)?;

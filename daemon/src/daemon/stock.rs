@@ -356,6 +356,9 @@ pub struct PassRows {
     digest_rows: Vec<usize>,
     /// Legacy digest keys to remove (with the first part).
     pub legacy: Vec<Vec<u8>>,
+    /// The rows before this one are not sent by this read of the pass: they end with the row
+    /// of a part given up before ([`InboxItem::resume_after`]); 0 when nothing is skipped.
+    pub start: usize,
 }
 
 fn held_error(e: impl std::fmt::Display) -> ApplyError {
@@ -473,6 +476,17 @@ impl PassRows {
     }
 }
 
+/// The assortment id of the last row of a `stock.pass` event (from its `meta.href`).
+fn last_row_id(event: &skladsync_engine::Event) -> Option<String> {
+    let Some(Value::Array(rows)) = event.payload.get_ref("rows") else {
+        return None;
+    };
+    match rows.last()?.get_ref("meta")?.get_ref("href")? {
+        Value::Str(href) => id_from_href(href).map(str::to_string),
+        _ => None,
+    }
+}
+
 /// Every row of `pages`, one page at a time.
 async fn each_row(mut pages: Pages, mut f: impl FnMut(Json)) -> Result<(), ApplyError> {
     while let Some(page) = pages.next().await? {
@@ -485,8 +499,14 @@ async fn each_row(mut pages: Pages, mut f: impl FnMut(Json)) -> Result<(), Apply
 
 impl Daemon {
     /// The rows of a stock pass (held compactly, see [`PassRows`]) and the digests of the rows
-    /// that changed since they were last recorded.
-    pub(super) async fn stock_rows(&self, full: bool) -> Result<PassRows, ApplyError> {
+    /// that changed since they were last recorded. `resume_after`: the assortment id of the
+    /// last row of a part given up; the rows up to and including it, in the order of the
+    /// report, are skipped ([`PassRows::start`]; nothing is skipped when no row has that id).
+    pub(super) async fn stock_rows(
+        &self,
+        full: bool,
+        resume_after: Option<&str>,
+    ) -> Result<PassRows, ApplyError> {
         let ms = &self.inner.systems.ms;
         // Costs and the assortment are held by id without an allocation per item (see
         // [`Id`], [`Field`]): the rows are built while they are held, and what they free
@@ -579,10 +599,15 @@ impl Daemon {
                 let text = serde_json::to_vec(&row).unwrap_or_default();
                 let d = digest(&text);
                 let changed = previous.get(&id) != Some(&d);
+                let last_given_up = resume_after == Some(id.as_str());
                 if (full || changed) && held.is_ok() {
                     // Only what changed is recorded again (the rest is recorded already).
                     let changed = changed.then(|| (id.into_boxed_str(), d));
                     held = rows.push(&text, changed);
+                }
+                if last_given_up {
+                    // Held or not (unchanged since), the rows read so far are skipped.
+                    rows.start = rows.len();
                 }
             },
         )
@@ -590,8 +615,17 @@ impl Daemon {
         held?;
         drop((cost, assortment, texts));
         rows.finish()?;
+        if let Some(id) = resume_after {
+            if rows.start == 0 {
+                tracing::info!(
+                    row = id,
+                    "stock pass: the row a given-up part ended with is not in the report; nothing is skipped"
+                );
+            }
+        }
         tracing::info!(
             rows = rows.len(),
+            skipped = rows.start,
             changed = rows.digests.len(),
             held_bytes = rows.held_bytes(),
             "stock pass: rows read"
@@ -609,7 +643,9 @@ impl Daemon {
     /// once it is applied. A part that cannot be finished now (a failed effect put back, a
     /// failed lookup, a stop) ends the pass here: its item keeps the plan (resumed later, and
     /// then the whole pass is read and sent again, see `finish_plan`) or is put back to be
-    /// read again, so no part after it is lost.
+    /// read again, so no part after it is lost. A pass read again after a part was given up
+    /// (refused for good) starts after that part ([`InboxItem::resume_after`]), so the parts
+    /// after it are not held behind a refusal that lasts.
     pub(super) async fn stock_pass(
         &self,
         seq: u64,
@@ -621,18 +657,29 @@ impl Daemon {
         };
         let state = &self.inner.state;
         let subject = item.work.subject().unwrap_or_else(|| format!("seq/{seq}"));
-        let rows = match self.stock_rows(full).await {
+        let rows = match self.stock_rows(full, item.resume_after.as_deref()).await {
             Ok(rows) => rows,
             Err(e) => return self.build_failed(seq, item, &subject, e).map(|_| ()),
         };
-        if rows.is_empty() && !full {
+        // The rows after a given-up part (see `finish_plan`): skipped by this read only.
+        // It stays with the item until a plan of this read is recorded (which clears it): a
+        // read put back before that skips the same rows again.
+        let mut item = item;
+        let start = rows.start.min(rows.len());
+        if item.resume_after.is_some() && start > 0 {
+            tracing::info!(%subject, skipped = start, "stock pass: going on after the part given up");
+        }
+        if rows.len() == start && (!full || start > 0) {
             tracing::debug!(%subject, "nothing to evaluate");
             state.finish_item(seq)?;
             return Ok(());
         }
-        let parts = part_ranges(rows.len(), self.inner.config.limits.stock_part_rows);
+        let parts: Vec<Range<usize>> =
+            part_ranges(rows.len() - start, self.inner.config.limits.stock_part_rows)
+                .into_iter()
+                .map(|r| r.start + start..r.end + start)
+                .collect();
         let count = parts.len();
-        let mut item = item;
         for (i, range) in parts.into_iter().enumerate() {
             let index = i + 1;
             if count > 1 {
@@ -648,8 +695,10 @@ impl Daemon {
                 Err(e) => return self.build_failed(seq, item, &subject, e).map(|_| ()),
             };
             let more = index < count;
+            // The part's last row: where the pass read again goes on if this part is given up.
+            let more_parts = more.then(|| last_row_id(&built.event).unwrap_or_default());
             let ready = match self
-                .evaluate_built(seq, item, subject.clone(), built, None, more)
+                .evaluate_built(seq, item, subject.clone(), built, None, more_parts)
                 .await?
             {
                 Prepared::Ready(r) => r,

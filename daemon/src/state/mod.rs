@@ -564,6 +564,18 @@ pub struct InboxItem {
     /// failure is read and sent again instead of losing the parts after this one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more_parts: bool,
+    /// With [`InboxItem::more_parts`]: the assortment id of the last row of the part whose
+    /// plan this item holds (rows are in the order of the by-store report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_end: Option<String>,
+    /// The plan of a part of this stock pass was given up (refused for good) and more parts
+    /// followed it: the next read of the pass skips the rows of the report up to and including
+    /// the row with this assortment id (the given-up part's [`InboxItem::part_end`]), so the
+    /// parts after the given-up one are sent while the refusal lasts. Used by one read: cleared
+    /// with the next plan recorded for the item ([`SyncState::start_plan_parts`]), and when
+    /// a full pass is merged into a changes pass waiting with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<String>,
 }
 
 /// Why and under which rules an item was parked.
@@ -589,6 +601,8 @@ impl InboxItem {
             plan: false,
             parked: None,
             more_parts: false,
+            part_end: None,
+            resume_after: None,
         }
     }
 }
@@ -1106,6 +1120,16 @@ impl SyncState {
                         Some(mut item) => {
                             let before = item.work.clone();
                             item.work.merge(work.clone());
+                            // A full pass asked for: every row is sent, none skipped.
+                            if matches!(
+                                (&before, &item.work),
+                                (
+                                    Work::StockPass { full: false },
+                                    Work::StockPass { full: true }
+                                )
+                            ) {
+                                item.resume_after = None;
+                            }
                             // New work may evaluate differently: a parked item is tried
                             // again — unless the work is the same as before.
                             if item.parked.is_none() || item.work != before {
@@ -1291,17 +1315,26 @@ impl SyncState {
     /// Records that a plan of inbox item `seq` starts applying: the plan (once), and the
     /// item marked as holding it (it takes no new work from now on), in one batch.
     pub fn start_plan(&self, outbox: &Outbox) -> Result<(), StateError> {
-        self.start_plan_parts(outbox, false)
+        self.start_plan_parts(outbox, None)
     }
 
     /// [`SyncState::start_plan`] for a plan that is one part of a stock pass: `more_parts`,
-    /// more parts follow it ([`InboxItem::more_parts`], recorded in the same batch).
-    pub fn start_plan_parts(&self, outbox: &Outbox, more_parts: bool) -> Result<(), StateError> {
+    /// more parts follow it, and its value is the assortment id of the part's last row
+    /// ([`InboxItem::more_parts`], [`InboxItem::part_end`], recorded in the same batch; an
+    /// empty id is not recorded). The item's [`InboxItem::resume_after`] has been used by the
+    /// read of the pass that made this plan: it is cleared.
+    pub fn start_plan_parts(
+        &self,
+        outbox: &Outbox,
+        more_parts: Option<&str>,
+    ) -> Result<(), StateError> {
         let _g = self.guard();
         let mut ops = Vec::new();
         if let Some(mut item) = self.read::<InboxItem>(&seq_key(outbox.seq))? {
             item.plan = true;
-            item.more_parts = more_parts;
+            item.more_parts = more_parts.is_some();
+            item.part_end = more_parts.filter(|id| !id.is_empty()).map(str::to_string);
+            item.resume_after = None;
             ops.push((seq_key(outbox.seq), Some(serde_json::to_vec(&item)?)));
         }
         for (i, v) in &outbox.done {
@@ -1951,6 +1984,63 @@ mod tests {
         let old = json!({"seq": seq, "plan": plan, "started": 1});
         s.put(&plan_key(seq), &old).unwrap();
         assert_eq!(s.plan(seq).unwrap().unwrap().rules, "");
+    }
+
+    #[test]
+    fn where_a_given_up_part_ended_is_kept_for_one_read_of_its_pass() {
+        let s = SyncState::in_memory();
+        let seq = s.enqueue(Work::StockPass { full: false }, 0).unwrap();
+        let plan: skladsync_engine::Plan =
+            serde_json::from_value(json!({"event": "stock.pass", "effects": []})).unwrap();
+        let ob = Outbox {
+            seq,
+            plan,
+            started: 1,
+            done: BTreeMap::new(),
+            rules: String::new(),
+        };
+        // A part that more parts follow: its last row is recorded with its plan.
+        s.start_plan_parts(&ob, Some("row-7")).unwrap();
+        let item = s.inbox_item(seq).unwrap().unwrap();
+        assert!(item.plan && item.more_parts);
+        assert_eq!(item.part_end.as_deref(), Some("row-7"));
+        // Given up: the item is due again, holding where the part ended (kept in the state,
+        // so a restart keeps it too).
+        let again = InboxItem {
+            plan: false,
+            more_parts: false,
+            part_end: None,
+            resume_after: item.part_end.clone(),
+            ..item
+        };
+        s.end_part(seq, &again).unwrap();
+        assert!(s.plan(seq).unwrap().is_none());
+        let waiting = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(waiting.resume_after.as_deref(), Some("row-7"));
+        // A changes pass merged into it keeps it; the next plan of the pass (its read used
+        // it) clears it.
+        assert_eq!(s.enqueue(Work::StockPass { full: false }, 5).unwrap(), seq);
+        let waiting = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(waiting.resume_after.as_deref(), Some("row-7"));
+        s.start_plan_parts(&ob, None).unwrap();
+        let item = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(
+            (item.more_parts, item.part_end, item.resume_after),
+            (false, None, None)
+        );
+        // A full pass merged into a changes pass waiting with it: every row is sent.
+        s.end_part(seq, &again).unwrap();
+        assert_eq!(s.enqueue(Work::StockPass { full: true }, 6).unwrap(), seq);
+        let waiting = s.inbox_item(seq).unwrap().unwrap();
+        assert_eq!(waiting.work, Work::StockPass { full: true });
+        assert_eq!(waiting.resume_after, None);
+        // Unset, they are not written (an item reads as it did before they existed), and
+        // an item without them reads back without them.
+        let text =
+            serde_json::to_value(InboxItem::new(Work::StockPass { full: false }, 0)).unwrap();
+        assert!(text.get("part_end").is_none() && text.get("resume_after").is_none());
+        let old: InboxItem = serde_json::from_value(text).unwrap();
+        assert_eq!((old.part_end, old.resume_after), (None, None));
     }
 
     #[test]

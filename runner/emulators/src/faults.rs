@@ -11,8 +11,8 @@
 //!   set of plans, so a test keeps one clone and the emulator's router holds another.
 //! * A [`FaultPlan`] says **what** goes wrong ([`Fault`]), **when** ([`Trigger`]: always, every
 //!   Nth matching request, or with a seeded pseudo-random probability), and **to which
-//!   requests** (an optional path prefix, optionally only write methods), optionally at most
-//!   `times` times.
+//!   requests** (an optional path prefix, optionally only write methods, optionally only
+//!   requests whose body holds a text), optionally at most `times` times.
 //! * Several plans may be active. For each request, every plan whose filter matches counts the
 //!   request and decides whether it fires. All firing [`Fault::Latency`] plans add their delay;
 //!   the first firing plan of any other kind (in insertion order) decides the outcome.
@@ -162,6 +162,11 @@ pub struct FaultPlan {
     /// Fire at most this many times; `None` means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u64>,
+    /// Only requests whose body, as sent (a form still URL-encoded), holds this text are
+    /// counted and affected: a refusal of one record's writes, whatever comes before or
+    /// after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
 }
 
 fn always() -> Trigger {
@@ -177,6 +182,7 @@ impl FaultPlan {
             path_prefix: None,
             writes_only: false,
             times: None,
+            body_contains: None,
         }
     }
 
@@ -209,9 +215,25 @@ impl FaultPlan {
         self
     }
 
-    fn matches(&self, method: &Method, path: &str) -> bool {
+    /// Restricts the plan to requests whose body holds `text` (as sent: a form's fields are
+    /// still URL-encoded).
+    #[must_use]
+    pub fn body_contains(mut self, text: impl Into<String>) -> Self {
+        self.body_contains = Some(text.into());
+        self
+    }
+
+    fn matches(&self, method: &Method, path: &str, body: Option<&[u8]>) -> bool {
         if self.writes_only && !is_write(method) {
             return false;
+        }
+        if let Some(text) = &self.body_contains {
+            let text = text.as_bytes();
+            let held =
+                body.is_some_and(|b| text.is_empty() || b.windows(text.len()).any(|w| w == text));
+            if !held {
+                return false;
+            }
         }
         match &self.path_prefix {
             Some(prefix) => path.starts_with(prefix.as_str()),
@@ -399,13 +421,21 @@ impl Faults {
         }
     }
 
-    fn decide(&self, method: &Method, path: &str) -> Decision {
+    /// Whether some plan looks at request bodies (they are then read before the decision).
+    fn reads_bodies(&self) -> bool {
+        self.lock()
+            .plans
+            .iter()
+            .any(|p| p.plan.body_contains.is_some())
+    }
+
+    fn decide(&self, method: &Method, path: &str, body: Option<&[u8]>) -> Decision {
         let mut inner = self.lock();
         let mut delay = Duration::ZERO;
         let mut outcome = None;
         let mut any = false;
         for plan in inner.plans.iter_mut() {
-            if !plan.plan.matches(method, path) || !plan.decide() {
+            if !plan.plan.matches(method, path, body) || !plan.decide() {
                 continue;
             }
             any = true;
@@ -571,12 +601,29 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let decision = self.faults.decide(req.method(), req.uri().path());
+        // Decided now, unless a plan looks at bodies: the body is read first then.
+        let reads_bodies = self.faults.reads_bodies();
+        let decided =
+            (!reads_bodies).then(|| self.faults.decide(req.method(), req.uri().path(), None));
+        let faults = self.faults.clone();
         // Take the service that was driven to readiness and leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let renderer = self.renderer.clone();
         Box::pin(async move {
+            let (req, decision) = match decided {
+                Some(d) => (req, d),
+                None => {
+                    let (parts, body) = req.into_parts();
+                    // A body that cannot be read is seen as empty by the plans; the handler
+                    // gets what was read.
+                    let bytes = axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .unwrap_or_default();
+                    let d = faults.decide(&parts.method, parts.uri.path(), Some(&bytes));
+                    (Request::from_parts(parts, Body::from(bytes)), d)
+                }
+            };
             if !decision.delay.is_zero() {
                 tokio::time::sleep(decision.delay).await;
             }
@@ -642,7 +689,7 @@ mod tests {
         let faults = Faults::new();
         faults.add(plan);
         (0..n)
-            .map(|_| faults.decide(&method, path).outcome.is_some())
+            .map(|_| faults.decide(&method, path, None).outcome.is_some())
             .collect()
     }
 
@@ -702,21 +749,53 @@ mod tests {
                 .writes_only(),
         );
         // Non-matching requests are neither affected nor counted.
-        assert!(faults.decide(&Method::GET, "/api/orders").outcome.is_none());
-        assert!(faults.decide(&Method::POST, "/api/other").outcome.is_none());
         assert!(faults
-            .decide(&Method::POST, "/api/orders")
+            .decide(&Method::GET, "/api/orders", None)
             .outcome
             .is_none());
         assert!(faults
-            .decide(&Method::GET, "/api/orders/1")
+            .decide(&Method::POST, "/api/other", None)
             .outcome
             .is_none());
         assert!(faults
-            .decide(&Method::DELETE, "/api/orders/1")
+            .decide(&Method::POST, "/api/orders", None)
+            .outcome
+            .is_none());
+        assert!(faults
+            .decide(&Method::GET, "/api/orders/1", None)
+            .outcome
+            .is_none());
+        assert!(faults
+            .decide(&Method::DELETE, "/api/orders/1", None)
             .outcome
             .is_some());
         assert_eq!(faults.injected(), 1);
+    }
+
+    #[test]
+    fn a_body_filter_counts_and_affects_only_requests_whose_body_holds_the_text() {
+        let faults = Faults::new();
+        assert!(!faults.reads_bodies());
+        let id = faults.add(
+            FaultPlan::new(Fault::Refused { status: 400 })
+                .path_prefix("/api/v5/store")
+                .body_contains("%22xmlId%22%3A%22p2%22"),
+        );
+        assert!(faults.reads_bodies());
+        let form = |x: &str| format!("offers=%5B%7B%22xmlId%22%3A%22{x}%22%7D%5D");
+        let post = |body: Option<&[u8]>| {
+            faults
+                .decide(&Method::POST, "/api/v5/store/inventories/upload", body)
+                .outcome
+        };
+        assert_eq!(post(Some(form("p1").as_bytes())), None);
+        assert_eq!(post(None), None, "no body read: no match");
+        assert_eq!(
+            post(Some(form("p2").as_bytes())),
+            Some(Fault::Refused { status: 400 })
+        );
+        assert_eq!(post(Some(form("p3").as_bytes())), None);
+        assert_eq!(faults.fired(id), Some(1));
     }
 
     #[test]
@@ -759,7 +838,7 @@ mod tests {
             delay: Duration::from_millis(7),
         }));
         faults.add(FaultPlan::new(Fault::DropConnection));
-        let d = faults.decide(&Method::GET, "/");
+        let d = faults.decide(&Method::GET, "/", None);
         assert_eq!(d.delay, Duration::from_millis(12));
         assert_eq!(d.outcome, Some(Fault::ServerError { status: 502 }));
     }
@@ -769,7 +848,7 @@ mod tests {
         let faults = Faults::new();
         let a = faults.add(FaultPlan::new(Fault::DropConnection).times(1));
         let b = faults.add(FaultPlan::new(Fault::CommitThenDrop));
-        faults.decide(&Method::GET, "/");
+        faults.decide(&Method::GET, "/", None);
         assert_eq!(faults.fired(a), Some(1));
         assert_eq!(faults.fired(b), Some(1));
         assert!(faults.remove(a));
@@ -780,7 +859,7 @@ mod tests {
         assert_eq!(faults.fired(c), Some(0));
         faults.clear();
         assert!(faults.plans().is_empty());
-        assert!(faults.decide(&Method::GET, "/").outcome.is_none());
+        assert!(faults.decide(&Method::GET, "/", None).outcome.is_none());
     }
 
     #[test]
