@@ -150,6 +150,13 @@ pub mod intern {
     }
 }
 
+/// Whether two texts are equal: the same shared text, or the same bytes compared inline
+/// (texts compared by rules are short: a call to `memcmp` costs more than the comparison).
+#[inline]
+pub(crate) fn same_str(a: &Str, b: &Str) -> bool {
+    Arc::ptr_eq(a, b) || intern::same_text(a, b)
+}
+
 /// A value of the expression language.
 #[derive(Clone, Default)]
 pub enum Value {
@@ -536,7 +543,7 @@ impl Value {
             (Value::Int(_) | Value::Dec(_), Value::Int(_) | Value::Dec(_)) => {
                 self.as_decimal() == other.as_decimal()
             }
-            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => same_str(a, b),
             // The same shared list or object is equal to itself without a look inside (a
             // list that shares its parts can stand for billions of items).
             (Value::Array(a), Value::Array(b)) => {

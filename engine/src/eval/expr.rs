@@ -1098,7 +1098,7 @@ fn test_eq_str<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Res
     cx.step(e.loc)?;
     let ne = *op == BinOp::Ne;
     cx.with_ref(a, frame, |av| {
-        matches!(av, Value::Str(s) if s == text) != ne
+        matches!(av, Value::Str(s) if crate::value::same_str(s, text)) != ne
     })
 }
 
