@@ -258,6 +258,21 @@ impl Value {
 
     /// A number from a decimal, normalised to an integer when it has no fractional part.
     pub fn number(d: Decimal) -> Value {
+        // Money is a few digits with a scale of up to a few places: whether it is whole is
+        // a remainder of its mantissa, without the decimal arithmetic of `fract()`.
+        let scale = d.scale();
+        if let (Ok(m), true) = (i64::try_from(d.mantissa()), scale <= 18) {
+            let unit = 10i64.pow(scale);
+            if m % unit == 0 {
+                return Value::Int(m / unit);
+            }
+            return Value::Dec(d.normalize());
+        }
+        Value::number_slow(d)
+    }
+
+    /// [`Value::number`] of any decimal.
+    fn number_slow(d: Decimal) -> Value {
         if d.fract().is_zero() {
             if let Some(i) = d.to_i64() {
                 return Value::Int(i);
@@ -1677,6 +1692,33 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A decimal becomes the same number by the mantissa's remainder as by decimal
+        /// arithmetic: an integer when whole and within `i64`, else the normalised decimal.
+        #[test]
+        fn number_is_the_decimal_arithmetic(
+            tiny in -100i128..100,
+            small in -100_000i128..100_000,
+            wide in proptest::num::i64::ANY,
+            huge in -(1i128 << 95)..(1i128 << 95),
+            pick in 0u8..4,
+            scale in 0u32..=28,
+        ) {
+            let m = match pick {
+                0 => tiny,
+                1 => small,
+                2 => i128::from(wide),
+                _ => huge,
+            };
+            let d = Decimal::from_i128_with_scale(m, scale);
+            let (fast, slow) = (Value::number(d), Value::number_slow(d));
+            proptest::prop_assert!(
+                matches!((&fast, &slow), (Value::Int(a), Value::Int(b)) if a == b)
+                    || matches!((&fast, &slow), (Value::Dec(a), Value::Dec(b))
+                        if a == b && a.scale() == b.scale() && a.is_sign_negative() == b.is_sign_negative()),
+                "{d}: {fast:?} against {slow:?}"
+            );
+        }
+
         /// One walk for weight and depth finds what the two walks find: the depth always,
         /// the weight when not deeper (within any cap it is what the capped walk gives).
         #[test]
