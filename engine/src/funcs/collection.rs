@@ -552,15 +552,7 @@ fn compact_owned(args: &mut [Value]) -> Result<Value, String> {
     match args.first_mut() {
         Some(Value::Object(o)) if o.values().any(Value::is_null) => {
             if let Some(map) = Arc::get_mut(o) {
-                let mut names = Vec::with_capacity(map.len());
-                let mut values = Vec::with_capacity(map.len());
-                for (k, v) in map.iter_mut() {
-                    if !v.is_null() {
-                        names.push(k.clone());
-                        values.push(std::mem::take(v));
-                    }
-                }
-                *map = Map::from_distinct(names, values);
+                map.retain_non_null();
                 return Ok(std::mem::take(&mut args[0]));
             }
             compact(args)

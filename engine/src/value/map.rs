@@ -125,6 +125,19 @@ fn scan(names: &[Str], k: &str) -> Option<usize> {
         .or_else(|| names.iter().position(|n| **n == *k))
 }
 
+/// How many key tables cut down by [`Map::retain_non_null`] a thread remembers.
+const COMPACTED_KEPT: usize = 16;
+
+/// A key table cut down by [`Map::retain_non_null`]: the table it came from, which of its
+/// entries went (bit `i` for entry `i`), and the table left.
+type Compacted = (Arc<Keys>, u64, Arc<Keys>);
+
+thread_local! {
+    /// This thread's key tables cut down by [`Map::retain_non_null`], the last used first.
+    static COMPACTED: std::cell::RefCell<Vec<Compacted>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The keys of objects of one shape, without their values (see [`Map::table`]).
 pub(crate) struct KeyTable(Arc<Keys>);
 
@@ -524,6 +537,65 @@ impl Map {
         Some(self.values.swap_remove(i))
     }
 
+    /// Drops the entries whose value is null, in place (what `compact()` does to an object
+    /// nothing else holds). The keys left are shared with every object of the same keys
+    /// compacted the same way: a per-thread cache remembers the last key tables cut down
+    /// ([`COMPACTED_KEPT`] of them, each by which of its entries were null), so compacting
+    /// the positions of an order, built by one literal, copies no key and allocates nothing.
+    pub(crate) fn retain_non_null(&mut self) {
+        let Some(keys) = &self.keys else { return };
+        let n = self.values.len();
+        if n > 64 || keys.index.is_some() || keys.names.len() != n {
+            self.retain(|_, v| !v.is_null());
+            return;
+        }
+        let mut nulls = 0u64;
+        for (i, v) in self.values.iter().enumerate() {
+            if v.is_null() {
+                nulls |= 1 << i;
+            }
+        }
+        if nulls == 0 {
+            return;
+        }
+        let cut = COMPACTED
+            .try_with(|cache| {
+                let mut cache = cache.borrow_mut();
+                if let Some(i) = cache
+                    .iter()
+                    .position(|(from, mask, _)| *mask == nulls && Arc::ptr_eq(from, keys))
+                {
+                    let hit = cache.remove(i);
+                    let cut = hit.2.clone();
+                    cache.insert(0, hit);
+                    return cut;
+                }
+                let names = keys
+                    .names
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| nulls & (1 << i) == 0)
+                    .map(|(_, k)| k.clone())
+                    .collect();
+                let cut = Arc::new(Keys { names, index: None });
+                cache.truncate(COMPACTED_KEPT - 1);
+                // The table cut down is held with it, so no other table takes its address.
+                cache.insert(0, (keys.clone(), nulls, cut.clone()));
+                cut
+            })
+            .ok();
+        let Some(cut) = cut else {
+            self.retain(|_, v| !v.is_null());
+            return;
+        };
+        self.values.retain(|v| !v.is_null());
+        self.keys = if self.values.is_empty() {
+            None
+        } else {
+            Some(cut)
+        };
+    }
+
     /// Keeps the entries for which `keep` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&Str, &mut Value) -> bool) {
         let names = match self.keys.as_deref() {
@@ -745,6 +817,69 @@ mod tests {
     use super::*;
     use indexmap::IndexMap;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Dropping the null entries in place gives the entries left in order, found by
+        /// key, and objects of one key table with the same nulls share the table left.
+        #[test]
+        fn retain_non_null_keeps_the_rest_and_shares_its_keys(
+            n in 0usize..70,
+            nulls in proptest::collection::vec(any::<bool>(), 70),
+            indexed in any::<bool>(),
+        ) {
+            let n = if indexed { n.max(LINEAR_MAX + 1) } else { n };
+            let names: Vec<Str> = (0..n).map(|i| key(u8::try_from(i).unwrap_or(0) + 1)).collect();
+            let table = Map::table(names.clone());
+            let values = |base: i64| -> Vec<Value> {
+                (0..n)
+                    .map(|i| if nulls[i] { Value::Null } else { Value::Int(base + i as i64) })
+                    .collect()
+            };
+            let mut a = Map::of_table(&table, values(0));
+            let mut b = Map::of_table(&table, values(100));
+            a.retain_non_null();
+            b.retain_non_null();
+            // Another object of the table, only its first entry null, compacted in between.
+            let only_first = |i: usize| i == 0;
+            let mut d = Map::of_table(
+                &table,
+                (0..n)
+                    .map(|i| if only_first(i) { Value::Null } else { Value::Int(200 + i as i64) })
+                    .collect(),
+            );
+            d.retain_non_null();
+            let want_d: Vec<(String, i64)> = (1..n).map(|i| (names[i].to_string(), 200 + i as i64)).collect();
+            let got_d: Vec<(String, i64)> =
+                d.iter().map(|(k, v)| (k.to_string(), v.as_i64().unwrap_or(-1))).collect();
+            prop_assert_eq!(got_d, want_d);
+            for (map, base) in [(&a, 0i64), (&b, 100)] {
+                let want: Vec<(String, i64)> = (0..n)
+                    .filter(|&i| !nulls[i])
+                    .map(|i| (names[i].to_string(), base + i as i64))
+                    .collect();
+                let got: Vec<(String, i64)> = map
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_i64().unwrap_or(-1)))
+                    .collect();
+                prop_assert_eq!(&got, &want);
+                for (k, v) in &want {
+                    prop_assert_eq!(map.get(k.as_str()).and_then(Value::as_i64), Some(*v));
+                }
+                for i in (0..n).filter(|&i| nulls[i]) {
+                    prop_assert!(map.get(&*names[i]).is_none());
+                }
+            }
+            if !a.is_empty() && n <= 64 && n <= LINEAR_MAX {
+                prop_assert!(a.same_keys(&b));
+            }
+            // A key added afterwards goes to this object alone.
+            let mut c = a.clone();
+            c.insert(intern::key("added"), Value::Int(-7));
+            prop_assert_eq!(c.len(), a.len() + 1);
+            prop_assert!(a.get("added").is_none() && b.get("added").is_none());
+            prop_assert_eq!(c.get("added").and_then(Value::as_i64), Some(-7));
+        }
+    }
 
     /// Keys: enough to pass [`LINEAR_MAX`]; even ones interned, odd ones not (so they are
     /// found by text).
