@@ -17,7 +17,8 @@
 //! moves these times a lot; for exact, repeatable counts run one part alone under callgrind:
 //! `SKLADSYNC_BENCH_PROFILE=200:eval:6` (or `:conv:`, `:deser:`, `:parse:`; `4` for the
 //! small order) runs only that part that many times, so the difference between 6 and 1 runs,
-//! divided by 5, is the instructions of one.
+//! divided by 5, is the instructions of one. `SKLADSYNC_BENCH_PROFILE=compile:6` loads the
+//! rule set (read, check, compile) that many times, and nothing else.
 //!
 //! The rules directory is `rules/` at the repository root (override with
 //! `SKLADSYNC_BENCH_RULES`); the event is a `crm.order.changed` of a new order in an upload
@@ -211,6 +212,19 @@ fn main() {
         }
     };
     let profiling = std::env::var_os("SKLADSYNC_BENCH_PROFILE").is_some();
+    // `SKLADSYNC_BENCH_PROFILE=compile:runs`: only load the rule set (read, check, compile),
+    // `runs` times (for a profiler, as the parts below).
+    if let Some(runs) = std::env::var("SKLADSYNC_BENCH_PROFILE")
+        .ok()
+        .and_then(|spec| spec.strip_prefix("compile:").map(str::to_owned))
+    {
+        let runs: u64 = runs.parse().unwrap_or(1);
+        for _ in 0..runs {
+            drop(black_box(RuleSet::load(&rules_dir, settings.as_deref()).is_ok()));
+        }
+        println!("compile: {runs} runs");
+        return;
+    }
     let compile = if profiling {
         Duration::ZERO
     } else {
