@@ -220,9 +220,7 @@ fn main() {
     {
         let runs: u64 = runs.parse().unwrap_or(1);
         for _ in 0..runs {
-            drop(black_box(
-                RuleSet::load(&rules_dir, settings.as_deref()).is_ok(),
-            ));
+            black_box(RuleSet::load(&rules_dir, settings.as_deref()).is_ok());
         }
         println!("compile: {runs} runs");
         return;
