@@ -56,7 +56,7 @@ pub mod world;
 
 pub use case::Case;
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
-pub use eval::{EvalError, EvalErrorKind, EvalOptions, Event};
+pub use eval::{EvalError, EvalErrorKind, EvalOptions, Event, RuleTimes};
 pub use plan::{Action, Effect, Plan};
 pub use recorder::{Recorder, Recording};
 pub use ruleset::{FlowInfo, Layer, RuleInfo, RuleSet};

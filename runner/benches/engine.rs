@@ -34,7 +34,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use skladsync_engine::{Event, RecordedWorld, RuleSet, Value};
+use skladsync_engine::{Event, RecordedWorld, RuleSet, RuleTimes, Value};
 
 /// The allocator of the `skladsync` binary, so the figures are the binary's.
 #[global_allocator]
@@ -288,6 +288,7 @@ fn main() {
         "ratio+from_json",
         "effects"
     );
+    let mut profiles = Vec::new();
     for (label, items) in [
         ("order, 4 items (~4 KB)", 4usize),
         ("order, 200 items (~60 KB)", 200),
@@ -392,6 +393,23 @@ fn main() {
             (eval + from_json) / parse,
             plan.effects.len()
         );
+        // Where the evaluation goes, rule by rule (a separate run: the clock read around
+        // each rule is not in the figures above).
+        let mut times = RuleTimes::default();
+        let start = Instant::now();
+        while start.elapsed() < budget / 3 || times.evaluations < 10 {
+            let plan = rules.evaluate_with(
+                &event,
+                &world,
+                skladsync_engine::EvalOptions {
+                    settings: Some(&merged),
+                    rule_times: Some(&mut times),
+                    ..Default::default()
+                },
+            );
+            black_box(plan.map(|p| p.effects.len()).ok());
+        }
+        profiles.push((label, times));
     }
     println!(
         "\nratio = evaluation / serde_json parse of the same document. The daemon reads API \
@@ -400,6 +418,29 @@ fn main() {
          ratio+conv = (conv + evaluation) / parse (target ≤ 1.0). from_json is the old way \
          (parse, then Value::from_json): ratio+from_json = (from_json + evaluation) / parse."
     );
+    println!("\nper rule: µs (steps) per evaluation, dearest first; the rest together");
+    for (label, times) in &profiles {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / times.evaluations.max(1) as f64;
+        let rules = times.by_time();
+        let mut line: Vec<String> = rules
+            .iter()
+            .take(3)
+            .map(|r| {
+                format!(
+                    "{} {:.1} ({})",
+                    r.rule,
+                    per(r.time),
+                    r.steps / times.evaluations.max(1)
+                )
+            })
+            .collect();
+        let rest = rules.iter().skip(3);
+        let (n, time) = rest.fold((0, Duration::ZERO), |(n, t), r| (n + 1, t + r.time));
+        if n > 0 {
+            line.push(format!("{n} other rules {:.1}", per(time)));
+        }
+        println!("  {label}: {}", line.join(", "));
+    }
     stock_pass(&rules, &root, budget);
 }
 

@@ -423,6 +423,11 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     pub format: Format,
+    /// Also print, on stderr, the evaluation steps and the time each rule took (the rules
+    /// that listen to the event), dearest first. The time is that of `N` evaluations
+    /// (default 100) divided by `N`, so a single slow first run does not mislead.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100", conflicts_with = "live")]
+    pub timings: Option<u32>,
 }
 
 /// `skladsync icml`. Options given here override the config's `icml:` section.

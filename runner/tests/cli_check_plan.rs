@@ -110,6 +110,62 @@ fn plan_prints_a_deterministic_plan_whose_effects_name_their_rules() {
 }
 
 #[test]
+fn plan_timings_profile_each_rule_of_the_event_on_stderr_and_leave_the_plan_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "rules/events.yaml",
+        "events:\n  order.placed:\n    fields: {order: the order}\n  order.gone:\n    fields: {order: the order}\n",
+    );
+    write(
+        dir.path(),
+        "rules/orders.yaml",
+        "rules:\n  - id: order.lines\n    on: order.placed\n    do:\n      - for: l\n        in: order.lines\n        do:\n          - create: wh.line\n            body: {sku: l.sku, cents: l.price * 100}\n  - id: order.skip\n    on: order.placed\n    when:\n      - order.total < 0\n    do:\n      - create: wh.refund\n        body: {id: order.id}\n  - id: order.drop\n    on: order.gone\n    do:\n      - delete: wh.order\n        id: order.id\n",
+    );
+    write(
+        dir.path(),
+        "event.yaml",
+        "event: order.placed\norder: {id: 7, total: 3, lines: [{sku: a, price: 1}, {sku: b, price: 2}, {sku: c, price: 3}]}\n",
+    );
+    let (code, plain, _) = skladsync(&["plan", "--event", "event.yaml"], dir.path());
+    assert_eq!(code, 0);
+    let (code, timed, stderr) = skladsync(
+        &["plan", "--event", "event.yaml", "--timings", "7"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(plain, timed, "the plan on stdout is the same");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines[0].starts_with("rule "), "{stderr}");
+    assert!(lines[0].contains("(7 evaluations)"), "{stderr}");
+    // The two rules of the event and the total; the rule of the other event is not run.
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(!stderr.contains("order.drop"), "{stderr}");
+    let steps = |rule: &str| -> u64 {
+        let line = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(rule))
+            .unwrap_or_else(|| panic!("{rule} in {stderr}"));
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("steps of {rule}: {line}"))
+    };
+    // Per evaluation: the loop's three creates cost more steps than one failed condition.
+    assert!(steps("order.lines") > steps("order.skip"), "{stderr}");
+    assert!(steps("order.skip") >= 1, "{stderr}");
+    assert_eq!(
+        steps("all"),
+        steps("order.lines") + steps("order.skip"),
+        "{stderr}"
+    );
+    // Without a count: 100 evaluations.
+    let (code, _, stderr) = skladsync(&["plan", "--event", "event.yaml", "--timings"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("(100 evaluations)"), "{stderr}");
+}
+
+#[test]
 fn plan_reports_bad_inputs_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "rules/events.yaml", EVENTS);

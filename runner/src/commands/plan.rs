@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use skladsync_engine::{EvalOptions, RecordedWorld};
+use skladsync_engine::{EvalOptions, RecordedWorld, RuleTimes};
 
 use crate::cli::{Format, PlanArgs};
 use crate::tooling::corpus;
@@ -70,6 +70,21 @@ pub fn run(args: &PlanArgs) -> ExitCode {
                 Format::Yaml => print!("{}", plan.to_yaml()),
                 Format::Json => println!("{}", plan.to_json()),
             }
+            if let Some(runs) = args.timings {
+                let mut times = RuleTimes::default();
+                for _ in 0..runs.max(1) {
+                    let opts = EvalOptions {
+                        settings: Some(&settings),
+                        rule_times: Some(&mut times),
+                        ..EvalOptions::default()
+                    };
+                    if let Err(e) = rules.evaluate_with(&event, &world, opts) {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+                eprint!("{}", timings_table(&times));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -77,6 +92,33 @@ pub fn run(args: &PlanArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `plan --timings`: one line a rule, dearest first: its steps and its time per evaluation.
+fn timings_table(times: &RuleTimes) -> String {
+    let runs = times.evaluations.max(1);
+    let rules = times.by_time();
+    let width = rules.iter().map(|r| r.rule.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:<width$}  {:>9}  {:>10}   ({runs} evaluations)\n",
+        "rule", "steps", "µs"
+    );
+    let total: std::time::Duration = rules.iter().map(|r| r.time).sum();
+    for r in &rules {
+        out.push_str(&format!(
+            "{:<width$}  {:>9}  {:>10.1}\n",
+            r.rule,
+            r.steps / runs,
+            r.time.as_secs_f64() * 1e6 / runs as f64
+        ));
+    }
+    out.push_str(&format!(
+        "{:<width$}  {:>9}  {:>10.1}\n",
+        "all",
+        rules.iter().map(|r| r.steps).sum::<u64>() / runs,
+        total.as_secs_f64() * 1e6 / runs as f64
+    ));
+    out
 }
 
 /// `plan --live --order N`: through the running daemon (`GET /admin/plan`), or with a daemon
