@@ -245,28 +245,37 @@ impl RuleSet {
             .collect();
         let files = &files[..];
         let mut diags = Diagnostics::default();
-        let (settings_value, settings_marked) = match settings {
-            None => (Value::object(Default::default()), None),
-            Some((name, text)) => match read_settings(name, text) {
-                Ok(pair) => pair,
-                Err(d) => {
-                    diags.push(d);
-                    return Err(diags);
+        // The settings, read and checked against their shape while the rule files are
+        // read (see `read_rule_files`).
+        let read_settings_checked = || -> Result<(Value, Option<MarkedFile>), Vec<Diagnostic>> {
+            let (value, marked) = match settings {
+                None => (Value::object(Default::default()), None),
+                Some((name, text)) => read_settings(name, text).map_err(|d| vec![d])?,
+            };
+            if let (Some(shape), Some(marked)) = (shape, marked.as_ref()) {
+                let found = shape.check(&value, marked);
+                if !found.is_empty() {
+                    return Err(found);
                 }
-            },
+            }
+            Ok((value, marked))
         };
-        if let (Some(shape), Some(marked)) = (shape, settings_marked.as_ref()) {
-            let found = shape.check(&settings_value, marked);
-            if !found.is_empty() {
+        let settings_len = settings.map_or(0, |(_, text)| text.len());
+        let (settings_read, reads) = read_rule_files(files, settings_len, read_settings_checked);
+        let (settings_value, settings_marked) = match settings_read {
+            Ok(pair) => pair,
+            Err(found) => {
                 diags.items.extend(found);
                 diags.sort();
                 return Err(diags);
             }
-        }
+        };
         let mut sources = Vec::new();
         let mut source_layers = Vec::new();
-        for (i, (name, text)) in files.iter().enumerate() {
-            if let Some(src) = read_rule_file(name, text, &mut diags) {
+        for (i, read) in reads.into_iter().enumerate() {
+            let (src, found) = read;
+            diags.items.extend(found.items);
+            if let Some(src) = src {
                 sources.push(src);
                 source_layers.push(layer_of.get(i).copied().unwrap_or(0));
             }
@@ -650,6 +659,61 @@ fn yaml_error_location(file: &Arc<SourceFile>, e: &serde_yaml::Error) -> Option<
     })
 }
 
+/// Each rule file read ([`read_rule_file`]), in the order given, with what reading it found;
+/// and what `first` gives, run on this thread before its share of the files (`first_len`:
+/// how many bytes it reads). The files are independent, and reading one (its YAML twice:
+/// the marked tree and the model) is over a quarter of loading the default rules, so with
+/// several files and a second core the files past the middle (by size, `first` counted) are
+/// read on a thread of their own meanwhile.
+fn read_rule_files<R>(
+    files: &[(String, String)],
+    first_len: usize,
+    first: impl FnOnce() -> R,
+) -> (R, Vec<(Option<RuleSource>, Diagnostics)>) {
+    let read_all = |part: &[(String, String)]| -> Vec<(Option<RuleSource>, Diagnostics)> {
+        part.iter()
+            .map(|(name, text)| {
+                let mut found = Diagnostics::default();
+                let src = read_rule_file(name, text, &mut found);
+                (src, found)
+            })
+            .collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if files.len() < 2 || cores < 2 {
+        let r = first();
+        return (r, read_all(files));
+    }
+    // Where half of all the text has been read, `first`'s counted first.
+    let total: usize = first_len + files.iter().map(|(_, t)| t.len()).sum::<usize>();
+    let mut seen = first_len;
+    let split = files
+        .iter()
+        .position(|(_, t)| {
+            seen += t.len();
+            seen * 2 >= total
+        })
+        .map_or(files.len() / 2, |i| i + 1)
+        .clamp(1, files.len() - 1);
+    let (mine, theirs) = files.split_at(split);
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new()
+            .name("skladsync-read".into())
+            .spawn_scoped(scope, || read_all(theirs));
+        let r = first();
+        let mut read = read_all(mine);
+        match other {
+            Ok(handle) => match handle.join() {
+                Ok(rest) => read.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // No thread to be had: this one reads the rest too.
+            Err(_) => read.extend(read_all(theirs)),
+        }
+        (r, read)
+    })
+}
+
 fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<RuleSource> {
     let source = Arc::new(SourceFile {
         name: name.to_owned(),
@@ -737,4 +801,54 @@ fn read_settings(name: &str, text: &str) -> Result<(Value, Option<MarkedFile>), 
         }
     };
     Ok((value, Some(marked)))
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::read_rule_files;
+
+    /// Files read on two threads come back in the order given, each with its own
+    /// diagnostics, and what `first` gives is returned once: whatever the split.
+    #[test]
+    fn files_read_on_two_threads_come_back_in_order() {
+        for n in 1..12usize {
+            let files: Vec<(String, String)> = (0..n)
+                .map(|i| {
+                    let text = if i % 3 == 1 {
+                        // Not valid YAML: an error, and no source.
+                        "rules: [\n".to_owned()
+                    } else {
+                        format!(
+                            "functions:\n  f{i}(x): x + {i}\n{}",
+                            "# pad\n".repeat(i * 7)
+                        )
+                    };
+                    (format!("f{i}.yaml"), text)
+                })
+                .collect();
+            let mut ran = 0;
+            let (first, read) = read_rule_files(&files, 40, || {
+                ran += 1;
+                "settings"
+            });
+            assert_eq!((first, ran), ("settings", 1));
+            assert_eq!(read.len(), n);
+            for (i, (src, found)) in read.iter().enumerate() {
+                if i % 3 == 1 {
+                    assert!(src.is_none(), "file {i} of {n}");
+                    assert!(found.has_errors(), "file {i} of {n}");
+                    let at = found.items[0]
+                        .location
+                        .as_ref()
+                        .map(|l| l.file.name.clone());
+                    assert_eq!(at.as_deref(), Some(format!("f{i}.yaml").as_str()));
+                } else {
+                    let src = src.as_ref().unwrap_or_else(|| panic!("file {i} of {n}"));
+                    assert_eq!(src.marked.source.name, format!("f{i}.yaml"));
+                    assert!(src.model.functions.contains_key(&format!("f{i}(x)")));
+                    assert!(found.items.is_empty(), "file {i} of {n}: {found:?}");
+                }
+            }
+        }
+    }
 }
