@@ -32,7 +32,11 @@ impl Compiler<'_> {
         if is_template(text) {
             return self.template(text, origin, scope);
         }
-        match crate::syntax::parse(text) {
+        let parsed = match self.parsed.remove(text) {
+            Some(parsed) => parsed,
+            None => crate::syntax::parse(text),
+        };
+        match parsed {
             Err(e) => {
                 let at = origin.locate(e.span.start as usize, e.span.end as usize);
                 let loc = self.push_loc(at.clone());

@@ -28,6 +28,25 @@ pub(crate) struct RuleSource {
     pub model: RuleFile,
     /// What a layer above replaces or disables: skipped as if not written.
     pub hidden: Hidden,
+    /// The file's expressions parsed where the file was read (by their text), so the
+    /// compiler need not parse them again.
+    pub parsed: Parsed,
+}
+
+/// Expressions parsed ahead, by their text.
+pub(crate) type Parsed =
+    HashMap<String, Result<crate::syntax::ast::Expr, crate::syntax::SyntaxError>>;
+
+/// The expressions among `texts` (not templates), each parsed once.
+pub(crate) fn parse_ahead(texts: Vec<String>) -> Parsed {
+    let mut parsed = Parsed::with_capacity(texts.len());
+    for text in texts {
+        if !crate::template::is_template(&text) && !parsed.contains_key(&text) {
+            let ast = crate::syntax::parse(&text);
+            parsed.insert(text, ast);
+        }
+    }
+    parsed
 }
 
 /// Definitions of a file that a layer above replaces (same rule id, function or flow name)
@@ -102,6 +121,8 @@ pub(crate) struct Compiler<'s> {
     shapes: shapes::Shapes,
     /// The events of the rule being compiled (empty outside rules).
     rule_events: Vec<String>,
+    /// Expressions parsed ahead ([`RuleSource::parsed`]), taken as they are met.
+    parsed: Parsed,
 }
 
 /// Compiles rule files against the settings. Diagnostics are collected, never thrown:
@@ -113,8 +134,10 @@ pub(crate) fn compile(
     settings_file: Option<&MarkedFile>,
     diags: &mut Diagnostics,
     fold: bool,
+    parsed: Parsed,
 ) -> Program {
     let mut c = Compiler::new(diags, settings);
+    c.parsed = parsed;
     c.declare_events(sources);
     c.declare_shapes(sources);
     c.declare_functions(sources);
@@ -171,6 +194,7 @@ impl<'s> Compiler<'s> {
             current: None,
             shapes: shapes::Shapes::default(),
             rule_events: Vec::new(),
+            parsed: Parsed::new(),
         }
     }
 

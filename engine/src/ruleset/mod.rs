@@ -287,12 +287,17 @@ impl RuleSet {
             return Err(diags);
         }
         hide_what_layers_replace(&mut sources, &source_layers, &mut diags);
+        let mut parsed = compile::Parsed::new();
+        for src in &mut sources {
+            parsed.extend(std::mem::take(&mut src.parsed));
+        }
         let prog = compile::compile(
             &sources,
             &settings_value,
             settings_marked.as_ref(),
             &mut diags,
             fold,
+            parsed,
         );
         if !diags.has_errors() {
             warn_unused_flows(&prog, &sources, &mut diags);
@@ -662,9 +667,10 @@ fn yaml_error_location(file: &Arc<SourceFile>, e: &serde_yaml::Error) -> Option<
 /// Each rule file read ([`read_rule_file`]), in the order given, with what reading it found;
 /// and what `first` gives, run on this thread before its share of the files (`first_len`:
 /// how many bytes it reads). The files are independent, and reading one (its YAML twice:
-/// the marked tree and the model) is over a quarter of loading the default rules, so with
-/// several files and a second core the files past the middle (by size, `first` counted) are
-/// read on a thread of their own meanwhile.
+/// the marked tree and the model; then its expressions parsed, [`compile::parse_ahead`]) is
+/// over half of loading the default rules, so with several files and a second core the
+/// files past the middle (by size, `first` counted) are read on a thread of their own
+/// meanwhile.
 fn read_rule_files<R>(
     files: &[(String, String)],
     first_len: usize,
@@ -733,13 +739,17 @@ fn read_rule_file(name: &str, text: &str, diags: &mut Diagnostics) -> Option<Rul
             hidden: Default::default(),
             marked,
             model: RuleFile::default(),
+            parsed: Default::default(),
         });
     }
-    match serde_yaml::from_str::<RuleFile>(text) {
+    let (model, texts) = model::collect_expressions(|| serde_yaml::from_str::<RuleFile>(text));
+    match model {
         Ok(model) => Some(RuleSource {
             marked,
             model,
             hidden: Default::default(),
+            // Parsed here, on the thread that read the file (see `read_rule_files`).
+            parsed: compile::parse_ahead(texts),
         }),
         Err(e) => {
             let msg = e.to_string();
@@ -846,9 +856,37 @@ mod read_tests {
                     let src = src.as_ref().unwrap_or_else(|| panic!("file {i} of {n}"));
                     assert_eq!(src.marked.source.name, format!("f{i}.yaml"));
                     assert!(src.model.functions.contains_key(&format!("f{i}(x)")));
+                    // Its expressions were parsed where it was read.
+                    let body = format!("x + {i}");
+                    assert!(
+                        matches!(src.parsed.get(&body), Some(Ok(_))),
+                        "file {i} of {n}"
+                    );
                     assert!(found.items.is_empty(), "file {i} of {n}: {found:?}");
                 }
             }
         }
+    }
+
+    /// What is parsed ahead is what the compiler would parse: every expression of the file
+    /// once (an error stays an error, for the compiler to report), no template, and nothing
+    /// read outside the file.
+    #[test]
+    fn a_file_s_expressions_are_parsed_where_it_is_read() {
+        let text =
+            "functions:\n  a(x): x * 2\n  b(x): x * 2\n  c(x): (x +\n  d(x): '\"n={{ x }}\"'\n";
+        let outside = crate::ruleset::model::collect_expressions(|| {
+            let mut found = crate::diagnostic::Diagnostics::default();
+            super::read_rule_file("p.yaml", text, &mut found)
+        });
+        let (src, collected) = outside;
+        // The file's own collection was its own; the outer one saw nothing of it.
+        assert!(collected.is_empty(), "{collected:?}");
+        let src = src.unwrap_or_else(|| panic!("the file reads"));
+        let mut keys: Vec<&str> = src.parsed.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["(x +", "x * 2"]);
+        assert!(matches!(src.parsed.get("x * 2"), Some(Ok(_))));
+        assert!(matches!(src.parsed.get("(x +"), Some(Err(_))));
     }
 }

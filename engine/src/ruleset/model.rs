@@ -330,6 +330,30 @@ impl fmt::Display for ExprText {
     }
 }
 
+std::thread_local! {
+    /// The texts of the expressions read on this thread while [`collect_expressions`] runs.
+    static COLLECTED: std::cell::RefCell<Option<Vec<String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `read` (a rule file read into its model), returning with its result the text of
+/// every expression written as text that it read, so they can be parsed where the file was
+/// read (see `ruleset::read_rule_files`).
+pub(crate) fn collect_expressions<T>(read: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let outer = COLLECTED.with(|c| c.replace(Some(Vec::new())));
+    let result = read();
+    let texts = COLLECTED.with(|c| c.replace(outer)).unwrap_or_default();
+    (result, texts)
+}
+
+fn collected(text: &str) {
+    COLLECTED.with(|c| {
+        if let Some(texts) = c.borrow_mut().as_mut() {
+            texts.push(text.to_owned());
+        }
+    });
+}
+
 impl<'de> Deserialize<'de> for ExprText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ExprText, D::Error> {
         struct V;
@@ -339,9 +363,11 @@ impl<'de> Deserialize<'de> for ExprText {
                 f.write_str("an expression (a string, number, boolean or null)")
             }
             fn visit_str<E>(self, s: &str) -> Result<ExprText, E> {
+                collected(s);
                 Ok(ExprText(s.to_owned()))
             }
             fn visit_string<E>(self, s: String) -> Result<ExprText, E> {
+                collected(&s);
                 Ok(ExprText(s))
             }
             fn visit_bool<E>(self, b: bool) -> Result<ExprText, E> {
