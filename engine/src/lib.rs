@@ -33,7 +33,7 @@
 //! ).unwrap();
 //! let event = Event::from_document(&doc).unwrap();
 //! let plan = set.evaluate(&event, &RecordedWorld::default()).unwrap();
-//! assert_eq!(plan.effects[0].rule, "order.copy");
+//! assert_eq!(&*plan.effects[0].rule, "order.copy");
 //! assert!(plan.to_json().contains(r#""cents": 1999"#));
 //! ```
 

@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ruleset::model::Level;
-use crate::value::Value;
+use crate::value::{Str, Value};
 
 /// The effects an event calls for, in the order they must be applied.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -20,10 +20,10 @@ pub struct Plan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Effect {
     /// The rule that planned it.
-    pub rule: String,
+    pub rule: Str,
     /// The flow it was planned in, when a rule called one with `use`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flow: Option<String>,
+    pub flow: Option<Str>,
     /// What to do.
     #[serde(flatten)]
     pub action: Action,
@@ -37,12 +37,12 @@ pub enum Action {
     /// Create an entity.
     Create {
         /// The system, e.g. the first part of `create: system.entity`.
-        system: String,
+        system: Str,
         /// The entity kind.
-        entity: String,
+        entity: Str,
         /// The plan-unique name later effects use to refer to the result.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
+        name: Option<Str>,
         /// A deterministic idempotency key: applying the effect twice creates once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
@@ -55,14 +55,14 @@ pub enum Action {
     /// Update an entity.
     Update {
         /// The system.
-        system: String,
+        system: Str,
         /// The entity kind.
-        entity: String,
+        entity: Str,
         /// The id of the entity.
         id: Value,
         /// The plan-unique name of the result.
         #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
+        name: Option<Str>,
         /// The fields to change.
         body: Value,
         /// Whether a failure must not block the effects after it.
@@ -72,9 +72,9 @@ pub enum Action {
     /// Delete an entity.
     Delete {
         /// The system.
-        system: String,
+        system: Str,
         /// The entity kind.
-        entity: String,
+        entity: Str,
         /// The id of the entity.
         id: Value,
         /// Whether a failure must not block the effects after it.
@@ -84,14 +84,14 @@ pub enum Action {
     /// Remember that ids in two systems are the same thing.
     Link {
         /// The kind of link.
-        kind: String,
+        kind: Str,
         /// One id per system, in the order the rule names them.
-        ids: IndexMap<String, Value, crate::value::Hasher>,
+        ids: IndexMap<Str, Value, crate::value::Hasher>,
     },
     /// Write a journal entry.
     Journal {
         /// A stable code.
-        code: String,
+        code: Str,
         /// How serious.
         level: Level,
         /// Human text.
@@ -106,7 +106,7 @@ pub enum Action {
         /// The user.
         user: Value,
         /// The kind of problem.
-        kind: String,
+        kind: Str,
         /// The text.
         text: String,
     },

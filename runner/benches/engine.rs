@@ -495,7 +495,7 @@ fn stock_pass(rules: &RuleSet, root: &std::path::Path, budget: Duration) {
     let uploads = plan
         .effects
         .iter()
-        .filter(|e| matches!(&e.action, skladsync_engine::Action::Update { entity, .. } if entity == "inventories"))
+        .filter(|e| matches!(&e.action, skladsync_engine::Action::Update { entity, .. } if &**entity == "inventories"))
         .count();
     let eval = measure(budget, || run().map(|p| p.effects.len()));
     println!(

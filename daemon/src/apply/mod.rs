@@ -367,7 +367,7 @@ impl Applier {
         tracing::warn!(event = %run.event, rule = %effect.rule, index, error = %e, "effect failed");
         EffectFailure {
             index,
-            rule: effect.rule.clone(),
+            rule: effect.rule.to_string(),
             class,
             code: e.code().to_string(),
             system: e.system().to_string(),
@@ -411,7 +411,7 @@ impl Applier {
         auto_key: &str,
     ) -> Result<Json, ApplyError> {
         match &effect.action {
-            Action::Create { system, entity, .. } if system == "crm" => {
+            Action::Create { system, entity, .. } if &**system == "crm" => {
                 self.orders.crm_write(entity, None, true);
                 self.customers.crm_write(entity, None, true);
             }
@@ -420,7 +420,7 @@ impl Applier {
             }
             | Action::Delete {
                 system, entity, id, ..
-            } if system == "crm" => {
+            } if &**system == "crm" => {
                 let id = resolve(id, results).ok().map(|v| to_json(&v));
                 self.orders.crm_write(entity, id.as_ref(), false);
                 self.customers.crm_write(entity, id.as_ref(), false);
@@ -440,7 +440,7 @@ impl Applier {
                 let created = self
                     .create(system, entity, key.as_deref(), auto_key, body.clone())
                     .await;
-                if system == "moysklad" {
+                if &**system == "moysklad" {
                     self.lookups.ms_wrote(entity, created.as_ref().ok());
                 }
                 let answer = created?;
@@ -461,7 +461,7 @@ impl Applier {
             } => {
                 let id = to_json(&resolve(id, results)?);
                 let body = to_json(&resolve(body, results)?);
-                let answer = match system.as_str() {
+                let answer = match &**system {
                     "moysklad" => {
                         let updated = match moysklad::bulk_update(entity, &id, &body) {
                             Some((path, own)) => self
@@ -491,13 +491,13 @@ impl Applier {
                 system, entity, id, ..
             } => {
                 let id = to_json(&resolve(id, results)?);
-                let answer = match system.as_str() {
+                let answer = match &**system {
                     "moysklad" => {
                         self.lookups.ms_wrote(entity, None);
                         let answer = moysklad::delete(&self.systems.ms, entity, &id).await?;
                         // Our own deletion: the audit poll must not report it back (МойСклад
                         // sends no webhook for it either).
-                        if !entity.contains('.') && entity != "customentity" {
+                        if !entity.contains('.') && &**entity != "customentity" {
                             if let Some(own) = crate::world::lookups::ms_id(&id) {
                                 let now = chrono::Utc::now().timestamp_millis();
                                 self.state.set_ms_gone(entity, &own, now)?;
@@ -517,7 +517,7 @@ impl Applier {
                 // The link and the effect's progress commit together: a link is never
                 // written without the plan knowing it, nor the other way round.
                 let mut link = Link {
-                    kind: kind.clone(),
+                    kind: kind.to_string(),
                     ids: Default::default(),
                 };
                 for (side, id) in ids {
@@ -527,7 +527,7 @@ impl Applier {
                             "link {kind}: the {side} id is {v}, not an id"
                         )));
                     }
-                    link.ids.insert(side.clone(), v);
+                    link.ids.insert(side.to_string(), v);
                 }
                 let answer = link.to_json();
                 self.state.link_done(seq, index, &link, &answer)?;
@@ -547,8 +547,8 @@ impl Applier {
                         first: run.now,
                         count: 1,
                         direction: direction(&run.event).to_string(),
-                        rule: effect.rule.clone(),
-                        code: code.clone(),
+                        rule: effect.rule.to_string(),
+                        code: code.to_string(),
                         level: level.as_str().to_string(),
                         text: text.clone(),
                         subject,

@@ -179,7 +179,7 @@ fn ms_creates(outbox: &Outbox) -> Vec<(String, Json)> {
                 entity,
                 body,
                 ..
-            } if system == "moysklad" => Some((entity.clone(), body.to_serde_json())),
+            } if &**system == "moysklad" => Some((entity.to_string(), body.to_serde_json())),
             _ => None,
         })
         .collect()
@@ -196,7 +196,7 @@ fn plan_links(outbox: &Outbox) -> Vec<(String, String, String)> {
         if let skladsync_engine::Action::Link { kind, ids } = &e.action {
             for (system, id) in ids {
                 if let Some(id) = crate::state::id_text(&id.to_serde_json()) {
-                    out.push((kind.clone(), system.clone(), id));
+                    out.push((kind.to_string(), system.to_string(), id));
                 }
             }
         }
@@ -220,13 +220,13 @@ fn ms_changes(outbox: &Outbox) -> Vec<(String, Option<String>)> {
             }
             | skladsync_engine::Action::Delete {
                 system, entity, id, ..
-            } if system == "moysklad" => Some((entity, id.to_serde_json())),
+            } if &**system == "moysklad" => Some((entity, id.to_serde_json())),
             skladsync_engine::Action::Create {
                 system,
                 entity,
                 body,
                 ..
-            } if system == "moysklad" && entity.contains('.') => Some((
+            } if &**system == "moysklad" && entity.contains('.') => Some((
                 entity,
                 json!({"parent": body.to_serde_json().get("parent")}),
             )),
@@ -237,7 +237,7 @@ fn ms_changes(outbox: &Outbox) -> Vec<(String, Option<String>)> {
                 base.to_string(),
                 id.get("parent").and_then(crate::world::lookups::ms_id),
             ),
-            None => (entity.clone(), crate::world::lookups::ms_id(&id)),
+            None => (entity.to_string(), crate::world::lookups::ms_id(&id)),
         })
         .collect()
 }

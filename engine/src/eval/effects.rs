@@ -188,8 +188,8 @@ impl PlanBuilder {
             self.effects.reserve(16);
         }
         self.effects.push(Effect {
-            rule: String::from(&**rule),
-            flow: flow.as_deref().map(String::from),
+            rule: rule.clone(),
+            flow: flow.clone(),
             action,
         });
     }
@@ -439,7 +439,7 @@ fn emit_record<'a>(
                 },
             };
             Action::Journal {
-                code: code.to_string(),
+                code,
                 level,
                 text,
                 subject,
@@ -681,9 +681,9 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Create {
-                    system: owned(system),
-                    entity: owned(entity),
-                    name: plan_name.map(|n| owned(&n)),
+                    system: system.clone(),
+                    entity: entity.clone(),
+                    name: plan_name,
                     key,
                     body,
                     optional: *optional,
@@ -718,10 +718,10 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Update {
-                    system: owned(system),
-                    entity: owned(entity),
+                    system: system.clone(),
+                    entity: entity.clone(),
                     id,
-                    name: plan_name.map(|n| owned(&n)),
+                    name: plan_name,
                     body,
                     optional: *optional,
                 },
@@ -739,8 +739,8 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Delete {
-                    system: owned(system),
-                    entity: owned(entity),
+                    system: system.clone(),
+                    entity: entity.clone(),
                     id,
                     optional: *optional,
                 },
@@ -753,14 +753,14 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
             for (system, e) in ids {
                 let v = cx.eval(e, frame)?;
                 linked.push((system.clone(), v.clone()));
-                values.insert(owned(system), v);
+                values.insert(system.clone(), v);
             }
             cx.plan.add_link(&kind, linked);
             push_effect(
                 cx,
                 loc,
                 Action::Link {
-                    kind: owned(&kind),
+                    kind,
                     ids: values,
                 },
             )?;
@@ -783,7 +783,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 cx,
                 loc,
                 Action::Journal {
-                    code: owned(&code),
+                    code,
                     level,
                     text,
                     subject,
@@ -802,7 +802,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 loc,
                 Action::Task {
                     user,
-                    kind: owned(&kind),
+                    kind,
                     text,
                 },
             )?;
@@ -901,10 +901,4 @@ fn run_flow<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, flow: &'a CFlow) -> Res
         Some(e) => Ok(cx.eval(e, frame)?),
         None => Ok(Value::Null),
     }
-}
-
-/// A text of the plan as an owned `String`, copied without the formatting machinery that
-/// `to_string()` of an `Arc<str>` goes through.
-fn owned(s: &str) -> String {
-    s.to_owned()
 }

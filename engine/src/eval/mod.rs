@@ -773,5 +773,5 @@ pub(crate) fn eval_alone(
 
 /// The effects of a plan that came from one rule, for tests and tools.
 pub fn effects_of<'p>(plan: &'p Plan, rule: &'p str) -> impl Iterator<Item = &'p Effect> + 'p {
-    plan.effects.iter().filter(move |e| e.rule == rule)
+    plan.effects.iter().filter(move |e| *e.rule == *rule)
 }

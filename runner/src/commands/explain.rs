@@ -206,7 +206,7 @@ pub fn render(traces: &[&RuleTrace], plan: Option<&Plan>, paint: Paint) -> Strin
                 .map(|p| {
                     p.effects
                         .iter()
-                        .filter(|e| e.rule == t.rule)
+                        .filter(|e| *e.rule == *t.rule)
                         .filter_map(|e| match &e.action {
                             Action::Journal {
                                 code, level, text, ..

@@ -54,13 +54,13 @@ impl EffectId {
                 name.as_ref().map(|n| format!("as {n}")).unwrap_or_default(),
             ),
             Action::Delete { system, entity, .. } => (format!("{system}.{entity}"), String::new()),
-            Action::Link { kind, .. } => (kind.clone(), String::new()),
-            Action::Journal { code, .. } => (code.clone(), String::new()),
-            Action::Task { kind, .. } => (kind.clone(), String::new()),
+            Action::Link { kind, .. } => (kind.to_string(), String::new()),
+            Action::Journal { code, .. } => (code.to_string(), String::new()),
+            Action::Task { kind, .. } => (kind.to_string(), String::new()),
             Action::Skip { .. } => (String::new(), String::new()),
         };
         EffectId {
-            rule: e.rule.clone(),
+            rule: e.rule.to_string(),
             op: e.action.op(),
             target,
             name,
