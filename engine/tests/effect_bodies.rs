@@ -269,9 +269,10 @@ fn names_are_unique_in_the_plan_and_an_abandoned_rule_gives_its_names_back() {
         .effects
         .iter()
         .filter_map(|e| match &e.action {
-            Action::Create { name, body, .. } => {
-                Some((name.as_deref().unwrap_or_default().to_string(), body.to_json()))
-            }
+            Action::Create { name, body, .. } => Some((
+                name.as_deref().unwrap_or_default().to_string(),
+                body.to_json(),
+            )),
             _ => None,
         })
         .collect();

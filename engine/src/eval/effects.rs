@@ -756,14 +756,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 values.insert(system.clone(), v);
             }
             cx.plan.add_link(&kind, linked);
-            push_effect(
-                cx,
-                loc,
-                Action::Link {
-                    kind,
-                    ids: values,
-                },
-            )?;
+            push_effect(cx, loc, Action::Link { kind, ids: values })?;
         }
         EffectKind::Journal(j) => {
             let Record::Journal {
@@ -797,15 +790,7 @@ fn run_effect<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, eff: &'a CEffect) -> 
                 let v = cx.eval(text, frame)?;
                 cx.text(&v, text.loc)?
             };
-            push_effect(
-                cx,
-                loc,
-                Action::Task {
-                    user,
-                    kind,
-                    text,
-                },
-            )?;
+            push_effect(cx, loc, Action::Task { user, kind, text })?;
         }
         EffectKind::Skip(reason) => {
             let reason = {
