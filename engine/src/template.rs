@@ -162,7 +162,7 @@ impl Object for Context {
         Enumerator::Values(
             self.vars
                 .iter()
-                .map(|(n, _)| MjValue::from(n.clone()))
+                .map(|(n, _)| MjValue::from(n.as_str()))
                 .collect(),
         )
     }
@@ -193,7 +193,7 @@ impl Object for Doc {
         match &self.0 {
             Value::Array(items) => Enumerator::Seq(items.len()),
             Value::Object(map) => {
-                Enumerator::Values(map.keys().map(|k| MjValue::from(k.clone())).collect())
+                Enumerator::Values(map.keys().map(|k| MjValue::from(k.as_str())).collect())
             }
             _ => Enumerator::NonEnumerable,
         }
@@ -218,7 +218,7 @@ fn to_mj(v: &Value) -> MjValue {
         Value::Dec(d) => d
             .to_f64()
             .map_or_else(|| MjValue::from(d.to_string()), MjValue::from),
-        Value::Str(s) => MjValue::from(s.clone()),
+        Value::Str(s) => MjValue::from(s.as_str()),
         other => MjValue::from_object(Doc(other.clone())),
     }
 }

@@ -19,8 +19,9 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A shared immutable string.
-pub type Str = Arc<str>;
+/// A shared immutable string: one word (the length is stored with the text), so a [`Value`]
+/// is two words and an evaluation's results are returned in registers.
+pub type Str = arcstr::ArcStr;
 
 /// The hasher of object maps: fast and deterministic (iteration order is insertion order
 /// regardless of the hasher).
@@ -43,7 +44,7 @@ pub mod intern {
     use super::Str;
     use hashbrown::HashTable;
     use std::cell::RefCell;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     /// The most keys interned (per process, and per thread's cache).
     pub const MAX_KEYS: usize = 16_384;
@@ -76,7 +77,7 @@ pub mod intern {
     /// [`key`] of a key whose [`key_hash`](super::key_hash) is `hash`.
     pub(crate) fn key_hashed(s: &str, hash: u64) -> Str {
         if !worth(s) {
-            return Arc::from(s);
+            return Str::from(s);
         }
         LOCAL
             .try_with(|local| {
@@ -88,11 +89,11 @@ pub mod intern {
                     match global.find(hash, |k| same_text(k, s)) {
                         Some(k) => k.clone(),
                         None if global.len() < MAX_KEYS => {
-                            let k: Str = Arc::from(s);
+                            let k: Str = Str::from(s);
                             global.insert_unique(hash, k.clone(), |k| super::key_hash(k));
                             k
                         }
-                        None => return Arc::from(s),
+                        None => return Str::from(s),
                     }
                 };
                 let mut local = local.borrow_mut();
@@ -101,7 +102,7 @@ pub mod intern {
                 }
                 k
             })
-            .unwrap_or_else(|_| Arc::from(s))
+            .unwrap_or_else(|_| Str::from(s))
     }
 
     /// Whether two short texts are equal, compared inline a word at a time (keys are
@@ -154,7 +155,7 @@ pub mod intern {
 /// (texts compared by rules are short: a call to `memcmp` costs more than the comparison).
 #[inline]
 pub(crate) fn same_str(a: &Str, b: &Str) -> bool {
-    Arc::ptr_eq(a, b) || intern::same_text(a, b)
+    Str::ptr_eq(a, b) || intern::same_text(a, b)
 }
 
 /// A value of the expression language.
@@ -168,7 +169,7 @@ pub enum Value {
     /// A whole number.
     Int(i64),
     /// An exact decimal number with a fractional part.
-    Dec(Decimal),
+    Dec(Arc<Decimal>),
     /// A string.
     Str(Str),
     /// An ordered list.
@@ -178,6 +179,11 @@ pub enum Value {
     /// A value that becomes known only when the plan is applied.
     Ref(Arc<PendingRef>),
 }
+
+// A value is two words (its tag and one word of payload: texts are thin, decimals are
+// shared), so an evaluation's results (`Result<Value, Fail>`) are returned in registers.
+const _: () = assert!(std::mem::size_of::<Value>() == 16);
+const _: () = assert!(std::mem::size_of::<Result<Value, Box<()>>>() == 16);
 
 /// A reference to (a part of) the result of an earlier effect of the same plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -266,7 +272,7 @@ impl Value {
             if m % unit == 0 {
                 return Value::Int(m / unit);
             }
-            return Value::Dec(d.normalize());
+            return Value::Dec(Arc::new(d.normalize()));
         }
         Value::number_slow(d)
     }
@@ -278,7 +284,7 @@ impl Value {
                 return Value::Int(i);
             }
         }
-        Value::Dec(d.normalize())
+        Value::Dec(Arc::new(d.normalize()))
     }
 
     /// The name of this value's type, as error messages and `type()` show it.
@@ -332,7 +338,7 @@ impl Value {
     pub fn as_decimal(&self) -> Option<Decimal> {
         match self {
             Value::Int(i) => Some(Decimal::from(*i)),
-            Value::Dec(d) => Some(*d),
+            Value::Dec(d) => Some(**d),
             _ => None,
         }
     }
@@ -850,7 +856,7 @@ fn short_decimal(f: f64) -> Option<Value> {
             let m = m as i64;
             return Some(match scale {
                 0 => Value::Int(m),
-                _ if m % 10 != 0 => Value::Dec(Decimal::new(m, scale)),
+                _ if m % 10 != 0 => Value::Dec(Arc::new(Decimal::new(m, scale))),
                 _ => Value::number(Decimal::new(m, scale)),
             });
         }
@@ -1406,7 +1412,7 @@ impl KeyString {
     /// The key of a text not interned.
     fn text(s: String) -> KeyString {
         let hash = key_hash(&s);
-        KeyString(Arc::from(s), hash)
+        KeyString(Str::from(s), hash)
     }
 }
 
@@ -1593,7 +1599,7 @@ mod tests {
         assert_eq!(items[9].get("302").get("id"), Value::Int(304));
         assert_eq!(items[1].get("tags").index(1).get("x"), Value::Int(4));
         let key = |v: &Value, i: usize| v.as_object().unwrap().get_index(i).unwrap().0.clone();
-        assert!(Arc::ptr_eq(&key(&items[1], 1), &intern::key("offer")));
+        assert!(Str::ptr_eq(&key(&items[1], 1), &intern::key("offer")));
         // Objects of one shape share one key table, down into their nested objects.
         let obj = |v: &Value| v.as_object().unwrap().clone();
         assert!(obj(&items[0]).same_keys(&obj(&items[1])));
@@ -1635,10 +1641,10 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"quantity": 1, "301": 2}"#).unwrap();
         let b = Value::from_json(&serde_json::json!({"quantity": 3, "301": 4}));
         let key = |v: &Value, i: usize| v.as_object().unwrap().get_index(i).unwrap().0.clone();
-        assert!(Arc::ptr_eq(&key(&a, 0), &key(&b, 0)));
-        assert!(Arc::ptr_eq(&key(&a, 0), &intern::key("quantity")));
+        assert!(Str::ptr_eq(&key(&a, 0), &key(&b, 0)));
+        assert!(Str::ptr_eq(&key(&a, 0), &intern::key("quantity")));
         // Ids as keys are not interned, and are found all the same.
-        assert!(!Arc::ptr_eq(&key(&a, 1), &key(&b, 1)));
+        assert!(!Str::ptr_eq(&key(&a, 1), &key(&b, 1)));
         assert_eq!(b.get("301"), Value::Int(4));
     }
 

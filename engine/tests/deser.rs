@@ -342,12 +342,12 @@ fn read_numbers_keep_their_kind_and_digits() {
     let items = v.as_array().unwrap();
     assert!(matches!(items[0], Value::Int(0)));
     assert!(matches!(items[1], Value::Int(1)));
-    assert!(matches!(items[2], Value::Dec(d) if d.to_string() == "19.99"));
+    assert!(matches!(&items[2], Value::Dec(d) if d.to_string() == "19.99"));
     assert!(matches!(items[3], Value::Int(1000)));
-    assert!(matches!(items[4], Value::Dec(d) if d.to_string() == "9223372036854775808"));
+    assert!(matches!(&items[4], Value::Dec(d) if d.to_string() == "9223372036854775808"));
     // Past u64, serde_json reads a float either way.
     assert_eq!(items[5].to_json(), "18446744073709552000");
-    assert!(matches!(items[6], Value::Dec(d) if d.to_string() == "1.5"));
+    assert!(matches!(&items[6], Value::Dec(d) if d.to_string() == "1.5"));
 }
 
 #[test]

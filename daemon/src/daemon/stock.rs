@@ -946,6 +946,6 @@ mod tests {
             Some(Value::Str(s)) => s.clone(),
             other => panic!("no type: {other:?}"),
         };
-        assert!(std::sync::Arc::ptr_eq(&ty(&va), &ty(&vo)));
+        assert!(skladsync_engine::value::Str::ptr_eq(&ty(&va), &ty(&vo)));
     }
 }

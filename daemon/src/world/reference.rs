@@ -466,7 +466,7 @@ mod tests {
         let (key, c1) = map.get_key_value("c1").expect("c1");
         for field in ["xmlId", "externalId"] {
             match c1.get_ref(field) {
-                Some(EngineValue::Str(s)) => assert!(std::sync::Arc::ptr_eq(s, key)),
+                Some(EngineValue::Str(s)) => assert!(skladsync_engine::value::Str::ptr_eq(s, key)),
                 other => panic!("{field}: {other:?}"),
             }
         }

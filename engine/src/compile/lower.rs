@@ -1,8 +1,6 @@
 //! Compiling one expression (or template): parse, resolve names, check calls and settings
 //! keys, fold constants.
 
-use std::sync::Arc;
-
 use super::node::{CExpr, CLambda, Node, ObjKey, Seg as CSeg};
 use super::scope::{suggest, Binding, Scope, ScopeKind};
 use super::{Callable, Compiler};
@@ -448,12 +446,14 @@ impl Compiler<'_> {
                 continue;
             }
             match scope.resolve(&n) {
-                Some(Binding::Local(s)) => {
-                    vars.push((Arc::from(n.as_str()), CExpr::new(Node::Local(s), loc)))
-                }
-                Some(Binding::Global(g)) => {
-                    vars.push((Arc::from(n.as_str()), CExpr::new(Node::Global(g), loc)))
-                }
+                Some(Binding::Local(s)) => vars.push((
+                    crate::value::Str::from(n.as_str()),
+                    CExpr::new(Node::Local(s), loc),
+                )),
+                Some(Binding::Global(g)) => vars.push((
+                    crate::value::Str::from(n.as_str()),
+                    CExpr::new(Node::Global(g), loc),
+                )),
                 None => {
                     let a = at();
                     let d = self.error(

@@ -181,7 +181,10 @@ impl<'s> Compiler<'s> {
             diags,
             settings,
             locs: Vec::new(),
-            globals: vec![Arc::from("settings"), Arc::from("event")],
+            globals: vec![
+                crate::value::Str::from("settings"),
+                crate::value::Str::from("event"),
+            ],
             events: IndexMap::new(),
             funcs: Vec::new(),
             func_index: HashMap::new(),
@@ -308,7 +311,7 @@ impl Compiler<'_> {
                         continue;
                     }
                     if !self.globals.iter().any(|g| **g == *field) {
-                        self.globals.push(Arc::from(field.as_str()));
+                        self.globals.push(crate::value::Str::from(field.as_str()));
                     }
                 }
                 self.events.insert(
@@ -358,8 +361,11 @@ impl Compiler<'_> {
                 let i = u32::try_from(self.funcs.len()).unwrap_or(u32::MAX);
                 self.func_index.insert(name.clone(), i);
                 self.funcs.push(CFunc {
-                    name: Arc::from(name.as_str()),
-                    params: params.iter().map(|p| Arc::from(p.as_str())).collect(),
+                    name: crate::value::Str::from(name.as_str()),
+                    params: params
+                        .iter()
+                        .map(|p| crate::value::Str::from(p.as_str()))
+                        .collect(),
                     frame_size: 0,
                     body: None,
                     pure: true,
@@ -388,8 +394,12 @@ impl Compiler<'_> {
                 let i = u32::try_from(self.flows.len()).unwrap_or(u32::MAX);
                 self.flow_index.insert(name.clone(), i);
                 self.flows.push(CFlow {
-                    name: Arc::from(name.as_str()),
-                    params: def.params.iter().map(|p| Arc::from(p.as_str())).collect(),
+                    name: crate::value::Str::from(name.as_str()),
+                    params: def
+                        .params
+                        .iter()
+                        .map(|p| crate::value::Str::from(p.as_str()))
+                        .collect(),
                     frame_size: 0,
                     lets: Lets::default(),
                     when: Vec::new(),

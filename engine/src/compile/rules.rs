@@ -1,7 +1,6 @@
 //! Compiling functions, flows, rules, conditions, effects and bodies.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use indexmap::IndexMap;
 
@@ -230,7 +229,7 @@ impl Compiler<'_> {
                 self.rule_events.clear();
                 let loc = self.push_loc(id_loc);
                 rules.push(CRule {
-                    id: Arc::from(def.id.as_str()),
+                    id: crate::value::Str::from(def.id.as_str()),
                     doc: def.doc.clone(),
                     on,
                     file: src.marked.source.name.clone(),
@@ -274,7 +273,7 @@ impl Compiler<'_> {
             }
             lets.by_slot[slot as usize] = Some(idx);
             lets.items.push(CLet {
-                name: Arc::from(name.as_str()),
+                name: crate::value::Str::from(name.as_str()),
                 slot,
                 expr,
             });
@@ -478,7 +477,9 @@ impl Compiler<'_> {
                     .or(d.update.as_ref())
                     .or(d.delete.as_ref())?;
                 let (system, entity) = match target.split_once('.') {
-                    Some((s, e)) if !s.is_empty() && !e.is_empty() => (Arc::from(s), Arc::from(e)),
+                    Some((s, e)) if !s.is_empty() && !e.is_empty() => {
+                        (crate::value::Str::from(s), crate::value::Str::from(e))
+                    }
                     _ => {
                         let tloc = file.locate(&at(path, [Seg::from(verb)]));
                         self.error(
@@ -519,7 +520,10 @@ impl Compiler<'_> {
                     .map(|k| self.expr(k, file, &at(path, [Seg::from("key")]), scope));
                 let name = d.name.as_ref().map(|n| {
                     self.check_result_name(n, file, path);
-                    (Arc::from(n.as_str()), scope.declare_or_reuse(n))
+                    (
+                        crate::value::Str::from(n.as_str()),
+                        scope.declare_or_reuse(n),
+                    )
                 });
                 let id = id.unwrap_or(CExpr::new(Node::Const(Value::Null), loc));
                 match verb {
@@ -564,7 +568,7 @@ impl Compiler<'_> {
                         &at(path, [Seg::from("link"), Seg::Key(system.clone())]),
                         scope,
                     );
-                    ids.push((Arc::from(system.as_str()), e));
+                    ids.push((crate::value::Str::from(system.as_str()), e));
                 }
                 if ids.len() < 2 {
                     self.error(
@@ -723,7 +727,7 @@ impl Compiler<'_> {
         if crate::template::is_template(text) {
             Word::Template(self.expr(&ExprText(text.to_owned()), file, path, scope))
         } else {
-            Word::Fixed(Arc::from(text))
+            Word::Fixed(crate::value::Str::from(text))
         }
     }
 

@@ -122,7 +122,7 @@ impl PlanBuilder {
         if *n == 1 {
             base.clone()
         } else {
-            Arc::from(format!("{base}#{n}"))
+            crate::value::Str::from(format!("{base}#{n}"))
         }
     }
 
@@ -290,7 +290,7 @@ fn word<'a>(cx: &mut Ctx<'a>, frame: &mut Frame<'a>, w: &'a Word) -> Result<Str,
         Word::Fixed(s) => Ok(s.clone()),
         Word::Template(e) => {
             let v = cx.eval(e, frame)?;
-            Ok(Arc::from(cx.text(&v, e.loc)?.trim()))
+            Ok(crate::value::Str::from(cx.text(&v, e.loc)?.trim()))
         }
     }
 }

@@ -67,7 +67,7 @@ const EXPRESSIONS: &[&str] = &[
 
 fn pending(known: Option<Value>) -> Value {
     Value::Ref(Arc::new(PendingRef {
-        name: Arc::from("made"),
+        name: crate::value::Str::from("made"),
         path: Vec::new(),
         known,
     }))

@@ -513,7 +513,7 @@ impl<'a> Ctx<'a> {
             limits,
             nesting: 0,
             plan: PlanBuilder::new(&event.name),
-            rule: Arc::from(""),
+            rule: crate::value::Str::from(""),
             flow: None,
             current: None,
             subject: None,

@@ -15,7 +15,7 @@ pub(crate) fn neg(v: &Value) -> Result<Value, String> {
         Value::Int(i) => Ok(i
             .checked_neg()
             .map_or_else(|| Value::number(-Decimal::from(*i)), Value::Int)),
-        Value::Dec(d) => Ok(Value::number(-d)),
+        Value::Dec(d) => Ok(Value::number(-**d)),
         other => Err(format!(
             "cannot negate {} {}{}",
             other.type_name(),

@@ -242,7 +242,7 @@ mod tests {
         #[test]
         fn whole_numbers_round_as_decimals(i in any::<i64>(), digits in -2i64..31) {
             let fast = round(&[Value::Int(i), Value::Int(digits)]);
-            let slow = round(&[Value::Dec(Decimal::from(i)), Value::Int(digits)]);
+            let slow = round(&[Value::Dec(std::sync::Arc::new(Decimal::from(i))), Value::Int(digits)]);
             prop_assert_eq!(&fast, &slow);
             if (0..=28).contains(&digits) {
                 prop_assert_eq!(fast, Ok(Value::Int(i)));

@@ -449,7 +449,7 @@ mod type_tests {
             };
             assert_eq!(&*a, v.type_name());
             assert!(
-                Arc::ptr_eq(&a, &b),
+                crate::value::Str::ptr_eq(&a, &b),
                 "type() of {} built a new text",
                 v.type_name()
             );

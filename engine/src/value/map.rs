@@ -888,7 +888,7 @@ mod tests {
         if i.is_multiple_of(2) {
             intern::key(&text)
         } else {
-            Arc::from(text.as_str())
+            Str::from(text.as_str())
         }
     }
 
@@ -1069,7 +1069,7 @@ mod tests {
         // text, and a duplicate among them found.
         let mut by_top: std::collections::HashMap<u64, Vec<Str>> = Default::default();
         for i in 0..2000 {
-            let k: Str = Arc::from(format!("c{i}").as_str());
+            let k: Str = Str::from(format!("c{i}").as_str());
             by_top.entry(key_hash(&k) >> 56).or_default().push(k);
         }
         let same: Vec<Str> = by_top.into_values().max_by_key(Vec::len).unwrap();
@@ -1081,7 +1081,7 @@ mod tests {
         let map = Map::from_read(&mut read.clone(), 0, values.clone());
         assert_eq!(map.len(), n);
         // The first key again, in another allocation: a duplicate.
-        read.push((Arc::from(&*same[0]), key_hash(&same[0])));
+        read.push((Str::from(&*same[0]), key_hash(&same[0])));
         let mut more = values;
         more.push(Value::Int(99));
         let map = Map::from_read(&mut read, 0, more);

@@ -240,7 +240,7 @@ fn stated_event(base: &Value, full: &Value) -> Option<Value> {
     }
     if let Value::Object(d) = &diff {
         for (k, v) in d.iter() {
-            if k.as_ref() != "event" {
+            if k.as_str() != "event" {
                 out.insert(k.clone(), v.clone());
             }
         }
