@@ -36,6 +36,12 @@ pub use map::{key_hash, Map};
 /// rule is found by comparing pointers, and a document of 200 items does not allocate its
 /// keys 200 times.
 ///
+/// The texts written in rules (`"variant"`, `"#"`) are interned the same way when they are
+/// compiled. An interned text is kept for the life of the process and is static
+/// ([`arcstr::ArcStr::leak`]): copying and dropping it touch no reference count, so the
+/// literals an evaluation reads, and the keys of the objects it builds, cost no locked
+/// instruction.
+///
 /// Interning is only a fast path: a key that is not interned (too long, looks like an id,
 /// or the table is full) is an ordinary string and compares by its text, so nothing but
 /// speed depends on it. The table is bounded ([`intern::MAX_KEYS`] keys of at most
@@ -90,6 +96,9 @@ pub mod intern {
                         Some(k) => k.clone(),
                         None if global.len() < MAX_KEYS => {
                             let k: Str = Str::from(s);
+                            // Kept for the process's life: static, so its copies touch
+                            // no reference count.
+                            let _ = k.leak();
                             global.insert_unique(hash, k.clone(), |k| super::key_hash(k));
                             k
                         }
@@ -1497,6 +1506,38 @@ pub fn deep_merge(base: &Value, overlay: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_texts_and_rule_literals_are_static() {
+        // A key worth interning is shared and static: its copies count nothing.
+        let k = intern::key("static-check-key");
+        assert!(Str::is_static(&k));
+        assert!(Str::ptr_eq(&k, &intern::key("static-check-key")));
+        // One that is not (an id) is an ordinary counted text.
+        let id = intern::key("12345-static-check");
+        assert!(!Str::is_static(&id));
+        assert!(!Str::ptr_eq(&id, &intern::key("12345-static-check")));
+        // A text written in a rule is interned when it is compiled: what its evaluation
+        // gives is the interned text itself.
+        let world = crate::world::RecordedWorld::default();
+        let eval = |text: &str| {
+            crate::Expression::compile(text)
+                .map_err(|d| d.render(false))
+                .and_then(|e| e.eval(&world, None).map_err(|e| e.to_string()))
+        };
+        match eval(r#""static-check-literal""#) {
+            Ok(Value::Str(s)) => {
+                assert!(Str::is_static(&s));
+                assert!(Str::ptr_eq(&s, &intern::key("static-check-literal")));
+            }
+            other => panic!("a literal text evaluated to {other:?}"),
+        }
+        // A text built by the evaluation is not.
+        match eval(r#""static-" + "check-built""#) {
+            Ok(Value::Str(s)) => assert!(!Str::is_static(&s)),
+            other => panic!("a joined text evaluated to {other:?}"),
+        }
+    }
 
     #[test]
     fn floats_keep_their_decimal_text() {

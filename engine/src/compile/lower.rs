@@ -68,7 +68,7 @@ impl Compiler<'_> {
             ExprKind::Bool(b) => Node::Const(Value::Bool(*b)),
             ExprKind::Int(i) => Node::Const(Value::Int(*i)),
             ExprKind::Dec(d) => Node::Const(Value::number(*d)),
-            ExprKind::Str(s) => Node::Const(Value::str(s)),
+            ExprKind::Str(s) => Node::Const(Value::Str(crate::value::intern::key(s))),
             ExprKind::Name(n) => match scope.resolve(n) {
                 Some(Binding::Local(s)) => Node::Local(s),
                 Some(Binding::Global(g)) => Node::Global(g),
