@@ -705,7 +705,9 @@ impl PendingRef {
                 return v;
             }
         }
-        let mut path = self.path.clone();
+        // Room for the new step at once (a clone has no spare room: the push would grow it).
+        let mut path = Vec::with_capacity(self.path.len() + 1);
+        path.extend_from_slice(&self.path);
         path.push(key);
         Value::Ref(Arc::new(PendingRef {
             name: self.name.clone(),
