@@ -61,7 +61,7 @@ pub use plan::{Action, Effect, Plan};
 pub use recorder::{Recorder, Recording};
 pub use ruleset::{FlowInfo, Layer, RuleInfo, RuleSet};
 pub use trace::{Outcome, Trace};
-pub use value::Value;
+pub use value::{Truth, Value};
 pub use world::{EmptyWorld, RecordedWorld, World, WorldError};
 
 /// One expression compiled on its own: it sees `settings` and the built-in functions.

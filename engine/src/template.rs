@@ -213,7 +213,7 @@ impl Object for Doc {
 fn to_mj(v: &Value) -> MjValue {
     match v {
         Value::Null => MjValue::from(()),
-        Value::Bool(b) => MjValue::from(*b),
+        Value::Bool(b) => MjValue::from(b.get()),
         Value::Int(i) => MjValue::from(*i),
         Value::Dec(d) => d
             .to_f64()
@@ -230,7 +230,7 @@ fn from_mj(v: &MjValue) -> Value {
     }
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => Value::Null,
-        ValueKind::Bool => Value::Bool(v.is_true()),
+        ValueKind::Bool => Value::bool(v.is_true()),
         ValueKind::Number => match v.as_i64() {
             Some(i) => Value::Int(i),
             None => f64::try_from(v.clone()).map_or(Value::Null, crate::value::number_from_f64),

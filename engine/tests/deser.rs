@@ -368,7 +368,7 @@ fn objects_of_a_list_read_from_text_share_their_keys() {
     assert!(obj(&items[2].get("offer")).same_keys(&obj(&items[3].get("offer"))));
     // A key more: its own table, its keys found all the same.
     assert!(!obj(&items[2]).same_keys(&obj(&items[3])));
-    assert_eq!(items[3].get("extra"), Value::Bool(true));
+    assert_eq!(items[3].get("extra"), Value::bool(true));
     assert_eq!(items[3].get("offer").get("xmlId"), Value::str("d"));
     assert_eq!(items[1].get("offer").get("xmlId"), Value::str("b"));
 }

@@ -84,10 +84,10 @@ async fn offers_are_answered_one_by_one_as_the_whole_book_has_them() {
     assert_eq!(offer_requests(&emu), 2, "one read of the catalogue");
     assert_eq!(a.get("xmlId"), Value::str("x4"));
     assert_eq!(a.get("externalId"), Value::str("x4"));
-    assert_eq!(a.get("active"), Value::Bool(true));
+    assert_eq!(a.get("active"), Value::bool(true));
     assert!(matches!(a.get("id"), Value::Int(_)));
     assert_eq!(b.get("externalId"), Value::str("other"));
-    assert_eq!(c.get("active"), Value::Bool(false));
+    assert_eq!(c.get("active"), Value::bool(false));
 
     // The whole book, built from what was read (no other request), has the same entries,
     // in the order of the catalogue.

@@ -335,7 +335,7 @@ impl Daemon {
                                 "statuses",
                                 Value::array(statuses.iter().map(|s| Value::str(s)).collect()),
                             ),
-                            ("created", Value::Bool(*created)),
+                            ("created", Value::bool(*created)),
                         ]),
                     ),
                     after: AfterCommit::Nothing,
@@ -505,7 +505,7 @@ pub(super) fn stock_part(
             "stock.pass",
             payload([
                 ("rows", Value::array(values)),
-                ("full", Value::Bool(full)),
+                ("full", Value::bool(full)),
                 (
                     "part",
                     payload([("index", number(index)), ("count", number(count))]),
@@ -705,7 +705,7 @@ mod tests {
     #[test]
     fn payload_keys_are_the_interned_keys_rules_name() {
         let order: Value = serde_json::from_str(r#"{"id": 7, "status": "new"}"#).expect("order");
-        let p = payload([("order", order), ("created", Value::Bool(true))]);
+        let p = payload([("order", order), ("created", Value::bool(true))]);
         let keys: Vec<_> = p.as_object().expect("object").keys().cloned().collect();
         assert_eq!(keys.len(), 2);
         // The same allocation as the key a rule's `event.order` looks for: found by pointer.

@@ -296,8 +296,8 @@ impl OfferIndex {
     fn value(&self, kind: Kind, payload: [u32; 2], key: &Str) -> EngineValue {
         match kind {
             Kind::Absent | Kind::Null => EngineValue::Null,
-            Kind::False => EngineValue::Bool(false),
-            Kind::True => EngineValue::Bool(true),
+            Kind::False => EngineValue::bool(false),
+            Kind::True => EngineValue::bool(true),
             Kind::Int => EngineValue::Int(payload_int(payload)),
             Kind::Text => EngineValue::str(self.slice(payload)),
             Kind::Key => EngineValue::Str(key.clone()),

@@ -569,8 +569,8 @@ impl Folder<'_> {
                 if decided {
                     // `false and x`, `true or x`: x is never evaluated; `v ?? x`: v.
                     let value = match op {
-                        BinOp::And => Value::Bool(false),
-                        BinOp::Or => Value::Bool(true),
+                        BinOp::And => Value::bool(false),
+                        BinOp::Or => Value::bool(true),
                         _ => k.value.clone(),
                     };
                     if op != BinOp::Coalesce || small(&value) {
@@ -632,7 +632,7 @@ impl Folder<'_> {
             Node::Unary(op, x) => {
                 let k = self.known(x, mode)?;
                 let value = match op {
-                    UnOp::Not => Value::Bool(!k.value.truthy()),
+                    UnOp::Not => Value::bool(!k.value.truthy()),
                     UnOp::Neg => crate::eval::ops::neg(&k.value).ok()?,
                 };
                 Some(Known {
@@ -645,13 +645,13 @@ impl Folder<'_> {
                 match op {
                     BinOp::And if !ka.value.truthy() => {
                         return Some(Known {
-                            value: Value::Bool(false),
+                            value: Value::bool(false),
                             paths: ka.paths,
                         })
                     }
                     BinOp::Or if ka.value.truthy() => {
                         return Some(Known {
-                            value: Value::Bool(true),
+                            value: Value::bool(true),
                             paths: ka.paths,
                         })
                     }
@@ -660,7 +660,7 @@ impl Folder<'_> {
                 }
                 let kb = self.known(b, mode)?;
                 let value = match op {
-                    BinOp::And | BinOp::Or => Value::Bool(kb.value.truthy()),
+                    BinOp::And | BinOp::Or => Value::bool(kb.value.truthy()),
                     BinOp::Coalesce => kb.value,
                     _ => crate::eval::ops::binary(*op, &ka.value, &kb.value).ok()?,
                 };
@@ -1062,18 +1062,18 @@ mod tests {
         let (folded, written) = sets(DECIDES);
         let ev = event(&Value::Null);
         for (flag, mode, list) in [
-            (Value::Bool(false), Value::str("net"), Value::array(vec![])),
+            (Value::bool(false), Value::str("net"), Value::array(vec![])),
             (
-                Value::Bool(true),
+                Value::bool(true),
                 Value::str("percent"),
                 Value::array(vec![]),
             ),
             (
-                Value::Bool(true),
+                Value::bool(true),
                 Value::str("net"),
                 Value::array(vec![Value::str("a")]),
             ),
-            (Value::Bool(true), Value::Int(1), Value::array(vec![])),
+            (Value::bool(true), Value::Int(1), Value::array(vec![])),
         ] {
             let s = folded.settings_with(&overrides(&flag, &mode, &list));
             let got = outcome(&folded, &ev, Some(&s));
@@ -1173,7 +1173,7 @@ mod tests {
     fn value() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
+            any::<bool>().prop_map(Value::bool),
             (-2i64..3).prop_map(Value::Int),
             Just(Value::str("net")),
             Just(Value::str("")),

@@ -65,7 +65,7 @@ impl Compiler<'_> {
         let loc = self.push_loc(o.locate(e.span.start as usize, e.span.end as usize));
         let node = match &e.kind {
             ExprKind::Null => Node::Const(Value::Null),
-            ExprKind::Bool(b) => Node::Const(Value::Bool(*b)),
+            ExprKind::Bool(b) => Node::Const(Value::bool(*b)),
             ExprKind::Int(i) => Node::Const(Value::Int(*i)),
             ExprKind::Dec(d) => Node::Const(Value::number(*d)),
             ExprKind::Str(s) => Node::Const(Value::Str(crate::value::intern::key(s))),
@@ -103,7 +103,7 @@ impl Compiler<'_> {
             ExprKind::Unary(op, x) => {
                 let x = self.lower(x, o, scope);
                 match (&x.node, op) {
-                    (Node::Const(v), UnOp::Not) => Node::Const(Value::Bool(!v.truthy())),
+                    (Node::Const(v), UnOp::Not) => Node::Const(Value::bool(!v.truthy())),
                     (Node::Const(v), UnOp::Neg) => match ops::neg(v) {
                         Ok(r) => Node::Const(r),
                         Err(_) => Node::Unary(*op, Box::new(x)),
@@ -592,8 +592,8 @@ fn fold_binary(op: BinOp, a: CExpr, b: CExpr) -> Node {
     match (&a.node, &b.node) {
         (Node::Const(x), Node::Const(y)) => {
             let folded = match op {
-                BinOp::And => Some(Value::Bool(x.truthy() && y.truthy())),
-                BinOp::Or => Some(Value::Bool(x.truthy() || y.truthy())),
+                BinOp::And => Some(Value::bool(x.truthy() && y.truthy())),
+                BinOp::Or => Some(Value::bool(x.truthy() || y.truthy())),
                 BinOp::Coalesce => Some(if x.is_null() { y.clone() } else { x.clone() }),
                 _ => ops::binary(op, x, y).ok(),
             };
@@ -602,8 +602,8 @@ fn fold_binary(op: BinOp, a: CExpr, b: CExpr) -> Node {
                 None => Node::Binary(op, Box::new(a), Box::new(b)),
             }
         }
-        (Node::Const(x), _) if op == BinOp::And && !x.truthy() => Node::Const(Value::Bool(false)),
-        (Node::Const(x), _) if op == BinOp::Or && x.truthy() => Node::Const(Value::Bool(true)),
+        (Node::Const(x), _) if op == BinOp::And && !x.truthy() => Node::Const(Value::bool(false)),
+        (Node::Const(x), _) if op == BinOp::Or && x.truthy() => Node::Const(Value::bool(true)),
         (Node::Const(x), _) if op == BinOp::Coalesce && !x.is_null() => Node::Const(x.clone()),
         _ => Node::Binary(op, Box::new(a), Box::new(b)),
     }

@@ -752,7 +752,7 @@ impl Compiler<'_> {
         let constant = |v: Value| CBody::Expr(CExpr::new(Node::Const(v), 0));
         match v {
             serde_yaml::Value::Null => constant(Value::Null),
-            serde_yaml::Value::Bool(b) => constant(Value::Bool(*b)),
+            serde_yaml::Value::Bool(b) => constant(Value::bool(*b)),
             serde_yaml::Value::Number(n) => constant(
                 n.as_i64()
                     .map(Value::Int)

@@ -40,7 +40,7 @@ impl<'a> Ctx<'a> {
             Node::Local(slot) => self.local(*slot, frame),
             Node::Global(i) => Ok(self.globals.get(*i as usize).cloned().unwrap_or_default()),
             Node::Path(base, segs) => self.path(base, segs, frame),
-            Node::Unary(UnOp::Not, x) => Ok(Value::Bool(!self.test(x, frame)?)),
+            Node::Unary(UnOp::Not, x) => Ok(Value::bool(!self.test(x, frame)?)),
             Node::Unary(UnOp::Neg, x) => self.neg(x, frame, e),
             Node::Binary(op, a, b) => self.binary(*op, a, b, frame, e),
             Node::If(c, a, b) => {
@@ -549,15 +549,15 @@ impl<'a> Ctx<'a> {
         match op {
             BinOp::And => {
                 if !self.test(a, frame)? {
-                    return Ok(Value::Bool(false));
+                    return Ok(Value::bool(false));
                 }
-                Ok(Value::Bool(self.test(b, frame)?))
+                Ok(Value::bool(self.test(b, frame)?))
             }
             BinOp::Or => {
                 if self.test(a, frame)? {
-                    return Ok(Value::Bool(true));
+                    return Ok(Value::bool(true));
                 }
-                Ok(Value::Bool(self.test(b, frame)?))
+                Ok(Value::bool(self.test(b, frame)?))
             }
             BinOp::Coalesce => {
                 let av = self.eval(a, frame)?;
@@ -1307,7 +1307,7 @@ fn op_not<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<V
     let Node::Unary(UnOp::Not, x) = &e.node else {
         return cx.mismatch(e, frame);
     };
-    Ok(Value::Bool(!cx.test(x, frame)?))
+    Ok(Value::bool(!cx.test(x, frame)?))
 }
 
 /// `a and b`.
@@ -1316,9 +1316,9 @@ fn op_and<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<V
         return cx.mismatch(e, frame);
     };
     if !cx.test(a, frame)? {
-        return Ok(Value::Bool(false));
+        return Ok(Value::bool(false));
     }
-    Ok(Value::Bool(cx.test(b, frame)?))
+    Ok(Value::bool(cx.test(b, frame)?))
 }
 
 /// `a or b`.
@@ -1327,9 +1327,9 @@ fn op_or<'a>(cx: &mut Ctx<'a>, e: &'a CExpr, frame: &mut Frame<'a>) -> Result<Va
         return cx.mismatch(e, frame);
     };
     if cx.test(a, frame)? {
-        return Ok(Value::Bool(true));
+        return Ok(Value::bool(true));
     }
-    Ok(Value::Bool(cx.test(b, frame)?))
+    Ok(Value::bool(cx.test(b, frame)?))
 }
 
 /// `a ?? b`.

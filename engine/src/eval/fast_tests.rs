@@ -88,8 +88,8 @@ pub(super) fn inputs() -> Vec<Value> {
     with_ref.insert(crate::value::intern::key("b"), Value::Int(2));
     vec![
         Value::Null,
-        Value::Bool(true),
-        Value::Bool(false),
+        Value::bool(true),
+        Value::bool(false),
         Value::Int(0),
         Value::Int(1),
         Value::Int(2),

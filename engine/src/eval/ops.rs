@@ -28,14 +28,14 @@ pub(crate) fn neg(v: &Value) -> Result<Value, String> {
 /// Every infix operator except the short-circuiting ones.
 pub(crate) fn binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, String> {
     match op {
-        BinOp::Eq => Ok(Value::Bool(a.equals(b))),
-        BinOp::Ne => Ok(Value::Bool(!a.equals(b))),
-        BinOp::Lt => compare(a, b).map(|o| Value::Bool(o == Ordering::Less)),
-        BinOp::Le => compare(a, b).map(|o| Value::Bool(o != Ordering::Greater)),
-        BinOp::Gt => compare(a, b).map(|o| Value::Bool(o == Ordering::Greater)),
-        BinOp::Ge => compare(a, b).map(|o| Value::Bool(o != Ordering::Less)),
-        BinOp::In => contains(b, a).map(Value::Bool),
-        BinOp::NotIn => contains(b, a).map(|x| Value::Bool(!x)),
+        BinOp::Eq => Ok(Value::bool(a.equals(b))),
+        BinOp::Ne => Ok(Value::bool(!a.equals(b))),
+        BinOp::Lt => compare(a, b).map(|o| Value::bool(o == Ordering::Less)),
+        BinOp::Le => compare(a, b).map(|o| Value::bool(o != Ordering::Greater)),
+        BinOp::Gt => compare(a, b).map(|o| Value::bool(o == Ordering::Greater)),
+        BinOp::Ge => compare(a, b).map(|o| Value::bool(o != Ordering::Less)),
+        BinOp::In => contains(b, a).map(Value::bool),
+        BinOp::NotIn => contains(b, a).map(|x| Value::bool(!x)),
         BinOp::Add => add(a, b),
         BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => arith(op, a, b),
         BinOp::And | BinOp::Or | BinOp::Coalesce => Err("internal: short-circuit operator".into()),

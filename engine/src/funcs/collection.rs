@@ -193,10 +193,10 @@ fn any(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     for item in items {
         call.tick(1)?;
         if test(call, item)? {
-            return Ok(Value::Bool(true));
+            return Ok(Value::bool(true));
         }
     }
-    Ok(Value::Bool(false))
+    Ok(Value::bool(false))
 }
 
 fn all(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
@@ -204,10 +204,10 @@ fn all(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
     for item in items {
         call.tick(1)?;
         if !test(call, item)? {
-            return Ok(Value::Bool(false));
+            return Ok(Value::bool(false));
         }
     }
-    Ok(Value::Bool(true))
+    Ok(Value::bool(true))
 }
 
 fn count(call: &mut Call<'_, '_>, args: &[Value]) -> Result<Value, Fail> {
@@ -428,7 +428,7 @@ fn len(args: &[Value]) -> Result<Value, String> {
 }
 
 fn empty(args: &[Value]) -> Result<Value, String> {
-    Ok(Value::Bool(match arg(args, 0) {
+    Ok(Value::bool(match arg(args, 0) {
         Value::Null => true,
         Value::Str(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
@@ -718,7 +718,7 @@ fn slice(args: &[Value]) -> Result<Value, String> {
 }
 
 fn contains(args: &[Value]) -> Result<Value, String> {
-    crate::eval::ops::contains(arg(args, 0), arg(args, 1)).map(Value::Bool)
+    crate::eval::ops::contains(arg(args, 0), arg(args, 1)).map(Value::bool)
 }
 
 fn range(args: &[Value]) -> Result<Value, String> {

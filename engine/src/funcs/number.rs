@@ -170,7 +170,7 @@ fn number(args: &[Value]) -> Result<Value, String> {
                 .ok_or_else(|| format!("number(): {s:?} is not a number")),
         },
         v @ (Value::Int(_) | Value::Dec(_)) => Ok(v.clone()),
-        Value::Bool(b) => Ok(Value::Int(i64::from(*b))),
+        Value::Bool(b) => Ok(Value::Int(i64::from(b.get()))),
         other => Err(format!(
             "number() of a {} has no meaning",
             other.type_name()

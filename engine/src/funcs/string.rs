@@ -208,18 +208,18 @@ fn join(args: &[Value]) -> Result<Value, String> {
 
 fn starts_with(args: &[Value]) -> Result<Value, String> {
     if arg(args, 0).is_null() {
-        return Ok(Value::Bool(false));
+        return Ok(Value::bool(false));
     }
-    Ok(Value::Bool(
+    Ok(Value::bool(
         want_str(args, 0, "starts_with()'s text")?.starts_with(want_str(args, 1, "the prefix")?),
     ))
 }
 
 fn ends_with(args: &[Value]) -> Result<Value, String> {
     if arg(args, 0).is_null() {
-        return Ok(Value::Bool(false));
+        return Ok(Value::bool(false));
     }
-    Ok(Value::Bool(
+    Ok(Value::bool(
         want_str(args, 0, "ends_with()'s text")?.ends_with(want_str(args, 1, "the suffix")?),
     ))
 }
@@ -316,7 +316,7 @@ fn type_text(v: &Value) -> crate::value::Str {
     let texts = TEXTS.get_or_init(|| {
         [
             Value::Null,
-            Value::Bool(false),
+            Value::bool(false),
             Value::Int(0),
             Value::str(""),
             Value::array(Vec::new()),
@@ -428,7 +428,7 @@ mod type_tests {
     fn type_of_names_every_kind_with_a_shared_text() {
         let values = [
             Value::Null,
-            Value::Bool(true),
+            Value::bool(true),
             Value::Int(-3),
             Value::from_json(&serde_json::json!(1.5)),
             Value::str("x"),

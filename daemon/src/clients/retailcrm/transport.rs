@@ -524,7 +524,7 @@ impl Transport {
     ) -> Result<EngineValue, Error> {
         if status < 400 {
             if let Ok(v) = serde_json::from_slice::<EngineValue>(body) {
-                if matches!(v.get_ref("success"), Some(EngineValue::Bool(true))) {
+                if v.get_ref("success").and_then(EngineValue::as_bool) == Some(true) {
                     return Ok(v);
                 }
             }
