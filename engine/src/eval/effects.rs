@@ -348,11 +348,10 @@ pub(crate) fn run_rule<'a>(cx: &mut Ctx<'a>, rule: &'a CRule) -> Result<(), Fail
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            if let Some(trace) = cx.trace.as_deref_mut() {
-                if let Some(last) = trace.rules.last_mut() {
-                    last.outcome = Outcome::Error {
-                        message: e.to_string(),
-                    };
+            if cx.trace.is_some() {
+                let message = cx.failure_message(&e);
+                if let Some(last) = cx.trace.as_deref_mut().and_then(|t| t.rules.last_mut()) {
+                    last.outcome = Outcome::Error { message };
                 }
             }
             return Err(e);
@@ -381,7 +380,7 @@ fn finish_trace<'a>(
         if known {
             continue;
         }
-        let result = cx.eval(&l.expr, frame);
+        let result = cx.eval(&l.expr, frame).map_err(|f| cx.take_failure(f));
         if let Some(trace) = cx.trace.as_deref_mut() {
             if let Some(last) = trace.rules.last_mut() {
                 match result {

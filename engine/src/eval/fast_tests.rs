@@ -127,7 +127,7 @@ pub(super) fn lambda(prog_expr: &CExpr) -> (u32, &CExpr) {
 
 /// What an evaluation gave, comparable across paths: the value with its type, or the
 /// error's kind, message and location.
-pub(super) fn outcome(r: Result<Value, Box<EvalError>>) -> String {
+pub(super) fn outcome(r: Result<Value, EvalError>) -> String {
     match r {
         Ok(v) => format!("ok {} {v:?}", v.type_name()),
         Err(e) => format!("error {:?} at {:?}: {}", e.kind, e.location, e.message),
@@ -154,12 +154,12 @@ fn run(
     let lets = crate::compile::node::Lets::default();
     let mut frame = Frame::new(frame_size.max(slot + 1), &lets);
     frame.set(slot, x.clone());
-    let value = outcome(cx.eval(body, &mut frame));
+    let value = outcome(cx.eval(body, &mut frame).map_err(|f| cx.take_failure(f)));
     let mut frame = Frame::new(frame_size.max(slot + 1), &lets);
     frame.set(slot, x.clone());
     let holds = match cx.test(body, &mut frame) {
         Ok(b) => format!("ok {b}"),
-        Err(e) => outcome(Err(e)),
+        Err(f) => outcome(Err(cx.take_failure(f))),
     };
     (value, holds)
 }

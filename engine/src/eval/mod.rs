@@ -180,8 +180,20 @@ impl fmt::Display for EvalError {
     }
 }
 
-/// An evaluation error inside the evaluator: boxed, so results stay small on the hot path.
-pub(crate) type Fail = Box<EvalError>;
+/// An evaluation error inside the evaluator: only the mark that one happened. The error
+/// itself is kept by the context that made it ([`Ctx::error`]) until whoever stops the
+/// evaluation takes it ([`Ctx::take_failure`]).
+///
+/// A mark of no size keeps `Result<Value, Fail>` a pair of scalars like [`Value`] itself (an
+/// error of one word, a box, did not: such a result was returned through memory and copied
+/// as a 16-byte block right after it was stored in two words, which the processor cannot
+/// forward, at every node evaluated).
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Fail(());
+
+// An evaluation's result is two words, returned in two registers.
+const _: () = assert!(std::mem::size_of::<Result<Value, Fail>>() == 16);
 
 /// Options of one evaluation.
 ///
@@ -341,6 +353,9 @@ pub(crate) struct Ctx<'a> {
     /// folded for them: [`Node::Settled`](crate::compile::node::Node::Settled) takes its
     /// folded side then.
     pub settled: bool,
+    /// The error the evaluation failed with ([`Fail`] is only its mark), from
+    /// [`Ctx::error`] to [`Ctx::take_failure`].
+    failure: std::cell::Cell<Option<Box<EvalError>>>,
 }
 
 /// The result of a call of a user function whose arguments are all event-level (globals,
@@ -525,6 +540,7 @@ impl<'a> Ctx<'a> {
             #[cfg(test)]
             unthreaded: UNTHREADED.with(std::cell::Cell::get),
             settled,
+            failure: std::cell::Cell::new(None),
         }
     }
 
@@ -661,14 +677,44 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// An error at `loc`: kept by the context, its mark returned (see [`Fail`]).
     pub fn error(&self, kind: EvalErrorKind, loc: LocId, message: impl Into<String>) -> Fail {
-        Box::new(EvalError {
+        self.failure.set(Some(Box::new(EvalError {
             kind,
             rule: (!self.rule.is_empty()).then(|| self.rule.to_string()),
             flow: self.flow.as_ref().map(|f| f.to_string()),
             location: self.prog.locs.get(loc as usize).map(|l| l.position()),
             message: message.into(),
-        })
+        })));
+        Fail(())
+    }
+
+    /// The error whose mark is `fail`: the last one [`Ctx::error`] made (a mark is returned
+    /// at once, up to whoever stops the evaluation, so no other error is made between).
+    pub fn take_failure(&self, fail: Fail) -> EvalError {
+        let Fail(()) = fail;
+        match self.failure.take() {
+            Some(e) => *e,
+            // Not reached: a mark is only made with its error. Still an error, never a panic.
+            None => EvalError {
+                kind: EvalErrorKind::Type,
+                rule: (!self.rule.is_empty()).then(|| self.rule.to_string()),
+                flow: self.flow.as_ref().map(|f| f.to_string()),
+                location: None,
+                message: "the evaluation failed without saying why (an error of skladsync \
+                          itself: please report it)"
+                    .to_owned(),
+            },
+        }
+    }
+
+    /// The message of the error whose mark is `fail`, the error kept (for a trace).
+    pub fn failure_message(&self, fail: &Fail) -> String {
+        let Fail(()) = fail;
+        let e = self.failure.take();
+        let message = e.as_ref().map_or_else(String::new, |e| e.to_string());
+        self.failure.set(e);
+        message
     }
 }
 
@@ -717,12 +763,12 @@ pub(crate) fn evaluate(
         for &i in indexes {
             if let Some(rule) = prog.rules.get(i as usize) {
                 match rule_times.as_deref_mut() {
-                    None => effects::run_rule(&mut cx, rule).map_err(|e| *e)?,
+                    None => effects::run_rule(&mut cx, rule).map_err(|f| cx.take_failure(f))?,
                     Some(times) => {
                         let (start, budget) = (std::time::Instant::now(), cx.budget);
                         let result = effects::run_rule(&mut cx, rule);
                         times.add(&rule.id, start.elapsed(), budget.saturating_sub(cx.budget));
-                        result.map_err(|e| *e)?;
+                        result.map_err(|f| cx.take_failure(f))?;
                     }
                 }
             }
@@ -768,7 +814,7 @@ pub(crate) fn eval_alone(
     let mut cx = Ctx::new(prog, settings, &event, world, Limits::default(), None);
     let lets = Lets::default();
     let mut frame = Frame::new(frame_size, &lets);
-    cx.eval(expr, &mut frame).map_err(|e| *e)
+    cx.eval(expr, &mut frame).map_err(|f| cx.take_failure(f))
 }
 
 /// The effects of a plan that came from one rule, for tests and tools.

@@ -114,11 +114,11 @@ fn run(
         let mut frame = Frame::new(frame_size.max(slot + 1), &lets);
         frame.set(slot, x.clone());
         let result = if i == 0 {
-            outcome(cx.eval(body, &mut frame))
+            outcome(cx.eval(body, &mut frame).map_err(|f| cx.take_failure(f)))
         } else {
             match cx.test(body, &mut frame) {
                 Ok(b) => format!("ok {b}"),
-                Err(e) => outcome(Err(e)),
+                Err(f) => outcome(Err(cx.take_failure(f))),
             }
         };
         *place = format!(
